@@ -1,0 +1,60 @@
+//! Every clap type lives here, so the whole command line reads in one place. Each subcommand has a file of its
+//! own that returns one report struct; `output` prints it as a table or as JSON.
+
+mod output;
+mod version;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use output::{OutputFormat, Report};
+
+/// Just-in-time nodes for Amazon EKS.
+#[derive(Debug, Parser)]
+#[command(name = "nodesmith", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// AWS region; defaults to the SDK's usual chain (AWS_REGION, the profile, IMDS).
+    #[arg(long, global = true, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// How results are printed.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive such as `nodesmith=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "NODESMITH_LOG_LEVEL",
+        default_value = "warn"
+    )]
+    pub log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the version of nodesmith and of the APIs it serves.
+    Version,
+}
+
+/// Runs the parsed command and prints its report.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Version => output::print(&version::report(), cli.global.output),
+    }
+}
+
+/// What the command line reports to the user: one sentence that says what went wrong and what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("could not write the output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("could not encode the output as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}

@@ -1,0 +1,9 @@
+//! nodesmith: just-in-time nodes for Amazon EKS.
+//!
+//! `catalog` is pure (no kube or AWS client); `cli` parses and prints; `aws` builds SDK configuration.
+#![forbid(unsafe_code)]
+
+pub mod aws;
+pub mod catalog;
+pub mod cli;
+pub mod telemetry;

@@ -1,0 +1,72 @@
+//! The sandbox harness: not part of the product. `seed` creates the demo environment in moto; `registrar` turns
+//! running moto instances into Kubernetes Nodes, as kubelets joining a real cluster would.
+#![forbid(unsafe_code)]
+
+mod instance_node;
+mod registrar;
+mod seed;
+mod user_data;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "sandbox-harness")]
+struct Cli {
+    /// The EKS cluster the sandbox plays.
+    #[arg(long, global = true, default_value = "demo")]
+    cluster: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create (idempotently) the demo VPC, subnets, security group and EKS cluster in moto.
+    Seed,
+    /// Keep one Node per running instance tagged for the cluster, until stopped.
+    Registrar {
+        /// How often moto is polled for instances.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms or 2s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" | "" => Ok(Duration::from_secs(number)),
+        _ => Err(format!("{text:?} is not a duration like 500ms or 2s")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let sdk = nodesmith::aws::sdk_config(None).await;
+    match cli.command {
+        Command::Seed => {
+            let seeded = seed::seed_demo(&sdk, &cli.cluster).await?;
+            println!("{}", serde_json::to_string_pretty(&seeded)?);
+        }
+        Command::Registrar { interval } => {
+            let kube = kube::Client::try_default().await?;
+            registrar::run(&sdk, kube, &cli.cluster, interval).await?;
+        }
+    }
+    Ok(())
+}

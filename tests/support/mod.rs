@@ -1,0 +1,159 @@
+//! Connects tests to the running sandbox (`scripts/sandbox up`) and keeps tests that run in parallel apart.
+//!
+//! The connection comes from the environment `scripts/sandbox up` writes to `target/sandbox/env`; variables already
+//! set in the process win, so `source target/sandbox/env && cargo test -- --ignored` and a bare
+//! `cargo test -- --ignored` behave the same.
+#![allow(dead_code)] // each test binary uses its own part of the support code
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::config::Credentials;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+pub struct Sandbox {
+    pub sdk: aws_config::SdkConfig,
+    pub kube: kube::Client,
+    /// The EKS cluster the sandbox plays (`demo`).
+    pub cluster: String,
+}
+
+const ENV_KEYS: [&str; 6] = [
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "KUBECONFIG",
+    "NODESMITH_SANDBOX_CLUSTER",
+];
+
+impl Sandbox {
+    pub async fn connect() -> Result<Self> {
+        let env = sandbox_env()?;
+        let get = |key: &str| {
+            env.get(key)
+                .cloned()
+                .with_context(|| format!("{key} is not set by target/sandbox/env"))
+        };
+        let endpoint = get("AWS_ENDPOINT_URL")?;
+        if !endpoint.starts_with("http://127.") && !endpoint.starts_with("http://localhost") {
+            bail!(
+                "AWS_ENDPOINT_URL={endpoint} is not the local sandbox; refusing to run tests against it"
+            );
+        }
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(Region::new(get("AWS_REGION")?))
+            .credentials_provider(Credentials::new(
+                get("AWS_ACCESS_KEY_ID")?,
+                get("AWS_SECRET_ACCESS_KEY")?,
+                None,
+                None,
+                "sandbox",
+            ))
+            .load()
+            .await;
+        let kubeconfig =
+            Kubeconfig::read_from(get("KUBECONFIG")?).context("reading the sandbox kubeconfig")?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(Self {
+            sdk,
+            kube: kube::Client::try_from(config)?,
+            cluster: get("NODESMITH_SANDBOX_CLUSTER")?,
+        })
+    }
+
+    /// A namespace of its own for one test; delete it with [`Sandbox::delete_namespace`].
+    pub async fn namespace(&self, prefix: &str) -> Result<String> {
+        let name = unique_name(prefix);
+        let namespace = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(self.kube.clone())
+            .create(&PostParams::default(), &namespace)
+            .await?;
+        // Pods are refused until the namespace's default ServiceAccount exists.
+        let accounts =
+            Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(self.kube.clone(), &name);
+        wait_until(
+            "the namespace's default ServiceAccount",
+            Duration::from_secs(60),
+            || async { Ok(accounts.get_opt("default").await?.map(|_| ())) },
+        )
+        .await?;
+        Ok(name)
+    }
+
+    pub async fn delete_namespace(&self, name: &str) -> Result<()> {
+        Api::<Namespace>::all(self.kube.clone())
+            .delete(name, &DeleteParams::default())
+            .await?;
+        Ok(())
+    }
+}
+
+/// The sandbox environment: `target/sandbox/env`, overridden by the process environment.
+fn sandbox_env() -> Result<HashMap<String, String>> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sandbox/env");
+    let mut env = HashMap::new();
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        for line in text.lines() {
+            if let Some((key, value)) = line
+                .trim()
+                .strip_prefix("export ")
+                .and_then(|l| l.split_once('='))
+            {
+                env.insert(key.to_string(), value.trim_matches('"').to_string());
+            }
+        }
+    }
+    for key in ENV_KEYS {
+        if let Ok(value) = std::env::var(key) {
+            env.insert(key.to_string(), value);
+        }
+    }
+    if env.is_empty() {
+        bail!("the sandbox is not running: start it with `make sandbox-up` (or run `make test`)");
+    }
+    Ok(env)
+}
+
+/// A name no other test, or other run, uses: `prefix-<pid>-<n>`, valid as a Kubernetes name and an AWS name.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `check` every half second until it returns `Some`, or fails after `timeout` saying what it waited for.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
