@@ -55,6 +55,8 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // The registrar's output goes to a log file.
+        .with_ansi(false)
         .init();
     let cli = Cli::parse();
     let sdk = nodesmith::aws::sdk_config(None).await;

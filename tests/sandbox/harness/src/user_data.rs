@@ -14,20 +14,28 @@ pub fn max_pods_from_base64(user_data: &str) -> Option<u32> {
 
 pub fn max_pods_from_text(text: &str) -> Option<u32> {
     // The last setting wins, as it would for a kubelet flag given twice or a merged NodeConfig.
-    text.lines().filter_map(max_pods_on_line).last()
+    text.lines().rev().find_map(max_pods_on_line)
 }
 
 fn max_pods_on_line(line: &str) -> Option<u32> {
-    const KEYS: [(&str, &[char]); 3] = [
-        ("maxPods", &[':']),
-        ("--max-pods", &['=', ' ']),
-        ("max-pods", &['=']),
+    // (key, the character between key and value; a flag may also take its value after a space)
+    const KEYS: [(&str, char, bool); 3] = [
+        ("maxPods", ':', false),
+        ("--max-pods", '=', true),
+        ("max-pods", '=', false),
     ];
-    KEYS.iter().find_map(|(key, separators)| {
+    KEYS.iter().find_map(|&(key, separator, space_separates)| {
         let at = line.find(key)?;
-        let rest = line[at + key.len()..].trim_start_matches(|c: char| c == ' ' || c == '"');
-        let rest = rest.strip_prefix(*separators)?;
-        let digits: String = rest
+        let after_key = &line[at + key.len()..];
+        // A JSON key ends with its closing quote.
+        let after_key = after_key.strip_prefix('"').unwrap_or(after_key);
+        let trimmed = after_key.trim_start();
+        let value = match trimmed.strip_prefix(separator) {
+            Some(value) => value,
+            None if space_separates && trimmed.len() < after_key.len() => trimmed,
+            None => return None,
+        };
+        let digits: String = value
             .trim_start_matches([' ', '"', '\''])
             .chars()
             .take_while(char::is_ascii_digit)
