@@ -6,4 +6,6 @@
 pub mod aws;
 pub mod catalog;
 pub mod cli;
+pub mod cloud;
+pub mod scheduling;
 pub mod telemetry;

@@ -1,6 +1,9 @@
 //! Pod density of an instance type, as DESIGN.md states it: ENI-limited by default, ×16 under VPC CNI prefix
 //! delegation on Nitro and bare-metal types (with AWS's 110/250 caps), then the user's overrides.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 /// The network limits of an instance type that bound how many pod IPs it can hand out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetworkLimits {
@@ -15,7 +18,7 @@ pub struct NetworkLimits {
 }
 
 /// The knobs an EC2NodeClass (or the cluster's CNI) sets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MaxPodsSettings {
     /// VPC CNI `ENABLE_PREFIX_DELEGATION`.
     pub prefix_delegation: bool,
@@ -25,6 +28,33 @@ pub struct MaxPodsSettings {
     pub max_pods: Option<u32>,
     /// `kubelet.podsPerCore`: a further cap of `podsPerCore × vCPUs`.
     pub pods_per_core: Option<u32>,
+}
+
+/// The VPC CNI's own ENI table (`pkg/vpc/vpc_ip_resource_limit.go`, August 2026): the CNI attaches ENIs by
+/// it, so where it knows a type its figures are the ones pod density follows. DescribeInstanceTypes disagrees
+/// for a few multi-card types (i7ie.48xlarge: 8 ENIs on the default card there, 15 here and in AWS's
+/// eni-max-pods table).
+const VPC_CNI_LIMITS: &str = include_str!("eni-limits.tsv");
+
+/// (ENIs of the default network card, IPv4 addresses per ENI) of `instance_type` in the VPC CNI's table.
+pub fn vpc_cni_limits(instance_type: &str) -> Option<(u32, u32)> {
+    static TABLE: OnceLock<HashMap<&'static str, (u32, u32)>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| {
+            VPC_CNI_LIMITS
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let cols: Vec<&str> = line.split('\t').collect();
+                    Some((
+                        *cols.first()?,
+                        (cols.get(3)?.parse().ok()?, cols.get(2)?.parse().ok()?),
+                    ))
+                })
+                .collect()
+        })
+        .get(instance_type)
+        .copied()
 }
 
 /// Addresses in one delegated /28 prefix.
@@ -67,37 +97,14 @@ fn formula(limits: NetworkLimits, settings: MaxPodsSettings) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use proptest::prelude::*;
 
     use super::*;
 
-    const ENI_LIMITS: &str = include_str!("../../tests/data/eni-limits.tsv");
     const ENI_MAX_PODS: &str = include_str!("../../tests/data/eni-max-pods.txt");
 
-    /// instance type -> (limits) from the VPC CNI's table.
-    fn reference_limits() -> HashMap<&'static str, NetworkLimits> {
-        ENI_LIMITS
-            .lines()
-            .skip(1)
-            .map(|line| {
-                let cols: Vec<&str> = line.split('\t').collect();
-                let number = |i: usize| cols[i].parse::<u32>().expect("numeric column");
-                let limits = NetworkLimits {
-                    enis: number(3),
-                    ipv4_per_eni: number(2),
-                    vcpus: 0,
-                    supports_prefixes: cols[4] == "nitro" || cols[5] == "true",
-                };
-                (cols[0], limits)
-            })
-            .collect()
-    }
-
     #[test]
-    fn without_prefix_delegation_matches_aws_eni_max_pods_table() {
-        let limits = reference_limits();
+    fn without_prefix_delegation_the_vpc_cni_table_gives_aws_eni_max_pods_table() {
         let mut compared = 0;
         for line in ENI_MAX_PODS
             .lines()
@@ -105,11 +112,17 @@ mod tests {
         {
             let (name, expected) = line.split_once(' ').expect("two columns");
             let expected: u32 = expected.trim().parse().expect("numeric max pods");
-            let Some(limits) = limits.get(name) else {
+            let Some((enis, ipv4_per_eni)) = vpc_cni_limits(name) else {
                 continue;
             };
+            let limits = NetworkLimits {
+                enis,
+                ipv4_per_eni,
+                vcpus: 1,
+                supports_prefixes: true,
+            };
             assert_eq!(
-                max_pods(*limits, MaxPodsSettings::default()),
+                max_pods(limits, MaxPodsSettings::default()),
                 expected,
                 "{name}"
             );

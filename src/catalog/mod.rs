@@ -1,4 +1,158 @@
-//! Instance types and what a node of each type can hold. Pure: plain data in, plain data out.
+//! Instance types, their offerings (zone × capacity type × price) and what a node of each type can hold.
+//! Pure: plain data in, plain data out; the AWS calls that fill it live in `cloud::instance_types`.
 
 pub mod allocatable;
+pub mod instance_type;
 pub mod max_pods;
+pub mod pricing;
+pub mod resources;
+
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use instance_type::InstanceTypeInfo;
+use pricing::PriceTable;
+
+/// `instance-types.json`: DescribeInstanceTypes and DescribeInstanceTypeOfferings of us-east-1 as the sandbox's
+/// moto serves them (real AWS data), written by `scripts/catalog-snapshot`. Lets `plan` and `max-pods` work with
+/// no AWS at all.
+const SNAPSHOT: &str = include_str!("instance-types.json");
+pub const SNAPSHOT_REGION: &str = "us-east-1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapacityType {
+    Spot,
+    OnDemand,
+}
+
+impl CapacityType {
+    /// The value of the `karpenter.sh/capacity-type` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Spot => "spot",
+            Self::OnDemand => "on-demand",
+        }
+    }
+}
+
+/// Where and how a type can be launched, and at what price per hour.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Offering {
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    pub price: f64,
+}
+
+/// The embedded snapshot, parsed once.
+pub fn embedded_instance_types() -> &'static [InstanceTypeInfo] {
+    static TYPES: OnceLock<Vec<InstanceTypeInfo>> = OnceLock::new();
+    TYPES.get_or_init(|| serde_json::from_str(SNAPSHOT).unwrap_or_default())
+}
+
+/// The offerings of a type: every zone it is offered in × the capacity types it supports, where a price is
+/// known (a type without a price cannot be compared, so it is not offered).
+pub fn offerings(instance_type: &InstanceTypeInfo, prices: &PriceTable) -> Vec<Offering> {
+    let mut offerings = Vec::new();
+    for zone in &instance_type.zones {
+        for usage in &instance_type.usage_classes {
+            let (capacity_type, price) = match usage.as_str() {
+                "spot" => (CapacityType::Spot, prices.spot(&instance_type.name, zone)),
+                "on-demand" => (
+                    CapacityType::OnDemand,
+                    prices.on_demand(&instance_type.name),
+                ),
+                _ => continue,
+            };
+            if let Some(price) = price {
+                offerings.push(Offering {
+                    zone: zone.clone(),
+                    capacity_type,
+                    price,
+                });
+            }
+        }
+    }
+    offerings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::max_pods::MaxPodsSettings;
+
+    #[test]
+    fn the_snapshot_parses_and_holds_the_common_types() {
+        let types = embedded_instance_types();
+        assert!(types.len() > 1000, "{} types", types.len());
+        let m5 = types
+            .iter()
+            .find(|t| t.name == "m5.large")
+            .expect("m5.large");
+        assert_eq!(
+            (m5.vcpus, m5.memory_mib, m5.enis, m5.ipv4_per_eni),
+            (2, 8192, 3, 10)
+        );
+        assert!(m5.zones.len() >= 3);
+        let graviton = types
+            .iter()
+            .find(|t| t.name == "m7g.large")
+            .expect("m7g.large");
+        assert_eq!(graviton.kubernetes_arch(), Some("arm64"));
+    }
+
+    #[test]
+    fn snapshot_max_pods_matches_aws_table_and_the_prefix_delegation_examples() {
+        let types = embedded_instance_types();
+        let find = |name: &str| types.iter().find(|t| t.name == name).expect(name);
+        let pd = MaxPodsSettings {
+            prefix_delegation: true,
+            ..Default::default()
+        };
+        assert_eq!(find("m5.large").max_pods(pd), 110);
+        assert_eq!(find("t3.micro").max_pods(pd), 34);
+        assert_eq!(find("m5.24xlarge").max_pods(pd), 250);
+
+        let table = include_str!("../../tests/data/eni-max-pods.txt");
+        let mut compared = 0;
+        for line in table
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            let Some((name, expected)) = line.split_once(' ') else {
+                continue;
+            };
+            let Some(t) = types.iter().find(|t| t.name == name) else {
+                continue;
+            };
+            assert_eq!(
+                t.max_pods(MaxPodsSettings::default()).to_string(),
+                expected.trim(),
+                "{name}"
+            );
+            compared += 1;
+        }
+        assert!(compared > 500, "only {compared} types in both");
+    }
+
+    #[test]
+    fn offerings_cover_zones_and_capacity_types_with_prices() {
+        let types = embedded_instance_types();
+        let m5 = types
+            .iter()
+            .find(|t| t.name == "m5.large")
+            .expect("m5.large");
+        let offerings = offerings(m5, &PriceTable::embedded());
+        assert_eq!(offerings.len(), m5.zones.len() * 2);
+        let spot = offerings
+            .iter()
+            .find(|o| o.capacity_type == CapacityType::Spot)
+            .expect("spot");
+        let on_demand = offerings
+            .iter()
+            .find(|o| o.capacity_type == CapacityType::OnDemand)
+            .expect("on-demand");
+        assert!(spot.price < on_demand.price);
+    }
+}

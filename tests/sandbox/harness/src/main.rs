@@ -26,6 +26,11 @@ enum Command {
     /// Create (idempotently) the demo VPC, subnets, security group and EKS cluster in moto.
     Seed,
     /// Keep one Node per running instance tagged for the cluster, until stopped.
+    /// Write the instance-type catalog of the region (DescribeInstanceTypes + offerings) as nodesmith embeds it.
+    CatalogSnapshot {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     Registrar {
         /// How often moto is polled for instances.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -64,6 +69,17 @@ async fn main() -> anyhow::Result<()> {
         Command::Seed => {
             let seeded = seed::seed_demo(&sdk, &cli.cluster).await?;
             println!("{}", serde_json::to_string_pretty(&seeded)?);
+        }
+        Command::CatalogSnapshot { out } => {
+            let ec2 = aws_sdk_ec2::Client::new(&sdk);
+            let types = nodesmith::cloud::instance_types::describe_instance_types(&ec2).await?;
+            // One type per line keeps the committed file reviewable in diffs.
+            let lines: Vec<String> = types
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<_, _>>()?;
+            std::fs::write(&out, format!("[\n{}\n]\n", lines.join(",\n")))?;
+            eprintln!("wrote {} instance types to {}", types.len(), out.display());
         }
         Command::Registrar { interval } => {
             let kube = kube::Client::try_default().await?;

@@ -1,0 +1,328 @@
+//! One EC2 instance type as nodesmith needs it: the facts DescribeInstanceTypes gives, and what follows from
+//! them: the labels Karpenter users select on, node capacity and allocatable.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::allocatable;
+use super::max_pods::{MaxPodsSettings, NetworkLimits, max_pods, vpc_cni_limits};
+use super::resources::{ResourceName, Resources};
+
+/// GPUs or Neuron devices of a type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accelerator {
+    pub name: String,
+    pub manufacturer: String,
+    pub count: u32,
+    pub memory_mib: u64,
+}
+
+/// The facts of one instance type, as DescribeInstanceTypes and DescribeInstanceTypeOfferings report them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceTypeInfo {
+    pub name: String,
+    /// `x86_64` and/or `arm64`, as EC2 names them.
+    pub architectures: Vec<String>,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// `nitro`, `xen`, or empty for bare metal.
+    pub hypervisor: String,
+    pub bare_metal: bool,
+    /// Network interfaces of the default network card.
+    pub enis: u32,
+    pub ipv4_per_eni: u32,
+    pub cpu_manufacturer: String,
+    /// Baseline bandwidth of the default network card, in Mbit/s.
+    pub network_bandwidth_mbps: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<Accelerator>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neuron: Option<Accelerator>,
+    /// Total local NVMe instance storage, in GiB (0 when none).
+    #[serde(default)]
+    pub local_nvme_gib: u64,
+    /// `spot` and/or `on-demand`.
+    pub usage_classes: Vec<String>,
+    /// Availability zones of the region where the type is offered.
+    pub zones: Vec<String>,
+}
+
+/// Default root volume a node gets, which bounds its ephemeral storage (Karpenter's default is 20Gi).
+pub const DEFAULT_EPHEMERAL_STORAGE_BYTES: i64 = 20 << 30;
+
+impl InstanceTypeInfo {
+    /// Kubernetes' name of the architecture, if nodesmith can run on it.
+    pub fn kubernetes_arch(&self) -> Option<&'static str> {
+        if self.architectures.iter().any(|a| a == "x86_64") {
+            Some("amd64")
+        } else if self.architectures.iter().any(|a| a == "arm64") {
+            Some("arm64")
+        } else {
+            None
+        }
+    }
+
+    /// ENI limits as the VPC CNI applies them: its own table where it knows the type, else EC2's.
+    pub fn network_limits(&self) -> NetworkLimits {
+        let (enis, ipv4_per_eni) =
+            vpc_cni_limits(&self.name).unwrap_or((self.enis, self.ipv4_per_eni));
+        NetworkLimits {
+            enis,
+            ipv4_per_eni,
+            vcpus: self.vcpus,
+            supports_prefixes: self.hypervisor == "nitro" || self.bare_metal,
+        }
+    }
+
+    pub fn max_pods(&self, settings: MaxPodsSettings) -> u32 {
+        max_pods(self.network_limits(), settings)
+    }
+
+    /// `m5d.large` → `m5d`.
+    pub fn family(&self) -> &str {
+        self.name
+            .split_once('.')
+            .map_or(self.name.as_str(), |(family, _)| family)
+    }
+
+    /// `m5d.large` → `large`.
+    pub fn size(&self) -> &str {
+        self.name.split_once('.').map_or("", |(_, size)| size)
+    }
+
+    /// The letters before the generation: `m5d` → `m`, `inf2` → `inf`, `u-6tb1` → `u`.
+    pub fn category(&self) -> &str {
+        let family = self.family();
+        let end = family
+            .find(|c: char| !c.is_ascii_lowercase())
+            .unwrap_or(family.len());
+        &family[..end]
+    }
+
+    /// The digits after the category: `m5d` → 5, `c7gn` → 7.
+    pub fn generation(&self) -> Option<u32> {
+        let rest = &self.family()[self.category().len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    }
+
+    /// The labels of a node of this type, without the offering's zone and capacity type.
+    pub fn labels(&self) -> BTreeMap<&'static str, String> {
+        let mut labels = BTreeMap::from([
+            ("node.kubernetes.io/instance-type", self.name.clone()),
+            ("kubernetes.io/os", "linux".to_string()),
+            (
+                "karpenter.k8s.aws/instance-category",
+                self.category().to_string(),
+            ),
+            (
+                "karpenter.k8s.aws/instance-family",
+                self.family().to_string(),
+            ),
+            ("karpenter.k8s.aws/instance-size", self.size().to_string()),
+            ("karpenter.k8s.aws/instance-cpu", self.vcpus.to_string()),
+            (
+                "karpenter.k8s.aws/instance-memory",
+                self.memory_mib.to_string(),
+            ),
+            (
+                "karpenter.k8s.aws/instance-hypervisor",
+                self.hypervisor.clone(),
+            ),
+            (
+                "karpenter.k8s.aws/instance-cpu-manufacturer",
+                self.cpu_manufacturer.to_lowercase(),
+            ),
+            (
+                "karpenter.k8s.aws/instance-network-bandwidth",
+                self.network_bandwidth_mbps.to_string(),
+            ),
+        ]);
+        if let Some(arch) = self.kubernetes_arch() {
+            labels.insert("kubernetes.io/arch", arch.to_string());
+        }
+        if let Some(generation) = self.generation() {
+            labels.insert(
+                "karpenter.k8s.aws/instance-generation",
+                generation.to_string(),
+            );
+        }
+        if let Some(gpu) = &self.gpu {
+            labels.insert(
+                "karpenter.k8s.aws/instance-gpu-name",
+                gpu.name.to_lowercase(),
+            );
+            labels.insert(
+                "karpenter.k8s.aws/instance-gpu-manufacturer",
+                gpu.manufacturer.to_lowercase(),
+            );
+            labels.insert(
+                "karpenter.k8s.aws/instance-gpu-count",
+                gpu.count.to_string(),
+            );
+            labels.insert(
+                "karpenter.k8s.aws/instance-gpu-memory",
+                gpu.memory_mib.to_string(),
+            );
+        }
+        if let Some(neuron) = &self.neuron {
+            labels.insert(
+                "karpenter.k8s.aws/instance-accelerator-name",
+                neuron.name.to_lowercase(),
+            );
+            labels.insert(
+                "karpenter.k8s.aws/instance-accelerator-manufacturer",
+                neuron.manufacturer.to_lowercase(),
+            );
+            labels.insert(
+                "karpenter.k8s.aws/instance-accelerator-count",
+                neuron.count.to_string(),
+            );
+        }
+        if self.local_nvme_gib > 0 {
+            labels.insert(
+                "karpenter.k8s.aws/instance-local-nvme",
+                self.local_nvme_gib.to_string(),
+            );
+        }
+        labels
+    }
+
+    /// What the kubelet reports as capacity.
+    pub fn capacity(&self, settings: MaxPodsSettings) -> Resources {
+        let mut capacity = Resources::ZERO
+            .with(ResourceName::Cpu, i64::from(self.vcpus) * 1000)
+            .with(
+                ResourceName::Memory,
+                mib(allocatable::memory_capacity_mib(self.memory_mib)),
+            )
+            .with(
+                ResourceName::EphemeralStorage,
+                DEFAULT_EPHEMERAL_STORAGE_BYTES,
+            )
+            .with(ResourceName::Pods, i64::from(self.max_pods(settings)));
+        if let Some(gpu) = &self.gpu {
+            let resource = match gpu.manufacturer.to_lowercase().as_str() {
+                "nvidia" => Some(ResourceName::NvidiaGpu),
+                "amd" => Some(ResourceName::AmdGpu),
+                _ => None,
+            };
+            if let Some(resource) = resource {
+                capacity.set(resource, i64::from(gpu.count));
+            }
+        }
+        if let Some(neuron) = &self.neuron {
+            capacity.set(ResourceName::Neuron, i64::from(neuron.count));
+        }
+        capacity
+    }
+
+    /// Capacity less kube-reserved and the eviction threshold: what pods can request.
+    pub fn allocatable(&self, settings: MaxPodsSettings) -> Resources {
+        let capacity = self.capacity(settings);
+        let pods = self.max_pods(settings);
+        let reserved = Resources::ZERO
+            .with(
+                ResourceName::Cpu,
+                allocatable::kube_reserved_cpu_millis(self.vcpus) as i64,
+            )
+            .with(
+                ResourceName::Memory,
+                mib(allocatable::kube_reserved_memory_mib(pods)
+                    + allocatable::EVICTION_THRESHOLD_MIB),
+            )
+            // The kubelet's default nodefs eviction threshold: 10% of the root volume.
+            .with(
+                ResourceName::EphemeralStorage,
+                DEFAULT_EPHEMERAL_STORAGE_BYTES / 10,
+            );
+        capacity - reserved
+    }
+}
+
+fn mib(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX / (1 << 20)) << 20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn m5_large() -> InstanceTypeInfo {
+        InstanceTypeInfo {
+            name: "m5.large".into(),
+            architectures: vec!["x86_64".into()],
+            vcpus: 2,
+            memory_mib: 8192,
+            hypervisor: "nitro".into(),
+            bare_metal: false,
+            enis: 3,
+            ipv4_per_eni: 10,
+            cpu_manufacturer: "Intel".into(),
+            network_bandwidth_mbps: 750,
+            gpu: None,
+            neuron: None,
+            local_nvme_gib: 0,
+            usage_classes: vec!["on-demand".into(), "spot".into()],
+            zones: vec!["us-east-1a".into()],
+        }
+    }
+
+    #[test]
+    fn name_parts() {
+        let mut t = m5_large();
+        assert_eq!(
+            (t.family(), t.size(), t.category(), t.generation()),
+            ("m5", "large", "m", Some(5))
+        );
+        t.name = "inf2.xlarge".into();
+        assert_eq!((t.category(), t.generation()), ("inf", Some(2)));
+        t.name = "u-6tb1.metal".into();
+        assert_eq!(
+            (t.family(), t.category(), t.generation()),
+            ("u-6tb1", "u", None)
+        );
+    }
+
+    #[test]
+    fn labels_karpenter_users_select_on() {
+        let labels = m5_large().labels();
+        assert_eq!(labels["karpenter.k8s.aws/instance-family"], "m5");
+        assert_eq!(labels["karpenter.k8s.aws/instance-generation"], "5");
+        assert_eq!(
+            labels["karpenter.k8s.aws/instance-cpu-manufacturer"],
+            "intel"
+        );
+        assert_eq!(labels["kubernetes.io/arch"], "amd64");
+        assert!(!labels.contains_key("karpenter.k8s.aws/instance-gpu-count"));
+    }
+
+    #[test]
+    fn allocatable_of_an_m5_large() {
+        let allocatable = m5_large().allocatable(MaxPodsSettings::default());
+        assert_eq!(allocatable.get(ResourceName::Cpu), 1930);
+        assert_eq!(
+            allocatable.get(ResourceName::Memory),
+            (8192 - 614 - 574 - 100) << 20
+        );
+        assert_eq!(allocatable.get(ResourceName::Pods), 29);
+    }
+
+    #[test]
+    fn gpus_become_extended_resources() {
+        let mut t = m5_large();
+        t.gpu = Some(Accelerator {
+            name: "A10G".into(),
+            manufacturer: "NVIDIA".into(),
+            count: 4,
+            memory_mib: 91552,
+        });
+        assert_eq!(
+            t.capacity(MaxPodsSettings::default())
+                .get(ResourceName::NvidiaGpu),
+            4
+        );
+        assert_eq!(t.labels()["karpenter.k8s.aws/instance-gpu-name"], "a10g");
+    }
+}

@@ -1,0 +1,12 @@
+//! The solver: which nodes to launch for pending pods. Pure: no kube client, no AWS client.
+
+pub mod bitset;
+pub mod model;
+pub mod plan;
+pub mod requirements;
+pub mod solver;
+
+pub use model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, Toleration};
+pub use plan::{NewNode, Plan, UnschedulablePod};
+pub use requirements::{Operator, Requirement};
+pub use solver::{SchedulingInput, solve};

@@ -1,0 +1,161 @@
+//! The scheduler's input: pods, NodePools and existing capacity as plain data (no Kubernetes types).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::requirements::Requirement;
+use crate::catalog::max_pods::MaxPodsSettings;
+use crate::catalog::resources::Resources;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Toleration {
+    /// None with `Exists` tolerates every taint.
+    pub key: Option<String>,
+    /// `Equal` (default) or `Exists`.
+    pub operator: String,
+    pub value: Option<String>,
+    /// None tolerates every effect.
+    pub effect: Option<String>,
+}
+
+impl Toleration {
+    pub fn tolerates(&self, taint: &Taint) -> bool {
+        if self.effect.as_deref().is_some_and(|e| e != taint.effect) {
+            return false;
+        }
+        match (self.key.as_deref(), self.operator.as_str()) {
+            (None, "Exists") => true,
+            (Some(key), "Exists") => key == taint.key,
+            (Some(key), _) => {
+                key == taint.key
+                    && self.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+            }
+            (None, _) => false,
+        }
+    }
+}
+
+/// Whether `tolerations` let a pod onto a node with `taints` (PreferNoSchedule never blocks).
+pub fn tolerates_all(tolerations: &[Toleration], taints: &[Taint]) -> bool {
+    taints
+        .iter()
+        .filter(|t| t.effect != "PreferNoSchedule")
+        .all(|taint| tolerations.iter().any(|t| t.tolerates(taint)))
+}
+
+/// A pending pod as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodRequest {
+    /// `namespace/name`.
+    pub id: String,
+    /// What the pod needs of a node, counted as Kubernetes counts it (max of init containers and the sum of the
+    /// containers, plus overhead) and including one `pods` slot.
+    pub requests: Resources,
+    /// nodeSelector entries and the required node-affinity term, ANDed. A pod with several required
+    /// node-selector terms (ORed) is given as one of these lists per term in `alternative_requirements`.
+    pub requirements: Vec<Requirement>,
+    /// Further ORed required terms beyond the first; tried in order when the first cannot be met.
+    #[serde(default)]
+    pub alternative_requirements: Vec<Vec<Requirement>>,
+    /// Preferred node-affinity terms, heaviest first; dropped one at a time, lightest first, when the pod fits
+    /// nowhere with them.
+    #[serde(default)]
+    pub preferences: Vec<(i32, Vec<Requirement>)>,
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+}
+
+/// A NodePool, reduced to what scheduling needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodePoolSpec {
+    pub name: String,
+    /// Higher weight is tried first.
+    pub weight: i32,
+    pub requirements: Vec<Requirement>,
+    /// Labels every node of the pool carries.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub taints: Vec<Taint>,
+    /// Taints present only while the node starts; they do not keep pods off it.
+    #[serde(default)]
+    pub startup_taints: Vec<Taint>,
+    /// Total resources the pool may hold (existing and planned nodes, by capacity); None is unlimited.
+    #[serde(default)]
+    pub limits: Option<Resources>,
+    /// Pod density settings of its EC2NodeClass.
+    #[serde(default)]
+    pub max_pods: MaxPodsSettings,
+}
+
+/// A node that exists or is being launched: what is still free on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExistingNode {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    /// Allocatable minus what its pods already request.
+    pub available: Resources,
+    /// Capacity, counted against its NodePool's limits.
+    pub capacity: Resources,
+    pub nodepool: Option<String>,
+}
+
+/// A DaemonSet's pod, which every node it can run on will carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonSetPod {
+    pub requests: Resources,
+    pub requirements: Vec<Requirement>,
+    pub tolerations: Vec<Toleration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: value.map(Into::into),
+            effect: effect.into(),
+        }
+    }
+
+    #[test]
+    fn tolerations_match_as_kubernetes_matches_them() {
+        let gpu = taint("nvidia.com/gpu", Some("true"), "NoSchedule");
+        let equal = Toleration {
+            key: Some("nvidia.com/gpu".into()),
+            operator: "Equal".into(),
+            value: Some("true".into()),
+            effect: None,
+        };
+        let exists_any = Toleration {
+            key: None,
+            operator: "Exists".into(),
+            value: None,
+            effect: None,
+        };
+        let wrong_effect = Toleration {
+            effect: Some("NoExecute".into()),
+            ..equal.clone()
+        };
+        assert!(equal.tolerates(&gpu));
+        assert!(exists_any.tolerates(&gpu));
+        assert!(!wrong_effect.tolerates(&gpu));
+        assert!(tolerates_all(
+            &[],
+            &[taint("soft", None, "PreferNoSchedule")]
+        ));
+        assert!(!tolerates_all(&[], &[gpu]));
+    }
+}

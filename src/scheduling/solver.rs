@@ -1,0 +1,645 @@
+//! First-fit decreasing: each pod, largest first, goes to the first existing node, then the first node planned
+//! in this round, then a new node of the heaviest NodePool that can take it. A planned node keeps the set of
+//! instance types that could still hold all its pods and narrows it as pods join; at the end it launches as the
+//! cheapest of them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::bitset::BitSet;
+use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, tolerates_all};
+use super::plan::{NewNode, Plan, UnschedulablePod};
+use super::requirements::{Operator, Requirement};
+use crate::catalog::instance_type::InstanceTypeInfo;
+use crate::catalog::pricing::PriceTable;
+use crate::catalog::resources::{ResourceName, Resources, format_quantity};
+use crate::catalog::{CapacityType, offerings};
+
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+pub const CAPACITY_TYPE_LABEL: &str = "karpenter.sh/capacity-type";
+pub const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
+/// A NodeClaim carries at most this many instance types to CreateFleet.
+pub const MAX_INSTANCE_TYPE_OPTIONS: usize = 60;
+
+pub struct SchedulingInput<'a> {
+    pub pods: &'a [PodRequest],
+    pub nodepools: &'a [NodePoolSpec],
+    pub instance_types: &'a [InstanceTypeInfo],
+    pub prices: &'a PriceTable,
+    pub existing: &'a [ExistingNode],
+    pub daemonsets: &'a [DaemonSetPod],
+}
+
+/// Capacity types as bits: spot = 1, on-demand = 2.
+const SPOT: u8 = 1;
+const ON_DEMAND: u8 = 2;
+
+fn capacity_type_bit(ct: CapacityType) -> u8 {
+    match ct {
+        CapacityType::Spot => SPOT,
+        CapacityType::OnDemand => ON_DEMAND,
+    }
+}
+
+/// The catalog, prepared once per solve.
+struct Catalog<'a> {
+    types: &'a [InstanceTypeInfo],
+    labels: Vec<BTreeMap<&'static str, String>>,
+    /// Per type: (zone bits where spot is offered, zone bits where on-demand is).
+    offered_zones: Vec<[u64; 2]>,
+    /// Per type and zone: cheapest price per capacity type.
+    prices: Vec<Vec<(usize, CapacityType, f64)>>,
+    zones: Vec<String>,
+}
+
+impl<'a> Catalog<'a> {
+    fn new(types: &'a [InstanceTypeInfo], price_table: &PriceTable) -> Self {
+        let mut zones: Vec<String> = types.iter().flat_map(|t| t.zones.iter().cloned()).collect();
+        zones.sort();
+        zones.dedup();
+        zones.truncate(64);
+        let zone_index: HashMap<&str, usize> = zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| (z.as_str(), i))
+            .collect();
+        let mut offered_zones = Vec::with_capacity(types.len());
+        let mut prices = Vec::with_capacity(types.len());
+        for t in types {
+            let mut bits = [0u64; 2];
+            let mut type_prices = Vec::new();
+            for offering in offerings(t, price_table) {
+                let Some(&zone) = zone_index.get(offering.zone.as_str()) else {
+                    continue;
+                };
+                bits[usize::from(offering.capacity_type == CapacityType::OnDemand)] |= 1 << zone;
+                type_prices.push((zone, offering.capacity_type, offering.price));
+            }
+            offered_zones.push(bits);
+            prices.push(type_prices);
+        }
+        let labels = types.iter().map(InstanceTypeInfo::labels).collect();
+        Self {
+            types,
+            labels,
+            offered_zones,
+            prices,
+            zones,
+        }
+    }
+
+    fn viable(&self, t: usize, zones: u64, cts: u8) -> bool {
+        let [spot, on_demand] = self.offered_zones[t];
+        (cts & SPOT != 0 && spot & zones != 0) || (cts & ON_DEMAND != 0 && on_demand & zones != 0)
+    }
+
+    /// The cheapest offering of `t` within `zones` × `cts`; spot wins a tie.
+    fn cheapest(&self, t: usize, zones: u64, cts: u8) -> Option<(usize, CapacityType, f64)> {
+        self.prices[t]
+            .iter()
+            .filter(|(zone, ct, _)| zones & (1 << zone) != 0 && cts & capacity_type_bit(*ct) != 0)
+            .copied()
+            .min_by(|a, b| a.2.total_cmp(&b.2).then(a.1.cmp(&b.1)).then(a.0.cmp(&b.0)))
+    }
+}
+
+/// A NodePool with its per-type allocatable (DaemonSet overhead taken off) and what its requirements allow.
+struct Pool<'a> {
+    spec: &'a NodePoolSpec,
+    allocatable: Vec<Resources>,
+    capacity: Vec<Resources>,
+    /// Types its requirements allow, that are offered somewhere it allows, and that fit its DaemonSets.
+    base: Compat,
+    remaining_limits: Option<Resources>,
+}
+
+/// What a node of a pool may still become, given a set of requirements.
+#[derive(Debug, Clone)]
+struct Compat {
+    types: BitSet,
+    zones: u64,
+    cts: u8,
+    /// Labels not of the instance type (the pool's own), with the values still possible.
+    custom: BTreeMap<String, Vec<String>>,
+}
+
+/// A node planned in this round.
+struct PlannedNode {
+    pool: usize,
+    compat: Compat,
+    used: Resources,
+    /// Element-wise maximum allocatable of `compat.types`: a quick necessary test before the exact one.
+    max_allocatable: Resources,
+    pods: Vec<usize>,
+}
+
+/// Where a pod went.
+enum Placement {
+    Existing(usize),
+    Planned,
+}
+
+pub fn solve(input: &SchedulingInput<'_>) -> Plan {
+    let catalog = Catalog::new(input.instance_types, input.prices);
+    let mut pools: Vec<Pool> = input
+        .nodepools
+        .iter()
+        .map(|spec| prepare_pool(spec, &catalog, input))
+        .collect();
+    // Heaviest first; the name breaks ties so the plan does not depend on input order.
+    pools.sort_by(|a, b| {
+        b.spec
+            .weight
+            .cmp(&a.spec.weight)
+            .then(a.spec.name.cmp(&b.spec.name))
+    });
+
+    let mut existing_available: Vec<Resources> =
+        input.existing.iter().map(|n| n.available).collect();
+    let mut existing_pods: Vec<Vec<usize>> = vec![Vec::new(); input.existing.len()];
+    let mut planned: Vec<PlannedNode> = Vec::new();
+    let mut compat_cache: HashMap<(usize, Vec<Requirement>), Option<Compat>> = HashMap::new();
+    let mut unschedulable = Vec::new();
+
+    // Largest first (CPU, then memory), the id breaking ties for a deterministic plan.
+    let mut order: Vec<usize> = (0..input.pods.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (pa, pb) = (&input.pods[a], &input.pods[b]);
+        let key = |p: &PodRequest| {
+            (
+                p.requests.get(ResourceName::Cpu),
+                p.requests.get(ResourceName::Memory),
+            )
+        };
+        key(pb).cmp(&key(pa)).then_with(|| pa.id.cmp(&pb.id))
+    });
+
+    for pod_index in order {
+        let pod = &input.pods[pod_index];
+        let mut placement = None;
+        'attempts: for requirements in requirement_attempts(pod) {
+            for (n, node) in input.existing.iter().enumerate() {
+                if pod.requests.fits_in(&existing_available[n])
+                    && tolerates_all(&pod.tolerations, &node.taints)
+                    && requirements
+                        .iter()
+                        .all(|r| r.matches(node.labels.get(&r.key).map(String::as_str)))
+                {
+                    existing_available[n] = existing_available[n] - pod.requests;
+                    placement = Some(Placement::Existing(n));
+                    break 'attempts;
+                }
+            }
+            for node in planned.iter_mut() {
+                let pool = &pools[node.pool];
+                if !tolerates_all(&pod.tolerations, &pool.spec.taints) {
+                    continue;
+                }
+                let used = node.used + pod.requests;
+                if !used.fits_in(&node.max_allocatable) {
+                    continue;
+                }
+                let Some(compat) =
+                    cached_compat(&mut compat_cache, node.pool, &requirements, pool, &catalog)
+                else {
+                    continue;
+                };
+                if let Some(narrowed) = narrow(&node.compat, compat, &used, pool, &catalog) {
+                    node.max_allocatable = max_allocatable(&narrowed.types, pool);
+                    node.compat = narrowed;
+                    node.used = used;
+                    node.pods.push(pod_index);
+                    placement = Some(Placement::Planned);
+                    break 'attempts;
+                }
+            }
+            for (p, pool) in pools.iter_mut().enumerate() {
+                if !tolerates_all(&pod.tolerations, &pool.spec.taints) {
+                    continue;
+                }
+                let Some(compat) =
+                    cached_compat(&mut compat_cache, p, &requirements, pool, &catalog)
+                else {
+                    continue;
+                };
+                let mut start = compat.clone();
+                if let Some(remaining) = pool.remaining_limits {
+                    start.types.retain(|t| pool.capacity[t].fits_in(&remaining));
+                }
+                if let Some(narrowed) = narrow(&start, &pool.base, &pod.requests, pool, &catalog) {
+                    // Count the largest type it may become against the limits, as it may become it.
+                    let largest = max_capacity(&narrowed.types, pool);
+                    if let Some(remaining) = pool.remaining_limits.as_mut() {
+                        *remaining = *remaining - largest;
+                    }
+                    planned.push(PlannedNode {
+                        pool: p,
+                        max_allocatable: max_allocatable(&narrowed.types, pool),
+                        compat: narrowed,
+                        used: pod.requests,
+                        pods: vec![pod_index],
+                    });
+                    placement = Some(Placement::Planned);
+                    break 'attempts;
+                }
+            }
+        }
+        match placement {
+            Some(Placement::Existing(n)) => existing_pods[n].push(pod_index),
+            Some(Placement::Planned) => {}
+            None => unschedulable.push(UnschedulablePod {
+                pod: pod.id.clone(),
+                reason: why_unschedulable(pod, &pools, &catalog, &mut compat_cache),
+            }),
+        }
+    }
+
+    let new_nodes = planned
+        .iter()
+        .filter_map(|node| finish(node, &pools, &catalog, input.pods))
+        .collect();
+    let existing_placements = input
+        .existing
+        .iter()
+        .zip(existing_pods)
+        .filter(|(_, pods)| !pods.is_empty())
+        .map(|(node, pods)| {
+            (
+                node.name.clone(),
+                pods.iter().map(|&p| input.pods[p].id.clone()).collect(),
+            )
+        })
+        .collect();
+    Plan {
+        new_nodes,
+        existing_placements,
+        unschedulable,
+    }
+}
+
+/// The requirement sets to try, in order: each required term with all preferences, then with preferences
+/// dropped one at a time, lightest first.
+fn requirement_attempts(pod: &PodRequest) -> Vec<Vec<Requirement>> {
+    let mut attempts = Vec::new();
+    let mut preferences: Vec<&(i32, Vec<Requirement>)> = pod.preferences.iter().collect();
+    preferences.sort_by_key(|p| std::cmp::Reverse(p.0));
+    for required in std::iter::once(&pod.requirements).chain(pod.alternative_requirements.iter()) {
+        for kept in (0..=preferences.len()).rev() {
+            let mut attempt = required.clone();
+            attempt.extend(
+                preferences[..kept]
+                    .iter()
+                    .flat_map(|(_, terms)| terms.iter().cloned()),
+            );
+            attempts.push(attempt);
+        }
+    }
+    attempts
+}
+
+fn prepare_pool<'a>(
+    spec: &'a NodePoolSpec,
+    catalog: &Catalog,
+    input: &SchedulingInput,
+) -> Pool<'a> {
+    let n = catalog.types.len();
+    let capacity: Vec<Resources> = catalog
+        .types
+        .iter()
+        .map(|t| t.capacity(spec.max_pods))
+        .collect();
+    let mut allocatable: Vec<Resources> = catalog
+        .types
+        .iter()
+        .map(|t| t.allocatable(spec.max_pods))
+        .collect();
+
+    let mut custom: BTreeMap<String, Vec<String>> = spec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), vec![v.clone()]))
+        .collect();
+    for r in &spec.requirements {
+        if r.operator == Operator::In && !is_catalog_key(&r.key, catalog) {
+            custom
+                .entry(r.key.clone())
+                .or_insert_with(|| r.values.clone());
+        }
+    }
+    custom.insert(NODEPOOL_LABEL.to_string(), vec![spec.name.clone()]);
+    let unconstrained = Compat {
+        types: BitSet::full(n),
+        zones: u64::MAX,
+        cts: SPOT | ON_DEMAND,
+        custom,
+    };
+    let mut base =
+        apply_requirements(&unconstrained, &spec.requirements, catalog).unwrap_or(Compat {
+            types: BitSet::empty(n),
+            ..unconstrained
+        });
+
+    // DaemonSets that will run on the pool's nodes take their share of every type they fit.
+    for ds in input.daemonsets {
+        // Startup taints are meant to be tolerated or removed; only the pool's taints keep a DaemonSet off.
+        if !tolerates_all(&ds.tolerations, &spec.taints) {
+            continue;
+        }
+        if let Some(ds_compat) = apply_requirements(&base, &ds.requirements, catalog) {
+            for t in ds_compat.types.iter() {
+                allocatable[t] = allocatable[t] - ds.requests;
+            }
+        }
+    }
+    let zones = base.zones;
+    let cts = base.cts;
+    base.types
+        .retain(|t| catalog.viable(t, zones, cts) && !allocatable[t].is_zero());
+    Pool {
+        spec,
+        allocatable,
+        capacity,
+        base,
+        remaining_limits: spec.limits.map(|l| l - existing_usage(spec, input)),
+    }
+}
+
+fn existing_usage(spec: &NodePoolSpec, input: &SchedulingInput) -> Resources {
+    input
+        .existing
+        .iter()
+        .filter(|n| n.nodepool.as_deref() == Some(spec.name.as_str()))
+        .fold(Resources::ZERO, |sum, n| sum + n.capacity)
+}
+
+/// Keys whose value comes from the instance type or its offering.
+fn is_catalog_key(key: &str, catalog: &Catalog) -> bool {
+    key == ZONE_LABEL
+        || key == CAPACITY_TYPE_LABEL
+        || catalog.labels.iter().any(|labels| labels.contains_key(key))
+}
+
+/// Narrows `start` by `requirements`; None when nothing is left.
+fn apply_requirements(
+    start: &Compat,
+    requirements: &[Requirement],
+    catalog: &Catalog,
+) -> Option<Compat> {
+    let mut compat = start.clone();
+    for r in requirements {
+        if r.key == ZONE_LABEL {
+            for (i, zone) in catalog.zones.iter().enumerate() {
+                if !r.matches(Some(zone)) {
+                    compat.zones &= !(1 << i);
+                }
+            }
+        } else if r.key == CAPACITY_TYPE_LABEL {
+            for ct in [CapacityType::Spot, CapacityType::OnDemand] {
+                if !r.matches(Some(ct.as_str())) {
+                    compat.cts &= !capacity_type_bit(ct);
+                }
+            }
+        } else if let Some(values) = compat.custom.get_mut(&r.key) {
+            values.retain(|v| r.matches(Some(v)));
+            if values.is_empty() {
+                return None;
+            }
+        } else {
+            compat
+                .types
+                .retain(|t| r.matches(catalog.labels[t].get(r.key.as_str()).map(String::as_str)));
+        }
+    }
+    let (zones, cts) = (compat.zones, compat.cts);
+    if zones == 0 || cts == 0 {
+        return None;
+    }
+    compat.types.retain(|t| catalog.viable(t, zones, cts));
+    (!compat.types.is_empty()).then_some(compat)
+}
+
+fn cached_compat<'c>(
+    cache: &'c mut HashMap<(usize, Vec<Requirement>), Option<Compat>>,
+    pool_index: usize,
+    requirements: &[Requirement],
+    pool: &Pool,
+    catalog: &Catalog,
+) -> Option<&'c Compat> {
+    cache
+        .entry((pool_index, requirements.to_vec()))
+        .or_insert_with(|| apply_requirements(&pool.base, requirements, catalog))
+        .as_ref()
+}
+
+/// `node` ∧ `pod`, keeping only types that hold `used` and keep the pool's `minValues`.
+fn narrow(
+    node: &Compat,
+    pod: &Compat,
+    used: &Resources,
+    pool: &Pool,
+    catalog: &Catalog,
+) -> Option<Compat> {
+    let zones = node.zones & pod.zones;
+    let cts = node.cts & pod.cts;
+    if zones == 0 || cts == 0 {
+        return None;
+    }
+    let mut custom = node.custom.clone();
+    for (key, values) in &mut custom {
+        if let Some(allowed) = pod.custom.get(key) {
+            values.retain(|v| allowed.contains(v));
+            if values.is_empty() {
+                return None;
+            }
+        }
+    }
+    let mut types = node.types.and(&pod.types);
+    types.retain(|t| used.fits_in(&pool.allocatable[t]) && catalog.viable(t, zones, cts));
+    if types.is_empty() || !min_values_hold(&types, pool, catalog) {
+        return None;
+    }
+    Some(Compat {
+        types,
+        zones,
+        cts,
+        custom,
+    })
+}
+
+fn min_values_hold(types: &BitSet, pool: &Pool, catalog: &Catalog) -> bool {
+    pool.spec.requirements.iter().all(|r| {
+        let Some(min) = r.min_values else { return true };
+        let mut values: Vec<&str> = types
+            .iter()
+            .filter_map(|t| catalog.labels[t].get(r.key.as_str()).map(String::as_str))
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        values.len() >= min as usize
+    })
+}
+
+fn max_allocatable(types: &BitSet, pool: &Pool) -> Resources {
+    types
+        .iter()
+        .fold(Resources::ZERO, |max, t| max.max(&pool.allocatable[t]))
+}
+
+fn max_capacity(types: &BitSet, pool: &Pool) -> Resources {
+    types
+        .iter()
+        .fold(Resources::ZERO, |max, t| max.max(&pool.capacity[t]))
+}
+
+/// The planned node as it will launch: its options, cheapest first, cut to the CreateFleet limit.
+fn finish(
+    node: &PlannedNode,
+    pools: &[Pool],
+    catalog: &Catalog,
+    pods: &[PodRequest],
+) -> Option<NewNode> {
+    let pool = &pools[node.pool];
+    let mut options: Vec<(usize, (usize, CapacityType, f64))> = node
+        .compat
+        .types
+        .iter()
+        .filter_map(|t| Some((t, catalog.cheapest(t, node.compat.zones, node.compat.cts)?)))
+        .collect();
+    options.sort_by(|a, b| {
+        a.1.2
+            .total_cmp(&b.1.2)
+            .then(catalog.types[a.0].name.cmp(&catalog.types[b.0].name))
+    });
+    let keep = options_to_keep(&options, pool, catalog);
+    options.truncate(keep);
+    let &(cheapest, (zone, capacity_type, price)) = options.first()?;
+    let mut labels: BTreeMap<String, String> = node
+        .compat
+        .custom
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.first()?.clone())))
+        .collect();
+    labels.insert(
+        CAPACITY_TYPE_LABEL.to_string(),
+        capacity_type.as_str().to_string(),
+    );
+    labels.insert(ZONE_LABEL.to_string(), catalog.zones[zone].clone());
+    Some(NewNode {
+        nodepool: pool.spec.name.clone(),
+        instance_type: catalog.types[cheapest].name.clone(),
+        zone: catalog.zones[zone].clone(),
+        capacity_type,
+        price_per_hour: price,
+        pods: node.pods.iter().map(|&p| pods[p].id.clone()).collect(),
+        requests: node.used,
+        allocatable: pool.allocatable[cheapest],
+        instance_type_options: options
+            .iter()
+            .map(|(t, _)| catalog.types[*t].name.clone())
+            .collect(),
+        zones: (0..catalog.zones.len())
+            .filter(|z| node.compat.zones & (1 << z) != 0)
+            .map(|z| catalog.zones[z].clone())
+            .collect(),
+        capacity_types: [CapacityType::Spot, CapacityType::OnDemand]
+            .into_iter()
+            .filter(|ct| node.compat.cts & capacity_type_bit(*ct) != 0)
+            .collect(),
+        labels,
+    })
+}
+
+/// The 60 cheapest, or more where the pool's `minValues` need more distinct values than 60 give.
+fn options_to_keep(
+    options: &[(usize, (usize, CapacityType, f64))],
+    pool: &Pool,
+    catalog: &Catalog,
+) -> usize {
+    let mut keep = options.len().min(MAX_INSTANCE_TYPE_OPTIONS);
+    for r in pool
+        .spec
+        .requirements
+        .iter()
+        .filter(|r| r.min_values.is_some())
+    {
+        let min = r.min_values.unwrap_or(0) as usize;
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, (t, _)) in options.iter().enumerate() {
+            if let Some(value) = catalog.labels[*t].get(r.key.as_str())
+                && !seen.contains(&value.as_str())
+            {
+                seen.push(value);
+                if seen.len() == min {
+                    keep = keep.max(i + 1);
+                    break;
+                }
+            }
+        }
+    }
+    keep
+}
+
+/// A reason a person can act on, for each NodePool, from the pod's own requirements.
+fn why_unschedulable(
+    pod: &PodRequest,
+    pools: &[Pool],
+    catalog: &Catalog,
+    cache: &mut HashMap<(usize, Vec<Requirement>), Option<Compat>>,
+) -> String {
+    if pools.is_empty() {
+        return "no NodePool to launch a node from, and no existing node fits".to_string();
+    }
+    let reasons: Vec<String> = pools
+        .iter()
+        .enumerate()
+        .map(|(p, pool)| {
+            let name = &pool.spec.name;
+            if let Some(taint) = untolerated(&pod.tolerations, &pool.spec.taints) {
+                return format!("NodePool {name}: does not tolerate its taint {}", describe_taint(taint));
+            }
+            if pool.base.types.is_empty() {
+                return format!("NodePool {name}: no instance type meets its own requirements");
+            }
+            let Some(compat) = cached_compat(cache, p, &pod.requirements, pool, catalog) else {
+                let blocking = pod
+                    .requirements
+                    .iter()
+                    .find(|r| apply_requirements(&pool.base, std::slice::from_ref(r), catalog).is_none());
+                return match blocking {
+                    Some(r) => format!("NodePool {name}: no instance type it allows has {r}"),
+                    None => format!("NodePool {name}: no instance type it allows meets all of the pod's requirements"),
+                };
+            };
+            let largest = max_allocatable(&compat.types, pool);
+            if let Some(resource) = pod.requests.first_exceeding(&largest) {
+                return format!(
+                    "NodePool {name}: requests {} {}; the largest allowed type has {}",
+                    format_quantity(resource, pod.requests.get(resource)),
+                    resource.as_str(),
+                    format_quantity(resource, largest.get(resource)),
+                );
+            }
+            if pool.remaining_limits.is_some() {
+                return format!("NodePool {name}: its limits leave no room for a node that fits the pod");
+            }
+            format!("NodePool {name}: no single instance type holds all of the pod's requests")
+        })
+        .collect();
+    reasons.join("; ")
+}
+
+fn untolerated<'t>(
+    tolerations: &[super::model::Toleration],
+    taints: &'t [Taint],
+) -> Option<&'t Taint> {
+    taints
+        .iter()
+        .filter(|t| t.effect != "PreferNoSchedule")
+        .find(|taint| !tolerations.iter().any(|t| t.tolerates(taint)))
+}
+
+fn describe_taint(taint: &Taint) -> String {
+    match &taint.value {
+        Some(value) => format!("{}={}:{}", taint.key, value, taint.effect),
+        None => format!("{}:{}", taint.key, taint.effect),
+    }
+}
