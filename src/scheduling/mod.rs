@@ -10,3 +10,6 @@ pub use model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, Tol
 pub use plan::{NewNode, Plan, UnschedulablePod};
 pub use requirements::{Operator, Requirement};
 pub use solver::{SchedulingInput, solve};
+
+#[cfg(test)]
+mod solver_tests;

@@ -1,0 +1,547 @@
+//! The solver against the real catalog (the embedded snapshot): examples for each constraint, and properties
+//! over random pods and NodePools.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::model::{
+    DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, Toleration, tolerates_all,
+};
+use super::plan::Plan;
+use super::requirements::{Operator, Requirement};
+use super::solver::{
+    CAPACITY_TYPE_LABEL, MAX_INSTANCE_TYPE_OPTIONS, SchedulingInput, ZONE_LABEL, solve,
+};
+use crate::catalog::instance_type::InstanceTypeInfo;
+use crate::catalog::pricing::PriceTable;
+use crate::catalog::resources::{ResourceName, Resources};
+use crate::catalog::{CapacityType, embedded_instance_types};
+
+const GI: i64 = 1 << 30;
+
+fn types_of(families: &[&str]) -> Vec<InstanceTypeInfo> {
+    embedded_instance_types()
+        .iter()
+        .filter(|t| families.contains(&t.family()))
+        .cloned()
+        .collect()
+}
+
+fn general_purpose() -> Vec<InstanceTypeInfo> {
+    types_of(&["m5", "c5", "r5", "m6g", "t3"])
+}
+
+fn pod(id: &str, cpu_millis: i64, memory: i64) -> PodRequest {
+    PodRequest {
+        id: id.to_string(),
+        requests: Resources::ZERO
+            .with(ResourceName::Cpu, cpu_millis)
+            .with(ResourceName::Memory, memory)
+            .with(ResourceName::Pods, 1),
+        requirements: vec![],
+        alternative_requirements: vec![],
+        preferences: vec![],
+        tolerations: vec![],
+    }
+}
+
+fn pool(name: &str) -> NodePoolSpec {
+    NodePoolSpec {
+        name: name.to_string(),
+        weight: 0,
+        requirements: vec![Requirement::new(
+            "kubernetes.io/arch",
+            Operator::In,
+            &["amd64"],
+        )],
+        labels: BTreeMap::new(),
+        taints: vec![],
+        startup_taints: vec![],
+        limits: None,
+        max_pods: Default::default(),
+    }
+}
+
+struct Fixture {
+    types: Vec<InstanceTypeInfo>,
+    prices: PriceTable,
+    existing: Vec<ExistingNode>,
+    daemonsets: Vec<DaemonSetPod>,
+}
+
+impl Fixture {
+    fn new(types: Vec<InstanceTypeInfo>) -> Self {
+        Self {
+            types,
+            prices: PriceTable::embedded(),
+            existing: vec![],
+            daemonsets: vec![],
+        }
+    }
+
+    fn solve(&self, pods: &[PodRequest], pools: &[NodePoolSpec]) -> Plan {
+        solve(&SchedulingInput {
+            pods,
+            nodepools: pools,
+            instance_types: &self.types,
+            prices: &self.prices,
+            existing: &self.existing,
+            daemonsets: &self.daemonsets,
+        })
+    }
+
+    fn find(&self, name: &str) -> &InstanceTypeInfo {
+        self.types.iter().find(|t| t.name == name).expect(name)
+    }
+}
+
+#[test]
+fn packs_small_pods_onto_one_cheap_node_whose_options_all_hold_them() {
+    let fixture = Fixture::new(general_purpose());
+    let pods: Vec<PodRequest> = (0..10)
+        .map(|i| pod(&format!("default/p{i}"), 250, GI / 2))
+        .collect();
+    let plan = fixture.solve(&pods, &[pool("default")]);
+    assert!(plan.unschedulable.is_empty());
+    assert_eq!(plan.new_nodes.len(), 1);
+    let node = &plan.new_nodes[0];
+    assert_eq!(node.pods.len(), 10);
+    assert!(node.instance_type_options.len() <= MAX_INSTANCE_TYPE_OPTIONS);
+    for option in &node.instance_type_options {
+        assert!(
+            node.requests
+                .fits_in(&fixture.find(option).allocatable(Default::default())),
+            "{option}"
+        );
+    }
+    // Both capacity types allowed: spot, the cheaper.
+    assert_eq!(node.capacity_type, CapacityType::Spot);
+}
+
+#[test]
+fn options_are_ordered_by_price_and_the_node_launches_as_the_cheapest() {
+    let fixture = Fixture::new(general_purpose());
+    let plan = fixture.solve(&[pod("default/a", 1000, GI)], &[pool("default")]);
+    let node = &plan.new_nodes[0];
+    assert_eq!(node.instance_type, node.instance_type_options[0]);
+    let prices: Vec<f64> = node
+        .instance_type_options
+        .iter()
+        .map(|t| fixture.prices.spot(t, &node.zone).unwrap_or(f64::MAX))
+        .collect();
+    assert!(prices.windows(2).all(|w| w[0] <= w[1]), "{prices:?}");
+}
+
+#[test]
+fn existing_capacity_is_used_before_new_nodes() {
+    let mut fixture = Fixture::new(general_purpose());
+    fixture.existing.push(ExistingNode {
+        name: "ip-10-0-1-1".into(),
+        labels: BTreeMap::from([(ZONE_LABEL.to_string(), "us-east-1a".to_string())]),
+        taints: vec![],
+        available: Resources::ZERO
+            .with(ResourceName::Cpu, 1500)
+            .with(ResourceName::Memory, 4 * GI)
+            .with(ResourceName::Pods, 10),
+        capacity: Resources::ZERO,
+        nodepool: None,
+    });
+    let plan = fixture.solve(
+        &[pod("default/a", 1000, GI), pod("default/b", 1000, GI)],
+        &[pool("default")],
+    );
+    assert_eq!(plan.existing_placements["ip-10-0-1-1"], vec!["default/a"]);
+    assert_eq!(plan.new_nodes.len(), 1);
+    assert_eq!(plan.new_nodes[0].pods, vec!["default/b"]);
+}
+
+#[test]
+fn node_selectors_narrow_zone_capacity_type_and_type() {
+    let fixture = Fixture::new(general_purpose());
+    let mut p = pod("default/a", 500, GI);
+    p.requirements = vec![
+        Requirement::equals(ZONE_LABEL, "us-east-1b"),
+        Requirement::equals(CAPACITY_TYPE_LABEL, "on-demand"),
+        Requirement::equals("karpenter.k8s.aws/instance-family", "c5"),
+    ];
+    let plan = fixture.solve(&[p], &[pool("default")]);
+    let node = &plan.new_nodes[0];
+    assert_eq!(
+        (node.zone.as_str(), node.capacity_type),
+        ("us-east-1b", CapacityType::OnDemand)
+    );
+    assert!(
+        node.instance_type_options
+            .iter()
+            .all(|t| t.starts_with("c5.")),
+        "{:?}",
+        node.instance_type_options
+    );
+}
+
+#[test]
+fn pods_with_conflicting_selectors_get_separate_nodes() {
+    let fixture = Fixture::new(general_purpose());
+    let mut a = pod("default/a", 500, GI);
+    a.requirements = vec![Requirement::equals(ZONE_LABEL, "us-east-1a")];
+    let mut b = pod("default/b", 500, GI);
+    b.requirements = vec![Requirement::equals(ZONE_LABEL, "us-east-1c")];
+    let plan = fixture.solve(&[a, b], &[pool("default")]);
+    let mut zones: Vec<&str> = plan.new_nodes.iter().map(|n| n.zone.as_str()).collect();
+    zones.sort();
+    assert_eq!(zones, ["us-east-1a", "us-east-1c"]);
+}
+
+#[test]
+fn a_pool_taint_keeps_out_pods_that_do_not_tolerate_it() {
+    let fixture = Fixture::new(general_purpose());
+    let mut tainted = pool("gpu-only");
+    tainted.taints = vec![Taint {
+        key: "dedicated".into(),
+        value: Some("batch".into()),
+        effect: "NoSchedule".into(),
+    }];
+    let plan = fixture.solve(&[pod("default/a", 500, GI)], std::slice::from_ref(&tainted));
+    assert_eq!(plan.unschedulable.len(), 1);
+    assert!(
+        plan.unschedulable[0]
+            .reason
+            .contains("does not tolerate its taint dedicated=batch:NoSchedule")
+    );
+
+    let mut tolerant = pod("default/b", 500, GI);
+    tolerant.tolerations = vec![Toleration {
+        key: Some("dedicated".into()),
+        operator: "Equal".into(),
+        value: Some("batch".into()),
+        effect: Some("NoSchedule".into()),
+    }];
+    assert_eq!(fixture.solve(&[tolerant], &[tainted]).new_nodes.len(), 1);
+}
+
+#[test]
+fn startup_taints_do_not_keep_pods_off() {
+    let fixture = Fixture::new(general_purpose());
+    let mut starting = pool("default");
+    starting.startup_taints = vec![Taint {
+        key: "cni-not-ready".into(),
+        value: None,
+        effect: "NoSchedule".into(),
+    }];
+    assert!(
+        fixture
+            .solve(&[pod("default/a", 500, GI)], &[starting])
+            .unschedulable
+            .is_empty()
+    );
+}
+
+#[test]
+fn the_heaviest_pool_that_fits_wins() {
+    let fixture = Fixture::new(general_purpose());
+    let mut heavy = pool("heavy");
+    heavy.weight = 50;
+    heavy.requirements.push(Requirement::equals(
+        "karpenter.k8s.aws/instance-family",
+        "r5",
+    ));
+    let plan = fixture.solve(&[pod("default/a", 500, GI)], &[pool("light"), heavy]);
+    assert_eq!(plan.new_nodes[0].nodepool, "heavy");
+    assert!(plan.new_nodes[0].instance_type.starts_with("r5."));
+}
+
+#[test]
+fn limits_stop_new_nodes_and_say_so() {
+    let fixture = Fixture::new(general_purpose());
+    let mut limited = pool("default");
+    limited.limits = Some(
+        Resources::ZERO
+            .with(ResourceName::Cpu, 8000)
+            .with(ResourceName::Memory, 1 << 40),
+    );
+    let pods: Vec<PodRequest> = (0..6)
+        .map(|i| pod(&format!("default/p{i}"), 3000, GI))
+        .collect();
+    let plan = fixture.solve(&pods, &[limited]);
+    let capacity_cpu: i64 = plan
+        .new_nodes
+        .iter()
+        .map(|n| {
+            n.instance_type_options
+                .iter()
+                .map(|t| {
+                    fixture
+                        .find(t)
+                        .capacity(Default::default())
+                        .get(ResourceName::Cpu)
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(capacity_cpu <= 8000, "{capacity_cpu}m planned");
+    assert!(!plan.unschedulable.is_empty());
+    assert!(
+        plan.unschedulable
+            .iter()
+            .all(|u| u.reason.contains("limits")),
+        "{:?}",
+        plan.unschedulable
+    );
+}
+
+#[test]
+fn a_pod_too_large_for_every_type_says_how_large_the_largest_is() {
+    let fixture = Fixture::new(types_of(&["m5"]));
+    let plan = fixture.solve(&[pod("default/huge", 128_000, GI)], &[pool("default")]);
+    assert_eq!(plan.unschedulable.len(), 1);
+    let reason = &plan.unschedulable[0].reason;
+    // m5.24xlarge: 96 vCPUs, 96000m less kube-reserved.
+    assert!(
+        reason.contains("requests 128 cpu; the largest allowed type has 95"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_requirement_no_type_meets_is_named() {
+    let fixture = Fixture::new(general_purpose());
+    let mut p = pod("default/a", 500, GI);
+    p.requirements = vec![Requirement::equals(
+        "karpenter.k8s.aws/instance-family",
+        "z9",
+    )];
+    let plan = fixture.solve(&[p], &[pool("default")]);
+    assert!(
+        plan.unschedulable[0]
+            .reason
+            .contains("karpenter.k8s.aws/instance-family=z9"),
+        "{:?}",
+        plan.unschedulable
+    );
+}
+
+#[test]
+fn preferences_are_followed_when_possible_and_relaxed_when_not() {
+    let fixture = Fixture::new(general_purpose());
+    let mut prefers_b = pod("default/a", 500, GI);
+    prefers_b.preferences = vec![(10, vec![Requirement::equals(ZONE_LABEL, "us-east-1b")])];
+    assert_eq!(
+        fixture.solve(&[prefers_b], &[pool("default")]).new_nodes[0].zone,
+        "us-east-1b"
+    );
+
+    let mut prefers_nowhere = pod("default/b", 500, GI);
+    prefers_nowhere.preferences = vec![(10, vec![Requirement::equals(ZONE_LABEL, "mars-1a")])];
+    let plan = fixture.solve(&[prefers_nowhere], &[pool("default")]);
+    assert!(plan.unschedulable.is_empty());
+    assert_eq!(plan.new_nodes.len(), 1);
+}
+
+#[test]
+fn daemonset_overhead_is_reserved_on_every_node() {
+    let mut fixture = Fixture::new(types_of(&["m5"]));
+    let without = fixture.solve(&[pod("default/a", 1800, GI)], &[pool("default")]);
+    assert_eq!(without.new_nodes[0].instance_type, "m5.large");
+    fixture.daemonsets.push(DaemonSetPod {
+        requests: Resources::ZERO
+            .with(ResourceName::Cpu, 200)
+            .with(ResourceName::Pods, 1),
+        requirements: vec![],
+        tolerations: vec![],
+    });
+    // 1930m allocatable − 200m DaemonSet < 1800m: the next size up.
+    let with = fixture.solve(&[pod("default/a", 1800, GI)], &[pool("default")]);
+    assert_eq!(with.new_nodes[0].instance_type, "m5.xlarge");
+}
+
+#[test]
+fn min_values_keeps_enough_families_among_the_options() {
+    let fixture = Fixture::new(general_purpose());
+    let mut diverse = pool("default");
+    diverse.requirements.push(Requirement {
+        min_values: Some(3),
+        ..Requirement::new("karpenter.k8s.aws/instance-family", Operator::Exists, &[])
+    });
+    let plan = fixture.solve(&[pod("default/a", 500, GI)], &[diverse]);
+    let mut families: Vec<&str> = plan.new_nodes[0]
+        .instance_type_options
+        .iter()
+        .map(|t| t.split('.').next().unwrap_or(""))
+        .collect();
+    families.sort();
+    families.dedup();
+    assert!(families.len() >= 3, "{families:?}");
+}
+
+#[test]
+fn pool_labels_reach_the_node_and_select_pods() {
+    let fixture = Fixture::new(general_purpose());
+    let mut team = pool("team-a");
+    team.labels.insert("team".into(), "a".into());
+    let mut p = pod("default/a", 500, GI);
+    p.requirements = vec![Requirement::equals("team", "a")];
+    let plan = fixture.solve(std::slice::from_ref(&p), &[pool("default"), team]);
+    assert_eq!(plan.new_nodes[0].nodepool, "team-a");
+    assert_eq!(plan.new_nodes[0].labels["team"], "a");
+    p.requirements = vec![Requirement::equals("team", "b")];
+    assert_eq!(
+        fixture.solve(&[p], &[pool("default")]).unschedulable.len(),
+        1
+    );
+}
+
+// ------------------------------------------------------------------------------------------------- properties
+
+fn arb_pod(index: usize) -> impl Strategy<Value = PodRequest> {
+    let cpu = prop::sample::select(vec![100i64, 250, 500, 1000, 1500, 4000]);
+    let memory = prop::sample::select(vec![100i64 << 20, 256 << 20, 512 << 20, GI, 2 * GI, 4 * GI]);
+    let zone = prop::option::weighted(
+        0.2,
+        prop::sample::select(vec!["us-east-1a", "us-east-1b", "us-east-1c"]),
+    );
+    let capacity = prop::option::weighted(0.2, prop::sample::select(vec!["spot", "on-demand"]));
+    let tolerates = prop::bool::weighted(0.3);
+    (cpu, memory, zone, capacity, tolerates).prop_map(
+        move |(cpu, memory, zone, capacity, tolerates)| {
+            let mut p = pod(&format!("ns/p{index:03}"), cpu, memory);
+            if let Some(zone) = zone {
+                p.requirements.push(Requirement::equals(ZONE_LABEL, zone));
+            }
+            if let Some(capacity) = capacity {
+                p.requirements
+                    .push(Requirement::equals(CAPACITY_TYPE_LABEL, capacity));
+            }
+            if tolerates {
+                p.tolerations.push(Toleration {
+                    key: Some("dedicated".into()),
+                    operator: "Exists".into(),
+                    value: None,
+                    effect: None,
+                });
+            }
+            p
+        },
+    )
+}
+
+fn arb_pool(index: usize) -> impl Strategy<Value = NodePoolSpec> {
+    let family = prop::option::weighted(0.5, prop::sample::select(vec!["m5", "c5", "r5", "t3"]));
+    let tainted = prop::bool::weighted(0.3);
+    let limit = prop::option::weighted(0.3, 4i64..64);
+    (family, tainted, limit, 0i32..3).prop_map(move |(family, tainted, limit, weight)| {
+        let mut p = pool(&format!("pool-{index}"));
+        p.weight = weight;
+        if let Some(family) = family {
+            p.requirements.push(Requirement::equals(
+                "karpenter.k8s.aws/instance-family",
+                family,
+            ));
+        }
+        if tainted {
+            p.taints.push(Taint {
+                key: "dedicated".into(),
+                value: None,
+                effect: "NoSchedule".into(),
+            });
+        }
+        p.limits = limit.map(|cores| {
+            Resources::ZERO
+                .with(ResourceName::Cpu, cores * 1000)
+                .with(ResourceName::Memory, 1 << 40)
+                .with(ResourceName::Pods, 1 << 20)
+        });
+        p
+    })
+}
+
+fn arb_input() -> impl Strategy<Value = (Vec<PodRequest>, Vec<NodePoolSpec>)> {
+    let pods = (1usize..60).prop_flat_map(|n| (0..n).map(arb_pod).collect::<Vec<_>>());
+    let pools = (1usize..4).prop_flat_map(|n| (0..n).map(arb_pool).collect::<Vec<_>>());
+    (pods, pools)
+}
+
+fn fixture_for_properties() -> &'static Fixture {
+    static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+    FIXTURE.get_or_init(|| Fixture::new(types_of(&["m5", "c5", "r5", "t3"])))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_constraint_holds_in_the_plan((pods, pools) in arb_input()) {
+        let fixture = fixture_for_properties();
+        let plan = fixture.solve(&pods, &pools);
+        let by_id: BTreeMap<&str, &PodRequest> = pods.iter().map(|p| (p.id.as_str(), p)).collect();
+        let mut placed = plan.unschedulable.len();
+        for node in &plan.new_nodes {
+            let pool = pools.iter().find(|p| p.name == node.nodepool).expect("known pool");
+            prop_assert!(!node.instance_type_options.is_empty());
+            for option in &node.instance_type_options {
+                let t = fixture.find(option);
+                // Resources: the pods fit every option, not only the cheapest.
+                prop_assert!(node.requests.fits_in(&t.allocatable(pool.max_pods)), "{} on {}", node.requests, option);
+                let mut labels: BTreeMap<String, String> = t.labels().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                labels.extend(node.labels.clone());
+                for pod_id in &node.pods {
+                    let pod = by_id[pod_id.as_str()];
+                    for r in &pod.requirements {
+                        if r.key == ZONE_LABEL {
+                            prop_assert!(node.zones.iter().all(|z| r.matches(Some(z))), "{r} vs zones {:?}", node.zones);
+                        } else if r.key == CAPACITY_TYPE_LABEL {
+                            prop_assert!(node.capacity_types.iter().all(|c| r.matches(Some(c.as_str()))));
+                        } else {
+                            prop_assert!(r.matches(labels.get(&r.key).map(String::as_str)), "{r} on {option}");
+                        }
+                    }
+                }
+            }
+            for pod_id in &node.pods {
+                prop_assert!(tolerates_all(&by_id[pod_id.as_str()].tolerations, &pool.taints));
+            }
+            placed += node.pods.len();
+        }
+        prop_assert_eq!(placed, pods.len(), "every pod is placed or reported");
+        // Limits: the largest each node may become, summed per pool.
+        for pool in &pools {
+            if let Some(limits) = pool.limits {
+                let planned: i64 = plan.new_nodes.iter().filter(|n| n.nodepool == pool.name).map(|n| {
+                    n.instance_type_options.iter().map(|t| fixture.find(t).capacity(pool.max_pods).get(ResourceName::Cpu)).max().unwrap_or(0)
+                }).sum();
+                prop_assert!(planned <= limits.get(ResourceName::Cpu), "{} planned {planned}m", pool.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_input_in_any_order_gives_the_same_plan((pods, pools) in arb_input(), seed in any::<u64>()) {
+        let fixture = fixture_for_properties();
+        let first = fixture.solve(&pods, &pools);
+        let mut shuffled = pods.clone();
+        // A deterministic shuffle from the seed.
+        let mut state = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        let mut reversed_pools = pools.clone();
+        reversed_pools.reverse();
+        prop_assert_eq!(&first, &fixture.solve(&shuffled, &reversed_pools));
+    }
+
+    #[test]
+    fn a_pod_that_fits_an_allowed_type_alone_is_never_unschedulable((pods, mut pools) in arb_input()) {
+        for pool in &mut pools {
+            pool.limits = None;
+        }
+        let fixture = fixture_for_properties();
+        let plan = fixture.solve(&pods, &pools);
+        for unschedulable in &plan.unschedulable {
+            let pod = pods.iter().find(|p| p.id == unschedulable.pod).expect("known pod");
+            let alone = fixture.solve(std::slice::from_ref(pod), &pools);
+            prop_assert!(!alone.unschedulable.is_empty(), "{} fits alone but was reported: {}", pod.id, unschedulable.reason);
+        }
+    }
+}
