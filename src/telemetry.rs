@@ -13,13 +13,8 @@ pub struct LogLevelError {
 
 /// Logs go to stderr so that stdout carries only the command's report.
 pub fn init_logging(filter: &str) -> Result<(), LogLevelError> {
-    let env_filter = EnvFilter::try_new(filter).map_err(|source| LogLevelError {
-        filter: filter.to_string(),
-        source,
-    })?;
-    tracing_subscriber::fmt()
-        .with_env_filter(env_filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let env_filter =
+        EnvFilter::try_new(filter).map_err(|source| LogLevelError { filter: filter.to_string(), source })?;
+    tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr).init();
     Ok(())
 }

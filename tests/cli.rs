@@ -5,26 +5,16 @@ use std::process::Command;
 use serde_json::Value;
 
 fn nodesmith(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_nodesmith"))
-        .args(args)
-        .output()
-        .expect("the nodesmith binary runs")
+    Command::new(env!("CARGO_BIN_EXE_nodesmith")).args(args).output().expect("the nodesmith binary runs")
 }
 
 #[test]
 fn version_as_json_names_the_served_apis() {
     let output = nodesmith(&["version", "--output", "json"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
     assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(
-        report["api_versions"],
-        serde_json::json!(["karpenter.sh/v1", "karpenter.k8s.aws/v1"])
-    );
+    assert_eq!(report["api_versions"], serde_json::json!(["karpenter.sh/v1", "karpenter.k8s.aws/v1"]));
 }
 
 #[test]
@@ -32,14 +22,8 @@ fn version_as_a_table_for_people() {
     let output = nodesmith(&["version"]);
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).expect("utf-8");
-    assert!(
-        text.starts_with(&format!("version  {}\n", env!("CARGO_PKG_VERSION"))),
-        "{text}"
-    );
-    assert!(
-        text.contains("apis     karpenter.sh/v1, karpenter.k8s.aws/v1"),
-        "{text}"
-    );
+    assert!(text.starts_with(&format!("version  {}\n", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(text.contains("apis     karpenter.sh/v1, karpenter.k8s.aws/v1"), "{text}");
 }
 
 #[test]
@@ -48,10 +32,7 @@ fn a_wrong_flag_is_a_usage_error_that_names_it() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--outptu"), "{stderr}");
-    assert!(
-        stderr.contains("--output"),
-        "suggests the flag meant: {stderr}"
-    );
+    assert!(stderr.contains("--output"), "suggests the flag meant: {stderr}");
 }
 
 #[test]
@@ -61,4 +42,61 @@ fn an_invalid_log_level_is_refused_with_what_to_use() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("invalid --log-level"), "{stderr}");
     assert!(output.stdout.is_empty());
+}
+
+fn tsv_max_pods(args: &[&str]) -> std::collections::HashMap<String, u32> {
+    let output = nodesmith(&[&["max-pods", "--output", "tsv"], args].concat());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|line| {
+            let (name, pods) = line.split_once('\t').expect("instance_type<TAB>max_pods");
+            (name.to_string(), pods.parse().expect("a number"))
+        })
+        .collect()
+}
+
+#[test]
+fn max_pods_equals_aws_eni_max_pods_table_for_every_type_in_both() {
+    let ours = tsv_max_pods(&[]);
+    let mut compared = 0;
+    for line in include_str!("data/eni-max-pods.txt").lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (name, expected) = line.split_once(' ').expect("two columns");
+        if let Some(pods) = ours.get(name) {
+            assert_eq!(pods.to_string(), expected.trim(), "{name}");
+            compared += 1;
+        }
+    }
+    assert!(compared > 1000, "only {compared} types in both");
+}
+
+#[test]
+fn max_pods_with_prefix_delegation_follows_the_formula_and_caps() {
+    let ours = tsv_max_pods(&[
+        "--prefix-delegation",
+        "--instance-type",
+        "m5.large",
+        "--instance-type",
+        "t3.micro",
+        "--instance-type",
+        "m5.24xlarge",
+        "--instance-type",
+        "t2.micro",
+    ]);
+    assert_eq!(ours["m5.large"], 110);
+    assert_eq!(ours["t3.micro"], 34);
+    assert_eq!(ours["m5.24xlarge"], 250);
+    // Xen: no prefixes, the ENI formula.
+    assert_eq!(ours["t2.micro"], 4);
+    let capped = tsv_max_pods(&["--prefix-delegation", "--pods-per-core", "20", "--instance-type", "m5.large"]);
+    assert_eq!(capped["m5.large"], 40);
+}
+
+#[test]
+fn max_pods_names_an_unknown_type_and_the_likely_one() {
+    let output = nodesmith(&["max-pods", "--instance-type", "m5.lrage"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown instance type \"m5.lrage\" (did you mean m5.large?)"), "{stderr}");
 }

@@ -65,8 +65,7 @@ impl InstanceTypeInfo {
 
     /// ENI limits as the VPC CNI applies them: its own table where it knows the type, else EC2's.
     pub fn network_limits(&self) -> NetworkLimits {
-        let (enis, ipv4_per_eni) =
-            vpc_cni_limits(&self.name).unwrap_or((self.enis, self.ipv4_per_eni));
+        let (enis, ipv4_per_eni) = vpc_cni_limits(&self.name).unwrap_or((self.enis, self.ipv4_per_eni));
         NetworkLimits {
             enis,
             ipv4_per_eni,
@@ -81,9 +80,7 @@ impl InstanceTypeInfo {
 
     /// `m5d.large` → `m5d`.
     pub fn family(&self) -> &str {
-        self.name
-            .split_once('.')
-            .map_or(self.name.as_str(), |(family, _)| family)
+        self.name.split_once('.').map_or(self.name.as_str(), |(family, _)| family)
     }
 
     /// `m5d.large` → `large`.
@@ -94,9 +91,7 @@ impl InstanceTypeInfo {
     /// The letters before the generation: `m5d` → `m`, `inf2` → `inf`, `u-6tb1` → `u`.
     pub fn category(&self) -> &str {
         let family = self.family();
-        let end = family
-            .find(|c: char| !c.is_ascii_lowercase())
-            .unwrap_or(family.len());
+        let end = family.find(|c: char| !c.is_ascii_lowercase()).unwrap_or(family.len());
         &family[..end]
     }
 
@@ -112,79 +107,34 @@ impl InstanceTypeInfo {
         let mut labels = BTreeMap::from([
             ("node.kubernetes.io/instance-type", self.name.clone()),
             ("kubernetes.io/os", "linux".to_string()),
-            (
-                "karpenter.k8s.aws/instance-category",
-                self.category().to_string(),
-            ),
-            (
-                "karpenter.k8s.aws/instance-family",
-                self.family().to_string(),
-            ),
+            ("karpenter.k8s.aws/instance-category", self.category().to_string()),
+            ("karpenter.k8s.aws/instance-family", self.family().to_string()),
             ("karpenter.k8s.aws/instance-size", self.size().to_string()),
             ("karpenter.k8s.aws/instance-cpu", self.vcpus.to_string()),
-            (
-                "karpenter.k8s.aws/instance-memory",
-                self.memory_mib.to_string(),
-            ),
-            (
-                "karpenter.k8s.aws/instance-hypervisor",
-                self.hypervisor.clone(),
-            ),
-            (
-                "karpenter.k8s.aws/instance-cpu-manufacturer",
-                self.cpu_manufacturer.to_lowercase(),
-            ),
-            (
-                "karpenter.k8s.aws/instance-network-bandwidth",
-                self.network_bandwidth_mbps.to_string(),
-            ),
+            ("karpenter.k8s.aws/instance-memory", self.memory_mib.to_string()),
+            ("karpenter.k8s.aws/instance-hypervisor", self.hypervisor.clone()),
+            ("karpenter.k8s.aws/instance-cpu-manufacturer", self.cpu_manufacturer.to_lowercase()),
+            ("karpenter.k8s.aws/instance-network-bandwidth", self.network_bandwidth_mbps.to_string()),
         ]);
         if let Some(arch) = self.kubernetes_arch() {
             labels.insert("kubernetes.io/arch", arch.to_string());
         }
         if let Some(generation) = self.generation() {
-            labels.insert(
-                "karpenter.k8s.aws/instance-generation",
-                generation.to_string(),
-            );
+            labels.insert("karpenter.k8s.aws/instance-generation", generation.to_string());
         }
         if let Some(gpu) = &self.gpu {
-            labels.insert(
-                "karpenter.k8s.aws/instance-gpu-name",
-                gpu.name.to_lowercase(),
-            );
-            labels.insert(
-                "karpenter.k8s.aws/instance-gpu-manufacturer",
-                gpu.manufacturer.to_lowercase(),
-            );
-            labels.insert(
-                "karpenter.k8s.aws/instance-gpu-count",
-                gpu.count.to_string(),
-            );
-            labels.insert(
-                "karpenter.k8s.aws/instance-gpu-memory",
-                gpu.memory_mib.to_string(),
-            );
+            labels.insert("karpenter.k8s.aws/instance-gpu-name", gpu.name.to_lowercase());
+            labels.insert("karpenter.k8s.aws/instance-gpu-manufacturer", gpu.manufacturer.to_lowercase());
+            labels.insert("karpenter.k8s.aws/instance-gpu-count", gpu.count.to_string());
+            labels.insert("karpenter.k8s.aws/instance-gpu-memory", gpu.memory_mib.to_string());
         }
         if let Some(neuron) = &self.neuron {
-            labels.insert(
-                "karpenter.k8s.aws/instance-accelerator-name",
-                neuron.name.to_lowercase(),
-            );
-            labels.insert(
-                "karpenter.k8s.aws/instance-accelerator-manufacturer",
-                neuron.manufacturer.to_lowercase(),
-            );
-            labels.insert(
-                "karpenter.k8s.aws/instance-accelerator-count",
-                neuron.count.to_string(),
-            );
+            labels.insert("karpenter.k8s.aws/instance-accelerator-name", neuron.name.to_lowercase());
+            labels.insert("karpenter.k8s.aws/instance-accelerator-manufacturer", neuron.manufacturer.to_lowercase());
+            labels.insert("karpenter.k8s.aws/instance-accelerator-count", neuron.count.to_string());
         }
         if self.local_nvme_gib > 0 {
-            labels.insert(
-                "karpenter.k8s.aws/instance-local-nvme",
-                self.local_nvme_gib.to_string(),
-            );
+            labels.insert("karpenter.k8s.aws/instance-local-nvme", self.local_nvme_gib.to_string());
         }
         labels
     }
@@ -193,14 +143,8 @@ impl InstanceTypeInfo {
     pub fn capacity(&self, settings: MaxPodsSettings) -> Resources {
         let mut capacity = Resources::ZERO
             .with(ResourceName::Cpu, i64::from(self.vcpus) * 1000)
-            .with(
-                ResourceName::Memory,
-                mib(allocatable::memory_capacity_mib(self.memory_mib)),
-            )
-            .with(
-                ResourceName::EphemeralStorage,
-                DEFAULT_EPHEMERAL_STORAGE_BYTES,
-            )
+            .with(ResourceName::Memory, mib(allocatable::memory_capacity_mib(self.memory_mib)))
+            .with(ResourceName::EphemeralStorage, DEFAULT_EPHEMERAL_STORAGE_BYTES)
             .with(ResourceName::Pods, i64::from(self.max_pods(settings)));
         if let Some(gpu) = &self.gpu {
             let resource = match gpu.manufacturer.to_lowercase().as_str() {
@@ -223,20 +167,13 @@ impl InstanceTypeInfo {
         let capacity = self.capacity(settings);
         let pods = self.max_pods(settings);
         let reserved = Resources::ZERO
-            .with(
-                ResourceName::Cpu,
-                allocatable::kube_reserved_cpu_millis(self.vcpus) as i64,
-            )
+            .with(ResourceName::Cpu, allocatable::kube_reserved_cpu_millis(self.vcpus) as i64)
             .with(
                 ResourceName::Memory,
-                mib(allocatable::kube_reserved_memory_mib(pods)
-                    + allocatable::EVICTION_THRESHOLD_MIB),
+                mib(allocatable::kube_reserved_memory_mib(pods) + allocatable::EVICTION_THRESHOLD_MIB),
             )
             // The kubelet's default nodefs eviction threshold: 10% of the root volume.
-            .with(
-                ResourceName::EphemeralStorage,
-                DEFAULT_EPHEMERAL_STORAGE_BYTES / 10,
-            );
+            .with(ResourceName::EphemeralStorage, DEFAULT_EPHEMERAL_STORAGE_BYTES / 10);
         capacity - reserved
     }
 }
@@ -272,17 +209,11 @@ mod tests {
     #[test]
     fn name_parts() {
         let mut t = m5_large();
-        assert_eq!(
-            (t.family(), t.size(), t.category(), t.generation()),
-            ("m5", "large", "m", Some(5))
-        );
+        assert_eq!((t.family(), t.size(), t.category(), t.generation()), ("m5", "large", "m", Some(5)));
         t.name = "inf2.xlarge".into();
         assert_eq!((t.category(), t.generation()), ("inf", Some(2)));
         t.name = "u-6tb1.metal".into();
-        assert_eq!(
-            (t.family(), t.category(), t.generation()),
-            ("u-6tb1", "u", None)
-        );
+        assert_eq!((t.family(), t.category(), t.generation()), ("u-6tb1", "u", None));
     }
 
     #[test]
@@ -290,10 +221,7 @@ mod tests {
         let labels = m5_large().labels();
         assert_eq!(labels["karpenter.k8s.aws/instance-family"], "m5");
         assert_eq!(labels["karpenter.k8s.aws/instance-generation"], "5");
-        assert_eq!(
-            labels["karpenter.k8s.aws/instance-cpu-manufacturer"],
-            "intel"
-        );
+        assert_eq!(labels["karpenter.k8s.aws/instance-cpu-manufacturer"], "intel");
         assert_eq!(labels["kubernetes.io/arch"], "amd64");
         assert!(!labels.contains_key("karpenter.k8s.aws/instance-gpu-count"));
     }
@@ -302,27 +230,15 @@ mod tests {
     fn allocatable_of_an_m5_large() {
         let allocatable = m5_large().allocatable(MaxPodsSettings::default());
         assert_eq!(allocatable.get(ResourceName::Cpu), 1930);
-        assert_eq!(
-            allocatable.get(ResourceName::Memory),
-            (8192 - 614 - 574 - 100) << 20
-        );
+        assert_eq!(allocatable.get(ResourceName::Memory), (8192 - 614 - 574 - 100) << 20);
         assert_eq!(allocatable.get(ResourceName::Pods), 29);
     }
 
     #[test]
     fn gpus_become_extended_resources() {
         let mut t = m5_large();
-        t.gpu = Some(Accelerator {
-            name: "A10G".into(),
-            manufacturer: "NVIDIA".into(),
-            count: 4,
-            memory_mib: 91552,
-        });
-        assert_eq!(
-            t.capacity(MaxPodsSettings::default())
-                .get(ResourceName::NvidiaGpu),
-            4
-        );
+        t.gpu = Some(Accelerator { name: "A10G".into(), manufacturer: "NVIDIA".into(), count: 4, memory_mib: 91552 });
+        assert_eq!(t.capacity(MaxPodsSettings::default()).get(ResourceName::NvidiaGpu), 4);
         assert_eq!(t.labels()["karpenter.k8s.aws/instance-gpu-name"], "a10g");
     }
 }

@@ -46,10 +46,7 @@ pub fn vpc_cni_limits(instance_type: &str) -> Option<(u32, u32)> {
                 .skip(1)
                 .filter_map(|line| {
                     let cols: Vec<&str> = line.split('\t').collect();
-                    Some((
-                        *cols.first()?,
-                        (cols.get(3)?.parse().ok()?, cols.get(2)?.parse().ok()?),
-                    ))
+                    Some((*cols.first()?, (cols.get(3)?.parse().ok()?, cols.get(2)?.parse().ok()?)))
                 })
                 .collect()
         })
@@ -68,9 +65,7 @@ const HOST_NETWORK_PODS: u32 = 2;
 
 /// The kubelet `maxPods` for a node of this type.
 pub fn max_pods(limits: NetworkLimits, settings: MaxPodsSettings) -> u32 {
-    let base = settings
-        .max_pods
-        .unwrap_or_else(|| formula(limits, settings));
+    let base = settings.max_pods.unwrap_or_else(|| formula(limits, settings));
     match settings.pods_per_core {
         Some(per_core) => base.min(per_core.saturating_mul(limits.vcpus)),
         None => base,
@@ -81,15 +76,8 @@ fn formula(limits: NetworkLimits, settings: MaxPodsSettings) -> u32 {
     let usable_enis = limits.enis.saturating_sub(settings.reserved_enis);
     let secondary_ips = usable_enis.saturating_mul(limits.ipv4_per_eni.saturating_sub(1));
     if settings.prefix_delegation && limits.supports_prefixes {
-        let cap = if limits.vcpus <= SMALL_TYPE_VCPUS {
-            SMALL_TYPE_CAP
-        } else {
-            LARGE_TYPE_CAP
-        };
-        secondary_ips
-            .saturating_mul(IPS_PER_PREFIX)
-            .saturating_add(HOST_NETWORK_PODS)
-            .min(cap)
+        let cap = if limits.vcpus <= SMALL_TYPE_VCPUS { SMALL_TYPE_CAP } else { LARGE_TYPE_CAP };
+        secondary_ips.saturating_mul(IPS_PER_PREFIX).saturating_add(HOST_NETWORK_PODS).min(cap)
     } else {
         secondary_ips.saturating_add(HOST_NETWORK_PODS)
     }
@@ -106,26 +94,14 @@ mod tests {
     #[test]
     fn without_prefix_delegation_the_vpc_cni_table_gives_aws_eni_max_pods_table() {
         let mut compared = 0;
-        for line in ENI_MAX_PODS
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        {
+        for line in ENI_MAX_PODS.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
             let (name, expected) = line.split_once(' ').expect("two columns");
             let expected: u32 = expected.trim().parse().expect("numeric max pods");
             let Some((enis, ipv4_per_eni)) = vpc_cni_limits(name) else {
                 continue;
             };
-            let limits = NetworkLimits {
-                enis,
-                ipv4_per_eni,
-                vcpus: 1,
-                supports_prefixes: true,
-            };
-            assert_eq!(
-                max_pods(limits, MaxPodsSettings::default()),
-                expected,
-                "{name}"
-            );
+            let limits = NetworkLimits { enis, ipv4_per_eni, vcpus: 1, supports_prefixes: true };
+            assert_eq!(max_pods(limits, MaxPodsSettings::default()), expected, "{name}");
             compared += 1;
         }
         // The two tables come from different AWS repositories; nearly every type is in both.
@@ -133,90 +109,49 @@ mod tests {
     }
 
     fn m5_large() -> NetworkLimits {
-        NetworkLimits {
-            enis: 3,
-            ipv4_per_eni: 10,
-            vcpus: 2,
-            supports_prefixes: true,
-        }
+        NetworkLimits { enis: 3, ipv4_per_eni: 10, vcpus: 2, supports_prefixes: true }
     }
 
     #[test]
     fn prefix_delegation_on_a_small_nitro_type_is_capped_at_110() {
-        let settings = MaxPodsSettings {
-            prefix_delegation: true,
-            ..Default::default()
-        };
+        let settings = MaxPodsSettings { prefix_delegation: true, ..Default::default() };
         // 3 * 9 * 16 + 2 = 434, capped.
         assert_eq!(max_pods(m5_large(), settings), 110);
     }
 
     #[test]
     fn prefix_delegation_on_a_large_nitro_type_is_capped_at_250() {
-        let m5_16xlarge = NetworkLimits {
-            enis: 15,
-            ipv4_per_eni: 50,
-            vcpus: 64,
-            supports_prefixes: true,
-        };
-        let settings = MaxPodsSettings {
-            prefix_delegation: true,
-            ..Default::default()
-        };
+        let m5_16xlarge = NetworkLimits { enis: 15, ipv4_per_eni: 50, vcpus: 64, supports_prefixes: true };
+        let settings = MaxPodsSettings { prefix_delegation: true, ..Default::default() };
         assert_eq!(max_pods(m5_16xlarge, settings), 250);
     }
 
     #[test]
     fn prefix_delegation_below_the_cap_keeps_the_formula() {
         // t3.nano: 2 ENIs, 2 IPs each: 2 * 1 * 16 + 2 = 34.
-        let t3_nano = NetworkLimits {
-            enis: 2,
-            ipv4_per_eni: 2,
-            vcpus: 2,
-            supports_prefixes: true,
-        };
-        let settings = MaxPodsSettings {
-            prefix_delegation: true,
-            ..Default::default()
-        };
+        let t3_nano = NetworkLimits { enis: 2, ipv4_per_eni: 2, vcpus: 2, supports_prefixes: true };
+        let settings = MaxPodsSettings { prefix_delegation: true, ..Default::default() };
         assert_eq!(max_pods(t3_nano, settings), 34);
     }
 
     #[test]
     fn xen_types_ignore_prefix_delegation() {
-        let t2_micro = NetworkLimits {
-            enis: 2,
-            ipv4_per_eni: 2,
-            vcpus: 1,
-            supports_prefixes: false,
-        };
-        let settings = MaxPodsSettings {
-            prefix_delegation: true,
-            ..Default::default()
-        };
+        let t2_micro = NetworkLimits { enis: 2, ipv4_per_eni: 2, vcpus: 1, supports_prefixes: false };
+        let settings = MaxPodsSettings { prefix_delegation: true, ..Default::default() };
         assert_eq!(max_pods(t2_micro, settings), 4);
     }
 
     #[test]
     fn reserved_enis_leave_the_pod_pool() {
-        let settings = MaxPodsSettings {
-            reserved_enis: 1,
-            ..Default::default()
-        };
+        let settings = MaxPodsSettings { reserved_enis: 1, ..Default::default() };
         assert_eq!(max_pods(m5_large(), settings), 2 * 9 + 2);
     }
 
     #[test]
     fn explicit_max_pods_wins_and_pods_per_core_caps_it() {
-        let explicit = MaxPodsSettings {
-            max_pods: Some(200),
-            ..Default::default()
-        };
+        let explicit = MaxPodsSettings { max_pods: Some(200), ..Default::default() };
         assert_eq!(max_pods(m5_large(), explicit), 200);
-        let per_core = MaxPodsSettings {
-            pods_per_core: Some(10),
-            ..explicit
-        };
+        let per_core = MaxPodsSettings { pods_per_core: Some(10), ..explicit };
         assert_eq!(max_pods(m5_large(), per_core), 20);
     }
 

@@ -59,18 +59,11 @@ pub fn offerings(instance_type: &InstanceTypeInfo, prices: &PriceTable) -> Vec<O
         for usage in &instance_type.usage_classes {
             let (capacity_type, price) = match usage.as_str() {
                 "spot" => (CapacityType::Spot, prices.spot(&instance_type.name, zone)),
-                "on-demand" => (
-                    CapacityType::OnDemand,
-                    prices.on_demand(&instance_type.name),
-                ),
+                "on-demand" => (CapacityType::OnDemand, prices.on_demand(&instance_type.name)),
                 _ => continue,
             };
             if let Some(price) = price {
-                offerings.push(Offering {
-                    zone: zone.clone(),
-                    capacity_type,
-                    price,
-                });
+                offerings.push(Offering { zone: zone.clone(), capacity_type, price });
             }
         }
     }
@@ -86,19 +79,10 @@ mod tests {
     fn the_snapshot_parses_and_holds_the_common_types() {
         let types = embedded_instance_types();
         assert!(types.len() > 1000, "{} types", types.len());
-        let m5 = types
-            .iter()
-            .find(|t| t.name == "m5.large")
-            .expect("m5.large");
-        assert_eq!(
-            (m5.vcpus, m5.memory_mib, m5.enis, m5.ipv4_per_eni),
-            (2, 8192, 3, 10)
-        );
+        let m5 = types.iter().find(|t| t.name == "m5.large").expect("m5.large");
+        assert_eq!((m5.vcpus, m5.memory_mib, m5.enis, m5.ipv4_per_eni), (2, 8192, 3, 10));
         assert!(m5.zones.len() >= 3);
-        let graviton = types
-            .iter()
-            .find(|t| t.name == "m7g.large")
-            .expect("m7g.large");
+        let graviton = types.iter().find(|t| t.name == "m7g.large").expect("m7g.large");
         assert_eq!(graviton.kubernetes_arch(), Some("arm64"));
     }
 
@@ -106,31 +90,21 @@ mod tests {
     fn snapshot_max_pods_matches_aws_table_and_the_prefix_delegation_examples() {
         let types = embedded_instance_types();
         let find = |name: &str| types.iter().find(|t| t.name == name).expect(name);
-        let pd = MaxPodsSettings {
-            prefix_delegation: true,
-            ..Default::default()
-        };
+        let pd = MaxPodsSettings { prefix_delegation: true, ..Default::default() };
         assert_eq!(find("m5.large").max_pods(pd), 110);
         assert_eq!(find("t3.micro").max_pods(pd), 34);
         assert_eq!(find("m5.24xlarge").max_pods(pd), 250);
 
         let table = include_str!("../../tests/data/eni-max-pods.txt");
         let mut compared = 0;
-        for line in table
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        {
+        for line in table.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
             let Some((name, expected)) = line.split_once(' ') else {
                 continue;
             };
             let Some(t) = types.iter().find(|t| t.name == name) else {
                 continue;
             };
-            assert_eq!(
-                t.max_pods(MaxPodsSettings::default()).to_string(),
-                expected.trim(),
-                "{name}"
-            );
+            assert_eq!(t.max_pods(MaxPodsSettings::default()).to_string(), expected.trim(), "{name}");
             compared += 1;
         }
         assert!(compared > 500, "only {compared} types in both");
@@ -139,20 +113,11 @@ mod tests {
     #[test]
     fn offerings_cover_zones_and_capacity_types_with_prices() {
         let types = embedded_instance_types();
-        let m5 = types
-            .iter()
-            .find(|t| t.name == "m5.large")
-            .expect("m5.large");
+        let m5 = types.iter().find(|t| t.name == "m5.large").expect("m5.large");
         let offerings = offerings(m5, &PriceTable::embedded());
         assert_eq!(offerings.len(), m5.zones.len() * 2);
-        let spot = offerings
-            .iter()
-            .find(|o| o.capacity_type == CapacityType::Spot)
-            .expect("spot");
-        let on_demand = offerings
-            .iter()
-            .find(|o| o.capacity_type == CapacityType::OnDemand)
-            .expect("on-demand");
+        let spot = offerings.iter().find(|o| o.capacity_type == CapacityType::Spot).expect("spot");
+        let on_demand = offerings.iter().find(|o| o.capacity_type == CapacityType::OnDemand).expect("on-demand");
         assert!(spot.price < on_demand.price);
     }
 }

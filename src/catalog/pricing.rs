@@ -36,10 +36,7 @@ impl PriceTable {
                 Some((name.to_string(), price.parse().ok()?))
             })
             .collect();
-        Self {
-            on_demand,
-            spot: HashMap::new(),
-        }
+        Self { on_demand, spot: HashMap::new() }
     }
 
     pub fn set_on_demand(&mut self, instance_type: &str, price: f64) {
@@ -47,8 +44,7 @@ impl PriceTable {
     }
 
     pub fn set_spot(&mut self, instance_type: &str, zone: &str, price: f64) {
-        self.spot
-            .insert((instance_type.to_string(), zone.to_string()), price);
+        self.spot.insert((instance_type.to_string(), zone.to_string()), price);
     }
 
     pub fn on_demand(&self, instance_type: &str) -> Option<f64> {
@@ -57,10 +53,7 @@ impl PriceTable {
 
     pub fn spot(&self, instance_type: &str, zone: &str) -> Option<f64> {
         let on_demand = self.on_demand(instance_type);
-        let observed = self
-            .spot
-            .get(&(instance_type.to_string(), zone.to_string()))
-            .copied();
+        let observed = self.spot.get(&(instance_type.to_string(), zone.to_string())).copied();
         match (observed, on_demand) {
             (Some(spot), Some(od)) if spot >= od * IMPLAUSIBLE_SPOT_FRACTION => Some(spot.min(od)),
             (Some(spot), None) => Some(spot),

@@ -19,15 +19,8 @@ pub enum ResourceName {
 }
 
 impl ResourceName {
-    pub const ALL: [ResourceName; 7] = [
-        Self::Cpu,
-        Self::Memory,
-        Self::EphemeralStorage,
-        Self::Pods,
-        Self::NvidiaGpu,
-        Self::AmdGpu,
-        Self::Neuron,
-    ];
+    pub const ALL: [ResourceName; 7] =
+        [Self::Cpu, Self::Memory, Self::EphemeralStorage, Self::Pods, Self::NvidiaGpu, Self::AmdGpu, Self::Neuron];
 
     /// The Kubernetes name of the resource.
     pub fn as_str(self) -> &'static str {
@@ -82,9 +75,7 @@ impl Resources {
 
     /// The first resource of `self` that does not fit in `other`.
     pub fn first_exceeding(&self, other: &Resources) -> Option<ResourceName> {
-        ResourceName::ALL
-            .into_iter()
-            .find(|r| self.get(*r) > other.get(*r))
+        ResourceName::ALL.into_iter().find(|r| self.get(*r) > other.get(*r))
     }
 
     pub fn is_zero(&self) -> bool {
@@ -153,9 +144,7 @@ pub struct QuantityError(pub String);
 pub fn parse_quantity(text: &str, name: ResourceName) -> Result<i64, QuantityError> {
     let error = || QuantityError(text.to_string());
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     if number.is_empty() {
         return Err(error());
@@ -163,21 +152,15 @@ pub fn parse_quantity(text: &str, name: ResourceName) -> Result<i64, QuantityErr
     // Decimal arithmetic in integers of 10^-9 avoids float rounding on values like 0.1.
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     let negative = whole.starts_with('-');
-    let whole: i128 = whole.trim_start_matches(['+', '-']).parse().or_else(|_| {
-        if whole.trim_start_matches(['+', '-']).is_empty() {
-            Ok(0)
-        } else {
-            Err(error())
-        }
-    })?;
+    let whole: i128 = whole
+        .trim_start_matches(['+', '-'])
+        .parse()
+        .or_else(|_| if whole.trim_start_matches(['+', '-']).is_empty() { Ok(0) } else { Err(error()) })?;
     if fraction.len() > 9 || !fraction.chars().all(|c| c.is_ascii_digit()) {
         return Err(error());
     }
-    let fraction_nanos: i128 = if fraction.is_empty() {
-        0
-    } else {
-        format!("{fraction:0<9}").parse().map_err(|_| error())?
-    };
+    let fraction_nanos: i128 =
+        if fraction.is_empty() { 0 } else { format!("{fraction:0<9}").parse().map_err(|_| error())? };
     let mut nanos = whole * 1_000_000_000 + fraction_nanos;
     if negative {
         nanos = -nanos;
@@ -203,11 +186,7 @@ pub fn parse_quantity(text: &str, name: ResourceName) -> Result<i64, QuantityErr
         _ => return Err(error()),
     };
     let value_nanos = nanos.checked_mul(multiplier_nanos).ok_or_else(error)? / 1_000_000_000;
-    let unit_nanos: i128 = if name == ResourceName::Cpu {
-        1_000_000
-    } else {
-        1_000_000_000
-    };
+    let unit_nanos: i128 = if name == ResourceName::Cpu { 1_000_000 } else { 1_000_000_000 };
     let value = (value_nanos + unit_nanos - 1).div_euclid(unit_nanos);
     i64::try_from(value).map_err(|_| error())
 }
@@ -229,10 +208,7 @@ mod tests {
     fn parses_memory_suffixes() {
         assert_eq!(parse_quantity("512Mi", ResourceName::Memory), Ok(512 << 20));
         assert_eq!(parse_quantity("4Gi", ResourceName::Memory), Ok(4 << 30));
-        assert_eq!(
-            parse_quantity("1G", ResourceName::Memory),
-            Ok(1_000_000_000)
-        );
+        assert_eq!(parse_quantity("1G", ResourceName::Memory), Ok(1_000_000_000));
         assert_eq!(parse_quantity("1e3", ResourceName::Memory), Ok(1000));
         assert_eq!(parse_quantity("1.5Gi", ResourceName::Memory), Ok(3 << 29));
     }
@@ -246,19 +222,12 @@ mod tests {
 
     #[test]
     fn fits_and_arithmetic() {
-        let small = Resources::ZERO
-            .with(ResourceName::Cpu, 500)
-            .with(ResourceName::Pods, 1);
-        let big = Resources::ZERO
-            .with(ResourceName::Cpu, 1000)
-            .with(ResourceName::Pods, 1);
+        let small = Resources::ZERO.with(ResourceName::Cpu, 500).with(ResourceName::Pods, 1);
+        let big = Resources::ZERO.with(ResourceName::Cpu, 1000).with(ResourceName::Pods, 1);
         assert!(small.fits_in(&big));
         assert!(!(small + small + small).fits_in(&big));
         assert_eq!((big - small).get(ResourceName::Cpu), 500);
-        assert_eq!(
-            (small + small).first_exceeding(&big),
-            Some(ResourceName::Pods)
-        );
+        assert_eq!((small + small).first_exceeding(&big), Some(ResourceName::Pods));
     }
 
     proptest::proptest! {

@@ -1,6 +1,7 @@
 //! Every clap type lives here, so the whole command line reads in one place. Each subcommand has a file of its
 //! own that returns one report struct; `output` prints it as a table or as JSON.
 
+mod max_pods;
 mod output;
 mod version;
 
@@ -28,25 +29,24 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive such as `nodesmith=debug`.
-    #[arg(
-        long,
-        global = true,
-        env = "NODESMITH_LOG_LEVEL",
-        default_value = "warn"
-    )]
+    #[arg(long, global = true, env = "NODESMITH_LOG_LEVEL", default_value = "warn")]
     pub log_level: String,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Pod density per instance type (ENI-limited, or with VPC CNI prefix delegation).
+    MaxPods(max_pods::MaxPodsArgs),
     /// Print the version of nodesmith and of the APIs it serves.
     Version,
 }
 
 /// Runs the parsed command and prints its report.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    match cli.command {
-        Command::Version => output::print(&version::report(), cli.global.output),
+    let format = cli.global.output;
+    match &cli.command {
+        Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
+        Command::Version => output::print(&version::report(), format, "version"),
     }
 }
 
@@ -57,4 +57,10 @@ pub enum CliError {
     Output(#[from] std::io::Error),
     #[error("could not encode the output as JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("`{command}` has no tab-separated form; use --output human or --output json")]
+    NoTsv { command: &'static str },
+    #[error("unknown instance type {name:?}{suggestion}")]
+    UnknownInstanceType { name: String, suggestion: String },
+    #[error(transparent)]
+    Cloud(#[from] crate::cloud::error::CloudError),
 }

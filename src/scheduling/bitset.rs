@@ -7,9 +7,7 @@ pub struct BitSet {
 
 impl BitSet {
     pub fn empty(len: usize) -> Self {
-        Self {
-            words: vec![0; len.div_ceil(64)],
-        }
+        Self { words: vec![0; len.div_ceil(64)] }
     }
 
     pub fn full(len: usize) -> Self {
@@ -29,14 +27,7 @@ impl BitSet {
     }
 
     pub fn and(&self, other: &BitSet) -> BitSet {
-        BitSet {
-            words: self
-                .words
-                .iter()
-                .zip(&other.words)
-                .map(|(a, b)| a & b)
-                .collect(),
-        }
+        BitSet { words: self.words.iter().zip(&other.words).map(|(a, b)| a & b).collect() }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -36,8 +36,7 @@ impl Toleration {
             (None, "Exists") => true,
             (Some(key), "Exists") => key == taint.key,
             (Some(key), _) => {
-                key == taint.key
-                    && self.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+                key == taint.key && self.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
             }
             (None, _) => false,
         }
@@ -46,10 +45,7 @@ impl Toleration {
 
 /// Whether `tolerations` let a pod onto a node with `taints` (PreferNoSchedule never blocks).
 pub fn tolerates_all(tolerations: &[Toleration], taints: &[Taint]) -> bool {
-    taints
-        .iter()
-        .filter(|t| t.effect != "PreferNoSchedule")
-        .all(|taint| tolerations.iter().any(|t| t.tolerates(taint)))
+    taints.iter().filter(|t| t.effect != "PreferNoSchedule").all(|taint| tolerations.iter().any(|t| t.tolerates(taint)))
 }
 
 /// A pending pod as the scheduler sees it.
@@ -123,11 +119,7 @@ mod tests {
     use super::*;
 
     fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {
-        Taint {
-            key: key.into(),
-            value: value.map(Into::into),
-            effect: effect.into(),
-        }
+        Taint { key: key.into(), value: value.map(Into::into), effect: effect.into() }
     }
 
     #[test]
@@ -139,23 +131,12 @@ mod tests {
             value: Some("true".into()),
             effect: None,
         };
-        let exists_any = Toleration {
-            key: None,
-            operator: "Exists".into(),
-            value: None,
-            effect: None,
-        };
-        let wrong_effect = Toleration {
-            effect: Some("NoExecute".into()),
-            ..equal.clone()
-        };
+        let exists_any = Toleration { key: None, operator: "Exists".into(), value: None, effect: None };
+        let wrong_effect = Toleration { effect: Some("NoExecute".into()), ..equal.clone() };
         assert!(equal.tolerates(&gpu));
         assert!(exists_any.tolerates(&gpu));
         assert!(!wrong_effect.tolerates(&gpu));
-        assert!(tolerates_all(
-            &[],
-            &[taint("soft", None, "PreferNoSchedule")]
-        ));
+        assert!(tolerates_all(&[], &[taint("soft", None, "PreferNoSchedule")]));
         assert!(!tolerates_all(&[], &[gpu]));
     }
 }

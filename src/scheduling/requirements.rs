@@ -64,17 +64,11 @@ impl Requirement {
             (Operator::DoesNotExist, value) => value.is_none(),
             (Operator::Gt | Operator::Lt, None) => false,
             (operator, Some(v)) => {
-                let (Ok(actual), Some(Ok(bound))) = (
-                    v.parse::<i64>(),
-                    self.values.first().map(|b| b.parse::<i64>()),
-                ) else {
+                let (Ok(actual), Some(Ok(bound))) = (v.parse::<i64>(), self.values.first().map(|b| b.parse::<i64>()))
+                else {
                     return false;
                 };
-                if operator == Operator::Gt {
-                    actual > bound
-                } else {
-                    actual < bound
-                }
+                if operator == Operator::Gt { actual > bound } else { actual < bound }
             }
         }
     }
@@ -87,13 +81,7 @@ impl fmt::Display for Requirement {
                 write!(f, "{} {:?}", self.key, self.operator)
             }
             Operator::In if self.values.len() == 1 => write!(f, "{}={}", self.key, self.values[0]),
-            _ => write!(
-                f,
-                "{} {:?} [{}]",
-                self.key,
-                self.operator,
-                self.values.join(", ")
-            ),
+            _ => write!(f, "{} {:?} [{}]", self.key, self.operator, self.values.join(", ")),
         }
     }
 }
@@ -121,9 +109,6 @@ mod tests {
     #[test]
     fn display_reads_like_a_selector() {
         assert_eq!(Requirement::equals("zone", "a").to_string(), "zone=a");
-        assert_eq!(
-            Requirement::new("cpu", Operator::Gt, &["4"]).to_string(),
-            "cpu Gt [4]"
-        );
+        assert_eq!(Requirement::new("cpu", Operator::Gt, &["4"]).to_string(), "cpu Gt [4]");
     }
 }

@@ -57,11 +57,7 @@ impl<'a> Catalog<'a> {
         zones.sort();
         zones.dedup();
         zones.truncate(64);
-        let zone_index: HashMap<&str, usize> = zones
-            .iter()
-            .enumerate()
-            .map(|(i, z)| (z.as_str(), i))
-            .collect();
+        let zone_index: HashMap<&str, usize> = zones.iter().enumerate().map(|(i, z)| (z.as_str(), i)).collect();
         let mut offered_zones = Vec::with_capacity(types.len());
         let mut prices = Vec::with_capacity(types.len());
         for t in types {
@@ -78,13 +74,7 @@ impl<'a> Catalog<'a> {
             prices.push(type_prices);
         }
         let labels = types.iter().map(InstanceTypeInfo::labels).collect();
-        Self {
-            types,
-            labels,
-            offered_zones,
-            prices,
-            zones,
-        }
+        Self { types, labels, offered_zones, prices, zones }
     }
 
     fn viable(&self, t: usize, zones: u64, cts: u8) -> bool {
@@ -140,21 +130,11 @@ enum Placement {
 
 pub fn solve(input: &SchedulingInput<'_>) -> Plan {
     let catalog = Catalog::new(input.instance_types, input.prices);
-    let mut pools: Vec<Pool> = input
-        .nodepools
-        .iter()
-        .map(|spec| prepare_pool(spec, &catalog, input))
-        .collect();
+    let mut pools: Vec<Pool> = input.nodepools.iter().map(|spec| prepare_pool(spec, &catalog, input)).collect();
     // Heaviest first; the name breaks ties so the plan does not depend on input order.
-    pools.sort_by(|a, b| {
-        b.spec
-            .weight
-            .cmp(&a.spec.weight)
-            .then(a.spec.name.cmp(&b.spec.name))
-    });
+    pools.sort_by(|a, b| b.spec.weight.cmp(&a.spec.weight).then(a.spec.name.cmp(&b.spec.name)));
 
-    let mut existing_available: Vec<Resources> =
-        input.existing.iter().map(|n| n.available).collect();
+    let mut existing_available: Vec<Resources> = input.existing.iter().map(|n| n.available).collect();
     let mut existing_pods: Vec<Vec<usize>> = vec![Vec::new(); input.existing.len()];
     let mut planned: Vec<PlannedNode> = Vec::new();
     let mut compat_cache: HashMap<(usize, Vec<Requirement>), Option<Compat>> = HashMap::new();
@@ -164,12 +144,7 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
     let mut order: Vec<usize> = (0..input.pods.len()).collect();
     order.sort_by(|&a, &b| {
         let (pa, pb) = (&input.pods[a], &input.pods[b]);
-        let key = |p: &PodRequest| {
-            (
-                p.requests.get(ResourceName::Cpu),
-                p.requests.get(ResourceName::Memory),
-            )
-        };
+        let key = |p: &PodRequest| (p.requests.get(ResourceName::Cpu), p.requests.get(ResourceName::Memory));
         key(pb).cmp(&key(pa)).then_with(|| pa.id.cmp(&pb.id))
     });
 
@@ -180,9 +155,7 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
             for (n, node) in input.existing.iter().enumerate() {
                 if pod.requests.fits_in(&existing_available[n])
                     && tolerates_all(&pod.tolerations, &node.taints)
-                    && requirements
-                        .iter()
-                        .all(|r| r.matches(node.labels.get(&r.key).map(String::as_str)))
+                    && requirements.iter().all(|r| r.matches(node.labels.get(&r.key).map(String::as_str)))
                 {
                     existing_available[n] = existing_available[n] - pod.requests;
                     placement = Some(Placement::Existing(n));
@@ -198,9 +171,7 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
                 if !used.fits_in(&node.max_allocatable) {
                     continue;
                 }
-                let Some(compat) =
-                    cached_compat(&mut compat_cache, node.pool, &requirements, pool, &catalog)
-                else {
+                let Some(compat) = cached_compat(&mut compat_cache, node.pool, &requirements, pool, &catalog) else {
                     continue;
                 };
                 if let Some(narrowed) = narrow(&node.compat, compat, &used, pool, &catalog) {
@@ -216,9 +187,7 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
                 if !tolerates_all(&pod.tolerations, &pool.spec.taints) {
                     continue;
                 }
-                let Some(compat) =
-                    cached_compat(&mut compat_cache, p, &requirements, pool, &catalog)
-                else {
+                let Some(compat) = cached_compat(&mut compat_cache, p, &requirements, pool, &catalog) else {
                     continue;
                 };
                 let mut start = compat.clone();
@@ -253,27 +222,15 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
         }
     }
 
-    let new_nodes = planned
-        .iter()
-        .filter_map(|node| finish(node, &pools, &catalog, input.pods))
-        .collect();
+    let new_nodes = planned.iter().filter_map(|node| finish(node, &pools, &catalog, input.pods)).collect();
     let existing_placements = input
         .existing
         .iter()
         .zip(existing_pods)
         .filter(|(_, pods)| !pods.is_empty())
-        .map(|(node, pods)| {
-            (
-                node.name.clone(),
-                pods.iter().map(|&p| input.pods[p].id.clone()).collect(),
-            )
-        })
+        .map(|(node, pods)| (node.name.clone(), pods.iter().map(|&p| input.pods[p].id.clone()).collect()))
         .collect();
-    Plan {
-        new_nodes,
-        existing_placements,
-        unschedulable,
-    }
+    Plan { new_nodes, existing_placements, unschedulable }
 }
 
 /// The requirement sets to try, in order: each required term with all preferences, then with preferences
@@ -285,58 +242,29 @@ fn requirement_attempts(pod: &PodRequest) -> Vec<Vec<Requirement>> {
     for required in std::iter::once(&pod.requirements).chain(pod.alternative_requirements.iter()) {
         for kept in (0..=preferences.len()).rev() {
             let mut attempt = required.clone();
-            attempt.extend(
-                preferences[..kept]
-                    .iter()
-                    .flat_map(|(_, terms)| terms.iter().cloned()),
-            );
+            attempt.extend(preferences[..kept].iter().flat_map(|(_, terms)| terms.iter().cloned()));
             attempts.push(attempt);
         }
     }
     attempts
 }
 
-fn prepare_pool<'a>(
-    spec: &'a NodePoolSpec,
-    catalog: &Catalog,
-    input: &SchedulingInput,
-) -> Pool<'a> {
+fn prepare_pool<'a>(spec: &'a NodePoolSpec, catalog: &Catalog, input: &SchedulingInput) -> Pool<'a> {
     let n = catalog.types.len();
-    let capacity: Vec<Resources> = catalog
-        .types
-        .iter()
-        .map(|t| t.capacity(spec.max_pods))
-        .collect();
-    let mut allocatable: Vec<Resources> = catalog
-        .types
-        .iter()
-        .map(|t| t.allocatable(spec.max_pods))
-        .collect();
+    let capacity: Vec<Resources> = catalog.types.iter().map(|t| t.capacity(spec.max_pods)).collect();
+    let mut allocatable: Vec<Resources> = catalog.types.iter().map(|t| t.allocatable(spec.max_pods)).collect();
 
-    let mut custom: BTreeMap<String, Vec<String>> = spec
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), vec![v.clone()]))
-        .collect();
+    let mut custom: BTreeMap<String, Vec<String>> =
+        spec.labels.iter().map(|(k, v)| (k.clone(), vec![v.clone()])).collect();
     for r in &spec.requirements {
         if r.operator == Operator::In && !is_catalog_key(&r.key, catalog) {
-            custom
-                .entry(r.key.clone())
-                .or_insert_with(|| r.values.clone());
+            custom.entry(r.key.clone()).or_insert_with(|| r.values.clone());
         }
     }
     custom.insert(NODEPOOL_LABEL.to_string(), vec![spec.name.clone()]);
-    let unconstrained = Compat {
-        types: BitSet::full(n),
-        zones: u64::MAX,
-        cts: SPOT | ON_DEMAND,
-        custom,
-    };
-    let mut base =
-        apply_requirements(&unconstrained, &spec.requirements, catalog).unwrap_or(Compat {
-            types: BitSet::empty(n),
-            ..unconstrained
-        });
+    let unconstrained = Compat { types: BitSet::full(n), zones: u64::MAX, cts: SPOT | ON_DEMAND, custom };
+    let mut base = apply_requirements(&unconstrained, &spec.requirements, catalog)
+        .unwrap_or(Compat { types: BitSet::empty(n), ..unconstrained });
 
     // DaemonSets that will run on the pool's nodes take their share of every type they fit.
     for ds in input.daemonsets {
@@ -352,15 +280,8 @@ fn prepare_pool<'a>(
     }
     let zones = base.zones;
     let cts = base.cts;
-    base.types
-        .retain(|t| catalog.viable(t, zones, cts) && !allocatable[t].is_zero());
-    Pool {
-        spec,
-        allocatable,
-        capacity,
-        base,
-        remaining_limits: spec.limits.map(|l| l - existing_usage(spec, input)),
-    }
+    base.types.retain(|t| catalog.viable(t, zones, cts) && !allocatable[t].is_zero());
+    Pool { spec, allocatable, capacity, base, remaining_limits: spec.limits.map(|l| l - existing_usage(spec, input)) }
 }
 
 fn existing_usage(spec: &NodePoolSpec, input: &SchedulingInput) -> Resources {
@@ -373,17 +294,11 @@ fn existing_usage(spec: &NodePoolSpec, input: &SchedulingInput) -> Resources {
 
 /// Keys whose value comes from the instance type or its offering.
 fn is_catalog_key(key: &str, catalog: &Catalog) -> bool {
-    key == ZONE_LABEL
-        || key == CAPACITY_TYPE_LABEL
-        || catalog.labels.iter().any(|labels| labels.contains_key(key))
+    key == ZONE_LABEL || key == CAPACITY_TYPE_LABEL || catalog.labels.iter().any(|labels| labels.contains_key(key))
 }
 
 /// Narrows `start` by `requirements`; None when nothing is left.
-fn apply_requirements(
-    start: &Compat,
-    requirements: &[Requirement],
-    catalog: &Catalog,
-) -> Option<Compat> {
+fn apply_requirements(start: &Compat, requirements: &[Requirement], catalog: &Catalog) -> Option<Compat> {
     let mut compat = start.clone();
     for r in requirements {
         if r.key == ZONE_LABEL {
@@ -404,9 +319,7 @@ fn apply_requirements(
                 return None;
             }
         } else {
-            compat
-                .types
-                .retain(|t| r.matches(catalog.labels[t].get(r.key.as_str()).map(String::as_str)));
+            compat.types.retain(|t| r.matches(catalog.labels[t].get(r.key.as_str()).map(String::as_str)));
         }
     }
     let (zones, cts) = (compat.zones, compat.cts);
@@ -431,13 +344,7 @@ fn cached_compat<'c>(
 }
 
 /// `node` ∧ `pod`, keeping only types that hold `used` and keep the pool's `minValues`.
-fn narrow(
-    node: &Compat,
-    pod: &Compat,
-    used: &Resources,
-    pool: &Pool,
-    catalog: &Catalog,
-) -> Option<Compat> {
+fn narrow(node: &Compat, pod: &Compat, used: &Resources, pool: &Pool, catalog: &Catalog) -> Option<Compat> {
     let zones = node.zones & pod.zones;
     let cts = node.cts & pod.cts;
     if zones == 0 || cts == 0 {
@@ -457,21 +364,14 @@ fn narrow(
     if types.is_empty() || !min_values_hold(&types, pool, catalog) {
         return None;
     }
-    Some(Compat {
-        types,
-        zones,
-        cts,
-        custom,
-    })
+    Some(Compat { types, zones, cts, custom })
 }
 
 fn min_values_hold(types: &BitSet, pool: &Pool, catalog: &Catalog) -> bool {
     pool.spec.requirements.iter().all(|r| {
         let Some(min) = r.min_values else { return true };
-        let mut values: Vec<&str> = types
-            .iter()
-            .filter_map(|t| catalog.labels[t].get(r.key.as_str()).map(String::as_str))
-            .collect();
+        let mut values: Vec<&str> =
+            types.iter().filter_map(|t| catalog.labels[t].get(r.key.as_str()).map(String::as_str)).collect();
         values.sort_unstable();
         values.dedup();
         values.len() >= min as usize
@@ -479,24 +379,15 @@ fn min_values_hold(types: &BitSet, pool: &Pool, catalog: &Catalog) -> bool {
 }
 
 fn max_allocatable(types: &BitSet, pool: &Pool) -> Resources {
-    types
-        .iter()
-        .fold(Resources::ZERO, |max, t| max.max(&pool.allocatable[t]))
+    types.iter().fold(Resources::ZERO, |max, t| max.max(&pool.allocatable[t]))
 }
 
 fn max_capacity(types: &BitSet, pool: &Pool) -> Resources {
-    types
-        .iter()
-        .fold(Resources::ZERO, |max, t| max.max(&pool.capacity[t]))
+    types.iter().fold(Resources::ZERO, |max, t| max.max(&pool.capacity[t]))
 }
 
 /// The planned node as it will launch: its options, cheapest first, cut to the CreateFleet limit.
-fn finish(
-    node: &PlannedNode,
-    pools: &[Pool],
-    catalog: &Catalog,
-    pods: &[PodRequest],
-) -> Option<NewNode> {
+fn finish(node: &PlannedNode, pools: &[Pool], catalog: &Catalog, pods: &[PodRequest]) -> Option<NewNode> {
     let pool = &pools[node.pool];
     let mut options: Vec<(usize, (usize, CapacityType, f64))> = node
         .compat
@@ -504,24 +395,13 @@ fn finish(
         .iter()
         .filter_map(|t| Some((t, catalog.cheapest(t, node.compat.zones, node.compat.cts)?)))
         .collect();
-    options.sort_by(|a, b| {
-        a.1.2
-            .total_cmp(&b.1.2)
-            .then(catalog.types[a.0].name.cmp(&catalog.types[b.0].name))
-    });
+    options.sort_by(|a, b| a.1.2.total_cmp(&b.1.2).then(catalog.types[a.0].name.cmp(&catalog.types[b.0].name)));
     let keep = options_to_keep(&options, pool, catalog);
     options.truncate(keep);
     let &(cheapest, (zone, capacity_type, price)) = options.first()?;
-    let mut labels: BTreeMap<String, String> = node
-        .compat
-        .custom
-        .iter()
-        .filter_map(|(k, v)| Some((k.clone(), v.first()?.clone())))
-        .collect();
-    labels.insert(
-        CAPACITY_TYPE_LABEL.to_string(),
-        capacity_type.as_str().to_string(),
-    );
+    let mut labels: BTreeMap<String, String> =
+        node.compat.custom.iter().filter_map(|(k, v)| Some((k.clone(), v.first()?.clone()))).collect();
+    labels.insert(CAPACITY_TYPE_LABEL.to_string(), capacity_type.as_str().to_string());
     labels.insert(ZONE_LABEL.to_string(), catalog.zones[zone].clone());
     Some(NewNode {
         nodepool: pool.spec.name.clone(),
@@ -532,10 +412,7 @@ fn finish(
         pods: node.pods.iter().map(|&p| pods[p].id.clone()).collect(),
         requests: node.used,
         allocatable: pool.allocatable[cheapest],
-        instance_type_options: options
-            .iter()
-            .map(|(t, _)| catalog.types[*t].name.clone())
-            .collect(),
+        instance_type_options: options.iter().map(|(t, _)| catalog.types[*t].name.clone()).collect(),
         zones: (0..catalog.zones.len())
             .filter(|z| node.compat.zones & (1 << z) != 0)
             .map(|z| catalog.zones[z].clone())
@@ -549,18 +426,9 @@ fn finish(
 }
 
 /// The 60 cheapest, or more where the pool's `minValues` need more distinct values than 60 give.
-fn options_to_keep(
-    options: &[(usize, (usize, CapacityType, f64))],
-    pool: &Pool,
-    catalog: &Catalog,
-) -> usize {
+fn options_to_keep(options: &[(usize, (usize, CapacityType, f64))], pool: &Pool, catalog: &Catalog) -> usize {
     let mut keep = options.len().min(MAX_INSTANCE_TYPE_OPTIONS);
-    for r in pool
-        .spec
-        .requirements
-        .iter()
-        .filter(|r| r.min_values.is_some())
-    {
+    for r in pool.spec.requirements.iter().filter(|r| r.min_values.is_some()) {
         let min = r.min_values.unwrap_or(0) as usize;
         let mut seen: Vec<&str> = Vec::new();
         for (i, (t, _)) in options.iter().enumerate() {
@@ -627,10 +495,7 @@ fn why_unschedulable(
     reasons.join("; ")
 }
 
-fn untolerated<'t>(
-    tolerations: &[super::model::Toleration],
-    taints: &'t [Taint],
-) -> Option<&'t Taint> {
+fn untolerated<'t>(tolerations: &[super::model::Toleration], taints: &'t [Taint]) -> Option<&'t Taint> {
     taints
         .iter()
         .filter(|t| t.effect != "PreferNoSchedule")

@@ -5,14 +5,10 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use super::model::{
-    DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, Toleration, tolerates_all,
-};
+use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, Toleration, tolerates_all};
 use super::plan::Plan;
 use super::requirements::{Operator, Requirement};
-use super::solver::{
-    CAPACITY_TYPE_LABEL, MAX_INSTANCE_TYPE_OPTIONS, SchedulingInput, ZONE_LABEL, solve,
-};
+use super::solver::{CAPACITY_TYPE_LABEL, MAX_INSTANCE_TYPE_OPTIONS, SchedulingInput, ZONE_LABEL, solve};
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
 use crate::catalog::resources::{ResourceName, Resources};
@@ -21,11 +17,7 @@ use crate::catalog::{CapacityType, embedded_instance_types};
 const GI: i64 = 1 << 30;
 
 fn types_of(families: &[&str]) -> Vec<InstanceTypeInfo> {
-    embedded_instance_types()
-        .iter()
-        .filter(|t| families.contains(&t.family()))
-        .cloned()
-        .collect()
+    embedded_instance_types().iter().filter(|t| families.contains(&t.family())).cloned().collect()
 }
 
 fn general_purpose() -> Vec<InstanceTypeInfo> {
@@ -50,11 +42,7 @@ fn pool(name: &str) -> NodePoolSpec {
     NodePoolSpec {
         name: name.to_string(),
         weight: 0,
-        requirements: vec![Requirement::new(
-            "kubernetes.io/arch",
-            Operator::In,
-            &["amd64"],
-        )],
+        requirements: vec![Requirement::new("kubernetes.io/arch", Operator::In, &["amd64"])],
         labels: BTreeMap::new(),
         taints: vec![],
         startup_taints: vec![],
@@ -72,12 +60,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(types: Vec<InstanceTypeInfo>) -> Self {
-        Self {
-            types,
-            prices: PriceTable::embedded(),
-            existing: vec![],
-            daemonsets: vec![],
-        }
+        Self { types, prices: PriceTable::embedded(), existing: vec![], daemonsets: vec![] }
     }
 
     fn solve(&self, pods: &[PodRequest], pools: &[NodePoolSpec]) -> Plan {
@@ -99,9 +82,7 @@ impl Fixture {
 #[test]
 fn packs_small_pods_onto_one_cheap_node_whose_options_all_hold_them() {
     let fixture = Fixture::new(general_purpose());
-    let pods: Vec<PodRequest> = (0..10)
-        .map(|i| pod(&format!("default/p{i}"), 250, GI / 2))
-        .collect();
+    let pods: Vec<PodRequest> = (0..10).map(|i| pod(&format!("default/p{i}"), 250, GI / 2)).collect();
     let plan = fixture.solve(&pods, &[pool("default")]);
     assert!(plan.unschedulable.is_empty());
     assert_eq!(plan.new_nodes.len(), 1);
@@ -109,11 +90,7 @@ fn packs_small_pods_onto_one_cheap_node_whose_options_all_hold_them() {
     assert_eq!(node.pods.len(), 10);
     assert!(node.instance_type_options.len() <= MAX_INSTANCE_TYPE_OPTIONS);
     for option in &node.instance_type_options {
-        assert!(
-            node.requests
-                .fits_in(&fixture.find(option).allocatable(Default::default())),
-            "{option}"
-        );
+        assert!(node.requests.fits_in(&fixture.find(option).allocatable(Default::default())), "{option}");
     }
     // Both capacity types allowed: spot, the cheaper.
     assert_eq!(node.capacity_type, CapacityType::Spot);
@@ -125,11 +102,8 @@ fn options_are_ordered_by_price_and_the_node_launches_as_the_cheapest() {
     let plan = fixture.solve(&[pod("default/a", 1000, GI)], &[pool("default")]);
     let node = &plan.new_nodes[0];
     assert_eq!(node.instance_type, node.instance_type_options[0]);
-    let prices: Vec<f64> = node
-        .instance_type_options
-        .iter()
-        .map(|t| fixture.prices.spot(t, &node.zone).unwrap_or(f64::MAX))
-        .collect();
+    let prices: Vec<f64> =
+        node.instance_type_options.iter().map(|t| fixture.prices.spot(t, &node.zone).unwrap_or(f64::MAX)).collect();
     assert!(prices.windows(2).all(|w| w[0] <= w[1]), "{prices:?}");
 }
 
@@ -147,10 +121,7 @@ fn existing_capacity_is_used_before_new_nodes() {
         capacity: Resources::ZERO,
         nodepool: None,
     });
-    let plan = fixture.solve(
-        &[pod("default/a", 1000, GI), pod("default/b", 1000, GI)],
-        &[pool("default")],
-    );
+    let plan = fixture.solve(&[pod("default/a", 1000, GI), pod("default/b", 1000, GI)], &[pool("default")]);
     assert_eq!(plan.existing_placements["ip-10-0-1-1"], vec!["default/a"]);
     assert_eq!(plan.new_nodes.len(), 1);
     assert_eq!(plan.new_nodes[0].pods, vec!["default/b"]);
@@ -167,17 +138,8 @@ fn node_selectors_narrow_zone_capacity_type_and_type() {
     ];
     let plan = fixture.solve(&[p], &[pool("default")]);
     let node = &plan.new_nodes[0];
-    assert_eq!(
-        (node.zone.as_str(), node.capacity_type),
-        ("us-east-1b", CapacityType::OnDemand)
-    );
-    assert!(
-        node.instance_type_options
-            .iter()
-            .all(|t| t.starts_with("c5.")),
-        "{:?}",
-        node.instance_type_options
-    );
+    assert_eq!((node.zone.as_str(), node.capacity_type), ("us-east-1b", CapacityType::OnDemand));
+    assert!(node.instance_type_options.iter().all(|t| t.starts_with("c5.")), "{:?}", node.instance_type_options);
 }
 
 #[test]
@@ -197,18 +159,10 @@ fn pods_with_conflicting_selectors_get_separate_nodes() {
 fn a_pool_taint_keeps_out_pods_that_do_not_tolerate_it() {
     let fixture = Fixture::new(general_purpose());
     let mut tainted = pool("gpu-only");
-    tainted.taints = vec![Taint {
-        key: "dedicated".into(),
-        value: Some("batch".into()),
-        effect: "NoSchedule".into(),
-    }];
+    tainted.taints = vec![Taint { key: "dedicated".into(), value: Some("batch".into()), effect: "NoSchedule".into() }];
     let plan = fixture.solve(&[pod("default/a", 500, GI)], std::slice::from_ref(&tainted));
     assert_eq!(plan.unschedulable.len(), 1);
-    assert!(
-        plan.unschedulable[0]
-            .reason
-            .contains("does not tolerate its taint dedicated=batch:NoSchedule")
-    );
+    assert!(plan.unschedulable[0].reason.contains("does not tolerate its taint dedicated=batch:NoSchedule"));
 
     let mut tolerant = pod("default/b", 500, GI);
     tolerant.tolerations = vec![Toleration {
@@ -224,17 +178,8 @@ fn a_pool_taint_keeps_out_pods_that_do_not_tolerate_it() {
 fn startup_taints_do_not_keep_pods_off() {
     let fixture = Fixture::new(general_purpose());
     let mut starting = pool("default");
-    starting.startup_taints = vec![Taint {
-        key: "cni-not-ready".into(),
-        value: None,
-        effect: "NoSchedule".into(),
-    }];
-    assert!(
-        fixture
-            .solve(&[pod("default/a", 500, GI)], &[starting])
-            .unschedulable
-            .is_empty()
-    );
+    starting.startup_taints = vec![Taint { key: "cni-not-ready".into(), value: None, effect: "NoSchedule".into() }];
+    assert!(fixture.solve(&[pod("default/a", 500, GI)], &[starting]).unschedulable.is_empty());
 }
 
 #[test]
@@ -242,10 +187,7 @@ fn the_heaviest_pool_that_fits_wins() {
     let fixture = Fixture::new(general_purpose());
     let mut heavy = pool("heavy");
     heavy.weight = 50;
-    heavy.requirements.push(Requirement::equals(
-        "karpenter.k8s.aws/instance-family",
-        "r5",
-    ));
+    heavy.requirements.push(Requirement::equals("karpenter.k8s.aws/instance-family", "r5"));
     let plan = fixture.solve(&[pod("default/a", 500, GI)], &[pool("light"), heavy]);
     assert_eq!(plan.new_nodes[0].nodepool, "heavy");
     assert!(plan.new_nodes[0].instance_type.starts_with("r5."));
@@ -255,14 +197,8 @@ fn the_heaviest_pool_that_fits_wins() {
 fn limits_stop_new_nodes_and_say_so() {
     let fixture = Fixture::new(general_purpose());
     let mut limited = pool("default");
-    limited.limits = Some(
-        Resources::ZERO
-            .with(ResourceName::Cpu, 8000)
-            .with(ResourceName::Memory, 1 << 40),
-    );
-    let pods: Vec<PodRequest> = (0..6)
-        .map(|i| pod(&format!("default/p{i}"), 3000, GI))
-        .collect();
+    limited.limits = Some(Resources::ZERO.with(ResourceName::Cpu, 8000).with(ResourceName::Memory, 1 << 40));
+    let pods: Vec<PodRequest> = (0..6).map(|i| pod(&format!("default/p{i}"), 3000, GI)).collect();
     let plan = fixture.solve(&pods, &[limited]);
     let capacity_cpu: i64 = plan
         .new_nodes
@@ -270,25 +206,14 @@ fn limits_stop_new_nodes_and_say_so() {
         .map(|n| {
             n.instance_type_options
                 .iter()
-                .map(|t| {
-                    fixture
-                        .find(t)
-                        .capacity(Default::default())
-                        .get(ResourceName::Cpu)
-                })
+                .map(|t| fixture.find(t).capacity(Default::default()).get(ResourceName::Cpu))
                 .max()
                 .unwrap_or(0)
         })
         .sum();
     assert!(capacity_cpu <= 8000, "{capacity_cpu}m planned");
     assert!(!plan.unschedulable.is_empty());
-    assert!(
-        plan.unschedulable
-            .iter()
-            .all(|u| u.reason.contains("limits")),
-        "{:?}",
-        plan.unschedulable
-    );
+    assert!(plan.unschedulable.iter().all(|u| u.reason.contains("limits")), "{:?}", plan.unschedulable);
 }
 
 #[test]
@@ -298,28 +223,16 @@ fn a_pod_too_large_for_every_type_says_how_large_the_largest_is() {
     assert_eq!(plan.unschedulable.len(), 1);
     let reason = &plan.unschedulable[0].reason;
     // m5.24xlarge: 96 vCPUs, 96000m less kube-reserved.
-    assert!(
-        reason.contains("requests 128 cpu; the largest allowed type has 95"),
-        "{reason}"
-    );
+    assert!(reason.contains("requests 128 cpu; the largest allowed type has 95"), "{reason}");
 }
 
 #[test]
 fn a_requirement_no_type_meets_is_named() {
     let fixture = Fixture::new(general_purpose());
     let mut p = pod("default/a", 500, GI);
-    p.requirements = vec![Requirement::equals(
-        "karpenter.k8s.aws/instance-family",
-        "z9",
-    )];
+    p.requirements = vec![Requirement::equals("karpenter.k8s.aws/instance-family", "z9")];
     let plan = fixture.solve(&[p], &[pool("default")]);
-    assert!(
-        plan.unschedulable[0]
-            .reason
-            .contains("karpenter.k8s.aws/instance-family=z9"),
-        "{:?}",
-        plan.unschedulable
-    );
+    assert!(plan.unschedulable[0].reason.contains("karpenter.k8s.aws/instance-family=z9"), "{:?}", plan.unschedulable);
 }
 
 #[test]
@@ -327,10 +240,7 @@ fn preferences_are_followed_when_possible_and_relaxed_when_not() {
     let fixture = Fixture::new(general_purpose());
     let mut prefers_b = pod("default/a", 500, GI);
     prefers_b.preferences = vec![(10, vec![Requirement::equals(ZONE_LABEL, "us-east-1b")])];
-    assert_eq!(
-        fixture.solve(&[prefers_b], &[pool("default")]).new_nodes[0].zone,
-        "us-east-1b"
-    );
+    assert_eq!(fixture.solve(&[prefers_b], &[pool("default")]).new_nodes[0].zone, "us-east-1b");
 
     let mut prefers_nowhere = pod("default/b", 500, GI);
     prefers_nowhere.preferences = vec![(10, vec![Requirement::equals(ZONE_LABEL, "mars-1a")])];
@@ -345,9 +255,7 @@ fn daemonset_overhead_is_reserved_on_every_node() {
     let without = fixture.solve(&[pod("default/a", 1800, GI)], &[pool("default")]);
     assert_eq!(without.new_nodes[0].instance_type, "m5.large");
     fixture.daemonsets.push(DaemonSetPod {
-        requests: Resources::ZERO
-            .with(ResourceName::Cpu, 200)
-            .with(ResourceName::Pods, 1),
+        requests: Resources::ZERO.with(ResourceName::Cpu, 200).with(ResourceName::Pods, 1),
         requirements: vec![],
         tolerations: vec![],
     });
@@ -365,11 +273,8 @@ fn min_values_keeps_enough_families_among_the_options() {
         ..Requirement::new("karpenter.k8s.aws/instance-family", Operator::Exists, &[])
     });
     let plan = fixture.solve(&[pod("default/a", 500, GI)], &[diverse]);
-    let mut families: Vec<&str> = plan.new_nodes[0]
-        .instance_type_options
-        .iter()
-        .map(|t| t.split('.').next().unwrap_or(""))
-        .collect();
+    let mut families: Vec<&str> =
+        plan.new_nodes[0].instance_type_options.iter().map(|t| t.split('.').next().unwrap_or("")).collect();
     families.sort();
     families.dedup();
     assert!(families.len() >= 3, "{families:?}");
@@ -386,10 +291,7 @@ fn pool_labels_reach_the_node_and_select_pods() {
     assert_eq!(plan.new_nodes[0].nodepool, "team-a");
     assert_eq!(plan.new_nodes[0].labels["team"], "a");
     p.requirements = vec![Requirement::equals("team", "b")];
-    assert_eq!(
-        fixture.solve(&[p], &[pool("default")]).unschedulable.len(),
-        1
-    );
+    assert_eq!(fixture.solve(&[p], &[pool("default")]).unschedulable.len(), 1);
 }
 
 // ------------------------------------------------------------------------------------------------- properties
@@ -397,33 +299,27 @@ fn pool_labels_reach_the_node_and_select_pods() {
 fn arb_pod(index: usize) -> impl Strategy<Value = PodRequest> {
     let cpu = prop::sample::select(vec![100i64, 250, 500, 1000, 1500, 4000]);
     let memory = prop::sample::select(vec![100i64 << 20, 256 << 20, 512 << 20, GI, 2 * GI, 4 * GI]);
-    let zone = prop::option::weighted(
-        0.2,
-        prop::sample::select(vec!["us-east-1a", "us-east-1b", "us-east-1c"]),
-    );
+    let zone = prop::option::weighted(0.2, prop::sample::select(vec!["us-east-1a", "us-east-1b", "us-east-1c"]));
     let capacity = prop::option::weighted(0.2, prop::sample::select(vec!["spot", "on-demand"]));
     let tolerates = prop::bool::weighted(0.3);
-    (cpu, memory, zone, capacity, tolerates).prop_map(
-        move |(cpu, memory, zone, capacity, tolerates)| {
-            let mut p = pod(&format!("ns/p{index:03}"), cpu, memory);
-            if let Some(zone) = zone {
-                p.requirements.push(Requirement::equals(ZONE_LABEL, zone));
-            }
-            if let Some(capacity) = capacity {
-                p.requirements
-                    .push(Requirement::equals(CAPACITY_TYPE_LABEL, capacity));
-            }
-            if tolerates {
-                p.tolerations.push(Toleration {
-                    key: Some("dedicated".into()),
-                    operator: "Exists".into(),
-                    value: None,
-                    effect: None,
-                });
-            }
-            p
-        },
-    )
+    (cpu, memory, zone, capacity, tolerates).prop_map(move |(cpu, memory, zone, capacity, tolerates)| {
+        let mut p = pod(&format!("ns/p{index:03}"), cpu, memory);
+        if let Some(zone) = zone {
+            p.requirements.push(Requirement::equals(ZONE_LABEL, zone));
+        }
+        if let Some(capacity) = capacity {
+            p.requirements.push(Requirement::equals(CAPACITY_TYPE_LABEL, capacity));
+        }
+        if tolerates {
+            p.tolerations.push(Toleration {
+                key: Some("dedicated".into()),
+                operator: "Exists".into(),
+                value: None,
+                effect: None,
+            });
+        }
+        p
+    })
 }
 
 fn arb_pool(index: usize) -> impl Strategy<Value = NodePoolSpec> {
@@ -434,17 +330,10 @@ fn arb_pool(index: usize) -> impl Strategy<Value = NodePoolSpec> {
         let mut p = pool(&format!("pool-{index}"));
         p.weight = weight;
         if let Some(family) = family {
-            p.requirements.push(Requirement::equals(
-                "karpenter.k8s.aws/instance-family",
-                family,
-            ));
+            p.requirements.push(Requirement::equals("karpenter.k8s.aws/instance-family", family));
         }
         if tainted {
-            p.taints.push(Taint {
-                key: "dedicated".into(),
-                value: None,
-                effect: "NoSchedule".into(),
-            });
+            p.taints.push(Taint { key: "dedicated".into(), value: None, effect: "NoSchedule".into() });
         }
         p.limits = limit.map(|cores| {
             Resources::ZERO

@@ -37,16 +37,10 @@ const ENV_KEYS: [&str; 6] = [
 impl Sandbox {
     pub async fn connect() -> Result<Self> {
         let env = sandbox_env()?;
-        let get = |key: &str| {
-            env.get(key)
-                .cloned()
-                .with_context(|| format!("{key} is not set by target/sandbox/env"))
-        };
+        let get = |key: &str| env.get(key).cloned().with_context(|| format!("{key} is not set by target/sandbox/env"));
         let endpoint = get("AWS_ENDPOINT_URL")?;
         if !endpoint.starts_with("http://127.") && !endpoint.starts_with("http://localhost") {
-            bail!(
-                "AWS_ENDPOINT_URL={endpoint} is not the local sandbox; refusing to run tests against it"
-            );
+            bail!("AWS_ENDPOINT_URL={endpoint} is not the local sandbox; refusing to run tests against it");
         }
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .endpoint_url(endpoint)
@@ -60,61 +54,41 @@ impl Sandbox {
             ))
             .load()
             .await;
-        let kubeconfig =
-            Kubeconfig::read_from(get("KUBECONFIG")?).context("reading the sandbox kubeconfig")?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(Self {
-            sdk,
-            kube: kube::Client::try_from(config)?,
-            cluster: get("NODESMITH_SANDBOX_CLUSTER")?,
-        })
+        let kubeconfig = Kubeconfig::read_from(get("KUBECONFIG")?).context("reading the sandbox kubeconfig")?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(Self { sdk, kube: kube::Client::try_from(config)?, cluster: get("NODESMITH_SANDBOX_CLUSTER")? })
     }
 
     /// A namespace of its own for one test; delete it with [`Sandbox::delete_namespace`].
     pub async fn namespace(&self, prefix: &str) -> Result<String> {
         let name = unique_name(prefix);
         let namespace = Namespace {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
             ..Default::default()
         };
-        Api::<Namespace>::all(self.kube.clone())
-            .create(&PostParams::default(), &namespace)
-            .await?;
+        Api::<Namespace>::all(self.kube.clone()).create(&PostParams::default(), &namespace).await?;
         // Pods are refused until the namespace's default ServiceAccount exists.
-        let accounts =
-            Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(self.kube.clone(), &name);
-        wait_until(
-            "the namespace's default ServiceAccount",
-            Duration::from_secs(60),
-            || async { Ok(accounts.get_opt("default").await?.map(|_| ())) },
-        )
+        let accounts = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(self.kube.clone(), &name);
+        wait_until("the namespace's default ServiceAccount", Duration::from_secs(60), || async {
+            Ok(accounts.get_opt("default").await?.map(|_| ()))
+        })
         .await?;
         Ok(name)
     }
 
     pub async fn delete_namespace(&self, name: &str) -> Result<()> {
-        Api::<Namespace>::all(self.kube.clone())
-            .delete(name, &DeleteParams::default())
-            .await?;
+        Api::<Namespace>::all(self.kube.clone()).delete(name, &DeleteParams::default()).await?;
         Ok(())
     }
 }
 
 /// The sandbox environment: `target/sandbox/env`, overridden by the process environment.
-fn sandbox_env() -> Result<HashMap<String, String>> {
+pub fn sandbox_env() -> Result<HashMap<String, String>> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sandbox/env");
     let mut env = HashMap::new();
     if let Ok(text) = std::fs::read_to_string(&path) {
         for line in text.lines() {
-            if let Some((key, value)) = line
-                .trim()
-                .strip_prefix("export ")
-                .and_then(|l| l.split_once('='))
-            {
+            if let Some((key, value)) = line.trim().strip_prefix("export ").and_then(|l| l.split_once('=')) {
                 env.insert(key.to_string(), value.trim_matches('"').to_string());
             }
         }
@@ -133,11 +107,7 @@ fn sandbox_env() -> Result<HashMap<String, String>> {
 /// A name no other test, or other run, uses: `prefix-<pid>-<n>`, valid as a Kubernetes name and an AWS name.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Polls `check` every half second until it returns `Some`, or fails after `timeout` saying what it waited for.

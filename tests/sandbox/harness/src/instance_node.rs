@@ -41,16 +41,10 @@ pub fn node_for(facts: &InstanceFacts) -> Node {
         ("kubernetes.io/hostname", facts.private_dns_name.as_str()),
         ("kubernetes.io/arch", facts.arch.as_str()),
         ("kubernetes.io/os", "linux"),
-        (
-            "node.kubernetes.io/instance-type",
-            facts.instance_type.as_str(),
-        ),
+        ("node.kubernetes.io/instance-type", facts.instance_type.as_str()),
         ("topology.kubernetes.io/zone", facts.zone.as_str()),
         ("topology.kubernetes.io/region", region_of(&facts.zone)),
-        (
-            "karpenter.sh/capacity-type",
-            if facts.spot { "spot" } else { "on-demand" },
-        ),
+        ("karpenter.sh/capacity-type", if facts.spot { "spot" } else { "on-demand" }),
     ];
     for (key, value) in well_known {
         labels.insert(key.to_string(), value.to_string());
@@ -60,23 +54,16 @@ pub fn node_for(facts: &InstanceFacts) -> Node {
     let memory_allocatable = memory_capacity
         .saturating_sub(allocatable::kube_reserved_memory_mib(facts.max_pods))
         .saturating_sub(allocatable::EVICTION_THRESHOLD_MIB);
-    let cpu_allocatable = (u64::from(facts.vcpus) * 1000)
-        .saturating_sub(allocatable::kube_reserved_cpu_millis(facts.vcpus));
+    let cpu_allocatable =
+        (u64::from(facts.vcpus) * 1000).saturating_sub(allocatable::kube_reserved_cpu_millis(facts.vcpus));
     let capacity = resources(format!("{}", facts.vcpus), memory_capacity, facts.max_pods);
-    let allocatable = resources(
-        format!("{cpu_allocatable}m"),
-        memory_allocatable,
-        facts.max_pods,
-    );
+    let allocatable = resources(format!("{cpu_allocatable}m"), memory_allocatable, facts.max_pods);
 
     Node {
         metadata: ObjectMeta {
             name: Some(facts.private_dns_name.clone()),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(
-                REGISTRAR_ANNOTATION.to_string(),
-                "registrar".to_string(),
-            )])),
+            annotations: Some(BTreeMap::from([(REGISTRAR_ANNOTATION.to_string(), "registrar".to_string())])),
             ..Default::default()
         },
         spec: Some(NodeSpec {
@@ -88,18 +75,9 @@ pub fn node_for(facts: &InstanceFacts) -> Node {
             capacity: Some(capacity),
             allocatable: Some(allocatable),
             addresses: Some(vec![
-                NodeAddress {
-                    type_: "InternalIP".into(),
-                    address: facts.private_ip.clone(),
-                },
-                NodeAddress {
-                    type_: "Hostname".into(),
-                    address: facts.private_dns_name.clone(),
-                },
-                NodeAddress {
-                    type_: "InternalDNS".into(),
-                    address: facts.private_dns_name.clone(),
-                },
+                NodeAddress { type_: "InternalIP".into(), address: facts.private_ip.clone() },
+                NodeAddress { type_: "Hostname".into(), address: facts.private_dns_name.clone() },
+                NodeAddress { type_: "InternalDNS".into(), address: facts.private_dns_name.clone() },
             ]),
             node_info: Some(NodeSystemInfo {
                 architecture: facts.arch.clone(),
@@ -117,10 +95,7 @@ fn resources(cpu: String, memory_mib: u64, pods: u32) -> BTreeMap<String, Quanti
         ("cpu".to_string(), Quantity(cpu)),
         ("memory".to_string(), Quantity(format!("{memory_mib}Mi"))),
         ("pods".to_string(), Quantity(pods.to_string())),
-        (
-            "ephemeral-storage".to_string(),
-            Quantity("20Gi".to_string()),
-        ),
+        ("ephemeral-storage".to_string(), Quantity("20Gi".to_string())),
     ])
 }
 
@@ -157,15 +132,9 @@ mod tests {
     #[test]
     fn node_carries_the_kubelet_identity_and_the_requested_labels_and_taints() {
         let node = node_for(&m5_large());
-        assert_eq!(
-            node.metadata.name.as_deref(),
-            Some("ip-10-0-2-7.ec2.internal")
-        );
+        assert_eq!(node.metadata.name.as_deref(), Some("ip-10-0-2-7.ec2.internal"));
         let spec = node.spec.expect("spec");
-        assert_eq!(
-            spec.provider_id.as_deref(),
-            Some("aws:///us-east-1b/i-0123")
-        );
+        assert_eq!(spec.provider_id.as_deref(), Some("aws:///us-east-1b/i-0123"));
         assert_eq!(spec.taints.expect("taints")[0].key, "dedicated");
         let labels = node.metadata.labels.expect("labels");
         assert_eq!(labels["karpenter.sh/capacity-type"], "spot");

@@ -39,13 +39,8 @@ enum Command {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms or 2s"))?;
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms or 2s"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" | "" => Ok(Duration::from_secs(number)),
@@ -56,9 +51,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         // The registrar's output goes to a log file.
         .with_ansi(false)
@@ -74,10 +67,7 @@ async fn main() -> anyhow::Result<()> {
             let ec2 = aws_sdk_ec2::Client::new(&sdk);
             let types = nodesmith::cloud::instance_types::describe_instance_types(&ec2).await?;
             // One type per line keeps the committed file reviewable in diffs.
-            let lines: Vec<String> = types
-                .iter()
-                .map(serde_json::to_string)
-                .collect::<Result<_, _>>()?;
+            let lines: Vec<String> = types.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
             std::fs::write(&out, format!("[\n{}\n]\n", lines.join(",\n")))?;
             eprintln!("wrote {} instance types to {}", types.len(), out.display());
         }

@@ -5,9 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use aws_sdk_ec2::types::{
-    Filter, Instance, InstanceAttributeName, InstanceLifecycleType, InstanceStateName,
-};
+use aws_sdk_ec2::types::{Filter, Instance, InstanceAttributeName, InstanceLifecycleType, InstanceStateName};
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use nodesmith::catalog::max_pods::{MaxPodsSettings, NetworkLimits, max_pods};
@@ -28,21 +26,13 @@ struct TypeInfo {
     network: NetworkLimits,
 }
 
-pub async fn run(
-    sdk: &aws_config::SdkConfig,
-    kube: kube::Client,
-    cluster: &str,
-    interval: Duration,
-) -> Result<()> {
+pub async fn run(sdk: &aws_config::SdkConfig, kube: kube::Client, cluster: &str, interval: Duration) -> Result<()> {
     let mut registrar = Registrar {
         ec2: aws_sdk_ec2::Client::new(sdk),
         nodes: Api::all(kube.clone()),
         nodeclaims: Api::all_with(
             kube,
-            &ApiResource::from_gvk_with_plural(
-                &GroupVersionKind::gvk("karpenter.sh", "v1", "NodeClaim"),
-                "nodeclaims",
-            ),
+            &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("karpenter.sh", "v1", "NodeClaim"), "nodeclaims"),
         ),
         cluster_tag: format!("tag:kubernetes.io/cluster/{cluster}"),
         types: HashMap::new(),
@@ -77,11 +67,8 @@ impl Registrar {
             .collect();
 
         let nodes = self.nodes.list(&Default::default()).await?;
-        let registered: HashSet<String> = nodes
-            .items
-            .iter()
-            .filter_map(|n| n.spec.as_ref()?.provider_id.clone())
-            .collect();
+        let registered: HashSet<String> =
+            nodes.items.iter().filter_map(|n| n.spec.as_ref()?.provider_id.clone()).collect();
 
         for (provider_id, instance) in &running {
             if !registered.contains(provider_id) {
@@ -89,16 +76,8 @@ impl Registrar {
             }
         }
         for node in &nodes.items {
-            let ours = node
-                .metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key(REGISTRAR_ANNOTATION));
-            let provider_id = node
-                .spec
-                .as_ref()
-                .and_then(|s| s.provider_id.as_deref())
-                .unwrap_or_default();
+            let ours = node.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(REGISTRAR_ANNOTATION));
+            let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.as_deref()).unwrap_or_default();
             if ours && !running.contains_key(provider_id) {
                 let name = node.metadata.name.clone().unwrap_or_default();
                 info!(node = %name, provider_id, "instance is gone; deleting its Node");
@@ -116,12 +95,7 @@ impl Registrar {
         let mut pages = self
             .ec2
             .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name(&self.cluster_tag)
-                    .values("owned")
-                    .build(),
-            )
+            .filters(Filter::builder().name(&self.cluster_tag).values("owned").build())
             .into_paginator()
             .send();
         let mut instances = Vec::new();
@@ -145,22 +119,10 @@ impl Registrar {
     }
 
     async fn facts(&mut self, instance: &Instance) -> Result<InstanceFacts> {
-        let instance_id = instance
-            .instance_id()
-            .context("instance without id")?
-            .to_string();
-        let instance_type = instance
-            .instance_type()
-            .context("instance without type")?
-            .as_str()
-            .to_string();
+        let instance_id = instance.instance_id().context("instance without id")?.to_string();
+        let instance_type = instance.instance_type().context("instance without type")?.as_str().to_string();
         let info = self.type_info(&instance_type).await?;
-        let max_pods = match self
-            .user_data(instance)
-            .await?
-            .as_deref()
-            .and_then(user_data::max_pods_from_base64)
-        {
+        let max_pods = match self.user_data(instance).await?.as_deref().and_then(user_data::max_pods_from_base64) {
             Some(from_user_data) => from_user_data,
             None => max_pods(info.network, MaxPodsSettings::default()),
         };
@@ -182,14 +144,8 @@ impl Registrar {
                 .and_then(|p| p.availability_zone())
                 .context("instance without zone")?
                 .to_string(),
-            private_dns_name: instance
-                .private_dns_name()
-                .context("instance without private DNS name")?
-                .to_string(),
-            private_ip: instance
-                .private_ip_address()
-                .unwrap_or_default()
-                .to_string(),
+            private_dns_name: instance.private_dns_name().context("instance without private DNS name")?.to_string(),
+            private_ip: instance.private_ip_address().unwrap_or_default().to_string(),
             arch: match instance.architecture().map(|a| a.as_str()) {
                 Some("arm64") => "arm64".into(),
                 _ => "amd64".into(),
@@ -216,13 +172,8 @@ impl Registrar {
             .send()
             .await
             .with_context(|| format!("DescribeInstanceTypes {instance_type}"))?;
-        let t = described
-            .instance_types()
-            .first()
-            .with_context(|| format!("unknown instance type {instance_type}"))?;
-        let network = t
-            .network_info()
-            .with_context(|| format!("{instance_type} has no network info"))?;
+        let t = described.instance_types().first().with_context(|| format!("unknown instance type {instance_type}"))?;
+        let network = t.network_info().with_context(|| format!("{instance_type} has no network info"))?;
         let default_card = network.default_network_card_index().unwrap_or(0);
         let enis = network
             .network_cards()
@@ -231,20 +182,14 @@ impl Registrar {
             .and_then(|card| card.maximum_network_interfaces())
             .or(network.maximum_network_interfaces())
             .unwrap_or(1);
-        let nitro =
-            t.hypervisor().map(|h| h.as_str()) == Some("nitro") || t.bare_metal() == Some(true);
+        let nitro = t.hypervisor().map(|h| h.as_str()) == Some("nitro") || t.bare_metal() == Some(true);
         let vcpus = t.v_cpu_info().and_then(|v| v.default_v_cpus()).unwrap_or(1);
         let info = TypeInfo {
             vcpus: u32::try_from(vcpus).unwrap_or(1),
-            memory_mib: t
-                .memory_info()
-                .and_then(|m| m.size_in_mib())
-                .map_or(0, |m| u64::try_from(m).unwrap_or(0)),
+            memory_mib: t.memory_info().and_then(|m| m.size_in_mib()).map_or(0, |m| u64::try_from(m).unwrap_or(0)),
             network: NetworkLimits {
                 enis: u32::try_from(enis).unwrap_or(1),
-                ipv4_per_eni: network
-                    .ipv4_addresses_per_interface()
-                    .map_or(1, |n| u32::try_from(n).unwrap_or(1)),
+                ipv4_per_eni: network.ipv4_addresses_per_interface().map_or(1, |n| u32::try_from(n).unwrap_or(1)),
                 vcpus: u32::try_from(vcpus).unwrap_or(1),
                 supports_prefixes: nitro,
             },
@@ -264,11 +209,7 @@ impl Registrar {
             .send()
             .await
             .with_context(|| format!("DescribeInstanceAttribute userData of {instance_id}"))?;
-        if let Some(value) = attribute
-            .user_data()
-            .and_then(|u| u.value())
-            .filter(|v| !v.is_empty())
-        {
+        if let Some(value) = attribute.user_data().and_then(|u| u.value()).filter(|v| !v.is_empty()) {
             return Ok(Some(value.to_string()));
         }
         let Some(template_id) = tag(instance, "aws:ec2launchtemplate:id") else {
@@ -293,10 +234,7 @@ impl Registrar {
 
     /// The NodeClaim's labels and taints, as its launch passes them to the kubelet. None before the NodeClaim
     /// CRD is installed.
-    async fn nodeclaim_labels_and_taints(
-        &self,
-        name: &str,
-    ) -> Result<(BTreeMap<String, String>, Vec<Taint>)> {
+    async fn nodeclaim_labels_and_taints(&self, name: &str) -> Result<(BTreeMap<String, String>, Vec<Taint>)> {
         let claim = match self.nodeclaims.get_opt(name).await {
             Ok(Some(claim)) => claim,
             Ok(None) | Err(kube::Error::Api(_)) => return Ok(Default::default()),
@@ -316,11 +254,7 @@ impl Registrar {
 }
 
 fn tag<'a>(instance: &'a Instance, key: &str) -> Option<&'a str> {
-    instance
-        .tags()
-        .iter()
-        .find(|t| t.key() == Some(key))
-        .and_then(|t| t.value())
+    instance.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
 }
 
 fn provider_id(instance: &Instance) -> Option<String> {

@@ -9,20 +9,13 @@ use serde_json::{Value, json};
 
 const VPC_NAME: &str = "demo-vpc";
 const VPC_CIDR: &str = "10.0.0.0/16";
-const PRIVATE_SUBNETS: [(&str, &str); 3] = [
-    ("a", "10.0.1.0/24"),
-    ("b", "10.0.2.0/24"),
-    ("c", "10.0.3.0/24"),
-];
+const PRIVATE_SUBNETS: [(&str, &str); 3] = [("a", "10.0.1.0/24"), ("b", "10.0.2.0/24"), ("c", "10.0.3.0/24")];
 const KUBERNETES_VERSION: &str = "1.36";
 
 pub async fn seed_demo(sdk: &aws_config::SdkConfig, cluster: &str) -> Result<Value> {
     let ec2 = aws_sdk_ec2::Client::new(sdk);
     let eks = aws_sdk_eks::Client::new(sdk);
-    let region = sdk
-        .region()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| "us-east-1".into());
+    let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
 
     let vpc_id = vpc_named(&ec2, VPC_NAME).await?;
     let mut subnet_ids = Vec::new();
@@ -54,11 +47,7 @@ fn filter(name: &str, value: &str) -> Filter {
 }
 
 async fn vpc_named(ec2: &aws_sdk_ec2::Client, name: &str) -> Result<String> {
-    let found = ec2
-        .describe_vpcs()
-        .filters(filter("tag:Name", name))
-        .send()
-        .await?;
+    let found = ec2.describe_vpcs().filters(filter("tag:Name", name)).send().await?;
     if let Some(id) = found.vpcs().iter().find_map(|v| v.vpc_id()) {
         return Ok(id.to_string());
     }
@@ -69,20 +58,12 @@ async fn vpc_named(ec2: &aws_sdk_ec2::Client, name: &str) -> Result<String> {
         .send()
         .await
         .context("creating the demo VPC")?;
-    created
-        .vpc()
-        .and_then(|v| v.vpc_id())
-        .map(str::to_string)
-        .context("CreateVpc returned no id")
+    created.vpc().and_then(|v| v.vpc_id()).map(str::to_string).context("CreateVpc returned no id")
 }
 
 async fn subnet(ec2: &aws_sdk_ec2::Client, vpc_id: &str, zone: &str, cidr: &str) -> Result<String> {
-    let found = ec2
-        .describe_subnets()
-        .filters(filter("vpc-id", vpc_id))
-        .filters(filter("cidr-block", cidr))
-        .send()
-        .await?;
+    let found =
+        ec2.describe_subnets().filters(filter("vpc-id", vpc_id)).filters(filter("cidr-block", cidr)).send().await?;
     if let Some(id) = found.subnets().iter().find_map(|s| s.subnet_id()) {
         return Ok(id.to_string());
     }
@@ -92,25 +73,14 @@ async fn subnet(ec2: &aws_sdk_ec2::Client, vpc_id: &str, zone: &str, cidr: &str)
         .vpc_id(vpc_id)
         .availability_zone(zone)
         .cidr_block(cidr)
-        .tag_specifications(tags(
-            ResourceType::Subnet,
-            &[("Name", &name), ("kubernetes.io/role/internal-elb", "1")],
-        ))
+        .tag_specifications(tags(ResourceType::Subnet, &[("Name", &name), ("kubernetes.io/role/internal-elb", "1")]))
         .send()
         .await
         .with_context(|| format!("creating subnet {cidr} in {zone}"))?;
-    created
-        .subnet()
-        .and_then(|s| s.subnet_id())
-        .map(str::to_string)
-        .context("CreateSubnet returned no id")
+    created.subnet().and_then(|s| s.subnet_id()).map(str::to_string).context("CreateSubnet returned no id")
 }
 
-async fn node_security_group(
-    ec2: &aws_sdk_ec2::Client,
-    vpc_id: &str,
-    cluster: &str,
-) -> Result<String> {
+async fn node_security_group(ec2: &aws_sdk_ec2::Client, vpc_id: &str, cluster: &str) -> Result<String> {
     let group_name = format!("{cluster}-node");
     let found = ec2
         .describe_security_groups()
@@ -130,10 +100,7 @@ async fn node_security_group(
         .send()
         .await
         .context("creating the node security group")?;
-    created
-        .group_id()
-        .map(str::to_string)
-        .context("CreateSecurityGroup returned no id")
+    created.group_id().map(str::to_string).context("CreateSecurityGroup returned no id")
 }
 
 async fn eks_cluster(
@@ -144,11 +111,7 @@ async fn eks_cluster(
 ) -> Result<Value> {
     let cluster = match eks.describe_cluster().name(name).send().await {
         Ok(found) => found.cluster,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
             eks.create_cluster()
                 .name(name)
                 .version(KUBERNETES_VERSION)

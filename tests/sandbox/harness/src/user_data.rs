@@ -6,9 +6,7 @@ use base64::Engine;
 
 /// `user_data` is the base64 text EC2 stores. `None` when it sets no max pods.
 pub fn max_pods_from_base64(user_data: &str) -> Option<u32> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(user_data.trim())
-        .ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(user_data.trim()).ok()?;
     max_pods_from_text(&String::from_utf8_lossy(&bytes))
 }
 
@@ -19,11 +17,8 @@ pub fn max_pods_from_text(text: &str) -> Option<u32> {
 
 fn max_pods_on_line(line: &str) -> Option<u32> {
     // (key, the character between key and value; a flag may also take its value after a space)
-    const KEYS: [(&str, char, bool); 3] = [
-        ("maxPods", ':', false),
-        ("--max-pods", '=', true),
-        ("max-pods", '=', false),
-    ];
+    const KEYS: [(&str, char, bool); 3] =
+        [("maxPods", ':', false), ("--max-pods", '=', true), ("max-pods", '=', false)];
     KEYS.iter().find_map(|&(key, separator, space_separates)| {
         let at = line.find(key)?;
         let after_key = &line[at + key.len()..];
@@ -35,11 +30,8 @@ fn max_pods_on_line(line: &str) -> Option<u32> {
             None if space_separates && trimmed.len() < after_key.len() => trimmed,
             None => return None,
         };
-        let digits: String = value
-            .trim_start_matches([' ', '"', '\''])
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
+        let digits: String =
+            value.trim_start_matches([' ', '"', '\'']).chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()
     })
 }
@@ -71,10 +63,7 @@ spec:
     fn al2_bootstrap_kubelet_extra_args() {
         let text = "#!/bin/bash\n/etc/eks/bootstrap.sh demo --use-max-pods false --kubelet-extra-args '--node-labels=a=b --max-pods=58'\n";
         assert_eq!(max_pods_from_text(text), Some(58));
-        assert_eq!(
-            max_pods_from_text("bootstrap.sh demo --kubelet-extra-args '--max-pods 17'"),
-            Some(17)
-        );
+        assert_eq!(max_pods_from_text("bootstrap.sh demo --kubelet-extra-args '--max-pods 17'"), Some(17));
     }
 
     #[test]
@@ -85,18 +74,12 @@ spec:
 
     #[test]
     fn json_node_config() {
-        assert_eq!(
-            max_pods_from_text(r#"{"kubelet":{"config":{"maxPods": 29}}}"#),
-            Some(29)
-        );
+        assert_eq!(max_pods_from_text(r#"{"kubelet":{"config":{"maxPods": 29}}}"#), Some(29));
     }
 
     #[test]
     fn user_data_without_max_pods() {
-        assert_eq!(
-            max_pods_from_text("#!/bin/bash\necho --use-max-pods false\n"),
-            None
-        );
+        assert_eq!(max_pods_from_text("#!/bin/bash\necho --use-max-pods false\n"), None);
         assert_eq!(max_pods_from_base64("not base64 at all!"), None);
     }
 
