@@ -3,6 +3,7 @@
 //! `catalog` is pure (no kube or AWS client); `cli` parses and prints; `aws` builds SDK configuration.
 #![forbid(unsafe_code)]
 
+pub mod apis;
 pub mod aws;
 pub mod catalog;
 pub mod cli;

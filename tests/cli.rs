@@ -100,3 +100,95 @@ fn max_pods_names_an_unknown_type_and_the_likely_one() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown instance type \"m5.lrage\" (did you mean m5.large?)"), "{stderr}");
 }
+
+fn nodesmith_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the nodesmith binary runs");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn plan_places_every_workload_pod_or_says_why_not() {
+    let output = nodesmith(&[
+        "plan",
+        "--pods",
+        "tests/data/plan/workloads.yaml",
+        "--nodepool",
+        "tests/data/plan/nodepools.yaml",
+        "--output",
+        "json",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let plan: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let nodes = plan["nodes"].as_array().expect("nodes");
+    let placed: usize = nodes.iter().map(|n| n["pods"].as_array().map_or(0, Vec::len)).sum();
+    // 12 web replicas, 4 report pods at once (parallelism 4 of 10 completions), the arm64 pod; the giant does not fit.
+    assert_eq!(placed, 17);
+    assert_eq!(plan["unschedulable"][0]["pod"], "default/giant");
+    assert!(plan["unschedulable"][0]["reason"].as_str().expect("reason").contains("requests 500 CPU"));
+    for node in nodes {
+        let options = node["instance_type_options"].as_array().expect("options");
+        assert!(!options.is_empty() && options.len() <= 60);
+        assert_eq!(node["instance_type"], options[0]);
+    }
+    // The report Job requires on-demand, and the arm64 pod arm64: the heavier graviton pool takes them.
+    let total: f64 = nodes.iter().map(|n| n["price_per_hour"].as_f64().expect("price")).sum();
+    assert!((plan["total_price_per_hour"].as_f64().expect("total") - total).abs() < 1e-9);
+}
+
+#[test]
+fn plan_reads_stdin_and_a_default_nodepool() {
+    let pods = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers: [{name: a, resources: {requests: {cpu: 100m}}}]\n";
+    let output = nodesmith_with_stdin(&["plan", "--pods", "-"], pods);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    assert!(text.contains("1 new node for 1 pod"), "{text}");
+    assert!(text.lines().nth(1).is_some_and(|l| l.starts_with("default ")), "{text}");
+}
+
+#[test]
+fn plan_says_which_file_and_line_is_wrong() {
+    let dir = std::env::temp_dir().join(format!("nodesmith-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let malformed = dir.join("malformed.yaml");
+    std::fs::write(
+        &malformed,
+        "kind: Pod\nmetadata: {name: a}\nspec:\n  containers: [{name: a}]\n---\nkind: Pod\nmetadata:\n  name: [b\n",
+    )
+    .expect("write");
+    let output = nodesmith(&["plan", "--pods", malformed.to_str().expect("path")]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("malformed.yaml:8:"), "{stderr}");
+
+    let wrong_kind = dir.join("service.yaml");
+    std::fs::write(&wrong_kind, "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n").expect("write");
+    let output = nodesmith(&["plan", "--pods", wrong_kind.to_str().expect("path")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("service.yaml:1: kind Service is not expected here (expected Pod or Deployment or StatefulSet or ReplicaSet or Job)"), "{stderr}");
+
+    let bad_pool = dir.join("pool.yaml");
+    std::fs::write(
+        &bad_pool,
+        "apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {name: p}\nspec:\n  template:\n    spec:\n      requirements: [{key: a, operator: Inn, values: [b]}]\n",
+    )
+    .expect("write");
+    let output = nodesmith(&[
+        "plan",
+        "--pods",
+        "tests/data/plan/workloads.yaml",
+        "--nodepool",
+        bad_pool.to_str().expect("path"),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("pool.yaml:1: NodePool p: requirement on a: operator \"Inn\" is not one of"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}

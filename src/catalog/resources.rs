@@ -120,13 +120,16 @@ impl fmt::Display for Resources {
     }
 }
 
-/// A quantity the way a person reads it: `1500m` CPU as `1.5`, memory in Gi or Mi.
+/// A quantity the way a person reads it: CPU in cores (`1500` millicores as `1.5`), memory in Gi or Mi.
 pub fn format_quantity(name: ResourceName, value: i64) -> String {
     const MI: i64 = 1 << 20;
     const GI: i64 = 1 << 30;
     match name {
         ResourceName::Cpu if value % 1000 == 0 => format!("{}", value / 1000),
-        ResourceName::Cpu => format!("{}m", value),
+        ResourceName::Cpu => format!("{:.3}", value as f64 / 1000.0).trim_end_matches('0').to_string(),
+        ResourceName::Memory | ResourceName::EphemeralStorage if value % GI != 0 && value > 10 * GI => {
+            format!("{:.1}Gi", value as f64 / GI as f64)
+        }
         ResourceName::Memory | ResourceName::EphemeralStorage if value % GI == 0 => {
             format!("{}Gi", value / GI)
         }
@@ -218,6 +221,16 @@ mod tests {
         for bad in ["", "abc", "1.2.3", "5Xi", "Mi", "1e"] {
             assert!(parse_quantity(bad, ResourceName::Memory).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn quantities_read_as_people_write_them() {
+        assert_eq!(format_quantity(ResourceName::Cpu, 63770), "63.77");
+        assert_eq!(format_quantity(ResourceName::Cpu, 96000), "96");
+        assert_eq!(format_quantity(ResourceName::Cpu, 250), "0.25");
+        assert_eq!(format_quantity(ResourceName::Memory, 512 << 20), "512Mi");
+        assert_eq!(format_quantity(ResourceName::Memory, 4 << 30), "4Gi");
+        assert_eq!(format_quantity(ResourceName::Memory, (370 << 30) + (1 << 29)), "370.5Gi");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Every clap type lives here, so the whole command line reads in one place. Each subcommand has a file of its
 //! own that returns one report struct; `output` prints it as a table or as JSON.
 
+mod manifests;
 mod max_pods;
 mod output;
+mod plan;
 mod version;
 
 use clap::{Args, Parser, Subcommand};
@@ -37,6 +39,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Pod density per instance type (ENI-limited, or with VPC CNI prefix delegation).
     MaxPods(max_pods::MaxPodsArgs),
+    /// Which nodes these pods would get, and at what price (offline, from the embedded catalog).
+    Plan(plan::PlanArgs),
     /// Print the version of nodesmith and of the APIs it serves.
     Version,
 }
@@ -46,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let format = cli.global.output;
     match &cli.command {
         Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
+        Command::Plan(args) => output::print(&plan::run(args)?, format, "plan"),
         Command::Version => output::print(&version::report(), format, "version"),
     }
 }
@@ -63,4 +68,6 @@ pub enum CliError {
     UnknownInstanceType { name: String, suggestion: String },
     #[error(transparent)]
     Cloud(#[from] crate::cloud::error::CloudError),
+    #[error(transparent)]
+    Manifest(#[from] manifests::ManifestError),
 }

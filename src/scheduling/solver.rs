@@ -479,10 +479,11 @@ fn why_unschedulable(
             };
             let largest = max_allocatable(&compat.types, pool);
             if let Some(resource) = pod.requests.first_exceeding(&largest) {
+                let unit =
+                    if resource == ResourceName::Cpu { "CPU".to_string() } else { resource.as_str().to_string() };
                 return format!(
-                    "NodePool {name}: requests {} {}; the largest allowed type has {}",
+                    "NodePool {name}: requests {} {unit}; the largest allowed type has {} allocatable",
                     format_quantity(resource, pod.requests.get(resource)),
-                    resource.as_str(),
                     format_quantity(resource, largest.get(resource)),
                 );
             }

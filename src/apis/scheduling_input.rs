@@ -1,0 +1,280 @@
+//! Kubernetes objects → the scheduler's plain input. Requests are counted as the kubelet counts them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, Node, NodeSelectorRequirement, PodSpec, ResourceRequirements, Taint as KubeTaint,
+    Toleration as KubeToleration,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::nodepool::{NodePoolSpec as KubeNodePoolSpec, NodeSelectorRequirementWithMinValues};
+use crate::catalog::max_pods::MaxPodsSettings;
+use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
+use crate::scheduling::{
+    DaemonSetPod, ExistingNode, NodePoolSpec, Operator, PodRequest, Requirement, Taint, Toleration,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ConversionError(pub String);
+
+/// A pod's scheduling needs. `id` is `namespace/name`.
+pub fn pod_request(id: &str, spec: &PodSpec) -> Result<PodRequest, ConversionError> {
+    let selector: Vec<Requirement> =
+        spec.node_selector.iter().flatten().map(|(key, value)| Requirement::equals(key, value)).collect();
+    let mut requirements = selector.clone();
+    let mut alternative_requirements = Vec::new();
+    let mut preferences = Vec::new();
+    if let Some(node_affinity) = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()) {
+        if let Some(required) = &node_affinity.required_during_scheduling_ignored_during_execution {
+            let mut terms = required.node_selector_terms.iter();
+            if let Some(first) = terms.next() {
+                requirements.extend(expressions(first.match_expressions.as_deref())?);
+            }
+            for term in terms {
+                let mut alternative = selector.clone();
+                alternative.extend(expressions(term.match_expressions.as_deref())?);
+                alternative_requirements.push(alternative);
+            }
+        }
+        for preferred in node_affinity.preferred_during_scheduling_ignored_during_execution.iter().flatten() {
+            preferences.push((preferred.weight, expressions(preferred.preference.match_expressions.as_deref())?));
+        }
+    }
+    Ok(PodRequest {
+        id: id.to_string(),
+        requests: pod_requests(spec).map_err(|e| ConversionError(format!("pod {id}: {e}")))?,
+        requirements,
+        alternative_requirements,
+        preferences,
+        tolerations: spec.tolerations.iter().flatten().map(toleration).collect(),
+    })
+}
+
+fn expressions(list: Option<&[NodeSelectorRequirement]>) -> Result<Vec<Requirement>, ConversionError> {
+    list.unwrap_or_default()
+        .iter()
+        .map(|e| requirement(&e.key, &e.operator, e.values.as_deref().unwrap_or_default(), None))
+        .collect()
+}
+
+fn requirement(
+    key: &str,
+    operator: &str,
+    values: &[String],
+    min_values: Option<u32>,
+) -> Result<Requirement, ConversionError> {
+    let operator = Operator::parse(operator).ok_or_else(|| {
+        ConversionError(format!(
+            "requirement on {key}: operator {operator:?} is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt"
+        ))
+    })?;
+    Ok(Requirement { key: key.to_string(), operator, values: values.to_vec(), min_values })
+}
+
+/// What the pod asks of a node, as the kubelet and scheduler count it: the larger of the running containers
+/// (with restartable init containers, i.e. sidecars) and the largest init container (with the sidecars started
+/// before it), plus the pod overhead and one pod slot.
+pub fn pod_requests(spec: &PodSpec) -> Result<Resources, ConversionError> {
+    let mut running = Resources::ZERO;
+    for container in &spec.containers {
+        running += container_requests(container)?;
+    }
+    let mut sidecars = Resources::ZERO;
+    let mut init_peak = Resources::ZERO;
+    for init in spec.init_containers.iter().flatten() {
+        let requests = container_requests(init)?;
+        if init.restart_policy.as_deref() == Some("Always") {
+            sidecars += requests;
+            init_peak = init_peak.max(&sidecars);
+        } else {
+            init_peak = init_peak.max(&(sidecars + requests));
+        }
+    }
+    let mut total = (running + sidecars).max(&init_peak);
+    total += quantities(spec.overhead.as_ref(), "overhead")?;
+    total.set(ResourceName::Pods, 1);
+    Ok(total)
+}
+
+/// A container's requests; where it sets a limit but no request, the limit is its request (API defaulting).
+fn container_requests(container: &Container) -> Result<Resources, ConversionError> {
+    let resources = container.resources.as_ref();
+    let limits = quantities(resources.and_then(|r| r.limits.as_ref()), &container.name)?;
+    let requests = quantities(resources.and_then(|r| r.requests.as_ref()), &container.name)?;
+    let mut out = requests;
+    for name in ResourceName::ALL {
+        let has_request = resources
+            .and_then(|r: &ResourceRequirements| r.requests.as_ref())
+            .is_some_and(|r| r.contains_key(name.as_str()));
+        if !has_request {
+            out.set(name, limits.get(name));
+        }
+    }
+    Ok(out)
+}
+
+fn quantities(map: Option<&BTreeMap<String, Quantity>>, owner: &str) -> Result<Resources, ConversionError> {
+    let mut out = Resources::ZERO;
+    for (name, quantity) in map.into_iter().flatten() {
+        // Resources the scheduler does not model (hugepages, other extended resources) are not counted.
+        let Some(resource) = ResourceName::from_kubernetes(name) else { continue };
+        let value =
+            parse_quantity(&quantity.0, resource).map_err(|e| ConversionError(format!("{owner}: {name}: {e}")))?;
+        out.set(resource, value);
+    }
+    Ok(out)
+}
+
+fn toleration(t: &KubeToleration) -> Toleration {
+    Toleration {
+        key: t.key.clone().filter(|k| !k.is_empty()),
+        operator: t.operator.clone().unwrap_or_else(|| "Equal".to_string()),
+        value: t.value.clone(),
+        effect: t.effect.clone().filter(|e| !e.is_empty()),
+    }
+}
+
+pub fn taint(t: &KubeTaint) -> Taint {
+    Taint { key: t.key.clone(), value: t.value.clone(), effect: t.effect.clone() }
+}
+
+pub fn daemonset_pod(spec: &PodSpec) -> Result<DaemonSetPod, ConversionError> {
+    let pod = pod_request("daemonset", spec)?;
+    Ok(DaemonSetPod { requests: pod.requests, requirements: pod.requirements, tolerations: pod.tolerations })
+}
+
+/// A NodePool as the scheduler sees it, with the pod density settings of its EC2NodeClass.
+pub fn nodepool(
+    name: &str,
+    spec: &KubeNodePoolSpec,
+    max_pods: MaxPodsSettings,
+) -> Result<NodePoolSpec, ConversionError> {
+    let template = &spec.template;
+    let requirements = template
+        .spec
+        .requirements
+        .iter()
+        .map(|NodeSelectorRequirementWithMinValues { key, operator, values, min_values }| {
+            requirement(key, operator, values, *min_values)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConversionError(format!("NodePool {name}: {e}")))?;
+    let limits = if spec.limits.is_empty() {
+        None
+    } else {
+        // A limit on some resources leaves the others unlimited.
+        let mut limits = Resources::ZERO;
+        for resource in ResourceName::ALL {
+            limits.set(resource, i64::MAX / 2);
+        }
+        for (resource_name, quantity) in &spec.limits {
+            let Some(resource) = ResourceName::from_kubernetes(resource_name) else { continue };
+            let value = parse_quantity(quantity, resource)
+                .map_err(|e| ConversionError(format!("NodePool {name}: limits.{resource_name}: {e}")))?;
+            limits.set(resource, value);
+        }
+        Some(limits)
+    };
+    Ok(NodePoolSpec {
+        name: name.to_string(),
+        weight: spec.weight.unwrap_or(0),
+        requirements,
+        labels: template.metadata.labels.clone(),
+        taints: template.spec.taints.iter().map(taint).collect(),
+        startup_taints: template.spec.startup_taints.iter().map(taint).collect(),
+        limits,
+        max_pods,
+    })
+}
+
+/// A Node as capacity the scheduler may use: its allocatable, labels and taints. The pods already on it are not
+/// known here, so it counts as empty.
+pub fn existing_node(node: &Node) -> Result<ExistingNode, ConversionError> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let status = node.status.as_ref();
+    let allocatable = quantities(status.and_then(|s| s.allocatable.as_ref()), &format!("node {name}"))?;
+    let capacity = quantities(status.and_then(|s| s.capacity.as_ref()), &format!("node {name}"))?;
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    Ok(ExistingNode {
+        nodepool: labels.get("karpenter.sh/nodepool").cloned(),
+        name,
+        taints: node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().map(taint).collect(),
+        available: allocatable,
+        capacity,
+        labels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> PodSpec {
+        serde_yaml_ng::from_str(yaml).expect("valid pod spec")
+    }
+
+    #[test]
+    fn requests_count_init_containers_sidecars_overhead_and_limits_as_kubernetes_does() {
+        let pod = spec(
+            r#"
+containers:
+- name: app
+  resources: {requests: {cpu: 500m, memory: 256Mi}}
+- name: limited
+  resources: {limits: {cpu: "1", memory: 1Gi}}
+initContainers:
+- name: migrate
+  resources: {requests: {cpu: "3"}}
+- name: proxy
+  restartPolicy: Always
+  resources: {requests: {cpu: 100m, memory: 64Mi}}
+overhead: {cpu: 50m}
+"#,
+        );
+        let requests = pod_requests(&pod).expect("requests");
+        // max(0.5 + 1 + 0.1 sidecar, 3 init) + 0.05 overhead
+        assert_eq!(requests.get(ResourceName::Cpu), 3050);
+        assert_eq!(requests.get(ResourceName::Memory), (256 + 1024 + 64) << 20);
+        assert_eq!(requests.get(ResourceName::Pods), 1);
+    }
+
+    #[test]
+    fn selectors_and_affinity_become_requirements() {
+        let pod = spec(
+            r#"
+containers: [{name: app}]
+nodeSelector: {kubernetes.io/arch: arm64}
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [us-east-1a]}]
+      - matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [us-east-1b]}]
+    preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 10
+      preference: {matchExpressions: [{key: karpenter.sh/capacity-type, operator: In, values: [spot]}]}
+tolerations: [{operator: Exists}]
+"#,
+        );
+        let request = pod_request("ns/p", &pod).expect("converts");
+        assert_eq!(request.requirements.len(), 2);
+        assert_eq!(request.alternative_requirements.len(), 1);
+        assert_eq!(request.alternative_requirements[0][0], Requirement::equals("kubernetes.io/arch", "arm64"));
+        assert_eq!(request.preferences[0].0, 10);
+        assert_eq!(request.tolerations[0].key, None);
+    }
+
+    #[test]
+    fn a_bad_quantity_or_operator_is_named() {
+        let bad_cpu = spec("containers: [{name: app, resources: {requests: {cpu: lots}}}]");
+        let error = pod_request("ns/p", &bad_cpu).expect_err("refused");
+        assert!(error.0.contains("pod ns/p: app: cpu: \"lots\" is not a Kubernetes quantity"), "{error}");
+        let bad_operator = spec(
+            "containers: [{name: app}]\naffinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: a, operator: Inn, values: [b]}]}]}}}",
+        );
+        let error = pod_request("ns/p", &bad_operator).expect_err("refused");
+        assert!(error.0.contains("operator \"Inn\" is not one of"), "{error}");
+    }
+}

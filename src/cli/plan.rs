@@ -1,0 +1,294 @@
+//! `nodesmith plan`: which nodes these pods would get, and at what price, offline.
+
+use std::collections::BTreeMap;
+
+use clap::Args;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
+use serde::{Deserialize, Serialize};
+
+use super::manifests::{Document, ManifestError, read_documents};
+use super::output::table;
+use super::{CliError, Report};
+use crate::apis::nodepool::{EC2NodeClassDensity, NodePoolSpec as KubeNodePoolSpec};
+use crate::apis::scheduling_input::{daemonset_pod, existing_node, nodepool, pod_request};
+use crate::catalog::max_pods::MaxPodsSettings;
+use crate::catalog::pricing::PriceTable;
+use crate::catalog::resources::ResourceName;
+use crate::catalog::{CapacityType, embedded_instance_types};
+use crate::scheduling::{self, NodePoolSpec, Operator, PodRequest, Requirement, SchedulingInput};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Pods and workloads (Pod, Deployment, StatefulSet, ReplicaSet, Job) as YAML; `-` reads stdin.
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    pub pods: Vec<String>,
+    /// NodePools (karpenter.sh/v1). Without any, a general-purpose default: amd64 Linux, categories c/m/r of
+    /// generation 3 or later, spot or on-demand.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub nodepool: Vec<String>,
+    /// An EC2NodeClass whose kubelet maxPods/podsPerCore and prefixDelegation set pod density.
+    #[arg(long, value_name = "FILE")]
+    pub nodeclass: Option<String>,
+    /// Nodes that exist already: their allocatable is used first.
+    #[arg(long, value_name = "FILE")]
+    pub nodes: Option<String>,
+    /// DaemonSets whose pods every new node carries.
+    #[arg(long, value_name = "FILE")]
+    pub daemonsets: Option<String>,
+    /// As if the VPC CNI runs with prefix delegation (more pods per node).
+    #[arg(long)]
+    pub prefix_delegation: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlanReport {
+    pub nodes: Vec<PlannedNodeReport>,
+    /// Existing node → pods planned onto it.
+    pub existing: BTreeMap<String, Vec<String>>,
+    pub unschedulable: Vec<scheduling::UnschedulablePod>,
+    pub total_price_per_hour: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedNodeReport {
+    pub nodepool: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    pub price_per_hour: f64,
+    pub pods: Vec<String>,
+    pub cpu_use_percent: f64,
+    pub memory_use_percent: f64,
+    pub instance_type_options: Vec<String>,
+}
+
+pub fn run(args: &PlanArgs) -> Result<PlanReport, CliError> {
+    let max_pods = max_pods_settings(args)?;
+    let mut pods = Vec::new();
+    for path in &args.pods {
+        for doc in read_documents(path)? {
+            pods.extend(workload_pods(&doc)?);
+        }
+    }
+    let mut pools = Vec::new();
+    for path in &args.nodepool {
+        for doc in read_documents(path)? {
+            expect_kind(&doc, &["NodePool"])?;
+            let spec: NodePoolSpec = nodepool_of(&doc, max_pods)?;
+            pools.push(spec);
+        }
+    }
+    if pools.is_empty() {
+        pools.push(default_nodepool(max_pods));
+    }
+    let existing = match &args.nodes {
+        Some(path) => read_documents(path)?
+            .iter()
+            .map(|doc| {
+                expect_kind(doc, &["Node"])?;
+                existing_node(&doc.parse::<Node>()?).map_err(|e| doc.error(e.0).into())
+            })
+            .collect::<Result<Vec<_>, CliError>>()?,
+        None => Vec::new(),
+    };
+    let daemonsets = match &args.daemonsets {
+        Some(path) => read_documents(path)?
+            .iter()
+            .map(|doc| {
+                expect_kind(doc, &["DaemonSet"])?;
+                let spec = doc.parse::<DaemonSet>()?.spec.and_then(|s| s.template.spec).unwrap_or_default();
+                daemonset_pod(&spec).map_err(|e| doc.error(e.0).into())
+            })
+            .collect::<Result<Vec<_>, CliError>>()?,
+        None => Vec::new(),
+    };
+
+    let prices = PriceTable::embedded();
+    let plan = scheduling::solve(&SchedulingInput {
+        pods: &pods,
+        nodepools: &pools,
+        instance_types: embedded_instance_types(),
+        prices: &prices,
+        existing: &existing,
+        daemonsets: &daemonsets,
+    });
+    Ok(PlanReport {
+        total_price_per_hour: plan.total_price_per_hour(),
+        nodes: plan.new_nodes.into_iter().map(node_report).collect(),
+        existing: plan.existing_placements,
+        unschedulable: plan.unschedulable,
+    })
+}
+
+fn node_report(node: scheduling::NewNode) -> PlannedNodeReport {
+    let percent = |resource| {
+        let allocatable = node.allocatable.get(resource);
+        if allocatable == 0 {
+            0.0
+        } else {
+            (node.requests.get(resource) as f64 * 1000.0 / allocatable as f64).round() / 10.0
+        }
+    };
+    PlannedNodeReport {
+        cpu_use_percent: percent(ResourceName::Cpu),
+        memory_use_percent: percent(ResourceName::Memory),
+        nodepool: node.nodepool,
+        instance_type: node.instance_type,
+        zone: node.zone,
+        capacity_type: node.capacity_type,
+        price_per_hour: node.price_per_hour,
+        pods: node.pods,
+        instance_type_options: node.instance_type_options,
+    }
+}
+
+fn expect_kind(doc: &Document, kinds: &[&str]) -> Result<(), ManifestError> {
+    if kinds.contains(&doc.kind.as_str()) {
+        Ok(())
+    } else {
+        Err(doc.error(format!("kind {} is not expected here (expected {})", doc.kind, kinds.join(" or "))))
+    }
+}
+
+/// The pods a workload runs at once: a Pod itself, `replicas` of a controller's template, `parallelism` of a Job.
+fn workload_pods(doc: &Document) -> Result<Vec<PodRequest>, CliError> {
+    expect_kind(doc, &["Pod", "Deployment", "StatefulSet", "ReplicaSet", "Job"])?;
+    let (spec, count): (Option<PodSpec>, i32) = match doc.kind.as_str() {
+        "Pod" => (doc.parse::<Pod>()?.spec, 1),
+        "Deployment" => {
+            let spec = doc.parse::<Deployment>()?.spec.unwrap_or_default();
+            (spec.template.spec, spec.replicas.unwrap_or(1))
+        }
+        "StatefulSet" => {
+            let spec = doc.parse::<StatefulSet>()?.spec.unwrap_or_default();
+            (spec.template.spec, spec.replicas.unwrap_or(1))
+        }
+        "ReplicaSet" => {
+            let spec = doc.parse::<ReplicaSet>()?.spec.unwrap_or_default();
+            (spec.template.and_then(|t| t.spec), spec.replicas.unwrap_or(1))
+        }
+        _ => {
+            let spec = doc.parse::<Job>()?.spec.unwrap_or_default();
+            let parallelism = spec.parallelism.unwrap_or(1);
+            (spec.template.spec, spec.completions.map_or(parallelism, |c| c.min(parallelism)))
+        }
+    };
+    let spec = spec.ok_or_else(|| doc.error(format!("{} {} has no pod spec", doc.kind, doc.name)))?;
+    let prefix = format!("{}/{}", doc.namespace, doc.name);
+    (0..count.max(0))
+        .map(|i| {
+            let id = if doc.kind == "Pod" { prefix.clone() } else { format!("{prefix}-{i}") };
+            pod_request(&id, &spec).map_err(|e| doc.error(e.0).into())
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct NodePoolDocument {
+    spec: KubeNodePoolSpec,
+}
+
+fn nodepool_of(doc: &Document, max_pods: MaxPodsSettings) -> Result<NodePoolSpec, CliError> {
+    let parsed: NodePoolDocument = doc.parse()?;
+    Ok(nodepool(&doc.name, &parsed.spec, max_pods).map_err(|e| doc.error(e.0))?)
+}
+
+fn max_pods_settings(args: &PlanArgs) -> Result<MaxPodsSettings, CliError> {
+    let mut settings = MaxPodsSettings { prefix_delegation: args.prefix_delegation, ..Default::default() };
+    if let Some(path) = &args.nodeclass {
+        #[derive(Deserialize)]
+        struct NodeClassDocument {
+            spec: EC2NodeClassDensity,
+        }
+        for doc in read_documents(path)? {
+            expect_kind(&doc, &["EC2NodeClass"])?;
+            let spec = doc.parse::<NodeClassDocument>()?.spec;
+            if let Some(kubelet) = spec.kubelet {
+                settings.max_pods = kubelet.max_pods;
+                settings.pods_per_core = kubelet.pods_per_core;
+            }
+            match spec.prefix_delegation.as_deref() {
+                Some("Enabled") => settings.prefix_delegation = true,
+                Some("Disabled") => settings.prefix_delegation = false,
+                None | Some("Auto") => {}
+                Some(other) => {
+                    return Err(doc
+                        .error(format!("prefixDelegation {other:?}: expected Auto, Enabled or Disabled"))
+                        .into());
+                }
+            }
+        }
+    }
+    Ok(settings)
+}
+
+/// A general-purpose NodePool like Karpenter's getting-started one.
+fn default_nodepool(max_pods: MaxPodsSettings) -> NodePoolSpec {
+    NodePoolSpec {
+        name: "default".into(),
+        weight: 0,
+        requirements: vec![
+            Requirement::equals("kubernetes.io/arch", "amd64"),
+            Requirement::equals("kubernetes.io/os", "linux"),
+            Requirement::new("karpenter.sh/capacity-type", Operator::In, &["spot", "on-demand"]),
+            Requirement::new("karpenter.k8s.aws/instance-category", Operator::In, &["c", "m", "r"]),
+            Requirement::new("karpenter.k8s.aws/instance-generation", Operator::Gt, &["2"]),
+        ],
+        labels: BTreeMap::new(),
+        taints: vec![],
+        startup_taints: vec![],
+        limits: None,
+        max_pods,
+    }
+}
+
+impl Report for PlanReport {
+    fn human(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.nodepool.clone(),
+                    n.instance_type.clone(),
+                    n.zone.clone(),
+                    n.capacity_type.as_str().to_string(),
+                    format!("{:.4}", n.price_per_hour),
+                    n.pods.len().to_string(),
+                    format!("{:.1}", n.cpu_use_percent),
+                    format!("{:.1}", n.memory_use_percent),
+                ]
+            })
+            .collect();
+        let mut out =
+            table(&["NODEPOOL", "INSTANCE TYPE", "ZONE", "CAPACITY", "USD/HOUR", "PODS", "CPU %", "MEMORY %"], &rows);
+        let pods: usize = self.nodes.iter().map(|n| n.pods.len()).sum();
+        out += &format!(
+            "\n{} for {}, {:.4} USD/hour",
+            count(self.nodes.len(), "new node"),
+            count(pods, "pod"),
+            self.total_price_per_hour
+        );
+        let on_existing: usize = self.existing.values().map(Vec::len).sum();
+        if on_existing > 0 {
+            out += &format!("; {} fit on {}", count(on_existing, "pod"), count(self.existing.len(), "existing node"));
+        }
+        out += "\n";
+        if !self.unschedulable.is_empty() {
+            out += &match self.unschedulable.len() {
+                1 => "\n1 pod fits nowhere:\n".to_string(),
+                n => format!("\n{n} pods fit nowhere:\n"),
+            };
+            for u in &self.unschedulable {
+                out += &format!("  {}: {}\n", u.pod, u.reason);
+            }
+        }
+        out
+    }
+}
+
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
