@@ -222,8 +222,8 @@ fn a_pod_too_large_for_every_type_says_how_large_the_largest_is() {
     let plan = fixture.solve(&[pod("default/huge", 128_000, GI)], &[pool("default")]);
     assert_eq!(plan.unschedulable.len(), 1);
     let reason = &plan.unschedulable[0].reason;
-    // m5.24xlarge: 96 vCPUs less kube-reserved (0.23).
-    assert!(reason.contains("requests 128 CPU; the largest allowed type has 95.77 allocatable"), "{reason}");
+    // m5.24xlarge: 96 vCPUs less kube-reserved (60m + 10m + 2 × 5m + 92 × 2.5m = 310m).
+    assert!(reason.contains("requests 128 CPU; the largest allowed type has 95.69 allocatable"), "{reason}");
 }
 
 #[test]
