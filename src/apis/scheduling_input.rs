@@ -2,25 +2,28 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::PodAffinityTerm as KubePodAffinityTerm;
 use k8s_openapi::api::core::v1::{
     Container, Node, NodeSelectorRequirement, PodSpec, ResourceRequirements, Taint as KubeTaint,
     Toleration as KubeToleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::nodepool::{NodePoolSpec as KubeNodePoolSpec, NodeSelectorRequirementWithMinValues};
 use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
 use crate::scheduling::{
-    DaemonSetPod, ExistingNode, NodePoolSpec, Operator, PodRequest, Requirement, Taint, Toleration,
+    DaemonSetPod, ExistingNode, NodePoolSpec, Operator, PodAffinityTerm, PodRequest, Requirement, Taint, Toleration,
+    TopologyKey, TopologySpread,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
 pub struct ConversionError(pub String);
 
-/// A pod's scheduling needs. `id` is `namespace/name`.
-pub fn pod_request(id: &str, spec: &PodSpec) -> Result<PodRequest, ConversionError> {
+/// A pod's scheduling needs. `id` is `namespace/name`; `labels` are the pod's own.
+pub fn pod_request(id: &str, labels: &BTreeMap<String, String>, spec: &PodSpec) -> Result<PodRequest, ConversionError> {
     let selector: Vec<Requirement> =
         spec.node_selector.iter().flatten().map(|(key, value)| Requirement::equals(key, value)).collect();
     let mut requirements = selector.clone();
@@ -49,7 +52,61 @@ pub fn pod_request(id: &str, spec: &PodSpec) -> Result<PodRequest, ConversionErr
         alternative_requirements,
         preferences,
         tolerations: spec.tolerations.iter().flatten().map(toleration).collect(),
+        labels: labels.clone(),
+        spreads: spreads(spec)?,
+        affinity: pod_affinity_terms(
+            spec.affinity
+                .as_ref()
+                .and_then(|a| a.pod_affinity.as_ref())
+                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref()),
+        )?,
+        anti_affinity: pod_affinity_terms(
+            spec.affinity
+                .as_ref()
+                .and_then(|a| a.pod_anti_affinity.as_ref())
+                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref()),
+        )?,
     })
+}
+
+/// Topology spread constraints on the keys nodesmith plans for (zone, hostname, capacity type); a constraint
+/// without a selector selects no pod and so constrains nothing.
+fn spreads(spec: &PodSpec) -> Result<Vec<TopologySpread>, ConversionError> {
+    let mut out = Vec::new();
+    for c in spec.topology_spread_constraints.iter().flatten() {
+        let (Some(key), Some(selector)) = (TopologyKey::from_label(&c.topology_key), c.label_selector.as_ref()) else {
+            continue;
+        };
+        out.push(TopologySpread {
+            key,
+            max_skew: u32::try_from(c.max_skew).unwrap_or(1),
+            min_domains: c.min_domains.and_then(|m| u32::try_from(m).ok()),
+            hard: c.when_unsatisfiable != "ScheduleAnyway",
+            selector: label_selector(selector)?,
+        });
+    }
+    Ok(out)
+}
+
+fn pod_affinity_terms(terms: Option<&[KubePodAffinityTerm]>) -> Result<Vec<PodAffinityTerm>, ConversionError> {
+    let mut out = Vec::new();
+    for term in terms.unwrap_or_default() {
+        let (Some(key), Some(selector)) = (TopologyKey::from_label(&term.topology_key), term.label_selector.as_ref())
+        else {
+            continue;
+        };
+        out.push(PodAffinityTerm { key, selector: label_selector(selector)? });
+    }
+    Ok(out)
+}
+
+fn label_selector(selector: &LabelSelector) -> Result<Vec<Requirement>, ConversionError> {
+    let mut out: Vec<Requirement> =
+        selector.match_labels.iter().flatten().map(|(k, v)| Requirement::equals(k, v)).collect();
+    for e in selector.match_expressions.iter().flatten() {
+        out.push(requirement(&e.key, &e.operator, e.values.as_deref().unwrap_or_default(), None)?);
+    }
+    Ok(out)
 }
 
 fn expressions(list: Option<&[NodeSelectorRequirement]>) -> Result<Vec<Requirement>, ConversionError> {
@@ -141,7 +198,7 @@ pub fn taint(t: &KubeTaint) -> Taint {
 }
 
 pub fn daemonset_pod(spec: &PodSpec) -> Result<DaemonSetPod, ConversionError> {
-    let pod = pod_request("daemonset", spec)?;
+    let pod = pod_request("daemonset", &BTreeMap::new(), spec)?;
     Ok(DaemonSetPod { requests: pod.requests, requirements: pod.requirements, tolerations: pod.tolerations })
 }
 
@@ -258,7 +315,7 @@ affinity:
 tolerations: [{operator: Exists}]
 "#,
         );
-        let request = pod_request("ns/p", &pod).expect("converts");
+        let request = pod_request("ns/p", &BTreeMap::new(), &pod).expect("converts");
         assert_eq!(request.requirements.len(), 2);
         assert_eq!(request.alternative_requirements.len(), 1);
         assert_eq!(request.alternative_requirements[0][0], Requirement::equals("kubernetes.io/arch", "arm64"));
@@ -269,12 +326,12 @@ tolerations: [{operator: Exists}]
     #[test]
     fn a_bad_quantity_or_operator_is_named() {
         let bad_cpu = spec("containers: [{name: app, resources: {requests: {cpu: lots}}}]");
-        let error = pod_request("ns/p", &bad_cpu).expect_err("refused");
+        let error = pod_request("ns/p", &BTreeMap::new(), &bad_cpu).expect_err("refused");
         assert!(error.0.contains("pod ns/p: app: cpu: \"lots\" is not a Kubernetes quantity"), "{error}");
         let bad_operator = spec(
             "containers: [{name: app}]\naffinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: a, operator: Inn, values: [b]}]}]}}}",
         );
-        let error = pod_request("ns/p", &bad_operator).expect_err("refused");
+        let error = pod_request("ns/p", &BTreeMap::new(), &bad_operator).expect_err("refused");
         assert!(error.0.contains("operator \"Inn\" is not one of"), "{error}");
     }
 }

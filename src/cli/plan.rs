@@ -6,6 +6,7 @@ use clap::Args;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 use super::manifests::{Document, ManifestError, read_documents};
@@ -155,24 +156,30 @@ fn expect_kind(doc: &Document, kinds: &[&str]) -> Result<(), ManifestError> {
 /// The pods a workload runs at once: a Pod itself, `replicas` of a controller's template, `parallelism` of a Job.
 fn workload_pods(doc: &Document) -> Result<Vec<PodRequest>, CliError> {
     expect_kind(doc, &["Pod", "Deployment", "StatefulSet", "ReplicaSet", "Job"])?;
-    let (spec, count): (Option<PodSpec>, i32) = match doc.kind.as_str() {
-        "Pod" => (doc.parse::<Pod>()?.spec, 1),
+    let template_labels = |t: &Option<ObjectMeta>| t.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let (spec, labels, count): (Option<PodSpec>, BTreeMap<String, String>, i32) = match doc.kind.as_str() {
+        "Pod" => {
+            let pod = doc.parse::<Pod>()?;
+            (pod.spec, pod.metadata.labels.unwrap_or_default(), 1)
+        }
         "Deployment" => {
             let spec = doc.parse::<Deployment>()?.spec.unwrap_or_default();
-            (spec.template.spec, spec.replicas.unwrap_or(1))
+            (spec.template.spec, template_labels(&spec.template.metadata), spec.replicas.unwrap_or(1))
         }
         "StatefulSet" => {
             let spec = doc.parse::<StatefulSet>()?.spec.unwrap_or_default();
-            (spec.template.spec, spec.replicas.unwrap_or(1))
+            (spec.template.spec, template_labels(&spec.template.metadata), spec.replicas.unwrap_or(1))
         }
         "ReplicaSet" => {
             let spec = doc.parse::<ReplicaSet>()?.spec.unwrap_or_default();
-            (spec.template.and_then(|t| t.spec), spec.replicas.unwrap_or(1))
+            let template = spec.template.unwrap_or_default();
+            (template.spec, template_labels(&template.metadata), spec.replicas.unwrap_or(1))
         }
         _ => {
             let spec = doc.parse::<Job>()?.spec.unwrap_or_default();
             let parallelism = spec.parallelism.unwrap_or(1);
-            (spec.template.spec, spec.completions.map_or(parallelism, |c| c.min(parallelism)))
+            let count = spec.completions.map_or(parallelism, |c| c.min(parallelism));
+            (spec.template.spec, template_labels(&spec.template.metadata), count)
         }
     };
     let spec = spec.ok_or_else(|| doc.error(format!("{} {} has no pod spec", doc.kind, doc.name)))?;
@@ -180,7 +187,7 @@ fn workload_pods(doc: &Document) -> Result<Vec<PodRequest>, CliError> {
     (0..count.max(0))
         .map(|i| {
             let id = if doc.kind == "Pod" { prefix.clone() } else { format!("{prefix}-{i}") };
-            pod_request(&id, &spec).map_err(|e| doc.error(e.0).into())
+            pod_request(&id, &labels, &spec).map_err(|e| doc.error(e.0).into())
         })
         .collect()
 }

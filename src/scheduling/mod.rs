@@ -5,11 +5,13 @@ pub mod model;
 pub mod plan;
 pub mod requirements;
 pub mod solver;
+pub mod topology;
 
 pub use model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, Toleration};
 pub use plan::{NewNode, Plan, UnschedulablePod};
 pub use requirements::{Operator, Requirement};
 pub use solver::{SchedulingInput, solve};
+pub use topology::{PodAffinityTerm, TopologyKey, TopologySpread};
 
 #[cfg(test)]
 mod solver_tests;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::requirements::Requirement;
+use super::topology::{PodAffinityTerm, TopologySpread};
 use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::resources::Resources;
 
@@ -68,6 +69,40 @@ pub struct PodRequest {
     pub preferences: Vec<(i32, Vec<Requirement>)>,
     #[serde(default)]
     pub tolerations: Vec<Toleration>,
+    /// The pod's labels, which topology selectors match.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub spreads: Vec<TopologySpread>,
+    /// Required pod affinity terms.
+    #[serde(default)]
+    pub affinity: Vec<PodAffinityTerm>,
+    /// Required pod anti-affinity terms.
+    #[serde(default)]
+    pub anti_affinity: Vec<PodAffinityTerm>,
+}
+
+impl PodRequest {
+    /// A pod with these requests and no constraints.
+    pub fn new(id: &str, requests: Resources) -> Self {
+        Self {
+            id: id.to_string(),
+            requests,
+            requirements: vec![],
+            alternative_requirements: vec![],
+            preferences: vec![],
+            tolerations: vec![],
+            labels: BTreeMap::new(),
+            spreads: vec![],
+            affinity: vec![],
+            anti_affinity: vec![],
+        }
+    }
+
+    /// The namespace part of `id`.
+    pub fn namespace(&self) -> &str {
+        self.id.split_once('/').map_or("default", |(namespace, _)| namespace)
+    }
 }
 
 /// A NodePool, reduced to what scheduling needs.

@@ -9,6 +9,7 @@ use super::bitset::BitSet;
 use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, tolerates_all};
 use super::plan::{NewNode, Plan, UnschedulablePod};
 use super::requirements::{Operator, Requirement};
+use super::topology::{PodTopology, PodTopologyInput, Topology, TopologyKey};
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
 use crate::catalog::resources::{ResourceName, Resources, format_quantity};
@@ -77,6 +78,21 @@ impl<'a> Catalog<'a> {
         Self { types, labels, offered_zones, prices, zones }
     }
 
+    fn zone_index(&self, zone: &str) -> Option<usize> {
+        self.zones.iter().position(|z| z == zone)
+    }
+
+    /// Bits of every zone the catalog knows.
+    fn all_zones(&self) -> u64 {
+        if self.zones.len() >= 64 { u64::MAX } else { (1u64 << self.zones.len()) - 1 }
+    }
+
+    /// Zones where `t` is offered with one of `cts`.
+    fn offered_in(&self, t: usize, cts: u8) -> u64 {
+        let [spot, on_demand] = self.offered_zones[t];
+        (if cts & SPOT != 0 { spot } else { 0 }) | (if cts & ON_DEMAND != 0 { on_demand } else { 0 })
+    }
+
     fn viable(&self, t: usize, zones: u64, cts: u8) -> bool {
         let [spot, on_demand] = self.offered_zones[t];
         (cts & SPOT != 0 && spot & zones != 0) || (cts & ON_DEMAND != 0 && on_demand & zones != 0)
@@ -120,12 +136,36 @@ struct PlannedNode {
     /// Element-wise maximum allocatable of `compat.types`: a quick necessary test before the exact one.
     max_allocatable: Resources,
     pods: Vec<usize>,
+    host: HostState,
 }
 
-/// Where a pod went.
-enum Placement {
-    Existing(usize),
-    Planned,
+/// What hostname topology needs of a node: pods per group on it, and the anti-affinity groups of its pods.
+#[derive(Debug, Default, Clone)]
+struct HostState {
+    counts: Vec<(usize, u32)>,
+    anti_affinity: Vec<usize>,
+}
+
+impl HostState {
+    fn add(&mut self, pod: &PodTopology, topology: &Topology) {
+        for &g in &pod.member_of {
+            match self.counts.iter_mut().find(|(group, _)| *group == g) {
+                Some((_, n)) => *n += 1,
+                None => self.counts.push((g, 1)),
+            }
+        }
+        for &g in &pod.anti_affinity {
+            if topology.key_of(g) == TopologyKey::Hostname && !self.anti_affinity.contains(&g) {
+                self.anti_affinity.push(g);
+            }
+        }
+    }
+}
+
+/// One way to try a pod: a set of node requirements, and whether `ScheduleAnyway` spreads are still honoured.
+struct Attempt {
+    requirements: Vec<Requirement>,
+    soft_spreads: bool,
 }
 
 pub fn solve(input: &SchedulingInput<'_>) -> Plan {
@@ -134,8 +174,20 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
     // Heaviest first; the name breaks ties so the plan does not depend on input order.
     pools.sort_by(|a, b| b.spec.weight.cmp(&a.spec.weight).then(a.spec.name.cmp(&b.spec.name)));
 
-    let mut existing_available: Vec<Resources> = input.existing.iter().map(|n| n.available).collect();
-    let mut existing_pods: Vec<Vec<usize>> = vec![Vec::new(); input.existing.len()];
+    let topology_inputs: Vec<PodTopologyInput> = input
+        .pods
+        .iter()
+        .map(|p| PodTopologyInput {
+            namespace: p.namespace(),
+            labels: &p.labels,
+            spreads: &p.spreads,
+            affinity: &p.affinity,
+            anti_affinity: &p.anti_affinity,
+        })
+        .collect();
+    let (mut topology, pod_topology) = Topology::new(&topology_inputs);
+
+    let mut existing = ExistingState::new(input.existing, &catalog);
     let mut planned: Vec<PlannedNode> = Vec::new();
     let mut compat_cache: HashMap<(usize, Vec<Requirement>), Option<Compat>> = HashMap::new();
     let mut unschedulable = Vec::new();
@@ -150,75 +202,43 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
 
     for pod_index in order {
         let pod = &input.pods[pod_index];
-        let mut placement = None;
-        'attempts: for requirements in requirement_attempts(pod) {
-            for (n, node) in input.existing.iter().enumerate() {
-                if pod.requests.fits_in(&existing_available[n])
-                    && tolerates_all(&pod.tolerations, &node.taints)
-                    && requirements.iter().all(|r| r.matches(node.labels.get(&r.key).map(String::as_str)))
-                {
-                    existing_available[n] = existing_available[n] - pod.requests;
-                    placement = Some(Placement::Existing(n));
-                    break 'attempts;
-                }
+        let shape = &pod_topology[pod_index];
+        let mut placed = false;
+        for attempt in attempts(pod) {
+            if existing.place(pod, pod_index, shape, &attempt, &catalog, &mut topology) {
+                placed = true;
+                break;
             }
-            for node in planned.iter_mut() {
-                let pool = &pools[node.pool];
-                if !tolerates_all(&pod.tolerations, &pool.spec.taints) {
-                    continue;
-                }
-                let used = node.used + pod.requests;
-                if !used.fits_in(&node.max_allocatable) {
-                    continue;
-                }
-                let Some(compat) = cached_compat(&mut compat_cache, node.pool, &requirements, pool, &catalog) else {
-                    continue;
-                };
-                if let Some(narrowed) = narrow(&node.compat, compat, &used, pool, &catalog) {
-                    node.max_allocatable = max_allocatable(&narrowed.types, pool);
-                    node.compat = narrowed;
-                    node.used = used;
-                    node.pods.push(pod_index);
-                    placement = Some(Placement::Planned);
-                    break 'attempts;
-                }
+            let on_planned = planned.iter_mut().any(|node| {
+                place_on_planned(
+                    node,
+                    pod,
+                    pod_index,
+                    &pod_topology,
+                    &attempt,
+                    &pools,
+                    &catalog,
+                    &mut topology,
+                    &mut compat_cache,
+                )
+            });
+            if on_planned {
+                placed = true;
+                break;
             }
-            for (p, pool) in pools.iter_mut().enumerate() {
-                if !tolerates_all(&pod.tolerations, &pool.spec.taints) {
-                    continue;
-                }
-                let Some(compat) = cached_compat(&mut compat_cache, p, &requirements, pool, &catalog) else {
-                    continue;
-                };
-                let mut start = compat.clone();
-                if let Some(remaining) = pool.remaining_limits {
-                    start.types.retain(|t| pool.capacity[t].fits_in(&remaining));
-                }
-                if let Some(narrowed) = narrow(&start, &pool.base, &pod.requests, pool, &catalog) {
-                    // Count the largest type it may become against the limits, as it may become it.
-                    let largest = max_capacity(&narrowed.types, pool);
-                    if let Some(remaining) = pool.remaining_limits.as_mut() {
-                        *remaining = *remaining - largest;
-                    }
-                    planned.push(PlannedNode {
-                        pool: p,
-                        max_allocatable: max_allocatable(&narrowed.types, pool),
-                        compat: narrowed,
-                        used: pod.requests,
-                        pods: vec![pod_index],
-                    });
-                    placement = Some(Placement::Planned);
-                    break 'attempts;
-                }
+            if let Some(node) =
+                new_node(pod, pod_index, shape, &attempt, &mut pools, &catalog, &mut topology, &mut compat_cache)
+            {
+                planned.push(node);
+                placed = true;
+                break;
             }
         }
-        match placement {
-            Some(Placement::Existing(n)) => existing_pods[n].push(pod_index),
-            Some(Placement::Planned) => {}
-            None => unschedulable.push(UnschedulablePod {
+        if !placed {
+            unschedulable.push(UnschedulablePod {
                 pod: pod.id.clone(),
                 reason: why_unschedulable(pod, &pools, &catalog, &mut compat_cache),
-            }),
+            });
         }
     }
 
@@ -226,27 +246,256 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
     let existing_placements = input
         .existing
         .iter()
-        .zip(existing_pods)
+        .zip(existing.pods)
         .filter(|(_, pods)| !pods.is_empty())
         .map(|(node, pods)| (node.name.clone(), pods.iter().map(|&p| input.pods[p].id.clone()).collect()))
         .collect();
     Plan { new_nodes, existing_placements, unschedulable }
 }
 
-/// The requirement sets to try, in order: each required term with all preferences, then with preferences
-/// dropped one at a time, lightest first.
-fn requirement_attempts(pod: &PodRequest) -> Vec<Vec<Requirement>> {
+/// The ways to try a pod, in order: each required term with all preferences (and soft spreads), then with
+/// preferences dropped one at a time, lightest first, then without soft spreads.
+fn attempts(pod: &PodRequest) -> Vec<Attempt> {
     let mut attempts = Vec::new();
     let mut preferences: Vec<&(i32, Vec<Requirement>)> = pod.preferences.iter().collect();
     preferences.sort_by_key(|p| std::cmp::Reverse(p.0));
+    let has_soft_spreads = pod.spreads.iter().any(|s| !s.hard);
     for required in std::iter::once(&pod.requirements).chain(pod.alternative_requirements.iter()) {
         for kept in (0..=preferences.len()).rev() {
-            let mut attempt = required.clone();
-            attempt.extend(preferences[..kept].iter().flat_map(|(_, terms)| terms.iter().cloned()));
-            attempts.push(attempt);
+            let mut requirements = required.clone();
+            requirements.extend(preferences[..kept].iter().flat_map(|(_, terms)| terms.iter().cloned()));
+            attempts.push(Attempt { requirements, soft_spreads: true });
+        }
+        if has_soft_spreads {
+            attempts.push(Attempt { requirements: required.clone(), soft_spreads: false });
         }
     }
     attempts
+}
+
+/// Existing nodes (and in-flight NodeClaims): what is free on each, and their fixed domains.
+struct ExistingState<'a> {
+    nodes: &'a [ExistingNode],
+    available: Vec<Resources>,
+    zones: Vec<Option<usize>>,
+    capacity_types: Vec<Option<usize>>,
+    hosts: Vec<HostState>,
+    pods: Vec<Vec<usize>>,
+}
+
+impl<'a> ExistingState<'a> {
+    fn new(nodes: &'a [ExistingNode], catalog: &Catalog) -> Self {
+        let label = |n: &ExistingNode, key: &str| n.labels.get(key).cloned();
+        Self {
+            available: nodes.iter().map(|n| n.available).collect(),
+            zones: nodes.iter().map(|n| label(n, ZONE_LABEL).and_then(|z| catalog.zone_index(&z))).collect(),
+            capacity_types: nodes
+                .iter()
+                .map(|n| match label(n, CAPACITY_TYPE_LABEL).as_deref() {
+                    Some("spot") => Some(0),
+                    Some("on-demand") => Some(1),
+                    _ => None,
+                })
+                .collect(),
+            hosts: vec![HostState::default(); nodes.len()],
+            pods: vec![Vec::new(); nodes.len()],
+            nodes,
+        }
+    }
+
+    fn place(
+        &mut self,
+        pod: &PodRequest,
+        pod_index: usize,
+        shape: &PodTopology,
+        attempt: &Attempt,
+        catalog: &Catalog,
+        topology: &mut Topology,
+    ) -> bool {
+        for (n, node) in self.nodes.iter().enumerate() {
+            if !pod.requests.fits_in(&self.available[n])
+                || !tolerates_all(&pod.tolerations, &node.taints)
+                || !attempt.requirements.iter().all(|r| r.matches(node.labels.get(&r.key).map(String::as_str)))
+                || !topology.hostname_allows(
+                    shape,
+                    &self.hosts[n].counts,
+                    &self.hosts[n].anti_affinity,
+                    attempt.soft_spreads,
+                )
+            {
+                continue;
+            }
+            // The node's domains are fixed: it must be among those the pod's constraints allow.
+            let zone_ok = !topology.constrains(shape, TopologyKey::Zone)
+                || self.zones[n].is_some_and(|z| {
+                    topology.allowed_zones(shape, catalog.all_zones(), attempt.soft_spreads) & (1 << z) != 0
+                });
+            let ct_ok = !topology.constrains(shape, TopologyKey::CapacityType)
+                || self.capacity_types[n].is_some_and(|c| {
+                    topology.allowed_capacity_types(shape, SPOT | ON_DEMAND, attempt.soft_spreads) & (1 << c) != 0
+                });
+            if !zone_ok || !ct_ok {
+                continue;
+            }
+            self.available[n] = self.available[n] - pod.requests;
+            self.hosts[n].add(shape, topology);
+            topology.record(&shape.member_of, self.zones[n], self.capacity_types[n]);
+            topology.record_total(&shape.member_of);
+            self.pods[n].push(pod_index);
+            return true;
+        }
+        false
+    }
+}
+
+/// The zones and capacity types the pod's topology lets it use, out of `zones` × `cts`; pinned to one of each
+/// where its constraints (or its counting in a group) need the domain known.
+fn topology_domains(
+    shape: &PodTopology,
+    topology: &Topology,
+    eligible_zones: u64,
+    eligible_cts: u8,
+    node_zones: u64,
+    node_cts: u8,
+    soft: bool,
+) -> Option<(u64, u8)> {
+    let mut zones = node_zones & eligible_zones;
+    let mut cts = node_cts & eligible_cts;
+    if topology.constrains(shape, TopologyKey::Zone) || topology.counted_on(shape, TopologyKey::Zone) {
+        zones &= topology.allowed_zones(shape, eligible_zones, soft);
+        zones = 1u64 << topology.pick_domain(shape, TopologyKey::Zone, zones)?;
+    }
+    if topology.constrains(shape, TopologyKey::CapacityType) || topology.counted_on(shape, TopologyKey::CapacityType) {
+        cts &= topology.allowed_capacity_types(shape, eligible_cts, soft);
+        cts = 1u8 << topology.pick_domain(shape, TopologyKey::CapacityType, u64::from(cts))?;
+    }
+    (zones != 0 && cts != 0).then_some((zones, cts))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn place_on_planned(
+    node: &mut PlannedNode,
+    pod: &PodRequest,
+    pod_index: usize,
+    shapes: &[PodTopology],
+    attempt: &Attempt,
+    pools: &[Pool],
+    catalog: &Catalog,
+    topology: &mut Topology,
+    compat_cache: &mut HashMap<(usize, Vec<Requirement>), Option<Compat>>,
+) -> bool {
+    let pool = &pools[node.pool];
+    let shape = &shapes[pod_index];
+    let used = node.used + pod.requests;
+    if !used.fits_in(&node.max_allocatable) || !tolerates_all(&pod.tolerations, &pool.spec.taints) {
+        return false;
+    }
+    if !shape.is_empty()
+        && !topology.hostname_allows(shape, &node.host.counts, &node.host.anti_affinity, attempt.soft_spreads)
+    {
+        return false;
+    }
+    let Some(compat) = cached_compat(compat_cache, node.pool, &attempt.requirements, pool, catalog) else {
+        return false;
+    };
+    let Some((zones, cts)) = topology_domains(
+        shape,
+        topology,
+        compat.zones,
+        compat.cts,
+        node.compat.zones,
+        node.compat.cts,
+        attempt.soft_spreads,
+    ) else {
+        return false;
+    };
+    let was_pinned = (pinned(node.compat.zones), pinned_ct(node.compat.cts));
+    let Some(narrowed) = narrow(&node.compat, compat, &used, zones, cts, pool, catalog) else {
+        return false;
+    };
+    node.max_allocatable = max_allocatable(&narrowed.types, pool);
+    node.compat = narrowed;
+    node.used = used;
+    // A node just pinned to a zone or capacity type now counts its earlier pods there.
+    let now_pinned = (pinned(node.compat.zones), pinned_ct(node.compat.cts));
+    if was_pinned != now_pinned {
+        // Earlier pods joined without a domain; record them in the newly known one.
+        let zone = if was_pinned.0.is_none() { now_pinned.0 } else { None };
+        let ct = if was_pinned.1.is_none() { now_pinned.1 } else { None };
+        for &earlier in &node.pods {
+            topology.record(&shapes[earlier].member_of, zone, ct);
+        }
+    }
+    node.host.add(shape, topology);
+    topology.record(&shape.member_of, now_pinned.0, now_pinned.1);
+    topology.record_total(&shape.member_of);
+    node.pods.push(pod_index);
+    true
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_node(
+    pod: &PodRequest,
+    pod_index: usize,
+    shape: &PodTopology,
+    attempt: &Attempt,
+    pools: &mut [Pool],
+    catalog: &Catalog,
+    topology: &mut Topology,
+    compat_cache: &mut HashMap<(usize, Vec<Requirement>), Option<Compat>>,
+) -> Option<PlannedNode> {
+    for (p, pool) in pools.iter_mut().enumerate() {
+        if !tolerates_all(&pod.tolerations, &pool.spec.taints) {
+            continue;
+        }
+        let Some(compat) = cached_compat(compat_cache, p, &attempt.requirements, pool, catalog) else {
+            continue;
+        };
+        let mut start = compat.clone();
+        if let Some(remaining) = pool.remaining_limits {
+            start.types.retain(|t| pool.capacity[t].fits_in(&remaining));
+        }
+        let Some((zones, cts)) = topology_domains(
+            shape,
+            topology,
+            compat.zones,
+            compat.cts,
+            u64::MAX,
+            SPOT | ON_DEMAND,
+            attempt.soft_spreads,
+        ) else {
+            continue;
+        };
+        let Some(narrowed) = narrow(&start, &pool.base, &pod.requests, zones, cts, pool, catalog) else {
+            continue;
+        };
+        // Count the largest type it may become against the limits, as it may become it.
+        let largest = max_capacity(&narrowed.types, pool);
+        if let Some(remaining) = pool.remaining_limits.as_mut() {
+            *remaining = *remaining - largest;
+        }
+        let mut host = HostState::default();
+        host.add(shape, topology);
+        topology.record(&shape.member_of, pinned(narrowed.zones), pinned_ct(narrowed.cts));
+        topology.record_total(&shape.member_of);
+        return Some(PlannedNode {
+            pool: p,
+            max_allocatable: max_allocatable(&narrowed.types, pool),
+            compat: narrowed,
+            used: pod.requests,
+            pods: vec![pod_index],
+            host,
+        });
+    }
+    None
+}
+
+fn pinned(zones: u64) -> Option<usize> {
+    (zones.count_ones() == 1).then(|| zones.trailing_zeros() as usize)
+}
+
+fn pinned_ct(cts: u8) -> Option<usize> {
+    (cts.count_ones() == 1).then(|| cts.trailing_zeros() as usize)
 }
 
 fn prepare_pool<'a>(spec: &'a NodePoolSpec, catalog: &Catalog, input: &SchedulingInput) -> Pool<'a> {
@@ -327,6 +576,8 @@ fn apply_requirements(start: &Compat, requirements: &[Requirement], catalog: &Ca
         return None;
     }
     compat.types.retain(|t| catalog.viable(t, zones, cts));
+    // Only zones where some remaining type is offered are domains: topology spreads count over these.
+    compat.zones &= compat.types.iter().fold(0, |offered, t| offered | catalog.offered_in(t, cts));
     (!compat.types.is_empty()).then_some(compat)
 }
 
@@ -343,10 +594,19 @@ fn cached_compat<'c>(
         .as_ref()
 }
 
-/// `node` ∧ `pod`, keeping only types that hold `used` and keep the pool's `minValues`.
-fn narrow(node: &Compat, pod: &Compat, used: &Resources, pool: &Pool, catalog: &Catalog) -> Option<Compat> {
-    let zones = node.zones & pod.zones;
-    let cts = node.cts & pod.cts;
+/// `node` ∧ `pod` within `zone_mask` × `ct_mask`, keeping only types that hold `used` and keep the pool's
+/// `minValues`.
+fn narrow(
+    node: &Compat,
+    pod: &Compat,
+    used: &Resources,
+    zone_mask: u64,
+    ct_mask: u8,
+    pool: &Pool,
+    catalog: &Catalog,
+) -> Option<Compat> {
+    let zones = node.zones & pod.zones & zone_mask;
+    let cts = node.cts & pod.cts & ct_mask;
     if zones == 0 || cts == 0 {
         return None;
     }

@@ -9,6 +9,7 @@ use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, 
 use super::plan::Plan;
 use super::requirements::{Operator, Requirement};
 use super::solver::{CAPACITY_TYPE_LABEL, MAX_INSTANCE_TYPE_OPTIONS, SchedulingInput, ZONE_LABEL, solve};
+use super::topology::{PodAffinityTerm, TopologyKey, TopologySpread};
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
 use crate::catalog::resources::{ResourceName, Resources};
@@ -25,17 +26,13 @@ fn general_purpose() -> Vec<InstanceTypeInfo> {
 }
 
 fn pod(id: &str, cpu_millis: i64, memory: i64) -> PodRequest {
-    PodRequest {
-        id: id.to_string(),
-        requests: Resources::ZERO
+    PodRequest::new(
+        id,
+        Resources::ZERO
             .with(ResourceName::Cpu, cpu_millis)
             .with(ResourceName::Memory, memory)
             .with(ResourceName::Pods, 1),
-        requirements: vec![],
-        alternative_requirements: vec![],
-        preferences: vec![],
-        tolerations: vec![],
-    }
+    )
 }
 
 fn pool(name: &str) -> NodePoolSpec {
@@ -431,6 +428,158 @@ proptest! {
             let pod = pods.iter().find(|p| p.id == unschedulable.pod).expect("known pod");
             let alone = fixture.solve(std::slice::from_ref(pod), &pools);
             prop_assert!(!alone.unschedulable.is_empty(), "{} fits alone but was reported: {}", pod.id, unschedulable.reason);
+        }
+    }
+}
+
+// --------------------------------------------------------------------------------------------------- topology
+
+fn labelled(mut p: PodRequest, app: &str) -> PodRequest {
+    p.labels.insert("app".into(), app.into());
+    p
+}
+
+fn zone_spread(app: &str, max_skew: u32) -> TopologySpread {
+    TopologySpread {
+        key: TopologyKey::Zone,
+        max_skew,
+        min_domains: None,
+        hard: true,
+        selector: vec![Requirement::equals("app", app)],
+    }
+}
+
+fn pods_per(plan: &Plan, by: impl Fn(&super::plan::NewNode) -> String) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for node in &plan.new_nodes {
+        *counts.entry(by(node)).or_insert(0) += node.pods.len();
+    }
+    counts
+}
+
+#[test]
+fn zone_spread_puts_pods_evenly_across_the_zones_offered() {
+    let fixture = Fixture::new(types_of(&["m5"]));
+    let pods: Vec<PodRequest> = (0..9)
+        .map(|i| {
+            let mut p = labelled(pod(&format!("ns/web-{i}"), 500, GI), "web");
+            p.spreads = vec![zone_spread("web", 1)];
+            p
+        })
+        .collect();
+    let plan = fixture.solve(&pods, &[pool("default")]);
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    let per_zone = pods_per(&plan, |n| n.zone.clone());
+    let zones_offered = fixture.find("m5.large").zones.len();
+    assert_eq!(per_zone.len(), zones_offered.min(9), "{per_zone:?}");
+    let (min, max) = (per_zone.values().min(), per_zone.values().max());
+    assert!(max.zip(min).is_some_and(|(max, min)| max - min <= 1), "{per_zone:?}");
+}
+
+#[test]
+fn hostname_anti_affinity_gives_each_pod_its_own_node_and_others_may_share() {
+    let fixture = Fixture::new(types_of(&["m5"]));
+    let mut pods: Vec<PodRequest> = (0..4)
+        .map(|i| {
+            let mut p = labelled(pod(&format!("ns/db-{i}"), 250, GI), "db");
+            p.anti_affinity =
+                vec![PodAffinityTerm { key: TopologyKey::Hostname, selector: vec![Requirement::equals("app", "db")] }];
+            p
+        })
+        .collect();
+    pods.push(labelled(pod("ns/cache", 250, GI), "cache"));
+    let plan = fixture.solve(&pods, &[pool("default")]);
+    assert_eq!(plan.new_nodes.len(), 4);
+    assert!(plan.new_nodes.iter().all(|n| n.pods.iter().filter(|p| p.starts_with("ns/db")).count() == 1));
+}
+
+#[test]
+fn hostname_spread_caps_matching_pods_per_node_at_the_skew() {
+    let fixture = Fixture::new(types_of(&["m5"]));
+    let pods: Vec<PodRequest> = (0..6)
+        .map(|i| {
+            let mut p = labelled(pod(&format!("ns/api-{i}"), 100, GI / 4), "api");
+            p.spreads = vec![TopologySpread { key: TopologyKey::Hostname, ..zone_spread("api", 2) }];
+            p
+        })
+        .collect();
+    let plan = fixture.solve(&pods, &[pool("default")]);
+    assert_eq!(plan.new_nodes.len(), 3);
+    assert!(plan.new_nodes.iter().all(|n| n.pods.len() == 2));
+}
+
+#[test]
+fn zone_affinity_keeps_a_group_in_one_zone() {
+    let fixture = Fixture::new(types_of(&["m5"]));
+    let pods: Vec<PodRequest> = (0..6)
+        .map(|i| {
+            let mut p = labelled(pod(&format!("ns/batch-{i}"), 1500, GI), "batch");
+            p.affinity =
+                vec![PodAffinityTerm { key: TopologyKey::Zone, selector: vec![Requirement::equals("app", "batch")] }];
+            p
+        })
+        .collect();
+    let plan = fixture.solve(&pods, &[pool("default")]);
+    assert!(plan.unschedulable.is_empty());
+    assert_eq!(pods_per(&plan, |n| n.zone.clone()).len(), 1);
+}
+
+#[test]
+fn capacity_type_spread_uses_both_capacity_types() {
+    let fixture = Fixture::new(types_of(&["m5"]));
+    let pods: Vec<PodRequest> = (0..4)
+        .map(|i| {
+            let mut p = labelled(pod(&format!("ns/w-{i}"), 1500, GI), "w");
+            p.spreads = vec![TopologySpread { key: TopologyKey::CapacityType, ..zone_spread("w", 1) }];
+            p
+        })
+        .collect();
+    let plan = fixture.solve(&pods, &[pool("default")]);
+    let per_type = pods_per(&plan, |n| n.capacity_type.as_str().to_string());
+    assert_eq!(per_type.get("spot"), Some(&2), "{per_type:?}");
+    assert_eq!(per_type.get("on-demand"), Some(&2), "{per_type:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn topology_constraints_hold_in_the_plan(
+        groups in prop::collection::vec((1usize..12, 0u8..3, prop::sample::select(vec![250i64, 1000, 1500])), 1..5),
+    ) {
+        let fixture = fixture_for_properties();
+        let mut pods = Vec::new();
+        for (g, (count, kind, cpu)) in groups.iter().enumerate() {
+            let app = format!("g{g}");
+            for i in 0..*count {
+                let mut p = labelled(pod(&format!("ns/{app}-{i:02}"), *cpu, GI), &app);
+                match kind {
+                    0 => p.spreads = vec![zone_spread(&app, 1)],
+                    1 => p.anti_affinity = vec![PodAffinityTerm { key: TopologyKey::Hostname, selector: vec![Requirement::equals("app", &app)] }],
+                    _ => p.spreads = vec![TopologySpread { key: TopologyKey::Hostname, ..zone_spread(&app, 2) }],
+                }
+                pods.push(p);
+            }
+        }
+        let plan = fixture.solve(&pods, &[pool("default")]);
+        prop_assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+        for (g, (_, kind, _)) in groups.iter().enumerate() {
+            let prefix = format!("ns/g{g}-");
+            let on = |n: &super::plan::NewNode| n.pods.iter().filter(|p| p.starts_with(&prefix)).count();
+            match kind {
+                0 => {
+                    let mut per_zone: BTreeMap<&str, usize> = BTreeMap::new();
+                    for n in &plan.new_nodes {
+                        *per_zone.entry(n.zone.as_str()).or_default() += on(n);
+                    }
+                    let offered = fixture.find("m5.large").zones.len();
+                    let counts: Vec<usize> = per_zone.values().copied().filter(|c| *c > 0).collect();
+                    let min = if counts.len() < offered { 0 } else { counts.iter().copied().min().unwrap_or(0) };
+                    prop_assert!(counts.iter().all(|c| c - min <= 1), "group {g}: {per_zone:?}");
+                }
+                1 => prop_assert!(plan.new_nodes.iter().all(|n| on(n) <= 1), "group {g} shares a node"),
+                _ => prop_assert!(plan.new_nodes.iter().all(|n| on(n) <= 2), "group {g} over skew"),
+            }
         }
     }
 }
