@@ -1,7 +1,9 @@
 //! The solver: which nodes to launch for pending pods. Pure: no kube client, no AWS client.
 
 pub mod bitset;
+mod explain;
 pub mod model;
+mod options;
 pub mod plan;
 pub mod requirements;
 pub mod solver;

@@ -5,15 +5,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::bitset::BitSet;
-use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, tolerates_all};
+use super::explain::why_unschedulable;
+use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, tolerates_all};
+use super::options::{
+    Catalog, Compat, ON_DEMAND, Pool, SPOT, cached_compat, capacity_type_bit, max_allocatable, max_capacity, narrow,
+    prepare_pool,
+};
 use super::plan::{NewNode, Plan, UnschedulablePod};
-use super::requirements::{Operator, Requirement};
+use super::requirements::Requirement;
 use super::topology::{PodTopology, PodTopologyInput, Topology, TopologyKey};
+use crate::catalog::CapacityType;
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
-use crate::catalog::resources::{ResourceName, Resources, format_quantity};
-use crate::catalog::{CapacityType, offerings};
+use crate::catalog::resources::{ResourceName, Resources};
 
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 pub const CAPACITY_TYPE_LABEL: &str = "karpenter.sh/capacity-type";
@@ -28,104 +32,6 @@ pub struct SchedulingInput<'a> {
     pub prices: &'a PriceTable,
     pub existing: &'a [ExistingNode],
     pub daemonsets: &'a [DaemonSetPod],
-}
-
-/// Capacity types as bits: spot = 1, on-demand = 2.
-const SPOT: u8 = 1;
-const ON_DEMAND: u8 = 2;
-
-fn capacity_type_bit(ct: CapacityType) -> u8 {
-    match ct {
-        CapacityType::Spot => SPOT,
-        CapacityType::OnDemand => ON_DEMAND,
-    }
-}
-
-/// The catalog, prepared once per solve.
-struct Catalog<'a> {
-    types: &'a [InstanceTypeInfo],
-    labels: Vec<BTreeMap<&'static str, String>>,
-    /// Per type: (zone bits where spot is offered, zone bits where on-demand is).
-    offered_zones: Vec<[u64; 2]>,
-    /// Per type and zone: cheapest price per capacity type.
-    prices: Vec<Vec<(usize, CapacityType, f64)>>,
-    zones: Vec<String>,
-}
-
-impl<'a> Catalog<'a> {
-    fn new(types: &'a [InstanceTypeInfo], price_table: &PriceTable) -> Self {
-        let mut zones: Vec<String> = types.iter().flat_map(|t| t.zones.iter().cloned()).collect();
-        zones.sort();
-        zones.dedup();
-        zones.truncate(64);
-        let zone_index: HashMap<&str, usize> = zones.iter().enumerate().map(|(i, z)| (z.as_str(), i)).collect();
-        let mut offered_zones = Vec::with_capacity(types.len());
-        let mut prices = Vec::with_capacity(types.len());
-        for t in types {
-            let mut bits = [0u64; 2];
-            let mut type_prices = Vec::new();
-            for offering in offerings(t, price_table) {
-                let Some(&zone) = zone_index.get(offering.zone.as_str()) else {
-                    continue;
-                };
-                bits[usize::from(offering.capacity_type == CapacityType::OnDemand)] |= 1 << zone;
-                type_prices.push((zone, offering.capacity_type, offering.price));
-            }
-            offered_zones.push(bits);
-            prices.push(type_prices);
-        }
-        let labels = types.iter().map(InstanceTypeInfo::labels).collect();
-        Self { types, labels, offered_zones, prices, zones }
-    }
-
-    fn zone_index(&self, zone: &str) -> Option<usize> {
-        self.zones.iter().position(|z| z == zone)
-    }
-
-    /// Bits of every zone the catalog knows.
-    fn all_zones(&self) -> u64 {
-        if self.zones.len() >= 64 { u64::MAX } else { (1u64 << self.zones.len()) - 1 }
-    }
-
-    /// Zones where `t` is offered with one of `cts`.
-    fn offered_in(&self, t: usize, cts: u8) -> u64 {
-        let [spot, on_demand] = self.offered_zones[t];
-        (if cts & SPOT != 0 { spot } else { 0 }) | (if cts & ON_DEMAND != 0 { on_demand } else { 0 })
-    }
-
-    fn viable(&self, t: usize, zones: u64, cts: u8) -> bool {
-        let [spot, on_demand] = self.offered_zones[t];
-        (cts & SPOT != 0 && spot & zones != 0) || (cts & ON_DEMAND != 0 && on_demand & zones != 0)
-    }
-
-    /// The cheapest offering of `t` within `zones` × `cts`; spot wins a tie.
-    fn cheapest(&self, t: usize, zones: u64, cts: u8) -> Option<(usize, CapacityType, f64)> {
-        self.prices[t]
-            .iter()
-            .filter(|(zone, ct, _)| zones & (1 << zone) != 0 && cts & capacity_type_bit(*ct) != 0)
-            .copied()
-            .min_by(|a, b| a.2.total_cmp(&b.2).then(a.1.cmp(&b.1)).then(a.0.cmp(&b.0)))
-    }
-}
-
-/// A NodePool with its per-type allocatable (DaemonSet overhead taken off) and what its requirements allow.
-struct Pool<'a> {
-    spec: &'a NodePoolSpec,
-    allocatable: Vec<Resources>,
-    capacity: Vec<Resources>,
-    /// Types its requirements allow, that are offered somewhere it allows, and that fit its DaemonSets.
-    base: Compat,
-    remaining_limits: Option<Resources>,
-}
-
-/// What a node of a pool may still become, given a set of requirements.
-#[derive(Debug, Clone)]
-struct Compat {
-    types: BitSet,
-    zones: u64,
-    cts: u8,
-    /// Labels not of the instance type (the pool's own), with the values still possible.
-    custom: BTreeMap<String, Vec<String>>,
 }
 
 /// A node planned in this round.
@@ -498,154 +404,6 @@ fn pinned_ct(cts: u8) -> Option<usize> {
     (cts.count_ones() == 1).then(|| cts.trailing_zeros() as usize)
 }
 
-fn prepare_pool<'a>(spec: &'a NodePoolSpec, catalog: &Catalog, input: &SchedulingInput) -> Pool<'a> {
-    let n = catalog.types.len();
-    let capacity: Vec<Resources> = catalog.types.iter().map(|t| t.capacity(spec.max_pods)).collect();
-    let mut allocatable: Vec<Resources> = catalog.types.iter().map(|t| t.allocatable(spec.max_pods)).collect();
-
-    let mut custom: BTreeMap<String, Vec<String>> =
-        spec.labels.iter().map(|(k, v)| (k.clone(), vec![v.clone()])).collect();
-    for r in &spec.requirements {
-        if r.operator == Operator::In && !is_catalog_key(&r.key, catalog) {
-            custom.entry(r.key.clone()).or_insert_with(|| r.values.clone());
-        }
-    }
-    custom.insert(NODEPOOL_LABEL.to_string(), vec![spec.name.clone()]);
-    let unconstrained = Compat { types: BitSet::full(n), zones: u64::MAX, cts: SPOT | ON_DEMAND, custom };
-    let mut base = apply_requirements(&unconstrained, &spec.requirements, catalog)
-        .unwrap_or(Compat { types: BitSet::empty(n), ..unconstrained });
-
-    // DaemonSets that will run on the pool's nodes take their share of every type they fit.
-    for ds in input.daemonsets {
-        // Startup taints are meant to be tolerated or removed; only the pool's taints keep a DaemonSet off.
-        if !tolerates_all(&ds.tolerations, &spec.taints) {
-            continue;
-        }
-        if let Some(ds_compat) = apply_requirements(&base, &ds.requirements, catalog) {
-            for t in ds_compat.types.iter() {
-                allocatable[t] = allocatable[t] - ds.requests;
-            }
-        }
-    }
-    let zones = base.zones;
-    let cts = base.cts;
-    base.types.retain(|t| catalog.viable(t, zones, cts) && !allocatable[t].is_zero());
-    Pool { spec, allocatable, capacity, base, remaining_limits: spec.limits.map(|l| l - existing_usage(spec, input)) }
-}
-
-fn existing_usage(spec: &NodePoolSpec, input: &SchedulingInput) -> Resources {
-    input
-        .existing
-        .iter()
-        .filter(|n| n.nodepool.as_deref() == Some(spec.name.as_str()))
-        .fold(Resources::ZERO, |sum, n| sum + n.capacity)
-}
-
-/// Keys whose value comes from the instance type or its offering.
-fn is_catalog_key(key: &str, catalog: &Catalog) -> bool {
-    key == ZONE_LABEL || key == CAPACITY_TYPE_LABEL || catalog.labels.iter().any(|labels| labels.contains_key(key))
-}
-
-/// Narrows `start` by `requirements`; None when nothing is left.
-fn apply_requirements(start: &Compat, requirements: &[Requirement], catalog: &Catalog) -> Option<Compat> {
-    let mut compat = start.clone();
-    for r in requirements {
-        if r.key == ZONE_LABEL {
-            for (i, zone) in catalog.zones.iter().enumerate() {
-                if !r.matches(Some(zone)) {
-                    compat.zones &= !(1 << i);
-                }
-            }
-        } else if r.key == CAPACITY_TYPE_LABEL {
-            for ct in [CapacityType::Spot, CapacityType::OnDemand] {
-                if !r.matches(Some(ct.as_str())) {
-                    compat.cts &= !capacity_type_bit(ct);
-                }
-            }
-        } else if let Some(values) = compat.custom.get_mut(&r.key) {
-            values.retain(|v| r.matches(Some(v)));
-            if values.is_empty() {
-                return None;
-            }
-        } else {
-            compat.types.retain(|t| r.matches(catalog.labels[t].get(r.key.as_str()).map(String::as_str)));
-        }
-    }
-    let (zones, cts) = (compat.zones, compat.cts);
-    if zones == 0 || cts == 0 {
-        return None;
-    }
-    compat.types.retain(|t| catalog.viable(t, zones, cts));
-    // Only zones where some remaining type is offered are domains: topology spreads count over these.
-    compat.zones &= compat.types.iter().fold(0, |offered, t| offered | catalog.offered_in(t, cts));
-    (!compat.types.is_empty()).then_some(compat)
-}
-
-fn cached_compat<'c>(
-    cache: &'c mut HashMap<(usize, Vec<Requirement>), Option<Compat>>,
-    pool_index: usize,
-    requirements: &[Requirement],
-    pool: &Pool,
-    catalog: &Catalog,
-) -> Option<&'c Compat> {
-    cache
-        .entry((pool_index, requirements.to_vec()))
-        .or_insert_with(|| apply_requirements(&pool.base, requirements, catalog))
-        .as_ref()
-}
-
-/// `node` ∧ `pod` within `zone_mask` × `ct_mask`, keeping only types that hold `used` and keep the pool's
-/// `minValues`.
-fn narrow(
-    node: &Compat,
-    pod: &Compat,
-    used: &Resources,
-    zone_mask: u64,
-    ct_mask: u8,
-    pool: &Pool,
-    catalog: &Catalog,
-) -> Option<Compat> {
-    let zones = node.zones & pod.zones & zone_mask;
-    let cts = node.cts & pod.cts & ct_mask;
-    if zones == 0 || cts == 0 {
-        return None;
-    }
-    let mut custom = node.custom.clone();
-    for (key, values) in &mut custom {
-        if let Some(allowed) = pod.custom.get(key) {
-            values.retain(|v| allowed.contains(v));
-            if values.is_empty() {
-                return None;
-            }
-        }
-    }
-    let mut types = node.types.and(&pod.types);
-    types.retain(|t| used.fits_in(&pool.allocatable[t]) && catalog.viable(t, zones, cts));
-    if types.is_empty() || !min_values_hold(&types, pool, catalog) {
-        return None;
-    }
-    Some(Compat { types, zones, cts, custom })
-}
-
-fn min_values_hold(types: &BitSet, pool: &Pool, catalog: &Catalog) -> bool {
-    pool.spec.requirements.iter().all(|r| {
-        let Some(min) = r.min_values else { return true };
-        let mut values: Vec<&str> =
-            types.iter().filter_map(|t| catalog.labels[t].get(r.key.as_str()).map(String::as_str)).collect();
-        values.sort_unstable();
-        values.dedup();
-        values.len() >= min as usize
-    })
-}
-
-fn max_allocatable(types: &BitSet, pool: &Pool) -> Resources {
-    types.iter().fold(Resources::ZERO, |max, t| max.max(&pool.allocatable[t]))
-}
-
-fn max_capacity(types: &BitSet, pool: &Pool) -> Resources {
-    types.iter().fold(Resources::ZERO, |max, t| max.max(&pool.capacity[t]))
-}
-
 /// The planned node as it will launch: its options, cheapest first, cut to the CreateFleet limit.
 fn finish(node: &PlannedNode, pools: &[Pool], catalog: &Catalog, pods: &[PodRequest]) -> Option<NewNode> {
     let pool = &pools[node.pool];
@@ -704,68 +462,4 @@ fn options_to_keep(options: &[(usize, (usize, CapacityType, f64))], pool: &Pool,
         }
     }
     keep
-}
-
-/// A reason a person can act on, for each NodePool, from the pod's own requirements.
-fn why_unschedulable(
-    pod: &PodRequest,
-    pools: &[Pool],
-    catalog: &Catalog,
-    cache: &mut HashMap<(usize, Vec<Requirement>), Option<Compat>>,
-) -> String {
-    if pools.is_empty() {
-        return "no NodePool to launch a node from, and no existing node fits".to_string();
-    }
-    let reasons: Vec<String> = pools
-        .iter()
-        .enumerate()
-        .map(|(p, pool)| {
-            let name = &pool.spec.name;
-            if let Some(taint) = untolerated(&pod.tolerations, &pool.spec.taints) {
-                return format!("NodePool {name}: does not tolerate its taint {}", describe_taint(taint));
-            }
-            if pool.base.types.is_empty() {
-                return format!("NodePool {name}: no instance type meets its own requirements");
-            }
-            let Some(compat) = cached_compat(cache, p, &pod.requirements, pool, catalog) else {
-                let blocking = pod
-                    .requirements
-                    .iter()
-                    .find(|r| apply_requirements(&pool.base, std::slice::from_ref(r), catalog).is_none());
-                return match blocking {
-                    Some(r) => format!("NodePool {name}: no instance type it allows has {r}"),
-                    None => format!("NodePool {name}: no instance type it allows meets all of the pod's requirements"),
-                };
-            };
-            let largest = max_allocatable(&compat.types, pool);
-            if let Some(resource) = pod.requests.first_exceeding(&largest) {
-                let unit =
-                    if resource == ResourceName::Cpu { "CPU".to_string() } else { resource.as_str().to_string() };
-                return format!(
-                    "NodePool {name}: requests {} {unit}; the largest allowed type has {} allocatable",
-                    format_quantity(resource, pod.requests.get(resource)),
-                    format_quantity(resource, largest.get(resource)),
-                );
-            }
-            if pool.remaining_limits.is_some() {
-                return format!("NodePool {name}: its limits leave no room for a node that fits the pod");
-            }
-            format!("NodePool {name}: no single instance type holds all of the pod's requests")
-        })
-        .collect();
-    reasons.join("; ")
-}
-
-fn untolerated<'t>(tolerations: &[super::model::Toleration], taints: &'t [Taint]) -> Option<&'t Taint> {
-    taints
-        .iter()
-        .filter(|t| t.effect != "PreferNoSchedule")
-        .find(|taint| !tolerations.iter().any(|t| t.tolerates(taint)))
-}
-
-fn describe_taint(taint: &Taint) -> String {
-    match &taint.value {
-        Some(value) => format!("{}={}:{}", taint.key, value, taint.effect),
-        None => format!("{}:{}", taint.key, taint.effect),
-    }
 }
