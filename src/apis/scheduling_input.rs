@@ -243,6 +243,7 @@ pub fn nodepool(
         startup_taints: template.spec.startup_taints.iter().map(taint).collect(),
         limits,
         max_pods,
+        overhead: Default::default(),
     })
 }
 

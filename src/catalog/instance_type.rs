@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::allocatable;
+use super::allocatable::{self, NodeOverhead};
 use super::max_pods::{MaxPodsSettings, NetworkLimits, max_pods, vpc_cni_limits};
 use super::resources::{ResourceName, Resources};
 
@@ -139,11 +139,16 @@ impl InstanceTypeInfo {
         labels
     }
 
-    /// What the kubelet reports as capacity.
+    /// What the kubelet reports as capacity on an EKS AMI.
     pub fn capacity(&self, settings: MaxPodsSettings) -> Resources {
+        self.capacity_with(settings, &NodeOverhead::default())
+    }
+
+    pub fn capacity_with(&self, settings: MaxPodsSettings, overhead: &NodeOverhead) -> Resources {
+        let memory = allocatable::memory_capacity_mib_with(self.memory_mib, overhead.vm_memory_overhead_percent);
         let mut capacity = Resources::ZERO
             .with(ResourceName::Cpu, i64::from(self.vcpus) * 1000)
-            .with(ResourceName::Memory, mib(allocatable::memory_capacity_mib(self.memory_mib)))
+            .with(ResourceName::Memory, mib(memory))
             .with(ResourceName::EphemeralStorage, DEFAULT_EPHEMERAL_STORAGE_BYTES)
             .with(ResourceName::Pods, i64::from(self.max_pods(settings)));
         if let Some(gpu) = &self.gpu {
@@ -162,19 +167,26 @@ impl InstanceTypeInfo {
         capacity
     }
 
-    /// Capacity less kube-reserved and the eviction threshold: what pods can request.
+    /// Capacity less kube-reserved and the eviction threshold, on an EKS AMI: what pods can request.
     pub fn allocatable(&self, settings: MaxPodsSettings) -> Resources {
-        let capacity = self.capacity(settings);
+        self.allocatable_with(settings, &NodeOverhead::default())
+    }
+
+    pub fn allocatable_with(&self, settings: MaxPodsSettings, overhead: &NodeOverhead) -> Resources {
+        let capacity = self.capacity_with(settings, overhead);
         let pods = self.max_pods(settings);
-        let reserved = Resources::ZERO
-            .with(ResourceName::Cpu, allocatable::kube_reserved_cpu_millis(self.vcpus) as i64)
-            .with(
-                ResourceName::Memory,
-                mib(allocatable::kube_reserved_memory_mib(pods) + allocatable::EVICTION_THRESHOLD_MIB),
-            )
-            // The kubelet's default nodefs eviction threshold: 10% of the root volume.
-            .with(ResourceName::EphemeralStorage, DEFAULT_EPHEMERAL_STORAGE_BYTES / 10);
-        capacity - reserved
+        let kube_reserved = overhead.kube_reserved.unwrap_or_else(|| {
+            Resources::ZERO
+                .with(ResourceName::Cpu, allocatable::kube_reserved_cpu_millis(self.vcpus) as i64)
+                .with(ResourceName::Memory, mib(allocatable::kube_reserved_memory_mib(pods)))
+        });
+        let eviction = overhead.eviction_threshold.unwrap_or_else(|| {
+            Resources::ZERO
+                .with(ResourceName::Memory, mib(allocatable::EVICTION_THRESHOLD_MIB))
+                // The kubelet's default nodefs eviction threshold: 10% of the root volume.
+                .with(ResourceName::EphemeralStorage, DEFAULT_EPHEMERAL_STORAGE_BYTES / 10)
+        });
+        capacity - kube_reserved - overhead.system_reserved - eviction
     }
 }
 

@@ -45,6 +45,14 @@ pub struct Offering {
     pub price: f64,
 }
 
+/// One offering, as the insufficient-capacity cache and interruptions name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct OfferingKey {
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+}
+
 /// The embedded snapshot, parsed once.
 pub fn embedded_instance_types() -> &'static [InstanceTypeInfo] {
     static TYPES: OnceLock<Vec<InstanceTypeInfo>> = OnceLock::new();

@@ -114,6 +114,7 @@ pub fn run(args: &PlanArgs) -> Result<PlanReport, CliError> {
         prices: &prices,
         existing: &existing,
         daemonsets: &daemonsets,
+        unavailable: &Default::default(),
     });
     Ok(PlanReport {
         total_price_per_hour: plan.total_price_per_hour(),
@@ -248,6 +249,7 @@ fn default_nodepool(max_pods: MaxPodsSettings) -> NodePoolSpec {
         startup_taints: vec![],
         limits: None,
         max_pods,
+        overhead: Default::default(),
     }
 }
 

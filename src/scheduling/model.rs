@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::requirements::Requirement;
 use super::topology::{PodAffinityTerm, TopologySpread};
+use crate::catalog::allocatable::NodeOverhead;
 use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::resources::Resources;
 
@@ -126,6 +127,10 @@ pub struct NodePoolSpec {
     /// Pod density settings of its EC2NodeClass.
     #[serde(default)]
     pub max_pods: MaxPodsSettings,
+    /// What its nodes hold back from pods (EKS AMI defaults unless the EC2NodeClass's kubelet settings say
+    /// otherwise).
+    #[serde(default)]
+    pub overhead: NodeOverhead,
 }
 
 /// A node that exists or is being launched: what is still free on it.

@@ -1,7 +1,7 @@
 //! The instance-type options of a node: what a NodePool allows, what a pod's requirements leave of it, and how
 //! a node's options narrow as pods join. Bitsets over the catalog keep this cheap.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::bitset::BitSet;
 use super::model::{NodePoolSpec, tolerates_all};
@@ -10,7 +10,7 @@ use super::solver::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, SchedulingInput, ZONE_L
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
 use crate::catalog::resources::Resources;
-use crate::catalog::{CapacityType, offerings};
+use crate::catalog::{CapacityType, OfferingKey, offerings};
 
 /// Capacity types as bits: spot = 1, on-demand = 2.
 pub(super) const SPOT: u8 = 1;
@@ -35,7 +35,11 @@ pub(super) struct Catalog<'a> {
 }
 
 impl<'a> Catalog<'a> {
-    pub(super) fn new(types: &'a [InstanceTypeInfo], price_table: &PriceTable) -> Self {
+    pub(super) fn new(
+        types: &'a [InstanceTypeInfo],
+        price_table: &PriceTable,
+        unavailable: &HashSet<OfferingKey>,
+    ) -> Self {
         let mut zones: Vec<String> = types.iter().flat_map(|t| t.zones.iter().cloned()).collect();
         zones.sort();
         zones.dedup();
@@ -47,6 +51,15 @@ impl<'a> Catalog<'a> {
             let mut bits = [0u64; 2];
             let mut type_prices = Vec::new();
             for offering in offerings(t, price_table) {
+                if !unavailable.is_empty()
+                    && unavailable.contains(&OfferingKey {
+                        instance_type: t.name.clone(),
+                        zone: offering.zone.clone(),
+                        capacity_type: offering.capacity_type,
+                    })
+                {
+                    continue;
+                }
                 let Some(&zone) = zone_index.get(offering.zone.as_str()) else {
                     continue;
                 };
@@ -112,8 +125,10 @@ pub(super) struct Compat {
 
 pub(super) fn prepare_pool<'a>(spec: &'a NodePoolSpec, catalog: &Catalog, input: &SchedulingInput) -> Pool<'a> {
     let n = catalog.types.len();
-    let capacity: Vec<Resources> = catalog.types.iter().map(|t| t.capacity(spec.max_pods)).collect();
-    let mut allocatable: Vec<Resources> = catalog.types.iter().map(|t| t.allocatable(spec.max_pods)).collect();
+    let capacity: Vec<Resources> =
+        catalog.types.iter().map(|t| t.capacity_with(spec.max_pods, &spec.overhead)).collect();
+    let mut allocatable: Vec<Resources> =
+        catalog.types.iter().map(|t| t.allocatable_with(spec.max_pods, &spec.overhead)).collect();
 
     let mut custom: BTreeMap<String, Vec<String>> =
         spec.labels.iter().map(|(k, v)| (k.clone(), vec![v.clone()])).collect();

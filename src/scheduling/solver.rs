@@ -3,7 +3,7 @@
 //! instance types that could still hold all its pods and narrows it as pods join; at the end it launches as the
 //! cheapest of them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::explain::why_unschedulable;
 use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, tolerates_all};
@@ -14,10 +14,10 @@ use super::options::{
 use super::plan::{NewNode, Plan, UnschedulablePod};
 use super::requirements::Requirement;
 use super::topology::{PodTopology, PodTopologyInput, Topology, TopologyKey};
-use crate::catalog::CapacityType;
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
 use crate::catalog::resources::{ResourceName, Resources};
+use crate::catalog::{CapacityType, OfferingKey};
 
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 pub const CAPACITY_TYPE_LABEL: &str = "karpenter.sh/capacity-type";
@@ -32,6 +32,8 @@ pub struct SchedulingInput<'a> {
     pub prices: &'a PriceTable,
     pub existing: &'a [ExistingNode],
     pub daemonsets: &'a [DaemonSetPod],
+    /// Offerings known to be out of capacity (or just interrupted): not launched into.
+    pub unavailable: &'a HashSet<OfferingKey>,
 }
 
 /// A node planned in this round.
@@ -75,7 +77,7 @@ struct Attempt {
 }
 
 pub fn solve(input: &SchedulingInput<'_>) -> Plan {
-    let catalog = Catalog::new(input.instance_types, input.prices);
+    let catalog = Catalog::new(input.instance_types, input.prices, input.unavailable);
     let mut pools: Vec<Pool> = input.nodepools.iter().map(|spec| prepare_pool(spec, &catalog, input)).collect();
     // Heaviest first; the name breaks ties so the plan does not depend on input order.
     pools.sort_by(|a, b| b.spec.weight.cmp(&a.spec.weight).then(a.spec.name.cmp(&b.spec.name)));

@@ -13,7 +13,7 @@ use super::topology::{PodAffinityTerm, TopologyKey, TopologySpread};
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
 use crate::catalog::resources::{ResourceName, Resources};
-use crate::catalog::{CapacityType, embedded_instance_types};
+use crate::catalog::{CapacityType, OfferingKey, embedded_instance_types};
 
 const GI: i64 = 1 << 30;
 
@@ -45,6 +45,7 @@ fn pool(name: &str) -> NodePoolSpec {
         startup_taints: vec![],
         limits: None,
         max_pods: Default::default(),
+        overhead: Default::default(),
     }
 }
 
@@ -53,11 +54,18 @@ struct Fixture {
     prices: PriceTable,
     existing: Vec<ExistingNode>,
     daemonsets: Vec<DaemonSetPod>,
+    unavailable: std::collections::HashSet<OfferingKey>,
 }
 
 impl Fixture {
     fn new(types: Vec<InstanceTypeInfo>) -> Self {
-        Self { types, prices: PriceTable::embedded(), existing: vec![], daemonsets: vec![] }
+        Self {
+            types,
+            prices: PriceTable::embedded(),
+            existing: vec![],
+            daemonsets: vec![],
+            unavailable: Default::default(),
+        }
     }
 
     fn solve(&self, pods: &[PodRequest], pools: &[NodePoolSpec]) -> Plan {
@@ -68,6 +76,7 @@ impl Fixture {
             prices: &self.prices,
             existing: &self.existing,
             daemonsets: &self.daemonsets,
+            unavailable: &self.unavailable,
         })
     }
 
@@ -102,6 +111,24 @@ fn options_are_ordered_by_price_and_the_node_launches_as_the_cheapest() {
     let prices: Vec<f64> =
         node.instance_type_options.iter().map(|t| fixture.prices.spot(t, &node.zone).unwrap_or(f64::MAX)).collect();
     assert!(prices.windows(2).all(|w| w[0] <= w[1]), "{prices:?}");
+}
+
+#[test]
+fn unavailable_offerings_are_not_launched_into() {
+    let mut fixture = Fixture::new(types_of(&["m5"]));
+    let first = fixture.solve(&[pod("default/a", 1000, GI)], &[pool("default")]);
+    let chosen = &first.new_nodes[0];
+    fixture.unavailable.insert(OfferingKey {
+        instance_type: chosen.instance_type.clone(),
+        zone: chosen.zone.clone(),
+        capacity_type: chosen.capacity_type,
+    });
+    let second = fixture.solve(&[pod("default/a", 1000, GI)], &[pool("default")]);
+    let node = &second.new_nodes[0];
+    assert_ne!(
+        (&node.instance_type, &node.zone, node.capacity_type),
+        (&chosen.instance_type, &chosen.zone, chosen.capacity_type)
+    );
 }
 
 #[test]
