@@ -16,9 +16,7 @@ use nodesmith::catalog::instance_type::InstanceTypeInfo;
 use nodesmith::catalog::pricing::PriceTable;
 use nodesmith::catalog::resources::{ResourceName, Resources};
 use nodesmith::catalog::{CapacityType, OfferingKey};
-use nodesmith::scheduling::{
-    NodePoolSpec, PodAffinityTerm, PodRequest, Requirement, TopologyKey, TopologySpread,
-};
+use nodesmith::scheduling::{NodePoolSpec, PodAffinityTerm, PodRequest, Requirement, TopologyKey, TopologySpread};
 
 pub const ZONES: [&str; 3] = ["test-zone-1", "test-zone-2", "test-zone-3"];
 

@@ -18,6 +18,11 @@ impl BitSet {
         set
     }
 
+    /// How many members it can hold.
+    pub fn len_bits(&self) -> usize {
+        self.words.len() * 64
+    }
+
     pub fn insert(&mut self, i: usize) {
         self.words[i / 64] |= 1 << (i % 64);
     }

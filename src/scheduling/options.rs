@@ -9,7 +9,7 @@ use super::requirements::{Operator, Requirement};
 use super::solver::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, SchedulingInput, ZONE_LABEL};
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
-use crate::catalog::resources::Resources;
+use crate::catalog::resources::{ResourceName, Resources};
 use crate::catalog::{CapacityType, OfferingKey, offerings};
 
 /// Capacity types as bits: spot = 1, on-demand = 2.
@@ -121,7 +121,12 @@ pub(super) struct Compat {
     pub(super) cts: u8,
     /// Labels not of the instance type (the pool's own), with the values still possible.
     pub(super) custom: BTreeMap<String, Vec<String>>,
+    /// Of `types`, those within `EFFICIENCY_SLACK` of the best price per resource; empty where not computed.
+    pub(super) efficient: BitSet,
 }
+
+/// How much more per resource than the best type a type may cost and still be one a new node grows into.
+pub(super) const EFFICIENCY_SLACK: f64 = 0.15;
 
 pub(super) fn prepare_pool<'a>(spec: &'a NodePoolSpec, catalog: &Catalog, input: &SchedulingInput) -> Pool<'a> {
     let n = catalog.types.len();
@@ -138,7 +143,8 @@ pub(super) fn prepare_pool<'a>(spec: &'a NodePoolSpec, catalog: &Catalog, input:
         }
     }
     custom.insert(NODEPOOL_LABEL.to_string(), vec![spec.name.clone()]);
-    let unconstrained = Compat { types: BitSet::full(n), zones: u64::MAX, cts: SPOT | ON_DEMAND, custom };
+    let unconstrained =
+        Compat { types: BitSet::full(n), zones: u64::MAX, cts: SPOT | ON_DEMAND, custom, efficient: BitSet::empty(n) };
     let mut base = apply_requirements(&unconstrained, &spec.requirements, catalog)
         .unwrap_or(Compat { types: BitSet::empty(n), ..unconstrained });
 
@@ -217,8 +223,33 @@ pub(super) fn cached_compat<'c>(
 ) -> Option<&'c Compat> {
     cache
         .entry((pool_index, requirements.to_vec()))
-        .or_insert_with(|| apply_requirements(&pool.base, requirements, catalog))
+        .or_insert_with(|| {
+            let mut compat = apply_requirements(&pool.base, requirements, catalog)?;
+            compat.efficient = efficient_types(&compat, pool, catalog);
+            Some(compat)
+        })
         .as_ref()
+}
+
+/// The types whose price per unit of what they hold is within `EFFICIENCY_SLACK` of the best among `compat`'s.
+/// A type's worth is its allocatable CPU or memory (whichever is larger) at the best price per unit of each.
+fn efficient_types(compat: &Compat, pool: &Pool, catalog: &Catalog) -> BitSet {
+    let price = |t: usize| catalog.cheapest(t, compat.zones, compat.cts).map(|(_, _, p)| p);
+    let per_unit = |t: usize, resource: ResourceName| {
+        let amount = pool.allocatable[t].get(resource);
+        price(t).filter(|_| amount > 0).map(|p| p / amount as f64)
+    };
+    let best = |resource| compat.types.iter().filter_map(|t| per_unit(t, resource)).fold(f64::INFINITY, f64::min);
+    let (best_cpu, best_memory) = (best(ResourceName::Cpu), best(ResourceName::Memory));
+    let cost_ratio = |t: usize| {
+        let worth = (pool.allocatable[t].get(ResourceName::Cpu) as f64 * best_cpu)
+            .max(pool.allocatable[t].get(ResourceName::Memory) as f64 * best_memory);
+        price(t).map(|p| p / worth)
+    };
+    let best_ratio = compat.types.iter().filter_map(cost_ratio).fold(f64::INFINITY, f64::min);
+    let mut efficient = compat.types.clone();
+    efficient.retain(|t| cost_ratio(t).is_some_and(|r| r <= best_ratio * (1.0 + EFFICIENCY_SLACK)));
+    efficient
 }
 
 /// `node` ∧ `pod` within `zone_mask` × `ct_mask`, keeping only types that hold `used` and keep the pool's
@@ -251,7 +282,7 @@ pub(super) fn narrow(
     if types.is_empty() || !min_values_hold(&types, pool, catalog) {
         return None;
     }
-    Some(Compat { types, zones, cts, custom })
+    Some(Compat { efficient: BitSet::empty(types.len_bits()), types, zones, cts, custom })
 }
 
 pub(super) fn min_values_hold(types: &BitSet, pool: &Pool, catalog: &Catalog) -> bool {

@@ -150,7 +150,11 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
         }
     }
 
-    let new_nodes = planned.iter().filter_map(|node| finish(node, &pools, &catalog, input.pods)).collect();
+    let new_nodes = planned
+        .iter()
+        .filter_map(|node| Some((node, finish(node, &pools, &catalog, input.pods)?)))
+        .flat_map(|(node, launched)| right_size(launched, node, &pod_topology, input))
+        .collect();
     let existing_placements = input
         .existing
         .iter()
@@ -159,6 +163,42 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
         .map(|(node, pods)| (node.name.clone(), pods.iter().map(|&p| input.pods[p].id.clone()).collect()))
         .collect();
     Plan { new_nodes, existing_placements, unschedulable }
+}
+
+/// A node launched below this share of its type (in its most used resource) is worth re-packing on smaller types.
+const RIGHT_SIZE_BELOW: f64 = 0.9;
+
+/// First-fit fills nodes to the largest type that holds them; the last node of a run is often left half empty on
+/// a type far larger than its pods need. Such a node's pods are planned again on strictly smaller types, and the
+/// result replaces the node when it is cheaper (e.g. 137 CPUs: a 128-vCPU and a 16-vCPU node, not a 192-vCPU one).
+/// Only for nodes whose pods have no topology constraints and whose NodePool has no limits, which a re-plan in
+/// isolation could not see.
+fn right_size(node: NewNode, planned: &PlannedNode, shapes: &[PodTopology], input: &SchedulingInput) -> Vec<NewNode> {
+    let Some(spec) = input.nodepools.iter().find(|p| p.name == node.nodepool) else { return vec![node] };
+    let Some(chosen) = input.instance_types.iter().find(|t| t.name == node.instance_type) else { return vec![node] };
+    let share = |r: ResourceName| node.requests.get(r) as f64 / node.allocatable.get(r).max(1) as f64;
+    let utilisation = share(ResourceName::Cpu).max(share(ResourceName::Memory));
+    if utilisation >= RIGHT_SIZE_BELOW || spec.limits.is_some() || !planned.pods.iter().all(|&p| shapes[p].is_empty()) {
+        return vec![node];
+    }
+    let smaller: Vec<InstanceTypeInfo> =
+        input.instance_types.iter().filter(|t| t.vcpus < chosen.vcpus).cloned().collect();
+    if smaller.is_empty() {
+        return vec![node];
+    }
+    let pods: Vec<PodRequest> = planned.pods.iter().map(|&p| input.pods[p].clone()).collect();
+    let replan = solve(&SchedulingInput {
+        pods: &pods,
+        nodepools: std::slice::from_ref(spec),
+        instance_types: &smaller,
+        existing: &[],
+        ..*input
+    });
+    if replan.unschedulable.is_empty() && replan.total_price_per_hour() < node.price_per_hour - 1e-9 {
+        replan.new_nodes
+    } else {
+        vec![node]
+    }
 }
 
 /// The ways to try a pod, in order: each required term with all preferences (and soft spreads), then with
@@ -374,7 +414,14 @@ fn new_node(
         ) else {
             continue;
         };
-        let Some(narrowed) = narrow(&start, &pool.base, &pod.requests, zones, cts, pool, catalog) else {
+        // A new node may grow only into the types that give the most per dollar, so it never swells into a
+        // family that costs more per resource than the workload needs; a pod that only fits the others still
+        // gets them.
+        let mut efficient = start.clone();
+        efficient.types = start.types.and(&compat.efficient);
+        let Some(narrowed) = narrow(&efficient, &pool.base, &pod.requests, zones, cts, pool, catalog)
+            .or_else(|| narrow(&start, &pool.base, &pod.requests, zones, cts, pool, catalog))
+        else {
             continue;
         };
         // Count the largest type it may become against the limits, as it may become it.

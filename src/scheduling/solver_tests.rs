@@ -610,3 +610,31 @@ proptest! {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------------ packing cost
+
+#[test]
+fn a_half_empty_giant_node_is_re_planned_on_smaller_types_when_cheaper() {
+    let fixture = Fixture::new(types_of(&["c6a"]));
+    // 137 CPUs of pods: first-fit alone would take one 192-vCPU node.
+    let pods: Vec<PodRequest> = (0..137).map(|i| pod(&format!("ns/p{i:03}"), 1000, GI)).collect();
+    let plan = fixture.solve(&pods, &[pool("default")]);
+    assert!(plan.unschedulable.is_empty());
+    let giant = fixture.prices.spot("c6a.48xlarge", &plan.new_nodes[0].zone).expect("price");
+    assert!(plan.total_price_per_hour() < giant, "{} nodes at {}", plan.new_nodes.len(), plan.total_price_per_hour());
+    assert!(plan.new_nodes.iter().all(|n| n.instance_type != "c6a.48xlarge"), "{:?}", plan.new_nodes);
+    assert_eq!(plan.new_nodes.iter().map(|n| n.pods.len()).sum::<usize>(), 137);
+}
+
+#[test]
+fn nodes_do_not_grow_into_types_that_cost_more_per_resource() {
+    // c8i is dearer per vCPU than c6a but has a larger size; growing into it would cost more than more c6a nodes.
+    let fixture = Fixture::new(types_of(&["c6a", "c8i"]));
+    let pods: Vec<PodRequest> = (0..400).map(|i| pod(&format!("ns/p{i:03}"), 1000, GI)).collect();
+    let plan = fixture.solve(&pods, &[pool("default")]);
+    assert!(
+        plan.new_nodes.iter().all(|n| n.instance_type.starts_with("c6a.")),
+        "{:?}",
+        plan.new_nodes.iter().map(|n| &n.instance_type).collect::<Vec<_>>()
+    );
+}
