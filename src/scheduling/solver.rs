@@ -100,12 +100,23 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
     let mut compat_cache: HashMap<(usize, Vec<Requirement>), Option<Compat>> = HashMap::new();
     let mut unschedulable = Vec::new();
 
-    // Largest first (CPU, then memory), the id breaking ties for a deterministic plan.
+    // Pods with topology constraints first, largest (CPU, then memory) first: they decide how many nodes there
+    // are. Then the rest, largest first by their dominant share of the batch's total CPU or memory, so that CPU-
+    // and memory-heavy pods interleave and each node takes the batch's mix. The id breaks ties.
+    let total = input.pods.iter().fold(Resources::ZERO, |sum, p| sum + p.requests);
+    let dominant_share = |p: &PodRequest| {
+        let share = |r: ResourceName| p.requests.get(r) as f64 / total.get(r).max(1) as f64;
+        share(ResourceName::Cpu).max(share(ResourceName::Memory))
+    };
     let mut order: Vec<usize> = (0..input.pods.len()).collect();
     order.sort_by(|&a, &b| {
         let (pa, pb) = (&input.pods[a], &input.pods[b]);
-        let key = |p: &PodRequest| (p.requests.get(ResourceName::Cpu), p.requests.get(ResourceName::Memory));
-        key(pb).cmp(&key(pa)).then_with(|| pa.id.cmp(&pb.id))
+        let (ta, tb) = (!pod_topology[a].is_empty(), !pod_topology[b].is_empty());
+        let size = |p: &PodRequest| (p.requests.get(ResourceName::Cpu), p.requests.get(ResourceName::Memory));
+        tb.cmp(&ta)
+            .then_with(|| if ta && tb { size(pb).cmp(&size(pa)) } else { std::cmp::Ordering::Equal })
+            .then_with(|| dominant_share(pb).total_cmp(&dominant_share(pa)))
+            .then_with(|| pa.id.cmp(&pb.id))
     });
 
     for pod_index in order {
