@@ -5,6 +5,7 @@
 
 pub mod apis;
 pub mod aws;
+pub mod bootstrap;
 pub mod catalog;
 pub mod cli;
 pub mod cloud;

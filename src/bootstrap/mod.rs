@@ -1,0 +1,5 @@
+//! `setup` and `teardown`: the AWS side of a cluster as a list of idempotent steps, each get-or-create or
+//! delete-if-owned. This first part is the pure planning: names within AWS's limits and subnet carving.
+
+pub mod cidr;
+pub mod names;
