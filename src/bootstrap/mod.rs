@@ -1,5 +1,7 @@
 //! `setup` and `teardown`: the AWS side of a cluster as a list of idempotent steps, each get-or-create or
-//! delete-if-owned. This first part is the pure planning: names within AWS's limits and subnet carving.
+//! delete-if-owned. This first part is the pure planning: names within AWS's limits, IAM documents and subnet
+//! carving.
 
 pub mod cidr;
 pub mod names;
+pub mod policies;
