@@ -5,3 +5,5 @@
 pub mod cidr;
 pub mod names;
 pub mod policies;
+pub mod report;
+pub mod setup;

@@ -5,6 +5,7 @@ mod manifests;
 mod max_pods;
 mod output;
 mod plan;
+mod setup;
 mod version;
 
 use clap::{Args, Parser, Subcommand};
@@ -41,6 +42,9 @@ pub enum Command {
     MaxPods(max_pods::MaxPodsArgs),
     /// Which nodes these pods would get, and at what price (offline, from the embedded catalog).
     Plan(plan::PlanArgs),
+    /// Create (or bring up to date) the AWS side of a cluster: IAM, interruption queue and rules, discovery tags,
+    /// subnets. Idempotent.
+    Setup(setup::SetupArgs),
     /// Print the version of nodesmith and of the APIs it serves.
     Version,
 }
@@ -51,6 +55,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
         Command::Plan(args) => output::print(&plan::run(args)?, format, "plan"),
+        Command::Setup(args) => output::print(&setup::run(args, &cli.global).await?, format, "setup"),
         Command::Version => output::print(&version::report(), format, "version"),
     }
 }
@@ -70,4 +75,6 @@ pub enum CliError {
     Cloud(#[from] crate::cloud::error::CloudError),
     #[error(transparent)]
     Manifest(#[from] manifests::ManifestError),
+    #[error(transparent)]
+    Setup(#[from] crate::bootstrap::setup::SetupError),
 }

@@ -1,0 +1,351 @@
+//! IAM: the node role and its instance profile, the controller role (IRSA) and its policies, the OIDC provider,
+//! and the spot service-linked role.
+
+use aws_sdk_iam::types::Tag;
+use serde_json::Value;
+
+use super::{OWNER_TAG, Setup, SetupError};
+use crate::bootstrap::policies::{self, PolicyContext};
+use crate::bootstrap::report::Action;
+use crate::cloud::error::CloudError;
+
+/// AWS managed policies a node needs.
+const NODE_MANAGED_POLICIES: [&str; 4] = [
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEKS_CNI_Policy",
+    "AmazonEC2ContainerRegistryPullOnly",
+    "AmazonSSMManagedInstanceCore",
+];
+const SPOT_SERVICE_LINKED_ROLE: &str = "AWSServiceRoleForEC2Spot";
+
+/// IAM returns policy documents URL-encoded.
+fn decode_document(text: &str) -> Option<Value> {
+    let decoded = percent_encoding::percent_decode_str(text).decode_utf8().ok()?;
+    serde_json::from_str(&decoded).ok()
+}
+
+fn is_no_such_entity<E: aws_sdk_iam::error::ProvideErrorMetadata>(error: &E) -> bool {
+    error.code() == Some("NoSuchEntity")
+}
+
+impl Setup<'_> {
+    fn iam_tags(&self) -> Vec<Tag> {
+        let (key, value) = self.owner();
+        vec![Tag::builder().key(key).value(value).build().expect("key and value are set")]
+    }
+
+    fn owned(&self, tags: &[Tag]) -> bool {
+        tags.iter().any(|t| t.key() == OWNER_TAG && t.value() == self.options.cluster)
+    }
+
+    /// Gets or creates a role with this trust policy; returns its ARN.
+    async fn role(&mut self, name: &str, trust: &Value) -> Result<String, SetupError> {
+        match self.iam.get_role().role_name(name).send().await {
+            Ok(found) => {
+                let role = found.role().ok_or_else(|| CloudError::Call {
+                    action: "iam:GetRole",
+                    message: format!("no role in the answer for {name}"),
+                })?;
+                if !self.owned(role.tags()) {
+                    return Err(SetupError::NotOurs {
+                        kind: "IAM role",
+                        name: name.into(),
+                        cluster: self.options.cluster.clone(),
+                    });
+                }
+                let current = role.assume_role_policy_document().and_then(decode_document);
+                if current.as_ref() == Some(trust) {
+                    self.ledger.record("iam-role", name, Action::Unchanged, 0);
+                } else {
+                    if self.ledger.may_mutate() {
+                        self.iam
+                            .update_assume_role_policy()
+                            .role_name(name)
+                            .policy_document(trust.to_string())
+                            .send()
+                            .await
+                            .map_err(|e| CloudError::from_sdk("iam:UpdateAssumeRolePolicy", Some(name), e))?;
+                    }
+                    self.ledger.record("iam-role", name, Action::Updated, 1);
+                }
+                Ok(role.arn().to_string())
+            }
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {
+                let arn = format!("arn:{}:iam::{}:role/{name}", self.cluster.partition, self.cluster.account_id);
+                if self.ledger.may_mutate() {
+                    let created = self
+                        .iam
+                        .create_role()
+                        .role_name(name)
+                        .assume_role_policy_document(trust.to_string())
+                        .description(format!("nodesmith, EKS cluster {}", self.options.cluster))
+                        .set_tags(Some(self.iam_tags()))
+                        .send()
+                        .await
+                        .map_err(|e| CloudError::from_sdk("iam:CreateRole", Some(name), e))?;
+                    self.ledger.record("iam-role", name, Action::Created, 1);
+                    return Ok(created.role().map_or(arn, |r| r.arn().to_string()));
+                }
+                self.ledger.record("iam-role", name, Action::Created, 1);
+                Ok(arn)
+            }
+            Err(error) => Err(CloudError::from_sdk("iam:GetRole", Some(name), error).into()),
+        }
+    }
+
+    /// Attaches each policy ARN the role lacks.
+    async fn attach(&mut self, role: &str, policy_arns: &[String]) -> Result<(), SetupError> {
+        let attached: Vec<String> = if self.role_exists(role) {
+            self.iam
+                .list_attached_role_policies()
+                .role_name(role)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("iam:ListAttachedRolePolicies", Some(role), e))?
+                .attached_policies()
+                .iter()
+                .filter_map(|p| p.policy_arn().map(str::to_string))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for arn in policy_arns {
+            let id = format!("{role} <- {arn}");
+            if attached.contains(arn) {
+                self.ledger.record("iam-role-policy-attachment", id, Action::Unchanged, 0);
+                continue;
+            }
+            if self.ledger.may_mutate() {
+                self.iam
+                    .attach_role_policy()
+                    .role_name(role)
+                    .policy_arn(arn)
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("iam:AttachRolePolicy", Some(role), e))?;
+            }
+            self.ledger.record("iam-role-policy-attachment", id, Action::Created, 1);
+        }
+        Ok(())
+    }
+
+    /// In a dry run a role planned for creation does not exist yet.
+    fn role_exists(&self, role: &str) -> bool {
+        !(self.ledger.dry_run
+            && self
+                .ledger
+                .resources
+                .iter()
+                .any(|r| r.kind == "iam-role" && r.id == role && r.action == Action::Created))
+    }
+
+    pub(super) async fn node_role(&mut self) -> Result<String, SetupError> {
+        let name = self.names.node_role.clone();
+        let arn = self.role(&name, &policies::node_trust_policy()).await?;
+        let partition = self.cluster.partition.clone();
+        let managed: Vec<String> =
+            NODE_MANAGED_POLICIES.iter().map(|p| format!("arn:{partition}:iam::aws:policy/{p}")).collect();
+        self.attach(&name, &managed).await?;
+        Ok(arn)
+    }
+
+    pub(super) async fn instance_profile(&mut self) -> Result<(), SetupError> {
+        let name = self.names.instance_profile.clone();
+        let role = self.names.node_role.clone();
+        let roles: Vec<String> = match self.iam.get_instance_profile().instance_profile_name(&name).send().await {
+            Ok(found) => {
+                let profile = found.instance_profile();
+                if !profile.is_some_and(|p| self.owned(p.tags())) {
+                    return Err(SetupError::NotOurs {
+                        kind: "instance profile",
+                        name,
+                        cluster: self.options.cluster.clone(),
+                    });
+                }
+                self.ledger.record("iam-instance-profile", &name, Action::Unchanged, 0);
+                profile.map(|p| p.roles().iter().map(|r| r.role_name().to_string()).collect()).unwrap_or_default()
+            }
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {
+                if self.ledger.may_mutate() {
+                    self.iam
+                        .create_instance_profile()
+                        .instance_profile_name(&name)
+                        .set_tags(Some(self.iam_tags()))
+                        .send()
+                        .await
+                        .map_err(|e| CloudError::from_sdk("iam:CreateInstanceProfile", Some(&name), e))?;
+                }
+                self.ledger.record("iam-instance-profile", &name, Action::Created, 1);
+                Vec::new()
+            }
+            Err(error) => return Err(CloudError::from_sdk("iam:GetInstanceProfile", Some(&name), error).into()),
+        };
+        if !roles.contains(&role) {
+            if self.ledger.may_mutate() {
+                self.iam
+                    .add_role_to_instance_profile()
+                    .instance_profile_name(&name)
+                    .role_name(&role)
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("iam:AddRoleToInstanceProfile", Some(&name), e))?;
+            }
+            self.ledger.record("iam-instance-profile-role", format!("{name} <- {role}"), Action::Created, 1);
+        }
+        Ok(())
+    }
+
+    /// The controller's role, trusted through the cluster's OIDC provider (created if absent). Returns its name.
+    pub(super) async fn controller_role(&mut self) -> Result<String, SetupError> {
+        let issuer = self.cluster.oidc_issuer.clone().ok_or_else(|| SetupError::Incomplete {
+            cluster: self.options.cluster.clone(),
+            what: "OIDC issuer (IRSA needs one)",
+        })?;
+        let provider_arn = self.oidc_provider(&issuer).await?;
+        let trust =
+            policies::irsa_trust_policy(&provider_arn, &issuer, &self.options.namespace, &self.options.service_account);
+        let name = self.names.controller_role.clone();
+        self.role(&name, &trust).await?;
+        Ok(name)
+    }
+
+    async fn oidc_provider(&mut self, issuer: &str) -> Result<String, SetupError> {
+        let host_path = issuer.trim_start_matches("https://");
+        let arn = format!("arn:{}:iam::{}:oidc-provider/{host_path}", self.cluster.partition, self.cluster.account_id);
+        let listed = self
+            .iam
+            .list_open_id_connect_providers()
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("iam:ListOpenIDConnectProviders", None, e))?;
+        if listed.open_id_connect_provider_list().iter().any(|p| p.arn() == Some(arn.as_str())) {
+            self.ledger.record("iam-oidc-provider", &arn, Action::Unchanged, 0);
+            return Ok(arn);
+        }
+        if self.ledger.may_mutate() {
+            self.iam
+                .create_open_id_connect_provider()
+                .url(issuer)
+                .client_id_list("sts.amazonaws.com")
+                .set_tags(Some(self.iam_tags()))
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("iam:CreateOpenIDConnectProvider", Some(issuer), e))?;
+        }
+        self.ledger.record("iam-oidc-provider", &arn, Action::Created, 1);
+        Ok(arn)
+    }
+
+    /// The controller's permissions as customer managed policies (as many as the size limit needs), attached to
+    /// its role.
+    pub(super) async fn controller_policies(
+        &mut self,
+        role: &str,
+        node_role_arn: &str,
+        queue_arn: &str,
+    ) -> Result<(), SetupError> {
+        let context = PolicyContext {
+            partition: self.cluster.partition.clone(),
+            region: self.cluster.region.clone(),
+            account_id: self.cluster.account_id.clone(),
+            cluster: self.options.cluster.clone(),
+            node_role_arn: node_role_arn.to_string(),
+            queue_arn: queue_arn.to_string(),
+        };
+        let mut arns = Vec::new();
+        for (part, document) in policies::controller_policies(&context).iter().enumerate() {
+            let name = self.names.controller_policy(part + 1);
+            let arn = format!("arn:{}:iam::{}:policy/{name}", self.cluster.partition, self.cluster.account_id);
+            self.managed_policy(&name, &arn, document).await?;
+            arns.push(arn);
+        }
+        self.attach(role, &arns).await
+    }
+
+    async fn managed_policy(&mut self, name: &str, arn: &str, document: &Value) -> Result<(), SetupError> {
+        let found = match self.iam.get_policy().policy_arn(arn).send().await {
+            Ok(found) => found.policy,
+            Err(error) if error.as_service_error().is_some_and(is_no_such_entity) => None,
+            Err(error) => return Err(CloudError::from_sdk("iam:GetPolicy", Some(arn), error).into()),
+        };
+        let Some(policy) = found else {
+            if self.ledger.may_mutate() {
+                self.iam
+                    .create_policy()
+                    .policy_name(name)
+                    .policy_document(document.to_string())
+                    .description(format!("nodesmith controller, EKS cluster {}", self.options.cluster))
+                    .set_tags(Some(self.iam_tags()))
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("iam:CreatePolicy", Some(name), e))?;
+            }
+            self.ledger.record("iam-policy", name, Action::Created, 1);
+            return Ok(());
+        };
+        if !self.owned(policy.tags()) {
+            return Err(SetupError::NotOurs {
+                kind: "IAM policy",
+                name: name.into(),
+                cluster: self.options.cluster.clone(),
+            });
+        }
+        let version = policy.default_version_id().unwrap_or("v1");
+        let current = self
+            .iam
+            .get_policy_version()
+            .policy_arn(arn)
+            .version_id(version)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("iam:GetPolicyVersion", Some(arn), e))?
+            .policy_version
+            .and_then(|v| v.document)
+            .and_then(|d| decode_document(&d));
+        if current.as_ref() == Some(document) {
+            self.ledger.record("iam-policy", name, Action::Unchanged, 0);
+            return Ok(());
+        }
+        if self.ledger.may_mutate() {
+            self.iam
+                .create_policy_version()
+                .policy_arn(arn)
+                .policy_document(document.to_string())
+                .set_as_default(true)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("iam:CreatePolicyVersion", Some(arn), e))?;
+        }
+        self.ledger.record("iam-policy", name, Action::Updated, 1);
+        Ok(())
+    }
+
+    /// EC2 needs this role once per account to launch spot instances; it may exist already, made by anyone.
+    pub(super) async fn spot_service_linked_role(&mut self) -> Result<(), SetupError> {
+        match self.iam.get_role().role_name(SPOT_SERVICE_LINKED_ROLE).send().await {
+            Ok(_) => {
+                self.ledger.record("iam-service-linked-role", SPOT_SERVICE_LINKED_ROLE, Action::Unchanged, 0);
+                return Ok(());
+            }
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {}
+            Err(error) => return Err(CloudError::from_sdk("iam:GetRole", Some(SPOT_SERVICE_LINKED_ROLE), error).into()),
+        }
+        if self.ledger.may_mutate() {
+            let created = self.iam.create_service_linked_role().aws_service_name("spot.amazonaws.com").send().await;
+            if let Err(error) = created {
+                // Made meanwhile by someone else: what we wanted.
+                let taken = error
+                    .as_service_error()
+                    .and_then(|e| aws_sdk_iam::error::ProvideErrorMetadata::message(e))
+                    .is_some_and(|m| m.contains("taken") || m.contains("exists"));
+                if !taken {
+                    return Err(
+                        CloudError::from_sdk("iam:CreateServiceLinkedRole", Some("spot.amazonaws.com"), error).into()
+                    );
+                }
+            }
+        }
+        self.ledger.record("iam-service-linked-role", SPOT_SERVICE_LINKED_ROLE, Action::Created, 1);
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! `nodesmith setup`: reads the cluster, then gets or creates, step by step, the AWS side the controller needs.
+//! Every step looks before it writes, so a second run makes no mutating call.
+
+mod iam;
+mod network;
+mod queue;
+
+use aws_sdk_ec2::types::Tag as Ec2Tag;
+
+use super::names::ClusterNames;
+use super::report::Ledger;
+use crate::cloud::error::CloudError;
+
+/// Every resource setup creates carries this tag with the cluster's name: teardown needs no state file.
+pub const OWNER_TAG: &str = "nodesmith.io/cluster";
+pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
+/// Put beside a discovery tag setup added, so teardown removes only the tags it added.
+pub const DISCOVERY_SET_BY_TAG: &str = "nodesmith.io/discovery-set-by";
+
+#[derive(Debug, Clone)]
+pub enum DiscoveryValue {
+    /// The cluster's name.
+    Cluster,
+    /// The VPC's `Name` tag.
+    Vpc,
+    Explicit(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SetupOptions {
+    pub cluster: String,
+    /// The controller's ServiceAccount, trusted through IRSA.
+    pub namespace: String,
+    pub service_account: String,
+    pub discovery: DiscoveryValue,
+    /// Prefix length of one new subnet per zone, if any.
+    pub create_subnets: Option<u8>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("EKS cluster {cluster:?} was not found in {region}: check --cluster and --region")]
+    ClusterNotFound { cluster: String, region: String },
+    #[error(
+        "the VPC {vpc} of cluster {cluster} has no Name tag to use as the discovery value: tag it, or pass \
+         --discovery-value (or --discovery-scope cluster)"
+    )]
+    VpcWithoutName { vpc: String, cluster: String },
+    #[error(
+        "{kind} {name} exists but was not made by nodesmith for cluster {cluster} (no {OWNER_TAG}={cluster} tag): \
+         delete or rename it, or use another cluster name"
+    )]
+    NotOurs { kind: &'static str, name: String, cluster: String },
+    #[error(
+        "{resource} already has {DISCOVERY_TAG}={existing}, not {wanted}: another cluster discovers it; pass --discovery-value {existing} to share it"
+    )]
+    DiscoveryConflict { resource: String, existing: String, wanted: String },
+    #[error(
+        "no free /{prefix} is left in VPC {vpc} for {zone}; free ranges: {free}. Add a secondary CIDR block to the VPC or ask for smaller subnets"
+    )]
+    NoRoomForSubnet { prefix: u8, vpc: String, zone: String, free: String },
+    #[error("cluster {cluster} reports no {what}")]
+    Incomplete { cluster: String, what: &'static str },
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+}
+
+/// What setup learns from DescribeCluster.
+#[derive(Debug, Clone)]
+pub struct ClusterInfo {
+    pub name: String,
+    pub arn: String,
+    pub partition: String,
+    pub region: String,
+    pub account_id: String,
+    pub endpoint: String,
+    pub version: String,
+    pub vpc_id: String,
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    pub oidc_issuer: Option<String>,
+}
+
+/// The clients and facts every step shares.
+pub struct Setup<'a> {
+    pub options: &'a SetupOptions,
+    pub cluster: ClusterInfo,
+    pub names: ClusterNames,
+    pub ec2: aws_sdk_ec2::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub events: aws_sdk_eventbridge::Client,
+    pub ledger: Ledger,
+}
+
+/// Runs every step in order and returns what each did.
+pub async fn run(sdk: &aws_config::SdkConfig, options: &SetupOptions) -> Result<Ledger, SetupError> {
+    let cluster = describe_cluster(&aws_sdk_eks::Client::new(sdk), &options.cluster, sdk).await?;
+    let mut setup = Setup {
+        options,
+        names: ClusterNames::for_cluster(&options.cluster),
+        cluster,
+        ec2: aws_sdk_ec2::Client::new(sdk),
+        iam: aws_sdk_iam::Client::new(sdk),
+        sqs: aws_sdk_sqs::Client::new(sdk),
+        events: aws_sdk_eventbridge::Client::new(sdk),
+        ledger: Ledger::new(options.dry_run),
+    };
+    let node_role_arn = setup.node_role().await?;
+    setup.instance_profile().await?;
+    let controller_role = setup.controller_role().await?;
+    let queue_arn = setup.interruption_queue().await?;
+    setup.controller_policies(&controller_role, &node_role_arn, &queue_arn).await?;
+    setup.interruption_rules(&queue_arn).await?;
+    setup.spot_service_linked_role().await?;
+    let discovery_value = setup.discovery_value().await?;
+    setup.discovery_tags(&discovery_value).await?;
+    if let Some(prefix) = options.create_subnets {
+        setup.subnets(prefix, &discovery_value).await?;
+    }
+    Ok(setup.ledger)
+}
+
+async fn describe_cluster(
+    eks: &aws_sdk_eks::Client,
+    name: &str,
+    sdk: &aws_config::SdkConfig,
+) -> Result<ClusterInfo, SetupError> {
+    let region = sdk.region().map(ToString::to_string).unwrap_or_default();
+    let described = match eks.describe_cluster().name(name).send().await {
+        Ok(described) => described,
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+            return Err(SetupError::ClusterNotFound { cluster: name.to_string(), region });
+        }
+        Err(error) => return Err(CloudError::from_sdk("eks:DescribeCluster", Some(name), error).into()),
+    };
+    let incomplete = |what| SetupError::Incomplete { cluster: name.to_string(), what };
+    let cluster = described.cluster.ok_or_else(|| incomplete("cluster"))?;
+    let arn = cluster.arn().ok_or_else(|| incomplete("ARN"))?.to_string();
+    // arn:<partition>:eks:<region>:<account>:cluster/<name>
+    let parts: Vec<&str> = arn.split(':').collect();
+    let vpc = cluster.resources_vpc_config().ok_or_else(|| incomplete("VPC configuration"))?;
+    let mut security_group_ids: Vec<String> = vpc.security_group_ids().to_vec();
+    if let Some(cluster_sg) = vpc.cluster_security_group_id() {
+        security_group_ids.push(cluster_sg.to_string());
+    }
+    Ok(ClusterInfo {
+        name: name.to_string(),
+        partition: parts.get(1).copied().unwrap_or("aws").to_string(),
+        region: parts.get(3).map_or(region, |r| r.to_string()),
+        account_id: parts.get(4).copied().unwrap_or_default().to_string(),
+        arn: arn.clone(),
+        endpoint: cluster.endpoint().unwrap_or_default().to_string(),
+        version: cluster.version().unwrap_or_default().to_string(),
+        vpc_id: vpc.vpc_id().ok_or_else(|| incomplete("VPC"))?.to_string(),
+        subnet_ids: vpc.subnet_ids().to_vec(),
+        security_group_ids,
+        oidc_issuer: cluster.identity().and_then(|i| i.oidc()).and_then(|o| o.issuer()).map(str::to_string),
+    })
+}
+
+impl Setup<'_> {
+    fn owner(&self) -> (String, String) {
+        (OWNER_TAG.to_string(), self.options.cluster.clone())
+    }
+
+    fn ec2_owner_tag(&self) -> Ec2Tag {
+        Ec2Tag::builder().key(OWNER_TAG).value(&self.options.cluster).build()
+    }
+}

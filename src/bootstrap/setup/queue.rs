@@ -1,0 +1,244 @@
+//! The interruption queue and the EventBridge rules that feed it.
+
+use std::collections::HashMap;
+
+use aws_sdk_eventbridge::types::{Tag as RuleTag, Target};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::{Value, json};
+
+use super::{OWNER_TAG, Setup, SetupError};
+use crate::bootstrap::report::Action;
+use crate::cloud::error::CloudError;
+
+/// Messages older than the spot warning's two minutes are of no use; five minutes leaves room for retries.
+const RETENTION_SECONDS: &str = "300";
+const TARGET_ID: &str = "nodesmith-interruption-queue";
+
+/// (rule kind, source, detail type) of every event the controller handles.
+pub const INTERRUPTION_EVENTS: [(&str, &str, &str); 5] = [
+    ("scheduled-change", "aws.health", "AWS Health Event"),
+    ("spot-interruption", "aws.ec2", "EC2 Spot Instance Interruption Warning"),
+    ("rebalance", "aws.ec2", "EC2 Instance Rebalance Recommendation"),
+    ("instance-state-change", "aws.ec2", "EC2 Instance State-change Notification"),
+    ("capacity-reservation-interruption", "aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"),
+];
+
+/// Lets EventBridge (and SQS itself) send, and refuses anything not over TLS.
+pub fn queue_policy(queue_arn: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Id": "nodesmith-interruption-queue",
+        "Statement": [
+            {
+                "Sid": "AllowEventBridgeAndSqs",
+                "Effect": "Allow",
+                "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn
+            },
+            {
+                "Sid": "DenyHTTP",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:*",
+                "Resource": queue_arn,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+            }
+        ]
+    })
+}
+
+pub fn event_pattern(source: &str, detail_type: &str) -> Value {
+    json!({"source": [source], "detail-type": [detail_type]})
+}
+
+impl Setup<'_> {
+    fn queue_attributes(&self, queue_arn: &str) -> HashMap<QueueAttributeName, String> {
+        HashMap::from([
+            (QueueAttributeName::MessageRetentionPeriod, RETENTION_SECONDS.to_string()),
+            (QueueAttributeName::SqsManagedSseEnabled, "true".to_string()),
+            (QueueAttributeName::Policy, queue_policy(queue_arn).to_string()),
+        ])
+    }
+
+    /// Gets or creates the queue and brings its attributes to what they should be; returns its ARN.
+    pub(super) async fn interruption_queue(&mut self) -> Result<String, SetupError> {
+        let name = self.names.queue.clone();
+        let arn =
+            format!("arn:{}:sqs:{}:{}:{name}", self.cluster.partition, self.cluster.region, self.cluster.account_id);
+        let wanted = self.queue_attributes(&arn);
+        let url = match self.sqs.get_queue_url().queue_name(&name).send().await {
+            Ok(found) => found.queue_url,
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_queue_does_not_exist()) => None,
+            Err(error) => return Err(CloudError::from_sdk("sqs:GetQueueUrl", Some(&name), error).into()),
+        };
+        let Some(url) = url else {
+            if self.ledger.may_mutate() {
+                self.sqs
+                    .create_queue()
+                    .queue_name(&name)
+                    .set_attributes(Some(wanted))
+                    .tags(OWNER_TAG, &self.options.cluster)
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("sqs:CreateQueue", Some(&name), e))?;
+            }
+            self.ledger.record("sqs-queue", &name, Action::Created, 1);
+            return Ok(arn);
+        };
+        let tags = self
+            .sqs
+            .list_queue_tags()
+            .queue_url(&url)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("sqs:ListQueueTags", Some(&name), e))?;
+        if tags.tags().and_then(|t| t.get(OWNER_TAG)) != Some(&self.options.cluster) {
+            return Err(SetupError::NotOurs { kind: "SQS queue", name, cluster: self.options.cluster.clone() });
+        }
+        let current = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("sqs:GetQueueAttributes", Some(&name), e))?
+            .attributes
+            .unwrap_or_default();
+        let differs = wanted.iter().any(|(key, value)| match (key, current.get(key)) {
+            // Policies are compared as JSON: the service may reformat them.
+            (QueueAttributeName::Policy, Some(have)) => {
+                serde_json::from_str::<Value>(have).ok() != serde_json::from_str::<Value>(value).ok()
+            }
+            (_, have) => have != Some(value),
+        });
+        if differs {
+            if self.ledger.may_mutate() {
+                self.sqs
+                    .set_queue_attributes()
+                    .queue_url(&url)
+                    .set_attributes(Some(wanted))
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("sqs:SetQueueAttributes", Some(&name), e))?;
+            }
+            self.ledger.record("sqs-queue", &name, Action::Updated, 1);
+        } else {
+            self.ledger.record("sqs-queue", &name, Action::Unchanged, 0);
+        }
+        Ok(arn)
+    }
+
+    /// One rule per kind of interruption event, each targeting the queue.
+    pub(super) async fn interruption_rules(&mut self, queue_arn: &str) -> Result<(), SetupError> {
+        for (kind, source, detail_type) in INTERRUPTION_EVENTS {
+            let name = self.names.rule(kind);
+            let pattern = event_pattern(source, detail_type);
+            let current = match self.events.describe_rule().name(&name).send().await {
+                Ok(found) => Some(found),
+                Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => None,
+                Err(error) => return Err(CloudError::from_sdk("events:DescribeRule", Some(&name), error).into()),
+            };
+            match current {
+                None => {
+                    if self.ledger.may_mutate() {
+                        self.events
+                            .put_rule()
+                            .name(&name)
+                            .event_pattern(pattern.to_string())
+                            .description(format!(
+                                "nodesmith: {detail_type} to the interruption queue of {}",
+                                self.options.cluster
+                            ))
+                            .tags(
+                                RuleTag::builder().key(OWNER_TAG).value(&self.options.cluster).build().map_err(
+                                    |e| CloudError::Call { action: "events:PutRule", message: e.to_string() },
+                                )?,
+                            )
+                            .send()
+                            .await
+                            .map_err(|e| CloudError::from_sdk("events:PutRule", Some(&name), e))?;
+                    }
+                    self.ledger.record("eventbridge-rule", &name, Action::Created, 1);
+                }
+                Some(found) => {
+                    let arn = found.arn().unwrap_or_default().to_string();
+                    let tags = self
+                        .events
+                        .list_tags_for_resource()
+                        .resource_arn(&arn)
+                        .send()
+                        .await
+                        .map_err(|e| CloudError::from_sdk("events:ListTagsForResource", Some(&name), e))?;
+                    if !tags.tags().iter().any(|t| t.key() == OWNER_TAG && t.value() == self.options.cluster) {
+                        return Err(SetupError::NotOurs {
+                            kind: "EventBridge rule",
+                            name,
+                            cluster: self.options.cluster.clone(),
+                        });
+                    }
+                    let have: Option<Value> = found.event_pattern().and_then(|p| serde_json::from_str(p).ok());
+                    if have.as_ref() == Some(&pattern) {
+                        self.ledger.record("eventbridge-rule", &name, Action::Unchanged, 0);
+                    } else {
+                        if self.ledger.may_mutate() {
+                            self.events
+                                .put_rule()
+                                .name(&name)
+                                .event_pattern(pattern.to_string())
+                                .send()
+                                .await
+                                .map_err(|e| CloudError::from_sdk("events:PutRule", Some(&name), e))?;
+                        }
+                        self.ledger.record("eventbridge-rule", &name, Action::Updated, 1);
+                    }
+                }
+            }
+            self.rule_target(&name, queue_arn).await?;
+        }
+        Ok(())
+    }
+
+    async fn rule_target(&mut self, rule: &str, queue_arn: &str) -> Result<(), SetupError> {
+        let planned_only = self.ledger.dry_run
+            && self
+                .ledger
+                .resources
+                .iter()
+                .any(|r| r.kind == "eventbridge-rule" && r.id == rule && r.action == Action::Created);
+        let targets = if planned_only {
+            Vec::new()
+        } else {
+            self.events
+                .list_targets_by_rule()
+                .rule(rule)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("events:ListTargetsByRule", Some(rule), e))?
+                .targets
+                .unwrap_or_default()
+        };
+        let id = format!("{rule} -> {queue_arn}");
+        if targets.iter().any(|t| t.id() == TARGET_ID && t.arn() == queue_arn) {
+            self.ledger.record("eventbridge-target", id, Action::Unchanged, 0);
+            return Ok(());
+        }
+        if self.ledger.may_mutate() {
+            let target = Target::builder()
+                .id(TARGET_ID)
+                .arn(queue_arn)
+                .build()
+                .map_err(|e| CloudError::Call { action: "events:PutTargets", message: e.to_string() })?;
+            self.events
+                .put_targets()
+                .rule(rule)
+                .targets(target)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("events:PutTargets", Some(rule), e))?;
+        }
+        self.ledger.record("eventbridge-target", id, Action::Created, 1);
+        Ok(())
+    }
+}

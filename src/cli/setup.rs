@@ -1,0 +1,75 @@
+//! `nodesmith setup`: the whole AWS side of a cluster, idempotently.
+
+use clap::{Args, ValueEnum};
+
+use super::output::table;
+use super::{CliError, GlobalArgs, Report};
+use crate::bootstrap::report::Ledger;
+use crate::bootstrap::setup::{self, DiscoveryValue, SetupOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiscoveryScope {
+    /// `karpenter.sh/discovery=<cluster name>`.
+    Cluster,
+    /// `karpenter.sh/discovery=<the VPC's Name tag>`, for several clusters sharing one VPC's subnets.
+    Vpc,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// The EKS cluster.
+    #[arg(long)]
+    pub cluster: String,
+    /// Namespace of the controller's ServiceAccount (trusted through IRSA).
+    #[arg(long, default_value = "nodesmith")]
+    pub namespace: String,
+    /// The controller's ServiceAccount.
+    #[arg(long, default_value = "nodesmith")]
+    pub service_account: String,
+    /// What the discovery tag's value is.
+    #[arg(long, value_enum, default_value_t = DiscoveryScope::Cluster)]
+    pub discovery_scope: DiscoveryScope,
+    /// An explicit discovery tag value (overrides --discovery-scope).
+    #[arg(long)]
+    pub discovery_value: Option<String>,
+    /// Create one subnet of this prefix length (e.g. 22) per zone from the VPC's free space.
+    #[arg(long, value_name = "PREFIX", value_parser = clap::value_parser!(u8).range(16..=28))]
+    pub create_subnets: Option<u8>,
+    /// Show what would change, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn run(args: &SetupArgs, global: &GlobalArgs) -> Result<Ledger, CliError> {
+    let sdk = crate::aws::sdk_config(global.region.as_deref()).await;
+    let options = SetupOptions {
+        cluster: args.cluster.clone(),
+        namespace: args.namespace.clone(),
+        service_account: args.service_account.clone(),
+        discovery: match (&args.discovery_value, args.discovery_scope) {
+            (Some(value), _) => DiscoveryValue::Explicit(value.clone()),
+            (None, DiscoveryScope::Cluster) => DiscoveryValue::Cluster,
+            (None, DiscoveryScope::Vpc) => DiscoveryValue::Vpc,
+        },
+        create_subnets: args.create_subnets,
+        dry_run: args.dry_run,
+    };
+    Ok(setup::run(&sdk, &options).await?)
+}
+
+impl Report for Ledger {
+    fn human(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .resources
+            .iter()
+            .map(|r| {
+                let action = serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_string));
+                vec![r.kind.to_string(), r.id.clone(), action.unwrap_or_default(), r.note.clone().unwrap_or_default()]
+            })
+            .collect();
+        let mut out = table(&["KIND", "ID", "ACTION", "NOTE"], &rows);
+        let verb = if self.dry_run { "would make" } else { "made" };
+        out += &format!("\n{verb} {} mutating call{}\n", self.changes, if self.changes == 1 { "" } else { "s" });
+        out
+    }
+}
