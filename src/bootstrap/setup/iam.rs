@@ -17,6 +17,7 @@ const NODE_MANAGED_POLICIES: [&str; 4] = [
     "AmazonSSMManagedInstanceCore",
 ];
 const SPOT_SERVICE_LINKED_ROLE: &str = "AWSServiceRoleForEC2Spot";
+const SPOT_SERVICE_LINKED_ROLE_PATH: &str = "/aws-service-role/spot.amazonaws.com/";
 
 /// IAM returns policy documents URL-encoded.
 fn decode_document(text: &str) -> Option<Value> {
@@ -322,13 +323,17 @@ impl Setup<'_> {
 
     /// EC2 needs this role once per account to launch spot instances; it may exist already, made by anyone.
     pub(super) async fn spot_service_linked_role(&mut self) -> Result<(), SetupError> {
-        match self.iam.get_role().role_name(SPOT_SERVICE_LINKED_ROLE).send().await {
-            Ok(_) => {
-                self.ledger.record("iam-service-linked-role", SPOT_SERVICE_LINKED_ROLE, Action::Unchanged, 0);
-                return Ok(());
-            }
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {}
-            Err(error) => return Err(CloudError::from_sdk("iam:GetRole", Some(SPOT_SERVICE_LINKED_ROLE), error).into()),
+        // Found by its path, which names the service, rather than by a name that differs between partitions.
+        let existing = self
+            .iam
+            .list_roles()
+            .path_prefix(SPOT_SERVICE_LINKED_ROLE_PATH)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("iam:ListRoles", Some(SPOT_SERVICE_LINKED_ROLE_PATH), e))?;
+        if let Some(role) = existing.roles().first() {
+            self.ledger.record("iam-service-linked-role", role.role_name(), Action::Unchanged, 0);
+            return Ok(());
         }
         if self.ledger.may_mutate() {
             let created = self.iam.create_service_linked_role().aws_service_name("spot.amazonaws.com").send().await;

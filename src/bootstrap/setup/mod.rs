@@ -96,12 +96,13 @@ pub struct Setup<'a> {
 
 /// Runs every step in order and returns what each did.
 pub async fn run(sdk: &aws_config::SdkConfig, options: &SetupOptions) -> Result<Ledger, SetupError> {
-    let cluster = describe_cluster(&aws_sdk_eks::Client::new(sdk), &options.cluster, sdk).await?;
+    let ec2 = aws_sdk_ec2::Client::new(sdk);
+    let cluster = describe_cluster(&aws_sdk_eks::Client::new(sdk), &ec2, &options.cluster, sdk).await?;
     let mut setup = Setup {
         options,
         names: ClusterNames::for_cluster(&options.cluster),
         cluster,
-        ec2: aws_sdk_ec2::Client::new(sdk),
+        ec2,
         iam: aws_sdk_iam::Client::new(sdk),
         sqs: aws_sdk_sqs::Client::new(sdk),
         events: aws_sdk_eventbridge::Client::new(sdk),
@@ -124,6 +125,7 @@ pub async fn run(sdk: &aws_config::SdkConfig, options: &SetupOptions) -> Result<
 
 async fn describe_cluster(
     eks: &aws_sdk_eks::Client,
+    ec2: &aws_sdk_ec2::Client,
     name: &str,
     sdk: &aws_config::SdkConfig,
 ) -> Result<ClusterInfo, SetupError> {
@@ -153,11 +155,28 @@ async fn describe_cluster(
         arn: arn.clone(),
         endpoint: cluster.endpoint().unwrap_or_default().to_string(),
         version: cluster.version().unwrap_or_default().to_string(),
-        vpc_id: vpc.vpc_id().ok_or_else(|| incomplete("VPC"))?.to_string(),
+        vpc_id: match vpc.vpc_id() {
+            Some(id) => id.to_string(),
+            // Some EKS look-alikes (moto) leave it out: the subnets know.
+            None => vpc_of_subnets(ec2, vpc.subnet_ids()).await?.ok_or_else(|| incomplete("VPC"))?,
+        },
         subnet_ids: vpc.subnet_ids().to_vec(),
         security_group_ids,
         oidc_issuer: cluster.identity().and_then(|i| i.oidc()).and_then(|o| o.issuer()).map(str::to_string),
     })
+}
+
+async fn vpc_of_subnets(ec2: &aws_sdk_ec2::Client, subnet_ids: &[String]) -> Result<Option<String>, SetupError> {
+    if subnet_ids.is_empty() {
+        return Ok(None);
+    }
+    let subnets = ec2
+        .describe_subnets()
+        .set_subnet_ids(Some(subnet_ids.to_vec()))
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("ec2:DescribeSubnets", subnet_ids.first().map(String::as_str), e))?;
+    Ok(subnets.subnets().iter().find_map(|s| s.vpc_id()).map(str::to_string))
 }
 
 impl Setup<'_> {

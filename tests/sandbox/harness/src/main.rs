@@ -4,7 +4,7 @@
 
 mod instance_node;
 mod registrar;
-mod seed;
+
 mod user_data;
 
 use std::time::Duration;
@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let sdk = nodesmith::aws::sdk_config(None).await;
     match cli.command {
         Command::Seed => {
-            let seeded = seed::seed_demo(&sdk, &cli.cluster).await?;
+            let seeded = nodesmith_sandbox::seed::seed_demo(&sdk, &cli.cluster).await?;
             println!("{}", serde_json::to_string_pretty(&seeded)?);
         }
         Command::CatalogSnapshot { out } => {

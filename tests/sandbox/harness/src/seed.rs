@@ -1,25 +1,64 @@
-//! The demo environment of the sandbox contract (DESIGN.md): a VPC named `demo-vpc`, three private /24 subnets
-//! in three zones, a node security group, and an EKS cluster with an OIDC issuer. Every step looks before it
-//! creates, so seeding twice changes nothing.
+//! EKS environments in moto: the sandbox's `demo` one (DESIGN.md: a VPC named `demo-vpc`, three private /24
+//! subnets in three zones, a node security group, an EKS cluster with an OIDC issuer), and the isolated ones tests
+//! make for themselves. Every step looks before it creates, so seeding twice changes nothing.
 
 use anyhow::{Context, Result};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_eks::types::VpcConfigRequest;
 use serde_json::{Value, json};
 
-const VPC_NAME: &str = "demo-vpc";
-const VPC_CIDR: &str = "10.0.0.0/16";
-const PRIVATE_SUBNETS: [(&str, &str); 3] = [("a", "10.0.1.0/24"), ("b", "10.0.2.0/24"), ("c", "10.0.3.0/24")];
 const KUBERNETES_VERSION: &str = "1.36";
 
+/// An EKS cluster and the network it runs in.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub cluster: String,
+    /// The VPC's `Name` tag; None leaves the VPC unnamed.
+    pub vpc_name: Option<String>,
+    pub vpc_cidr: String,
+    /// (zone letter, CIDR) of each private subnet.
+    pub subnets: Vec<(String, String)>,
+}
+
+impl Environment {
+    /// The sandbox's `demo` environment (DESIGN.md's contract), for a cluster of that name.
+    pub fn demo(cluster: &str) -> Self {
+        Self::named(cluster, Some("demo-vpc"))
+    }
+
+    /// The demo's layout (10.0.0.0/16, three /24s), with its own VPC name.
+    pub fn named(cluster: &str, vpc_name: Option<&str>) -> Self {
+        Self {
+            cluster: cluster.to_string(),
+            vpc_name: vpc_name.map(str::to_string),
+            vpc_cidr: "10.0.0.0/16".to_string(),
+            subnets: [("a", "10.0.1.0/24"), ("b", "10.0.2.0/24"), ("c", "10.0.3.0/24")]
+                .iter()
+                .map(|(zone, cidr)| (zone.to_string(), cidr.to_string()))
+                .collect(),
+        }
+    }
+}
+
 pub async fn seed_demo(sdk: &aws_config::SdkConfig, cluster: &str) -> Result<Value> {
+    seed(sdk, &Environment::demo(cluster)).await
+}
+
+/// Creates the environment; returns its ids.
+pub async fn seed(sdk: &aws_config::SdkConfig, env: &Environment) -> Result<Value> {
+    let cluster = env.cluster.as_str();
     let ec2 = aws_sdk_ec2::Client::new(sdk);
     let eks = aws_sdk_eks::Client::new(sdk);
     let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
 
-    let vpc_id = vpc_named(&ec2, VPC_NAME).await?;
+    // An unnamed VPC is found by a tag naming its cluster instead.
+    let (key, value) = match &env.vpc_name {
+        Some(name) => ("Name", name.clone()),
+        None => ("sandbox.nodesmith.dev/vpc-of", cluster.to_string()),
+    };
+    let vpc_id = vpc_tagged(&ec2, key, &value, &env.vpc_cidr).await?;
     let mut subnet_ids = Vec::new();
-    for (zone_letter, cidr) in PRIVATE_SUBNETS {
+    for (zone_letter, cidr) in &env.subnets {
         let zone = format!("{region}{zone_letter}");
         subnet_ids.push(subnet(&ec2, &vpc_id, &zone, cidr).await?);
     }
@@ -46,18 +85,18 @@ fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 
-async fn vpc_named(ec2: &aws_sdk_ec2::Client, name: &str) -> Result<String> {
-    let found = ec2.describe_vpcs().filters(filter("tag:Name", name)).send().await?;
+async fn vpc_tagged(ec2: &aws_sdk_ec2::Client, key: &str, value: &str, cidr: &str) -> Result<String> {
+    let found = ec2.describe_vpcs().filters(filter(&format!("tag:{key}"), value)).send().await?;
     if let Some(id) = found.vpcs().iter().find_map(|v| v.vpc_id()) {
         return Ok(id.to_string());
     }
     let created = ec2
         .create_vpc()
-        .cidr_block(VPC_CIDR)
-        .tag_specifications(tags(ResourceType::Vpc, &[("Name", name)]))
+        .cidr_block(cidr)
+        .tag_specifications(tags(ResourceType::Vpc, &[(key, value)]))
         .send()
         .await
-        .context("creating the demo VPC")?;
+        .context("creating the VPC")?;
     created.vpc().and_then(|v| v.vpc_id()).map(str::to_string).context("CreateVpc returned no id")
 }
 

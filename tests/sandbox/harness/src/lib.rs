@@ -1,0 +1,4 @@
+//! The sandbox harness as a library, for tests that need environments of their own.
+#![forbid(unsafe_code)]
+
+pub mod seed;

@@ -1,0 +1,233 @@
+//! `nodesmith setup` against the sandbox's AWS (moto): each resource checked through the AWS API, not through
+//! setup's own report. Needs `make sandbox-up` (run by `make test`).
+
+mod support;
+
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use aws_sdk_sqs::types::QueueAttributeName;
+use nodesmith::bootstrap::cidr::Ipv4Block;
+use nodesmith::bootstrap::policies::MANAGED_POLICY_MAX_CHARS;
+use nodesmith::bootstrap::setup::{self, DiscoveryValue, SetupError, SetupOptions};
+use nodesmith_sandbox::seed::{Environment, seed};
+use serde_json::Value;
+use support::{Sandbox, unique_name};
+
+fn options(cluster: &str) -> SetupOptions {
+    SetupOptions {
+        cluster: cluster.to_string(),
+        namespace: "nodesmith".into(),
+        service_account: "nodesmith".into(),
+        discovery: DiscoveryValue::Cluster,
+        create_subnets: Some(22),
+        dry_run: false,
+    }
+}
+
+fn decode(document: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&percent_encoding::percent_decode_str(document).decode_utf8()?)?)
+}
+
+fn tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
+    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_fresh_setup_creates_everything_and_a_second_run_changes_nothing() -> Result<()> {
+    let sandbox = Sandbox::connect().await?;
+    let cluster = unique_name("setup");
+    let seeded = seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
+    let ledger = setup::run(&sandbox.sdk, &options(&cluster)).await?;
+    assert!(ledger.changes > 20, "{} changes", ledger.changes);
+
+    let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
+    // Node role: trusted by EC2, the four managed policies, in an instance profile; all tagged as ours.
+    let node_role = iam.get_role().role_name(format!("nodesmith-node-{cluster}")).send().await?.role.context("role")?;
+    let trust = decode(node_role.assume_role_policy_document().context("trust")?)?;
+    assert_eq!(trust["Statement"][0]["Principal"]["Service"], "ec2.amazonaws.com");
+    assert!(node_role.tags().iter().any(|t| t.key() == "nodesmith.io/cluster" && t.value() == cluster));
+    let attached = iam.list_attached_role_policies().role_name(node_role.role_name()).send().await?;
+    let mut names: Vec<&str> = attached.attached_policies().iter().filter_map(|p| p.policy_name()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "AmazonEC2ContainerRegistryPullOnly",
+            "AmazonEKSWorkerNodePolicy",
+            "AmazonEKS_CNI_Policy",
+            "AmazonSSMManagedInstanceCore"
+        ]
+    );
+    let profile = iam.get_instance_profile().instance_profile_name(format!("nodesmith-node-{cluster}")).send().await?;
+    assert_eq!(profile.instance_profile().context("profile")?.roles()[0].role_name(), node_role.role_name());
+
+    // Controller role: IRSA for nodesmith/nodesmith through the cluster's issuer, with its scoped policies.
+    let issuer =
+        seeded["cluster"]["oidc_issuer"].as_str().context("issuer")?.trim_start_matches("https://").to_string();
+    let controller =
+        iam.get_role().role_name(format!("nodesmith-controller-{cluster}")).send().await?.role.context("role")?;
+    let trust = decode(controller.assume_role_policy_document().context("trust")?)?;
+    assert_eq!(
+        trust["Statement"][0]["Condition"]["StringEquals"][format!("{issuer}:sub")],
+        "system:serviceaccount:nodesmith:nodesmith"
+    );
+    let providers = iam.list_open_id_connect_providers().send().await?;
+    assert!(providers.open_id_connect_provider_list().iter().any(|p| p.arn().is_some_and(|a| a.ends_with(&issuer))));
+    let attached = iam.list_attached_role_policies().role_name(controller.role_name()).send().await?;
+    assert!(!attached.attached_policies().is_empty());
+    for policy in attached.attached_policies() {
+        let arn = policy.policy_arn().context("arn")?;
+        let version = iam
+            .get_policy()
+            .policy_arn(arn)
+            .send()
+            .await?
+            .policy
+            .and_then(|p| p.default_version_id)
+            .context("version")?;
+        let document = iam.get_policy_version().policy_arn(arn).version_id(version).send().await?;
+        let document = decode(document.policy_version().and_then(|v| v.document()).context("document")?)?;
+        assert!(document.to_string().len() <= MANAGED_POLICY_MAX_CHARS);
+        assert!(document.to_string().contains(&format!("kubernetes.io/cluster/{cluster}")));
+    }
+
+    // Queue: 300 s retention, SQS-managed encryption, TLS only.
+    let sqs = aws_sdk_sqs::Client::new(&sandbox.sdk);
+    let url = sqs.get_queue_url().queue_name(format!("nodesmith-{cluster}")).send().await?.queue_url.context("url")?;
+    let attributes = sqs.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::All).send().await?;
+    let attributes = attributes.attributes().context("attributes")?;
+    assert_eq!(attributes[&QueueAttributeName::MessageRetentionPeriod], "300");
+    assert_eq!(attributes[&QueueAttributeName::SqsManagedSseEnabled], "true");
+    let policy: Value = serde_json::from_str(&attributes[&QueueAttributeName::Policy])?;
+    assert_eq!(policy["Statement"][1]["Condition"]["Bool"]["aws:SecureTransport"], "false");
+    let queue_arn = &attributes[&QueueAttributeName::QueueArn];
+
+    // Rules: five, each with its pattern and the queue as target.
+    let events = aws_sdk_eventbridge::Client::new(&sandbox.sdk);
+    for (kind, source, detail_type) in [
+        ("scheduled-change", "aws.health", "AWS Health Event"),
+        ("spot-interruption", "aws.ec2", "EC2 Spot Instance Interruption Warning"),
+        ("rebalance", "aws.ec2", "EC2 Instance Rebalance Recommendation"),
+        ("instance-state-change", "aws.ec2", "EC2 Instance State-change Notification"),
+        ("capacity-reservation-interruption", "aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"),
+    ] {
+        let name = format!("{kind}-nodesmith-{cluster}");
+        let rule = events.describe_rule().name(&name).send().await?;
+        let pattern: Value = serde_json::from_str(rule.event_pattern().context("pattern")?)?;
+        assert_eq!(pattern["source"][0], source);
+        assert_eq!(pattern["detail-type"][0], detail_type);
+        let targets = events.list_targets_by_rule().rule(&name).send().await?;
+        assert_eq!(targets.targets()[0].arn(), queue_arn.as_str());
+    }
+
+    // Discovery tags on the cluster's subnets and security group; three new /22s beside the /24s.
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    let vpc_id = seeded["vpc_id"].as_str().context("vpc")?;
+    let subnets = ec2
+        .describe_subnets()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("vpc-id").values(vpc_id).build())
+        .send()
+        .await?;
+    let subnets = subnets.subnets();
+    assert!(subnets.iter().all(|s| tag(s.tags(), "karpenter.sh/discovery") == Some(cluster.as_str())));
+    let new: Vec<Ipv4Block> = subnets
+        .iter()
+        .filter(|s| tag(s.tags(), "nodesmith.io/cluster") == Some(cluster.as_str()))
+        .map(|s| s.cidr_block().unwrap_or_default().parse())
+        .collect::<Result<_, _>>()?;
+    let old: Vec<Ipv4Block> =
+        ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"].iter().map(|c| c.parse()).collect::<Result<_, _>>()?;
+    assert_eq!(new.len(), 3);
+    let vpc: Ipv4Block = "10.0.0.0/16".parse()?;
+    for (i, block) in new.iter().enumerate() {
+        assert_eq!(block.prefix, 22);
+        assert!(vpc.contains(block));
+        assert!(!old.iter().chain(&new[..i]).any(|o| o.overlaps(block)), "{block} overlaps");
+    }
+    let sg = seeded["node_security_group_id"].as_str().context("sg")?;
+    let groups = ec2.describe_security_groups().group_ids(sg).send().await?;
+    assert_eq!(tag(groups.security_groups()[0].tags(), "karpenter.sh/discovery"), Some(cluster.as_str()));
+
+    // Again, through the command line: nothing to do.
+    let env = support::sandbox_env()?;
+    let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+        .args(["setup", "--cluster", &cluster, "--create-subnets", "22", "--output", "json"])
+        .envs(env)
+        .output()?;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(report["changes"], 0, "{report}");
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn vpc_scoped_discovery_uses_the_vpc_name_and_needs_one() -> Result<()> {
+    let sandbox = Sandbox::connect().await?;
+    let named = unique_name("setup-vpc");
+    let vpc_name = format!("{named}-shared-vpc");
+    seed(&sandbox.sdk, &Environment::named(&named, Some(&vpc_name))).await?;
+    let mut opts = options(&named);
+    opts.discovery = DiscoveryValue::Vpc;
+    opts.create_subnets = None;
+    let ledger = setup::run(&sandbox.sdk, &opts).await?;
+    assert!(ledger.resources.iter().any(|r| r.kind == "subnet-discovery-tag"));
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    let tagged = ec2
+        .describe_subnets()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:karpenter.sh/discovery").values(&vpc_name).build())
+        .send()
+        .await?;
+    assert_eq!(tagged.subnets().len(), 3);
+
+    let unnamed = unique_name("setup-unnamed");
+    seed(&sandbox.sdk, &Environment::named(&unnamed, None)).await?;
+    let mut opts = options(&unnamed);
+    opts.discovery = DiscoveryValue::Vpc;
+    let error = setup::run(&sandbox.sdk, &opts).await.expect_err("no VPC name");
+    assert!(matches!(error, SetupError::VpcWithoutName { .. }), "{error}");
+    assert!(error.to_string().contains("--discovery-value"), "{error}");
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn an_unknown_cluster_and_a_name_taken_by_someone_else_are_clear_errors() -> Result<()> {
+    let sandbox = Sandbox::connect().await?;
+    let error = setup::run(&sandbox.sdk, &options(&unique_name("no-such-cluster"))).await.expect_err("unknown");
+    assert!(error.to_string().starts_with("EKS cluster"), "{error}");
+    assert!(error.to_string().contains("check --cluster and --region"), "{error}");
+
+    let cluster = unique_name("setup-taken");
+    seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
+    let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
+    // A look-alike: the name setup would use, without the ownership tag.
+    iam.create_role()
+        .role_name(format!("nodesmith-node-{cluster}"))
+        .assume_role_policy_document(nodesmith::bootstrap::policies::node_trust_policy().to_string())
+        .send()
+        .await?;
+    let error = setup::run(&sandbox.sdk, &options(&cluster)).await.expect_err("not ours");
+    assert!(error.to_string().contains("exists but was not made by nodesmith"), "{error}");
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_dry_run_makes_no_change() -> Result<()> {
+    let sandbox = Sandbox::connect().await?;
+    let cluster = unique_name("setup-dry");
+    seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
+    let mut opts = options(&cluster);
+    opts.dry_run = true;
+    let ledger = setup::run(&sandbox.sdk, &opts).await?;
+    assert!(ledger.changes > 20);
+    let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
+    let role = iam.get_role().role_name(format!("nodesmith-node-{cluster}")).send().await;
+    assert!(role.is_err(), "a dry run created the node role");
+    let sqs = aws_sdk_sqs::Client::new(&sandbox.sdk);
+    assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{cluster}")).send().await.is_err());
+    Ok(())
+}
