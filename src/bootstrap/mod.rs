@@ -7,3 +7,4 @@ pub mod names;
 pub mod policies;
 pub mod report;
 pub mod setup;
+pub mod teardown;

@@ -6,6 +6,7 @@ mod max_pods;
 mod output;
 mod plan;
 mod setup;
+mod teardown;
 mod version;
 
 use clap::{Args, Parser, Subcommand};
@@ -45,6 +46,8 @@ pub enum Command {
     /// Create (or bring up to date) the AWS side of a cluster: IAM, interruption queue and rules, discovery tags,
     /// subnets. Idempotent.
     Setup(setup::SetupArgs),
+    /// Delete what setup and the controller made for a cluster (found by their tags), and nothing else.
+    Teardown(teardown::TeardownArgs),
     /// Print the version of nodesmith and of the APIs it serves.
     Version,
 }
@@ -56,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
         Command::Plan(args) => output::print(&plan::run(args)?, format, "plan"),
         Command::Setup(args) => output::print(&setup::run(args, &cli.global).await?, format, "setup"),
+        Command::Teardown(args) => output::print(&teardown::run(args, &cli.global).await?, format, "teardown"),
         Command::Version => output::print(&version::report(), format, "version"),
     }
 }
@@ -77,4 +81,6 @@ pub enum CliError {
     Manifest(#[from] manifests::ManifestError),
     #[error(transparent)]
     Setup(#[from] crate::bootstrap::setup::SetupError),
+    #[error("{0}")]
+    NotConfirmed(String),
 }

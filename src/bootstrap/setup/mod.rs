@@ -3,7 +3,7 @@
 
 mod iam;
 mod network;
-mod queue;
+pub mod queue;
 
 use aws_sdk_ec2::types::Tag as Ec2Tag;
 

@@ -1,0 +1,525 @@
+//! `nodesmith teardown`: removes what setup and the controller made for a cluster, found by their tags, and
+//! nothing else. Safe to re-run: what is gone is simply not found.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{Filter, InstanceStateName};
+
+use super::names::ClusterNames;
+use super::report::{Action, Ledger};
+use super::setup::queue::INTERRUPTION_EVENTS;
+use super::setup::{DISCOVERY_SET_BY_TAG, DISCOVERY_TAG, OWNER_TAG};
+use crate::cloud::error::CloudError;
+
+/// How long teardown waits for terminated instances to go before it moves on.
+const INSTANCE_WAIT: Duration = Duration::from_secs(120);
+const MAX_CONTROLLER_POLICIES: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct TeardownOptions {
+    pub cluster: String,
+    pub dry_run: bool,
+}
+
+struct Teardown<'a> {
+    options: &'a TeardownOptions,
+    names: ClusterNames,
+    ec2: aws_sdk_ec2::Client,
+    iam: aws_sdk_iam::Client,
+    sqs: aws_sdk_sqs::Client,
+    events: aws_sdk_eventbridge::Client,
+    sts: aws_sdk_sts::Client,
+    account_prefix: Option<String>,
+    ledger: Ledger,
+}
+
+fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+pub async fn run(sdk: &aws_config::SdkConfig, options: &TeardownOptions) -> Result<Ledger, CloudError> {
+    let mut teardown = Teardown {
+        options,
+        names: ClusterNames::for_cluster(&options.cluster),
+        ec2: aws_sdk_ec2::Client::new(sdk),
+        iam: aws_sdk_iam::Client::new(sdk),
+        sqs: aws_sdk_sqs::Client::new(sdk),
+        events: aws_sdk_eventbridge::Client::new(sdk),
+        sts: aws_sdk_sts::Client::new(sdk),
+        account_prefix: None,
+        ledger: Ledger::new(options.dry_run),
+    };
+    teardown.instances().await?;
+    teardown.launch_templates().await?;
+    teardown.rules().await?;
+    teardown.queue().await?;
+    teardown.controller_policies().await?;
+    teardown.instance_profiles().await?;
+    for role in [teardown.names.controller_role.clone(), teardown.names.node_role.clone()] {
+        teardown.role(&role).await?;
+    }
+    teardown.oidc_providers().await?;
+    teardown.discovery_tags().await?;
+    teardown.subnets().await?;
+    Ok(teardown.ledger)
+}
+
+impl Teardown<'_> {
+    fn ours(&self, key: Option<&str>, value: Option<&str>) -> bool {
+        key == Some(OWNER_TAG) && value == Some(self.options.cluster.as_str())
+    }
+
+    /// Instances the controller launched for this cluster's node pools.
+    async fn instances(&mut self) -> Result<(), CloudError> {
+        let owned = format!("tag:kubernetes.io/cluster/{}", self.options.cluster);
+        let described = self
+            .ec2
+            .describe_instances()
+            .filters(filter(&owned, "owned"))
+            .filters(Filter::builder().name("tag-key").values("karpenter.sh/nodepool").build())
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .values("stopping")
+                    .values("stopped")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", None, e))?;
+        let ids: Vec<String> = described
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if self.ledger.may_mutate() {
+            self.ec2
+                .terminate_instances()
+                .set_instance_ids(Some(ids.clone()))
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("ec2:TerminateInstances", ids.first().map(String::as_str), e))?;
+            self.wait_terminated(&ids).await?;
+        }
+        for id in ids {
+            self.ledger.record("ec2-instance", id, Action::Deleted, 0);
+        }
+        self.ledger.changes += 1;
+        Ok(())
+    }
+
+    async fn wait_terminated(&self, ids: &[String]) -> Result<(), CloudError> {
+        let deadline = tokio::time::Instant::now() + INSTANCE_WAIT;
+        loop {
+            let described = self
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", None, e))?;
+            let all_gone = described
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .all(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated));
+            if all_gone || tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    async fn launch_templates(&mut self) -> Result<(), CloudError> {
+        let owned = format!("tag:kubernetes.io/cluster/{}", self.options.cluster);
+        let templates = self
+            .ec2
+            .describe_launch_templates()
+            .filters(filter(&owned, "owned"))
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("ec2:DescribeLaunchTemplates", None, e))?;
+        for template in templates.launch_templates() {
+            let Some(id) = template.launch_template_id() else { continue };
+            if self.ledger.may_mutate() {
+                self.ec2
+                    .delete_launch_template()
+                    .launch_template_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("ec2:DeleteLaunchTemplate", Some(id), e))?;
+            }
+            self.ledger.record("ec2-launch-template", id, Action::Deleted, 1);
+        }
+        Ok(())
+    }
+
+    async fn rules(&mut self) -> Result<(), CloudError> {
+        for (kind, ..) in INTERRUPTION_EVENTS {
+            let name = self.names.rule(kind);
+            let rule = match self.events.describe_rule().name(&name).send().await {
+                Ok(rule) => rule,
+                Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => continue,
+                Err(error) => return Err(CloudError::from_sdk("events:DescribeRule", Some(&name), error)),
+            };
+            let tags = self
+                .events
+                .list_tags_for_resource()
+                .resource_arn(rule.arn().unwrap_or_default())
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("events:ListTagsForResource", Some(&name), e))?;
+            if !tags.tags().iter().any(|t| self.ours(Some(t.key()), Some(t.value()))) {
+                self.ledger.keep("eventbridge-rule", &name, format!("not tagged {OWNER_TAG}={}", self.options.cluster));
+                continue;
+            }
+            let targets = self
+                .events
+                .list_targets_by_rule()
+                .rule(&name)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("events:ListTargetsByRule", Some(&name), e))?;
+            let ids: Vec<String> = targets.targets().iter().map(|t| t.id().to_string()).collect();
+            if self.ledger.may_mutate() {
+                if !ids.is_empty() {
+                    self.events
+                        .remove_targets()
+                        .rule(&name)
+                        .set_ids(Some(ids.clone()))
+                        .send()
+                        .await
+                        .map_err(|e| CloudError::from_sdk("events:RemoveTargets", Some(&name), e))?;
+                }
+                self.events
+                    .delete_rule()
+                    .name(&name)
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("events:DeleteRule", Some(&name), e))?;
+            }
+            self.ledger.record("eventbridge-rule", &name, Action::Deleted, 1 + u32::from(!ids.is_empty()));
+        }
+        Ok(())
+    }
+
+    async fn queue(&mut self) -> Result<(), CloudError> {
+        let name = self.names.queue.clone();
+        let url = match self.sqs.get_queue_url().queue_name(&name).send().await {
+            Ok(found) => found.queue_url.unwrap_or_default(),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_queue_does_not_exist()) => return Ok(()),
+            Err(error) => return Err(CloudError::from_sdk("sqs:GetQueueUrl", Some(&name), error)),
+        };
+        let tags = self
+            .sqs
+            .list_queue_tags()
+            .queue_url(&url)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("sqs:ListQueueTags", Some(&name), e))?;
+        if tags.tags().and_then(|t| t.get(OWNER_TAG)) != Some(&self.options.cluster) {
+            self.ledger.keep("sqs-queue", &name, format!("not tagged {OWNER_TAG}={}", self.options.cluster));
+            return Ok(());
+        }
+        if self.ledger.may_mutate() {
+            self.sqs
+                .delete_queue()
+                .queue_url(&url)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("sqs:DeleteQueue", Some(&name), e))?;
+        }
+        self.ledger.record("sqs-queue", &name, Action::Deleted, 1);
+        Ok(())
+    }
+
+    /// `arn:<partition>:iam::<account>:` of the caller.
+    async fn account_prefix(&mut self) -> Result<Option<String>, CloudError> {
+        if self.account_prefix.is_none() {
+            let identity = self
+                .sts
+                .get_caller_identity()
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("sts:GetCallerIdentity", None, e))?;
+            let partition = identity.arn().and_then(|a| a.split(':').nth(1)).unwrap_or("aws").to_string();
+            self.account_prefix = identity.account().map(|account| format!("arn:{partition}:iam::{account}:"));
+        }
+        Ok(self.account_prefix.clone())
+    }
+
+    async fn controller_policies(&mut self) -> Result<(), CloudError> {
+        let Some(prefix) = self.account_prefix().await? else { return Ok(()) };
+        for part in 1..=MAX_CONTROLLER_POLICIES {
+            let name = self.names.controller_policy(part);
+            let arn = format!("{prefix}policy/{name}");
+            let policy = match self.iam.get_policy().policy_arn(&arn).send().await {
+                Ok(found) => found.policy,
+                Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => continue,
+                Err(error) => return Err(CloudError::from_sdk("iam:GetPolicy", Some(&arn), error)),
+            };
+            let Some(policy) = policy else { continue };
+            if !policy.tags().iter().any(|t| self.ours(Some(t.key()), Some(t.value()))) {
+                self.ledger.keep("iam-policy", &name, format!("not tagged {OWNER_TAG}={}", self.options.cluster));
+                continue;
+            }
+            let mut calls = 1;
+            let entities = self
+                .iam
+                .list_entities_for_policy()
+                .policy_arn(&arn)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("iam:ListEntitiesForPolicy", Some(&arn), e))?;
+            let versions = self
+                .iam
+                .list_policy_versions()
+                .policy_arn(&arn)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("iam:ListPolicyVersions", Some(&arn), e))?;
+            if self.ledger.may_mutate() {
+                for role in entities.policy_roles() {
+                    let role = role.role_name().unwrap_or_default();
+                    self.iam
+                        .detach_role_policy()
+                        .role_name(role)
+                        .policy_arn(&arn)
+                        .send()
+                        .await
+                        .map_err(|e| CloudError::from_sdk("iam:DetachRolePolicy", Some(role), e))?;
+                }
+                for version in versions.versions().iter().filter(|v| !v.is_default_version()) {
+                    self.iam
+                        .delete_policy_version()
+                        .policy_arn(&arn)
+                        .version_id(version.version_id().unwrap_or_default())
+                        .send()
+                        .await
+                        .map_err(|e| CloudError::from_sdk("iam:DeletePolicyVersion", Some(&arn), e))?;
+                }
+                self.iam
+                    .delete_policy()
+                    .policy_arn(&arn)
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("iam:DeletePolicy", Some(&arn), e))?;
+            }
+            calls += entities.policy_roles().len() as u32;
+            calls += versions.versions().iter().filter(|v| !v.is_default_version()).count() as u32;
+            self.ledger.record("iam-policy", &name, Action::Deleted, calls);
+        }
+        Ok(())
+    }
+
+    /// Setup's instance profile, and those the controller made for the cluster's EC2NodeClasses.
+    async fn instance_profiles(&mut self) -> Result<(), CloudError> {
+        let listed = self
+            .iam
+            .list_instance_profiles()
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("iam:ListInstanceProfiles", None, e))?;
+        let controller_tag = format!("kubernetes.io/cluster/{}", self.options.cluster);
+        for listed_profile in listed.instance_profiles() {
+            let name = listed_profile.instance_profile_name().to_string();
+            let profile = self
+                .iam
+                .get_instance_profile()
+                .instance_profile_name(&name)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("iam:GetInstanceProfile", Some(&name), e))?;
+            let Some(profile) = profile.instance_profile() else { continue };
+            let ours = profile.tags().iter().any(|t| {
+                self.ours(Some(t.key()), Some(t.value())) || (t.key() == controller_tag && t.value() == "owned")
+            });
+            if !ours {
+                continue;
+            }
+            let roles: Vec<String> = profile.roles().iter().map(|r| r.role_name().to_string()).collect();
+            if self.ledger.may_mutate() {
+                for role in &roles {
+                    self.iam
+                        .remove_role_from_instance_profile()
+                        .instance_profile_name(&name)
+                        .role_name(role)
+                        .send()
+                        .await
+                        .map_err(|e| CloudError::from_sdk("iam:RemoveRoleFromInstanceProfile", Some(&name), e))?;
+                }
+                self.iam
+                    .delete_instance_profile()
+                    .instance_profile_name(&name)
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("iam:DeleteInstanceProfile", Some(&name), e))?;
+            }
+            self.ledger.record("iam-instance-profile", &name, Action::Deleted, 1 + roles.len() as u32);
+        }
+        Ok(())
+    }
+
+    async fn role(&mut self, name: &str) -> Result<(), CloudError> {
+        let role = match self.iam.get_role().role_name(name).send().await {
+            Ok(found) => found.role,
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => return Ok(()),
+            Err(error) => return Err(CloudError::from_sdk("iam:GetRole", Some(name), error)),
+        };
+        let Some(role) = role else { return Ok(()) };
+        if !role.tags().iter().any(|t| self.ours(Some(t.key()), Some(t.value()))) {
+            self.ledger.keep("iam-role", name, format!("not tagged {OWNER_TAG}={}", self.options.cluster));
+            return Ok(());
+        }
+        let attached = self
+            .iam
+            .list_attached_role_policies()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("iam:ListAttachedRolePolicies", Some(name), e))?;
+        let arns: Vec<String> =
+            attached.attached_policies().iter().filter_map(|p| p.policy_arn().map(str::to_string)).collect();
+        if self.ledger.may_mutate() {
+            for arn in &arns {
+                self.iam
+                    .detach_role_policy()
+                    .role_name(name)
+                    .policy_arn(arn)
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("iam:DetachRolePolicy", Some(name), e))?;
+            }
+            self.iam
+                .delete_role()
+                .role_name(name)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("iam:DeleteRole", Some(name), e))?;
+        }
+        self.ledger.record("iam-role", name, Action::Deleted, 1 + arns.len() as u32);
+        Ok(())
+    }
+
+    /// OIDC providers setup created (tagged); one that existed before setup is left alone.
+    async fn oidc_providers(&mut self) -> Result<(), CloudError> {
+        let listed = self
+            .iam
+            .list_open_id_connect_providers()
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("iam:ListOpenIDConnectProviders", None, e))?;
+        for provider in listed.open_id_connect_provider_list() {
+            let Some(arn) = provider.arn() else { continue };
+            let tags = self
+                .iam
+                .list_open_id_connect_provider_tags()
+                .open_id_connect_provider_arn(arn)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("iam:ListOpenIDConnectProviderTags", Some(arn), e))?;
+            if !tags.tags().iter().any(|t| self.ours(Some(t.key()), Some(t.value()))) {
+                continue;
+            }
+            if self.ledger.may_mutate() {
+                self.iam
+                    .delete_open_id_connect_provider()
+                    .open_id_connect_provider_arn(arn)
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("iam:DeleteOpenIDConnectProvider", Some(arn), e))?;
+            }
+            self.ledger.record("iam-oidc-provider", arn, Action::Deleted, 1);
+        }
+        Ok(())
+    }
+
+    /// The discovery tags setup added (marked by the set-by tag); tags someone else put stay.
+    async fn discovery_tags(&mut self) -> Result<(), CloudError> {
+        let marked = filter(&format!("tag:{DISCOVERY_SET_BY_TAG}"), &self.options.cluster);
+        let subnets = self
+            .ec2
+            .describe_subnets()
+            .filters(marked.clone())
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("ec2:DescribeSubnets", None, e))?;
+        let groups = self
+            .ec2
+            .describe_security_groups()
+            .filters(marked)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("ec2:DescribeSecurityGroups", None, e))?;
+        let ids: Vec<(&'static str, String)> = subnets
+            .subnets()
+            .iter()
+            // Subnets setup created go whole, below.
+            .filter(|s| !s.tags().iter().any(|t| self.ours(t.key(), t.value())))
+            .filter_map(|s| Some(("subnet-discovery-tag", s.subnet_id()?.to_string())))
+            .chain(
+                groups
+                    .security_groups()
+                    .iter()
+                    .filter_map(|g| Some(("security-group-discovery-tag", g.group_id()?.to_string()))),
+            )
+            .collect();
+        for (kind, id) in ids {
+            if self.ledger.may_mutate() {
+                self.ec2
+                    .delete_tags()
+                    .resources(&id)
+                    .tags(aws_sdk_ec2::types::Tag::builder().key(DISCOVERY_TAG).build())
+                    .tags(aws_sdk_ec2::types::Tag::builder().key(DISCOVERY_SET_BY_TAG).build())
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("ec2:DeleteTags", Some(&id), e))?;
+            }
+            self.ledger.record(kind, id, Action::Deleted, 1);
+        }
+        Ok(())
+    }
+
+    /// Subnets setup created, once no network interface is left in them.
+    async fn subnets(&mut self) -> Result<(), CloudError> {
+        let subnets = self
+            .ec2
+            .describe_subnets()
+            .filters(filter(&format!("tag:{OWNER_TAG}"), &self.options.cluster))
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("ec2:DescribeSubnets", None, e))?;
+        for subnet in subnets.subnets() {
+            let Some(id) = subnet.subnet_id() else { continue };
+            let interfaces = self
+                .ec2
+                .describe_network_interfaces()
+                .filters(filter("subnet-id", id))
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("ec2:DescribeNetworkInterfaces", Some(id), e))?;
+            let in_use: Vec<&str> =
+                interfaces.network_interfaces().iter().filter_map(|n| n.network_interface_id()).collect();
+            if !in_use.is_empty() {
+                self.ledger.keep("subnet", id, format!("still holds network interfaces {}", in_use.join(", ")));
+                continue;
+            }
+            if self.ledger.may_mutate() {
+                self.ec2
+                    .delete_subnet()
+                    .subnet_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("ec2:DeleteSubnet", Some(id), e))?;
+            }
+            self.ledger.record("subnet", id, Action::Deleted, 1);
+        }
+        Ok(())
+    }
+}

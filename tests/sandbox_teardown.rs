@@ -1,0 +1,147 @@
+//! `nodesmith teardown` against the sandbox's AWS (moto): after setup (and some controller-made resources), it
+//! leaves nothing tagged for the cluster, and leaves alone another cluster's resources and untagged look-alikes.
+//! Needs `make sandbox-up` (run by `make test`).
+
+mod support;
+
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use aws_sdk_ec2::types::{
+    Filter, InstanceStateName, InstanceType, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
+};
+use nodesmith::bootstrap::setup::{self, DiscoveryValue, SetupOptions};
+use nodesmith::bootstrap::teardown::{self, TeardownOptions};
+use nodesmith_sandbox::seed::{Environment, seed};
+use serde_json::Value;
+use support::{Sandbox, unique_name};
+
+fn options(cluster: &str) -> SetupOptions {
+    SetupOptions {
+        cluster: cluster.to_string(),
+        namespace: "nodesmith".into(),
+        service_account: "nodesmith".into(),
+        discovery: DiscoveryValue::Cluster,
+        create_subnets: Some(22),
+        dry_run: false,
+    }
+}
+
+/// What the controller would have launched for a node pool of `cluster`: a tagged template and instance.
+async fn controller_made(sandbox: &Sandbox, cluster: &str, subnet: &str) -> Result<(String, String)> {
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    let tags = |resource| {
+        TagSpecification::builder()
+            .resource_type(resource)
+            .tags(Tag::builder().key(format!("kubernetes.io/cluster/{cluster}")).value("owned").build())
+            .tags(Tag::builder().key("karpenter.sh/nodepool").value("default").build())
+            .build()
+    };
+    let template = ec2
+        .create_launch_template()
+        .launch_template_name(format!("nodesmith-{cluster}-lt"))
+        .launch_template_data(RequestLaunchTemplateData::builder().image_id("ami-12c6146b").build())
+        .tag_specifications(tags(ResourceType::LaunchTemplate))
+        .send()
+        .await?;
+    let template_id = template.launch_template().and_then(|t| t.launch_template_id()).context("template")?.to_string();
+    let instances = ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .instance_type(InstanceType::M5Large)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(subnet)
+        .tag_specifications(tags(ResourceType::Instance))
+        .send()
+        .await?;
+    let instance_id = instances.instances().first().and_then(|i| i.instance_id()).context("instance")?.to_string();
+    Ok((template_id, instance_id))
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result<()> {
+    let sandbox = Sandbox::connect().await?;
+    let gone = unique_name("teardown");
+    let other = unique_name("teardown-other");
+    let look_alike = unique_name("teardown-lookalike");
+    let seeded = seed(&sandbox.sdk, &Environment::named(&gone, Some(&format!("{gone}-vpc")))).await?;
+    seed(&sandbox.sdk, &Environment::named(&other, Some(&format!("{other}-vpc")))).await?;
+    setup::run(&sandbox.sdk, &options(&gone)).await?;
+    setup::run(&sandbox.sdk, &options(&other)).await?;
+    let subnet = seeded["subnet_ids"][0].as_str().context("subnet")?;
+    let (template_id, instance_id) = controller_made(&sandbox, &gone, subnet).await?;
+
+    // Untagged resources with the names setup would give a third cluster.
+    let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sandbox.sdk);
+    iam.create_role()
+        .role_name(format!("nodesmith-node-{look_alike}"))
+        .assume_role_policy_document(nodesmith::bootstrap::policies::node_trust_policy().to_string())
+        .send()
+        .await?;
+    sqs.create_queue().queue_name(format!("nodesmith-{look_alike}")).send().await?;
+
+    // Through the command line, as a user runs it.
+    let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+        .args(["teardown", "--cluster", &gone, "--yes", "--output", "json"])
+        .envs(support::sandbox_env()?)
+        .output()?;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout)?;
+    assert!(report["deleted"].as_array().is_some_and(|d| d.len() > 10), "{report}");
+
+    // Nothing of the torn-down cluster is left...
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    assert!(iam.get_role().role_name(format!("nodesmith-node-{gone}")).send().await.is_err());
+    assert!(iam.get_role().role_name(format!("nodesmith-controller-{gone}")).send().await.is_err());
+    assert!(iam.get_instance_profile().instance_profile_name(format!("nodesmith-node-{gone}")).send().await.is_err());
+    assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{gone}")).send().await.is_err());
+    let events = aws_sdk_eventbridge::Client::new(&sandbox.sdk);
+    assert!(events.describe_rule().name(format!("spot-interruption-nodesmith-{gone}")).send().await.is_err());
+    let owned_subnets = ec2
+        .describe_subnets()
+        .filters(Filter::builder().name("tag:nodesmith.io/cluster").values(&gone).build())
+        .send()
+        .await?;
+    assert!(owned_subnets.subnets().is_empty());
+    let discovered = ec2
+        .describe_subnets()
+        .filters(Filter::builder().name("tag:karpenter.sh/discovery").values(&gone).build())
+        .send()
+        .await?;
+    assert!(discovered.subnets().is_empty(), "discovery tags left");
+    let instance = ec2.describe_instances().instance_ids(&instance_id).send().await?;
+    let state = instance.reservations()[0].instances()[0].state().and_then(|s| s.name()).cloned();
+    assert_eq!(state, Some(InstanceStateName::Terminated));
+    // AWS answers NotFound for a deleted template, moto an empty list: either way it is gone.
+    let template = ec2.describe_launch_templates().launch_template_ids(&template_id).send().await;
+    assert!(template.map_or(true, |t| t.launch_templates().is_empty()), "launch template left");
+
+    // ...and everything of the other cluster and the look-alikes is.
+    assert!(iam.get_role().role_name(format!("nodesmith-node-{other}")).send().await.is_ok());
+    assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{other}")).send().await.is_ok());
+    let teardown_look_alike =
+        teardown::run(&sandbox.sdk, &TeardownOptions { cluster: look_alike.clone(), dry_run: false }).await?;
+    assert!(teardown_look_alike.resources.iter().all(|r| r.action != nodesmith::bootstrap::report::Action::Deleted));
+    assert!(iam.get_role().role_name(format!("nodesmith-node-{look_alike}")).send().await.is_ok());
+    assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{look_alike}")).send().await.is_ok());
+
+    // Re-running is safe and finds nothing to do.
+    let again = teardown::run(&sandbox.sdk, &TeardownOptions { cluster: gone.clone(), dry_run: false }).await?;
+    assert_eq!(again.changes, 0, "{:?}", again.resources);
+    Ok(())
+}
+
+#[test]
+fn teardown_off_a_terminal_refuses_without_yes() {
+    let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+        .args(["teardown", "--cluster", "demo"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("pass --yes"), "{stderr}");
+}
