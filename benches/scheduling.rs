@@ -4,7 +4,6 @@
 mod workload;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use nodesmith::scheduling::{SchedulingInput, solve};
 
 fn diverse_pods(c: &mut Criterion) {
     let workload = workload::fake_instance_types();
@@ -15,15 +14,7 @@ fn diverse_pods(c: &mut Criterion) {
         group.throughput(Throughput::Elements(count as u64));
         group.bench_with_input(BenchmarkId::from_parameter(count), &pods, |b, pods| {
             b.iter(|| {
-                let plan = solve(&SchedulingInput {
-                    pods,
-                    nodepools: &workload.pools,
-                    instance_types: &workload.types,
-                    prices: &workload.prices,
-                    existing: &[],
-                    daemonsets: &[],
-                    unavailable: &workload.unavailable,
-                });
+                let plan = workload.solve(pods);
                 assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable.first());
                 plan
             })

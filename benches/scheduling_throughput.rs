@@ -6,8 +6,6 @@ mod workload;
 
 use std::time::Instant;
 
-use nodesmith::scheduling::{SchedulingInput, solve};
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
@@ -22,17 +20,7 @@ fn main() {
     let json = flag("--output").is_some_and(|v| v == "json");
     let workload = workload::fake_instance_types();
     let input_pods = workload::diverse_pods(pods, 42);
-    let solve_once = || {
-        solve(&SchedulingInput {
-            pods: &input_pods,
-            nodepools: &workload.pools,
-            instance_types: &workload.types,
-            prices: &workload.prices,
-            existing: &[],
-            daemonsets: &[],
-            unavailable: &workload.unavailable,
-        })
-    };
+    let solve_once = || workload.solve(&input_pods);
     // One warm-up solve, then the best of a few timed ones (as a benchmark reports its steady state).
     let plan = solve_once();
     let rounds = if pods >= 10_000 { 3 } else { 5 };

@@ -16,7 +16,9 @@ use nodesmith::catalog::instance_type::InstanceTypeInfo;
 use nodesmith::catalog::pricing::PriceTable;
 use nodesmith::catalog::resources::{ResourceName, Resources};
 use nodesmith::catalog::{CapacityType, OfferingKey};
-use nodesmith::scheduling::{NodePoolSpec, PodAffinityTerm, PodRequest, Requirement, TopologyKey, TopologySpread};
+use nodesmith::scheduling::{
+    NodePoolSpec, Plan, PodAffinityTerm, PodRequest, Requirement, SchedulingInput, TopologyKey, TopologySpread, solve,
+};
 
 pub const ZONES: [&str; 3] = ["test-zone-1", "test-zone-2", "test-zone-3"];
 
@@ -25,6 +27,21 @@ pub struct Workload {
     pub prices: PriceTable,
     pub unavailable: HashSet<OfferingKey>,
     pub pools: Vec<NodePoolSpec>,
+}
+
+impl Workload {
+    /// Plans `pods` on this workload's instance types and NodePool, with no existing nodes.
+    pub fn solve(&self, pods: &[PodRequest]) -> Plan {
+        solve(&SchedulingInput {
+            pods,
+            nodepools: &self.pools,
+            instance_types: &self.types,
+            prices: &self.prices,
+            existing: &[],
+            daemonsets: &[],
+            unavailable: &self.unavailable,
+        })
+    }
 }
 
 pub fn fake_instance_types() -> Workload {

@@ -9,21 +9,10 @@ use anyhow::{Context, Result};
 use aws_sdk_sqs::types::QueueAttributeName;
 use nodesmith::bootstrap::cidr::Ipv4Block;
 use nodesmith::bootstrap::policies::MANAGED_POLICY_MAX_CHARS;
-use nodesmith::bootstrap::setup::{self, DiscoveryValue, SetupError, SetupOptions};
+use nodesmith::bootstrap::setup::{self, DiscoveryValue, SetupError};
 use nodesmith_sandbox::seed::{Environment, seed};
 use serde_json::Value;
-use support::{Sandbox, unique_name};
-
-fn options(cluster: &str) -> SetupOptions {
-    SetupOptions {
-        cluster: cluster.to_string(),
-        namespace: "nodesmith".into(),
-        service_account: "nodesmith".into(),
-        discovery: DiscoveryValue::Cluster,
-        create_subnets: Some(22),
-        dry_run: false,
-    }
-}
+use support::{Sandbox, setup_options, unique_name};
 
 fn decode(document: &str) -> Result<Value> {
     Ok(serde_json::from_str(&percent_encoding::percent_decode_str(document).decode_utf8()?)?)
@@ -39,7 +28,7 @@ async fn a_fresh_setup_creates_everything_and_a_second_run_changes_nothing() -> 
     let sandbox = Sandbox::connect().await?;
     let cluster = unique_name("setup");
     let seeded = seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
-    let ledger = setup::run(&sandbox.sdk, &options(&cluster)).await?;
+    let ledger = setup::run(&sandbox.sdk, &setup_options(&cluster)).await?;
     assert!(ledger.changes > 20, "{} changes", ledger.changes);
 
     let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
@@ -169,7 +158,7 @@ async fn vpc_scoped_discovery_uses_the_vpc_name_and_needs_one() -> Result<()> {
     let named = unique_name("setup-vpc");
     let vpc_name = format!("{named}-shared-vpc");
     seed(&sandbox.sdk, &Environment::named(&named, Some(&vpc_name))).await?;
-    let mut opts = options(&named);
+    let mut opts = setup_options(&named);
     opts.discovery = DiscoveryValue::Vpc;
     opts.create_subnets = None;
     let ledger = setup::run(&sandbox.sdk, &opts).await?;
@@ -184,7 +173,7 @@ async fn vpc_scoped_discovery_uses_the_vpc_name_and_needs_one() -> Result<()> {
 
     let unnamed = unique_name("setup-unnamed");
     seed(&sandbox.sdk, &Environment::named(&unnamed, None)).await?;
-    let mut opts = options(&unnamed);
+    let mut opts = setup_options(&unnamed);
     opts.discovery = DiscoveryValue::Vpc;
     let error = setup::run(&sandbox.sdk, &opts).await.expect_err("no VPC name");
     assert!(matches!(error, SetupError::VpcWithoutName { .. }), "{error}");
@@ -196,7 +185,7 @@ async fn vpc_scoped_discovery_uses_the_vpc_name_and_needs_one() -> Result<()> {
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn an_unknown_cluster_and_a_name_taken_by_someone_else_are_clear_errors() -> Result<()> {
     let sandbox = Sandbox::connect().await?;
-    let error = setup::run(&sandbox.sdk, &options(&unique_name("no-such-cluster"))).await.expect_err("unknown");
+    let error = setup::run(&sandbox.sdk, &setup_options(&unique_name("no-such-cluster"))).await.expect_err("unknown");
     assert!(error.to_string().starts_with("EKS cluster"), "{error}");
     assert!(error.to_string().contains("check --cluster and --region"), "{error}");
 
@@ -209,7 +198,7 @@ async fn an_unknown_cluster_and_a_name_taken_by_someone_else_are_clear_errors() 
         .assume_role_policy_document(nodesmith::bootstrap::policies::node_trust_policy().to_string())
         .send()
         .await?;
-    let error = setup::run(&sandbox.sdk, &options(&cluster)).await.expect_err("not ours");
+    let error = setup::run(&sandbox.sdk, &setup_options(&cluster)).await.expect_err("not ours");
     assert!(error.to_string().contains("exists but was not made by nodesmith"), "{error}");
     Ok(())
 }
@@ -220,7 +209,7 @@ async fn a_dry_run_makes_no_change() -> Result<()> {
     let sandbox = Sandbox::connect().await?;
     let cluster = unique_name("setup-dry");
     seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
-    let mut opts = options(&cluster);
+    let mut opts = setup_options(&cluster);
     opts.dry_run = true;
     let ledger = setup::run(&sandbox.sdk, &opts).await?;
     assert!(ledger.changes > 20);

@@ -10,22 +10,11 @@ use anyhow::{Context, Result};
 use aws_sdk_ec2::types::{
     Filter, InstanceStateName, InstanceType, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
 };
-use nodesmith::bootstrap::setup::{self, DiscoveryValue, SetupOptions};
+use nodesmith::bootstrap::setup;
 use nodesmith::bootstrap::teardown::{self, TeardownOptions};
 use nodesmith_sandbox::seed::{Environment, seed};
 use serde_json::Value;
-use support::{Sandbox, unique_name};
-
-fn options(cluster: &str) -> SetupOptions {
-    SetupOptions {
-        cluster: cluster.to_string(),
-        namespace: "nodesmith".into(),
-        service_account: "nodesmith".into(),
-        discovery: DiscoveryValue::Cluster,
-        create_subnets: Some(22),
-        dry_run: false,
-    }
-}
+use support::{Sandbox, setup_options, unique_name};
 
 /// What the controller would have launched for a node pool of `cluster`: a tagged template and instance.
 async fn controller_made(sandbox: &Sandbox, cluster: &str, subnet: &str) -> Result<(String, String)> {
@@ -68,8 +57,8 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
     let look_alike = unique_name("teardown-lookalike");
     let seeded = seed(&sandbox.sdk, &Environment::named(&gone, Some(&format!("{gone}-vpc")))).await?;
     seed(&sandbox.sdk, &Environment::named(&other, Some(&format!("{other}-vpc")))).await?;
-    setup::run(&sandbox.sdk, &options(&gone)).await?;
-    setup::run(&sandbox.sdk, &options(&other)).await?;
+    setup::run(&sandbox.sdk, &setup_options(&gone)).await?;
+    setup::run(&sandbox.sdk, &setup_options(&other)).await?;
     let subnet = seeded["subnet_ids"][0].as_str().context("subnet")?;
     let (template_id, instance_id) = controller_made(&sandbox, &gone, subnet).await?;
 

@@ -104,6 +104,18 @@ pub fn sandbox_env() -> Result<HashMap<String, String>> {
     Ok(env)
 }
 
+/// Setup's options for a test cluster: IRSA for nodesmith/nodesmith, cluster-scoped discovery, /22 subnets.
+pub fn setup_options(cluster: &str) -> nodesmith::bootstrap::setup::SetupOptions {
+    nodesmith::bootstrap::setup::SetupOptions {
+        cluster: cluster.to_string(),
+        namespace: "nodesmith".into(),
+        service_account: "nodesmith".into(),
+        discovery: nodesmith::bootstrap::setup::DiscoveryValue::Cluster,
+        create_subnets: Some(22),
+        dry_run: false,
+    }
+}
+
 /// A name no other test, or other run, uses: `prefix-<pid>-<n>`, valid as a Kubernetes name and an AWS name.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
