@@ -220,3 +220,35 @@ async fn a_dry_run_makes_no_change() -> Result<()> {
     assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{cluster}")).send().await.is_err());
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_setup_killed_part_way_converges_on_the_next_run() -> Result<()> {
+    let sandbox = Sandbox::connect().await?;
+    let env = support::sandbox_env()?;
+    // Kill points spread over a run (a full one takes about half a second against moto).
+    for (i, after_ms) in [20u64, 80, 150, 250, 400].into_iter().enumerate() {
+        let cluster = unique_name(&format!("setup-killed{i}"));
+        seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+            .args(["setup", "--cluster", &cluster, "--create-subnets", "22"])
+            .envs(env.clone())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
+        child.kill().ok();
+        child.wait()?;
+
+        setup::run(&sandbox.sdk, &setup_options(&cluster)).await?;
+        let settled = setup::run(&sandbox.sdk, &setup_options(&cluster)).await?;
+        assert_eq!(settled.changes, 0, "killed after {after_ms} ms: {:?}", settled.resources);
+        let count = |kind: &str| settled.resources.iter().filter(|r| r.kind == kind).count();
+        assert_eq!(count("iam-role"), 2);
+        assert_eq!(count("eventbridge-rule"), 5);
+        assert_eq!(count("eventbridge-target"), 5);
+        assert_eq!(count("subnet"), 3);
+        assert_eq!(count("sqs-queue"), 1);
+    }
+    Ok(())
+}

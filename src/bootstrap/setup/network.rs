@@ -171,7 +171,18 @@ impl Setup<'_> {
                     && tag_value(s.tags(), OWNER_TAG) == Some(self.options.cluster.as_str())
             });
             if let Some(existing) = ours {
-                self.ledger.record("subnet", existing.subnet_id().unwrap_or_default(), Action::Unchanged, 0);
+                let id = existing.subnet_id().unwrap_or_default().to_string();
+                // A run stopped between creating the subnet and associating it finishes the job now.
+                let associated = match &sibling {
+                    Some(sibling) if self.ledger.may_mutate() => self.same_route_table_as(sibling, &id).await?,
+                    _ => false,
+                };
+                self.ledger.record(
+                    "subnet",
+                    id,
+                    if associated { Action::Updated } else { Action::Unchanged },
+                    u32::from(associated),
+                );
                 continue;
             }
             let Some(block) = free_blocks(&vpc_blocks, &occupied, prefix, 1).into_iter().next() else {
@@ -214,25 +225,28 @@ impl Setup<'_> {
         Ok(())
     }
 
-    /// Associates `subnet` with the route table explicitly associated with `sibling`, if it has one (else both use
-    /// the VPC's main table already).
-    async fn same_route_table_as(&mut self, sibling: &str, subnet: &str) -> Result<(), SetupError> {
-        let tables = self
-            .ec2
-            .describe_route_tables()
-            .filters(filter("association.subnet-id", sibling))
-            .send()
+    /// Associates `subnet` with the route table explicitly associated with `sibling`, if it has one and `subnet`
+    /// has none yet (else both use the VPC's main table already). Whether it made the association.
+    async fn same_route_table_as(&mut self, sibling: &str, subnet: &str) -> Result<bool, SetupError> {
+        let associated_with =
+            |id: &str| self.ec2.describe_route_tables().filters(filter("association.subnet-id", id)).send();
+        let theirs = associated_with(sibling)
             .await
             .map_err(|e| CloudError::from_sdk("ec2:DescribeRouteTables", Some(sibling), e))?;
-        if let Some(table) = tables.route_tables().first().and_then(|t| t.route_table_id()) {
-            self.ec2
-                .associate_route_table()
-                .route_table_id(table)
-                .subnet_id(subnet)
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("ec2:AssociateRouteTable", Some(subnet), e))?;
+        let Some(table) = theirs.route_tables().first().and_then(|t| t.route_table_id()) else { return Ok(false) };
+        let ours = associated_with(subnet)
+            .await
+            .map_err(|e| CloudError::from_sdk("ec2:DescribeRouteTables", Some(subnet), e))?;
+        if !ours.route_tables().is_empty() {
+            return Ok(false);
         }
-        Ok(())
+        self.ec2
+            .associate_route_table()
+            .route_table_id(table)
+            .subnet_id(subnet)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("ec2:AssociateRouteTable", Some(subnet), e))?;
+        Ok(true)
     }
 }
