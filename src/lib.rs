@@ -9,5 +9,6 @@ pub mod bootstrap;
 pub mod catalog;
 pub mod cli;
 pub mod cloud;
+pub mod render;
 pub mod scheduling;
 pub mod telemetry;

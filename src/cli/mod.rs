@@ -5,6 +5,7 @@ mod manifests;
 mod max_pods;
 mod output;
 mod plan;
+mod render;
 mod setup;
 mod teardown;
 mod version;
@@ -43,6 +44,8 @@ pub enum Command {
     MaxPods(max_pods::MaxPodsArgs),
     /// Which nodes these pods would get, and at what price (offline, from the embedded catalog).
     Plan(plan::PlanArgs),
+    /// The NodePool and EC2NodeClass manifests of nodeclasses/, filled in for a cluster.
+    Render(render::RenderArgs),
     /// Create (or bring up to date) the AWS side of a cluster: IAM, interruption queue and rules, discovery tags,
     /// subnets. Idempotent.
     Setup(setup::SetupArgs),
@@ -58,6 +61,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
         Command::Plan(args) => output::print(&plan::run(args)?, format, "plan"),
+        Command::Render(args) => output::print(&render::run(args)?, format, "render"),
         Command::Setup(args) => output::print(&setup::run(args, &cli.global).await?, format, "setup"),
         Command::Teardown(args) => output::print(&teardown::run(args, &cli.global).await?, format, "teardown"),
         Command::Version => output::print(&version::report(), format, "version"),
@@ -83,4 +87,6 @@ pub enum CliError {
     Setup(#[from] crate::bootstrap::setup::SetupError),
     #[error("{0}")]
     NotConfirmed(String),
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
 }

@@ -1,0 +1,77 @@
+//! `nodesmith render`: the NodePool and EC2NodeClass manifests of `nodeclasses/`, filled in for a cluster.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Serialize;
+
+use super::{CliError, Report};
+use crate::render::{NodeClassValues, render_nodeclasses};
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[arg(long)]
+    pub cluster: String,
+    /// The node IAM role (default: the one setup creates).
+    #[arg(long)]
+    pub node_role: Option<String>,
+    /// The discovery tag value subnets and security groups carry (default: the cluster name).
+    #[arg(long)]
+    pub discovery_value: Option<String>,
+    /// Write one file per manifest into this directory instead of printing them.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RenderReport {
+    pub files: Vec<RenderedFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RenderedFile {
+    pub name: String,
+    /// Where it was written, if it was.
+    pub path: Option<PathBuf>,
+    pub yaml: String,
+}
+
+pub fn run(args: &RenderArgs) -> Result<RenderReport, CliError> {
+    let names = crate::bootstrap::names::ClusterNames::for_cluster(&args.cluster);
+    let values = NodeClassValues::for_cluster(
+        &args.cluster,
+        args.node_role.as_deref().unwrap_or(&names.node_role),
+        args.discovery_value.as_deref().unwrap_or(&args.cluster),
+    );
+    write_nodeclasses(&values, args.out.as_deref())
+}
+
+/// Renders every template; with `dir`, writes each to a file there.
+pub fn write_nodeclasses(values: &NodeClassValues, dir: Option<&Path>) -> Result<RenderReport, CliError> {
+    let mut files = Vec::new();
+    for (name, yaml) in render_nodeclasses(values)? {
+        let path = match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let path = dir.join(name);
+                std::fs::write(&path, &yaml)?;
+                Some(path)
+            }
+            None => None,
+        };
+        files.push(RenderedFile { name: name.to_string(), path, yaml });
+    }
+    Ok(RenderReport { files })
+}
+
+impl Report for RenderReport {
+    fn human(&self) -> String {
+        self.files
+            .iter()
+            .map(|f| match &f.path {
+                Some(path) => format!("wrote {}\n", path.display()),
+                None => format!("---\n{}", f.yaml),
+            })
+            .collect()
+    }
+}
