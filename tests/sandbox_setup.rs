@@ -141,13 +141,34 @@ async fn a_fresh_setup_creates_everything_and_a_second_run_changes_nothing() -> 
 
     // Again, through the command line: nothing to do.
     let env = support::sandbox_env()?;
+    let out = std::env::temp_dir().join(&cluster);
+    let values = out.join("values.yaml");
+    let nodeclasses = out.join("nodeclasses");
+    std::fs::create_dir_all(&out)?;
     let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
         .args(["setup", "--cluster", &cluster, "--create-subnets", "22", "--output", "json"])
+        .args([
+            "--values-out",
+            values.to_str().context("path")?,
+            "--nodeclasses-out",
+            nodeclasses.to_str().context("path")?,
+        ])
         .envs(env)
         .output()?;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout)?;
     assert_eq!(report["changes"], 0, "{report}");
+
+    // The chart values and manifests for this cluster, from what setup made.
+    let values: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&values)?)?;
+    assert_eq!(values["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"], controller.arn());
+    assert_eq!(values["settings"]["interruptionQueue"], format!("nodesmith-{cluster}"));
+    assert_eq!(values["settings"]["clusterName"], cluster.as_str());
+    let nodeclass: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(nodeclasses.join("ec2nodeclass.yaml"))?)?;
+    assert_eq!(nodeclass["spec"]["role"], node_role.role_name());
+    assert_eq!(nodeclass["spec"]["subnetSelectorTerms"][0]["tags"]["karpenter.sh/discovery"], cluster.as_str());
+    assert!(nodeclasses.join("nodepool-default.yaml").exists());
+    std::fs::remove_dir_all(&out).ok();
     Ok(())
 }
 

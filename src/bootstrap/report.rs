@@ -1,5 +1,7 @@
 //! What setup and teardown did (or, with `--dry-run`, would do), resource by resource.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,6 +31,9 @@ pub struct Ledger {
     pub changes: u32,
     pub dry_run: bool,
     pub resources: Vec<ResourceChange>,
+    /// What the next steps need (role ARNs, queue name, endpoint...), by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<&'static str, String>,
 }
 
 impl Ledger {

@@ -89,4 +89,8 @@ pub enum CliError {
     NotConfirmed(String),
     #[error(transparent)]
     Render(#[from] crate::render::RenderError),
+    #[error("could not write the chart values: {0}")]
+    Values(String),
+    #[error("could not write {path}: {source}")]
+    WriteFile { path: std::path::PathBuf, source: std::io::Error },
 }

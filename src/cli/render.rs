@@ -52,9 +52,10 @@ pub fn write_nodeclasses(values: &NodeClassValues, dir: Option<&Path>) -> Result
     for (name, yaml) in render_nodeclasses(values)? {
         let path = match dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir)?;
                 let path = dir.join(name);
-                std::fs::write(&path, &yaml)?;
+                std::fs::create_dir_all(dir)
+                    .and_then(|()| std::fs::write(&path, &yaml))
+                    .map_err(|source| CliError::WriteFile { path: path.clone(), source })?;
                 Some(path)
             }
             None => None,

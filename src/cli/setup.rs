@@ -1,11 +1,15 @@
 //! `nodesmith setup`: the whole AWS side of a cluster, idempotently.
 
+use std::path::PathBuf;
+
 use clap::{Args, ValueEnum};
 
 use super::output::table;
+use super::render::write_nodeclasses;
 use super::{CliError, GlobalArgs, Report};
 use crate::bootstrap::report::Ledger;
 use crate::bootstrap::setup::{self, DiscoveryValue, SetupOptions};
+use crate::render::NodeClassValues;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DiscoveryScope {
@@ -38,6 +42,12 @@ pub struct SetupArgs {
     /// Show what would change, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Write the Helm chart values for this cluster (IRSA role annotation, cluster name and endpoint, queue).
+    #[arg(long, value_name = "FILE")]
+    pub values_out: Option<PathBuf>,
+    /// Render the nodeclasses/ templates (EC2NodeClass, NodePools) for this cluster into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub nodeclasses_out: Option<PathBuf>,
 }
 
 pub async fn run(args: &SetupArgs, global: &GlobalArgs) -> Result<Ledger, CliError> {
@@ -54,7 +64,33 @@ pub async fn run(args: &SetupArgs, global: &GlobalArgs) -> Result<Ledger, CliErr
         create_subnets: args.create_subnets,
         dry_run: args.dry_run,
     };
-    Ok(setup::run(&sdk, &options).await?)
+    let ledger = setup::run(&sdk, &options).await?;
+    let output = |key: &str| ledger.outputs.get(key).cloned().unwrap_or_default();
+    if let Some(path) = &args.values_out {
+        std::fs::write(
+            path,
+            chart_values(
+                &args.cluster,
+                &output("controller_role_arn"),
+                &output("cluster_endpoint"),
+                &output("interruption_queue"),
+            )?,
+        )?;
+    }
+    if let Some(dir) = &args.nodeclasses_out {
+        let values = NodeClassValues::for_cluster(&args.cluster, &output("node_role"), &output("discovery_value"));
+        write_nodeclasses(&values, Some(dir))?;
+    }
+    Ok(ledger)
+}
+
+/// The chart values setup's resources call for.
+fn chart_values(cluster: &str, role_arn: &str, endpoint: &str, queue: &str) -> Result<String, CliError> {
+    let values = serde_json::json!({
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": role_arn}},
+        "settings": {"clusterName": cluster, "clusterEndpoint": endpoint, "interruptionQueue": queue},
+    });
+    serde_yaml_ng::to_string(&values).map_err(|e| CliError::Values(e.to_string()))
 }
 
 impl Report for Ledger {

@@ -120,6 +120,21 @@ pub async fn run(sdk: &aws_config::SdkConfig, options: &SetupOptions) -> Result<
     if let Some(prefix) = options.create_subnets {
         setup.subnets(prefix, &discovery_value).await?;
     }
+    let cluster = &setup.cluster;
+    let outputs = [
+        ("node_role", setup.names.node_role.clone()),
+        ("node_role_arn", node_role_arn),
+        ("instance_profile", setup.names.instance_profile.clone()),
+        (
+            "controller_role_arn",
+            format!("arn:{}:iam::{}:role/{controller_role}", cluster.partition, cluster.account_id),
+        ),
+        ("interruption_queue", setup.names.queue.clone()),
+        ("interruption_queue_arn", queue_arn),
+        ("cluster_endpoint", cluster.endpoint.clone()),
+        ("discovery_value", discovery_value),
+    ];
+    setup.ledger.outputs.extend(outputs);
     Ok(setup.ledger)
 }
 
