@@ -4,6 +4,7 @@
 
 pub mod cidr;
 pub mod names;
+pub mod ownership;
 pub mod policies;
 pub mod report;
 pub mod setup;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 
 use super::names::ClusterNames;
+use super::ownership::{queue_is_ours, rule_is_ours};
 use super::report::{Action, Ledger};
 use super::setup::queue::INTERRUPTION_EVENTS;
 use super::setup::{DISCOVERY_SET_BY_TAG, DISCOVERY_TAG, OWNER_TAG};
@@ -168,14 +169,7 @@ impl Teardown<'_> {
                 Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => continue,
                 Err(error) => return Err(CloudError::from_sdk("events:DescribeRule", Some(&name), error)),
             };
-            let tags = self
-                .events
-                .list_tags_for_resource()
-                .resource_arn(rule.arn().unwrap_or_default())
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("events:ListTagsForResource", Some(&name), e))?;
-            if !tags.tags().iter().any(|t| self.ours(Some(t.key()), Some(t.value()))) {
+            if !rule_is_ours(&self.events, rule.arn().unwrap_or_default(), &name, &self.options.cluster).await? {
                 self.ledger.keep("eventbridge-rule", &name, format!("not tagged {OWNER_TAG}={}", self.options.cluster));
                 continue;
             }
@@ -216,14 +210,7 @@ impl Teardown<'_> {
             Err(error) if error.as_service_error().is_some_and(|e| e.is_queue_does_not_exist()) => return Ok(()),
             Err(error) => return Err(CloudError::from_sdk("sqs:GetQueueUrl", Some(&name), error)),
         };
-        let tags = self
-            .sqs
-            .list_queue_tags()
-            .queue_url(&url)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("sqs:ListQueueTags", Some(&name), e))?;
-        if tags.tags().and_then(|t| t.get(OWNER_TAG)) != Some(&self.options.cluster) {
+        if !queue_is_ours(&self.sqs, &url, &name, &self.options.cluster).await? {
             self.ledger.keep("sqs-queue", &name, format!("not tagged {OWNER_TAG}={}", self.options.cluster));
             return Ok(());
         }

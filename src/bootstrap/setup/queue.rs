@@ -7,6 +7,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
 use super::{OWNER_TAG, Setup, SetupError};
+use crate::bootstrap::ownership::{queue_is_ours, rule_is_ours};
 use crate::bootstrap::report::Action;
 use crate::cloud::error::CloudError;
 
@@ -86,14 +87,7 @@ impl Setup<'_> {
             self.ledger.record("sqs-queue", &name, Action::Created, 1);
             return Ok(arn);
         };
-        let tags = self
-            .sqs
-            .list_queue_tags()
-            .queue_url(&url)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("sqs:ListQueueTags", Some(&name), e))?;
-        if tags.tags().and_then(|t| t.get(OWNER_TAG)) != Some(&self.options.cluster) {
+        if !queue_is_ours(&self.sqs, &url, &name, &self.options.cluster).await? {
             return Err(SetupError::NotOurs { kind: "SQS queue", name, cluster: self.options.cluster.clone() });
         }
         let current = self
@@ -164,14 +158,7 @@ impl Setup<'_> {
                 }
                 Some(found) => {
                     let arn = found.arn().unwrap_or_default().to_string();
-                    let tags = self
-                        .events
-                        .list_tags_for_resource()
-                        .resource_arn(&arn)
-                        .send()
-                        .await
-                        .map_err(|e| CloudError::from_sdk("events:ListTagsForResource", Some(&name), e))?;
-                    if !tags.tags().iter().any(|t| t.key() == OWNER_TAG && t.value() == self.options.cluster) {
+                    if !rule_is_ours(&self.events, &arn, &name, &self.options.cluster).await? {
                         return Err(SetupError::NotOurs {
                             kind: "EventBridge rule",
                             name,
