@@ -26,21 +26,28 @@ impl Setup<'_> {
             DiscoveryValue::Explicit(value) => Ok(value.clone()),
             DiscoveryValue::Vpc => {
                 let vpc_id = self.cluster.vpc_id.clone();
-                let vpcs = self
-                    .ec2
-                    .describe_vpcs()
-                    .vpc_ids(&vpc_id)
-                    .send()
-                    .await
-                    .map_err(|e| CloudError::from_sdk("ec2:DescribeVpcs", Some(&vpc_id), e))?;
-                vpcs.vpcs()
-                    .first()
+                self.cluster_vpc()
+                    .await?
+                    .as_ref()
                     .and_then(|v| tag_value(v.tags(), "Name"))
                     .filter(|name| !name.is_empty())
                     .map(str::to_string)
                     .ok_or(SetupError::VpcWithoutName { vpc: vpc_id, cluster: self.options.cluster.clone() })
             }
         }
+    }
+
+    /// The cluster's VPC as EC2 describes it.
+    async fn cluster_vpc(&self) -> Result<Option<aws_sdk_ec2::types::Vpc>, SetupError> {
+        let vpc_id = &self.cluster.vpc_id;
+        let described = self
+            .ec2
+            .describe_vpcs()
+            .vpc_ids(vpc_id)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("ec2:DescribeVpcs", Some(vpc_id), e))?;
+        Ok(described.vpcs.and_then(|vpcs| vpcs.into_iter().next()))
     }
 
     /// The cluster's subnets with no route to an internet gateway.
@@ -133,15 +140,8 @@ impl Setup<'_> {
     /// cluster already has one.
     pub(super) async fn subnets(&mut self, prefix: u8, discovery_value: &str) -> Result<(), SetupError> {
         let vpc_id = self.cluster.vpc_id.clone();
-        let vpc = self
-            .ec2
-            .describe_vpcs()
-            .vpc_ids(&vpc_id)
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("ec2:DescribeVpcs", Some(&vpc_id), e))?;
+        let vpc = self.cluster_vpc().await?;
         let vpc_blocks: Vec<Ipv4Block> = vpc
-            .vpcs()
             .iter()
             .flat_map(|v| v.cidr_block_association_set())
             .filter(|a| a.cidr_block_state().and_then(|s| s.state()).is_none_or(|s| s.as_str() == "associated"))
