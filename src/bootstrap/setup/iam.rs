@@ -29,6 +29,10 @@ fn is_no_such_entity<E: aws_sdk_iam::error::ProvideErrorMetadata>(error: &E) -> 
     error.code() == Some("NoSuchEntity")
 }
 
+fn is_entity_already_exists<E: aws_sdk_iam::error::ProvideErrorMetadata>(error: &E) -> bool {
+    error.code() == Some("EntityAlreadyExists")
+}
+
 impl Setup<'_> {
     fn iam_tags(&self) -> Vec<Tag> {
         let (key, value) = self.owner();
@@ -224,14 +228,26 @@ impl Setup<'_> {
             return Ok(arn);
         }
         if self.ledger.may_mutate() {
-            self.iam
+            let created = self
+                .iam
                 .create_open_id_connect_provider()
                 .url(issuer)
                 .client_id_list("sts.amazonaws.com")
                 .set_tags(Some(self.iam_tags()))
                 .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("iam:CreateOpenIDConnectProvider", Some(issuer), e))?;
+                .await;
+            match created {
+                Ok(_) => {}
+                // The provider is one per issuer and account: another setup (this cluster's, run concurrently, or
+                // eksctl's) made it between our list and our create. It is what we wanted, and it is not ours.
+                Err(error) if error.as_service_error().is_some_and(is_entity_already_exists) => {
+                    self.ledger.record("iam-oidc-provider", &arn, Action::Unchanged, 1);
+                    return Ok(arn);
+                }
+                Err(error) => {
+                    return Err(CloudError::from_sdk("iam:CreateOpenIDConnectProvider", Some(issuer), error).into());
+                }
+            }
         }
         self.ledger.record("iam-oidc-provider", &arn, Action::Created, 1);
         Ok(arn)
