@@ -1,5 +1,9 @@
-//! Kubernetes-facing types: the Karpenter v1 API nodesmith serves, and the conversions from Kubernetes objects
-//! to the scheduler's plain input.
+//! Kubernetes-facing types: the Karpenter v1 API nodesmith serves (NodePool, NodeClaim, EC2NodeClass), their CRDs,
+//! the well-known labels, and the conversions from Kubernetes objects to the scheduler's plain input.
 
+pub mod crds;
+pub mod ec2nodeclass;
+pub mod labels;
+pub mod nodeclaim;
 pub mod nodepool;
 pub mod scheduling_input;

@@ -1,6 +1,7 @@
 //! Every clap type lives here, so the whole command line reads in one place. Each subcommand has a file of its
 //! own that returns one report struct; `output` prints it as a table or as JSON.
 
+mod crds;
 mod manifests;
 mod max_pods;
 mod output;
@@ -40,6 +41,8 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The CustomResourceDefinitions nodesmith serves (Karpenter v1's NodePool, NodeClaim, EC2NodeClass) as YAML.
+    Crds(crds::CrdsArgs),
     /// Pod density per instance type (ENI-limited, or with VPC CNI prefix delegation).
     MaxPods(max_pods::MaxPodsArgs),
     /// Which nodes these pods would get, and at what price (offline, from the embedded catalog).
@@ -59,6 +62,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let format = cli.global.output;
     match &cli.command {
+        Command::Crds(args) => output::print(&crds::run(args)?, format, "crds"),
         Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
         Command::Plan(args) => output::print(&plan::run(args)?, format, "plan"),
         Command::Render(args) => output::print(&render::run(args)?, format, "render"),
@@ -75,6 +79,8 @@ pub enum CliError {
     Output(#[from] std::io::Error),
     #[error("could not encode the output as JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Crd(#[from] crate::apis::crds::CrdError),
     #[error("`{command}` has no tab-separated form; use --output human or --output json")]
     NoTsv { command: &'static str },
     #[error("unknown instance type {name:?}{suggestion}")]

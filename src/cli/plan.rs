@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::manifests::{Document, ManifestError, read_documents};
 use super::output::table;
 use super::{CliError, Report};
-use crate::apis::nodepool::{EC2NodeClassDensity, NodePoolSpec as KubeNodePoolSpec};
+use crate::apis::ec2nodeclass::{EC2NodeClassSpec, PrefixDelegation};
+use crate::apis::nodepool::NodePoolSpec as KubeNodePoolSpec;
 use crate::apis::scheduling_input::{daemonset_pod, existing_node, nodepool, pod_request};
 use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::pricing::PriceTable;
@@ -208,7 +209,7 @@ fn max_pods_settings(args: &PlanArgs) -> Result<MaxPodsSettings, CliError> {
     if let Some(path) = &args.nodeclass {
         #[derive(Deserialize)]
         struct NodeClassDocument {
-            spec: EC2NodeClassDensity,
+            spec: EC2NodeClassSpec,
         }
         for doc in read_documents(path)? {
             expect_kind(&doc, &["EC2NodeClass"])?;
@@ -217,15 +218,10 @@ fn max_pods_settings(args: &PlanArgs) -> Result<MaxPodsSettings, CliError> {
                 settings.max_pods = kubelet.max_pods;
                 settings.pods_per_core = kubelet.pods_per_core;
             }
-            match spec.prefix_delegation.as_deref() {
-                Some("Enabled") => settings.prefix_delegation = true,
-                Some("Disabled") => settings.prefix_delegation = false,
-                None | Some("Auto") => {}
-                Some(other) => {
-                    return Err(doc
-                        .error(format!("prefixDelegation {other:?}: expected Auto, Enabled or Disabled"))
-                        .into());
-                }
+            match spec.prefix_delegation {
+                Some(PrefixDelegation::Enabled) => settings.prefix_delegation = true,
+                Some(PrefixDelegation::Disabled) => settings.prefix_delegation = false,
+                None | Some(PrefixDelegation::Auto) => {}
             }
         }
     }

@@ -1,0 +1,54 @@
+//! The well-known names Karpenter v1 puts on Kubernetes objects, which nodesmith uses unchanged so that
+//! nodeSelectors, dashboards and scripts written for Karpenter keep working.
+//!
+//! Labels the scheduler already needs live in `scheduling::solver` and are re-exported here; AWS tags on
+//! instances are in `cloud::instances`.
+
+pub use crate::scheduling::solver::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
+
+// Labels on Nodes and NodeClaims.
+/// Set on a Node once it has registered (joined the cluster) for its NodeClaim.
+pub const NODE_REGISTERED_LABEL: &str = "karpenter.sh/registered";
+/// Set on a Node once it is initialized (ready, startup taints gone, resources reported).
+pub const NODE_INITIALIZED_LABEL: &str = "karpenter.sh/initialized";
+/// The EC2NodeClass a node was launched from.
+pub const EC2NODECLASS_LABEL: &str = "karpenter.k8s.aws/ec2nodeclass";
+pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
+pub const ARCH_LABEL: &str = "kubernetes.io/arch";
+pub const OS_LABEL: &str = "kubernetes.io/os";
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+pub const ZONE_ID_LABEL: &str = "topology.k8s.aws/zone-id";
+
+// Values of `karpenter.sh/capacity-type`.
+pub const CAPACITY_TYPE_SPOT: &str = "spot";
+pub const CAPACITY_TYPE_ON_DEMAND: &str = "on-demand";
+pub const CAPACITY_TYPE_RESERVED: &str = "reserved";
+
+// Annotations.
+/// On a pod or a node: never disrupt it voluntarily (consolidation, drift, expiration).
+pub const DO_NOT_DISRUPT_ANNOTATION: &str = "karpenter.sh/do-not-disrupt";
+/// On a NodeClaim: the hash of its NodePool's template when it was made (drift detection).
+pub const NODEPOOL_HASH_ANNOTATION: &str = "karpenter.sh/nodepool-hash";
+pub const NODEPOOL_HASH_VERSION_ANNOTATION: &str = "karpenter.sh/nodepool-hash-version";
+/// On a NodeClaim being deleted: when its terminationGracePeriod runs out.
+pub const NODECLAIM_TERMINATION_TIMESTAMP_ANNOTATION: &str = "karpenter.sh/nodeclaim-termination-timestamp";
+/// On a NodeClaim: the hash of its EC2NodeClass's spec when it was made (drift detection).
+pub const EC2NODECLASS_HASH_ANNOTATION: &str = "karpenter.k8s.aws/ec2nodeclass-hash";
+pub const EC2NODECLASS_HASH_VERSION_ANNOTATION: &str = "karpenter.k8s.aws/ec2nodeclass-hash-version";
+/// On a NodeClaim: its instance has been tagged with the NodeClaim's name.
+pub const TAGGED_ANNOTATION: &str = "karpenter.k8s.aws/tagged";
+
+// Finalizers.
+/// On NodeClaims and Nodes: the instance is terminated (and the node drained) before the object goes.
+pub const TERMINATION_FINALIZER: &str = "karpenter.sh/termination";
+
+// Taints.
+/// `NoExecute`, put on a Node at launch and removed once it registers for its NodeClaim.
+pub const UNREGISTERED_TAINT_KEY: &str = "karpenter.sh/unregistered";
+/// `NoSchedule`, put on a Node that is being disrupted (drained and terminated).
+pub const DISRUPTED_TAINT_KEY: &str = "karpenter.sh/disrupted";
+
+// Label domains users may not set in a NodePool's requirements or labels, except for the listed keys.
+pub const KARPENTER_DOMAIN: &str = "karpenter.sh";
+pub const KARPENTER_AWS_DOMAIN: &str = "karpenter.k8s.aws";
