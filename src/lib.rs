@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod catalog;
 pub mod cli;
 pub mod cloud;
+pub mod controller;
 pub mod render;
 pub mod scheduling;
 pub mod telemetry;

@@ -48,7 +48,13 @@ pub struct RenderError {
 
 /// `{{yaml x}}`: the value as a YAML scalar that means exactly it (a JSON string is valid YAML), so names with
 /// colons, quotes or leading digits cannot change the document's structure.
-fn yaml_helper(h: &Helper, _: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
+pub(crate) fn yaml_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
     let value = h.param(0).ok_or(RenderErrorReason::ParamNotFoundForIndex("yaml", 0))?.value();
     let text = serde_json::to_string(value).map_err(|e| RenderErrorReason::Other(e.to_string()))?;
     out.write(&text)?;

@@ -1,5 +1,14 @@
-//! Logging setup. Metrics and the health server join here with the controller.
+//! Logging, the metrics registry (Karpenter's metric names, so existing dashboards keep working) and the metrics
+//! and health servers.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, thiserror::Error)]
@@ -11,10 +20,188 @@ pub struct LogLevelError {
     source: tracing_subscriber::filter::ParseError,
 }
 
-/// Logs go to stderr so that stdout carries only the command's report.
+/// Logs go to stderr so that stdout carries only the command's report; `json` for the controller.
 pub fn init_logging(filter: &str) -> Result<(), LogLevelError> {
     let env_filter =
         EnvFilter::try_new(filter).map_err(|source| LogLevelError { filter: filter.to_string(), source })?;
     tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr).init();
     Ok(())
+}
+
+pub fn init_json_logging(filter: &str) -> Result<(), LogLevelError> {
+    let env_filter =
+        EnvFilter::try_new(filter).map_err(|source| LogLevelError { filter: filter.to_string(), source })?;
+    tracing_subscriber::fmt().json().with_env_filter(env_filter).with_writer(std::io::stderr).init();
+    Ok(())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodePoolLabels {
+    nodepool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    method: String,
+    error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    message_type: String,
+}
+
+/// The controller's metrics, registered once.
+pub struct Metrics {
+    registry: Registry,
+    scheduling_duration: Histogram,
+    nodeclaims_created: Family<NodePoolLabels, Counter>,
+    nodeclaims_terminated: Family<NodePoolLabels, Counter>,
+    cloudprovider_errors: Family<ErrorLabels, Counter>,
+    pod_startup: Histogram,
+    interruption_received: Family<MessageLabels, Counter>,
+    interruption_deleted: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let scheduling_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let nodeclaims_created = Family::default();
+        let nodeclaims_terminated = Family::default();
+        let cloudprovider_errors = Family::default();
+        let pod_startup = Histogram::new(exponential_buckets(0.5, 2.0, 14));
+        let interruption_received = Family::default();
+        let interruption_deleted = Counter::default();
+        registry.register(
+            "karpenter_scheduler_scheduling_duration_seconds",
+            "Duration of one scheduling round (planning new nodes for pending pods)",
+            scheduling_duration.clone(),
+        );
+        registry.register("karpenter_nodeclaims_created", "NodeClaims created", nodeclaims_created.clone());
+        registry.register("karpenter_nodeclaims_terminated", "NodeClaims terminated", nodeclaims_terminated.clone());
+        registry.register(
+            "karpenter_cloudprovider_errors",
+            "Errors returned by AWS, by call and error code",
+            cloudprovider_errors.clone(),
+        );
+        registry.register(
+            "karpenter_pods_startup_duration_seconds",
+            "Time from a pod's creation to its running, for pods nodesmith provisioned for",
+            pod_startup.clone(),
+        );
+        registry.register(
+            "karpenter_interruption_received_messages",
+            "Interruption queue messages received, by kind",
+            interruption_received.clone(),
+        );
+        registry.register(
+            "karpenter_interruption_deleted_messages",
+            "Interruption queue messages deleted",
+            interruption_deleted.clone(),
+        );
+        Self {
+            registry,
+            scheduling_duration,
+            nodeclaims_created,
+            nodeclaims_terminated,
+            cloudprovider_errors,
+            pod_startup,
+            interruption_received,
+            interruption_deleted,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn scheduling_duration(&self, seconds: f64) {
+        self.scheduling_duration.observe(seconds);
+    }
+
+    pub fn nodeclaim_created(&self, nodepool: &str) {
+        self.nodeclaims_created.get_or_create(&NodePoolLabels { nodepool: nodepool.into() }).inc();
+    }
+
+    pub fn nodeclaim_terminated(&self, nodepool: &str) {
+        self.nodeclaims_terminated.get_or_create(&NodePoolLabels { nodepool: nodepool.into() }).inc();
+    }
+
+    pub fn cloudprovider_error(&self, method: &str, error: &str) {
+        self.cloudprovider_errors.get_or_create(&ErrorLabels { method: method.into(), error: error.into() }).inc();
+    }
+
+    pub fn pod_started(&self, seconds: f64) {
+        self.pod_startup.observe(seconds);
+    }
+
+    pub fn interruption_received(&self, message_type: &str) {
+        self.interruption_received.get_or_create(&MessageLabels { message_type: message_type.into() }).inc();
+    }
+
+    pub fn interruption_deleted(&self) {
+        self.interruption_deleted.inc();
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::warn!("could not encode metrics: {error}");
+        }
+        text
+    }
+}
+
+/// Serves `/metrics` on one port and `/healthz`, `/readyz` on another (ready once the caches synced).
+pub async fn serve(
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    metrics_port: u16,
+    health_port: u16,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let metrics_app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
+            }
+        }),
+    );
+    let health_app = axum::Router::new().route("/healthz", get(|| async { "ok" })).route(
+        "/readyz",
+        get(move || {
+            let ready = ready.clone();
+            async move {
+                if ready.load(Ordering::Relaxed) {
+                    (axum::http::StatusCode::OK, "ok")
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                }
+            }
+        }),
+    );
+    let metrics_listener = tokio::net::TcpListener::bind(("0.0.0.0", metrics_port)).await?;
+    let health_listener = tokio::net::TcpListener::bind(("0.0.0.0", health_port)).await?;
+    tokio::try_join!(axum::serve(metrics_listener, metrics_app), axum::serve(health_listener, health_app))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_carry_karpenters_names() {
+        let metrics = Metrics::default();
+        metrics.nodeclaim_created("default");
+        metrics.cloudprovider_error("CreateFleet", "InsufficientInstanceCapacity");
+        let text = metrics.encode();
+        assert!(text.contains(r#"karpenter_nodeclaims_created_total{nodepool="default"} 1"#), "{text}");
+        assert!(text.contains(
+            r#"karpenter_cloudprovider_errors_total{method="CreateFleet",error="InsufficientInstanceCapacity"} 1"#
+        ));
+        assert!(text.contains("karpenter_scheduler_scheduling_duration_seconds_bucket"));
+    }
 }

@@ -138,6 +138,24 @@ pub fn format_quantity(name: ResourceName, value: i64) -> String {
     }
 }
 
+/// A quantity exactly as Kubernetes stores it (`1500m`, `2`, `1930Mi`, `1234567`): what NodeClaim status and
+/// requests carry. `parse_quantity` reads it back to the same value.
+pub fn kubernetes_quantity(name: ResourceName, value: i64) -> String {
+    const KI: i64 = 1 << 10;
+    const MI: i64 = 1 << 20;
+    match name {
+        ResourceName::Cpu if value % 1000 == 0 => (value / 1000).to_string(),
+        ResourceName::Cpu => format!("{value}m"),
+        ResourceName::Memory | ResourceName::EphemeralStorage if value != 0 && value % MI == 0 => {
+            format!("{}Mi", value / MI)
+        }
+        ResourceName::Memory | ResourceName::EphemeralStorage if value != 0 && value % KI == 0 => {
+            format!("{}Ki", value / KI)
+        }
+        _ => value.to_string(),
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0:?} is not a Kubernetes quantity (examples: 500m, 2, 1.5, 512Mi, 4Gi, 1e3)")]
 pub struct QuantityError(pub String);
@@ -253,6 +271,16 @@ mod tests {
         #[test]
         fn arbitrary_text_never_panics(text in "\\PC{0,16}") {
             let _ = parse_quantity(&text, ResourceName::Cpu);
+        }
+    }
+
+    #[test]
+    fn kubernetes_quantities_read_back_to_the_same_value() {
+        for name in ResourceName::ALL {
+            for value in [0, 1, 999, 1000, 1500, 1024, 1 << 20, (1 << 30) + 1, 1930 << 20] {
+                let text = kubernetes_quantity(name, value);
+                assert_eq!(parse_quantity(&text, name), Ok(value), "{name:?} {value} -> {text}");
+            }
         }
     }
 }

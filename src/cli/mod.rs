@@ -1,6 +1,7 @@
 //! Every clap type lives here, so the whole command line reads in one place. Each subcommand has a file of its
 //! own that returns one report struct; `output` prints it as a table or as JSON.
 
+mod controller;
 mod crds;
 mod manifests;
 mod max_pods;
@@ -41,6 +42,8 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the in-cluster controller: provisioning, launch, node lifecycle, termination, garbage collection.
+    Controller(controller::ControllerArgs),
     /// The CustomResourceDefinitions nodesmith serves (Karpenter v1's NodePool, NodeClaim, EC2NodeClass) as YAML.
     Crds(crds::CrdsArgs),
     /// Pod density per instance type (ENI-limited, or with VPC CNI prefix delegation).
@@ -62,6 +65,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let format = cli.global.output;
     match &cli.command {
+        Command::Controller(args) => controller::run(args, &cli.global).await,
         Command::Crds(args) => output::print(&crds::run(args)?, format, "crds"),
         Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
         Command::Plan(args) => output::print(&plan::run(args)?, format, "plan"),
@@ -91,6 +95,8 @@ pub enum CliError {
     Manifest(#[from] manifests::ManifestError),
     #[error(transparent)]
     Setup(#[from] crate::bootstrap::setup::SetupError),
+    #[error(transparent)]
+    Controller(#[from] crate::controller::StartError),
     #[error("{0}")]
     NotConfirmed(String),
     #[error(transparent)]

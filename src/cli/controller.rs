@@ -1,0 +1,81 @@
+//! `nodesmith controller`: runs the in-cluster controller until SIGTERM. Settings come from flags or from the
+//! environment variables the Helm chart sets.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{CliError, GlobalArgs};
+use crate::controller::{self, Settings};
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// The EKS cluster this controller provisions nodes for.
+    #[arg(long, env = "CLUSTER_NAME")]
+    pub cluster_name: String,
+    /// API server endpoint nodes join through; defaults to what DescribeCluster reports.
+    #[arg(long, env = "CLUSTER_ENDPOINT")]
+    pub cluster_endpoint: Option<String>,
+    /// SQS queue (name or URL) that receives interruption events; interruption handling is off without one.
+    #[arg(long, env = "INTERRUPTION_QUEUE")]
+    pub interruption_queue: Option<String>,
+    /// Provision once no new pending pod arrived for this long (e.g. `1s`, `500ms`).
+    #[arg(long, env = "BATCH_IDLE_DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub batch_idle_duration: Duration,
+    /// ... or once the batch is this old, whichever comes first.
+    #[arg(long, env = "BATCH_MAX_DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub batch_max_duration: Duration,
+    #[arg(long, env = "METRICS_PORT", default_value_t = 8080)]
+    pub metrics_port: u16,
+    #[arg(long, env = "HEALTH_PROBE_PORT", default_value_t = 8081)]
+    pub health_port: u16,
+    /// Namespace of the leader-election Lease (the controller's own namespace).
+    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = "nodesmith")]
+    pub namespace: String,
+    /// This replica's identity in the Lease and in Events; defaults to the pod name (HOSTNAME).
+    #[arg(long, env = "HOSTNAME")]
+    pub identity: Option<String>,
+}
+
+/// `500ms`, `1s`, `2m`: a whole number and a unit.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration; write e.g. 500ms, 1s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        _ => Err(format!("{text:?} has unit {unit:?}; use ms, s or m")),
+    }
+}
+
+pub async fn run(args: &ControllerArgs, global: &GlobalArgs) -> Result<(), CliError> {
+    let sdk = crate::aws::sdk_config(global.region.as_deref()).await;
+    let settings = Settings {
+        cluster_name: args.cluster_name.clone(),
+        cluster_endpoint: args.cluster_endpoint.clone(),
+        interruption_queue: args.interruption_queue.clone().filter(|q| !q.is_empty()),
+        batch_idle: args.batch_idle_duration,
+        batch_max: args.batch_max_duration,
+        metrics_port: args.metrics_port,
+        health_port: args.health_port,
+        identity: args.identity.clone().unwrap_or_else(|| format!("nodesmith-{}", std::process::id())),
+        namespace: args.namespace.clone(),
+    };
+    controller::run(settings, &sdk).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_durations_take_a_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

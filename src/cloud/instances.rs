@@ -1,0 +1,169 @@
+//! The instances the controller launched: found by their tags (never by a state file), described, terminated.
+
+use std::time::SystemTime;
+
+use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName};
+
+use super::error::CloudError;
+use crate::catalog::CapacityType;
+
+pub const NODECLAIM_TAG: &str = "karpenter.sh/nodeclaim";
+pub const NODEPOOL_TAG: &str = "karpenter.sh/nodepool";
+pub const NODECLASS_TAG: &str = "karpenter.k8s.aws/ec2nodeclass";
+
+/// The tag every instance of a cluster carries: `kubernetes.io/cluster/<cluster>=owned`.
+pub fn cluster_tag_key(cluster: &str) -> String {
+    format!("kubernetes.io/cluster/{cluster}")
+}
+
+/// What the controller needs to know of one of its instances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceSummary {
+    pub instance_id: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub state: String,
+    pub capacity_type: CapacityType,
+    pub image_id: Option<String>,
+    pub private_dns_name: Option<String>,
+    pub nodeclaim: Option<String>,
+    pub nodepool: Option<String>,
+    pub launch_time: Option<SystemTime>,
+}
+
+impl InstanceSummary {
+    /// `aws:///<zone>/<instance id>`, as the kubelet's cloud provider writes it on the Node.
+    pub fn provider_id(&self) -> String {
+        provider_id(&self.zone, &self.instance_id)
+    }
+
+    /// Pending or running: it holds (or will hold) a node.
+    pub fn is_alive(&self) -> bool {
+        matches!(self.state.as_str(), "pending" | "running")
+    }
+}
+
+pub fn provider_id(zone: &str, instance_id: &str) -> String {
+    format!("aws:///{zone}/{instance_id}")
+}
+
+/// The instance id at the end of `aws:///<zone>/<id>`; `None` for anything else.
+pub fn instance_id_from_provider_id(provider_id: &str) -> Option<&str> {
+    let rest = provider_id.strip_prefix("aws:///")?;
+    let (_, id) = rest.rsplit_once('/')?;
+    id.starts_with("i-").then_some(id)
+}
+
+fn tag_value<'a>(instance: &'a Instance, key: &str) -> Option<&'a str> {
+    instance.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+fn summary(instance: &Instance) -> Option<InstanceSummary> {
+    Some(InstanceSummary {
+        instance_id: instance.instance_id()?.to_string(),
+        instance_type: instance.instance_type()?.as_str().to_string(),
+        zone: instance.placement().and_then(|p| p.availability_zone()).unwrap_or_default().to_string(),
+        state: instance.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+        capacity_type: match instance.instance_lifecycle().map(|l| l.as_str()) {
+            Some("spot") => CapacityType::Spot,
+            _ => CapacityType::OnDemand,
+        },
+        image_id: instance.image_id().map(str::to_string),
+        private_dns_name: instance.private_dns_name().filter(|n| !n.is_empty()).map(str::to_string),
+        nodeclaim: tag_value(instance, NODECLAIM_TAG).map(str::to_string),
+        nodepool: tag_value(instance, NODEPOOL_TAG).map(str::to_string),
+        launch_time: instance.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
+    })
+}
+
+async fn describe(
+    ec2: &aws_sdk_ec2::Client,
+    filters: Vec<Filter>,
+    ids: Vec<String>,
+) -> Result<Vec<InstanceSummary>, CloudError> {
+    let mut pages =
+        ec2.describe_instances().set_filters(Some(filters)).set_instance_ids(Some(ids)).into_paginator().send();
+    let mut found = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", None, e))?;
+        found.extend(page.reservations().iter().flat_map(|r| r.instances()).filter_map(summary));
+    }
+    Ok(found)
+}
+
+fn alive_states() -> Filter {
+    Filter::builder()
+        .name("instance-state-name")
+        .set_values(Some(vec![InstanceStateName::Pending.as_str().into(), InstanceStateName::Running.as_str().into()]))
+        .build()
+}
+
+/// The live instance launched for this NodeClaim, if any: checked before every launch, since CreateFleet's client
+/// token alone does not prevent a second launch (moto ignores it; a token also expires).
+pub async fn find_for_nodeclaim(
+    ec2: &aws_sdk_ec2::Client,
+    cluster: &str,
+    nodeclaim: &str,
+) -> Result<Option<InstanceSummary>, CloudError> {
+    let filters = vec![
+        Filter::builder().name(format!("tag:{}", cluster_tag_key(cluster))).values("owned").build(),
+        Filter::builder().name(format!("tag:{NODECLAIM_TAG}")).values(nodeclaim).build(),
+        alive_states(),
+    ];
+    let mut found = describe(ec2, filters, Vec::new()).await?;
+    // Oldest first, so that if two ever existed the same one is always kept.
+    found.sort_by(|a, b| a.launch_time.cmp(&b.launch_time).then(a.instance_id.cmp(&b.instance_id)));
+    Ok(found.into_iter().next())
+}
+
+/// One instance by id; `None` when EC2 no longer knows it.
+pub async fn describe_instance(
+    ec2: &aws_sdk_ec2::Client,
+    instance_id: &str,
+) -> Result<Option<InstanceSummary>, CloudError> {
+    match describe(ec2, Vec::new(), vec![instance_id.to_string()]).await {
+        Ok(found) => Ok(found.into_iter().next()),
+        Err(CloudError::Call { message, .. }) if message.starts_with("InvalidInstanceID.NotFound") => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Every live instance of the cluster's node pools (what garbage collection compares with the NodeClaims).
+pub async fn node_pool_instances(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Result<Vec<InstanceSummary>, CloudError> {
+    let filters = vec![
+        Filter::builder().name(format!("tag:{}", cluster_tag_key(cluster))).values("owned").build(),
+        Filter::builder().name("tag-key").values(NODEPOOL_TAG).build(),
+        alive_states(),
+    ];
+    describe(ec2, filters, Vec::new()).await
+}
+
+/// Terminates these instances; ids EC2 no longer knows count as done.
+pub async fn terminate(ec2: &aws_sdk_ec2::Client, instance_ids: &[String]) -> Result<(), CloudError> {
+    if instance_ids.is_empty() {
+        return Ok(());
+    }
+    match ec2.terminate_instances().set_instance_ids(Some(instance_ids.to_vec())).send().await {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            match CloudError::from_sdk("ec2:TerminateInstances", instance_ids.first().map(String::as_str), error) {
+                CloudError::Call { message, .. } if message.starts_with("InvalidInstanceID.NotFound") => Ok(()),
+                other => Err(other),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_ids_round_trip() {
+        let id = provider_id("us-east-1a", "i-0123456789abcdef0");
+        assert_eq!(id, "aws:///us-east-1a/i-0123456789abcdef0");
+        assert_eq!(instance_id_from_provider_id(&id), Some("i-0123456789abcdef0"));
+        assert_eq!(instance_id_from_provider_id("kwok://node-1"), None);
+        assert_eq!(instance_id_from_provider_id("aws:///us-east-1a/"), None);
+    }
+}

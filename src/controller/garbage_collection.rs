@@ -1,0 +1,133 @@
+//! Leaks in both directions, every 30 s: an instance of this cluster's node pools that no NodeClaim accounts for
+//! (older than 30 s, so a launch being recorded is not mistaken for one) is terminated; a NodeClaim whose
+//! instance is gone is deleted.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams};
+
+use super::leader::Leadership;
+use super::{Context, Error, conditions};
+use crate::apis::nodeclaim::NodeClaim;
+use crate::cloud::instances::{self, InstanceSummary};
+
+const EVERY: Duration = Duration::from_secs(30);
+/// An instance younger than this may belong to a launch whose NodeClaim status is still being written.
+const MIN_AGE: Duration = Duration::from_secs(30);
+
+pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
+    loop {
+        tokio::time::sleep(EVERY).await;
+        if !leadership.is_leader() {
+            continue;
+        }
+        if let Err(error) = collect(&ctx).await {
+            tracing::warn!("garbage collection failed, retrying: {error}");
+        }
+    }
+}
+
+/// The instances no NodeClaim accounts for, old enough to be sure.
+pub fn orphans<'a>(
+    instances: &'a [InstanceSummary],
+    claim_names: &HashSet<String>,
+    claimed_ids: &HashSet<String>,
+    now: SystemTime,
+) -> Vec<&'a InstanceSummary> {
+    instances
+        .iter()
+        .filter(|i| i.is_alive())
+        .filter(|i| !claimed_ids.contains(&i.instance_id))
+        .filter(|i| i.nodeclaim.as_ref().is_none_or(|c| !claim_names.contains(c)))
+        .filter(|i| i.launch_time.is_some_and(|t| now.duration_since(t).unwrap_or_default() > MIN_AGE))
+        .collect()
+}
+
+pub async fn collect(ctx: &Context) -> Result<(), Error> {
+    let cluster = &ctx.settings.cluster_name;
+    let instances = instances::node_pool_instances(&ctx.ec2, cluster).await?;
+    let claims = ctx.state.nodeclaims.state();
+    let claim_names: HashSet<String> = claims.iter().map(|c| c.name_any()).collect();
+    let claimed_ids: HashSet<String> = claims
+        .iter()
+        .filter_map(|c| c.status.as_ref()?.provider_id.as_deref())
+        .filter_map(instances::instance_id_from_provider_id)
+        .map(str::to_string)
+        .collect();
+
+    let leaked: Vec<String> = orphans(&instances, &claim_names, &claimed_ids, SystemTime::now())
+        .iter()
+        .map(|i| i.instance_id.clone())
+        .collect();
+    if !leaked.is_empty() {
+        tracing::warn!(instances = ?leaked, "terminating instances no NodeClaim accounts for");
+        instances::terminate(&ctx.ec2, &leaked).await?;
+    }
+
+    // NodeClaims whose launched instance EC2 no longer runs.
+    let alive: HashSet<&str> = instances.iter().filter(|i| i.is_alive()).map(|i| i.instance_id.as_str()).collect();
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    for claim in &claims {
+        if claim.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(status) = claim.status.as_ref() else { continue };
+        let Some(id) = status.provider_id.as_deref().and_then(instances::instance_id_from_provider_id) else {
+            continue;
+        };
+        if alive.contains(id) || !conditions::is_true(&status.conditions, "Launched") {
+            continue;
+        }
+        // Confirm with a direct read: the filtered list may lag behind a launch.
+        if instances::describe_instance(&ctx.ec2, id).await?.is_some_and(|i| i.is_alive()) {
+            continue;
+        }
+        tracing::info!(nodeclaim = %claim.name_any(), instance = id, "its instance is gone; deleting the NodeClaim");
+        match api.delete(&claim.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(error) if super::is_not_found(&error) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::CapacityType;
+
+    fn instance(id: &str, claim: Option<&str>, age_secs: u64, now: SystemTime) -> InstanceSummary {
+        InstanceSummary {
+            instance_id: id.into(),
+            instance_type: "m5.large".into(),
+            zone: "z".into(),
+            state: "running".into(),
+            capacity_type: CapacityType::OnDemand,
+            image_id: None,
+            private_dns_name: None,
+            nodeclaim: claim.map(str::to_string),
+            nodepool: Some("default".into()),
+            launch_time: Some(now - Duration::from_secs(age_secs)),
+        }
+    }
+
+    #[test]
+    fn only_old_unclaimed_instances_are_orphans() {
+        let now = SystemTime::now();
+        let instances = [
+            instance("i-claimed-by-name", Some("default-abc"), 600, now),
+            instance("i-claimed-by-id", Some("gone"), 600, now),
+            instance("i-young", Some("gone"), 5, now),
+            instance("i-orphan", Some("gone"), 600, now),
+            instance("i-untagged", None, 600, now),
+        ];
+        let names = HashSet::from(["default-abc".to_string()]);
+        let ids = HashSet::from(["i-claimed-by-id".to_string()]);
+        let found: Vec<&str> = orphans(&instances, &names, &ids, now).iter().map(|i| i.instance_id.as_str()).collect();
+        assert_eq!(found, ["i-orphan", "i-untagged"]);
+    }
+}

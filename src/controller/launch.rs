@@ -1,0 +1,423 @@
+//! NodeClaim → instance: the offerings its requirements allow (minus those out of capacity), one subnet per zone,
+//! a launch template per distinct bootstrap (max pods differs by type), and one CreateFleet call. An instance
+//! already tagged for the NodeClaim is adopted instead: a retry or a restarted controller never launches twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+
+use super::Context;
+use super::provisioner::{cni_prefix_delegation, max_pods_settings};
+use crate::apis::ec2nodeclass::EC2NodeClass;
+use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, UNREGISTERED_TAINT_KEY, ZONE_LABEL};
+use crate::apis::nodeclaim::NodeClaim;
+use crate::catalog::instance_type::InstanceTypeInfo;
+use crate::catalog::{CapacityType, OfferingKey};
+use crate::cloud::error::CloudError;
+use crate::cloud::fleet::{self, FleetError, FleetOverride, FleetRequest, LaunchTemplateOverrides, MAX_OVERRIDES};
+use crate::cloud::instances::{self, NODECLAIM_TAG, NODECLASS_TAG, NODEPOOL_TAG, cluster_tag_key};
+use crate::cloud::launch_template::{self, BlockDevice, LaunchTemplateSpec, MetadataOptions};
+use crate::cloud::nodeclass::{SubnetInfo, subnet_with_most_free_ips};
+use crate::cloud::user_data::{self, AmiFamily, BootstrapSettings, NodeTaint, UserDataError};
+
+/// A launch counts against its subnet's free addresses until DescribeSubnets has caught up.
+const IN_FLIGHT_FOR: Duration = Duration::from_secs(60);
+
+/// Launches per subnet in the last minute.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    launches: HashMap<String, Vec<Instant>>,
+}
+
+impl InFlight {
+    pub fn debit(&mut self, subnet: &str) {
+        self.launches.entry(subnet.to_string()).or_default().push(Instant::now());
+    }
+
+    pub fn counts(&mut self) -> BTreeMap<String, i64> {
+        let now = Instant::now();
+        self.launches.retain(|_, times| {
+            times.retain(|t| now.duration_since(*t) < IN_FLIGHT_FOR);
+            !times.is_empty()
+        });
+        self.launches.iter().map(|(subnet, times)| (subnet.clone(), times.len() as i64)).collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("EC2NodeClass {0} is not ready: {1}")]
+    NodeClassNotReady(String, String),
+    #[error("no offering left for NodeClaim {nodeclaim}: {why}")]
+    NoOffering { nodeclaim: String, why: String },
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    UserData(#[from] UserDataError),
+}
+
+impl LaunchError {
+    /// Capacity ran out everywhere this NodeClaim may go: it should be replaced by a new plan, not retried.
+    pub fn is_insufficient_capacity(&self) -> bool {
+        matches!(self, Self::Fleet(FleetError::InsufficientCapacity { .. }) | Self::NoOffering { .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launched {
+    pub instance_id: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    pub image_id: Option<String>,
+}
+
+impl Launched {
+    pub fn provider_id(&self) -> String {
+        instances::provider_id(&self.zone, &self.instance_id)
+    }
+}
+
+/// The values of a NodeClaim's `In` requirement on `key`, in order; `None` when it has none.
+pub fn requirement_values<'a>(claim: &'a NodeClaim, key: &str) -> Option<&'a [String]> {
+    claim.spec.requirements.iter().find(|r| r.key == key && r.operator == "In").map(|r| r.values.as_slice())
+}
+
+pub async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Launched, LaunchError> {
+    let name = claim.name_any();
+    if let Some(found) = instances::find_for_nodeclaim(&ctx.ec2, &ctx.settings.cluster_name, &name).await? {
+        tracing::info!(nodeclaim = %name, instance = %found.instance_id, "adopting the instance already launched");
+        return Ok(Launched {
+            instance_id: found.instance_id,
+            instance_type: found.instance_type,
+            zone: found.zone,
+            capacity_type: found.capacity_type,
+            image_id: found.image_id,
+        });
+    }
+    let class_name = &claim.spec.node_class_ref.name;
+    let class = ctx
+        .state
+        .nodeclass(class_name)
+        .ok_or_else(|| LaunchError::NodeClassNotReady(class_name.clone(), "it does not exist".into()))?;
+
+    let allowed_types: Vec<&InstanceTypeInfo> = match requirement_values(claim, INSTANCE_TYPE_LABEL) {
+        Some(names) => names.iter().filter_map(|n| ctx.instance_type(n)).collect(),
+        None => ctx.instance_types.iter().collect(),
+    };
+    let zones = requirement_values(claim, ZONE_LABEL);
+    let capacity_types: Vec<CapacityType> = match requirement_values(claim, CAPACITY_TYPE_LABEL) {
+        Some(values) => values
+            .iter()
+            .filter_map(|v| match v.as_str() {
+                "spot" => Some(CapacityType::Spot),
+                "on-demand" => Some(CapacityType::OnDemand),
+                _ => None,
+            })
+            .collect(),
+        None => vec![CapacityType::OnDemand],
+    };
+    // Spot first when allowed; on-demand when spot has nothing left.
+    let mut order = capacity_types.clone();
+    order.sort_by_key(|c| if *c == CapacityType::Spot { 0 } else { 1 });
+    let mut last_error = None;
+    for capacity_type in order {
+        match launch_as(ctx, claim, &class, &allowed_types, zones, capacity_type).await {
+            Ok(launched) => return Ok(launched),
+            Err(error) if error.is_insufficient_capacity() => {
+                tracing::info!(nodeclaim = %name, capacity_type = capacity_type.as_str(), "{error}");
+                last_error = Some(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last_error.unwrap_or(LaunchError::NoOffering { nodeclaim: name, why: "no capacity type allowed".into() }))
+}
+
+async fn launch_as(
+    ctx: &Context,
+    claim: &NodeClaim,
+    class: &EC2NodeClass,
+    allowed_types: &[&InstanceTypeInfo],
+    zones: Option<&[String]>,
+    capacity_type: CapacityType,
+) -> Result<Launched, LaunchError> {
+    let name = claim.name_any();
+    let class_name = class.name_any();
+    let status = class
+        .status
+        .as_ref()
+        .ok_or_else(|| LaunchError::NodeClassNotReady(class_name.clone(), "no status yet".into()))?;
+    let subnets: Vec<SubnetInfo> = status
+        .subnets
+        .iter()
+        .map(|s| SubnetInfo {
+            id: s.id.clone(),
+            zone: s.zone.clone(),
+            zone_id: s.zone_id.clone().unwrap_or_default(),
+            available_ips: i64::MAX / 4,
+        })
+        .collect();
+    if subnets.is_empty() || status.security_groups.is_empty() || status.amis.is_empty() {
+        return Err(LaunchError::NodeClassNotReady(class_name, "no subnets, security groups or AMIs resolved".into()));
+    }
+    let instance_profile = status
+        .instance_profile
+        .clone()
+        .or_else(|| class.spec.instance_profile.clone())
+        .ok_or_else(|| LaunchError::NodeClassNotReady(class_name.clone(), "no instance profile".into()))?;
+    let settings = max_pods_settings(class, cni_prefix_delegation(ctx));
+    let unavailable = ctx.unavailable.snapshot();
+
+    // One subnet per zone: the one with the most free addresses once recent launches are debited.
+    let in_flight = ctx.in_flight.lock().map(|mut f| f.counts()).unwrap_or_default();
+    let subnet_free = subnet_free_addresses(ctx, &subnets).await;
+    let mut subnet_by_zone: BTreeMap<String, SubnetInfo> = BTreeMap::new();
+    for zone in subnet_free.iter().map(|s| s.zone.clone()).collect::<std::collections::BTreeSet<_>>() {
+        if zones.is_some_and(|allowed| !allowed.contains(&zone)) {
+            continue;
+        }
+        if let Some(subnet) = subnet_with_most_free_ips(&subnet_free, &zone, &in_flight, settings.prefix_delegation) {
+            subnet_by_zone.insert(zone, subnet.clone());
+        }
+    }
+
+    // Overrides in preference order (the plan's cheapest-first), grouped by what their bootstrap differs in.
+    let mut groups: BTreeMap<(String, u32), Vec<FleetOverride>> = BTreeMap::new();
+    let mut count = 0;
+    for t in allowed_types {
+        if !t.usage_classes.iter().any(|u| u == capacity_type.as_str()) {
+            continue;
+        }
+        let Some(arch) = t.kubernetes_arch() else { continue };
+        let Some(image) = image_for_arch(class, arch) else { continue };
+        for (zone, subnet) in &subnet_by_zone {
+            let key = OfferingKey { instance_type: t.name.clone(), zone: zone.clone(), capacity_type };
+            if !t.zones.contains(zone) || unavailable.contains(&key) || count >= MAX_OVERRIDES {
+                continue;
+            }
+            count += 1;
+            groups.entry((image.clone(), t.max_pods(settings))).or_default().push(FleetOverride {
+                instance_type: t.name.clone(),
+                subnet_id: subnet.id.clone(),
+                zone: zone.clone(),
+            });
+        }
+    }
+    if groups.is_empty() {
+        return Err(LaunchError::NoOffering {
+            nodeclaim: name,
+            why: format!("no {} offering of its instance types in its zones is available", capacity_type.as_str()),
+        });
+    }
+
+    let tags = instance_tags(ctx, claim, class);
+    let mut configs = Vec::new();
+    for ((image_id, max_pods), overrides) in groups {
+        let bootstrap = bootstrap_settings(ctx, claim, class, max_pods);
+        let spec = LaunchTemplateSpec {
+            cluster: ctx.settings.cluster_name.clone(),
+            image_id,
+            user_data: user_data::render(&bootstrap)?,
+            security_group_ids: status.security_groups.iter().map(|g| g.id.clone()).collect(),
+            instance_profile: instance_profile.clone(),
+            metadata: metadata_options(class),
+            block_devices: block_devices(class),
+            associate_public_ip: class.spec.associate_public_ip_address,
+            detailed_monitoring: class.spec.detailed_monitoring.unwrap_or(false),
+            tags: vec![
+                (cluster_tag_key(&ctx.settings.cluster_name), "owned".into()),
+                (NODECLASS_TAG.into(), class.name_any()),
+            ],
+        };
+        let template = launch_template::ensure(&ctx.ec2, &spec).await?;
+        configs.push(LaunchTemplateOverrides { launch_template_name: template, overrides });
+    }
+
+    let request = FleetRequest {
+        configs,
+        capacity_type,
+        tags,
+        client_token: claim.metadata.uid.clone().unwrap_or_else(|| name.clone()),
+    };
+    match fleet::create_fleet(&ctx.ec2, &request).await {
+        Ok(launched) => {
+            if let Some(subnet) = subnet_by_zone.get(&launched.zone)
+                && let Ok(mut in_flight) = ctx.in_flight.lock()
+            {
+                in_flight.debit(&subnet.id);
+            }
+            let image_id = status.amis.first().map(|a| a.id.clone());
+            Ok(Launched {
+                instance_id: launched.instance_id,
+                instance_type: launched.instance_type,
+                zone: launched.zone,
+                capacity_type: launched.capacity_type,
+                image_id,
+            })
+        }
+        Err(FleetError::InsufficientCapacity { offerings, codes }) => {
+            ctx.metrics.cloudprovider_error("CreateFleet", &codes);
+            for offering in &offerings {
+                ctx.unavailable.mark(offering.clone(), &codes);
+            }
+            Err(LaunchError::Fleet(FleetError::InsufficientCapacity { offerings, codes }))
+        }
+        Err(error) => {
+            ctx.metrics.cloudprovider_error("CreateFleet", "error");
+            Err(error.into())
+        }
+    }
+}
+
+/// Free addresses per subnet now (DescribeSubnets); the resolved list when the call fails.
+async fn subnet_free_addresses(ctx: &Context, subnets: &[SubnetInfo]) -> Vec<SubnetInfo> {
+    let terms: Vec<crate::cloud::nodeclass::SelectorTerm> = subnets
+        .iter()
+        .map(|s| crate::cloud::nodeclass::SelectorTerm { id: Some(s.id.clone()), ..Default::default() })
+        .collect();
+    match crate::cloud::nodeclass::subnets(&ctx.ec2, &terms).await {
+        Ok(found) if !found.is_empty() => found,
+        Ok(_) => subnets.to_vec(),
+        Err(error) => {
+            tracing::warn!("could not read the subnets' free addresses: {error}");
+            subnets.to_vec()
+        }
+    }
+}
+
+/// The newest resolved AMI for this architecture.
+fn image_for_arch(class: &EC2NodeClass, arch: &str) -> Option<String> {
+    let status = class.status.as_ref()?;
+    status
+        .amis
+        .iter()
+        .find(|ami| {
+            let arch_requirement = ami.requirements.iter().find(|r| r.key == "kubernetes.io/arch");
+            arch_requirement.is_none_or(|r| r.values.iter().flatten().any(|v| v == arch))
+        })
+        .map(|ami| ami.id.clone())
+}
+
+fn ami_family(class: &EC2NodeClass) -> AmiFamily {
+    if let Some(alias) = class.spec.ami_selector_terms.iter().find_map(|t| t.alias.as_deref()) {
+        return AmiFamily::from_name(alias);
+    }
+    AmiFamily::from_name(class.spec.ami_family.as_deref().unwrap_or("AL2023"))
+}
+
+fn bootstrap_settings(ctx: &Context, claim: &NodeClaim, class: &EC2NodeClass, max_pods: u32) -> BootstrapSettings {
+    let mut taints: Vec<NodeTaint> = claim
+        .spec
+        .taints
+        .iter()
+        .chain(&claim.spec.startup_taints)
+        .map(|t| NodeTaint { key: t.key.clone(), value: t.value.clone(), effect: t.effect.clone() })
+        .collect();
+    // Karpenter's convention: the node is tainted until the controller has seen it register.
+    taints.push(NodeTaint { key: UNREGISTERED_TAINT_KEY.into(), value: None, effect: "NoExecute".into() });
+    let cluster_dns = class
+        .spec
+        .kubelet
+        .as_ref()
+        .map(|k| k.cluster_dns.clone())
+        .filter(|d| !d.is_empty())
+        .or_else(|| super::cluster_dns_ip(&ctx.cluster.service_cidr).map(|ip| vec![ip]))
+        .unwrap_or_default();
+    BootstrapSettings {
+        family: ami_family(class),
+        cluster_name: ctx.cluster.name.clone(),
+        endpoint: ctx.cluster.endpoint.clone(),
+        ca_bundle: ctx.cluster.ca_bundle.clone(),
+        service_cidr: ctx.cluster.service_cidr.clone(),
+        cluster_dns,
+        max_pods,
+        labels: claim.labels().clone(),
+        taints,
+        custom: class.spec.user_data.clone(),
+    }
+}
+
+fn instance_tags(ctx: &Context, claim: &NodeClaim, class: &EC2NodeClass) -> Vec<(String, String)> {
+    let mut tags: BTreeMap<String, String> = class.spec.tags.clone();
+    let cluster = &ctx.settings.cluster_name;
+    tags.insert(cluster_tag_key(cluster), "owned".into());
+    tags.insert("eks:eks-cluster-name".into(), cluster.clone());
+    tags.insert(NODECLAIM_TAG.into(), claim.name_any());
+    tags.insert(NODECLASS_TAG.into(), class.name_any());
+    if let Some(pool) = claim.labels().get(crate::apis::labels::NODEPOOL_LABEL) {
+        tags.insert(NODEPOOL_TAG.into(), pool.clone());
+    }
+    tags.entry("Name".into()).or_insert_with(|| claim.name_any());
+    tags.into_iter().collect()
+}
+
+fn metadata_options(class: &EC2NodeClass) -> MetadataOptions {
+    let defaults = MetadataOptions::default();
+    let Some(m) = class.spec.metadata_options.as_ref() else { return defaults };
+    MetadataOptions {
+        http_endpoint: m.http_endpoint.clone().unwrap_or(defaults.http_endpoint),
+        http_protocol_ipv6: m.http_protocol_ipv6.clone().unwrap_or(defaults.http_protocol_ipv6),
+        http_put_response_hop_limit: m
+            .http_put_response_hop_limit
+            .map_or(defaults.http_put_response_hop_limit, |h| h as i32),
+        http_tokens: m.http_tokens.clone().unwrap_or(defaults.http_tokens),
+    }
+}
+
+/// `20Gi` → 20 (EBS sizes are whole GiB); other units are converted and rounded up.
+fn volume_size_gib(size: &str) -> Option<i32> {
+    let bytes =
+        crate::catalog::resources::parse_quantity(size, crate::catalog::resources::ResourceName::EphemeralStorage)
+            .ok()?;
+    i32::try_from((bytes + (1 << 30) - 1) >> 30).ok()
+}
+
+fn block_devices(class: &EC2NodeClass) -> Vec<BlockDevice> {
+    class
+        .spec
+        .block_device_mappings
+        .iter()
+        .filter_map(|m| {
+            let ebs = m.ebs.as_ref()?;
+            Some(BlockDevice {
+                device_name: m.device_name.clone()?,
+                volume_size_gib: ebs.volume_size.as_deref().and_then(volume_size_gib),
+                volume_type: ebs.volume_type.clone(),
+                iops: ebs.iops.map(|v| v as i32),
+                throughput: ebs.throughput.map(|v| v as i32),
+                encrypted: ebs.encrypted,
+                kms_key_id: ebs.kms_key_id.clone(),
+                snapshot_id: ebs.snapshot_id.clone(),
+                delete_on_termination: ebs.delete_on_termination,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_sizes_are_whole_gib() {
+        assert_eq!(volume_size_gib("20Gi"), Some(20));
+        assert_eq!(volume_size_gib("100G"), Some(94));
+        assert_eq!(volume_size_gib("1Ti"), Some(1024));
+        assert_eq!(volume_size_gib("lots"), None);
+    }
+
+    #[test]
+    fn in_flight_launches_are_counted_per_subnet() {
+        let mut in_flight = InFlight::default();
+        in_flight.debit("subnet-a");
+        in_flight.debit("subnet-a");
+        in_flight.debit("subnet-b");
+        let counts = in_flight.counts();
+        assert_eq!(counts.get("subnet-a"), Some(&2));
+        assert_eq!(counts.get("subnet-b"), Some(&1));
+    }
+}

@@ -1,0 +1,135 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease: every replica keeps its caches warm, only the holder of
+//! the Lease writes. Optimistic concurrency (the Lease's resourceVersion) makes the take-over race-free.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, PostParams};
+
+pub const LEASE_NAME: &str = "nodesmith-leader-election";
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+const RENEW_EVERY: Duration = Duration::from_secs(2);
+
+/// Whether this replica leads now; cheap to clone and to ask.
+#[derive(Clone, Debug, Default)]
+pub struct Leadership(Arc<AtomicBool>);
+
+impl Leadership {
+    pub fn is_leader(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, leading: bool) {
+        let was = self.0.swap(leading, Ordering::Relaxed);
+        if was != leading {
+            tracing::info!(leading, "leadership changed");
+        }
+    }
+}
+
+/// What to do with the Lease as found, for `identity` at `now`.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Renew,
+    TakeOver,
+    Follow,
+}
+
+fn decide(spec: &LeaseSpec, identity: &str, now: Timestamp) -> Decision {
+    if spec.holder_identity.as_deref() == Some(identity) {
+        return Decision::Renew;
+    }
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    let expired = match &spec.renew_time {
+        Some(MicroTime(renewed)) => *renewed + SignedDuration::from_secs(duration) < now,
+        None => true,
+    };
+    if expired || spec.holder_identity.as_deref().is_none_or(str::is_empty) {
+        Decision::TakeOver
+    } else {
+        Decision::Follow
+    }
+}
+
+/// Keeps trying to hold the Lease in `namespace`; never returns.
+pub async fn run(client: kube::Client, namespace: String, identity: String, leadership: Leadership) {
+    let api: Api<Lease> = Api::namespaced(client, &namespace);
+    loop {
+        match step(&api, &identity).await {
+            Ok(leading) => leadership.set(leading),
+            Err(error) => {
+                tracing::warn!("leader election: {error}");
+                // Without a fresh renewal we may have lost the Lease: stop writing until we know.
+                leadership.set(false);
+            }
+        }
+        tokio::time::sleep(RENEW_EVERY).await;
+    }
+}
+
+async fn step(api: &Api<Lease>, identity: &str) -> Result<bool, kube::Error> {
+    let now = Timestamp::now();
+    let Some(mut lease) = api.get_opt(LEASE_NAME).await? else {
+        let lease = Lease {
+            metadata: ObjectMeta { name: Some(LEASE_NAME.into()), ..Default::default() },
+            spec: Some(held_by(identity, now, None, 0)),
+        };
+        return match api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(error) => Err(error),
+        };
+    };
+    let spec = lease.spec.clone().unwrap_or_default();
+    let transitions = spec.lease_transitions.unwrap_or(0);
+    lease.spec = Some(match decide(&spec, identity, now) {
+        Decision::Follow => return Ok(false),
+        Decision::Renew => held_by(identity, now, spec.acquire_time, transitions),
+        Decision::TakeOver => held_by(identity, now, None, transitions + 1),
+    });
+    // The resourceVersion in `lease` makes this fail with 409 if another replica wrote first.
+    match api.replace(LEASE_NAME, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+fn held_by(identity: &str, now: Timestamp, acquired: Option<MicroTime>, transitions: i32) -> LeaseSpec {
+    LeaseSpec {
+        holder_identity: Some(identity.into()),
+        lease_duration_seconds: Some(LEASE_DURATION.as_secs() as i32),
+        acquire_time: Some(acquired.unwrap_or(MicroTime(now))),
+        renew_time: Some(MicroTime(now)),
+        lease_transitions: Some(transitions),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: &str, renewed_secs_ago: i64) -> LeaseSpec {
+        let now = Timestamp::now();
+        LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(now - SignedDuration::from_secs(renewed_secs_ago))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_holder_renews_others_follow_until_it_expires() {
+        let now = Timestamp::now();
+        assert_eq!(decide(&lease("a", 1), "a", now), Decision::Renew);
+        assert_eq!(decide(&lease("a", 1), "b", now), Decision::Follow);
+        assert_eq!(decide(&lease("a", 16), "b", now), Decision::TakeOver);
+        assert_eq!(decide(&LeaseSpec::default(), "b", now), Decision::TakeOver);
+    }
+}

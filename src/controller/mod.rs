@@ -1,0 +1,245 @@
+//! `nodesmith controller`: the reconcilers that turn pending pods into nodes and nodes back into nothing.
+//!
+//! Every component reads the cluster from the same watch caches (`state`), and only the leader writes.
+
+pub mod conditions;
+pub mod garbage_collection;
+pub mod launch;
+pub mod leader;
+pub mod nodeclaim_lifecycle;
+pub mod nodeclass_status;
+pub mod pods;
+pub mod provisioner;
+pub mod state;
+pub mod termination;
+pub mod unavailable;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::catalog::instance_type::InstanceTypeInfo;
+use crate::catalog::pricing::PriceTable;
+use crate::cloud::error::CloudError;
+use state::ClusterState;
+use unavailable::UnavailableOfferings;
+
+/// How the controller runs; from flags or the environment variables the Helm chart sets.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cluster_name: String,
+    /// Overrides the endpoint DescribeCluster reports (nodes join through it).
+    pub cluster_endpoint: Option<String>,
+    pub interruption_queue: Option<String>,
+    pub batch_idle: Duration,
+    pub batch_max: Duration,
+    pub metrics_port: u16,
+    pub health_port: u16,
+    /// Identifies this replica in the leader Lease and in Events.
+    pub identity: String,
+    pub namespace: String,
+}
+
+/// What the cluster's nodes need to join it, from DescribeCluster.
+#[derive(Debug, Clone)]
+pub struct ClusterFacts {
+    pub name: String,
+    pub endpoint: String,
+    pub ca_bundle: String,
+    pub service_cidr: String,
+    pub kubernetes_version: String,
+}
+
+/// Everything a reconciler needs, shared.
+pub struct Context {
+    pub settings: Settings,
+    pub cluster: ClusterFacts,
+    pub kube: kube::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub state: ClusterState,
+    pub instance_types: Vec<InstanceTypeInfo>,
+    pub prices: PriceTable,
+    pub unavailable: UnavailableOfferings,
+    /// Launches per subnet not yet visible in its free-address count (debited when picking a subnet).
+    pub in_flight: Mutex<launch::InFlight>,
+    pub recorder: Recorder,
+    pub metrics: Arc<crate::telemetry::Metrics>,
+}
+
+impl Context {
+    pub fn new(
+        settings: Settings,
+        cluster: ClusterFacts,
+        kube: kube::Client,
+        sdk: &aws_config::SdkConfig,
+        state: ClusterState,
+        instance_types: Vec<InstanceTypeInfo>,
+    ) -> Arc<Self> {
+        let reporter = Reporter { controller: "nodesmith".into(), instance: Some(settings.identity.clone()) };
+        Arc::new(Self {
+            recorder: Recorder::new(kube.clone(), reporter),
+            settings,
+            cluster,
+            kube,
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            iam: aws_sdk_iam::Client::new(sdk),
+            ssm: aws_sdk_ssm::Client::new(sdk),
+            state,
+            instance_types,
+            prices: PriceTable::embedded(),
+            unavailable: UnavailableOfferings::default(),
+            in_flight: Mutex::new(launch::InFlight::default()),
+            metrics: Arc::default(),
+        })
+    }
+
+    pub fn instance_type(&self, name: &str) -> Option<&InstanceTypeInfo> {
+        self.instance_types.iter().find(|t| t.name == name)
+    }
+}
+
+/// Errors of one reconcile; each is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Launch(#[from] launch::LaunchError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no Kubernetes configuration (in-cluster service account or KUBECONFIG): {0}")]
+    Kube(#[from] kube::Error),
+    #[error("could not read cluster {cluster}: {source}")]
+    Cluster { cluster: String, source: CloudError },
+    #[error("could not serve metrics and health on ports {metrics_port} and {health_port}: {source}")]
+    Serve { metrics_port: u16, health_port: u16, source: std::io::Error },
+}
+
+/// Starts every component and runs until SIGINT/SIGTERM.
+pub async fn run(settings: Settings, sdk: &aws_config::SdkConfig) -> Result<(), StartError> {
+    let kube = kube::Client::try_default().await?;
+    let cluster =
+        describe_cluster(&aws_sdk_eks::Client::new(sdk), &settings.cluster_name, settings.cluster_endpoint.as_deref())
+            .await
+            .map_err(|source| StartError::Cluster { cluster: settings.cluster_name.clone(), source })?;
+    let ec2 = aws_sdk_ec2::Client::new(sdk);
+    let instance_types = match crate::cloud::instance_types::describe_instance_types(&ec2).await {
+        Ok(types) if !types.is_empty() => types,
+        Ok(_) => crate::catalog::embedded_instance_types().to_vec(),
+        Err(error) => {
+            tracing::warn!("DescribeInstanceTypes failed ({error}); planning with the embedded catalog");
+            crate::catalog::embedded_instance_types().to_vec()
+        }
+    };
+    match &settings.interruption_queue {
+        Some(queue) => {
+            tracing::warn!(queue, "an interruption queue is configured, but this build does not read it yet")
+        }
+        None => tracing::info!("no interruption queue configured: interruption handling is off"),
+    }
+    let state = state::ClusterState::start(&kube);
+    let ctx = Context::new(settings.clone(), cluster, kube.clone(), sdk, state, instance_types);
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let (metrics_port, health_port) = (settings.metrics_port, settings.health_port);
+    let server = crate::telemetry::serve(ctx.metrics.clone(), ready.clone(), metrics_port, health_port);
+    let server = tokio::spawn(server);
+
+    ctx.state.wait_synced().await;
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(cluster = %settings.cluster_name, identity = %settings.identity, "caches synced; starting");
+
+    let leadership = leader::Leadership::default();
+    tokio::spawn(leader::run(kube, settings.namespace.clone(), settings.identity.clone(), leadership.clone()));
+    tokio::select! {
+        () = provisioner::run(ctx.clone(), leadership.clone()) => {}
+        () = nodeclaim_lifecycle::run(ctx.clone(), leadership.clone()) => {}
+        () = nodeclass_status::run(ctx.clone(), leadership.clone()) => {}
+        () = garbage_collection::run(ctx.clone(), leadership.clone()) => {}
+        served = server => {
+            if let Ok(Err(source)) = served {
+                return Err(StartError::Serve { metrics_port, health_port, source });
+            }
+        }
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// The object is already gone (HTTP 404).
+pub fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+/// Reads what nodes need from DescribeCluster; `endpoint` overrides the reported endpoint.
+pub async fn describe_cluster(
+    eks: &aws_sdk_eks::Client,
+    name: &str,
+    endpoint: Option<&str>,
+) -> Result<ClusterFacts, CloudError> {
+    let answer = eks
+        .describe_cluster()
+        .name(name)
+        .send()
+        .await
+        .map_err(|e| CloudError::from_sdk("eks:DescribeCluster", Some(name), e))?;
+    let cluster = answer
+        .cluster()
+        .ok_or_else(|| CloudError::Call { action: "eks:DescribeCluster", message: format!("no cluster {name}") })?;
+    Ok(ClusterFacts {
+        name: name.to_string(),
+        endpoint: endpoint.map(str::to_string).or_else(|| cluster.endpoint().map(str::to_string)).unwrap_or_default(),
+        ca_bundle: cluster.certificate_authority().and_then(|c| c.data()).unwrap_or_default().to_string(),
+        service_cidr: cluster
+            .kubernetes_network_config()
+            .and_then(|n| n.service_ipv4_cidr())
+            .unwrap_or("10.100.0.0/16")
+            .to_string(),
+        kubernetes_version: cluster.version().unwrap_or_default().to_string(),
+    })
+}
+
+/// The cluster DNS address kubelets use by default: the tenth address of the service range.
+pub fn cluster_dns_ip(service_cidr: &str) -> Option<String> {
+    let (base, _) = service_cidr.split_once('/')?;
+    let address: std::net::Ipv4Addr = base.parse().ok()?;
+    Some(std::net::Ipv4Addr::from(u32::from(address) + 10).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_dns_is_the_tenth_service_address() {
+        assert_eq!(cluster_dns_ip("10.100.0.0/16").as_deref(), Some("10.100.0.10"));
+        assert_eq!(cluster_dns_ip("172.20.0.0/16").as_deref(), Some("172.20.0.10"));
+        assert_eq!(cluster_dns_ip("not a cidr"), None);
+    }
+}

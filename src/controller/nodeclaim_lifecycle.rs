@@ -1,0 +1,265 @@
+//! A NodeClaim's life: Launched (an instance exists) → Registered (its Node appeared and got the NodeClaim's
+//! labels, taints and finalizer) → Initialized (the Node is Ready, startup taints gone). A launch that finds no
+//! capacity deletes the NodeClaim so the provisioner plans again; launch and registration have timeouts.
+//! Deletion is `termination`'s job.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::leader::Leadership;
+use super::{Context, Error, conditions, launch, termination};
+use crate::apis::labels::{CAPACITY_TYPE_LABEL, TERMINATION_FINALIZER, UNREGISTERED_TAINT_KEY, ZONE_LABEL};
+use crate::apis::nodeclaim::NodeClaim;
+use crate::catalog::resources::{ResourceName, Resources, kubernetes_quantity};
+
+pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+pub struct Reconciler {
+    pub ctx: Arc<Context>,
+    pub leadership: Leadership,
+}
+
+pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    Controller::new(api, watcher::Config::default())
+        .run(reconcile, error_policy, Arc::new(Reconciler { ctx, leadership }))
+        .for_each(|_| async {})
+        .await;
+}
+
+fn error_policy(claim: Arc<NodeClaim>, error: &Error, _: Arc<Reconciler>) -> Action {
+    tracing::warn!(nodeclaim = %claim.name_any(), "reconcile failed, retrying: {error}");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn age(claim: &NodeClaim) -> Duration {
+    let Some(created) = claim.metadata.creation_timestamp.as_ref() else { return Duration::ZERO };
+    let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
+    Duration::try_from(elapsed).unwrap_or(Duration::ZERO)
+}
+
+async fn reconcile(claim: Arc<NodeClaim>, r: Arc<Reconciler>) -> Result<Action, Error> {
+    if !r.leadership.is_leader() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let ctx = &r.ctx;
+    if claim.metadata.deletion_timestamp.is_some() {
+        return termination::finalize(ctx, &claim).await;
+    }
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    let name = claim.name_any();
+    if !claim.finalizers().iter().any(|f| f == TERMINATION_FINALIZER) {
+        let mut finalizers = claim.finalizers().to_vec();
+        finalizers.push(TERMINATION_FINALIZER.into());
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})))
+            .await?;
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
+    let status = claim.status.clone().unwrap_or_default();
+
+    let Some(provider_id) = status.provider_id.clone() else {
+        return launch_step(ctx, &api, &claim).await;
+    };
+
+    if status.node_name.is_none() {
+        let Some(node) = ctx.state.node_by_provider_id(&provider_id) else {
+            if age(&claim) > REGISTRATION_TIMEOUT {
+                tracing::warn!(nodeclaim = %name, "no node registered within 15 minutes; replacing the NodeClaim");
+                api.delete(&name, &DeleteParams::default()).await?;
+                return Ok(Action::await_change());
+            }
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        };
+        register(ctx, &claim, &node).await?;
+        let mut conds = status.conditions.clone();
+        conditions::set(&mut conds, "Registered", true, "Registered", "");
+        patch_status(&api, &name, json!({"nodeName": node.name_any(), "conditions": conds})).await?;
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+
+    let node_name = status.node_name.clone().unwrap_or_default();
+    let Some(node) = ctx.state.node(&node_name) else {
+        // The Node went away under a live NodeClaim (deleted by hand or by the cloud): the NodeClaim goes too.
+        tracing::info!(nodeclaim = %name, node = %node_name, "its Node is gone; deleting the NodeClaim");
+        api.delete(&name, &DeleteParams::default()).await?;
+        return Ok(Action::await_change());
+    };
+    if node.metadata.deletion_timestamp.is_some() {
+        api.delete(&name, &DeleteParams::default()).await?;
+        return Ok(Action::await_change());
+    }
+    if !conditions::is_true(&status.conditions, "Initialized") {
+        if initialized(&claim, &node) {
+            let mut conds = status.conditions.clone();
+            conditions::set(&mut conds, "Initialized", true, "Initialized", "");
+            conditions::set(&mut conds, "Ready", true, "Ready", "");
+            patch_status(&api, &name, json!({"conditions": conds})).await?;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+async fn patch_status(api: &Api<NodeClaim>, name: &str, status: serde_json::Value) -> Result<(), Error> {
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
+    Ok(())
+}
+
+async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> Result<Action, Error> {
+    let name = claim.name_any();
+    match launch::launch(ctx, claim).await {
+        Ok(launched) => {
+            let Some(info) = ctx.instance_type(&launched.instance_type) else {
+                return Err(Error::Invalid(format!("launched unknown instance type {}", launched.instance_type)));
+            };
+            let class = ctx.state.nodeclass(&claim.spec.node_class_ref.name);
+            let settings = class
+                .map(|c| super::provisioner::max_pods_settings(&c, super::provisioner::cni_prefix_delegation(ctx)))
+                .unwrap_or_default();
+            let mut labels: BTreeMap<String, String> =
+                info.labels().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            labels.insert(ZONE_LABEL.into(), launched.zone.clone());
+            labels.insert(CAPACITY_TYPE_LABEL.into(), launched.capacity_type.as_str().into());
+            let mut conds = claim.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+            conditions::set(&mut conds, "Launched", true, "Launched", "");
+            patch_status(
+                api,
+                &name,
+                json!({
+                    "providerID": launched.provider_id(),
+                    "imageID": launched.image_id,
+                    "capacity": quantities(&info.capacity(settings)),
+                    "allocatable": quantities(&info.allocatable(settings)),
+                    "conditions": conds,
+                }),
+            )
+            .await?;
+            // After the status: the event this patch causes then finds the NodeClaim launched.
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": labels}}))).await?;
+            tracing::info!(
+                nodeclaim = %name,
+                instance = %launched.instance_id,
+                instance_type = %launched.instance_type,
+                zone = %launched.zone,
+                capacity_type = launched.capacity_type.as_str(),
+                "launched"
+            );
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Err(error) if error.is_insufficient_capacity() => {
+            publish(ctx, claim, EventType::Warning, "InsufficientCapacityError", &error.to_string()).await;
+            tracing::info!(nodeclaim = %name, "{error}; deleting it so the next round plans elsewhere");
+            api.delete(&name, &DeleteParams::default()).await?;
+            Ok(Action::await_change())
+        }
+        Err(error) => {
+            let mut conds = claim.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+            if conditions::set(&mut conds, "Launched", false, "LaunchFailed", &error.to_string()) {
+                patch_status(api, &name, json!({"conditions": conds})).await?;
+            }
+            if age(claim) > LAUNCH_TIMEOUT {
+                tracing::warn!(nodeclaim = %name, "not launched within 5 minutes ({error}); deleting it");
+                api.delete(&name, &DeleteParams::default()).await?;
+                return Ok(Action::await_change());
+            }
+            Err(error.into())
+        }
+    }
+}
+
+fn quantities(resources: &Resources) -> BTreeMap<String, Quantity> {
+    ResourceName::ALL
+        .into_iter()
+        .filter(|&n| resources.get(n) != 0)
+        .map(|n| (n.as_str().to_string(), Quantity(kubernetes_quantity(n, resources.get(n)))))
+        .collect()
+}
+
+/// Gives the Node what its NodeClaim asked for: labels, taints, the termination finalizer; and takes away the
+/// `karpenter.sh/unregistered` taint.
+async fn register(ctx: &Context, claim: &NodeClaim, node: &Node) -> Result<(), Error> {
+    let nodes: Api<Node> = Api::all(ctx.kube.clone());
+    let mut labels = node.labels().clone();
+    for (key, value) in claim.labels() {
+        labels.insert(key.clone(), value.clone());
+    }
+    let mut taints: Vec<Taint> = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.key != UNREGISTERED_TAINT_KEY)
+        .collect();
+    for wanted in claim.spec.taints.iter().chain(&claim.spec.startup_taints) {
+        if !taints.iter().any(|t| t.key == wanted.key && t.effect == wanted.effect) {
+            taints.push(wanted.clone());
+        }
+    }
+    let mut finalizers = node.finalizers().to_vec();
+    if !finalizers.iter().any(|f| f == TERMINATION_FINALIZER) {
+        finalizers.push(TERMINATION_FINALIZER.into());
+    }
+    let patch = json!({
+        "metadata": {"labels": labels, "finalizers": finalizers, "resourceVersion": node.resource_version()},
+        "spec": {"taints": taints},
+    });
+    nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await.or_else(
+        |error| match error {
+            // A concurrent change of the Node: the next pass sees it and tries again.
+            kube::Error::Api(status) if status.code == 409 => Ok(node.clone()),
+            other => Err(other),
+        },
+    )?;
+    tracing::info!(nodeclaim = %claim.name_any(), node = %node.name_any(), "registered");
+    Ok(())
+}
+
+/// Ready, no startup taint left, and every extended resource the NodeClaim asked for is there.
+fn initialized(claim: &NodeClaim, node: &Node) -> bool {
+    let status = node.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let taints = node.spec.as_ref().and_then(|s| s.taints.as_ref());
+    let startup_left = claim
+        .spec
+        .startup_taints
+        .iter()
+        .any(|st| taints.is_some_and(|t| t.iter().any(|t| t.key == st.key && t.effect == st.effect)));
+    let allocatable = status.and_then(|s| s.allocatable.as_ref());
+    let extended_present = claim
+        .spec
+        .resources
+        .requests
+        .keys()
+        .filter(|k| k.contains('/'))
+        .all(|k| allocatable.is_some_and(|a| a.get(k).is_some_and(|q| q.0 != "0")));
+    ready && !startup_left && extended_present
+}
+
+pub async fn publish(ctx: &Context, claim: &NodeClaim, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &claim.object_ref(&())).await {
+        tracing::debug!("could not record an event on NodeClaim {}: {error}", claim.name_any());
+    }
+}

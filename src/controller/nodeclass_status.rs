@@ -1,0 +1,200 @@
+//! EC2NodeClass status: the subnets, security groups and AMIs its selector terms find, and its instance profile,
+//! refreshed every minute. `Ready` only when all four are resolved; the provisioner plans only for ready classes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::NodeSelectorRequirement;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use serde_json::json;
+
+use super::leader::Leadership;
+use super::{Context, Error, conditions};
+use crate::apis::ec2nodeclass::EC2NodeClass;
+use crate::cloud::nodeclass::{ImageInfo, SelectorTerm};
+use crate::cloud::{instance_profile, nodeclass as resolve};
+
+const REFRESH: Duration = Duration::from_secs(60);
+const NOT_READY_RETRY: Duration = Duration::from_secs(10);
+
+pub struct Reconciler {
+    pub ctx: Arc<Context>,
+    pub leadership: Leadership,
+}
+
+pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
+    let api: Api<EC2NodeClass> = Api::all(ctx.kube.clone());
+    Controller::new(api, watcher::Config::default())
+        .run(reconcile, error_policy, Arc::new(Reconciler { ctx, leadership }))
+        .for_each(|_| async {})
+        .await;
+}
+
+fn error_policy(class: Arc<EC2NodeClass>, error: &Error, _: Arc<Reconciler>) -> Action {
+    tracing::warn!(ec2nodeclass = %class.name_any(), "status refresh failed, retrying: {error}");
+    Action::requeue(NOT_READY_RETRY)
+}
+
+/// The images an alias names, one per architecture (`al2023@latest` → the SSM parameters of both).
+async fn alias_images(ctx: &Context, alias: &str) -> Result<(Vec<ImageInfo>, Vec<String>), Error> {
+    let (family, _version) = alias.split_once('@').unwrap_or((alias, "latest"));
+    let mut images = Vec::new();
+    let mut missing = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let Some(parameter) = resolve::alias_parameter(family, &ctx.cluster.kubernetes_version, arch) else {
+            return Err(Error::Invalid(format!(
+                "unknown AMI alias family {family:?} (use al2023, al2 or bottlerocket)"
+            )));
+        };
+        match resolve::image_id_from_parameter(&ctx.ssm, &parameter).await? {
+            Some(id) => {
+                images.push(ImageInfo { id, name: alias.to_string(), arch: arch.into(), creation_date: String::new() })
+            }
+            None => missing.push(parameter),
+        }
+    }
+    Ok((images, missing))
+}
+
+async fn reconcile(class: Arc<EC2NodeClass>, r: Arc<Reconciler>) -> Result<Action, Error> {
+    if !r.leadership.is_leader() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let ctx = &r.ctx;
+    let name = class.name_any();
+    let spec = &class.spec;
+
+    let subnet_terms: Vec<SelectorTerm> = spec
+        .subnet_selector_terms
+        .iter()
+        .map(|t| SelectorTerm { id: t.id.clone(), tags: t.tags.clone(), ..Default::default() })
+        .collect();
+    let subnets = resolve::subnets(&ctx.ec2, &subnet_terms).await?;
+
+    let group_terms: Vec<SelectorTerm> = spec
+        .security_group_selector_terms
+        .iter()
+        .map(|t| SelectorTerm { id: t.id.clone(), name: t.name.clone(), tags: t.tags.clone(), ..Default::default() })
+        .collect();
+    let groups = resolve::security_groups(&ctx.ec2, &group_terms).await?;
+
+    let mut images = Vec::new();
+    let mut missing_parameters = Vec::new();
+    let mut image_terms = Vec::new();
+    for term in &spec.ami_selector_terms {
+        if let Some(alias) = &term.alias {
+            let (found, missing) = alias_images(ctx, alias).await?;
+            images.extend(found);
+            missing_parameters.extend(missing);
+        } else {
+            image_terms.push(SelectorTerm {
+                id: term.id.clone(),
+                name: term.name.clone(),
+                owner: term.owner.clone(),
+                tags: term.tags.clone(),
+            });
+        }
+    }
+    if !image_terms.is_empty() {
+        images.extend(resolve::images(&ctx.ec2, &image_terms).await?);
+    }
+
+    let profile = match (&spec.instance_profile, &spec.role) {
+        (Some(profile), _) => Ok(profile.clone()),
+        (None, Some(role)) => instance_profile::ensure_for_role(&ctx.iam, &ctx.settings.cluster_name, &name, role)
+            .await
+            .map_err(|e| e.to_string()),
+        (None, None) => Err("neither role nor instanceProfile is set".to_string()),
+    };
+
+    let mut conds = class.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let subnets_ready = !subnets.is_empty();
+    let groups_ready = !groups.is_empty();
+    let images_ready = !images.is_empty();
+    conditions::set(
+        &mut conds,
+        "SubnetsReady",
+        subnets_ready,
+        if subnets_ready { "SubnetsReady" } else { "SubnetsNotFound" },
+        if subnets_ready { "" } else { "no subnet matches subnetSelectorTerms" },
+    );
+    conditions::set(
+        &mut conds,
+        "SecurityGroupsReady",
+        groups_ready,
+        if groups_ready { "SecurityGroupsReady" } else { "SecurityGroupsNotFound" },
+        if groups_ready { "" } else { "no security group matches securityGroupSelectorTerms" },
+    );
+    let ami_message = if images_ready {
+        String::new()
+    } else if !missing_parameters.is_empty() {
+        format!("no AMI found: SSM parameter(s) {} do not exist", missing_parameters.join(", "))
+    } else {
+        "no AMI matches amiSelectorTerms".to_string()
+    };
+    conditions::set(
+        &mut conds,
+        "AMIsReady",
+        images_ready,
+        if images_ready { "AMIsReady" } else { "AMINotFound" },
+        &ami_message,
+    );
+    let (profile_ready, profile_message) = match &profile {
+        Ok(_) => (true, String::new()),
+        Err(message) => (false, message.clone()),
+    };
+    conditions::set(
+        &mut conds,
+        "InstanceProfileReady",
+        profile_ready,
+        if profile_ready { "InstanceProfileReady" } else { "InstanceProfileNotReady" },
+        &profile_message,
+    );
+    let ready = subnets_ready && groups_ready && images_ready && profile_ready;
+    let not_ready: Vec<&str> = [
+        (subnets_ready, "SubnetsReady"),
+        (groups_ready, "SecurityGroupsReady"),
+        (images_ready, "AMIsReady"),
+        (profile_ready, "InstanceProfileReady"),
+    ]
+    .iter()
+    .filter(|(ok, _)| !ok)
+    .map(|(_, c)| *c)
+    .collect();
+    conditions::set(
+        &mut conds,
+        "Ready",
+        ready,
+        if ready { "Ready" } else { "NotReady" },
+        &if ready { String::new() } else { format!("not ready: {}", not_ready.join(", ")) },
+    );
+
+    let amis: Vec<serde_json::Value> = images
+        .iter()
+        .map(|i| {
+            json!({
+                "id": i.id,
+                "name": i.name,
+                "requirements": [NodeSelectorRequirement {
+                    key: "kubernetes.io/arch".into(),
+                    operator: "In".into(),
+                    values: Some(vec![i.arch.clone()]),
+                }],
+            })
+        })
+        .collect();
+    let status = json!({
+        "subnets": subnets.iter().map(|s| json!({"id": s.id, "zone": s.zone, "zoneID": s.zone_id})).collect::<Vec<_>>(),
+        "securityGroups": groups.iter().map(|g| json!({"id": g.id, "name": g.name})).collect::<Vec<_>>(),
+        "amis": amis,
+        "instanceProfile": profile.ok(),
+        "conditions": conds,
+    });
+    let api: Api<EC2NodeClass> = Api::all(ctx.kube.clone());
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
+    Ok(Action::requeue(if ready { REFRESH } else { NOT_READY_RETRY }))
+}

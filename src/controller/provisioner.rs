@@ -1,0 +1,410 @@
+//! Pending pods → NodeClaims. Pods the scheduler marked Unschedulable are batched (until no new one arrived for
+//! `batch_idle`, at most `batch_max`), the cluster is snapshotted, `scheduling::solve` plans, and one NodeClaim is
+//! created per planned node. Pods planned onto a NodeClaim are remembered ("nominated") until its node is up, so
+//! the next batch does not plan them again.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, PostParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+
+use super::{Context, Error, conditions, leader::Leadership, pods};
+use crate::apis::ec2nodeclass::{EC2NodeClass, PrefixDelegation};
+use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
+use crate::apis::nodeclaim::{NodeClaim, NodeClaimResources, NodeClaimSpec};
+use crate::apis::nodepool::{NodePool, NodeSelectorRequirementWithMinValues};
+use crate::apis::scheduling_input::{daemonset_pod, existing_node, nodepool, pod_request, pod_requests};
+use crate::catalog::max_pods::MaxPodsSettings;
+use crate::catalog::resources::{ResourceName, Resources, kubernetes_quantity, parse_quantity};
+use crate::scheduling::{self, ExistingNode, NewNode, SchedulingInput};
+
+/// How long a pod stays nominated to a NodeClaim after its node became ready, for the scheduler to bind it.
+const NOMINATION_GRACE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(200);
+
+/// Pod key → the NodeClaim it was planned onto.
+#[derive(Debug, Default)]
+pub struct Nominations {
+    by_pod: HashMap<String, (String, Instant)>,
+}
+
+impl Nominations {
+    fn nominate(&mut self, pod: &str, nodeclaim: &str) {
+        self.by_pod.insert(pod.to_string(), (nodeclaim.to_string(), Instant::now()));
+    }
+
+    fn nodeclaim_of(&self, pod: &str) -> Option<&str> {
+        self.by_pod.get(pod).map(|(claim, _)| claim.as_str())
+    }
+
+    /// Forgets nominations whose NodeClaim is gone, or whose node has been ready long enough for the scheduler.
+    fn prune(&mut self, ctx: &Context) {
+        let claims: HashMap<String, Arc<NodeClaim>> =
+            ctx.state.nodeclaims.state().into_iter().map(|c| (c.name_any(), c)).collect();
+        self.by_pod.retain(|_, (claim, since)| match claims.get(claim.as_str()) {
+            None => false,
+            Some(c) if c.metadata.deletion_timestamp.is_some() => false,
+            Some(c) => {
+                let initialized = c.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, "Initialized"));
+                !(initialized && since.elapsed() > NOMINATION_GRACE)
+            }
+        });
+    }
+}
+
+/// Runs forever: batches pending pods and provisions for them while this replica leads.
+pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
+    let mut nominations = Nominations::default();
+    let mut batch: Option<(Instant, Instant, HashSet<String>)> = None;
+    loop {
+        tokio::time::sleep(POLL).await;
+        if !leadership.is_leader() {
+            batch = None;
+            continue;
+        }
+        nominations.prune(&ctx);
+        let pending: HashSet<String> = pending_pods(&ctx, &nominations).iter().map(|p| pods::key(p)).collect();
+        if pending.is_empty() {
+            batch = None;
+            continue;
+        }
+        let now = Instant::now();
+        let (started, last_change, seen) = batch.get_or_insert_with(|| (now, now, pending.clone()));
+        if *seen != pending {
+            *last_change = now;
+            *seen = pending;
+        }
+        if now.duration_since(*last_change) < ctx.settings.batch_idle
+            && now.duration_since(*started) < ctx.settings.batch_max
+        {
+            continue;
+        }
+        batch = None;
+        let timer = Instant::now();
+        match provision(&ctx, &mut nominations).await {
+            Ok(created) => {
+                ctx.metrics.scheduling_duration(timer.elapsed().as_secs_f64());
+                if created > 0 {
+                    tracing::info!(nodeclaims = created, "provisioned");
+                }
+            }
+            Err(error) => tracing::warn!("provisioning failed, retrying next batch: {error}"),
+        }
+    }
+}
+
+fn pending_pods(ctx: &Context, nominations: &Nominations) -> Vec<Arc<Pod>> {
+    ctx.state
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| pods::is_provisionable(p) && nominations.nodeclaim_of(&pods::key(p)).is_none())
+        .collect()
+}
+
+/// `ENABLE_PREFIX_DELEGATION` of the VPC CNI's DaemonSet (`kube-system/aws-node`).
+pub fn cni_prefix_delegation(ctx: &Context) -> bool {
+    ctx.state.daemonsets.state().iter().any(|ds| {
+        ds.metadata.namespace.as_deref() == Some("kube-system")
+            && ds.metadata.name.as_deref() == Some("aws-node")
+            && ds
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .into_iter()
+                .flat_map(|s| &s.containers)
+                .flat_map(|c| c.env.iter().flatten())
+                .any(|e| e.name == "ENABLE_PREFIX_DELEGATION" && e.value.as_deref() == Some("true"))
+    })
+}
+
+/// The pod density settings an EC2NodeClass gives its nodes.
+pub fn max_pods_settings(nodeclass: &EC2NodeClass, cni_prefix_delegation: bool) -> MaxPodsSettings {
+    let kubelet = nodeclass.spec.kubelet.as_ref();
+    MaxPodsSettings {
+        prefix_delegation: match nodeclass.spec.prefix_delegation {
+            Some(PrefixDelegation::Enabled) => true,
+            Some(PrefixDelegation::Disabled) => false,
+            None | Some(PrefixDelegation::Auto) => cni_prefix_delegation,
+        },
+        reserved_enis: 0,
+        max_pods: kubelet.and_then(|k| k.max_pods),
+        pods_per_core: kubelet.and_then(|k| k.pods_per_core),
+    }
+}
+
+fn requests_of(pods: &[Arc<Pod>]) -> Resources {
+    pods.iter()
+        .filter(|p| !pods::is_terminal(p))
+        .filter_map(|p| p.spec.as_ref().and_then(|s| pod_requests(s).ok()))
+        .fold(Resources::ZERO, |sum, r| sum + r)
+}
+
+fn quantities_to_resources(map: &BTreeMap<String, Quantity>) -> Resources {
+    let mut resources = Resources::ZERO;
+    for (key, quantity) in map {
+        if let Some(name) = ResourceName::from_kubernetes(key)
+            && let Ok(value) = parse_quantity(&quantity.0, name)
+        {
+            resources.set(name, value);
+        }
+    }
+    resources
+}
+
+fn resources_to_quantities(resources: &Resources) -> BTreeMap<String, Quantity> {
+    ResourceName::ALL
+        .into_iter()
+        .filter(|&name| resources.get(name) != 0)
+        .map(|name| (name.as_str().to_string(), Quantity(kubernetes_quantity(name, resources.get(name)))))
+        .collect()
+}
+
+/// A NodeClaim launched but without its node yet, as capacity for the pods not yet planned onto it.
+fn in_flight_capacity(claim: &NodeClaim, nominated: &Resources) -> Option<ExistingNode> {
+    let status = claim.status.as_ref()?;
+    if status.node_name.is_some() || status.allocatable.is_empty() || claim.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let allocatable = quantities_to_resources(&status.allocatable);
+    let mut labels = claim.labels().clone();
+    // Single-valued requirements are labels the node will carry.
+    for r in &claim.spec.requirements {
+        if r.operator == "In" && r.values.len() == 1 {
+            labels.entry(r.key.clone()).or_insert_with(|| r.values[0].clone());
+        }
+    }
+    Some(ExistingNode {
+        name: claim.name_any(),
+        nodepool: labels.get(NODEPOOL_LABEL).cloned(),
+        taints: claim.spec.taints.iter().map(crate::apis::scheduling_input::taint).collect(),
+        available: allocatable - *nominated,
+        capacity: quantities_to_resources(&status.capacity),
+        labels,
+    })
+}
+
+/// One batch: snapshot, plan, create NodeClaims. Returns how many were created.
+async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize, Error> {
+    let pending = pending_pods(ctx, nominations);
+    let mut requests = Vec::with_capacity(pending.len());
+    for pod in &pending {
+        let Some(spec) = pod.spec.as_ref() else { continue };
+        match pod_request(&pods::key(pod), pod.labels(), spec) {
+            Ok(request) => requests.push(request),
+            Err(error) => publish_pod_event(ctx, pod, "FailedProvisioning", &error.0).await,
+        }
+    }
+
+    let cni_pd = cni_prefix_delegation(ctx);
+    let mut pools = Vec::new();
+    let mut pool_objects: HashMap<String, Arc<NodePool>> = HashMap::new();
+    for pool in ctx.state.nodepools.state() {
+        if pool.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let class_name = &pool.spec.template.spec.node_class_ref.name;
+        let Some(class) = ctx.state.nodeclass(class_name) else {
+            tracing::warn!(nodepool = %pool.name_any(), nodeclass = %class_name, "NodePool refers to a missing EC2NodeClass");
+            continue;
+        };
+        if !class.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, "Ready")) {
+            tracing::debug!(nodepool = %pool.name_any(), nodeclass = %class_name, "EC2NodeClass not ready yet");
+            continue;
+        }
+        match nodepool(&pool.name_any(), &pool.spec, max_pods_settings(&class, cni_pd)) {
+            Ok(spec) => {
+                pools.push(spec);
+                pool_objects.insert(pool.name_any(), pool);
+            }
+            Err(error) => tracing::warn!("skipping NodePool: {error}"),
+        }
+    }
+    if pools.is_empty() {
+        // Said once a minute, not once a batch: the EC2NodeClass status says why.
+        static LAST_SAID: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+        if let Ok(mut last) = LAST_SAID.lock()
+            && last.is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+        {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                pods = requests.len(),
+                "pods are pending but no NodePool is ready (see the EC2NodeClass status)"
+            );
+        }
+        return Ok(0);
+    }
+
+    let pods_by_node = ctx.state.pods_by_node();
+    let mut existing: Vec<ExistingNode> = Vec::new();
+    for node in ctx.state.nodes.state() {
+        if !usable(&node) {
+            continue;
+        }
+        let Ok(mut capacity) = existing_node(&node) else { continue };
+        let bound = pods_by_node.get(&capacity.name).map(Vec::as_slice).unwrap_or_default();
+        capacity.available = capacity.available - requests_of(bound);
+        existing.push(capacity);
+    }
+    let all_pods: HashMap<String, Arc<Pod>> = ctx.state.pods.state().into_iter().map(|p| (pods::key(&p), p)).collect();
+    for claim in ctx.state.nodeclaims.state() {
+        let name = claim.name_any();
+        let nominated: Vec<Arc<Pod>> = nominations
+            .by_pod
+            .iter()
+            .filter(|(_, (c, _))| *c == name)
+            .filter_map(|(pod, _)| all_pods.get(pod).cloned())
+            .collect();
+        if let Some(capacity) = in_flight_capacity(&claim, &requests_of(&nominated)) {
+            existing.push(capacity);
+        }
+    }
+    let daemonsets: Vec<_> = ctx
+        .state
+        .daemonsets
+        .state()
+        .iter()
+        .filter_map(|ds| daemonset_pod(ds.spec.as_ref()?.template.spec.as_ref()?).ok())
+        .collect();
+
+    let unavailable = ctx.unavailable.snapshot();
+    let plan = scheduling::solve(&SchedulingInput {
+        pods: &requests,
+        nodepools: &pools,
+        instance_types: &ctx.instance_types,
+        prices: &ctx.prices,
+        existing: &existing,
+        daemonsets: &daemonsets,
+        unavailable: &unavailable,
+    });
+
+    let in_flight: HashSet<String> = ctx.state.nodeclaims.state().iter().map(|c| c.name_any()).collect();
+    for (target, planned) in &plan.existing_placements {
+        if in_flight.contains(target) {
+            for pod in planned {
+                nominations.nominate(pod, target);
+            }
+        }
+    }
+    for unschedulable in &plan.unschedulable {
+        if let Some(pod) = all_pods.get(&unschedulable.pod) {
+            publish_pod_event(ctx, pod, "FailedProvisioning", &unschedulable.reason).await;
+        }
+    }
+
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    let creations = plan.new_nodes.iter().filter_map(|node| {
+        let pool = pool_objects.get(&node.nodepool)?;
+        let api = api.clone();
+        Some(async move { (node, api.create(&PostParams::default(), &nodeclaim_for(node, pool)).await) })
+    });
+    let mut created = 0;
+    for (node, result) in futures::future::join_all(creations).await {
+        match result {
+            Ok(claim) => {
+                created += 1;
+                ctx.metrics.nodeclaim_created(&node.nodepool);
+                let name = claim.name_any();
+                tracing::info!(
+                    nodeclaim = %name,
+                    instance_type = %node.instance_type,
+                    zone = %node.zone,
+                    capacity_type = node.capacity_type.as_str(),
+                    pods = node.pods.len(),
+                    "created NodeClaim"
+                );
+                for pod in &node.pods {
+                    nominations.nominate(pod, &name);
+                }
+            }
+            Err(error) => tracing::warn!(nodepool = %node.nodepool, "could not create a NodeClaim: {error}"),
+        }
+    }
+    Ok(created)
+}
+
+/// A node the scheduler may place pods on: not going away, not cordoned.
+fn usable(node: &Node) -> bool {
+    let spec = node.spec.as_ref();
+    node.metadata.deletion_timestamp.is_none()
+        && !spec.and_then(|s| s.unschedulable).unwrap_or(false)
+        && !spec
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == crate::apis::labels::DISRUPTED_TAINT_KEY))
+}
+
+/// The NodeClaim for one planned node: the NodePool's template, narrowed to the instance types, zones and capacity
+/// types the plan allows, and the plan's requests.
+pub fn nodeclaim_for(node: &NewNode, pool: &NodePool) -> NodeClaim {
+    let template = &pool.spec.template;
+    let narrowed = [INSTANCE_TYPE_LABEL, ZONE_LABEL, CAPACITY_TYPE_LABEL];
+    let mut requirements: Vec<NodeSelectorRequirementWithMinValues> =
+        template.spec.requirements.iter().filter(|r| !narrowed.contains(&r.key.as_str())).cloned().collect();
+    let min_values = |key: &str| template.spec.requirements.iter().find(|r| r.key == key).and_then(|r| r.min_values);
+    requirements.push(NodeSelectorRequirementWithMinValues {
+        key: INSTANCE_TYPE_LABEL.into(),
+        operator: "In".into(),
+        values: node.instance_type_options.clone(),
+        min_values: min_values(INSTANCE_TYPE_LABEL),
+    });
+    requirements.push(NodeSelectorRequirementWithMinValues {
+        key: ZONE_LABEL.into(),
+        operator: "In".into(),
+        values: node.zones.clone(),
+        min_values: None,
+    });
+    requirements.push(NodeSelectorRequirementWithMinValues {
+        key: CAPACITY_TYPE_LABEL.into(),
+        operator: "In".into(),
+        values: node.capacity_types.iter().map(|c| c.as_str().to_string()).collect(),
+        min_values: None,
+    });
+    let mut labels = template.metadata.labels.clone();
+    labels.insert(NODEPOOL_LABEL.into(), pool.name_any());
+    let owner = OwnerReference {
+        api_version: NodePool::api_version(&()).into_owned(),
+        kind: NodePool::kind(&()).into_owned(),
+        name: pool.name_any(),
+        uid: pool.metadata.uid.clone().unwrap_or_default(),
+        block_owner_deletion: Some(true),
+        controller: None,
+    };
+    NodeClaim {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", pool.name_any())),
+            labels: Some(labels),
+            annotations: (!template.metadata.annotations.is_empty()).then(|| template.metadata.annotations.clone()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: NodeClaimSpec {
+            taints: template.spec.taints.clone(),
+            startup_taints: template.spec.startup_taints.clone(),
+            requirements,
+            resources: NodeClaimResources { requests: resources_to_quantities(&node.requests) },
+            node_class_ref: template.spec.node_class_ref.clone(),
+            termination_grace_period: template.spec.termination_grace_period.clone(),
+            expire_after: template.spec.expire_after.clone(),
+        },
+        status: None,
+    }
+}
+
+async fn publish_pod_event(ctx: &Context, pod: &Pod, reason: &str, note: &str) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Provisioning".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &pod.object_ref(&())).await {
+        tracing::debug!("could not record an event on {}: {error}", pods::key(pod));
+    }
+}

@@ -1,0 +1,190 @@
+//! Taking a node away gracefully, when its NodeClaim is deleted: taint it `karpenter.sh/disrupted:NoSchedule`,
+//! evict its pods through the Eviction API (PodDisruptionBudgets decide the pace; non-critical pods before
+//! critical ones; DaemonSet and static pods stay), force only once `terminationGracePeriod` has passed, then
+//! terminate the instance, wait for EC2 to confirm, delete the Node and lift the finalizers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use serde_json::json;
+
+use super::nodeclaim_lifecycle::publish;
+use super::{Context, Error, pods};
+use crate::apis::labels::{DISRUPTED_TAINT_KEY, NODEPOOL_LABEL, TERMINATION_FINALIZER};
+use crate::apis::nodeclaim::NodeClaim;
+use crate::cloud::instances;
+
+const POLL: Duration = Duration::from_secs(2);
+
+/// `1h30m`, `90s`, `2h` → a duration (Karpenter's duration fields); `None` when unreadable.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let value: u64 = number.parse().ok()?;
+        number.clear();
+        total += value
+            * match c {
+                'h' => 3600,
+                'm' => 60,
+                's' => 1,
+                _ => return None,
+            };
+    }
+    number.is_empty().then_some(Duration::from_secs(total))
+}
+
+/// How long ago the NodeClaim was deleted.
+fn since_deletion(claim: &NodeClaim) -> Duration {
+    let Some(deleted) = claim.metadata.deletion_timestamp.as_ref() else { return Duration::ZERO };
+    Duration::try_from(k8s_openapi::jiff::Timestamp::now().duration_since(deleted.0)).unwrap_or(Duration::ZERO)
+}
+
+/// One step of the termination; requeues until everything is done, then removes the finalizer.
+pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error> {
+    if !claim.finalizers().iter().any(|f| f == TERMINATION_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let name = claim.name_any();
+    let status = claim.status.clone().unwrap_or_default();
+    let node = status
+        .node_name
+        .as_deref()
+        .and_then(|n| ctx.state.node(n))
+        .or_else(|| status.provider_id.as_deref().and_then(|p| ctx.state.node_by_provider_id(p)));
+
+    if let Some(node) = &node {
+        taint_disrupted(ctx, node).await?;
+        let remaining = drain(ctx, claim, node).await?;
+        if remaining > 0 {
+            return Ok(Action::requeue(POLL));
+        }
+    }
+
+    if let Some(instance_id) = status.provider_id.as_deref().and_then(instances::instance_id_from_provider_id) {
+        let instance = instances::describe_instance(&ctx.ec2, instance_id).await?;
+        if instance.as_ref().is_some_and(|i| i.is_alive()) {
+            instances::terminate(&ctx.ec2, &[instance_id.to_string()]).await?;
+            publish(ctx, claim, EventType::Normal, "Terminating", &format!("terminating instance {instance_id}")).await;
+            tracing::info!(nodeclaim = %name, instance = instance_id, "terminating instance");
+            return Ok(Action::requeue(POLL));
+        }
+    } else if status.provider_id.is_none() {
+        // Deleted before its launch was recorded: an instance may still carry its tag.
+        if let Some(found) = instances::find_for_nodeclaim(&ctx.ec2, &ctx.settings.cluster_name, &name).await? {
+            instances::terminate(&ctx.ec2, std::slice::from_ref(&found.instance_id)).await?;
+            return Ok(Action::requeue(POLL));
+        }
+    }
+
+    if let Some(node) = &node {
+        let nodes: Api<Node> = Api::all(ctx.kube.clone());
+        let finalizers: Vec<String> =
+            node.finalizers().iter().filter(|f| *f != TERMINATION_FINALIZER).cloned().collect();
+        match nodes
+            .patch(
+                &node.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(error) if super::is_not_found(&error) => {}
+            Err(error) => return Err(error.into()),
+        }
+        match nodes.delete(&node.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(error) if super::is_not_found(&error) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    let finalizers: Vec<String> = claim.finalizers().iter().filter(|f| *f != TERMINATION_FINALIZER).cloned().collect();
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": finalizers}}))).await?;
+    ctx.metrics.nodeclaim_terminated(claim.labels().get(NODEPOOL_LABEL).map_or("", String::as_str));
+    tracing::info!(nodeclaim = %name, "terminated");
+    Ok(Action::await_change())
+}
+
+async fn taint_disrupted(ctx: &Context, node: &Node) -> Result<(), Error> {
+    let mut taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    if taints.iter().any(|t| t.key == DISRUPTED_TAINT_KEY) {
+        return Ok(());
+    }
+    taints.push(Taint { key: DISRUPTED_TAINT_KEY.into(), effect: "NoSchedule".into(), value: None, time_added: None });
+    let nodes: Api<Node> = Api::all(ctx.kube.clone());
+    let patch = json!({"metadata": {"resourceVersion": node.resource_version()}, "spec": {"taints": taints}});
+    match nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => Ok(()),
+        // Changed meanwhile: the next pass taints the fresh copy.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Evicts what may be evicted, non-critical pods first; returns how many evictable pods are still on the node.
+async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node) -> Result<usize, Error> {
+    let node_name = node.name_any();
+    let on_node: Vec<Arc<Pod>> = ctx
+        .state
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_name.as_str()))
+        .collect();
+    let evictable: Vec<&Arc<Pod>> = on_node.iter().filter(|p| pods::is_evictable(p)).collect();
+    let terminating = on_node.iter().filter(|p| pods::is_terminating(p) && !pods::is_daemonset_pod(p)).count();
+    if evictable.is_empty() {
+        return Ok(terminating);
+    }
+    let grace_over = claim
+        .spec
+        .termination_grace_period
+        .as_deref()
+        .and_then(parse_duration)
+        .is_some_and(|grace| since_deletion(claim) > grace);
+    // Critical pods (DNS, CNI helpers) keep serving the others until those are gone.
+    let non_critical: Vec<&Arc<Pod>> = evictable.iter().copied().filter(|p| !pods::is_critical(p)).collect();
+    let batch = if non_critical.is_empty() { evictable.clone() } else { non_critical };
+    for pod in batch {
+        let namespace = pod.namespace().unwrap_or_else(|| "default".into());
+        let api: Api<Pod> = Api::namespaced(ctx.kube.clone(), &namespace);
+        let result = if grace_over {
+            api.delete(&pod.name_any(), &DeleteParams::default()).await.map(|_| ())
+        } else {
+            api.evict(&pod.name_any(), &EvictParams::default()).await.map(|_| ())
+        };
+        match result {
+            Ok(()) => tracing::debug!(pod = %pods::key(pod), node = %node_name, "evicted"),
+            // 429: a PodDisruptionBudget forbids it now; 404: already gone. Both: try again next pass.
+            Err(kube::Error::Api(status)) if status.code == 429 || status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(evictable.len() + terminating)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_karpenter_writes_them() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("720h"), Some(Duration::from_secs(720 * 3600)));
+        assert_eq!(parse_duration("Never"), None);
+        assert_eq!(parse_duration("10"), None);
+    }
+}

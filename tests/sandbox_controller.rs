@@ -1,0 +1,280 @@
+//! `nodesmith controller` end to end in the sandbox: the real binary against moto and the real control plane,
+//! with KWOK as the kubelets and the registrar turning instances into Nodes. Needs `make sandbox-up`.
+//!
+//! The tests of this file share one cluster (`demo`, the one the registrar serves) and each runs its own
+//! controller process, so they take turns (`CONTROLLER_TURN`).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use nodesmith::apis::ec2nodeclass::EC2NodeClass;
+use nodesmith::apis::nodeclaim::NodeClaim;
+use nodesmith::apis::nodepool::NodePool;
+use nodesmith::bootstrap::setup;
+use nodesmith::catalog::embedded_instance_types;
+use nodesmith::catalog::max_pods::MaxPodsSettings;
+use nodesmith::cloud::instances::instance_id_from_provider_id;
+use support::{Sandbox, sandbox_env, setup_options, unique_name, wait_until};
+
+static CONTROLLER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const TEST_LABEL: &str = "nodesmith.dev/test";
+/// An x86_64 AMI moto serves.
+const AMI: &str = "ami-12c6146b";
+const RUN_WAIT: Duration = Duration::from_secs(120);
+
+/// The controller binary, killed when dropped.
+struct ControllerProcess(Child);
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start_controller(cluster: &str, namespace: &str, identity: &str) -> Result<ControllerProcess> {
+    let log = std::fs::File::create(format!("{}/target/controller-{identity}.log", env!("CARGO_MANIFEST_DIR")))?;
+    let child = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+        .args(["controller", "--cluster-name", cluster, "--namespace", namespace, "--identity", identity])
+        .args(["--metrics-port", &free_port()?.to_string(), "--health-port", &free_port()?.to_string()])
+        .args(["--batch-idle-duration", "500ms", "--batch-max-duration", "3s", "--log-level", "nodesmith=info"])
+        .envs(sandbox_env()?)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    Ok(ControllerProcess(child))
+}
+
+/// Server-side applies the generated CRDs and waits until the API server serves them.
+async fn install_crds(sandbox: &Sandbox) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(sandbox.kube.clone());
+    for crd in nodesmith::apis::crds::all() {
+        let name = crd.crd.name_any();
+        api.patch(&name, &PatchParams::apply("nodesmith").force(), &Patch::Apply(&crd.crd)).await?;
+        wait_until(&format!("CRD {name} established"), Duration::from_secs(30), || async {
+            let crd = api.get(&name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            Ok(established.then_some(()))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// An EC2NodeClass for the demo cluster (discovery tags from setup) and a NodePool over it whose nodes carry
+/// `nodesmith.dev/test=<test>`, so only this test's pods land on them.
+async fn nodeclass_and_pool(sandbox: &Sandbox, test: &str, requirements: serde_json::Value) -> Result<()> {
+    let cluster = &sandbox.cluster;
+    let class: EC2NodeClass = serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.k8s.aws/v1",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": test},
+        "spec": {
+            "role": format!("nodesmith-node-{cluster}"),
+            "amiFamily": "AL2023",
+            "amiSelectorTerms": [{"id": AMI}],
+            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
+            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
+        }
+    }))?;
+    Api::<EC2NodeClass>::all(sandbox.kube.clone()).create(&PostParams::default(), &class).await?;
+    let pool: NodePool = serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {"name": test},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {TEST_LABEL: test}},
+                "spec": {
+                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": test},
+                    "requirements": requirements,
+                }
+            },
+            "limits": {"cpu": "1000"},
+        }
+    }))?;
+    Api::<NodePool>::all(sandbox.kube.clone()).create(&PostParams::default(), &pool).await?;
+    Ok(())
+}
+
+async fn deployment(
+    sandbox: &Sandbox,
+    namespace: &str,
+    test: &str,
+    replicas: i32,
+    cpu: &str,
+    memory: &str,
+) -> Result<()> {
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "nodeSelector": {TEST_LABEL: test},
+                    "containers": [{
+                        "name": "app",
+                        "image": "registry.k8s.io/pause:3.10",
+                        "resources": {"requests": {"cpu": cpu, "memory": memory}},
+                    }],
+                }
+            }
+        }
+    }))?;
+    Api::<Deployment>::namespaced(sandbox.kube.clone(), namespace).create(&PostParams::default(), &deployment).await?;
+    Ok(())
+}
+
+async fn running_pods(sandbox: &Sandbox, namespace: &str) -> Result<Vec<Pod>> {
+    let pods = Api::<Pod>::namespaced(sandbox.kube.clone(), namespace).list(&ListParams::default()).await?;
+    Ok(pods
+        .items
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .collect())
+}
+
+async fn nodeclaims_of(sandbox: &Sandbox, pool: &str) -> Result<Vec<NodeClaim>> {
+    let api: Api<NodeClaim> = Api::all(sandbox.kube.clone());
+    Ok(api.list(&ListParams::default().labels(&format!("karpenter.sh/nodepool={pool}"))).await?.items)
+}
+
+/// Deletes the test's objects and waits until its NodeClaims, and so its instances and nodes, are gone.
+async fn clean_up(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<()> {
+    sandbox.delete_namespace(namespace).await?;
+    let claims: Api<NodeClaim> = Api::all(sandbox.kube.clone());
+    for claim in nodeclaims_of(sandbox, test).await? {
+        claims.delete(&claim.name_any(), &DeleteParams::default()).await.ok();
+    }
+    wait_until("the test's NodeClaims to be terminated", RUN_WAIT, || async {
+        Ok(nodeclaims_of(sandbox, test).await?.is_empty().then_some(()))
+    })
+    .await?;
+    Api::<NodePool>::all(sandbox.kube.clone()).delete(test, &DeleteParams::default()).await?;
+    Api::<EC2NodeClass>::all(sandbox.kube.clone()).delete(test, &DeleteParams::default()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_deployment_gets_nodes_launched_registered_and_running() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    setup::run(&sandbox.sdk, &setup_options(&sandbox.cluster)).await?;
+    install_crds(&sandbox).await?;
+    let test = unique_name("ctl-deploy");
+    let namespace = sandbox.namespace("ctl-deploy").await?;
+    nodeclass_and_pool(
+        &sandbox,
+        &test,
+        serde_json::json!([
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+            {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m", "r"]},
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        ]),
+    )
+    .await?;
+    let _controller = start_controller(&sandbox.cluster, &namespace, &test)?;
+    let launched = deployment_story(&sandbox, &namespace, &test).await;
+    // Clean up whatever happened, while the controller still runs to drain and terminate.
+    clean_up(&sandbox, &namespace, &test).await?;
+    // Deleting the NodeClaims drained and terminated: no instance of the test is left running.
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    let described = ec2.describe_instances().set_instance_ids(Some(launched?)).send().await?;
+    for instance in described.reservations().iter().flat_map(|r| r.instances()) {
+        let state = instance.state().and_then(|s| s.name()).map(|s| s.as_str().to_string()).unwrap_or_default();
+        if state != "terminated" && state != "shutting-down" {
+            bail!("instance {:?} is still {state}", instance.instance_id());
+        }
+    }
+    Ok(())
+}
+
+/// 10 pods of 1 CPU and 1 GiB get nodes; returns the instances launched.
+async fn deployment_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<Vec<String>> {
+    let (sandbox, namespace, test) = (sandbox, namespace.to_string(), test.to_string());
+    deployment(sandbox, &namespace, &test, 10, "1", "1Gi").await?;
+    wait_until("10 pods Running on launched nodes", RUN_WAIT, || async {
+        Ok((running_pods(sandbox, &namespace).await?.len() == 10).then_some(()))
+    })
+    .await?;
+
+    let claims = wait_until("the NodeClaims to be initialized", RUN_WAIT, || async {
+        let claims = nodeclaims_of(sandbox, &test).await?;
+        let initialized = claims.iter().all(|c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True"))
+        });
+        Ok((initialized && !claims.is_empty()).then_some(claims))
+    })
+    .await?;
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    let nodes: Api<Node> = Api::all(sandbox.kube.clone());
+    let mut pods_on_claims = 0;
+    for claim in &claims {
+        let status = claim.status.as_ref().context("NodeClaim without status")?;
+        let provider_id = status.provider_id.as_deref().context("NodeClaim without providerID")?;
+        let instance_id = instance_id_from_provider_id(provider_id).context("providerID names no instance")?;
+
+        // The instance, as EC2 reports it, carries every tag of the launch.
+        let described = ec2.describe_instances().instance_ids(instance_id).send().await?;
+        let instance = described.reservations()[0].instances()[0].clone();
+        let tags: BTreeMap<&str, &str> = instance.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))).collect();
+        assert_eq!(tags.get("kubernetes.io/cluster/demo"), Some(&"owned"));
+        assert_eq!(tags.get("eks:eks-cluster-name"), Some(&"demo"));
+        assert_eq!(tags.get("karpenter.sh/nodepool"), Some(&test.as_str()));
+        assert_eq!(tags.get("karpenter.sh/nodeclaim"), Some(&claim.name_any().as_str()));
+        assert_eq!(tags.get("karpenter.k8s.aws/ec2nodeclass"), Some(&test.as_str()));
+        assert!(tags.contains_key("Name"));
+        assert_eq!(instance.image_id(), Some(AMI));
+
+        // The Node registered for it: the NodeClaim's labels, our finalizer, and the pod density of its type.
+        let node = nodes.get(status.node_name.as_deref().context("NodeClaim without node")?).await?;
+        let labels = node.labels();
+        let instance_type = labels.get("node.kubernetes.io/instance-type").context("no instance type label")?;
+        assert_eq!(labels.get(TEST_LABEL), Some(&test));
+        assert_eq!(labels.get("karpenter.sh/nodepool"), Some(&test));
+        assert_eq!(labels.get("karpenter.sh/capacity-type").map(String::as_str), Some("on-demand"));
+        assert!(["c", "m", "r"].iter().any(|c| instance_type.starts_with(c)), "{instance_type}");
+        assert!(node.finalizers().iter().any(|f| f == "karpenter.sh/termination"));
+        let info = embedded_instance_types().iter().find(|t| &t.name == instance_type).context("unknown type")?;
+        let pods_capacity = node.status.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("pods"));
+        assert_eq!(
+            pods_capacity.map(|q| q.0.clone()),
+            Some(info.max_pods(MaxPodsSettings::default()).to_string()),
+            "{instance_type}: pod capacity from the user data's maxPods"
+        );
+        pods_on_claims += running_pods(sandbox, &namespace)
+            .await?
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.name_any().as_str()))
+            .count();
+    }
+    assert_eq!(pods_on_claims, 10, "every pod runs on a node the controller launched");
+
+    Ok(claims
+        .iter()
+        .filter_map(|c| c.status.as_ref()?.provider_id.as_deref().and_then(instance_id_from_provider_id))
+        .map(str::to_string)
+        .collect())
+}
