@@ -28,8 +28,9 @@ use support::{Sandbox, sandbox_env, setup_options, unique_name, wait_until};
 static CONTROLLER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const TEST_LABEL: &str = "nodesmith.dev/test";
-/// An x86_64 AMI moto serves.
+/// An x86_64 and an arm64 AMI moto serves.
 const AMI: &str = "ami-12c6146b";
+const ARM_AMI: &str = "ami-08a311a6aaa3cd94a";
 const RUN_WAIT: Duration = Duration::from_secs(120);
 
 /// The controller binary, killed when dropped.
@@ -80,7 +81,12 @@ async fn install_crds(sandbox: &Sandbox) -> Result<()> {
 
 /// An EC2NodeClass for the demo cluster (discovery tags from setup) and a NodePool over it whose nodes carry
 /// `nodesmith.dev/test=<test>`, so only this test's pods land on them.
-async fn nodeclass_and_pool(sandbox: &Sandbox, test: &str, requirements: serde_json::Value) -> Result<()> {
+async fn nodeclass_and_pool(
+    sandbox: &Sandbox,
+    test: &str,
+    requirements: serde_json::Value,
+    cpu_limit: &str,
+) -> Result<()> {
     let cluster = &sandbox.cluster;
     let class: EC2NodeClass = serde_json::from_value(serde_json::json!({
         "apiVersion": "karpenter.k8s.aws/v1",
@@ -89,7 +95,7 @@ async fn nodeclass_and_pool(sandbox: &Sandbox, test: &str, requirements: serde_j
         "spec": {
             "role": format!("nodesmith-node-{cluster}"),
             "amiFamily": "AL2023",
-            "amiSelectorTerms": [{"id": AMI}],
+            "amiSelectorTerms": [{"id": AMI}, {"id": ARM_AMI}],
             "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
             "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
         }
@@ -107,7 +113,7 @@ async fn nodeclass_and_pool(sandbox: &Sandbox, test: &str, requirements: serde_j
                     "requirements": requirements,
                 }
             },
-            "limits": {"cpu": "1000"},
+            "limits": {"cpu": cpu_limit},
         }
     }))?;
     Api::<NodePool>::all(sandbox.kube.clone()).create(&PostParams::default(), &pool).await?;
@@ -191,15 +197,20 @@ async fn a_deployment_gets_nodes_launched_registered_and_running() -> Result<()>
             {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m", "r"]},
             {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
         ]),
+        "1000",
     )
     .await?;
-    let _controller = start_controller(&sandbox.cluster, &namespace, &test)?;
+    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let _controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
     let launched = deployment_story(&sandbox, &namespace, &test).await;
     // Clean up whatever happened, while the controller still runs to drain and terminate.
-    clean_up(&sandbox, &namespace, &test).await?;
+    let cleaned = clean_up(&sandbox, &namespace, &test).await;
+    sandbox.delete_namespace(&controller_namespace).await?;
+    let launched = launched?;
+    cleaned?;
     // Deleting the NodeClaims drained and terminated: no instance of the test is left running.
     let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
-    let described = ec2.describe_instances().set_instance_ids(Some(launched?)).send().await?;
+    let described = ec2.describe_instances().set_instance_ids(Some(launched)).send().await?;
     for instance in described.reservations().iter().flat_map(|r| r.instances()) {
         let state = instance.state().and_then(|s| s.name()).map(|s| s.as_str().to_string()).unwrap_or_default();
         if state != "terminated" && state != "shutting-down" {
@@ -246,7 +257,7 @@ async fn deployment_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Res
         assert_eq!(tags.get("karpenter.sh/nodeclaim"), Some(&claim.name_any().as_str()));
         assert_eq!(tags.get("karpenter.k8s.aws/ec2nodeclass"), Some(&test.as_str()));
         assert!(tags.contains_key("Name"));
-        assert_eq!(instance.image_id(), Some(AMI));
+        assert_eq!(instance.image_id(), Some(AMI), "the x86_64 AMI for an amd64 pool");
 
         // The Node registered for it: the NodeClaim's labels, our finalizer, and the pod density of its type.
         let node = nodes.get(status.node_name.as_deref().context("NodeClaim without node")?).await?;
@@ -277,4 +288,118 @@ async fn deployment_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Res
         .filter_map(|c| c.status.as_ref()?.provider_id.as_deref().and_then(instance_id_from_provider_id))
         .map(str::to_string)
         .collect())
+}
+
+async fn nodes_of(sandbox: &Sandbox, pool: &str) -> Result<Vec<Node>> {
+    let api: Api<Node> = Api::all(sandbox.kube.clone());
+    Ok(api.list(&ListParams::default().labels(&format!("karpenter.sh/nodepool={pool}"))).await?.items)
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn nodepool_architecture_capacity_type_and_limits_are_obeyed() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    setup::run(&sandbox.sdk, &setup_options(&sandbox.cluster)).await?;
+    install_crds(&sandbox).await?;
+    let on_demand = serde_json::json!({"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]});
+    let general =
+        serde_json::json!({"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m"]});
+    let arm = unique_name("ctl-arm");
+    nodeclass_and_pool(
+        &sandbox,
+        &arm,
+        serde_json::json!([on_demand, general, {"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]),
+        "1000",
+    )
+    .await?;
+    let spot = unique_name("ctl-spot");
+    nodeclass_and_pool(
+        &sandbox,
+        &spot,
+        serde_json::json!([
+            general,
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        ]),
+        "1000",
+    )
+    .await?;
+    let limited = unique_name("ctl-limited");
+    nodeclass_and_pool(
+        &sandbox,
+        &limited,
+        serde_json::json!([on_demand, general, {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]),
+        "4",
+    )
+    .await?;
+    let namespaces = [
+        sandbox.namespace("ctl-arm").await?,
+        sandbox.namespace("ctl-spot").await?,
+        sandbox.namespace("ctl-limited").await?,
+    ];
+    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let _controller = start_controller(&sandbox.cluster, &controller_namespace, &arm)?;
+    let result = constraints_story(&sandbox, &namespaces, [&arm, &spot, &limited]).await;
+    let mut cleaned = Ok(());
+    for (namespace, pool) in namespaces.iter().zip([&arm, &spot, &limited]) {
+        cleaned = cleaned.and(clean_up(&sandbox, namespace, pool).await);
+    }
+    sandbox.delete_namespace(&controller_namespace).await?;
+    result.and(cleaned)
+}
+
+async fn constraints_story(sandbox: &Sandbox, namespaces: &[String; 3], pools: [&String; 3]) -> Result<()> {
+    let [arm, spot, limited] = pools;
+    deployment(sandbox, &namespaces[0], arm, 2, "500m", "512Mi").await?;
+    deployment(sandbox, &namespaces[1], spot, 2, "500m", "512Mi").await?;
+    deployment(sandbox, &namespaces[2], limited, 6, "1", "1Gi").await?;
+    wait_until("the arm64 and spot pods Running", RUN_WAIT, || async {
+        let arm_running = running_pods(sandbox, &namespaces[0]).await?.len();
+        let spot_running = running_pods(sandbox, &namespaces[1]).await?.len();
+        Ok((arm_running == 2 && spot_running == 2).then_some(()))
+    })
+    .await?;
+    for node in nodes_of(sandbox, arm).await? {
+        assert_eq!(node.labels().get("kubernetes.io/arch").map(String::as_str), Some("arm64"), "{}", node.name_any());
+    }
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    let spot_nodes = nodes_of(sandbox, spot).await?;
+    assert!(!spot_nodes.is_empty());
+    for node in &spot_nodes {
+        assert_eq!(node.labels().get("karpenter.sh/capacity-type").map(String::as_str), Some("spot"));
+        let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.as_deref()).context("no providerID")?;
+        let id = instance_id_from_provider_id(provider_id).context("not an instance")?;
+        let described = ec2.describe_instances().instance_ids(id).send().await?;
+        let lifecycle = described.reservations()[0].instances()[0].instance_lifecycle().map(|l| l.as_str().to_string());
+        assert_eq!(lifecycle.as_deref(), Some("spot"), "EC2 launched {id} as spot");
+    }
+
+    // The limited pool: 4 CPUs in all, so some of its 6 one-CPU pods run and the rest wait, with a reason.
+    wait_until("the limited pool's pods to run as far as its limit allows", RUN_WAIT, || async {
+        Ok((!running_pods(sandbox, &namespaces[2]).await?.is_empty()).then_some(()))
+    })
+    .await?;
+    // Several more batches pass: the limit must hold across them, not only within one.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut cpus = 0;
+    for claim in nodeclaims_of(sandbox, limited).await? {
+        let instance_type = claim.labels().get("node.kubernetes.io/instance-type").cloned().unwrap_or_default();
+        let info = embedded_instance_types().iter().find(|t| t.name == instance_type);
+        cpus += info.map_or(0, |t| t.vcpus);
+    }
+    assert!(cpus > 0 && cpus <= 4, "the limited pool launched {cpus} vCPUs, over its limit of 4");
+    let running = running_pods(sandbox, &namespaces[2]).await?.len();
+    assert!(running < 6, "{running} pods of 1 CPU run within a 4-CPU limit");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(sandbox.kube.clone(), &namespaces[2]);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedProvisioning"))
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("limit")), "pending pods say why: {reasons:?}");
+    Ok(())
 }

@@ -24,36 +24,43 @@ use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::resources::{ResourceName, Resources, kubernetes_quantity, parse_quantity};
 use crate::scheduling::{self, ExistingNode, NewNode, SchedulingInput};
 
-/// How long a pod stays nominated to a NodeClaim after its node became ready, for the scheduler to bind it.
+/// How long a pod stays nominated after its node is ready, for the scheduler to bind it.
 const NOMINATION_GRACE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(200);
 
-/// Pod key → the NodeClaim it was planned onto.
+/// Pod key → where the last plan put it (a NodeClaim being launched, or a Node), and since when. A nominated pod
+/// is not planned again, and its requests are debited from its target's free capacity.
 #[derive(Debug, Default)]
 pub struct Nominations {
     by_pod: HashMap<String, (String, Instant)>,
 }
 
 impl Nominations {
-    fn nominate(&mut self, pod: &str, nodeclaim: &str) {
-        self.by_pod.insert(pod.to_string(), (nodeclaim.to_string(), Instant::now()));
+    fn nominate(&mut self, pod: &str, target: &str) {
+        self.by_pod.insert(pod.to_string(), (target.to_string(), Instant::now()));
     }
 
-    fn nodeclaim_of(&self, pod: &str) -> Option<&str> {
-        self.by_pod.get(pod).map(|(claim, _)| claim.as_str())
+    fn target_of(&self, pod: &str) -> Option<&str> {
+        self.by_pod.get(pod).map(|(target, _)| target.as_str())
     }
 
-    /// Forgets nominations whose NodeClaim is gone, or whose node has been ready long enough for the scheduler.
+    /// The pods nominated to `target`.
+    fn pods_of<'a>(&'a self, target: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.by_pod.iter().filter(move |(_, (t, _))| t == target).map(|(pod, _)| pod.as_str())
+    }
+
+    /// Forgets a nomination once its target is gone, or once the scheduler has had time to bind the pod: a
+    /// NodeClaim's pods wait for its node to be initialized, a Node's for the grace period.
     fn prune(&mut self, ctx: &Context) {
         let claims: HashMap<String, Arc<NodeClaim>> =
             ctx.state.nodeclaims.state().into_iter().map(|c| (c.name_any(), c)).collect();
-        self.by_pod.retain(|_, (claim, since)| match claims.get(claim.as_str()) {
-            None => false,
+        self.by_pod.retain(|_, (target, since)| match claims.get(target.as_str()) {
             Some(c) if c.metadata.deletion_timestamp.is_some() => false,
             Some(c) => {
                 let initialized = c.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, "Initialized"));
                 !(initialized && since.elapsed() > NOMINATION_GRACE)
             }
+            None => ctx.state.node(target).is_some() && since.elapsed() < NOMINATION_GRACE,
         });
     }
 }
@@ -104,7 +111,7 @@ fn pending_pods(ctx: &Context, nominations: &Nominations) -> Vec<Arc<Pod>> {
         .pods
         .state()
         .into_iter()
-        .filter(|p| pods::is_provisionable(p) && nominations.nodeclaim_of(&pods::key(p)).is_none())
+        .filter(|p| pods::is_provisionable(p) && nominations.target_of(&pods::key(p)).is_none())
         .collect()
 }
 
@@ -166,13 +173,14 @@ fn resources_to_quantities(resources: &Resources) -> BTreeMap<String, Quantity> 
         .collect()
 }
 
-/// A NodeClaim launched but without its node yet, as capacity for the pods not yet planned onto it.
-fn in_flight_capacity(claim: &NodeClaim, nominated: &Resources) -> Option<ExistingNode> {
-    let status = claim.status.as_ref()?;
-    if status.node_name.is_some() || status.allocatable.is_empty() || claim.metadata.deletion_timestamp.is_some() {
+/// A NodeClaim whose node has not registered yet, as capacity: once launched, its allocatable minus the pods
+/// nominated to it; before that, no room at all, but the largest type it may become still counts against its
+/// NodePool's limits.
+fn in_flight_capacity(ctx: &Context, claim: &NodeClaim, nominated: &Resources) -> Option<ExistingNode> {
+    let status = claim.status.clone().unwrap_or_default();
+    if status.node_name.is_some() {
         return None;
     }
-    let allocatable = quantities_to_resources(&status.allocatable);
     let mut labels = claim.labels().clone();
     // Single-valued requirements are labels the node will carry.
     for r in &claim.spec.requirements {
@@ -180,12 +188,28 @@ fn in_flight_capacity(claim: &NodeClaim, nominated: &Resources) -> Option<Existi
             labels.entry(r.key.clone()).or_insert_with(|| r.values[0].clone());
         }
     }
+    let launched = !status.allocatable.is_empty() && claim.metadata.deletion_timestamp.is_none();
+    let (available, capacity) = if launched {
+        (quantities_to_resources(&status.allocatable) - *nominated, quantities_to_resources(&status.capacity))
+    } else {
+        let settings = ctx
+            .state
+            .nodeclass(&claim.spec.node_class_ref.name)
+            .map(|c| max_pods_settings(&c, cni_prefix_delegation(ctx)))
+            .unwrap_or_default();
+        let largest = super::launch::requirement_values(claim, INSTANCE_TYPE_LABEL)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| ctx.instance_type(t))
+            .fold(Resources::ZERO, |max, t| max.max(&t.capacity(settings)));
+        (Resources::ZERO, largest)
+    };
     Some(ExistingNode {
         name: claim.name_any(),
         nodepool: labels.get(NODEPOOL_LABEL).cloned(),
         taints: claim.spec.taints.iter().map(crate::apis::scheduling_input::taint).collect(),
-        available: allocatable - *nominated,
-        capacity: quantities_to_resources(&status.capacity),
+        available,
+        capacity,
         labels,
     })
 }
@@ -242,26 +266,25 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
     }
 
     let pods_by_node = ctx.state.pods_by_node();
+    let all_pods: HashMap<String, Arc<Pod>> = ctx.state.pods.state().into_iter().map(|p| (pods::key(&p), p)).collect();
+    let nominated_to = |target: &str| -> Resources {
+        let pods: Vec<Arc<Pod>> = nominations.pods_of(target).filter_map(|p| all_pods.get(p).cloned()).collect();
+        requests_of(&pods)
+    };
     let mut existing: Vec<ExistingNode> = Vec::new();
     for node in ctx.state.nodes.state() {
-        if !usable(&node) {
-            continue;
-        }
         let Ok(mut capacity) = existing_node(&node) else { continue };
-        let bound = pods_by_node.get(&capacity.name).map(Vec::as_slice).unwrap_or_default();
-        capacity.available = capacity.available - requests_of(bound);
+        capacity.available = if usable(&node) {
+            let bound = pods_by_node.get(&capacity.name).map(Vec::as_slice).unwrap_or_default();
+            capacity.available - requests_of(bound) - nominated_to(&capacity.name)
+        } else {
+            // Going away or cordoned: no room, but it still counts against its NodePool's limits.
+            Resources::ZERO
+        };
         existing.push(capacity);
     }
-    let all_pods: HashMap<String, Arc<Pod>> = ctx.state.pods.state().into_iter().map(|p| (pods::key(&p), p)).collect();
     for claim in ctx.state.nodeclaims.state() {
-        let name = claim.name_any();
-        let nominated: Vec<Arc<Pod>> = nominations
-            .by_pod
-            .iter()
-            .filter(|(_, (c, _))| *c == name)
-            .filter_map(|(pod, _)| all_pods.get(pod).cloned())
-            .collect();
-        if let Some(capacity) = in_flight_capacity(&claim, &requests_of(&nominated)) {
+        if let Some(capacity) = in_flight_capacity(ctx, &claim, &nominated_to(&claim.name_any())) {
             existing.push(capacity);
         }
     }
@@ -284,12 +307,9 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
         unavailable: &unavailable,
     });
 
-    let in_flight: HashSet<String> = ctx.state.nodeclaims.state().iter().map(|c| c.name_any()).collect();
     for (target, planned) in &plan.existing_placements {
-        if in_flight.contains(target) {
-            for pod in planned {
-                nominations.nominate(pod, target);
-            }
+        for pod in planned {
+            nominations.nominate(pod, target);
         }
     }
     for unschedulable in &plan.unschedulable {

@@ -167,8 +167,9 @@ async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node) -> Result<usize, E
         };
         match result {
             Ok(()) => tracing::debug!(pod = %pods::key(pod), node = %node_name, "evicted"),
-            // 429: a PodDisruptionBudget forbids it now; 404: already gone. Both: try again next pass.
-            Err(kube::Error::Api(status)) if status.code == 429 || status.code == 404 => {}
+            // 429: a PodDisruptionBudget forbids it now; 404: already gone; 403: its namespace is being deleted,
+            // which deletes the pod anyway. All: look again next pass.
+            Err(kube::Error::Api(status)) if [429, 404, 403].contains(&status.code) => {}
             Err(error) => return Err(error.into()),
         }
     }
