@@ -34,12 +34,26 @@ const ARM_AMI: &str = "ami-08a311a6aaa3cd94a";
 const RUN_WAIT: Duration = Duration::from_secs(120);
 
 /// The controller binary, killed when dropped.
-struct ControllerProcess(Child);
+struct ControllerProcess {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl ControllerProcess {
+    /// SIGKILL: no chance to finish anything.
+    fn kill(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+
+    fn log_lines_with(&self, text: &str) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains(text)).count()
+    }
+}
 
 impl Drop for ControllerProcess {
     fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
+        self.kill();
     }
 }
 
@@ -48,7 +62,8 @@ fn free_port() -> Result<u16> {
 }
 
 fn start_controller(cluster: &str, namespace: &str, identity: &str) -> Result<ControllerProcess> {
-    let log = std::fs::File::create(format!("{}/target/controller-{identity}.log", env!("CARGO_MANIFEST_DIR")))?;
+    let log_path = std::path::PathBuf::from(format!("{}/target/controller-{identity}.log", env!("CARGO_MANIFEST_DIR")));
+    let log = std::fs::File::create(&log_path)?;
     let child = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
         .args(["controller", "--cluster-name", cluster, "--namespace", namespace, "--identity", identity])
         .args(["--metrics-port", &free_port()?.to_string(), "--health-port", &free_port()?.to_string()])
@@ -57,7 +72,7 @@ fn start_controller(cluster: &str, namespace: &str, identity: &str) -> Result<Co
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?;
-    Ok(ControllerProcess(child))
+    Ok(ControllerProcess { child, log: log_path })
 }
 
 /// Server-side applies the generated CRDs and waits until the API server serves them.
@@ -164,6 +179,20 @@ async fn nodeclaims_of(sandbox: &Sandbox, pool: &str) -> Result<Vec<NodeClaim>> 
     Ok(api.list(&ListParams::default().labels(&format!("karpenter.sh/nodepool={pool}"))).await?.items)
 }
 
+/// The pool's NodeClaims once every one of them is initialized (its node registered and ready).
+async fn initialized_nodeclaims(sandbox: &Sandbox, pool: &str) -> Result<Vec<NodeClaim>> {
+    wait_until("the NodeClaims to be initialized", RUN_WAIT, || async {
+        let claims = nodeclaims_of(sandbox, pool).await?;
+        let initialized = claims.iter().all(|c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True"))
+        });
+        Ok((initialized && !claims.is_empty()).then_some(claims))
+    })
+    .await
+}
+
 /// Deletes the test's objects and waits until its NodeClaims, and so its instances and nodes, are gone.
 async fn clean_up(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<()> {
     sandbox.delete_namespace(namespace).await?;
@@ -229,16 +258,7 @@ async fn deployment_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Res
     })
     .await?;
 
-    let claims = wait_until("the NodeClaims to be initialized", RUN_WAIT, || async {
-        let claims = nodeclaims_of(sandbox, &test).await?;
-        let initialized = claims.iter().all(|c| {
-            c.status
-                .as_ref()
-                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True"))
-        });
-        Ok((initialized && !claims.is_empty()).then_some(claims))
-    })
-    .await?;
+    let claims = initialized_nodeclaims(sandbox, &test).await?;
     let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
     let nodes: Api<Node> = Api::all(sandbox.kube.clone());
     let mut pods_on_claims = 0;
@@ -402,4 +422,210 @@ async fn constraints_story(sandbox: &Sandbox, namespaces: &[String; 3], pools: [
         .collect();
     assert!(reasons.iter().any(|r| r.contains("limit")), "pending pods say why: {reasons:?}");
     Ok(())
+}
+
+/// A NodePool of general-purpose on-demand amd64 nodes for one test, and a namespace for its workload.
+async fn simple_pool(sandbox: &Sandbox, prefix: &str) -> Result<(String, String)> {
+    setup::run(&sandbox.sdk, &setup_options(&sandbox.cluster)).await?;
+    install_crds(sandbox).await?;
+    let test = unique_name(prefix);
+    nodeclass_and_pool(
+        sandbox,
+        &test,
+        serde_json::json!([
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+            {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m"]},
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        ]),
+        "1000",
+    )
+    .await?;
+    Ok((test.clone(), sandbox.namespace(prefix).await?))
+}
+
+/// Live instances (pending or running) launched for this pool, by NodeClaim tag.
+async fn live_instances(sandbox: &Sandbox, pool: &str) -> Result<Vec<(String, String)>> {
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    let described = ec2
+        .describe_instances()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:karpenter.sh/nodepool").values(pool).build())
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| {
+            let claim = i.tags().iter().find(|t| t.key() == Some("karpenter.sh/nodeclaim"))?.value()?;
+            Some((i.instance_id()?.to_string(), claim.to_string()))
+        })
+        .collect())
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn deleting_a_nodeclaim_drains_it_within_its_pod_disruption_budget() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let (test, namespace) = simple_pool(&sandbox, "ctl-drain").await?;
+    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let _controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
+    let result = drain_story(&sandbox, &namespace, &test).await;
+    let cleaned = clean_up(&sandbox, &namespace, &test).await;
+    sandbox.delete_namespace(&controller_namespace).await?;
+    result.and(cleaned)
+}
+
+async fn drain_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<()> {
+    deployment(sandbox, namespace, test, 4, "1", "1Gi").await?;
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+    }))?;
+    Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(sandbox.kube.clone(), namespace)
+        .create(&PostParams::default(), &pdb)
+        .await?;
+    wait_until("4 pods Running", RUN_WAIT, || async {
+        Ok((running_pods(sandbox, namespace).await?.len() == 4).then_some(()))
+    })
+    .await?;
+    // The node with the most pods goes.
+    let pods = running_pods(sandbox, namespace).await?;
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for pod in &pods {
+        *per_node.entry(pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default()).or_default() += 1;
+    }
+    let (busiest, on_it) = per_node.iter().max_by_key(|(_, n)| **n).map(|(n, c)| (n.clone(), *c)).context("no node")?;
+    let claims = initialized_nodeclaims(sandbox, test).await?;
+    let claim = claims
+        .iter()
+        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(busiest.as_str()))
+        .context("the busiest node has no NodeClaim")?;
+    let provider_id = claim.status.as_ref().and_then(|s| s.provider_id.clone()).context("no providerID")?;
+    Api::<NodeClaim>::all(sandbox.kube.clone()).delete(&claim.name_any(), &DeleteParams::default()).await?;
+
+    // While it drains, the budget holds: never more than one of the 4 pods unavailable.
+    let fewest_ready = std::sync::atomic::AtomicUsize::new(4);
+    let fewest_ready = &fewest_ready;
+    wait_until(&format!("{on_it} pods to leave {busiest} and run elsewhere"), RUN_WAIT, || async {
+        let pods = Api::<Pod>::namespaced(sandbox.kube.clone(), namespace).list(&ListParams::default()).await?;
+        let ready: Vec<&Pod> = pods
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        fewest_ready.fetch_min(ready.len(), std::sync::atomic::Ordering::Relaxed);
+        let moved = ready.len() == 4
+            && ready.iter().all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(busiest.as_str()));
+        Ok(moved.then_some(()))
+    })
+    .await?;
+    let fewest_ready = fewest_ready.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(fewest_ready >= 3, "the PodDisruptionBudget allows one pod down at a time; {fewest_ready} of 4 were up");
+    wait_until("the drained NodeClaim and its Node to be gone", RUN_WAIT, || async {
+        let gone = !nodeclaims_of(sandbox, test).await?.iter().any(|c| c.name_any() == claim.name_any())
+            && Api::<Node>::all(sandbox.kube.clone()).get_opt(&busiest).await?.is_none();
+        Ok(gone.then_some(()))
+    })
+    .await?;
+    let id = instance_id_from_provider_id(&provider_id).context("not an instance")?;
+    assert!(live_instances(sandbox, test).await?.iter().all(|(i, _)| i != id), "{id} was terminated");
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_controller_killed_during_a_launch_leaves_no_duplicate_and_no_orphan() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let (test, namespace) = simple_pool(&sandbox, "ctl-kill").await?;
+    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let mut first = start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-a"))?;
+    let result = async {
+        deployment(&sandbox, &namespace, &test, 3, "1", "1Gi").await?;
+        // SIGKILL as soon as a NodeClaim exists: its launch is somewhere between not started and recorded.
+        wait_until("a NodeClaim", RUN_WAIT, || async {
+            Ok((!nodeclaims_of(&sandbox, &test).await?.is_empty()).then_some(()))
+        })
+        .await?;
+        first.kill();
+        let _second = start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-b"))?;
+        wait_until("3 pods Running after the restart", RUN_WAIT, || async {
+            Ok((running_pods(&sandbox, &namespace).await?.len() == 3).then_some(()))
+        })
+        .await?;
+        // Every live instance belongs to a NodeClaim, and each NodeClaim has exactly one.
+        wait_until("one live instance per NodeClaim", RUN_WAIT, || async {
+            let claims: Vec<String> = nodeclaims_of(&sandbox, &test).await?.iter().map(|c| c.name_any()).collect();
+            let instances = live_instances(&sandbox, &test).await?;
+            let mut per_claim: BTreeMap<&str, usize> = BTreeMap::new();
+            for (_, claim) in &instances {
+                *per_claim.entry(claim.as_str()).or_default() += 1;
+            }
+            let exact = instances.len() == claims.len() && claims.iter().all(|c| per_claim.get(c.as_str()) == Some(&1));
+            Ok(exact.then_some(()))
+        })
+        .await?;
+        clean_up(&sandbox, &namespace, &test).await
+    }
+    .await;
+    sandbox.delete_namespace(&controller_namespace).await?;
+    result
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn of_two_replicas_only_the_leader_launches_and_the_other_takes_over() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let (test, namespace) = simple_pool(&sandbox, "ctl-leader").await?;
+    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let mut first = start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-a"))?;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(sandbox.kube.clone(), &controller_namespace);
+    let holder = || async {
+        let lease = leases.get_opt(nodesmith::controller::leader::LEASE_NAME).await?;
+        anyhow::Ok(lease.and_then(|l| l.spec?.holder_identity))
+    };
+    let result = async {
+        wait_until("the first replica to lead", RUN_WAIT, || async {
+            Ok(holder().await?.filter(|h| h.ends_with("-a")))
+        })
+        .await?;
+        let second = start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-b"))?;
+        deployment(&sandbox, &namespace, &test, 2, "1", "1Gi").await?;
+        wait_until("2 pods Running", RUN_WAIT, || async {
+            Ok((running_pods(&sandbox, &namespace).await?.len() == 2).then_some(()))
+        })
+        .await?;
+        assert!(first.log_lines_with("\"launched\"") > 0, "the leader launched");
+        assert_eq!(second.log_lines_with("\"launched\""), 0, "the follower launched nothing");
+
+        first.kill();
+        wait_until("the second replica to take over", RUN_WAIT, || async {
+            Ok(holder().await?.filter(|h| h.ends_with("-b")))
+        })
+        .await?;
+        let deployments: Api<Deployment> = Api::namespaced(sandbox.kube.clone(), &namespace);
+        deployments
+            .patch("web", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": 6}})))
+            .await?;
+        wait_until("6 pods Running under the new leader", RUN_WAIT, || async {
+            Ok((running_pods(&sandbox, &namespace).await?.len() == 6).then_some(()))
+        })
+        .await?;
+        assert!(second.log_lines_with("\"launched\"") > 0, "the new leader launched");
+        clean_up(&sandbox, &namespace, &test).await
+    }
+    .await;
+    sandbox.delete_namespace(&controller_namespace).await?;
+    result
 }
