@@ -61,6 +61,7 @@ pub struct Metrics {
     pod_startup: Histogram,
     interruption_received: Family<MessageLabels, Counter>,
     interruption_deleted: Counter,
+    interruption_queue_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -73,6 +74,12 @@ impl Default for Metrics {
         let pod_startup = Histogram::new(exponential_buckets(0.5, 2.0, 14));
         let interruption_received = Family::default();
         let interruption_deleted = Counter::default();
+        let interruption_queue_duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        registry.register(
+            "karpenter_interruption_message_queue_duration_seconds",
+            "Time from a message's arrival in the interruption queue to its handling",
+            interruption_queue_duration.clone(),
+        );
         registry.register(
             "karpenter_scheduler_scheduling_duration_seconds",
             "Duration of one scheduling round (planning new nodes for pending pods)",
@@ -109,6 +116,7 @@ impl Default for Metrics {
             pod_startup,
             interruption_received,
             interruption_deleted,
+            interruption_queue_duration,
         }
     }
 }
@@ -140,6 +148,10 @@ impl Metrics {
 
     pub fn interruption_deleted(&self) {
         self.interruption_deleted.inc();
+    }
+
+    pub fn interruption_queue_duration(&self, seconds: f64) {
+        self.interruption_queue_duration.observe(seconds);
     }
 
     /// The OpenMetrics text of every metric.

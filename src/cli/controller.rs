@@ -19,6 +19,9 @@ pub struct ControllerArgs {
     /// SQS queue (name or URL) that receives interruption events; interruption handling is off without one.
     #[arg(long, env = "INTERRUPTION_QUEUE")]
     pub interruption_queue: Option<String>,
+    /// What an EC2 rebalance recommendation does: record an Event, or replace the node at once.
+    #[arg(long, env = "REBALANCE", value_enum, default_value = "event")]
+    pub rebalance: crate::controller::interruption::RebalancePolicy,
     /// Provision once no new pending pod arrived for this long (e.g. `1s`, `500ms`).
     #[arg(long, env = "BATCH_IDLE_DURATION", default_value = "1s", value_parser = parse_duration)]
     pub batch_idle_duration: Duration,
@@ -56,6 +59,7 @@ pub async fn run(args: &ControllerArgs, global: &GlobalArgs) -> Result<(), CliEr
         cluster_name: args.cluster_name.clone(),
         cluster_endpoint: args.cluster_endpoint.clone(),
         interruption_queue: args.interruption_queue.clone().filter(|q| !q.is_empty()),
+        rebalance: args.rebalance,
         batch_idle: args.batch_idle_duration,
         batch_max: args.batch_max_duration,
         metrics_port: args.metrics_port,

@@ -5,6 +5,7 @@ pub mod fleet;
 pub mod instance_profile;
 pub mod instance_types;
 pub mod instances;
+pub mod interruption_message;
 pub mod launch_template;
 pub mod nodeclass;
 pub mod user_data;

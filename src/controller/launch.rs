@@ -208,6 +208,16 @@ async fn launch_as(
         }
     }
     if groups.is_empty() {
+        // Nothing of this NodeClaim can launch now (no subnet, no AMI or no capacity for its offerings): the
+        // next plan must look elsewhere rather than make the same NodeClaim again.
+        for t in allowed_types {
+            for zone in zones.unwrap_or_default() {
+                let key = OfferingKey { instance_type: t.name.clone(), zone: zone.clone(), capacity_type };
+                if !unavailable.contains(&key) {
+                    ctx.unavailable.mark(key, "NoLaunchableOffering");
+                }
+            }
+        }
         return Err(LaunchError::NoOffering {
             nodeclaim: name,
             why: format!("no {} offering of its instance types in its zones is available", capacity_type.as_str()),

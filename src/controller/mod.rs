@@ -4,6 +4,7 @@
 
 pub mod conditions;
 pub mod garbage_collection;
+pub mod interruption;
 pub mod launch;
 pub mod leader;
 pub mod nodeclaim_lifecycle;
@@ -33,6 +34,8 @@ pub struct Settings {
     /// Overrides the endpoint DescribeCluster reports (nodes join through it).
     pub cluster_endpoint: Option<String>,
     pub interruption_queue: Option<String>,
+    /// What a rebalance recommendation does.
+    pub rebalance: interruption::RebalancePolicy,
     pub batch_idle: Duration,
     pub batch_max: Duration,
     pub metrics_port: u16,
@@ -60,6 +63,7 @@ pub struct Context {
     pub ec2: aws_sdk_ec2::Client,
     pub iam: aws_sdk_iam::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub sqs: aws_sdk_sqs::Client,
     pub state: ClusterState,
     pub instance_types: Vec<InstanceTypeInfo>,
     pub prices: PriceTable,
@@ -88,6 +92,7 @@ impl Context {
             ec2: aws_sdk_ec2::Client::new(sdk),
             iam: aws_sdk_iam::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
             state,
             instance_types,
             prices: PriceTable::embedded(),
@@ -142,12 +147,6 @@ pub async fn run(settings: Settings, sdk: &aws_config::SdkConfig) -> Result<(), 
             crate::catalog::embedded_instance_types().to_vec()
         }
     };
-    match &settings.interruption_queue {
-        Some(queue) => {
-            tracing::warn!(queue, "an interruption queue is configured, but this build does not read it yet")
-        }
-        None => tracing::info!("no interruption queue configured: interruption handling is off"),
-    }
     let state = state::ClusterState::start(&kube);
     let ctx = Context::new(settings.clone(), cluster, kube.clone(), sdk, state, instance_types);
 
@@ -162,11 +161,17 @@ pub async fn run(settings: Settings, sdk: &aws_config::SdkConfig) -> Result<(), 
 
     let leadership = leader::Leadership::default();
     tokio::spawn(leader::run(kube, settings.namespace.clone(), settings.identity.clone(), leadership.clone()));
+    match settings.interruption_queue.clone() {
+        Some(queue) => {
+            tokio::spawn(interruption::run(ctx.clone(), leadership.clone(), queue, settings.rebalance));
+        }
+        None => tracing::info!("no interruption queue configured (INTERRUPTION_QUEUE): interruption handling is off"),
+    }
     tokio::select! {
-        () = provisioner::run(ctx.clone(), leadership.clone()) => {}
-        () = nodeclaim_lifecycle::run(ctx.clone(), leadership.clone()) => {}
-        () = nodeclass_status::run(ctx.clone(), leadership.clone()) => {}
-        () = garbage_collection::run(ctx.clone(), leadership.clone()) => {}
+        () = provisioner::run(ctx.clone(), leadership.clone()) => tracing::error!("the provisioner stopped"),
+        () = nodeclaim_lifecycle::run(ctx.clone(), leadership.clone()) => tracing::error!("the NodeClaim controller stopped"),
+        () = nodeclass_status::run(ctx.clone(), leadership.clone()) => tracing::error!("the EC2NodeClass controller stopped"),
+        () = garbage_collection::run(ctx.clone(), leadership.clone()) => tracing::error!("garbage collection stopped"),
         served = server => {
             if let Ok(Err(source)) = served {
                 return Err(StartError::Serve { metrics_port, health_port, source });

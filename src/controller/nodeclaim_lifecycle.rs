@@ -97,6 +97,7 @@ async fn reconcile(claim: Arc<NodeClaim>, r: Arc<Reconciler>) -> Result<Action, 
         return Ok(Action::await_change());
     };
     if node.metadata.deletion_timestamp.is_some() {
+        tracing::info!(nodeclaim = %name, node = %node_name, "its Node is being deleted; deleting the NodeClaim");
         api.delete(&name, &DeleteParams::default()).await?;
         return Ok(Action::await_change());
     }

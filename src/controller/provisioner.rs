@@ -22,7 +22,7 @@ use crate::apis::nodepool::{NodePool, NodeSelectorRequirementWithMinValues};
 use crate::apis::scheduling_input::{daemonset_pod, existing_node, nodepool, pod_request, pod_requests};
 use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::resources::{ResourceName, Resources, kubernetes_quantity, parse_quantity};
-use crate::scheduling::{self, ExistingNode, NewNode, SchedulingInput};
+use crate::scheduling::{self, ExistingNode, NewNode, Operator, Requirement, SchedulingInput};
 
 /// How long a pod stays nominated after its node is ready, for the scheduler to bind it.
 const NOMINATION_GRACE: Duration = Duration::from_secs(30);
@@ -60,7 +60,8 @@ impl Nominations {
                 let initialized = c.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, "Initialized"));
                 !(initialized && since.elapsed() > NOMINATION_GRACE)
             }
-            None => ctx.state.node(target).is_some() && since.elapsed() < NOMINATION_GRACE,
+            // A Node, or a NodeClaim just created and not yet in the cache: held for the grace period.
+            None => since.elapsed() < NOMINATION_GRACE,
         });
     }
 }
@@ -106,13 +107,47 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
     }
 }
 
+/// Pods that need a place: those the scheduler found no node for, and those on nodes being taken away
+/// (interrupted, drained), so their replacement capacity launches while the old node still drains.
 fn pending_pods(ctx: &Context, nominations: &Nominations) -> Vec<Arc<Pod>> {
+    let leaving = leaving_nodes(ctx);
     ctx.state
         .pods
         .state()
         .into_iter()
-        .filter(|p| pods::is_provisionable(p) && nominations.target_of(&pods::key(p)).is_none())
+        .filter(|p| {
+            let on_leaving_node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| leaving.contains(n) && pods::is_evictable(p));
+            (pods::is_provisionable(p) || on_leaving_node) && nominations.target_of(&pods::key(p)).is_none()
+        })
         .collect()
+}
+
+/// Nodes being taken away: tainted `karpenter.sh/disrupted`, or whose NodeClaim is being deleted.
+fn leaving_nodes(ctx: &Context) -> HashSet<String> {
+    let mut leaving: HashSet<String> = ctx
+        .state
+        .nodeclaims
+        .state()
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_some())
+        .filter_map(|c| c.status.as_ref()?.node_name.clone())
+        .collect();
+    // Not cordoned nodes: a person cordoning a node has not asked for its pods to move.
+    leaving.extend(ctx.state.nodes.state().iter().filter(|n| is_disrupted(n)).map(|n| n.name_any()));
+    leaving
+}
+
+fn is_disrupted(node: &Node) -> bool {
+    node.metadata.deletion_timestamp.is_some()
+        || node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == crate::apis::labels::DISRUPTED_TAINT_KEY))
 }
 
 /// `ENABLE_PREFIX_DELEGATION` of the VPC CNI's DaemonSet (`kube-system/aws-node`).
@@ -243,7 +278,10 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
             continue;
         }
         match nodepool(&pool.name_any(), &pool.spec, max_pods_settings(&class, cni_pd)) {
-            Ok(spec) => {
+            Ok(mut spec) => {
+                // Only zones where the EC2NodeClass has a subnet can be launched into.
+                let zones: Vec<&str> = class.status.iter().flat_map(|s| &s.subnets).map(|s| s.zone.as_str()).collect();
+                spec.requirements.push(Requirement::new(ZONE_LABEL, Operator::In, &zones));
                 pools.push(spec);
                 pool_objects.insert(pool.name_any(), pool);
             }
@@ -297,6 +335,12 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
         .collect();
 
     let unavailable = ctx.unavailable.snapshot();
+    tracing::debug!(
+        pods = requests.len(),
+        existing = existing.len(),
+        with_room = existing.iter().filter(|n| !n.available.is_zero()).count(),
+        "planning"
+    );
     let plan = scheduling::solve(&SchedulingInput {
         pods: &requests,
         nodepools: &pools,
@@ -351,12 +395,7 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
 
 /// A node the scheduler may place pods on: not going away, not cordoned.
 fn usable(node: &Node) -> bool {
-    let spec = node.spec.as_ref();
-    node.metadata.deletion_timestamp.is_none()
-        && !spec.and_then(|s| s.unschedulable).unwrap_or(false)
-        && !spec
-            .and_then(|s| s.taints.as_ref())
-            .is_some_and(|t| t.iter().any(|t| t.key == crate::apis::labels::DISRUPTED_TAINT_KEY))
+    !is_disrupted(node) && !node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
 }
 
 /// The NodeClaim for one planned node: the NodePool's template, narrowed to the instance types, zones and capacity

@@ -17,7 +17,7 @@ pub struct UnavailableOfferings {
 
 impl UnavailableOfferings {
     pub fn mark(&self, offering: OfferingKey, reason: &str) {
-        tracing::info!(
+        tracing::debug!(
             instance_type = %offering.instance_type,
             zone = %offering.zone,
             capacity_type = offering.capacity_type.as_str(),

@@ -1,4 +1,5 @@
 //! The sandbox harness as a library, for tests that need environments of their own.
 #![forbid(unsafe_code)]
 
+pub mod fault_proxy;
 pub mod seed;
