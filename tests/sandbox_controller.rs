@@ -924,3 +924,42 @@ async fn interruption_story(
     assert!(controller.metric("karpenter_interruption_deleted_messages_total").await? >= 7.0);
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn prefix_delegation_gives_nodes_the_prefix_delegated_pod_capacity() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let (test, namespace) = simple_pool(&sandbox, "ctl-prefix").await?;
+    let classes: Api<EC2NodeClass> = Api::all(sandbox.kube.clone());
+    classes
+        .patch(
+            &test,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"prefixDelegation": "Enabled"}})),
+        )
+        .await?;
+    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let _controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
+    let result = async {
+        deployment(&sandbox, &namespace, &test, 2, "1", "1Gi").await?;
+        wait_until("2 pods Running", RUN_WAIT, || async {
+            Ok((running_pods(&sandbox, &namespace).await?.len() == 2).then_some(()))
+        })
+        .await?;
+        let delegated = MaxPodsSettings { prefix_delegation: true, ..Default::default() };
+        for node in nodes_of(&sandbox, &test).await? {
+            let instance_type = node.labels().get("node.kubernetes.io/instance-type").cloned().unwrap_or_default();
+            let info = embedded_instance_types().iter().find(|t| t.name == instance_type).context("unknown type")?;
+            let pods = node.status.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("pods")).cloned();
+            let expected = info.max_pods(delegated);
+            assert_eq!(pods.map(|q| q.0), Some(expected.to_string()), "{instance_type} under prefix delegation");
+            assert_ne!(expected, info.max_pods(MaxPodsSettings::default()), "{instance_type}: the two must differ");
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let cleaned = clean_up(&sandbox, &namespace, &test).await;
+    sandbox.delete_namespace(&controller_namespace).await?;
+    result.and(cleaned)
+}
