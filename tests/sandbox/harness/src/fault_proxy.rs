@@ -29,6 +29,8 @@ pub struct FaultLog {
     pub capacity_errors: AtomicU64,
     pub throttled: AtomicU64,
     pub forwarded: AtomicU64,
+    /// Each CreateFleet that reached moto: when, and for which NodeClaim (its `karpenter.sh/nodeclaim` tag).
+    pub fleet_calls: Mutex<Vec<(std::time::Instant, String)>>,
 }
 
 struct Proxy {
@@ -112,6 +114,13 @@ fn fleet_overrides(pairs: &[(String, String)]) -> Vec<(String, String, String)> 
     overrides.into_values().collect()
 }
 
+/// The value of the `karpenter.sh/nodeclaim` tag a CreateFleet request puts on its instances.
+fn nodeclaim_tag(pairs: &[(String, String)]) -> Option<String> {
+    let key_field = pairs.iter().find(|(k, v)| k.starts_with("TagSpecification.") && k.ends_with(".Key") && v == "karpenter.sh/nodeclaim")?;
+    let value_field = format!("{}.Value", key_field.0.trim_end_matches(".Key"));
+    pairs.iter().find(|(k, _)| *k == value_field).map(|(_, v)| v.clone())
+}
+
 const THROTTLED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>";
 
 fn capacity_error_response(failed: &[(String, String, String)], lifecycle: &str) -> String {
@@ -164,6 +173,12 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
         }
     }
     proxy.log.forwarded.fetch_add(1, Ordering::Relaxed);
+    if ec2 && action == "CreateFleet" {
+        let nodeclaim = nodeclaim_tag(&pairs).unwrap_or_default();
+        if let Ok(mut calls) = proxy.log.fleet_calls.lock() {
+            calls.push((std::time::Instant::now(), nodeclaim));
+        }
+    }
     forward(&proxy, parts.method, &parts.uri, &parts.headers, body).await
 }
 
@@ -235,6 +250,12 @@ mod tests {
         let overrides = fleet_overrides(&url_decode_pairs(body));
         assert_eq!(overrides[0], ("c5.large".into(), "subnet-1".into(), "us-east-1a".into()));
         assert_eq!(overrides[1].0, "m5.large");
+    }
+
+    #[test]
+    fn the_nodeclaim_tag_of_a_fleet_request_is_found() {
+        let body = "TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.2.Key=karpenter.sh%2Fnodeclaim&TagSpecification.1.Tag.2.Value=default-abcde&TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=x";
+        assert_eq!(nodeclaim_tag(&url_decode_pairs(body)).as_deref(), Some("default-abcde"));
     }
 
     #[test]

@@ -1,0 +1,359 @@
+//! Controller benchmarks against a running sandbox (run through `benches/controller-bench.sh`, which starts one):
+//!
+//! - `latency [ROUNDS] [PODS]`: ROUNDS times, a Deployment of PODS pods (1 CPU, 1 GiB) is created; for every pod
+//!   that needed a new node, the time from the moment it was seen Unschedulable to the CreateFleet call that
+//!   launched its node (timed by a recording proxy in front of moto). Prints p50, p99 and max.
+//! - `memory [NODES] [PODS]`: NODES KWOK nodes and PODS pods bound to them, then the controller's resident memory
+//!   once its caches have synced (VmRSS and VmHWM from /proc).
+//!
+//! The connection comes from the environment (`source <sandbox state>/env`); the controller binary from
+//! `NODESMITH_BIN` (default target/release/nodesmith).
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::ResourceExt;
+use nodesmith::apis::nodeclaim::NodeClaim;
+use nodesmith_sandbox::fault_proxy::{self, FaultPlan};
+
+const BENCH_LABEL: &str = "nodesmith.dev/bench";
+
+struct Controller(Child, u16);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start_controller(cluster: &str, namespace: &str, aws_endpoint: Option<&str>) -> Result<Controller> {
+    let binary = std::env::var("NODESMITH_BIN").unwrap_or_else(|_| "target/release/nodesmith".into());
+    let health = free_port()?;
+    let mut command = Command::new(binary);
+    command
+        .args(["controller", "--cluster-name", cluster, "--namespace", namespace, "--identity", "bench"])
+        .args(["--metrics-port", &free_port()?.to_string(), "--health-port", &health.to_string()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create("target/controller-bench.log")?);
+    if let Some(endpoint) = aws_endpoint {
+        command.env("AWS_ENDPOINT_URL", endpoint);
+    }
+    Ok(Controller(command.spawn()?, health))
+}
+
+async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn namespace(kube: &kube::Client, name: &str) -> Result<()> {
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    Api::<Namespace>::all(kube.clone()).create(&PostParams::default(), &ns).await?;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(kube.clone(), name);
+    wait_until("the default ServiceAccount", Duration::from_secs(60), || async {
+        Ok(accounts.get_opt("default").await?.map(|_| ()))
+    })
+    .await
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let kube = kube::Client::try_default().await?;
+    match args.first().map(String::as_str) {
+        Some("memory") => {
+            let nodes = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+            let pods = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+            memory(&kube, nodes, pods).await
+        }
+        _ => {
+            let rounds = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+            let pods = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(4);
+            latency(&kube, rounds, pods).await
+        }
+    }
+}
+
+async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Result<()> {
+    let cluster = std::env::var("NODESMITH_SANDBOX_CLUSTER").unwrap_or_else(|_| "demo".into());
+    let sdk = nodesmith::aws::sdk_config(None).await;
+    let options = nodesmith::bootstrap::setup::SetupOptions {
+        cluster: cluster.clone(),
+        namespace: "nodesmith".into(),
+        service_account: "nodesmith".into(),
+        discovery: nodesmith::bootstrap::setup::DiscoveryValue::Cluster,
+        create_subnets: None,
+        dry_run: false,
+    };
+    nodesmith::bootstrap::setup::run(&sdk, &options).await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
+    for crd in nodesmith::apis::crds::all() {
+        crds.patch(&crd.crd.name_any(), &PatchParams::apply("nodesmith").force(), &Patch::Apply(&crd.crd)).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bench = format!("bench-{}", std::process::id());
+    let dynamic = |kind: &str, plural: &str, group: &str| {
+        Api::<kube::api::DynamicObject>::all_with(
+            kube.clone(),
+            &kube::api::ApiResource::from_gvk_with_plural(&kube::api::GroupVersionKind::gvk(group, "v1", kind), plural),
+        )
+    };
+    let class = serde_json::json!({
+        "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": {"name": bench},
+        "spec": {
+            "role": format!("nodesmith-node-{cluster}"),
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
+            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
+        }
+    });
+    dynamic("EC2NodeClass", "ec2nodeclasses", "karpenter.k8s.aws")
+        .create(&PostParams::default(), &serde_json::from_value(class)?)
+        .await?;
+    let pool = serde_json::json!({
+        "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": bench},
+        "spec": {"template": {
+            "metadata": {"labels": {BENCH_LABEL: bench}},
+            "spec": {
+                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": bench},
+                "requirements": [
+                    {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+                    {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m"]},
+                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                ],
+            }
+        }}
+    });
+    dynamic("NodePool", "nodepools", "karpenter.sh").create(&PostParams::default(), &serde_json::from_value(pool)?).await?;
+    namespace(kube, &bench).await?;
+
+    let moto = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL: source the sandbox env")?;
+    let (proxy, log) = fault_proxy::start(&moto, FaultPlan { fail_first_preferred_type: false, throttle_one_in: 0 }).await?;
+    let _controller = start_controller(&cluster, &bench, Some(&proxy))?;
+
+    // When each pod was first seen Unschedulable, from a watch (sub-second, unlike the condition's timestamp).
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let pods: Api<Pod> = Api::namespaced(kube.clone(), &bench);
+    let watch_seen = seen.clone();
+    let watch = tokio::spawn(watcher(pods.clone(), watcher::Config::default()).applied_objects().for_each(move |pod| {
+        let seen = watch_seen.clone();
+        async move {
+            let Ok(pod) = pod else { return };
+            let unschedulable = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+                c.iter().any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable"))
+            });
+            if unschedulable && let Ok(mut seen) = seen.lock() {
+                seen.entry(pod.name_any()).or_insert_with(Instant::now);
+            }
+        }
+    }));
+
+    let deployments: Api<Deployment> = Api::namespaced(kube.clone(), &bench);
+    for round in 0..rounds {
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("round-{round}")},
+            "spec": {
+                "replicas": pods_per_round,
+                "selector": {"matchLabels": {"app": format!("round-{round}")}},
+                "template": {
+                    "metadata": {"labels": {"app": format!("round-{round}")}},
+                    "spec": {
+                        "nodeSelector": {BENCH_LABEL: bench},
+                        "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}],
+                    }
+                }
+            }
+        }))?;
+        deployments.create(&PostParams::default(), &deployment).await?;
+        let selector = format!("app=round-{round}");
+        wait_until(&format!("round {round} running"), Duration::from_secs(120), || async {
+            let listed = pods.list(&ListParams::default().labels(&selector)).await?;
+            let running = listed.items.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count();
+            Ok((running == pods_per_round as usize).then_some(()))
+        })
+        .await?;
+    }
+    watch.abort();
+
+    // Pod → its node → the NodeClaim of that node → the CreateFleet that launched it.
+    let claims = Api::<NodeClaim>::all(kube.clone()).list(&ListParams::default()).await?;
+    let claim_of_node: HashMap<String, String> = claims
+        .items
+        .iter()
+        .filter_map(|c| Some((c.status.as_ref()?.node_name.clone()?, c.name_any())))
+        .collect();
+    let fleet: HashMap<String, Instant> = log
+        .fleet_calls
+        .lock()
+        .map(|calls| calls.iter().map(|(t, claim)| (claim.clone(), *t)).collect())
+        .unwrap_or_default();
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut latencies = Vec::new();
+    for pod in pods.list(&ListParams::default()).await?.items {
+        let (Some(seen_at), Some(node)) = (seen.get(&pod.name_any()), pod.spec.as_ref().and_then(|s| s.node_name.clone())) else {
+            continue;
+        };
+        let Some(launched_at) = claim_of_node.get(&node).and_then(|c| fleet.get(c)) else { continue };
+        // A pod that went onto a node launched before it was seen did not wait for a launch.
+        if let Some(latency) = launched_at.checked_duration_since(*seen_at) {
+            latencies.push(latency.as_secs_f64());
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "pod unschedulable -> CreateFleet: {} pods, {} launches, p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+        latencies.len(),
+        fleet.len(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+
+    Api::<Namespace>::all(kube.clone()).delete(&bench, &DeleteParams::default()).await?;
+    dynamic("NodePool", "nodepools", "karpenter.sh").delete(&bench, &DeleteParams::default()).await?;
+    let claims_api: Api<NodeClaim> = Api::all(kube.clone());
+    let label = format!("karpenter.sh/nodepool={bench}");
+    wait_until("the bench's NodeClaims to go", Duration::from_secs(180), || async {
+        Ok(claims_api.list(&ListParams::default().labels(&label)).await?.items.is_empty().then_some(()))
+    })
+    .await?;
+    dynamic("EC2NodeClass", "ec2nodeclasses", "karpenter.k8s.aws").delete(&bench, &DeleteParams::default()).await?;
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> Result<BTreeMap<String, u64>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+        .filter_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            Some((key.to_string(), value.trim().trim_end_matches(" kB").parse().ok()?))
+        })
+        .collect())
+}
+
+async fn memory(kube: &kube::Client, node_count: usize, pod_count: usize) -> Result<()> {
+    let cluster = std::env::var("NODESMITH_SANDBOX_CLUSTER").unwrap_or_else(|_| "demo".into());
+    let bench = format!("bench-mem-{}", std::process::id());
+    namespace(kube, &bench).await?;
+    let nodes: Api<Node> = Api::all(kube.clone());
+    let started = Instant::now();
+    let node_names: Vec<String> = (0..node_count).map(|i| format!("{bench}-{i}")).collect();
+    futures::stream::iter(node_names.iter().cloned())
+        .map(|name| {
+            let nodes = nodes.clone();
+            let bench = bench.clone();
+            async move {
+                let node: Node = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "labels": {BENCH_LABEL: bench, "kubernetes.io/os": "linux",
+                        "node.kubernetes.io/instance-type": "m5.2xlarge", "karpenter.sh/nodepool": "bench"}},
+                    "spec": {"taints": [{"key": BENCH_LABEL, "effect": "NoSchedule"}]},
+                    "status": {"allocatable": {"cpu": "8", "memory": "30Gi", "pods": "110"},
+                               "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"}},
+                }))?;
+                nodes.create(&PostParams::default(), &node).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    let pods: Api<Pod> = Api::namespaced(kube.clone(), &bench);
+    futures::stream::iter(0..pod_count)
+        .map(|i| {
+            let pods = pods.clone();
+            let node = node_names[i % node_names.len()].clone();
+            async move {
+                let pod: Pod = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("pod-{i}"), "labels": {"app": "bench", "index": i.to_string()}},
+                    "spec": {
+                        "nodeName": node,
+                        "tolerations": [{"key": BENCH_LABEL, "operator": "Exists"}],
+                        "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                                        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}}],
+                    }
+                }))?;
+                pods.create(&PostParams::default(), &pod).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    println!("created {node_count} nodes and {pod_count} pods in {:.1} s", started.elapsed().as_secs_f64());
+
+    let controller = start_controller(&cluster, &bench, None)?;
+    let health = controller.1;
+    let synced_from = Instant::now();
+    wait_until("the controller's caches to sync (/readyz)", Duration::from_secs(300), || async {
+        let ready = tokio::net::TcpStream::connect(("127.0.0.1", health)).await.is_ok()
+            && reqwest_ready(health).await.unwrap_or(false);
+        Ok(ready.then_some(()))
+    })
+    .await?;
+    let synced = synced_from.elapsed();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let memory = rss_kib(controller.0.id())?;
+    println!(
+        "controller with {node_count} nodes and {pod_count} pods cached: ready in {:.1} s, VmRSS {} MiB, VmHWM {} MiB",
+        synced.as_secs_f64(),
+        memory.get("VmRSS").copied().unwrap_or(0) / 1024,
+        memory.get("VmHWM").copied().unwrap_or(0) / 1024
+    );
+    drop(controller);
+    Api::<Namespace>::all(kube.clone()).delete(&bench, &DeleteParams::default()).await?;
+    nodes
+        .delete_collection(&DeleteParams::default(), &ListParams::default().labels(&format!("{BENCH_LABEL}={bench}")))
+        .await?;
+    Ok(())
+}
+
+/// GET /readyz on the health port: true on 200.
+async fn reqwest_ready(port: u16) -> Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
+}
