@@ -5,6 +5,9 @@
 //!   launched its node (timed by a recording proxy in front of moto). Prints p50, p99 and max.
 //! - `memory [NODES] [PODS]`: NODES KWOK nodes and PODS pods bound to them, then the controller's resident memory
 //!   once its caches have synced (VmRSS and VmHWM from /proc).
+//! - `interruptions [N]`: N instances with N registered NodeClaims, then a burst of N spot interruption messages
+//!   in the queue: the time until every NodeClaim is marked for deletion, and per message the time from its
+//!   sending to its NodeClaim's deletion (p50, p99).
 //!
 //! The connection comes from the environment (`source <sandbox state>/env`); the controller binary from
 //! `NODESMITH_BIN` (default target/release/nodesmith).
@@ -19,9 +22,9 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
 use nodesmith::apis::nodeclaim::NodeClaim;
 use nodesmith_sandbox::fault_proxy::{self, FaultPlan};
 
@@ -95,6 +98,10 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let kube = kube::Client::try_default().await?;
     match args.first().map(String::as_str) {
+        Some("interruptions") => {
+            let count = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+            interruptions(&kube, count).await
+        }
         Some("memory") => {
             let nodes = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
             let pods = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
@@ -158,29 +165,33 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
             }
         }}
     });
-    dynamic("NodePool", "nodepools", "karpenter.sh").create(&PostParams::default(), &serde_json::from_value(pool)?).await?;
+    dynamic("NodePool", "nodepools", "karpenter.sh")
+        .create(&PostParams::default(), &serde_json::from_value(pool)?)
+        .await?;
     namespace(kube, &bench).await?;
 
     let moto = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL: source the sandbox env")?;
-    let (proxy, log) = fault_proxy::start(&moto, FaultPlan { fail_first_preferred_type: false, throttle_one_in: 0 }).await?;
+    let (proxy, log) =
+        fault_proxy::start(&moto, FaultPlan { fail_first_preferred_type: false, throttle_one_in: 0 }).await?;
     let _controller = start_controller(&cluster, &bench, Some(&proxy))?;
 
     // When each pod was first seen Unschedulable, from a watch (sub-second, unlike the condition's timestamp).
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let pods: Api<Pod> = Api::namespaced(kube.clone(), &bench);
     let watch_seen = seen.clone();
-    let watch = tokio::spawn(watcher(pods.clone(), watcher::Config::default()).applied_objects().for_each(move |pod| {
-        let seen = watch_seen.clone();
-        async move {
-            let Ok(pod) = pod else { return };
-            let unschedulable = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
-                c.iter().any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable"))
-            });
-            if unschedulable && let Ok(mut seen) = seen.lock() {
-                seen.entry(pod.name_any()).or_insert_with(Instant::now);
+    let watch =
+        tokio::spawn(watcher(pods.clone(), watcher::Config::default()).applied_objects().for_each(move |pod| {
+            let seen = watch_seen.clone();
+            async move {
+                let Ok(pod) = pod else { return };
+                let unschedulable = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+                    c.iter().any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable"))
+                });
+                if unschedulable && let Ok(mut seen) = seen.lock() {
+                    seen.entry(pod.name_any()).or_insert_with(Instant::now);
+                }
             }
-        }
-    }));
+        }));
 
     let deployments: Api<Deployment> = Api::namespaced(kube.clone(), &bench);
     for round in 0..rounds {
@@ -203,7 +214,11 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
         let selector = format!("app=round-{round}");
         wait_until(&format!("round {round} running"), Duration::from_secs(120), || async {
             let listed = pods.list(&ListParams::default().labels(&selector)).await?;
-            let running = listed.items.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count();
+            let running = listed
+                .items
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .count();
             Ok((running == pods_per_round as usize).then_some(()))
         })
         .await?;
@@ -212,11 +227,8 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
 
     // Pod → its node → the NodeClaim of that node → the CreateFleet that launched it.
     let claims = Api::<NodeClaim>::all(kube.clone()).list(&ListParams::default()).await?;
-    let claim_of_node: HashMap<String, String> = claims
-        .items
-        .iter()
-        .filter_map(|c| Some((c.status.as_ref()?.node_name.clone()?, c.name_any())))
-        .collect();
+    let claim_of_node: HashMap<String, String> =
+        claims.items.iter().filter_map(|c| Some((c.status.as_ref()?.node_name.clone()?, c.name_any()))).collect();
     let fleet: HashMap<String, Instant> = log
         .fleet_calls
         .lock()
@@ -225,7 +237,9 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
     let mut latencies = Vec::new();
     for pod in pods.list(&ListParams::default()).await?.items {
-        let (Some(seen_at), Some(node)) = (seen.get(&pod.name_any()), pod.spec.as_ref().and_then(|s| s.node_name.clone())) else {
+        let (Some(seen_at), Some(node)) =
+            (seen.get(&pod.name_any()), pod.spec.as_ref().and_then(|s| s.node_name.clone()))
+        else {
             continue;
         };
         let Some(launched_at) = claim_of_node.get(&node).and_then(|c| fleet.get(c)) else { continue };
@@ -356,4 +370,197 @@ async fn reqwest_ready(port: u16) -> Result<bool> {
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
     Ok(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
+}
+
+async fn interruptions(kube: &kube::Client, count: usize) -> Result<()> {
+    let cluster = std::env::var("NODESMITH_SANDBOX_CLUSTER").unwrap_or_else(|_| "demo".into());
+    let sdk = nodesmith::aws::sdk_config(None).await;
+    let options = nodesmith::bootstrap::setup::SetupOptions {
+        cluster: cluster.clone(),
+        namespace: "nodesmith".into(),
+        service_account: "nodesmith".into(),
+        discovery: nodesmith::bootstrap::setup::DiscoveryValue::Cluster,
+        // /22 subnets: a thousand instances do not fit the demo's /24s.
+        create_subnets: Some(22),
+        dry_run: false,
+    };
+    nodesmith::bootstrap::setup::run(&sdk, &options).await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
+    for crd in nodesmith::apis::crds::all() {
+        crds.patch(&crd.crd.name_any(), &PatchParams::apply("nodesmith").force(), &Patch::Apply(&crd.crd)).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bench = format!("bench-int-{}", std::process::id());
+    namespace(kube, &bench).await?;
+
+    // N instances of the cluster (the registrar makes their Nodes), each with a NodeClaim that names it.
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let subnets = ec2
+        .describe_subnets()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:karpenter.sh/discovery").values(&cluster).build())
+        .send()
+        .await?;
+    let mut free: Vec<(String, i32)> = subnets
+        .subnets()
+        .iter()
+        .filter_map(|s| Some((s.subnet_id()?.to_string(), s.available_ip_address_count()?)))
+        .collect();
+    let mut instances = Vec::new();
+    while instances.len() < count {
+        free.sort_by_key(|(_, n)| -n);
+        let (subnet, left) = free.first_mut().context("no discovery-tagged subnet")?;
+        *left -= 100;
+        let subnet = subnet.clone();
+        let batch = (count - instances.len()).min(100) as i32;
+        let ran = ec2
+            .run_instances()
+            .image_id("ami-03c3da4cfa8e8943a")
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+            .min_count(batch)
+            .max_count(batch)
+            .subnet_id(&subnet)
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                    .tags(
+                        aws_sdk_ec2::types::Tag::builder()
+                            .key(format!("kubernetes.io/cluster/{cluster}"))
+                            .value("owned")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("RunInstances: {}", aws_smithy_types::error::display::DisplayErrorContext(&e))
+            })?;
+        for i in ran.instances() {
+            let zone = i.placement().and_then(|p| p.availability_zone()).unwrap_or_default().to_string();
+            instances.push((i.instance_id().unwrap_or_default().to_string(), zone));
+        }
+    }
+    let claims: Api<NodeClaim> = Api::all(kube.clone());
+    futures::stream::iter(instances.iter().enumerate())
+        .map(|(i, (id, zone))| {
+            let claims = claims.clone();
+            let bench = bench.clone();
+            async move {
+                let name = format!("{bench}-{i}");
+                let claim: NodeClaim = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+                    "metadata": {"name": name, "labels": {"karpenter.sh/nodepool": bench, "karpenter.sh/capacity-type": "spot",
+                        "node.kubernetes.io/instance-type": "t3.micro", "topology.kubernetes.io/zone": zone}},
+                    "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": bench},
+                             "requirements": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]}]},
+                }))?;
+                claims.create(&PostParams::default(), &claim).await?;
+                let status = serde_json::json!({"status": {
+                    "providerID": format!("aws:///{zone}/{id}"),
+                    "conditions": [{"type": "Launched", "status": "True", "reason": "Launched", "message": "",
+                                    "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                }});
+                claims.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    let label = format!("karpenter.sh/nodepool={bench}");
+
+    let queue = nodesmith::bootstrap::names::ClusterNames::for_cluster(&cluster).queue;
+    let controller = {
+        let binary = std::env::var("NODESMITH_BIN").unwrap_or_else(|_| "target/release/nodesmith".into());
+        let child = Command::new(binary)
+            .args(["controller", "--cluster-name", &cluster, "--namespace", &bench, "--identity", "bench"])
+            .args(["--interruption-queue", &queue])
+            .args(["--metrics-port", &free_port()?.to_string(), "--health-port", &free_port()?.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create("target/controller-bench.log")?)
+            .spawn()?;
+        Controller(child, 0)
+    };
+    wait_until("every NodeClaim registered", Duration::from_secs(600), || async {
+        let listed = claims.list(&ListParams::default().labels(&label)).await?;
+        let registered =
+            listed.items.iter().filter(|c| c.status.as_ref().is_some_and(|s| s.node_name.is_some())).count();
+        Ok((registered == count).then_some(()))
+    })
+    .await?;
+
+    // Deletion marks, as a watch sees them.
+    let marked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watch_marked = marked.clone();
+    let watch = tokio::spawn(
+        watcher(claims.clone(), watcher::Config::default().labels(&label)).applied_objects().for_each(move |claim| {
+            let marked = watch_marked.clone();
+            async move {
+                if let Ok(claim) = claim
+                    && claim.metadata.deletion_timestamp.is_some()
+                    && let Ok(mut marked) = marked.lock()
+                {
+                    marked.entry(claim.name_any()).or_insert_with(Instant::now);
+                }
+            }
+        }),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = sqs.get_queue_url().queue_name(&queue).send().await?.queue_url.context("no queue URL")?;
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    let burst = Instant::now();
+    for (chunk_index, chunk) in instances.chunks(10).enumerate() {
+        let mut request = sqs.send_message_batch().queue_url(&url);
+        for (i, (id, _)) in chunk.iter().enumerate() {
+            let body = serde_json::json!({
+                "version": "0", "id": format!("bench-{chunk_index}-{i}"), "source": "aws.ec2",
+                "detail-type": "EC2 Spot Instance Interruption Warning", "account": "123456789012",
+                "region": "us-east-1", "resources": [format!("arn:aws:ec2:us-east-1:123456789012:instance/{id}")],
+                "detail": {"instance-id": id, "instance-action": "terminate"},
+            });
+            request = request.entries(
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body.to_string())
+                    .build()?,
+            );
+        }
+        request.send().await?;
+        let now = Instant::now();
+        for (i, _) in chunk.iter().enumerate() {
+            sent.insert(format!("{bench}-{}", chunk_index * 10 + i), now);
+        }
+    }
+    let sent_in = burst.elapsed();
+    wait_until("every NodeClaim marked for deletion", Duration::from_secs(600), || async {
+        Ok((marked.lock().map(|m| m.len()).unwrap_or(0) >= count).then_some(()))
+    })
+    .await?;
+    let all_marked = burst.elapsed();
+    watch.abort();
+    let marked = marked.lock().map(|m| m.clone()).unwrap_or_default();
+    let mut latencies: Vec<f64> = marked
+        .iter()
+        .filter_map(|(claim, at)| Some(at.checked_duration_since(*sent.get(claim)?)?.as_secs_f64()))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "{count} spot interruption messages sent in {:.1} s; every NodeClaim marked for deletion {:.1} s after the first; per message p50 {:.2} s, p99 {:.2} s",
+        sent_in.as_secs_f64(),
+        all_marked.as_secs_f64(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0)
+    );
+
+    wait_until("the NodeClaims to be terminated", Duration::from_secs(900), || async {
+        Ok(claims.list(&ListParams::default().labels(&label)).await?.items.is_empty().then_some(()))
+    })
+    .await?;
+    drop(controller);
+    Api::<Namespace>::all(kube.clone()).delete(&bench, &DeleteParams::default()).await?;
+    Ok(())
 }

@@ -162,11 +162,13 @@ fn template_data(spec: &LaunchTemplateSpec) -> RequestLaunchTemplateData {
     data.build()
 }
 
-/// Deletes the cluster's templates that none of `in_use` names (garbage collection).
+/// Deletes the cluster's templates that none of `in_use` names and that are older than `min_age` (a template made
+/// for a launch in flight is never taken from under it). Instances already launched do not need their template.
 pub async fn delete_unused(
     ec2: &aws_sdk_ec2::Client,
     cluster: &str,
     in_use: &std::collections::HashSet<String>,
+    min_age: std::time::Duration,
 ) -> Result<Vec<String>, CloudError> {
     let prefix = format!("{NAME_PREFIX}/{cluster}/");
     let found = ec2
@@ -183,7 +185,9 @@ pub async fn delete_unused(
     let mut deleted = Vec::new();
     for template in found.launch_templates() {
         let Some(name) = template.launch_template_name() else { continue };
-        if !name.starts_with(&prefix) || in_use.contains(name) {
+        let created = template.create_time().and_then(|t| std::time::SystemTime::try_from(*t).ok());
+        let young = created.is_none_or(|t| t.elapsed().unwrap_or_default() < min_age);
+        if !name.starts_with(&prefix) || in_use.contains(name) || young {
             continue;
         }
         ec2.delete_launch_template()

@@ -1,6 +1,7 @@
 //! Leaks in both directions, every 30 s: an instance of this cluster's node pools that no NodeClaim accounts for
 //! (older than 30 s, so a launch being recorded is not mistaken for one) is terminated; a NodeClaim whose
-//! instance is gone is deleted.
+//! instance is gone is deleted; a launch template no launch used for an hour is deleted (the next launch that needs
+//! it makes it again).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,10 +14,13 @@ use super::leader::Leadership;
 use super::{Context, Error, conditions};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::cloud::instances::{self, InstanceSummary};
+use crate::cloud::launch_template;
 
 const EVERY: Duration = Duration::from_secs(30);
 /// An instance younger than this may belong to a launch whose NodeClaim status is still being written.
 const MIN_AGE: Duration = Duration::from_secs(30);
+/// A launch template unused for this long goes.
+const TEMPLATE_IDLE: Duration = Duration::from_secs(3600);
 
 pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
     loop {
@@ -91,6 +95,16 @@ pub async fn collect(ctx: &Context) -> Result<(), Error> {
             Err(error) if super::is_not_found(&error) => {}
             Err(error) => return Err(error.into()),
         }
+    }
+
+    let recently_used: HashSet<String> = ctx
+        .templates_used
+        .lock()
+        .map(|used| used.iter().filter(|(_, at)| at.elapsed() < TEMPLATE_IDLE).map(|(name, _)| name.clone()).collect())
+        .unwrap_or_default();
+    let deleted = launch_template::delete_unused(&ctx.ec2, cluster, &recently_used, TEMPLATE_IDLE).await?;
+    if !deleted.is_empty() {
+        tracing::info!(templates = ?deleted, "deleted launch templates no launch used for an hour");
     }
     Ok(())
 }

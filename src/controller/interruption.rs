@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::events::{Event, EventType};
@@ -24,6 +24,9 @@ use crate::cloud::interruption_message::{self, Interruption};
 
 const WAIT_TIME_SECONDS: i32 = 20;
 const MAX_MESSAGES: i32 = 10;
+/// Receive loops run side by side: a burst (a spot reclaim of a whole pool) is drained in parallel, 10 at a time
+/// each, rather than one receive after another.
+const POLLERS: usize = 4;
 
 /// What to do on a rebalance recommendation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,7 +64,12 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, queue: String, rebal
             }
         }
     };
-    tracing::info!(queue = %url, "interruption engine reading its queue");
+    tracing::info!(queue = %url, pollers = POLLERS, "interruption engine reading its queue");
+    let pollers = (0..POLLERS).map(|_| poll(&ctx, &leadership, &url, rebalance));
+    futures::future::join_all(pollers).await;
+}
+
+async fn poll(ctx: &Context, leadership: &Leadership, url: &str, rebalance: RebalancePolicy) {
     loop {
         if !leadership.is_leader() {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -70,7 +78,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, queue: String, rebal
         let received = ctx
             .sqs
             .receive_message()
-            .queue_url(&url)
+            .queue_url(url)
             .max_number_of_messages(MAX_MESSAGES)
             .wait_time_seconds(WAIT_TIME_SECONDS)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
@@ -81,7 +89,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, queue: String, rebal
             Err(error) => {
                 tracing::warn!(
                     "sqs:ReceiveMessage failed, retrying: {}",
-                    CloudError::from_sdk("sqs:ReceiveMessage", Some(&url), error)
+                    CloudError::from_sdk("sqs:ReceiveMessage", Some(url), error)
                 );
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
@@ -101,18 +109,50 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, queue: String, rebal
                 Some((id, c))
             })
             .collect();
-        let handlers = messages.iter().map(|m| handle_message(&ctx, &url, m, &index, rebalance));
-        futures::future::join_all(handlers).await;
+        let handlers = messages.iter().map(|m| handle_message(ctx, m, &index, rebalance));
+        let done: Vec<&str> = futures::future::join_all(handlers).await.into_iter().flatten().collect();
+        delete_messages(ctx, url, &done).await;
     }
 }
 
-async fn handle_message(
+/// Deletes handled messages, ten per call.
+async fn delete_messages(ctx: &Context, url: &str, receipts: &[&str]) {
+    for chunk in receipts.chunks(10) {
+        let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, receipt)| {
+                DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(*receipt).build().ok()
+            })
+            .collect();
+        match ctx.sqs.delete_message_batch().queue_url(url).set_entries(Some(entries)).send().await {
+            Ok(answer) => {
+                for _ in answer.successful() {
+                    ctx.metrics.interruption_deleted();
+                }
+                for failed in answer.failed() {
+                    tracing::warn!(
+                        code = failed.code(),
+                        "sqs:DeleteMessageBatch left a message: {:?}",
+                        failed.message()
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(
+                "sqs:DeleteMessageBatch failed (the messages come back): {}",
+                CloudError::from_sdk("sqs:DeleteMessageBatch", Some(url), error)
+            ),
+        }
+    }
+}
+
+/// Handles one message; returns its receipt handle when it may be deleted.
+async fn handle_message<'m>(
     ctx: &Context,
-    url: &str,
-    message: &Message,
+    message: &'m Message,
     index: &HashMap<String, Arc<NodeClaim>>,
     rebalance: RebalancePolicy,
-) {
+) -> Option<&'m str> {
     let body = message.body().unwrap_or_default();
     let outcome = match interruption_message::parse(body) {
         Ok(interruption) => {
@@ -131,7 +171,7 @@ async fn handle_message(
     if let Err(error) = outcome {
         // Left in the queue: it comes back after the visibility timeout.
         tracing::warn!(message_id = message.message_id().unwrap_or_default(), "handling failed, will retry: {error}");
-        return;
+        return None;
     }
     if let Some(sent) = message
         .attributes()
@@ -141,13 +181,7 @@ async fn handle_message(
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         ctx.metrics.interruption_queue_duration(now.saturating_sub(sent) as f64 / 1000.0);
     }
-    let Some(receipt) = message.receipt_handle() else { return };
-    match ctx.sqs.delete_message().queue_url(url).receipt_handle(receipt).send().await {
-        Ok(_) => ctx.metrics.interruption_deleted(),
-        Err(error) => {
-            tracing::warn!("sqs:DeleteMessage failed: {}", CloudError::from_sdk("sqs:DeleteMessage", Some(url), error))
-        }
-    }
+    message.receipt_handle()
 }
 
 /// Acts on one event. Instances that are not ours are ignored (and their message deleted).

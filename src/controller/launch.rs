@@ -244,6 +244,9 @@ async fn launch_as(
             ],
         };
         let template = launch_template::ensure(&ctx.ec2, &spec).await?;
+        if let Ok(mut used) = ctx.templates_used.lock() {
+            used.insert(template.clone(), Instant::now());
+        }
         configs.push(LaunchTemplateOverrides { launch_template_name: template, overrides });
     }
 

@@ -70,6 +70,8 @@ pub struct Context {
     pub unavailable: UnavailableOfferings,
     /// Launches per subnet not yet visible in its free-address count (debited when picking a subnet).
     pub in_flight: Mutex<launch::InFlight>,
+    /// Launch templates used by a launch, and when: garbage collection keeps those used recently.
+    pub templates_used: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub recorder: Recorder,
     pub metrics: Arc<crate::telemetry::Metrics>,
 }
@@ -98,6 +100,7 @@ impl Context {
             prices: PriceTable::embedded(),
             unavailable: UnavailableOfferings::default(),
             in_flight: Mutex::new(launch::InFlight::default()),
+            templates_used: Mutex::default(),
             metrics: Arc::default(),
         })
     }

@@ -52,6 +52,29 @@ impl Nominations {
     /// Forgets a nomination once its target is gone, or once the scheduler has had time to bind the pod: a
     /// NodeClaim's pods wait for its node to be initialized, a Node's for the grace period.
     fn prune(&mut self, ctx: &Context) {
+        if self.by_pod.is_empty() {
+            return;
+        }
+        // A nominated pod now running (not on a node being taken away, where it waits for its replacement) has
+        // what it waited for: its startup time is recorded, its nomination ends.
+        let leaving = leaving_nodes(ctx);
+        let running: HashMap<String, Arc<Pod>> = ctx
+            .state
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !leaving.contains(n)))
+            .map(|p| (pods::key(&p), p))
+            .collect();
+        self.by_pod.retain(|pod, _| {
+            let Some(started) = running.get(pod) else { return true };
+            if let Some(created) = started.metadata.creation_timestamp.as_ref() {
+                let waited = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
+                ctx.metrics.pod_started(waited.as_secs_f64());
+            }
+            false
+        });
         let claims: HashMap<String, Arc<NodeClaim>> =
             ctx.state.nodeclaims.state().into_iter().map(|c| (c.name_any(), c)).collect();
         self.by_pod.retain(|_, (target, since)| match claims.get(target.as_str()) {

@@ -116,7 +116,9 @@ fn fleet_overrides(pairs: &[(String, String)]) -> Vec<(String, String, String)> 
 
 /// The value of the `karpenter.sh/nodeclaim` tag a CreateFleet request puts on its instances.
 fn nodeclaim_tag(pairs: &[(String, String)]) -> Option<String> {
-    let key_field = pairs.iter().find(|(k, v)| k.starts_with("TagSpecification.") && k.ends_with(".Key") && v == "karpenter.sh/nodeclaim")?;
+    let key_field = pairs
+        .iter()
+        .find(|(k, v)| k.starts_with("TagSpecification.") && k.ends_with(".Key") && v == "karpenter.sh/nodeclaim")?;
     let value_field = format!("{}.Value", key_field.0.trim_end_matches(".Key"));
     pairs.iter().find(|(k, _)| *k == value_field).map(|(_, v)| v.clone())
 }

@@ -31,6 +31,11 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Put a spot interruption warning for an instance on the default event bus, as EC2 would.
+    SpotInterruption {
+        #[arg(long)]
+        instance_id: String,
+    },
     Registrar {
         /// How often moto is polled for instances.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -70,6 +75,20 @@ async fn main() -> anyhow::Result<()> {
             let lines: Vec<String> = types.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
             std::fs::write(&out, format!("[\n{}\n]\n", lines.join(",\n")))?;
             eprintln!("wrote {} instance types to {}", types.len(), out.display());
+        }
+        Command::SpotInterruption { instance_id } => {
+            let events = aws_sdk_eventbridge::Client::new(&sdk);
+            let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                .source("aws.ec2")
+                .detail_type("EC2 Spot Instance Interruption Warning")
+                .resources(format!(
+                    "arn:aws:ec2:{}:123456789012:instance/{instance_id}",
+                    sdk.region().map_or("us-east-1", |r| r.as_ref())
+                ))
+                .detail(serde_json::json!({"instance-id": instance_id, "instance-action": "terminate"}).to_string())
+                .build();
+            let answer = events.put_events().entries(entry).send().await?;
+            eprintln!("put a spot interruption warning for {instance_id} ({} failed)", answer.failed_entry_count());
         }
         Command::Registrar { interval } => {
             let kube = kube::Client::try_default().await?;
