@@ -73,6 +73,14 @@ impl Resources {
         out
     }
 
+    pub fn min(&self, other: &Resources) -> Resources {
+        let mut out = *self;
+        for (a, b) in out.0.iter_mut().zip(other.0.iter()) {
+            *a = (*a).min(*b);
+        }
+        out
+    }
+
     /// The first resource of `self` that does not fit in `other`.
     pub fn first_exceeding(&self, other: &Resources) -> Option<ResourceName> {
         ResourceName::ALL.into_iter().find(|r| self.get(*r) > other.get(*r))

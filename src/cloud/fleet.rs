@@ -78,8 +78,8 @@ fn tag_specification(resource: ResourceType, tags: &[(String, String)]) -> TagSp
     spec.build()
 }
 
-/// Launches exactly one instance, preferring the overrides in order (on-demand `lowest-price` follows the
-/// priorities; spot uses `price-capacity-optimized`).
+/// Launches exactly one instance from the overrides (on-demand `lowest-price` picks the cheapest of them; spot
+/// uses `price-capacity-optimized`). The priorities record the plan's preference for the record only.
 pub async fn create_fleet(ec2: &aws_sdk_ec2::Client, request: &FleetRequest) -> Result<LaunchedInstance, FleetError> {
     let mut configs = Vec::new();
     let mut priority = 0.0;

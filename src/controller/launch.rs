@@ -250,12 +250,16 @@ async fn launch_as(
         configs.push(LaunchTemplateOverrides { launch_template_name: template, overrides });
     }
 
-    let request = FleetRequest {
-        configs,
-        capacity_type,
-        tags,
-        client_token: claim.metadata.uid.clone().unwrap_or_else(|| name.clone()),
+    // One token per distinct request: EC2 refuses a token reused with other parameters (IdempotentParameterMismatch),
+    // and the spot attempt, the on-demand fallback and a retry with other offerings all differ.
+    let client_token = {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(claim.metadata.uid.clone().unwrap_or_else(|| name.clone()));
+        hasher.update(format!("{capacity_type:?}{configs:?}"));
+        hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect::<String>()
     };
+    let request = FleetRequest { configs, capacity_type, tags, client_token };
     match fleet::create_fleet(&ctx.ec2, &request).await {
         Ok(launched) => {
             if let Some(subnet) = subnet_by_zone.get(&launched.zone)

@@ -55,17 +55,27 @@ fn decide(spec: &LeaseSpec, identity: &str, now: Timestamp) -> Decision {
     }
 }
 
+/// Leadership is given up once the last successful renewal is this old, well before the Lease (15 s) expires
+/// and another replica may take it.
+const STEP_DOWN_AFTER: Duration = Duration::from_secs(10);
+
 /// Keeps trying to hold the Lease in `namespace`; never returns.
 pub async fn run(client: kube::Client, namespace: String, identity: String, leadership: Leadership) {
     let api: Api<Lease> = Api::namespaced(client, &namespace);
+    let mut renewed = None::<std::time::Instant>;
     loop {
-        match step(&api, &identity).await {
-            Ok(leading) => leadership.set(leading),
-            Err(error) => {
-                tracing::warn!("leader election: {error}");
-                // Without a fresh renewal we may have lost the Lease: stop writing until we know.
-                leadership.set(false);
+        // A renewal that hangs must not keep this replica leading while another takes over.
+        match tokio::time::timeout(RENEW_EVERY, step(&api, &identity)).await {
+            Ok(Ok(true)) => {
+                renewed = Some(std::time::Instant::now());
+                leadership.set(true);
             }
+            Ok(Ok(false)) => leadership.set(false),
+            Ok(Err(error)) => tracing::warn!("leader election: {error}"),
+            Err(_) => tracing::warn!("leader election: the Lease did not answer within {RENEW_EVERY:?}"),
+        }
+        if renewed.is_none_or(|at| at.elapsed() > STEP_DOWN_AFTER) {
+            leadership.set(false);
         }
         tokio::time::sleep(RENEW_EVERY).await;
     }

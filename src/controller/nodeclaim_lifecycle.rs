@@ -218,13 +218,9 @@ async fn register(ctx: &Context, claim: &NodeClaim, node: &Node) -> Result<(), E
         "metadata": {"labels": labels, "finalizers": finalizers, "resourceVersion": node.resource_version()},
         "spec": {"taints": taints},
     });
-    nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await.or_else(
-        |error| match error {
-            // A concurrent change of the Node: the next pass sees it and tries again.
-            kube::Error::Api(status) if status.code == 409 => Ok(node.clone()),
-            other => Err(other),
-        },
-    )?;
+    // A concurrent change of the Node (409) fails this pass; the retry patches the fresh copy. Registration is
+    // recorded only once the patch landed.
+    nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
     tracing::info!(nodeclaim = %claim.name_any(), node = %node.name_any(), "registered");
     Ok(())
 }

@@ -204,9 +204,10 @@ pub fn max_pods_settings(nodeclass: &EC2NodeClass, cni_prefix_delegation: bool) 
     }
 }
 
+/// What these pods hold: finished pods and pods being deleted (their replacements are counted instead) hold nothing.
 fn requests_of(pods: &[Arc<Pod>]) -> Resources {
     pods.iter()
-        .filter(|p| !pods::is_terminal(p))
+        .filter(|p| !pods::is_terminal(p) && !pods::is_terminating(p))
         .filter_map(|p| p.spec.as_ref().and_then(|s| pod_requests(s).ok()))
         .fold(Resources::ZERO, |sum, r| sum + r)
 }
@@ -232,8 +233,9 @@ fn resources_to_quantities(resources: &Resources) -> BTreeMap<String, Quantity> 
 }
 
 /// A NodeClaim whose node has not registered yet, as capacity: once launched, its allocatable minus the pods
-/// nominated to it; before that, no room at all, but the largest type it may become still counts against its
-/// NodePool's limits.
+/// nominated to it; before that, the room the smallest type it may become leaves after what it was made for
+/// (which holds even when the nominations were lost in a restart), and the largest type it may become counts
+/// against its NodePool's limits.
 fn in_flight_capacity(ctx: &Context, claim: &NodeClaim, nominated: &Resources) -> Option<ExistingNode> {
     let status = claim.status.clone().unwrap_or_default();
     if status.node_name.is_some() {
@@ -255,12 +257,20 @@ fn in_flight_capacity(ctx: &Context, claim: &NodeClaim, nominated: &Resources) -
             .nodeclass(&claim.spec.node_class_ref.name)
             .map(|c| max_pods_settings(&c, cni_prefix_delegation(ctx)))
             .unwrap_or_default();
-        let largest = super::launch::requirement_values(claim, INSTANCE_TYPE_LABEL)
+        let options: Vec<_> = super::launch::requirement_values(claim, INSTANCE_TYPE_LABEL)
             .unwrap_or_default()
             .iter()
             .filter_map(|t| ctx.instance_type(t))
-            .fold(Resources::ZERO, |max, t| max.max(&t.capacity(settings)));
-        (Resources::ZERO, largest)
+            .collect();
+        let largest = options.iter().fold(Resources::ZERO, |max, t| max.max(&t.capacity(settings)));
+        let smallest = options.iter().map(|t| t.allocatable(settings)).reduce(|a, b| a.min(&b));
+        // What it was made for, or what has been planned onto it since, whichever is more.
+        let held = quantities_to_resources(&claim.spec.resources.requests).max(nominated);
+        let room = match smallest {
+            Some(smallest) if claim.metadata.deletion_timestamp.is_none() && held.fits_in(&smallest) => smallest - held,
+            _ => Resources::ZERO,
+        };
+        (room, largest)
     };
     Some(ExistingNode {
         name: claim.name_any(),
@@ -379,11 +389,6 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
             nominations.nominate(pod, target);
         }
     }
-    for unschedulable in &plan.unschedulable {
-        if let Some(pod) = all_pods.get(&unschedulable.pod) {
-            publish_pod_event(ctx, pod, "FailedProvisioning", &unschedulable.reason).await;
-        }
-    }
 
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
     let creations = plan.new_nodes.iter().filter_map(|node| {
@@ -413,6 +418,12 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
             Err(error) => tracing::warn!(nodepool = %node.nodepool, "could not create a NodeClaim: {error}"),
         }
     }
+    // After the NodeClaims: Events never hold up a launch.
+    let events = plan.unschedulable.iter().filter_map(|unschedulable| {
+        let pod = all_pods.get(&unschedulable.pod)?;
+        Some(publish_pod_event(ctx, pod, "FailedProvisioning", &unschedulable.reason))
+    });
+    futures::future::join_all(events).await;
     Ok(created)
 }
 

@@ -62,16 +62,24 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
         .and_then(|n| ctx.state.node(n))
         .or_else(|| status.provider_id.as_deref().and_then(|p| ctx.state.node_by_provider_id(p)));
 
+    let instance_id = status.provider_id.as_deref().and_then(instances::instance_id_from_provider_id);
+    let instance = match instance_id {
+        Some(id) => instances::describe_instance(&ctx.ec2, id).await?,
+        None => None,
+    };
+    // Pods on a node whose instance is gone cannot be drained (no kubelet confirms their end): they are deleted
+    // outright, and nothing waits for them.
+    let instance_gone = instance_id.is_some() && !instance.as_ref().is_some_and(|i| i.is_alive());
+
     if let Some(node) = &node {
         taint_disrupted(ctx, node).await?;
-        let remaining = drain(ctx, claim, node).await?;
-        if remaining > 0 {
+        let remaining = drain(ctx, claim, node, instance_gone).await?;
+        if remaining > 0 && !instance_gone {
             return Ok(Action::requeue(POLL));
         }
     }
 
-    if let Some(instance_id) = status.provider_id.as_deref().and_then(instances::instance_id_from_provider_id) {
-        let instance = instances::describe_instance(&ctx.ec2, instance_id).await?;
+    if let Some(instance_id) = instance_id {
         if instance.as_ref().is_some_and(|i| i.is_alive()) {
             instances::terminate(&ctx.ec2, &[instance_id.to_string()]).await?;
             publish(ctx, claim, EventType::Normal, "Terminating", &format!("terminating instance {instance_id}")).await;
@@ -133,8 +141,9 @@ async fn taint_disrupted(ctx: &Context, node: &Node) -> Result<(), Error> {
     }
 }
 
-/// Evicts what may be evicted, non-critical pods first; returns how many evictable pods are still on the node.
-async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node) -> Result<usize, Error> {
+/// Evicts what may be evicted, non-critical pods first; returns how many pods still hold the node. Once the
+/// grace period is over, or the instance is gone (`force`), pods are deleted instead, without a grace period.
+async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Result<usize, Error> {
     let node_name = node.name_any();
     let on_node: Vec<Arc<Pod>> = ctx
         .state
@@ -148,12 +157,13 @@ async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node) -> Result<usize, E
     if evictable.is_empty() {
         return Ok(terminating);
     }
-    let grace_over = claim
-        .spec
-        .termination_grace_period
-        .as_deref()
-        .and_then(parse_duration)
-        .is_some_and(|grace| since_deletion(claim) > grace);
+    let grace_over = force
+        || claim
+            .spec
+            .termination_grace_period
+            .as_deref()
+            .and_then(parse_duration)
+            .is_some_and(|grace| since_deletion(claim) > grace);
     // Critical pods (DNS, CNI helpers) keep serving the others until those are gone.
     let non_critical: Vec<&Arc<Pod>> = evictable.iter().copied().filter(|p| !pods::is_critical(p)).collect();
     let batch = if non_critical.is_empty() { evictable.clone() } else { non_critical };
@@ -161,7 +171,9 @@ async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node) -> Result<usize, E
         let namespace = pod.namespace().unwrap_or_else(|| "default".into());
         let api: Api<Pod> = Api::namespaced(ctx.kube.clone(), &namespace);
         let result = if grace_over {
-            api.delete(&pod.name_any(), &DeleteParams::default()).await.map(|_| ())
+            api.delete(&pod.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+                .await
+                .map(|_| ())
         } else {
             api.evict(&pod.name_any(), &EvictParams::default()).await.map(|_| ())
         };
