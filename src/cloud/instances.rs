@@ -147,7 +147,15 @@ pub async fn terminate(ec2: &aws_sdk_ec2::Client, instance_ids: &[String]) -> Re
         Ok(_) => Ok(()),
         Err(error) => {
             match CloudError::from_sdk("ec2:TerminateInstances", instance_ids.first().map(String::as_str), error) {
-                CloudError::Call { message, .. } if message.starts_with("InvalidInstanceID.NotFound") => Ok(()),
+                // One unknown id fails the whole call: the others are terminated one by one.
+                CloudError::Call { message, .. } if message.starts_with("InvalidInstanceID.NotFound") => {
+                    if instance_ids.len() > 1 {
+                        for id in instance_ids {
+                            Box::pin(terminate(ec2, std::slice::from_ref(id))).await?;
+                        }
+                    }
+                    Ok(())
+                }
                 other => Err(other),
             }
         }

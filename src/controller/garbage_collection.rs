@@ -3,7 +3,7 @@
 //! instance is gone is deleted; a launch template no launch used for an hour is deleted (the next launch that needs
 //! it makes it again).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -34,18 +34,20 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
     }
 }
 
-/// The instances no NodeClaim accounts for, old enough to be sure.
+/// The instances no NodeClaim accounts for, old enough to be sure. `claims` maps each NodeClaim to the instance
+/// it recorded, if any: an instance tagged for a NodeClaim that recorded another one is a duplicate, and goes.
 pub fn orphans<'a>(
     instances: &'a [InstanceSummary],
-    claim_names: &HashSet<String>,
-    claimed_ids: &HashSet<String>,
+    claims: &HashMap<String, Option<String>>,
     now: SystemTime,
 ) -> Vec<&'a InstanceSummary> {
+    let recorded: HashSet<&str> = claims.values().flatten().map(String::as_str).collect();
     instances
         .iter()
         .filter(|i| i.is_alive())
-        .filter(|i| !claimed_ids.contains(&i.instance_id))
-        .filter(|i| i.nodeclaim.as_ref().is_none_or(|c| !claim_names.contains(c)))
+        .filter(|i| !recorded.contains(i.instance_id.as_str()))
+        // Tagged for a NodeClaim still launching (nothing recorded yet): its launch may be about to record it.
+        .filter(|i| i.nodeclaim.as_ref().is_none_or(|c| !matches!(claims.get(c), Some(None))))
         .filter(|i| i.launch_time.is_some_and(|t| now.duration_since(t).unwrap_or_default() > MIN_AGE))
         .collect()
 }
@@ -54,18 +56,21 @@ pub async fn collect(ctx: &Context) -> Result<(), Error> {
     let cluster = &ctx.settings.cluster_name;
     let instances = instances::node_pool_instances(&ctx.ec2, cluster).await?;
     let claims = ctx.state.nodeclaims.state();
-    let claim_names: HashSet<String> = claims.iter().map(|c| c.name_any()).collect();
-    let claimed_ids: HashSet<String> = claims
+    let recorded: HashMap<String, Option<String>> = claims
         .iter()
-        .filter_map(|c| c.status.as_ref()?.provider_id.as_deref())
-        .filter_map(instances::instance_id_from_provider_id)
-        .map(str::to_string)
+        .map(|c| {
+            let id = c
+                .status
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .and_then(instances::instance_id_from_provider_id)
+                .map(str::to_string);
+            (c.name_any(), id)
+        })
         .collect();
 
-    let leaked: Vec<String> = orphans(&instances, &claim_names, &claimed_ids, SystemTime::now())
-        .iter()
-        .map(|i| i.instance_id.clone())
-        .collect();
+    let leaked: Vec<String> =
+        orphans(&instances, &recorded, SystemTime::now()).iter().map(|i| i.instance_id.clone()).collect();
     if !leaked.is_empty() {
         tracing::warn!(instances = ?leaked, "terminating instances no NodeClaim accounts for");
         instances::terminate(&ctx.ec2, &leaked).await?;
@@ -130,18 +135,21 @@ mod tests {
     }
 
     #[test]
-    fn only_old_unclaimed_instances_are_orphans() {
+    fn only_old_unclaimed_instances_and_duplicates_are_orphans() {
         let now = SystemTime::now();
         let instances = [
-            instance("i-claimed-by-name", Some("default-abc"), 600, now),
-            instance("i-claimed-by-id", Some("gone"), 600, now),
+            instance("i-launching", Some("default-launching"), 600, now),
+            instance("i-recorded", Some("default-abc"), 600, now),
+            instance("i-duplicate", Some("default-abc"), 600, now),
             instance("i-young", Some("gone"), 5, now),
             instance("i-orphan", Some("gone"), 600, now),
             instance("i-untagged", None, 600, now),
         ];
-        let names = HashSet::from(["default-abc".to_string()]);
-        let ids = HashSet::from(["i-claimed-by-id".to_string()]);
-        let found: Vec<&str> = orphans(&instances, &names, &ids, now).iter().map(|i| i.instance_id.as_str()).collect();
-        assert_eq!(found, ["i-orphan", "i-untagged"]);
+        let claims = HashMap::from([
+            ("default-launching".to_string(), None),
+            ("default-abc".to_string(), Some("i-recorded".to_string())),
+        ]);
+        let found: Vec<&str> = orphans(&instances, &claims, now).iter().map(|i| i.instance_id.as_str()).collect();
+        assert_eq!(found, ["i-duplicate", "i-orphan", "i-untagged"]);
     }
 }

@@ -225,6 +225,10 @@ async fn launch_as(
     }
 
     let tags = instance_tags(ctx, claim, class);
+    let image_of_type: HashMap<String, String> = groups
+        .iter()
+        .flat_map(|((image, _), overrides)| overrides.iter().map(move |o| (o.instance_type.clone(), image.clone())))
+        .collect();
     let mut configs = Vec::new();
     for ((image_id, max_pods), overrides) in groups {
         let bootstrap = bootstrap_settings(ctx, claim, class, max_pods);
@@ -267,7 +271,7 @@ async fn launch_as(
             {
                 in_flight.debit(&subnet.id);
             }
-            let image_id = status.amis.first().map(|a| a.id.clone());
+            let image_id = image_of_type.get(&launched.instance_type).cloned();
             Ok(Launched {
                 instance_id: launched.instance_id,
                 instance_type: launched.instance_type,
