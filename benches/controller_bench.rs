@@ -115,7 +115,9 @@ async fn main() -> Result<()> {
     }
 }
 
-async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Result<()> {
+/// The sandbox cluster with setup run on it (subnets of that prefix length if asked) and the CRDs installed;
+/// returns its name and the SDK configuration.
+async fn prepare_cluster(kube: &kube::Client, create_subnets: Option<u8>) -> Result<(String, aws_config::SdkConfig)> {
     let cluster = std::env::var("NODESMITH_SANDBOX_CLUSTER").unwrap_or_else(|_| "demo".into());
     let sdk = nodesmith::aws::sdk_config(None).await;
     let options = nodesmith::bootstrap::setup::SetupOptions {
@@ -123,7 +125,7 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
         namespace: "nodesmith".into(),
         service_account: "nodesmith".into(),
         discovery: nodesmith::bootstrap::setup::DiscoveryValue::Cluster,
-        create_subnets: None,
+        create_subnets,
         dry_run: false,
     };
     nodesmith::bootstrap::setup::run(&sdk, &options).await?;
@@ -132,6 +134,11 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
         crds.patch(&crd.crd.name_any(), &PatchParams::apply("nodesmith").force(), &Patch::Apply(&crd.crd)).await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok((cluster, sdk))
+}
+
+async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Result<()> {
+    let (cluster, _) = prepare_cluster(kube, None).await?;
     let bench = format!("bench-{}", std::process::id());
     let dynamic = |kind: &str, plural: &str, group: &str| {
         Api::<kube::api::DynamicObject>::all_with(
@@ -373,23 +380,8 @@ async fn reqwest_ready(port: u16) -> Result<bool> {
 }
 
 async fn interruptions(kube: &kube::Client, count: usize) -> Result<()> {
-    let cluster = std::env::var("NODESMITH_SANDBOX_CLUSTER").unwrap_or_else(|_| "demo".into());
-    let sdk = nodesmith::aws::sdk_config(None).await;
-    let options = nodesmith::bootstrap::setup::SetupOptions {
-        cluster: cluster.clone(),
-        namespace: "nodesmith".into(),
-        service_account: "nodesmith".into(),
-        discovery: nodesmith::bootstrap::setup::DiscoveryValue::Cluster,
-        // /22 subnets: a thousand instances do not fit the demo's /24s.
-        create_subnets: Some(22),
-        dry_run: false,
-    };
-    nodesmith::bootstrap::setup::run(&sdk, &options).await?;
-    let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
-    for crd in nodesmith::apis::crds::all() {
-        crds.patch(&crd.crd.name_any(), &PatchParams::apply("nodesmith").force(), &Patch::Apply(&crd.crd)).await?;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // /22 subnets: a thousand instances do not fit the demo's /24s.
+    let (cluster, sdk) = prepare_cluster(kube, Some(22)).await?;
     let bench = format!("bench-int-{}", std::process::id());
     namespace(kube, &bench).await?;
 

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::nodepool::{NodePoolSpec as KubeNodePoolSpec, NodeSelectorRequirementWithMinValues};
 use crate::catalog::max_pods::MaxPodsSettings;
-use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
+use crate::catalog::resources::{ResourceName, Resources, kubernetes_quantity, parse_quantity};
 use crate::scheduling::{
     DaemonSetPod, ExistingNode, NodePoolSpec, Operator, PodAffinityTerm, PodRequest, Requirement, Taint, Toleration,
     TopologyKey, TopologySpread,
@@ -182,6 +182,16 @@ fn quantities(map: Option<&BTreeMap<String, Quantity>>, owner: &str) -> Result<R
         out.set(resource, value);
     }
     Ok(out)
+}
+
+/// The other way: resources as the `Quantity` map Kubernetes objects carry (zero resources left out), exact so
+/// that reading it back gives the same values.
+pub fn resource_quantities(resources: &Resources) -> BTreeMap<String, Quantity> {
+    ResourceName::ALL
+        .into_iter()
+        .filter(|&name| resources.get(name) != 0)
+        .map(|name| (name.as_str().to_string(), Quantity(kubernetes_quantity(name, resources.get(name)))))
+        .collect()
 }
 
 fn toleration(t: &KubeToleration) -> Toleration {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Taint};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -21,7 +20,7 @@ use super::leader::Leadership;
 use super::{Context, Error, conditions, launch, termination};
 use crate::apis::labels::{CAPACITY_TYPE_LABEL, TERMINATION_FINALIZER, UNREGISTERED_TAINT_KEY, ZONE_LABEL};
 use crate::apis::nodeclaim::NodeClaim;
-use crate::catalog::resources::{ResourceName, Resources, kubernetes_quantity};
+use crate::apis::scheduling_input::resource_quantities;
 
 pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -142,8 +141,8 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
                 json!({
                     "providerID": launched.provider_id(),
                     "imageID": launched.image_id,
-                    "capacity": quantities(&info.capacity(settings)),
-                    "allocatable": quantities(&info.allocatable(settings)),
+                    "capacity": resource_quantities(&info.capacity(settings)),
+                    "allocatable": resource_quantities(&info.allocatable(settings)),
                     "conditions": conds,
                 }),
             )
@@ -179,14 +178,6 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
             Err(error.into())
         }
     }
-}
-
-fn quantities(resources: &Resources) -> BTreeMap<String, Quantity> {
-    ResourceName::ALL
-        .into_iter()
-        .filter(|&n| resources.get(n) != 0)
-        .map(|n| (n.as_str().to_string(), Quantity(kubernetes_quantity(n, resources.get(n)))))
-        .collect()
 }
 
 /// Gives the Node what its NodeClaim asked for: labels, taints, the termination finalizer; and takes away the

@@ -19,9 +19,11 @@ use crate::apis::ec2nodeclass::{EC2NodeClass, PrefixDelegation};
 use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
 use crate::apis::nodeclaim::{NodeClaim, NodeClaimResources, NodeClaimSpec};
 use crate::apis::nodepool::{NodePool, NodeSelectorRequirementWithMinValues};
-use crate::apis::scheduling_input::{daemonset_pod, existing_node, nodepool, pod_request, pod_requests};
+use crate::apis::scheduling_input::{
+    daemonset_pod, existing_node, nodepool, pod_request, pod_requests, resource_quantities,
+};
 use crate::catalog::max_pods::MaxPodsSettings;
-use crate::catalog::resources::{ResourceName, Resources, kubernetes_quantity, parse_quantity};
+use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
 use crate::scheduling::{self, ExistingNode, NewNode, Operator, Requirement, SchedulingInput};
 
 /// How long a pod stays nominated after its node is ready, for the scheduler to bind it.
@@ -222,14 +224,6 @@ fn quantities_to_resources(map: &BTreeMap<String, Quantity>) -> Resources {
         }
     }
     resources
-}
-
-fn resources_to_quantities(resources: &Resources) -> BTreeMap<String, Quantity> {
-    ResourceName::ALL
-        .into_iter()
-        .filter(|&name| resources.get(name) != 0)
-        .map(|name| (name.as_str().to_string(), Quantity(kubernetes_quantity(name, resources.get(name)))))
-        .collect()
 }
 
 /// A NodeClaim whose node has not registered yet, as capacity: once launched, its allocatable minus the pods
@@ -480,7 +474,7 @@ pub fn nodeclaim_for(node: &NewNode, pool: &NodePool) -> NodeClaim {
             taints: template.spec.taints.clone(),
             startup_taints: template.spec.startup_taints.clone(),
             requirements,
-            resources: NodeClaimResources { requests: resources_to_quantities(&node.requests) },
+            resources: NodeClaimResources { requests: resource_quantities(&node.requests) },
             node_class_ref: template.spec.node_class_ref.clone(),
             termination_grace_period: template.spec.termination_grace_period.clone(),
             expire_after: template.spec.expire_after.clone(),
