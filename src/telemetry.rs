@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -51,6 +52,33 @@ struct MessageLabels {
     message_type: String,
 }
 
+/// Where a node sits: the labels of every per-node gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node_name: String,
+    pub nodepool: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeResourceLabels {
+    #[prometheus(flatten)]
+    node: NodeLabels,
+    resource_type: String,
+}
+
+/// One node's gauges: (resource, allocatable, requested by its pods) and its price.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeSample {
+    pub labels: NodeLabels,
+    pub resources: Vec<(&'static str, f64, f64)>,
+    pub price_per_hour: Option<f64>,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 /// The controller's metrics, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -62,6 +90,9 @@ pub struct Metrics {
     interruption_received: Family<MessageLabels, Counter>,
     interruption_deleted: Counter,
     interruption_queue_duration: Histogram,
+    nodes_allocatable: Family<NodeResourceLabels, FloatGauge>,
+    nodes_requested: Family<NodeResourceLabels, FloatGauge>,
+    nodes_price: Family<NodeLabels, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -75,6 +106,24 @@ impl Default for Metrics {
         let interruption_received = Family::default();
         let interruption_deleted = Counter::default();
         let interruption_queue_duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        let nodes_allocatable = Family::default();
+        let nodes_requested = Family::default();
+        let nodes_price = Family::default();
+        registry.register(
+            "karpenter_nodes_allocatable",
+            "Allocatable of each node nodesmith manages (cpu in cores, memory in bytes, pods)",
+            nodes_allocatable.clone(),
+        );
+        registry.register(
+            "karpenter_nodes_total_pod_requests",
+            "Sum of the requests of the pods on each node nodesmith manages",
+            nodes_requested.clone(),
+        );
+        registry.register(
+            "nodesmith_nodes_price_per_hour_dollars",
+            "What each node nodesmith manages costs per hour (spot or on-demand price of its type and zone)",
+            nodes_price.clone(),
+        );
         registry.register(
             "karpenter_interruption_message_queue_duration_seconds",
             "Time from a message's arrival in the interruption queue to its handling",
@@ -117,6 +166,9 @@ impl Default for Metrics {
             interruption_received,
             interruption_deleted,
             interruption_queue_duration,
+            nodes_allocatable,
+            nodes_requested,
+            nodes_price,
         }
     }
 }
@@ -152,6 +204,23 @@ impl Metrics {
 
     pub fn interruption_queue_duration(&self, seconds: f64) {
         self.interruption_queue_duration.observe(seconds);
+    }
+
+    /// Replaces every per-node gauge: nodes that are gone stop being reported.
+    pub fn set_nodes(&self, samples: &[NodeSample]) {
+        self.nodes_allocatable.clear();
+        self.nodes_requested.clear();
+        self.nodes_price.clear();
+        for sample in samples {
+            for &(resource, allocatable, requested) in &sample.resources {
+                let labels = NodeResourceLabels { node: sample.labels.clone(), resource_type: resource.to_string() };
+                self.nodes_allocatable.get_or_create(&labels).set(allocatable);
+                self.nodes_requested.get_or_create(&labels).set(requested);
+            }
+            if let Some(price) = sample.price_per_hour {
+                self.nodes_price.get_or_create(&sample.labels).set(price);
+            }
+        }
     }
 
     /// The OpenMetrics text of every metric.
@@ -215,5 +284,25 @@ mod tests {
             r#"karpenter_cloudprovider_errors_total{method="CreateFleet",error="InsufficientInstanceCapacity"} 1"#
         ));
         assert!(text.contains("karpenter_scheduler_scheduling_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn node_gauges_carry_their_labels_and_forget_nodes_that_are_gone() {
+        let metrics = Metrics::default();
+        let labels = NodeLabels {
+            node_name: "ip-10-0-0-1".into(),
+            nodepool: "default".into(),
+            instance_type: "m5.large".into(),
+            zone: "us-east-1a".into(),
+            capacity_type: "spot".into(),
+        };
+        metrics.set_nodes(&[NodeSample { labels, resources: vec![("cpu", 1.93, 1.5)], price_per_hour: Some(0.04) }]);
+        let text = metrics.encode();
+        let node = r#"node_name="ip-10-0-0-1",nodepool="default",instance_type="m5.large",zone="us-east-1a",capacity_type="spot""#;
+        assert!(text.contains(&format!("karpenter_nodes_allocatable{{{node},resource_type=\"cpu\"}} 1.93")), "{text}");
+        assert!(text.contains(&format!("karpenter_nodes_total_pod_requests{{{node},resource_type=\"cpu\"}} 1.5")));
+        assert!(text.contains(&format!("nodesmith_nodes_price_per_hour_dollars{{{node}}} 0.04")));
+        metrics.set_nodes(&[]);
+        assert!(!metrics.encode().contains("ip-10-0-0-1"));
     }
 }

@@ -109,6 +109,13 @@ fn start_controller_with(
     extra_args: &[&str],
 ) -> Result<ControllerProcess> {
     let mut env = sandbox_env()?;
+    // The controller runs as the Helm chart's ServiceAccount, bound by the chart's RBAC: these tests show that
+    // RBAC suffices (and tests/sandbox_chart.rs, from the audit log, that it grants nothing unused).
+    let kubeconfig = support::chart::kubeconfig_path(namespace);
+    if !kubeconfig.exists() {
+        bail!("no ServiceAccount kubeconfig for {namespace}: create the namespace with controller_namespace()");
+    }
+    env.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
     if let Some(endpoint) = aws_endpoint {
         env.insert("AWS_ENDPOINT_URL".into(), endpoint.into());
     }
@@ -125,6 +132,14 @@ fn start_controller_with(
         .stderr(log)
         .spawn()?;
     Ok(ControllerProcess { child, log: log_path, metrics_port })
+}
+
+/// The controller's own namespace (its Lease), holding the chart's ServiceAccount and RBAC, installed as a Helm
+/// release of the same name.
+async fn controller_namespace(sandbox: &Sandbox) -> Result<String> {
+    let namespace = sandbox.namespace("ctl-lease").await?;
+    support::chart::install_controller_identity(sandbox, &namespace).await?;
+    Ok(namespace)
 }
 
 /// Server-side applies the generated CRDs and waits until the API server serves them.
@@ -307,7 +322,7 @@ async fn a_deployment_gets_nodes_launched_registered_and_running() -> Result<()>
     let test = unique_name("ctl-deploy");
     let namespace = sandbox.namespace("ctl-deploy").await?;
     rendered_nodeclass_and_pool(&sandbox, &test).await?;
-    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let controller_namespace = controller_namespace(&sandbox).await?;
     let _controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
     let launched = deployment_story(&sandbox, &namespace, &test).await;
     // Clean up whatever happened, while the controller still runs to drain and terminate.
@@ -440,7 +455,7 @@ async fn nodepool_architecture_capacity_type_and_limits_are_obeyed() -> Result<(
         sandbox.namespace("ctl-spot").await?,
         sandbox.namespace("ctl-limited").await?,
     ];
-    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let controller_namespace = controller_namespace(&sandbox).await?;
     let _controller = start_controller(&sandbox.cluster, &controller_namespace, &arm)?;
     let result = constraints_story(&sandbox, &namespaces, [&arm, &spot, &limited]).await;
     let mut cleaned = Ok(());
@@ -557,7 +572,7 @@ async fn deleting_a_nodeclaim_drains_it_within_its_pod_disruption_budget() -> Re
     let _turn = CONTROLLER_TURN.lock().await;
     let sandbox = Sandbox::connect().await?;
     let (test, namespace) = simple_pool(&sandbox, "ctl-drain").await?;
-    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let controller_namespace = controller_namespace(&sandbox).await?;
     let _controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
     let result = drain_story(&sandbox, &namespace, &test).await;
     let cleaned = clean_up(&sandbox, &namespace, &test).await;
@@ -625,11 +640,96 @@ async fn drain_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<(
 
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_budget_blocks_a_drain_until_the_termination_grace_period_runs_out() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let (test, namespace) = simple_pool(&sandbox, "ctl-grace").await?;
+    // Before any NodeClaim exists: a NodeClaim's spec is fixed when it is made.
+    let grace = serde_json::json!({"spec": {"template": {"spec": {"terminationGracePeriod": "20s"}}}});
+    Api::<NodePool>::all(sandbox.kube.clone()).patch(&test, &PatchParams::default(), &Patch::Merge(&grace)).await?;
+    let controller_namespace = controller_namespace(&sandbox).await?;
+    let _controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
+    let result = grace_story(&sandbox, &namespace, &test).await;
+    let cleaned = clean_up(&sandbox, &namespace, &test).await;
+    sandbox.delete_namespace(&controller_namespace).await?;
+    result.and(cleaned)
+}
+
+async fn grace_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<()> {
+    deployment(sandbox, namespace, test, 2, "1", "1Gi").await?;
+    // A budget that allows no eviction at all.
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "web"}}},
+    }))?;
+    Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(sandbox.kube.clone(), namespace)
+        .create(&PostParams::default(), &pdb)
+        .await?;
+    // And a pod no allowed type can hold: it stays pending, and its Event says why, once per round (a series).
+    let too_big: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "too-big"},
+        "spec": {
+            "nodeSelector": {TEST_LABEL: test},
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                            "resources": {"requests": {"cpu": "1000"}}}],
+        },
+    }))?;
+    Api::<Pod>::namespaced(sandbox.kube.clone(), namespace).create(&PostParams::default(), &too_big).await?;
+    wait_until("2 pods Running", RUN_WAIT, || async {
+        Ok((running_pods(sandbox, namespace).await?.len() == 2).then_some(()))
+    })
+    .await?;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(sandbox.kube.clone(), namespace);
+    let note = wait_until("a repeated FailedProvisioning Event on the pod too big for any type", RUN_WAIT, || async {
+        let listed = events.list(&ListParams::default()).await?;
+        Ok(listed
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("FailedProvisioning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("too-big")
+                    && e.series.as_ref().is_some_and(|s| s.count >= 2)
+            })
+            .and_then(|e| e.note))
+    })
+    .await?;
+    assert!(note.to_lowercase().contains("cpu"), "the Event should say which resource does not fit: {note:?}");
+
+    let claim = initialized_nodeclaims(sandbox, test).await?.into_iter().next().context("no NodeClaim")?;
+    let node = claim.status.as_ref().and_then(|s| s.node_name.clone()).context("no node name")?;
+    let deleted_at = std::time::Instant::now();
+    Api::<NodeClaim>::all(sandbox.kube.clone()).delete(&claim.name_any(), &DeleteParams::default()).await?;
+    let on_node = |pods: &[Pod]| {
+        pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())).count()
+    };
+    let before = on_node(&running_pods(sandbox, namespace).await?);
+    assert!(before > 0, "the NodeClaim's node runs none of the pods");
+    // Within the grace period the budget holds: nothing is evicted.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let pods = Api::<Pod>::namespaced(sandbox.kube.clone(), namespace).list(&ListParams::default()).await?.items;
+    let still_there = pods
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .count();
+    assert_eq!(still_there, before, "a pod left {node} although its budget allows no eviction");
+    // Then the grace period is over: the pods are deleted, and the node goes.
+    wait_until("the NodeClaim to be gone once its grace period ran out", RUN_WAIT, || async {
+        Ok((!nodeclaims_of(sandbox, test).await?.iter().any(|c| c.name_any() == claim.name_any())).then_some(()))
+    })
+    .await?;
+    let took = deleted_at.elapsed();
+    assert!(took >= Duration::from_secs(20), "the drain ended after {took:?}, before the 20 s grace period");
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
 async fn a_controller_killed_during_a_launch_leaves_no_duplicate_and_no_orphan() -> Result<()> {
     let _turn = CONTROLLER_TURN.lock().await;
     let sandbox = Sandbox::connect().await?;
     let (test, namespace) = simple_pool(&sandbox, "ctl-kill").await?;
-    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let controller_namespace = controller_namespace(&sandbox).await?;
     let mut first = start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-a"))?;
     // Outlives the story: clean-up needs a controller to drain and terminate.
     let mut second: Option<ControllerProcess> = None;
@@ -672,7 +772,7 @@ async fn of_two_replicas_only_the_leader_launches_and_the_other_takes_over() -> 
     let _turn = CONTROLLER_TURN.lock().await;
     let sandbox = Sandbox::connect().await?;
     let (test, namespace) = simple_pool(&sandbox, "ctl-leader").await?;
-    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let controller_namespace = controller_namespace(&sandbox).await?;
     let mut first = start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-a"))?;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(sandbox.kube.clone(), &controller_namespace);
@@ -727,7 +827,7 @@ async fn insufficient_capacity_and_throttling_still_get_every_pod_running() -> R
     let moto = sandbox_env()?.get("AWS_ENDPOINT_URL").cloned().context("no moto endpoint")?;
     let plan = FaultPlan { fail_first_preferred_type: true, throttle_one_in: 5 };
     let (proxy, faults) = nodesmith_sandbox::fault_proxy::start(&moto, plan).await?;
-    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let controller_namespace = controller_namespace(&sandbox).await?;
     let _controller = start_controller_with_aws(&sandbox.cluster, &controller_namespace, &test, Some(&proxy))?;
     let result = async {
         deployment(&sandbox, &namespace, &test, 6, "1", "1Gi").await?;
@@ -829,7 +929,7 @@ async fn interruptions_through_eventbridge_and_the_queue_move_pods_before_the_in
     )
     .await?;
     let namespace = sandbox.namespace("ctl-interrupt").await?;
-    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let controller_namespace = controller_namespace(&sandbox).await?;
     let controller =
         start_controller_with(&sandbox.cluster, &controller_namespace, &test, None, &["--interruption-queue", &queue])?;
     let result = interruption_story(&sandbox, &controller, &namespace, &test, &queue).await;
@@ -939,7 +1039,7 @@ async fn prefix_delegation_gives_nodes_the_prefix_delegated_pod_capacity() -> Re
             &Patch::Merge(serde_json::json!({"spec": {"prefixDelegation": "Enabled"}})),
         )
         .await?;
-    let controller_namespace = sandbox.namespace("ctl-lease").await?;
+    let controller_namespace = controller_namespace(&sandbox).await?;
     let _controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
     let result = async {
         deployment(&sandbox, &namespace, &test, 2, "1", "1Gi").await?;

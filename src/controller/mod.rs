@@ -7,6 +7,7 @@ pub mod garbage_collection;
 pub mod interruption;
 pub mod launch;
 pub mod leader;
+pub mod node_metrics;
 pub mod nodeclaim_lifecycle;
 pub mod nodeclass_status;
 pub mod pods;
@@ -60,6 +61,10 @@ pub struct Context {
     pub settings: Settings,
     pub cluster: ClusterFacts,
     pub kube: kube::Client,
+    /// For evictions only: a client without kube's retry of 429. A PodDisruptionBudget answers an eviction with
+    /// 429, and the drain must see that at once (to try the next pod, and to honour `terminationGracePeriod`)
+    /// rather than sit in a backoff of up to 15 retries.
+    pub kube_evictions: kube::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub iam: aws_sdk_iam::Client,
     pub ssm: aws_sdk_ssm::Client,
@@ -81,6 +86,7 @@ impl Context {
         settings: Settings,
         cluster: ClusterFacts,
         kube: kube::Client,
+        kube_evictions: kube::Client,
         sdk: &aws_config::SdkConfig,
         state: ClusterState,
         instance_types: Vec<InstanceTypeInfo>,
@@ -91,6 +97,7 @@ impl Context {
             settings,
             cluster,
             kube,
+            kube_evictions,
             ec2: aws_sdk_ec2::Client::new(sdk),
             iam: aws_sdk_iam::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
@@ -127,6 +134,8 @@ pub enum Error {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("no Kubernetes configuration (in-cluster service account or KUBECONFIG): {0}")]
+    KubeConfig(#[from] kube::config::InferConfigError),
+    #[error("could not build a Kubernetes client: {0}")]
     Kube(#[from] kube::Error),
     #[error("could not read cluster {cluster}: {source}")]
     Cluster { cluster: String, source: CloudError },
@@ -136,7 +145,11 @@ pub enum StartError {
 
 /// Starts every component and runs until SIGINT/SIGTERM.
 pub async fn run(settings: Settings, sdk: &aws_config::SdkConfig) -> Result<(), StartError> {
-    let kube = kube::Client::try_default().await?;
+    let kube_config = kube::Config::infer().await?;
+    let kube = kube::Client::try_from(kube_config.clone())?;
+    let mut eviction_config = kube_config;
+    eviction_config.default_retry = false;
+    let kube_evictions = kube::Client::try_from(eviction_config)?;
     let cluster =
         describe_cluster(&aws_sdk_eks::Client::new(sdk), &settings.cluster_name, settings.cluster_endpoint.as_deref())
             .await
@@ -151,7 +164,7 @@ pub async fn run(settings: Settings, sdk: &aws_config::SdkConfig) -> Result<(), 
         }
     };
     let state = state::ClusterState::start(&kube);
-    let ctx = Context::new(settings.clone(), cluster, kube.clone(), sdk, state, instance_types);
+    let ctx = Context::new(settings.clone(), cluster, kube.clone(), kube_evictions, sdk, state, instance_types);
 
     let ready = Arc::new(AtomicBool::new(false));
     let (metrics_port, health_port) = (settings.metrics_port, settings.health_port);
@@ -175,6 +188,7 @@ pub async fn run(settings: Settings, sdk: &aws_config::SdkConfig) -> Result<(), 
         () = nodeclaim_lifecycle::run(ctx.clone(), leadership.clone()) => tracing::error!("the NodeClaim controller stopped"),
         () = nodeclass_status::run(ctx.clone(), leadership.clone()) => tracing::error!("the EC2NodeClass controller stopped"),
         () = garbage_collection::run(ctx.clone(), leadership.clone()) => tracing::error!("garbage collection stopped"),
+        () = node_metrics::run(ctx.clone(), leadership.clone()) => tracing::error!("node metrics stopped"),
         served = server => {
             if let Ok(Err(source)) = served {
                 return Err(StartError::Serve { metrics_port, health_port, source });

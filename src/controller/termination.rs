@@ -169,7 +169,7 @@ async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Re
     let batch = if non_critical.is_empty() { evictable.clone() } else { non_critical };
     for pod in batch {
         let namespace = pod.namespace().unwrap_or_else(|| "default".into());
-        let api: Api<Pod> = Api::namespaced(ctx.kube.clone(), &namespace);
+        let api: Api<Pod> = Api::namespaced(ctx.kube_evictions.clone(), &namespace);
         let result = if grace_over {
             api.delete(&pod.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
                 .await

@@ -5,6 +5,8 @@
 //! `cargo test -- --ignored` behave the same.
 #![allow(dead_code)] // each test binary uses its own part of the support code
 
+pub mod chart;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -25,13 +27,17 @@ pub struct Sandbox {
     pub cluster: String,
 }
 
-const ENV_KEYS: [&str; 6] = [
+const ENV_KEYS: [&str; 10] = [
     "AWS_ENDPOINT_URL",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_REGION",
     "KUBECONFIG",
     "NODESMITH_SANDBOX_CLUSTER",
+    "NODESMITH_HELM",
+    "NODESMITH_TERRAFORM",
+    "NODESMITH_SERVICEMONITOR_CRD",
+    "NODESMITH_AUDIT_LOG",
 ];
 
 impl Sandbox {
