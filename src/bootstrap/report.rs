@@ -22,6 +22,16 @@ pub struct ResourceChange {
     pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// What the resource is made to hold (documents, attributes, tags), whatever the action: what a dry run shows,
+    /// and what the Terraform module is compared against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<serde_json::Value>,
+}
+
+impl ResourceChange {
+    pub fn spec(&mut self, spec: serde_json::Value) {
+        self.spec = Some(spec);
+    }
 }
 
 /// The record of one run.
@@ -41,15 +51,30 @@ impl Ledger {
         Self { dry_run, ..Self::default() }
     }
 
-    /// Records a resource; counts `calls` mutating calls for it.
-    pub fn record(&mut self, kind: &'static str, id: impl Into<String>, action: Action, calls: u32) {
+    /// Records a resource; counts `calls` mutating calls for it. The record is returned for its spec.
+    pub fn record(
+        &mut self,
+        kind: &'static str,
+        id: impl Into<String>,
+        action: Action,
+        calls: u32,
+    ) -> &mut ResourceChange {
         self.changes += calls;
-        self.resources.push(ResourceChange { kind, id: id.into(), action, note: None });
-        tracing::info!(kind, action = ?action, "{}", self.resources.last().map_or("", |r| r.id.as_str()));
+        let id = id.into();
+        tracing::info!(kind, action = ?action, "{id}");
+        self.resources.push(ResourceChange { kind, id, action, note: None, spec: None });
+        let last = self.resources.len() - 1;
+        &mut self.resources[last]
     }
 
     pub fn keep(&mut self, kind: &'static str, id: impl Into<String>, note: impl Into<String>) {
-        self.resources.push(ResourceChange { kind, id: id.into(), action: Action::Kept, note: Some(note.into()) });
+        self.resources.push(ResourceChange {
+            kind,
+            id: id.into(),
+            action: Action::Kept,
+            note: Some(note.into()),
+            spec: None,
+        });
     }
 
     /// Whether a mutating call should really be made now.

@@ -39,12 +39,21 @@ impl Setup<'_> {
         vec![Tag::builder().key(key).value(value).build().expect("key and value are set")]
     }
 
+    fn role_spec(&self, trust: &Value) -> Value {
+        serde_json::json!({"assume_role_policy": trust, "tags": {OWNER_TAG: self.options.cluster}})
+    }
+
+    fn policy_spec(&self, document: &Value) -> Value {
+        serde_json::json!({"policy": document, "tags": {OWNER_TAG: self.options.cluster}})
+    }
+
     fn owned(&self, tags: &[Tag]) -> bool {
         tags.iter().any(|t| t.key() == OWNER_TAG && t.value() == self.options.cluster)
     }
 
     /// Gets or creates a role with this trust policy; returns its ARN.
     async fn role(&mut self, name: &str, trust: &Value) -> Result<String, SetupError> {
+        let spec = self.role_spec(trust);
         match self.iam.get_role().role_name(name).send().await {
             Ok(found) => {
                 let role = found.role().ok_or_else(|| CloudError::Call {
@@ -60,7 +69,7 @@ impl Setup<'_> {
                 }
                 let current = role.assume_role_policy_document().and_then(decode_document);
                 if current.as_ref() == Some(trust) {
-                    self.ledger.record("iam-role", name, Action::Unchanged, 0);
+                    self.ledger.record("iam-role", name, Action::Unchanged, 0).spec(spec);
                 } else {
                     if self.ledger.may_mutate() {
                         self.iam
@@ -71,7 +80,7 @@ impl Setup<'_> {
                             .await
                             .map_err(|e| CloudError::from_sdk("iam:UpdateAssumeRolePolicy", Some(name), e))?;
                     }
-                    self.ledger.record("iam-role", name, Action::Updated, 1);
+                    self.ledger.record("iam-role", name, Action::Updated, 1).spec(spec);
                 }
                 Ok(role.arn().to_string())
             }
@@ -88,10 +97,10 @@ impl Setup<'_> {
                         .send()
                         .await
                         .map_err(|e| CloudError::from_sdk("iam:CreateRole", Some(name), e))?;
-                    self.ledger.record("iam-role", name, Action::Created, 1);
+                    self.ledger.record("iam-role", name, Action::Created, 1).spec(spec);
                     return Ok(created.role().map_or(arn, |r| r.arn().to_string()));
                 }
-                self.ledger.record("iam-role", name, Action::Created, 1);
+                self.ledger.record("iam-role", name, Action::Created, 1).spec(spec);
                 Ok(arn)
             }
             Err(error) => Err(CloudError::from_sdk("iam:GetRole", Some(name), error).into()),
@@ -280,6 +289,7 @@ impl Setup<'_> {
     }
 
     async fn managed_policy(&mut self, name: &str, arn: &str, document: &Value) -> Result<(), SetupError> {
+        let spec = self.policy_spec(document);
         let found = match self.iam.get_policy().policy_arn(arn).send().await {
             Ok(found) => found.policy,
             Err(error) if error.as_service_error().is_some_and(is_no_such_entity) => None,
@@ -297,7 +307,7 @@ impl Setup<'_> {
                     .await
                     .map_err(|e| CloudError::from_sdk("iam:CreatePolicy", Some(name), e))?;
             }
-            self.ledger.record("iam-policy", name, Action::Created, 1);
+            self.ledger.record("iam-policy", name, Action::Created, 1).spec(spec);
             return Ok(());
         };
         if !self.owned(policy.tags()) {
@@ -320,7 +330,7 @@ impl Setup<'_> {
             .and_then(|v| v.document)
             .and_then(|d| decode_document(&d));
         if current.as_ref() == Some(document) {
-            self.ledger.record("iam-policy", name, Action::Unchanged, 0);
+            self.ledger.record("iam-policy", name, Action::Unchanged, 0).spec(spec);
             return Ok(());
         }
         if self.ledger.may_mutate() {
@@ -333,7 +343,7 @@ impl Setup<'_> {
                 .await
                 .map_err(|e| CloudError::from_sdk("iam:CreatePolicyVersion", Some(arn), e))?;
         }
-        self.ledger.record("iam-policy", name, Action::Updated, 1);
+        self.ledger.record("iam-policy", name, Action::Updated, 1).spec(spec);
         Ok(())
     }
 

@@ -109,7 +109,9 @@ impl Setup<'_> {
         for (kind, resources) in [("subnet-discovery-tag", subnets), ("security-group-discovery-tag", groups)] {
             for (id, tags) in resources {
                 match tag_value(&tags, DISCOVERY_TAG) {
-                    Some(existing) if existing == value => self.ledger.record(kind, id, Action::Unchanged, 0),
+                    Some(existing) if existing == value => {
+                        self.ledger.record(kind, id, Action::Unchanged, 0);
+                    }
                     Some(existing) => {
                         return Err(SetupError::DiscoveryConflict {
                             resource: id,

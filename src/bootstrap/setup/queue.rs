@@ -62,12 +62,28 @@ impl Setup<'_> {
         ])
     }
 
+    fn queue_spec(&self, queue_arn: &str) -> Value {
+        json!({
+            "attributes": {
+                "MessageRetentionPeriod": RETENTION_SECONDS,
+                "SqsManagedSseEnabled": "true",
+                "Policy": queue_policy(queue_arn),
+            },
+            "tags": {OWNER_TAG: self.options.cluster},
+        })
+    }
+
+    fn rule_spec(&self, kind: &str, pattern: &Value) -> Value {
+        json!({"kind": kind, "event_pattern": pattern, "tags": {OWNER_TAG: self.options.cluster}})
+    }
+
     /// Gets or creates the queue and brings its attributes to what they should be; returns its ARN.
     pub(super) async fn interruption_queue(&mut self) -> Result<String, SetupError> {
         let name = self.names.queue.clone();
         let arn =
             format!("arn:{}:sqs:{}:{}:{name}", self.cluster.partition, self.cluster.region, self.cluster.account_id);
         let wanted = self.queue_attributes(&arn);
+        let spec = self.queue_spec(&arn);
         let url = match self.sqs.get_queue_url().queue_name(&name).send().await {
             Ok(found) => found.queue_url,
             Err(error) if error.as_service_error().is_some_and(|e| e.is_queue_does_not_exist()) => None,
@@ -84,7 +100,7 @@ impl Setup<'_> {
                     .await
                     .map_err(|e| CloudError::from_sdk("sqs:CreateQueue", Some(&name), e))?;
             }
-            self.ledger.record("sqs-queue", &name, Action::Created, 1);
+            self.ledger.record("sqs-queue", &name, Action::Created, 1).spec(spec);
             return Ok(arn);
         };
         if !queue_is_ours(&self.sqs, &url, &name, &self.options.cluster).await? {
@@ -117,9 +133,9 @@ impl Setup<'_> {
                     .await
                     .map_err(|e| CloudError::from_sdk("sqs:SetQueueAttributes", Some(&name), e))?;
             }
-            self.ledger.record("sqs-queue", &name, Action::Updated, 1);
+            self.ledger.record("sqs-queue", &name, Action::Updated, 1).spec(spec);
         } else {
-            self.ledger.record("sqs-queue", &name, Action::Unchanged, 0);
+            self.ledger.record("sqs-queue", &name, Action::Unchanged, 0).spec(spec);
         }
         Ok(arn)
     }
@@ -129,6 +145,7 @@ impl Setup<'_> {
         for (kind, source, detail_type) in INTERRUPTION_EVENTS {
             let name = self.names.rule(kind);
             let pattern = event_pattern(source, detail_type);
+            let spec = self.rule_spec(kind, &pattern);
             let current = match self.events.describe_rule().name(&name).send().await {
                 Ok(found) => Some(found),
                 Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => None,
@@ -154,7 +171,7 @@ impl Setup<'_> {
                             .await
                             .map_err(|e| CloudError::from_sdk("events:PutRule", Some(&name), e))?;
                     }
-                    self.ledger.record("eventbridge-rule", &name, Action::Created, 1);
+                    self.ledger.record("eventbridge-rule", &name, Action::Created, 1).spec(spec);
                 }
                 Some(found) => {
                     let arn = found.arn().unwrap_or_default().to_string();
@@ -167,7 +184,7 @@ impl Setup<'_> {
                     }
                     let have: Option<Value> = found.event_pattern().and_then(|p| serde_json::from_str(p).ok());
                     if have.as_ref() == Some(&pattern) {
-                        self.ledger.record("eventbridge-rule", &name, Action::Unchanged, 0);
+                        self.ledger.record("eventbridge-rule", &name, Action::Unchanged, 0).spec(spec);
                     } else {
                         if self.ledger.may_mutate() {
                             self.events
@@ -178,7 +195,7 @@ impl Setup<'_> {
                                 .await
                                 .map_err(|e| CloudError::from_sdk("events:PutRule", Some(&name), e))?;
                         }
-                        self.ledger.record("eventbridge-rule", &name, Action::Updated, 1);
+                        self.ledger.record("eventbridge-rule", &name, Action::Updated, 1).spec(spec);
                     }
                 }
             }
@@ -208,7 +225,9 @@ impl Setup<'_> {
         };
         let id = format!("{rule} -> {queue_arn}");
         if targets.iter().any(|t| t.id() == TARGET_ID && t.arn() == queue_arn) {
-            self.ledger.record("eventbridge-target", id, Action::Unchanged, 0);
+            self.ledger
+                .record("eventbridge-target", id, Action::Unchanged, 0)
+                .spec(json!({"id": TARGET_ID, "arn": queue_arn}));
             return Ok(());
         }
         if self.ledger.may_mutate() {
@@ -225,7 +244,9 @@ impl Setup<'_> {
                 .await
                 .map_err(|e| CloudError::from_sdk("events:PutTargets", Some(rule), e))?;
         }
-        self.ledger.record("eventbridge-target", id, Action::Created, 1);
+        self.ledger
+            .record("eventbridge-target", id, Action::Created, 1)
+            .spec(json!({"id": TARGET_ID, "arn": queue_arn}));
         Ok(())
     }
 }
