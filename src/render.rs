@@ -4,11 +4,23 @@ use handlebars::{Context, Handlebars, Helper, HelperResult, Output, RenderContex
 use serde::Serialize;
 
 /// (file name, template), embedded so the binary renders without the source tree.
-const TEMPLATES: [(&str, &str); 3] = [
+const TEMPLATES: [(&str, &str); 5] = [
     ("ec2nodeclass.yaml", include_str!("../nodeclasses/ec2nodeclass.yaml.hbs")),
     ("nodepool-default.yaml", include_str!("../nodeclasses/nodepool-default.yaml.hbs")),
     ("nodepool-on-demand.yaml", include_str!("../nodeclasses/nodepool-on-demand.yaml.hbs")),
+    ("nodepool-arm64.yaml", include_str!("../nodeclasses/nodepool-arm64.yaml.hbs")),
+    ("nodepool-gpu.yaml", include_str!("../nodeclasses/nodepool-gpu.yaml.hbs")),
 ];
+
+/// What the rendered pools are for: staging adds burstable (t) types to the default pool and disrupts freely;
+/// production leaves burstable types out and disrupts at most 10% of a pool's nodes at a time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Staging,
+    #[default]
+    Production,
+}
 
 /// What the templates need to know.
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +34,13 @@ pub struct NodeClassValues {
     pub root_volume_gib: u32,
     pub cpu_limit: u32,
     pub on_demand_weight: i32,
+    pub gpu_limit: u32,
+    pub profile: Profile,
+    /// Set for the templates' `{{#if staging}}`.
+    pub staging: bool,
+    /// The EC2NodeClass turns VPC CNI prefix delegation on (`spec.prefixDelegation: Enabled`): nodes get the
+    /// prefix-delegated max pods.
+    pub prefix_delegation: bool,
 }
 
 impl NodeClassValues {
@@ -35,7 +54,15 @@ impl NodeClassValues {
             root_volume_gib: 20,
             cpu_limit: 1000,
             on_demand_weight: 10,
+            gpu_limit: 16,
+            profile: Profile::Production,
+            staging: false,
+            prefix_delegation: false,
         }
+    }
+
+    pub fn with_profile(self, profile: Profile) -> Self {
+        Self { profile, staging: profile == Profile::Staging, ..self }
     }
 }
 
@@ -101,7 +128,10 @@ mod tests {
             ("ec2nodeclass.yaml", include_str!("../tests/data/render/ec2nodeclass.yaml")),
             ("nodepool-default.yaml", include_str!("../tests/data/render/nodepool-default.yaml")),
             ("nodepool-on-demand.yaml", include_str!("../tests/data/render/nodepool-on-demand.yaml")),
+            ("nodepool-arm64.yaml", include_str!("../tests/data/render/nodepool-arm64.yaml")),
+            ("nodepool-gpu.yaml", include_str!("../tests/data/render/nodepool-gpu.yaml")),
         ];
+        assert_eq!(golden.len(), TEMPLATES.len(), "every template has a reviewed rendering");
         let rendered = render_nodeclasses(&demo()).expect("renders");
         for ((file, yaml), (golden_file, expected)) in rendered.iter().zip(golden) {
             assert_eq!(*file, golden_file);
@@ -126,6 +156,59 @@ mod tests {
                 assert_eq!(doc["spec"]["blockDeviceMappings"][0]["ebs"]["encrypted"], true);
             }
         }
+    }
+
+    fn parsed(values: &NodeClassValues) -> std::collections::BTreeMap<&'static str, Value> {
+        render_nodeclasses(values)
+            .expect("renders")
+            .into_iter()
+            .map(|(file, yaml)| (file, serde_yaml_ng::from_str(&yaml).expect("YAML")))
+            .collect()
+    }
+
+    fn requirement<'a>(pool: &'a Value, key: &str) -> &'a Value {
+        let requirements = pool["spec"]["template"]["spec"]["requirements"].as_array().expect("requirements");
+        &requirements.iter().find(|r| r["key"] == key).unwrap_or_else(|| panic!("no requirement {key}"))["values"]
+    }
+
+    #[test]
+    fn the_staging_profile_adds_burstable_types_and_spot_gpus_and_drops_the_budget() {
+        let production = parsed(&demo());
+        let staging = parsed(&demo().with_profile(Profile::Staging));
+        let category = "karpenter.k8s.aws/instance-category";
+        assert_eq!(requirement(&production["nodepool-default.yaml"], category), &serde_json::json!(["c", "m", "r"]));
+        assert_eq!(requirement(&staging["nodepool-default.yaml"], category), &serde_json::json!(["c", "m", "r", "t"]));
+        let capacity = "karpenter.sh/capacity-type";
+        assert_eq!(requirement(&production["nodepool-gpu.yaml"], capacity), &serde_json::json!(["on-demand"]));
+        assert_eq!(requirement(&staging["nodepool-gpu.yaml"], capacity), &serde_json::json!(["spot", "on-demand"]));
+        assert_eq!(production["nodepool-default.yaml"]["spec"]["disruption"]["budgets"][0]["nodes"], "10%");
+        assert!(staging["nodepool-default.yaml"]["spec"]["disruption"].get("budgets").is_none());
+    }
+
+    #[test]
+    fn the_pools_cover_arm64_and_tainted_gpus() {
+        let pools = parsed(&demo());
+        assert_eq!(requirement(&pools["nodepool-arm64.yaml"], "kubernetes.io/arch"), &serde_json::json!(["arm64"]));
+        let gpu = &pools["nodepool-gpu.yaml"];
+        assert_eq!(gpu["spec"]["template"]["spec"]["taints"][0]["key"], "nvidia.com/gpu");
+        assert_eq!(gpu["spec"]["template"]["spec"]["taints"][0]["effect"], "NoSchedule");
+        assert_eq!(gpu["spec"]["limits"]["nvidia.com/gpu"], "16");
+        for (file, pool) in pools.iter().filter(|(file, _)| file.starts_with("nodepool-")) {
+            let spec: crate::apis::nodepool::NodePoolSpec =
+                serde_json::from_value(pool["spec"].clone()).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(spec.template.spec.node_class_ref.name, "default", "{file}");
+        }
+    }
+
+    #[test]
+    fn prefix_delegation_is_declared_on_the_nodeclass_only_when_asked() {
+        let off = parsed(&demo());
+        assert!(off["ec2nodeclass.yaml"]["spec"].get("prefixDelegation").is_none());
+        let on = parsed(&NodeClassValues { prefix_delegation: true, ..demo() });
+        assert_eq!(on["ec2nodeclass.yaml"]["spec"]["prefixDelegation"], "Enabled");
+        let class: crate::apis::ec2nodeclass::EC2NodeClassSpec =
+            serde_json::from_value(on["ec2nodeclass.yaml"]["spec"].clone()).expect("an EC2NodeClass spec");
+        assert!(class.prefix_delegation.is_some());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use nodesmith::apis::crds;
 use nodesmith::apis::ec2nodeclass::EC2NodeClass;
 use nodesmith::apis::nodeclaim::NodeClaim;
 use nodesmith::apis::nodepool::NodePool;
-use nodesmith::render::{NodeClassValues, render_nodeclasses};
+use nodesmith::render::{NodeClassValues, Profile, render_nodeclasses};
 use serde_json::{Value, json};
 use support::{Sandbox, unique_name, wait_until};
 
@@ -122,8 +122,18 @@ async fn karpenters_examples_and_the_rendered_templates_are_accepted() -> Result
     ] {
         objects.extend(example(file)?.into_iter().map(|doc| (file.to_string(), doc)));
     }
-    for (file, yaml) in render_nodeclasses(&NodeClassValues::for_cluster("demo", "nodesmith-node-demo", "demo"))? {
-        objects.extend(yaml_documents(&yaml)?.into_iter().map(|doc| (format!("nodeclasses/{file}.hbs"), doc)));
+    // Every template in every combination `nodesmith render` offers.
+    for profile in [Profile::Production, Profile::Staging] {
+        for prefix_delegation in [false, true] {
+            let values = NodeClassValues {
+                prefix_delegation,
+                ..NodeClassValues::for_cluster("demo", "nodesmith-node-demo", "demo").with_profile(profile)
+            };
+            for (file, yaml) in render_nodeclasses(&values)? {
+                let source = format!("nodeclasses/{file}.hbs ({profile:?}, prefix delegation {prefix_delegation})");
+                objects.extend(yaml_documents(&yaml)?.into_iter().map(|doc| (source.clone(), doc)));
+            }
+        }
     }
     let mut refused = Vec::new();
     for (source, object) in &objects {
@@ -132,7 +142,7 @@ async fn karpenters_examples_and_the_rendered_templates_are_accepted() -> Result
         }
     }
     assert!(refused.is_empty(), "refused:\n{}", refused.join("\n"));
-    assert!(objects.len() >= 9, "{} objects", objects.len());
+    assert!(objects.len() >= 26, "{} objects", objects.len());
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{CliError, Report};
-use crate::render::{NodeClassValues, render_nodeclasses};
+use crate::render::{NodeClassValues, Profile, render_nodeclasses};
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
@@ -18,6 +18,14 @@ pub struct RenderArgs {
     /// The discovery tag value subnets and security groups carry (default: the cluster name).
     #[arg(long)]
     pub discovery_value: Option<String>,
+    /// staging adds burstable (t) types and disrupts freely; production leaves t out, keeps GPU nodes on-demand and
+    /// disrupts at most 10% of a pool at a time.
+    #[arg(long, value_enum, default_value_t = Profile::Production)]
+    pub profile: Profile,
+    /// The cluster runs the VPC CNI with ENABLE_PREFIX_DELEGATION=true: the EC2NodeClass says so, and nodes get the
+    /// prefix-delegated max pods.
+    #[arg(long)]
+    pub prefix_delegation: bool,
     /// Write one file per manifest into this directory instead of printing them.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -42,7 +50,9 @@ pub fn run(args: &RenderArgs) -> Result<RenderReport, CliError> {
         &args.cluster,
         args.node_role.as_deref().unwrap_or(&names.node_role),
         args.discovery_value.as_deref().unwrap_or(&args.cluster),
-    );
+    )
+    .with_profile(args.profile);
+    let values = NodeClassValues { prefix_delegation: args.prefix_delegation, ..values };
     write_nodeclasses(&values, args.out.as_deref())
 }
 
