@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # The controller image: one static (musl) binary on distroless/static, running as a non-root user.
 #   docker build -t ghcr.io/nodesmith/nodesmith:$(cargo pkgid | cut -d'#' -f2) .
 # Multi-arch: docker buildx build --platform linux/amd64,linux/arm64 ... (Alpine's Rust targets the build

@@ -34,6 +34,8 @@ pub struct NodeClassValues {
     pub root_volume_gib: u32,
     pub cpu_limit: u32,
     pub on_demand_weight: i32,
+    /// Above 0 (the arm64 and GPU pools'): unconstrained pods go to the default pool first.
+    pub default_weight: i32,
     pub gpu_limit: u32,
     pub profile: Profile,
     /// Set for the templates' `{{#if staging}}`.
@@ -54,6 +56,7 @@ impl NodeClassValues {
             root_volume_gib: 20,
             cpu_limit: 1000,
             on_demand_weight: 10,
+            default_weight: 5,
             gpu_limit: 16,
             profile: Profile::Production,
             staging: false,

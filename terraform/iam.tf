@@ -95,9 +95,14 @@ resource "aws_iam_role_policy_attachment" "controller" {
   policy_arn = aws_iam_policy.controller[each.key].arn
 }
 
-# Step 7: EC2 needs this role once per account to launch spot instances.
+# Step 7: EC2 needs this role once per account to launch spot instances; most accounts that ever ran spot have
+# it, and creating it again fails, so by default it is created only when absent (as setup does).
+data "aws_iam_roles" "spot_service_linked" {
+  path_prefix = "/aws-service-role/spot.amazonaws.com/"
+}
+
 resource "aws_iam_service_linked_role" "spot" {
-  count = var.create_spot_service_linked_role ? 1 : 0
+  count = coalesce(var.create_spot_service_linked_role, length(data.aws_iam_roles.spot_service_linked.names) == 0) ? 1 : 0
 
   aws_service_name = "spot.amazonaws.com"
 }

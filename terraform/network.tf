@@ -19,12 +19,20 @@ locals {
       && lookup(tags, local.discovery_set_by_tag, "") != var.cluster_name
     )
   }
+  # A resource that already carries this very value, set by someone else, is left alone (as setup leaves it):
+  # managing it would have destroy (and teardown) remove a tag this module did not add.
+  discovery_tagged_by_others = toset([
+    for id, tags in local.existing_discovery_tags : id
+    if lookup(tags, local.discovery_tag, "") == local.discovery_value && lookup(tags, local.discovery_set_by_tag, "") != var.cluster_name
+  ])
+  discovery_subnets_to_tag         = setsubtract(local.discovery_subnet_ids, local.discovery_tagged_by_others)
+  discovery_security_groups_to_tag = setsubtract(local.discovery_security_group_ids, local.discovery_tagged_by_others)
 }
 
 # Step 8: karpenter.sh/discovery, and beside it nodesmith.io/discovery-set-by so teardown removes only the
 # discovery tags nodesmith added.
 resource "aws_ec2_tag" "subnet_discovery" {
-  for_each = local.discovery_subnet_ids
+  for_each = local.discovery_subnets_to_tag
 
   resource_id = each.key
   key         = local.discovery_tag
@@ -39,7 +47,7 @@ resource "aws_ec2_tag" "subnet_discovery" {
 }
 
 resource "aws_ec2_tag" "subnet_discovery_set_by" {
-  for_each = local.discovery_subnet_ids
+  for_each = local.discovery_subnets_to_tag
 
   resource_id = each.key
   key         = local.discovery_set_by_tag
@@ -47,7 +55,7 @@ resource "aws_ec2_tag" "subnet_discovery_set_by" {
 }
 
 resource "aws_ec2_tag" "security_group_discovery" {
-  for_each = local.discovery_security_group_ids
+  for_each = local.discovery_security_groups_to_tag
 
   resource_id = each.key
   key         = local.discovery_tag
@@ -62,7 +70,7 @@ resource "aws_ec2_tag" "security_group_discovery" {
 }
 
 resource "aws_ec2_tag" "security_group_discovery_set_by" {
-  for_each = local.discovery_security_group_ids
+  for_each = local.discovery_security_groups_to_tag
 
   resource_id = each.key
   key         = local.discovery_set_by_tag

@@ -29,4 +29,7 @@ resource "aws_cloudwatch_event_target" "interruption" {
   rule      = aws_cloudwatch_event_rule.interruption[each.key].name
   target_id = "nodesmith-interruption-queue"
   arn       = aws_sqs_queue.interruption.arn
+
+  # Events delivered before the queue policy lets EventBridge send are dropped.
+  depends_on = [aws_sqs_queue_policy.interruption]
 }

@@ -112,9 +112,9 @@ variable "subnet_cidrs" {
 }
 
 variable "create_spot_service_linked_role" {
-  description = "Create AWSServiceRoleForEC2Spot, which EC2 needs once per account to launch spot instances. Setup creates it only when absent; Terraform cannot, so set false if the account has it already (creating it again fails with \"has been taken\")."
+  description = "Create AWSServiceRoleForEC2Spot, which EC2 needs once per account to launch spot instances. Null (the default): only when the account does not have it yet, as setup does. True or false forces the choice."
   type        = bool
-  default     = true
+  default     = null
 }
 
 variable "tags" {

@@ -192,3 +192,21 @@ fn plan_says_which_file_and_line_is_wrong() {
     assert!(stderr.contains("pool.yaml:1: NodePool p: requirement on a: operator \"Inn\" is not one of"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_pod_that_asks_for_nothing_gets_the_rendered_default_pool_not_arm64_or_gpu() {
+    let dir = std::env::temp_dir().join(format!("nodesmith-render-plan-{}", std::process::id()));
+    let output = nodesmith(&["render", "--cluster", "demo", "--out", dir.to_str().expect("path")]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let pool = |name: &str| dir.join(format!("nodepool-{name}.yaml")).to_str().expect("path").to_string();
+    let pools = [pool("default"), pool("on-demand"), pool("arm64"), pool("gpu")];
+    let pods = "apiVersion: v1\nkind: Pod\nmetadata: {name: plain}\nspec:\n  containers:\n    - name: app\n      \
+                image: app\n      resources: {requests: {cpu: '1', memory: 1Gi}}\n";
+    let mut args = vec!["plan", "--pods", "-", "--output", "json", "--nodepool"];
+    args.extend(pools.iter().map(String::as_str));
+    let output = nodesmith_with_stdin(&args, pods);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let plan: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(plan["nodes"][0]["nodepool"], "default", "{plan}");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -223,12 +223,12 @@ fn the_chart_grants_nothing_the_controller_does_not_use() -> Result<()> {
     for line in audit.lines() {
         let event: serde_json::Value = serde_json::from_str(line).context("an audit log line that is not JSON")?;
         let user = event["user"]["username"].as_str().unwrap_or_default();
-        // The controller tests' releases: ServiceAccount <namespace>-nodesmith in namespace ctl-lease-*.
+        // The controller tests' releases: the chart's ServiceAccount (nodesmith) in namespace ctl-lease-*.
         let Some((namespace, account)) = user.strip_prefix("system:serviceaccount:").and_then(|u| u.split_once(':'))
         else {
             continue;
         };
-        if !(namespace.starts_with("ctl-lease-") && account == format!("{namespace}-nodesmith")) {
+        if !(namespace.starts_with("ctl-lease-") && account == "nodesmith") {
             continue;
         }
         let object = &event["objectRef"];

@@ -2,10 +2,13 @@
 //! delete-if-owned. This first part is the pure planning: names within AWS's limits, IAM documents and subnet
 //! carving.
 
+pub mod aws_auth;
 pub mod cidr;
+pub mod kube_target;
 pub mod names;
 pub mod ownership;
 pub mod policies;
+pub mod propagation;
 pub mod report;
 pub mod setup;
 pub mod teardown;

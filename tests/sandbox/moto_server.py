@@ -1,15 +1,23 @@
-"""moto's server, plus the public SSM parameters AWS publishes for the EKS-optimized AMIs.
+"""moto's server, plus the public SSM parameters AWS publishes for the EKS-optimized AMIs, and EKS clusters whose
+endpoint is the sandbox's real API server.
 
-moto ships none of them and refuses PutParameter under /aws/service/, so EC2NodeClass AMI aliases
+moto ships none of the parameters and refuses PutParameter under /aws/service/, so EC2NodeClass AMI aliases
 (al2023@latest, al2@latest, bottlerocket@latest) could not resolve in the sandbox. They are put straight into
-moto's SSM backend before it serves, pointing at AMIs moto does serve. Arguments are moto_server's.
+moto's SSM backend before it serves, pointing at AMIs moto does serve.
+
+moto gives every cluster a made-up endpoint and CA. With SANDBOX_APISERVER_URL (and SANDBOX_CA_FILE) set, a new
+cluster reports the sandbox's API server and CA instead, as EKS reports its own: a kubeconfig for the sandbox
+then points at "the cluster's endpoint", which is what nodesmith checks before it changes anything in Kubernetes.
+Arguments are moto_server's.
 """
 
+import base64
 import datetime
 import os
 import sys
 
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.eks.models import Cluster
 from moto.server import main
 from moto.ssm.models import Parameter, ssm_backends
 
@@ -49,6 +57,24 @@ def seed_parameters():
         )
 
 
+def serve_the_sandbox_api_server_as_cluster_endpoint():
+    endpoint = os.environ.get("SANDBOX_APISERVER_URL")
+    ca_file = os.environ.get("SANDBOX_CA_FILE")
+    if not endpoint:
+        return
+    original_init = Cluster.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.endpoint = endpoint
+        if ca_file:
+            with open(ca_file, "rb") as ca:
+                self.certificate_authority = {"data": base64.b64encode(ca.read()).decode()}
+
+    Cluster.__init__ = init
+
+
 if __name__ == "__main__":
     seed_parameters()
+    serve_the_sandbox_api_server_as_cluster_endpoint()
     sys.exit(main(sys.argv[1:]))

@@ -39,12 +39,17 @@ impl Setup<'_> {
         vec![Tag::builder().key(key).value(value).build().expect("key and value are set")]
     }
 
+    /// The tags CreateRole/CreatePolicy send, as the report shows them.
+    fn iam_tags_spec(&self) -> Value {
+        self.iam_tags().iter().map(|t| (t.key().to_string(), Value::String(t.value().to_string()))).collect()
+    }
+
     fn role_spec(&self, trust: &Value) -> Value {
-        serde_json::json!({"assume_role_policy": trust, "tags": {OWNER_TAG: self.options.cluster}})
+        serde_json::json!({"assume_role_policy": trust, "tags": self.iam_tags_spec()})
     }
 
     fn policy_spec(&self, document: &Value) -> Value {
-        serde_json::json!({"policy": document, "tags": {OWNER_TAG: self.options.cluster}})
+        serde_json::json!({"policy": document, "tags": self.iam_tags_spec()})
     }
 
     fn owned(&self, tags: &[Tag]) -> bool {

@@ -62,15 +62,19 @@ impl Setup<'_> {
         ])
     }
 
-    fn queue_spec(&self, queue_arn: &str) -> Value {
-        json!({
-            "attributes": {
-                "MessageRetentionPeriod": RETENTION_SECONDS,
-                "SqsManagedSseEnabled": "true",
-                "Policy": queue_policy(queue_arn),
-            },
-            "tags": {OWNER_TAG: self.options.cluster},
-        })
+    /// The report's view of exactly what CreateQueue/SetQueueAttributes send.
+    fn queue_spec(&self, wanted: &HashMap<QueueAttributeName, String>) -> Value {
+        let attributes: serde_json::Map<String, Value> = wanted
+            .iter()
+            .map(|(name, value)| {
+                let value = match name {
+                    QueueAttributeName::Policy => serde_json::from_str(value).unwrap_or_else(|_| json!(value)),
+                    _ => json!(value),
+                };
+                (name.as_str().to_string(), value)
+            })
+            .collect();
+        json!({"attributes": attributes, "tags": {OWNER_TAG: self.options.cluster}})
     }
 
     fn rule_spec(&self, kind: &str, pattern: &Value) -> Value {
@@ -83,7 +87,7 @@ impl Setup<'_> {
         let arn =
             format!("arn:{}:sqs:{}:{}:{name}", self.cluster.partition, self.cluster.region, self.cluster.account_id);
         let wanted = self.queue_attributes(&arn);
-        let spec = self.queue_spec(&arn);
+        let spec = self.queue_spec(&wanted);
         let url = match self.sqs.get_queue_url().queue_name(&name).send().await {
             Ok(found) => found.queue_url,
             Err(error) if error.as_service_error().is_some_and(|e| e.is_queue_does_not_exist()) => None,
