@@ -124,9 +124,15 @@ async fn prepare_cluster(kube: &kube::Client, create_subnets: Option<u8>) -> Res
         cluster: cluster.clone(),
         namespace: "nodesmith".into(),
         service_account: "nodesmith".into(),
+        identity: nodesmith::bootstrap::setup::Identity::Irsa,
+        // moto serves no EKS access entries: the sandbox lets nodes in through aws-auth.
+        node_access: nodesmith::bootstrap::setup::NodeAccess::AwsAuth,
         discovery: nodesmith::bootstrap::setup::DiscoveryValue::Cluster,
         create_subnets,
+        apply: false,
         dry_run: false,
+        kube: Some(nodesmith::bootstrap::kube_target::KubeTarget::infer().await.map_err(anyhow::Error::msg)?),
+        progress: None,
     };
     nodesmith::bootstrap::setup::run(&sdk, &options).await?;
     let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());

@@ -120,7 +120,7 @@ async fn the_values_file_setup_writes_installs_the_chart_for_its_cluster() -> Re
     let sandbox = Sandbox::connect().await?;
     let values_file = std::env::temp_dir().join(format!("nodesmith-values-{}.yaml", std::process::id()));
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_nodesmith"))
-        .args(["setup", "--cluster", &sandbox.cluster, "--output", "json", "--values-out"])
+        .args(["setup", "--cluster", &sandbox.cluster, "--node-access", "aws-auth", "--output", "json", "--values-out"])
         .arg(&values_file)
         .envs(sandbox_env()?)
         .output()?;

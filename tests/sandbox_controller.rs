@@ -317,7 +317,7 @@ async fn clean_up(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<()> 
 async fn a_deployment_gets_nodes_launched_registered_and_running() -> Result<()> {
     let _turn = CONTROLLER_TURN.lock().await;
     let sandbox = Sandbox::connect().await?;
-    setup::run(&sandbox.sdk, &setup_options(&sandbox.cluster)).await?;
+    setup::run(&sandbox.sdk, &setup_options(&sandbox, &sandbox.cluster)).await?;
     install_crds(&sandbox).await?;
     let test = unique_name("ctl-deploy");
     let namespace = sandbox.namespace("ctl-deploy").await?;
@@ -417,7 +417,7 @@ async fn nodes_of(sandbox: &Sandbox, pool: &str) -> Result<Vec<Node>> {
 async fn nodepool_architecture_capacity_type_and_limits_are_obeyed() -> Result<()> {
     let _turn = CONTROLLER_TURN.lock().await;
     let sandbox = Sandbox::connect().await?;
-    setup::run(&sandbox.sdk, &setup_options(&sandbox.cluster)).await?;
+    setup::run(&sandbox.sdk, &setup_options(&sandbox, &sandbox.cluster)).await?;
     install_crds(&sandbox).await?;
     let on_demand = serde_json::json!({"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]});
     let general =
@@ -523,7 +523,7 @@ async fn constraints_story(sandbox: &Sandbox, namespaces: &[String; 3], pools: [
 
 /// A NodePool of general-purpose on-demand amd64 nodes for one test, and a namespace for its workload.
 async fn simple_pool(sandbox: &Sandbox, prefix: &str) -> Result<(String, String)> {
-    setup::run(&sandbox.sdk, &setup_options(&sandbox.cluster)).await?;
+    setup::run(&sandbox.sdk, &setup_options(sandbox, &sandbox.cluster)).await?;
     install_crds(sandbox).await?;
     let test = unique_name(prefix);
     nodeclass_and_pool(
@@ -916,7 +916,7 @@ async fn serving_nodeclaim(sandbox: &Sandbox, pool: &str) -> Result<(NodeClaim, 
 async fn interruptions_through_eventbridge_and_the_queue_move_pods_before_the_instance_goes() -> Result<()> {
     let _turn = CONTROLLER_TURN.lock().await;
     let sandbox = Sandbox::connect().await?;
-    setup::run(&sandbox.sdk, &setup_options(&sandbox.cluster)).await?;
+    setup::run(&sandbox.sdk, &setup_options(&sandbox, &sandbox.cluster)).await?;
     let queue = nodesmith::bootstrap::names::ClusterNames::for_cluster(&sandbox.cluster).queue;
     install_crds(&sandbox).await?;
     let test = unique_name("ctl-interrupt");

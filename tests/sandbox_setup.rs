@@ -28,7 +28,7 @@ async fn a_fresh_setup_creates_everything_and_a_second_run_changes_nothing() -> 
     let sandbox = Sandbox::connect().await?;
     let cluster = unique_name("setup");
     let seeded = seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
-    let ledger = setup::run(&sandbox.sdk, &setup_options(&cluster)).await?;
+    let ledger = setup::run(&sandbox.sdk, &setup_options(&sandbox, &cluster)).await?;
     assert!(ledger.changes > 20, "{} changes", ledger.changes);
 
     let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
@@ -146,7 +146,17 @@ async fn a_fresh_setup_creates_everything_and_a_second_run_changes_nothing() -> 
     let nodeclasses = out.join("nodeclasses");
     std::fs::create_dir_all(&out)?;
     let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
-        .args(["setup", "--cluster", &cluster, "--create-subnets", "22", "--output", "json"])
+        .args([
+            "setup",
+            "--cluster",
+            &cluster,
+            "--node-access",
+            "aws-auth",
+            "--create-subnets",
+            "22",
+            "--output",
+            "json",
+        ])
         .args([
             "--values-out",
             values.to_str().context("path")?,
@@ -158,6 +168,11 @@ async fn a_fresh_setup_creates_everything_and_a_second_run_changes_nothing() -> 
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout)?;
     assert_eq!(report["changes"], 0, "{report}");
+    // Off a terminal, progress is plain lines on stderr: each step, then each resource.
+    let progress = String::from_utf8_lossy(&output.stderr);
+    for line in ["setup: node access", "setup: interruption queue", "setup:   unchanged sqs-queue nodesmith-"] {
+        assert!(progress.contains(line), "no {line:?} in:\n{progress}");
+    }
 
     // The chart values and manifests for this cluster, from what setup made.
     let values: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&values)?)?;
@@ -169,6 +184,35 @@ async fn a_fresh_setup_creates_everything_and_a_second_run_changes_nothing() -> 
     assert_eq!(nodeclass["spec"]["subnetSelectorTerms"][0]["tags"]["karpenter.sh/discovery"], cluster.as_str());
     assert!(nodeclasses.join("nodepool-default.yaml").exists());
     std::fs::remove_dir_all(&out).ok();
+
+    // Nodes are let in through aws-auth, as EKS maps node roles (read back through the Kubernetes API).
+    let config_maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(sandbox.kube.clone(), "kube-system");
+    let map_roles =
+        config_maps.get("aws-auth").await?.data.and_then(|d| d.get("mapRoles").cloned()).unwrap_or_default();
+    let mappings: Vec<Value> = serde_yaml_ng::from_str(&map_roles)?;
+    let mapping = mappings.iter().find(|m| m["rolearn"] == node_role.arn()).context("no aws-auth mapping")?;
+    assert_eq!(mapping["username"], "system:node:{{EC2PrivateDNSName}}");
+    assert_eq!(mapping["groups"], serde_json::json!(["system:bootstrappers", "system:nodes"]));
+
+    // --apply, as a dry run: the API server validates the CRDs, the EC2NodeClass and the NodePools; nothing is
+    // written (another test's controller must not see these pools).
+    let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+        .args(["setup", "--cluster", &cluster, "--node-access", "aws-auth", "--apply", "--dry-run", "--output", "json"])
+        .envs(support::sandbox_env()?)
+        .output()?;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout)?;
+    let planned: Vec<(&str, &str)> = report["resources"]
+        .as_array()
+        .context("resources")?
+        .iter()
+        .filter_map(|r| Some((r["kind"].as_str()?, r["id"].as_str()?)))
+        .filter(|(kind, _)| matches!(*kind, "crd" | "ec2nodeclass" | "nodepool"))
+        .collect();
+    assert_eq!(planned.len(), 3 + 1 + 4, "{planned:?}");
+    let pools: kube::Api<nodesmith::apis::nodepool::NodePool> = kube::Api::all(sandbox.kube.clone());
+    assert!(pools.get_opt("gpu").await?.is_none(), "a dry run wrote a NodePool");
     Ok(())
 }
 
@@ -179,7 +223,7 @@ async fn vpc_scoped_discovery_uses_the_vpc_name_and_needs_one() -> Result<()> {
     let named = unique_name("setup-vpc");
     let vpc_name = format!("{named}-shared-vpc");
     seed(&sandbox.sdk, &Environment::named(&named, Some(&vpc_name))).await?;
-    let mut opts = setup_options(&named);
+    let mut opts = setup_options(&sandbox, &named);
     opts.discovery = DiscoveryValue::Vpc;
     opts.create_subnets = None;
     let ledger = setup::run(&sandbox.sdk, &opts).await?;
@@ -194,7 +238,7 @@ async fn vpc_scoped_discovery_uses_the_vpc_name_and_needs_one() -> Result<()> {
 
     let unnamed = unique_name("setup-unnamed");
     seed(&sandbox.sdk, &Environment::named(&unnamed, None)).await?;
-    let mut opts = setup_options(&unnamed);
+    let mut opts = setup_options(&sandbox, &unnamed);
     opts.discovery = DiscoveryValue::Vpc;
     let error = setup::run(&sandbox.sdk, &opts).await.expect_err("no VPC name");
     assert!(matches!(error, SetupError::VpcWithoutName { .. }), "{error}");
@@ -206,7 +250,8 @@ async fn vpc_scoped_discovery_uses_the_vpc_name_and_needs_one() -> Result<()> {
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn an_unknown_cluster_and_a_name_taken_by_someone_else_are_clear_errors() -> Result<()> {
     let sandbox = Sandbox::connect().await?;
-    let error = setup::run(&sandbox.sdk, &setup_options(&unique_name("no-such-cluster"))).await.expect_err("unknown");
+    let error =
+        setup::run(&sandbox.sdk, &setup_options(&sandbox, &unique_name("no-such-cluster"))).await.expect_err("unknown");
     assert!(error.to_string().starts_with("EKS cluster"), "{error}");
     assert!(error.to_string().contains("check --cluster and --region"), "{error}");
 
@@ -219,7 +264,7 @@ async fn an_unknown_cluster_and_a_name_taken_by_someone_else_are_clear_errors() 
         .assume_role_policy_document(nodesmith::bootstrap::policies::node_trust_policy().to_string())
         .send()
         .await?;
-    let error = setup::run(&sandbox.sdk, &setup_options(&cluster)).await.expect_err("not ours");
+    let error = setup::run(&sandbox.sdk, &setup_options(&sandbox, &cluster)).await.expect_err("not ours");
     assert!(error.to_string().contains("exists but was not made by nodesmith"), "{error}");
     Ok(())
 }
@@ -230,7 +275,7 @@ async fn a_dry_run_makes_no_change() -> Result<()> {
     let sandbox = Sandbox::connect().await?;
     let cluster = unique_name("setup-dry");
     seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
-    let mut opts = setup_options(&cluster);
+    let mut opts = setup_options(&sandbox, &cluster);
     opts.dry_run = true;
     let ledger = setup::run(&sandbox.sdk, &opts).await?;
     assert!(ledger.changes > 20);
@@ -252,7 +297,7 @@ async fn a_setup_killed_part_way_converges_on_the_next_run() -> Result<()> {
         let cluster = unique_name(&format!("setup-killed{i}"));
         seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
-            .args(["setup", "--cluster", &cluster, "--create-subnets", "22"])
+            .args(["setup", "--cluster", &cluster, "--node-access", "aws-auth", "--create-subnets", "22"])
             .envs(env.clone())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -261,8 +306,8 @@ async fn a_setup_killed_part_way_converges_on_the_next_run() -> Result<()> {
         child.kill().ok();
         child.wait()?;
 
-        setup::run(&sandbox.sdk, &setup_options(&cluster)).await?;
-        let settled = setup::run(&sandbox.sdk, &setup_options(&cluster)).await?;
+        setup::run(&sandbox.sdk, &setup_options(&sandbox, &cluster)).await?;
+        let settled = setup::run(&sandbox.sdk, &setup_options(&sandbox, &cluster)).await?;
         assert_eq!(settled.changes, 0, "killed after {after_ms} ms: {:?}", settled.resources);
         let count = |kind: &str| settled.resources.iter().filter(|r| r.kind == kind).count();
         assert_eq!(count("iam-role"), 2);

@@ -57,8 +57,8 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
     let look_alike = unique_name("teardown-lookalike");
     let seeded = seed(&sandbox.sdk, &Environment::named(&gone, Some(&format!("{gone}-vpc")))).await?;
     seed(&sandbox.sdk, &Environment::named(&other, Some(&format!("{other}-vpc")))).await?;
-    setup::run(&sandbox.sdk, &setup_options(&gone)).await?;
-    setup::run(&sandbox.sdk, &setup_options(&other)).await?;
+    setup::run(&sandbox.sdk, &setup_options(&sandbox, &gone)).await?;
+    setup::run(&sandbox.sdk, &setup_options(&sandbox, &other)).await?;
     let subnet = seeded["subnet_ids"][0].as_str().context("subnet")?;
     let (template_id, instance_id) = controller_made(&sandbox, &gone, subnet).await?;
 
@@ -108,17 +108,32 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
     let template = ec2.describe_launch_templates().launch_template_ids(&template_id).send().await;
     assert!(template.map_or(true, |t| t.launch_templates().is_empty()), "launch template left");
 
+    // The node role's aws-auth mapping went with it; the other cluster's stays.
+    let config_maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(sandbox.kube.clone(), "kube-system");
+    let aws_auth = config_maps.get("aws-auth").await?;
+    let map_roles = aws_auth.data.and_then(|d| d.get("mapRoles").cloned()).unwrap_or_default();
+    assert!(!map_roles.contains(&format!("role/nodesmith-node-{gone}\n")), "{map_roles}");
+    assert!(map_roles.contains(&format!("role/nodesmith-node-{other}\n")), "{map_roles}");
+
     // ...and everything of the other cluster and the look-alikes is.
     assert!(iam.get_role().role_name(format!("nodesmith-node-{other}")).send().await.is_ok());
     assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{other}")).send().await.is_ok());
-    let teardown_look_alike =
-        teardown::run(&sandbox.sdk, &TeardownOptions { cluster: look_alike.clone(), dry_run: false }).await?;
+    let teardown_look_alike = teardown::run(
+        &sandbox.sdk,
+        &TeardownOptions { cluster: look_alike.clone(), dry_run: false, kube: None, progress: None },
+    )
+    .await?;
     assert!(teardown_look_alike.resources.iter().all(|r| r.action != nodesmith::bootstrap::report::Action::Deleted));
     assert!(iam.get_role().role_name(format!("nodesmith-node-{look_alike}")).send().await.is_ok());
     assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{look_alike}")).send().await.is_ok());
 
     // Re-running is safe and finds nothing to do.
-    let again = teardown::run(&sandbox.sdk, &TeardownOptions { cluster: gone.clone(), dry_run: false }).await?;
+    let again = teardown::run(
+        &sandbox.sdk,
+        &TeardownOptions { cluster: gone.clone(), dry_run: false, kube: None, progress: None },
+    )
+    .await?;
     assert_eq!(again.changes, 0, "{:?}", again.resources);
     Ok(())
 }

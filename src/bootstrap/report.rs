@@ -34,6 +34,22 @@ impl ResourceChange {
     }
 }
 
+/// What a run reports as it goes: the step it starts, and each resource once decided.
+pub enum ProgressEvent<'a> {
+    Step(&'a str),
+    Resource(&'a ResourceChange),
+}
+
+/// Receives [`ProgressEvent`]s (the command line draws a spinner, or prints plain lines).
+#[derive(Clone)]
+pub struct ProgressObserver(pub std::sync::Arc<dyn Fn(ProgressEvent<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressObserver")
+    }
+}
+
 /// The record of one run.
 #[derive(Debug, Default, Serialize)]
 pub struct Ledger {
@@ -44,11 +60,30 @@ pub struct Ledger {
     /// What the next steps need (role ARNs, queue name, endpoint...), by name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<&'static str, String>,
+    #[serde(skip)]
+    pub observer: Option<ProgressObserver>,
 }
 
 impl Ledger {
     pub fn new(dry_run: bool) -> Self {
         Self { dry_run, ..Self::default() }
+    }
+
+    pub fn with_observer(dry_run: bool, observer: Option<ProgressObserver>) -> Self {
+        Self { dry_run, observer, ..Self::default() }
+    }
+
+    /// Announces the next step to the observer, if any.
+    pub fn step(&self, name: &str) {
+        if let Some(observer) = &self.observer {
+            (observer.0)(ProgressEvent::Step(name));
+        }
+    }
+
+    fn observe_last(&self) {
+        if let (Some(observer), Some(last)) = (&self.observer, self.resources.last()) {
+            (observer.0)(ProgressEvent::Resource(last));
+        }
     }
 
     /// Records a resource; counts `calls` mutating calls for it. The record is returned for its spec.
@@ -63,6 +98,7 @@ impl Ledger {
         let id = id.into();
         tracing::info!(kind, action = ?action, "{id}");
         self.resources.push(ResourceChange { kind, id, action, note: None, spec: None });
+        self.observe_last();
         let last = self.resources.len() - 1;
         &mut self.resources[last]
     }
@@ -75,6 +111,7 @@ impl Ledger {
             note: Some(note.into()),
             spec: None,
         });
+        self.observe_last();
     }
 
     /// Whether a mutating call should really be made now.

@@ -7,6 +7,7 @@ mod manifests;
 mod max_pods;
 mod output;
 mod plan;
+mod progress;
 mod render;
 mod setup;
 mod teardown;

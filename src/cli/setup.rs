@@ -7,8 +7,9 @@ use clap::{Args, ValueEnum};
 use super::output::table;
 use super::render::write_nodeclasses;
 use super::{CliError, GlobalArgs, Report};
+use crate::bootstrap::kube_target::{KubeTarget, KubeTargetError};
 use crate::bootstrap::report::Ledger;
-use crate::bootstrap::setup::{self, DiscoveryValue, SetupOptions};
+use crate::bootstrap::setup::{self, DiscoveryValue, Identity, NodeAccess, SetupOptions};
 use crate::render::NodeClassValues;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -24,12 +25,24 @@ pub struct SetupArgs {
     /// The EKS cluster.
     #[arg(long)]
     pub cluster: String,
-    /// Namespace of the controller's ServiceAccount (trusted through IRSA).
+    /// Namespace of the controller's ServiceAccount (trusted through IRSA, or named by the Pod Identity
+    /// association).
     #[arg(long, default_value = "nodesmith")]
     pub namespace: String,
     /// The controller's ServiceAccount.
     #[arg(long, default_value = "nodesmith")]
     pub service_account: String,
+    /// How the controller's pods get its role.
+    #[arg(long, value_enum, default_value_t = Identity::Irsa)]
+    pub identity: Identity,
+    /// How nodes are let into the cluster. aws-auth writes the ConfigMap through the current kubeconfig context,
+    /// which must be this cluster's.
+    #[arg(long, value_enum, default_value_t = NodeAccess::AccessEntry)]
+    pub node_access: NodeAccess,
+    /// Also server-side apply the CRDs and the rendered EC2NodeClass and NodePools (current kubeconfig context,
+    /// which must be this cluster's).
+    #[arg(long)]
+    pub apply: bool,
     /// What the discovery tag's value is.
     #[arg(long, value_enum, default_value_t = DiscoveryScope::Cluster)]
     pub discovery_scope: DiscoveryScope,
@@ -52,10 +65,28 @@ pub struct SetupArgs {
 
 pub async fn run(args: &SetupArgs, global: &GlobalArgs) -> Result<Ledger, CliError> {
     let sdk = crate::aws::sdk_config(global.region.as_deref()).await;
+    let (progress, observer) = super::progress::Progress::start("setup");
+    // Kubernetes is needed only for aws-auth and --apply; setup checks that the context is this cluster's.
+    let needs_kube = args.node_access == NodeAccess::AwsAuth || args.apply;
+    let kube = match needs_kube {
+        true => Some(KubeTarget::infer().await.map_err(|reason| {
+            setup::SetupError::from(KubeTargetError::NoKubeconfig {
+                cluster: args.cluster.clone(),
+                what: if args.apply { "--apply" } else { "--node-access aws-auth" },
+                reason,
+            })
+        })?),
+        false => None,
+    };
     let options = SetupOptions {
         cluster: args.cluster.clone(),
         namespace: args.namespace.clone(),
         service_account: args.service_account.clone(),
+        identity: args.identity,
+        node_access: args.node_access,
+        apply: args.apply,
+        kube,
+        progress: Some(observer),
         discovery: match (&args.discovery_value, args.discovery_scope) {
             (Some(value), _) => DiscoveryValue::Explicit(value.clone()),
             (None, DiscoveryScope::Cluster) => DiscoveryValue::Cluster,
@@ -64,13 +95,15 @@ pub async fn run(args: &SetupArgs, global: &GlobalArgs) -> Result<Ledger, CliErr
         create_subnets: args.create_subnets,
         dry_run: args.dry_run,
     };
-    let ledger = setup::run(&sdk, &options).await?;
+    let ledger = setup::run(&sdk, &options).await;
+    progress.finish();
+    let ledger = ledger?;
     let output = |key: &str| ledger.outputs.get(key).cloned().unwrap_or_default();
     if let Some(path) = &args.values_out {
         std::fs::write(
             path,
             chart_values(
-                &args.cluster,
+                args,
                 &output("controller_role_arn"),
                 &output("cluster_endpoint"),
                 &output("interruption_queue"),
@@ -84,11 +117,16 @@ pub async fn run(args: &SetupArgs, global: &GlobalArgs) -> Result<Ledger, CliErr
     Ok(ledger)
 }
 
-/// The chart values setup's resources call for.
-fn chart_values(cluster: &str, role_arn: &str, endpoint: &str, queue: &str) -> Result<String, CliError> {
+/// The chart values setup's resources call for: the ServiceAccount the role trusts (annotated with the role under
+/// IRSA; Pod Identity's association names it instead), the cluster, its endpoint and the queue.
+fn chart_values(args: &SetupArgs, role_arn: &str, endpoint: &str, queue: &str) -> Result<String, CliError> {
+    let annotations = match args.identity {
+        Identity::Irsa => serde_json::json!({"eks.amazonaws.com/role-arn": role_arn}),
+        Identity::PodIdentity => serde_json::json!({}),
+    };
     let values = serde_json::json!({
-        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": role_arn}},
-        "settings": {"clusterName": cluster, "clusterEndpoint": endpoint, "interruptionQueue": queue},
+        "serviceAccount": {"name": args.service_account, "annotations": annotations},
+        "settings": {"clusterName": args.cluster, "clusterEndpoint": endpoint, "interruptionQueue": queue},
     });
     serde_yaml_ng::to_string(&values).map_err(|e| CliError::Values(e.to_string()))
 }

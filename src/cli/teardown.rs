@@ -38,8 +38,14 @@ pub async fn run(args: &TeardownArgs, global: &GlobalArgs) -> Result<TeardownRep
         confirm(&args.cluster)?;
     }
     let sdk = crate::aws::sdk_config(global.region.as_deref()).await;
-    let options = TeardownOptions { cluster: args.cluster.clone(), dry_run: args.dry_run };
-    let ledger = teardown::run(&sdk, &options).await?;
+    // Without a kubeconfig for the cluster, NodePools stay (their instances are still terminated).
+    let kube = crate::bootstrap::kube_target::KubeTarget::infer().await.ok();
+    let (progress, observer) = super::progress::Progress::start("teardown");
+    let options =
+        TeardownOptions { cluster: args.cluster.clone(), dry_run: args.dry_run, kube, progress: Some(observer) };
+    let ledger = teardown::run(&sdk, &options).await;
+    progress.finish();
+    let ledger = ledger?;
     let (deleted, kept) = ledger.resources.iter().cloned().partition(|r| r.action == Action::Deleted);
     Ok(TeardownReport { changes: ledger.changes, dry_run: ledger.dry_run, deleted, kept, ledger })
 }

@@ -23,6 +23,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 pub struct Sandbox {
     pub sdk: aws_config::SdkConfig,
     pub kube: kube::Client,
+    /// The API server `kube` talks to (what the sandbox's EKS clusters report as their endpoint).
+    pub kube_server: String,
     /// The EKS cluster the sandbox plays (`demo`).
     pub cluster: String,
 }
@@ -62,7 +64,8 @@ impl Sandbox {
             .await;
         let kubeconfig = Kubeconfig::read_from(get("KUBECONFIG")?).context("reading the sandbox kubeconfig")?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(Self { sdk, kube: kube::Client::try_from(config)?, cluster: get("NODESMITH_SANDBOX_CLUSTER")? })
+        let kube_server = config.cluster_url.to_string();
+        Ok(Self { sdk, kube: kube::Client::try_from(config)?, kube_server, cluster: get("NODESMITH_SANDBOX_CLUSTER")? })
     }
 
     /// A namespace of its own for one test; delete it with [`Sandbox::delete_namespace`].
@@ -110,15 +113,25 @@ pub fn sandbox_env() -> Result<HashMap<String, String>> {
     Ok(env)
 }
 
-/// Setup's options for a test cluster: IRSA for nodesmith/nodesmith, cluster-scoped discovery, /22 subnets.
-pub fn setup_options(cluster: &str) -> nodesmith::bootstrap::setup::SetupOptions {
-    nodesmith::bootstrap::setup::SetupOptions {
+/// Setup's options for a test cluster: IRSA for nodesmith/nodesmith, nodes let in through aws-auth (moto serves
+/// no EKS access entries), cluster-scoped discovery, /22 subnets.
+pub fn setup_options(sandbox: &Sandbox, cluster: &str) -> nodesmith::bootstrap::setup::SetupOptions {
+    use nodesmith::bootstrap::setup::{DiscoveryValue, Identity, NodeAccess, SetupOptions};
+    SetupOptions {
         cluster: cluster.to_string(),
         namespace: "nodesmith".into(),
         service_account: "nodesmith".into(),
-        discovery: nodesmith::bootstrap::setup::DiscoveryValue::Cluster,
+        identity: Identity::Irsa,
+        node_access: NodeAccess::AwsAuth,
+        discovery: DiscoveryValue::Cluster,
         create_subnets: Some(22),
+        apply: false,
         dry_run: false,
+        kube: Some(nodesmith::bootstrap::kube_target::KubeTarget {
+            client: sandbox.kube.clone(),
+            server: sandbox.kube_server.clone(),
+        }),
+        progress: None,
     }
 }
 

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::{OWNER_TAG, Setup, SetupError};
 use crate::bootstrap::policies::{self, PolicyContext};
+use crate::bootstrap::propagation::retry_while_propagating;
 use crate::bootstrap::report::Action;
 use crate::cloud::error::CloudError;
 
@@ -92,16 +93,19 @@ impl Setup<'_> {
             Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {
                 let arn = format!("arn:{}:iam::{}:role/{name}", self.cluster.partition, self.cluster.account_id);
                 if self.ledger.may_mutate() {
-                    let created = self
-                        .iam
-                        .create_role()
-                        .role_name(name)
-                        .assume_role_policy_document(trust.to_string())
-                        .description(format!("nodesmith, EKS cluster {}", self.options.cluster))
-                        .set_tags(Some(self.iam_tags()))
-                        .send()
-                        .await
-                        .map_err(|e| CloudError::from_sdk("iam:CreateRole", Some(name), e))?;
+                    // A trust policy naming an OIDC provider made a moment ago can be refused until IAM catches up.
+                    let (iam, tags) = (self.iam.clone(), self.iam_tags());
+                    let description = format!("nodesmith, EKS cluster {}", self.options.cluster);
+                    let created = retry_while_propagating(|| {
+                        iam.create_role()
+                            .role_name(name)
+                            .assume_role_policy_document(trust.to_string())
+                            .description(&description)
+                            .set_tags(Some(tags.clone()))
+                            .send()
+                    })
+                    .await
+                    .map_err(|e| CloudError::from_sdk("iam:CreateRole", Some(name), e))?;
                     self.ledger.record("iam-role", name, Action::Created, 1).spec(spec);
                     return Ok(created.role().map_or(arn, |r| r.arn().to_string()));
                 }
@@ -214,8 +218,14 @@ impl Setup<'_> {
         Ok(())
     }
 
-    /// The controller's role, trusted through the cluster's OIDC provider (created if absent). Returns its name.
+    /// The controller's role, trusted through the cluster's OIDC provider (created if absent), or by EKS Pod
+    /// Identity. Returns its name.
     pub(super) async fn controller_role(&mut self) -> Result<String, SetupError> {
+        let name = self.names.controller_role.clone();
+        if self.options.identity == super::Identity::PodIdentity {
+            self.role(&name, &policies::pod_identity_trust_policy()).await?;
+            return Ok(name);
+        }
         let issuer = self.cluster.oidc_issuer.clone().ok_or_else(|| SetupError::Incomplete {
             cluster: self.options.cluster.clone(),
             what: "OIDC issuer (IRSA needs one)",
@@ -223,7 +233,6 @@ impl Setup<'_> {
         let provider_arn = self.oidc_provider(&issuer).await?;
         let trust =
             policies::irsa_trust_policy(&provider_arn, &issuer, &self.options.namespace, &self.options.service_account);
-        let name = self.names.controller_role.clone();
         self.role(&name, &trust).await?;
         Ok(name)
     }

@@ -1,14 +1,18 @@
 //! `nodesmith setup`: reads the cluster, then gets or creates, step by step, the AWS side the controller needs.
 //! Every step looks before it writes, so a second run makes no mutating call.
 
+mod access;
 mod iam;
+mod manifests;
 mod network;
 pub mod queue;
 
 use aws_sdk_ec2::types::Tag as Ec2Tag;
 
+use super::aws_auth::MapRolesError;
+use super::kube_target::{KubeTarget, KubeTargetError};
 use super::names::ClusterNames;
-use super::report::Ledger;
+use super::report::{Ledger, ProgressObserver};
 use crate::cloud::error::CloudError;
 
 /// Every resource setup creates carries this tag with the cluster's name: teardown needs no state file.
@@ -26,16 +30,44 @@ pub enum DiscoveryValue {
     Explicit(String),
 }
 
+/// How the controller's pods get the controller role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Identity {
+    /// IAM Roles for Service Accounts: the role trusts the cluster's OIDC provider (created if absent).
+    #[default]
+    Irsa,
+    /// EKS Pod Identity: the role trusts pods.eks.amazonaws.com, and an association names the ServiceAccount.
+    PodIdentity,
+}
+
+/// How nodes with the node role are let into the cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeAccess {
+    /// An EKS access entry of type EC2_LINUX (clusters with the API or API_AND_CONFIG_MAP authentication mode).
+    #[default]
+    AccessEntry,
+    /// A mapping in the kube-system/aws-auth ConfigMap, written through the Kubernetes API.
+    AwsAuth,
+}
+
 #[derive(Debug, Clone)]
 pub struct SetupOptions {
     pub cluster: String,
-    /// The controller's ServiceAccount, trusted through IRSA.
+    /// The controller's ServiceAccount.
     pub namespace: String,
     pub service_account: String,
+    pub identity: Identity,
+    pub node_access: NodeAccess,
     pub discovery: DiscoveryValue,
     /// Prefix length of one new subnet per zone, if any.
     pub create_subnets: Option<u8>,
+    /// Server-side apply the CRDs and the rendered EC2NodeClass and NodePools.
+    pub apply: bool,
     pub dry_run: bool,
+    /// The Kubernetes API, for `--node-access aws-auth` and `--apply`; used only if it is the cluster's.
+    pub kube: Option<KubeTarget>,
+    /// Told of each step and resource as setup goes (spinners, plain lines).
+    pub progress: Option<ProgressObserver>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +94,14 @@ pub enum SetupError {
     NoRoomForSubnet { prefix: u8, vpc: String, zone: String, free: String },
     #[error("cluster {cluster} reports no {what}")]
     Incomplete { cluster: String, what: &'static str },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Kubernetes: {0}")]
+    Kube(String),
+    #[error(transparent)]
+    KubeTarget(#[from] KubeTargetError),
+    #[error(transparent)]
+    MapRoles(#[from] MapRolesError),
     #[error(transparent)]
     Cloud(#[from] CloudError),
 }
@@ -91,13 +131,15 @@ pub struct Setup<'a> {
     pub iam: aws_sdk_iam::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub events: aws_sdk_eventbridge::Client,
+    pub eks: aws_sdk_eks::Client,
     pub ledger: Ledger,
 }
 
 /// Runs every step in order and returns what each did.
 pub async fn run(sdk: &aws_config::SdkConfig, options: &SetupOptions) -> Result<Ledger, SetupError> {
     let ec2 = aws_sdk_ec2::Client::new(sdk);
-    let cluster = describe_cluster(&aws_sdk_eks::Client::new(sdk), &ec2, &options.cluster, sdk).await?;
+    let eks = aws_sdk_eks::Client::new(sdk);
+    let cluster = describe_cluster(&eks, &ec2, &options.cluster, sdk).await?;
     let mut setup = Setup {
         options,
         names: ClusterNames::for_cluster(&options.cluster),
@@ -106,29 +148,53 @@ pub async fn run(sdk: &aws_config::SdkConfig, options: &SetupOptions) -> Result<
         iam: aws_sdk_iam::Client::new(sdk),
         sqs: aws_sdk_sqs::Client::new(sdk),
         events: aws_sdk_eventbridge::Client::new(sdk),
-        ledger: Ledger::new(options.dry_run),
+        eks,
+        ledger: Ledger::with_observer(options.dry_run, options.progress.clone()),
     };
+    // Before any change: a kubeconfig on another cluster must stop setup, not leave it half done.
+    if options.node_access == NodeAccess::AwsAuth {
+        setup.kube_client("--node-access aws-auth")?;
+    }
+    if options.apply {
+        setup.kube_client("--apply")?;
+    }
+    setup.ledger.step("node role and instance profile");
     let node_role_arn = setup.node_role().await?;
     setup.instance_profile().await?;
+    setup.ledger.step("node access");
+    setup.node_access(&node_role_arn).await?;
+    setup.ledger.step("controller role");
     let controller_role = setup.controller_role().await?;
+    let controller_role_arn =
+        format!("arn:{}:iam::{}:role/{controller_role}", setup.cluster.partition, setup.cluster.account_id);
+    if options.identity == Identity::PodIdentity {
+        setup.pod_identity_association(&controller_role_arn).await?;
+    }
+    setup.ledger.step("interruption queue");
     let queue_arn = setup.interruption_queue().await?;
+    setup.ledger.step("controller policies");
     setup.controller_policies(&controller_role, &node_role_arn, &queue_arn).await?;
+    setup.ledger.step("EventBridge rules");
     setup.interruption_rules(&queue_arn).await?;
+    setup.ledger.step("spot service-linked role");
     setup.spot_service_linked_role().await?;
+    setup.ledger.step("discovery tags");
     let discovery_value = setup.discovery_value().await?;
     setup.discovery_tags(&discovery_value).await?;
     if let Some(prefix) = options.create_subnets {
+        setup.ledger.step("subnets");
         setup.subnets(prefix, &discovery_value).await?;
+    }
+    if options.apply {
+        setup.ledger.step("CRDs and nodeclasses");
+        setup.apply_manifests(&discovery_value).await?;
     }
     let cluster = &setup.cluster;
     let outputs = [
         ("node_role", setup.names.node_role.clone()),
         ("node_role_arn", node_role_arn),
         ("instance_profile", setup.names.instance_profile.clone()),
-        (
-            "controller_role_arn",
-            format!("arn:{}:iam::{}:role/{controller_role}", cluster.partition, cluster.account_id),
-        ),
+        ("controller_role_arn", controller_role_arn),
         ("interruption_queue", setup.names.queue.clone()),
         ("interruption_queue_arn", queue_arn),
         ("cluster_endpoint", cluster.endpoint.clone()),
@@ -195,6 +261,16 @@ async fn vpc_of_subnets(ec2: &aws_sdk_ec2::Client, subnet_ids: &[String]) -> Res
 }
 
 impl Setup<'_> {
+    /// The Kubernetes client, once it is shown to talk to this cluster's API server.
+    fn kube_client(&self, what: &'static str) -> Result<kube::Client, SetupError> {
+        let target = self.options.kube.as_ref().ok_or_else(|| KubeTargetError::NoKubeconfig {
+            cluster: self.options.cluster.clone(),
+            what,
+            reason: "none was given".into(),
+        })?;
+        Ok(target.for_cluster(&self.options.cluster, &self.cluster.endpoint)?.clone())
+    }
+
     fn owner(&self) -> (String, String) {
         (OWNER_TAG.to_string(), self.options.cluster.clone())
     }

@@ -1,13 +1,16 @@
 //! `nodesmith teardown`: removes what setup and the controller made for a cluster, found by their tags, and
 //! nothing else. Safe to re-run: what is gone is simply not found.
 
+mod cluster;
+
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 
+use super::kube_target::KubeTarget;
 use super::names::ClusterNames;
 use super::ownership::{queue_is_ours, rule_is_ours};
-use super::report::{Action, Ledger};
+use super::report::{Action, Ledger, ProgressObserver};
 use super::setup::queue::INTERRUPTION_EVENTS;
 use super::setup::{DISCOVERY_SET_BY_TAG, DISCOVERY_TAG, OWNER_TAG};
 use crate::cloud::error::CloudError;
@@ -20,6 +23,10 @@ const MAX_CONTROLLER_POLICIES: usize = 8;
 pub struct TeardownOptions {
     pub cluster: String,
     pub dry_run: bool,
+    /// The Kubernetes API, for the NodePools and the aws-auth mapping; used only if it is the cluster's.
+    pub kube: Option<KubeTarget>,
+    /// Told of each step and resource as teardown goes.
+    pub progress: Option<ProgressObserver>,
 }
 
 struct Teardown<'a> {
@@ -29,6 +36,7 @@ struct Teardown<'a> {
     iam: aws_sdk_iam::Client,
     sqs: aws_sdk_sqs::Client,
     events: aws_sdk_eventbridge::Client,
+    eks: aws_sdk_eks::Client,
     sts: aws_sdk_sts::Client,
     account_prefix: Option<String>,
     ledger: Ledger,
@@ -46,20 +54,28 @@ pub async fn run(sdk: &aws_config::SdkConfig, options: &TeardownOptions) -> Resu
         iam: aws_sdk_iam::Client::new(sdk),
         sqs: aws_sdk_sqs::Client::new(sdk),
         events: aws_sdk_eventbridge::Client::new(sdk),
+        eks: aws_sdk_eks::Client::new(sdk),
         sts: aws_sdk_sts::Client::new(sdk),
         account_prefix: None,
-        ledger: Ledger::new(options.dry_run),
+        ledger: Ledger::with_observer(options.dry_run, options.progress.clone()),
     };
+    teardown.ledger.step("NodePools, node access, Pod Identity");
+    teardown.cluster_side().await?;
+    teardown.ledger.step("instances");
     teardown.instances().await?;
+    teardown.ledger.step("launch templates");
     teardown.launch_templates().await?;
+    teardown.ledger.step("EventBridge rules and the queue");
     teardown.rules().await?;
     teardown.queue().await?;
+    teardown.ledger.step("IAM");
     teardown.controller_policies().await?;
     teardown.instance_profiles().await?;
     for role in [teardown.names.controller_role.clone(), teardown.names.node_role.clone()] {
         teardown.role(&role).await?;
     }
     teardown.oidc_providers().await?;
+    teardown.ledger.step("discovery tags and subnets");
     teardown.discovery_tags().await?;
     teardown.subnets().await?;
     Ok(teardown.ledger)

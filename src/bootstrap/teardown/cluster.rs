@@ -1,0 +1,335 @@
+//! The parts of teardown that live in the cluster: its NodePools (the controller drains and terminates their
+//! nodes), the node role's aws-auth mapping or access entry, and the controller's Pod Identity association. A
+//! cluster already deleted took all of these with it.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Resource, ResourceExt};
+
+use super::Teardown;
+use crate::apis::ec2nodeclass::EC2NodeClass;
+use crate::apis::labels::NODEPOOL_LABEL;
+use crate::apis::nodeclaim::NodeClaim;
+use crate::apis::nodepool::NodePool;
+use crate::bootstrap::aws_auth;
+use crate::bootstrap::report::Action;
+use crate::bootstrap::setup::OWNER_TAG;
+use crate::cloud::error::CloudError;
+
+/// How long teardown lets the controller drain and terminate the NodePools' nodes before it terminates what is
+/// left itself.
+const NODECLAIM_WAIT: Duration = Duration::from_secs(300);
+
+/// Whether an EKS error means "no such thing": ResourceNotFoundException, or any HTTP 404 (an EKS look-alike that
+/// does not serve the API at all has nothing of ours there either).
+fn is_not_found<E>(error: &aws_sdk_eks::error::SdkError<E, aws_sdk_eks::config::http::HttpResponse>) -> bool
+where
+    E: aws_sdk_eks::error::ProvideErrorMetadata,
+{
+    use aws_sdk_eks::error::ProvideErrorMetadata;
+    error.code() == Some("ResourceNotFoundException")
+        || error.raw_response().is_some_and(|r| r.status().as_u16() == 404)
+}
+
+impl Teardown<'_> {
+    /// The cluster's API endpoint, if the cluster still exists.
+    pub(super) async fn cluster_endpoint(&mut self) -> Result<Option<String>, CloudError> {
+        match self.eks.describe_cluster().name(&self.options.cluster).send().await {
+            Ok(found) => Ok(found.cluster().and_then(|c| c.endpoint()).map(str::to_string)),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(None),
+            Err(error) => Err(CloudError::from_sdk("eks:DescribeCluster", Some(&self.options.cluster), error)),
+        }
+    }
+
+    /// A client for the cluster, when the kubeconfig context is the cluster's; otherwise why not, for the report.
+    fn kube_client(&self, endpoint: &str) -> Result<kube::Client, String> {
+        let target = self.options.kube.as_ref().ok_or("no kubeconfig context")?;
+        target.for_cluster(&self.options.cluster, endpoint).cloned().map_err(|e| e.to_string())
+    }
+
+    /// Deletes the NodePools whose EC2NodeClass launches with this cluster's node role (setup's), and waits
+    /// (bounded) for their NodeClaims to go: the controller drains each node. NodePools on another role are not
+    /// nodesmith's to delete; they are reported.
+    pub(super) async fn nodepools(&mut self, client: &kube::Client) -> Result<(), CloudError> {
+        let classes: Api<EC2NodeClass> = Api::all(client.clone());
+        let ours: BTreeSet<String> = match classes.list(&ListParams::default()).await {
+            Ok(listed) => listed
+                .items
+                .into_iter()
+                .filter(|c| {
+                    c.spec.role.as_deref() == Some(self.names.node_role.as_str())
+                        || c.spec.instance_profile.as_deref() == Some(self.names.instance_profile.as_str())
+                })
+                .map(|c| c.name_any())
+                .collect(),
+            // No CRD, no NodePools.
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(error) => return Err(kube_error("listing EC2NodeClasses", error)),
+        };
+        let pools: Api<NodePool> = Api::all(client.clone());
+        let all = pools.list(&ListParams::default()).await.map_err(|e| kube_error("listing NodePools", e))?.items;
+        let (listed, others): (Vec<NodePool>, Vec<NodePool>) =
+            all.into_iter().partition(|p| ours.contains(&p.spec.template.spec.node_class_ref.name));
+        for pool in others {
+            let class = pool.spec.template.spec.node_class_ref.name.clone();
+            let note =
+                format!("its EC2NodeClass {class} does not use this cluster's node role {}", self.names.node_role);
+            self.ledger.keep("nodepool", pool.name_any(), note);
+        }
+        let listed_names: BTreeSet<String> = listed.iter().map(|p| p.name_any()).collect();
+        for pool in &listed {
+            if self.ledger.may_mutate() && pool.meta().deletion_timestamp.is_none() {
+                match pools.delete(&pool.name_any(), &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(error) => return Err(kube_error("deleting a NodePool", error)),
+                }
+            }
+            self.ledger.record("nodepool", pool.name_any(), Action::Deleted, 1);
+        }
+        if listed.is_empty() || !self.ledger.may_mutate() {
+            return Ok(());
+        }
+        let claims: Api<NodeClaim> = Api::all(client.clone());
+        let deadline = tokio::time::Instant::now() + NODECLAIM_WAIT;
+        loop {
+            let all = claims.list(&ListParams::default()).await.map_err(|e| kube_error("listing NodeClaims", e))?;
+            let left: Vec<NodeClaim> = all
+                .items
+                .into_iter()
+                .filter(|c| c.labels().get(NODEPOOL_LABEL).is_some_and(|p| listed_names.contains(p)))
+                .collect();
+            if left.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let names: Vec<String> = left.iter().map(|c| c.name_any()).collect();
+                self.ledger.keep(
+                    "nodeclaim",
+                    names.join(", "),
+                    format!("still draining after {NODECLAIM_WAIT:?}; their instances are terminated below"),
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// The node role's mapping in kube-system/aws-auth, if setup wrote one.
+    pub(super) async fn aws_auth_mapping(
+        &mut self,
+        client: &kube::Client,
+        node_role_arn: &str,
+    ) -> Result<(), CloudError> {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), aws_auth::NAMESPACE);
+        for _ in 0..5 {
+            let Some(mut config_map) = api.get_opt(aws_auth::NAME).await.map_err(|e| kube_error("aws-auth", e))? else {
+                return Ok(());
+            };
+            let map_roles =
+                config_map.data.as_ref().and_then(|d| d.get(aws_auth::MAP_ROLES)).cloned().unwrap_or_default();
+            let updated = match aws_auth::without_role(&map_roles, node_role_arn) {
+                Ok(Some(updated)) => updated,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    self.ledger.keep("aws-auth-mapping", node_role_arn, error.to_string());
+                    return Ok(());
+                }
+            };
+            if self.ledger.may_mutate() {
+                config_map.data.get_or_insert_with(Default::default).insert(aws_auth::MAP_ROLES.into(), updated);
+                match api.replace(aws_auth::NAME, &PostParams::default(), &config_map).await {
+                    Ok(_) => {}
+                    // Someone else wrote in between: read again.
+                    Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                    Err(error) => return Err(kube_error("aws-auth", error)),
+                }
+            }
+            self.ledger.record("aws-auth-mapping", node_role_arn, Action::Deleted, 1);
+            return Ok(());
+        }
+        Err(CloudError::Call { action: "kubernetes:aws-auth", message: "kept changing under us; run again".into() })
+    }
+
+    /// The node role's access entry, if it carries this cluster's ownership tag.
+    pub(super) async fn access_entry(&mut self, node_role_arn: &str) -> Result<(), CloudError> {
+        let cluster = self.options.cluster.clone();
+        let found = self.eks.describe_access_entry().cluster_name(&cluster).principal_arn(node_role_arn).send().await;
+        let entry = match found {
+            Ok(found) => found.access_entry,
+            Err(error) if is_not_found(&error) => return Ok(()),
+            Err(error) => return Err(CloudError::from_sdk("eks:DescribeAccessEntry", Some(node_role_arn), error)),
+        };
+        let Some(entry) = entry else { return Ok(()) };
+        let id = format!("{cluster} <- {node_role_arn}");
+        if entry.tags().and_then(|t| t.get(OWNER_TAG)) != Some(&cluster) {
+            self.ledger.keep("eks-access-entry", id, format!("no {OWNER_TAG}={cluster} tag: not made by nodesmith"));
+            return Ok(());
+        }
+        if self.ledger.may_mutate() {
+            match self.eks.delete_access_entry().cluster_name(&cluster).principal_arn(node_role_arn).send().await {
+                Ok(_) => {}
+                Err(error) if is_not_found(&error) => {}
+                Err(error) => return Err(CloudError::from_sdk("eks:DeleteAccessEntry", Some(node_role_arn), error)),
+            }
+        }
+        self.ledger.record("eks-access-entry", id, Action::Deleted, 1);
+        Ok(())
+    }
+
+    /// Pod Identity associations that give the controller role and carry this cluster's ownership tag.
+    pub(super) async fn pod_identity_associations(&mut self, controller_role_arn: &str) -> Result<(), CloudError> {
+        let cluster = self.options.cluster.clone();
+        let listed = match self.eks.list_pod_identity_associations().cluster_name(&cluster).send().await {
+            Ok(listed) => listed.associations.unwrap_or_default(),
+            Err(error) if is_not_found(&error) => return Ok(()),
+            Err(error) => return Err(CloudError::from_sdk("eks:ListPodIdentityAssociations", Some(&cluster), error)),
+        };
+        for summary in listed {
+            let Some(association_id) = summary.association_id() else { continue };
+            let described = self
+                .eks
+                .describe_pod_identity_association()
+                .cluster_name(&cluster)
+                .association_id(association_id)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("eks:DescribePodIdentityAssociation", Some(association_id), e))?;
+            let Some(association) = described.association() else { continue };
+            let ours = association.tags().and_then(|t| t.get(OWNER_TAG)) == Some(&cluster);
+            if association.role_arn() != Some(controller_role_arn) || !ours {
+                continue;
+            }
+            if self.ledger.may_mutate() {
+                self.eks
+                    .delete_pod_identity_association()
+                    .cluster_name(&cluster)
+                    .association_id(association_id)
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("eks:DeletePodIdentityAssociation", Some(association_id), e))?;
+            }
+            self.ledger.record("eks-pod-identity-association", association_id, Action::Deleted, 1);
+        }
+        Ok(())
+    }
+
+    /// Everything in this file, in order; what cannot be reached is reported, and the AWS teardown goes on.
+    pub(super) async fn cluster_side(&mut self) -> Result<(), CloudError> {
+        let Some(endpoint) = self.cluster_endpoint().await? else { return Ok(()) };
+        let Some(prefix) = self.account_prefix().await? else { return Ok(()) };
+        let node_role_arn = format!("{prefix}role/{}", self.names.node_role);
+        let controller_role_arn = format!("{prefix}role/{}", self.names.controller_role);
+        match self.kube_client(&endpoint) {
+            Ok(client) => {
+                self.nodepools(&client).await?;
+                self.aws_auth_mapping(&client, &node_role_arn).await?;
+            }
+            Err(why) => self.ledger.keep(
+                "nodepool",
+                "*",
+                format!(
+                    "NodePools and any aws-auth mapping left in place ({why}); their instances are terminated below"
+                ),
+            ),
+        }
+        self.access_entry(&node_role_arn).await?;
+        self.pod_identity_associations(&controller_role_arn).await
+    }
+}
+
+fn kube_error(what: &str, error: kube::Error) -> CloudError {
+    CloudError::Call { action: "kubernetes", message: format!("{what}: {error}") }
+}
+
+/// moto serves no access entries or Pod Identity associations: a fake EKS endpoint with AWS's documented shapes.
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::bootstrap::fake_eks::FakeEks;
+    use crate::bootstrap::names::ClusterNames;
+    use crate::bootstrap::report::Ledger;
+    use crate::bootstrap::teardown::TeardownOptions;
+
+    const NODE_ROLE: &str = "arn:aws:iam::123456789012:role/nodesmith-node-demo";
+    const CONTROLLER_ROLE: &str = "arn:aws:iam::123456789012:role/nodesmith-controller-demo";
+    const ENTRIES: &str = "/clusters/demo/access-entries";
+    const ASSOCIATIONS: &str = "/clusters/demo/pod-identity-associations";
+
+    fn teardown_for<'a>(options: &'a TeardownOptions, eks: &FakeEks) -> Teardown<'a> {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        Teardown {
+            options,
+            names: ClusterNames::for_cluster("demo"),
+            ec2: aws_sdk_ec2::Client::new(&sdk),
+            iam: aws_sdk_iam::Client::new(&sdk),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            events: aws_sdk_eventbridge::Client::new(&sdk),
+            eks: eks.client(),
+            sts: aws_sdk_sts::Client::new(&sdk),
+            account_prefix: Some("arn:aws:iam::123456789012:".into()),
+            ledger: Ledger::new(false),
+        }
+    }
+
+    fn options() -> TeardownOptions {
+        TeardownOptions { cluster: "demo".into(), dry_run: false, kube: None, progress: None }
+    }
+
+    #[tokio::test]
+    async fn only_an_access_entry_tagged_for_this_cluster_is_deleted() {
+        let entry = |owner: &str| json!({"accessEntry": {"principalArn": NODE_ROLE, "type": "EC2_LINUX", "tags": {OWNER_TAG: owner}}});
+        let options = options();
+        let eks = FakeEks::default().ok("GET", ENTRIES, entry("demo")).ok("DELETE", ENTRIES, json!({}));
+        let mut teardown = teardown_for(&options, &eks);
+        teardown.access_entry(NODE_ROLE).await.expect("deletes");
+        assert_eq!(eks.received("DELETE", ENTRIES).len(), 1);
+        assert_eq!(teardown.ledger.resources[0].action, Action::Deleted);
+
+        let eks = FakeEks::default().ok("GET", ENTRIES, entry("someone-else")).ok("DELETE", ENTRIES, json!({}));
+        let mut teardown = teardown_for(&options, &eks);
+        teardown.access_entry(NODE_ROLE).await.expect("keeps");
+        assert!(eks.received("DELETE", ENTRIES).is_empty());
+        assert_eq!(teardown.ledger.resources[0].action, Action::Kept);
+
+        // No entry, or an EKS look-alike without access entries (moto: a bare 404): nothing to do.
+        let eks = FakeEks::default().error("GET", ENTRIES, "ResourceNotFoundException", "not found", None);
+        teardown_for(&options, &eks).access_entry(NODE_ROLE).await.expect("nothing there");
+        teardown_for(&options, &FakeEks::default()).access_entry(NODE_ROLE).await.expect("not served");
+    }
+
+    #[tokio::test]
+    async fn only_the_controller_roles_association_tagged_for_this_cluster_is_deleted() {
+        let association = |id: &str, role: &str, tags: serde_json::Value| json!({"association": {"associationId": id, "roleArn": role, "tags": tags}});
+        let eks = FakeEks::default()
+            .ok("GET", &format!("{ASSOCIATIONS}/a-ours"), association("a-ours", CONTROLLER_ROLE, json!({OWNER_TAG: "demo"})))
+            .ok(
+                "GET",
+                &format!("{ASSOCIATIONS}/a-other-role"),
+                association("a-other-role", "arn:aws:iam::123456789012:role/app", json!({OWNER_TAG: "demo"})),
+            )
+            .ok("GET", &format!("{ASSOCIATIONS}/a-untagged"), association("a-untagged", CONTROLLER_ROLE, json!({})))
+            .ok(
+                "GET",
+                ASSOCIATIONS,
+                json!({"associations": [{"associationId": "a-ours"}, {"associationId": "a-other-role"}, {"associationId": "a-untagged"}]}),
+            )
+            .ok("DELETE", ASSOCIATIONS, json!({}));
+        let options = options();
+        let mut teardown = teardown_for(&options, &eks);
+        teardown.pod_identity_associations(CONTROLLER_ROLE).await.expect("deletes ours");
+        let deleted = eks.received("DELETE", ASSOCIATIONS);
+        assert_eq!(deleted.len(), 1);
+        assert!(deleted[0].path.ends_with("/a-ours"), "{deleted:?}");
+        let recorded: Vec<&str> = teardown.ledger.resources.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(recorded, ["a-ours"]);
+    }
+}
