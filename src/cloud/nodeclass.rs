@@ -37,6 +37,17 @@ pub struct ImageInfo {
     /// `amd64` or `arm64`, as the `kubernetes.io/arch` label says it.
     pub arch: String,
     pub creation_date: String,
+    /// Which instance types an alias's image is for: the NVIDIA variant for NVIDIA GPU types, the standard one
+    /// for the others. `None` for images chosen by id, name or tags (any type of their architecture).
+    pub variant: Option<AmiVariant>,
+}
+
+/// The EKS-optimized AMIs an alias family publishes per architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmiVariant {
+    Standard,
+    /// With the NVIDIA driver and container toolkit: what GPU nodes need to offer `nvidia.com/gpu`.
+    Nvidia,
 }
 
 fn term_filters(term: &SelectorTerm, id_filter: &str, name_filter: &str) -> Vec<Filter> {
@@ -124,6 +135,7 @@ pub async fn images(ec2: &aws_sdk_ec2::Client, terms: &[SelectorTerm]) -> Result
             found.insert(
                 id.to_string(),
                 ImageInfo {
+                    variant: None,
                     id: id.to_string(),
                     name: image.name().unwrap_or_default().to_string(),
                     arch: arch.to_string(),
@@ -137,22 +149,33 @@ pub async fn images(ec2: &aws_sdk_ec2::Client, terms: &[SelectorTerm]) -> Result
     Ok(images)
 }
 
-/// The SSM parameter that names the latest EKS-optimized AMI of an alias family for a Kubernetes version and
-/// architecture (`amd64`/`arm64`). `None` for an unknown family.
-pub fn alias_parameter(family: &str, kubernetes_version: &str, arch: &str) -> Option<String> {
+/// The SSM parameter that names the latest EKS-optimized AMI of an alias family for a Kubernetes version,
+/// architecture (`amd64`/`arm64`) and variant. `None` for an unknown family, or a variant the family does not
+/// publish for that architecture (AL2's GPU image is x86_64 only).
+pub fn alias_parameter(family: &str, kubernetes_version: &str, arch: &str, variant: AmiVariant) -> Option<String> {
     let ec2_arch = if arch == "arm64" { "arm64" } else { "x86_64" };
+    let nvidia = variant == AmiVariant::Nvidia;
     match family.to_ascii_lowercase().as_str() {
-        "al2023" => Some(format!(
-            "/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2023/{ec2_arch}/standard/recommended/image_id"
-        )),
+        "al2023" => {
+            let flavour = if nvidia { "nvidia" } else { "standard" };
+            Some(format!(
+                "/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2023/{ec2_arch}/{flavour}/recommended/image_id"
+            ))
+        }
         "al2" => {
-            let suffix = if arch == "arm64" { "-arm64" } else { "" };
+            let suffix = match (arch, nvidia) {
+                ("arm64", true) => return None,
+                ("arm64", false) => "-arm64",
+                (_, true) => "-gpu",
+                _ => "",
+            };
             Some(format!(
                 "/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2{suffix}/recommended/image_id"
             ))
         }
         "bottlerocket" => {
-            Some(format!("/aws/service/bottlerocket/aws-k8s-{kubernetes_version}/{ec2_arch}/latest/image_id"))
+            let flavour = if nvidia { "-nvidia" } else { "" };
+            Some(format!("/aws/service/bottlerocket/aws-k8s-{kubernetes_version}{flavour}/{ec2_arch}/latest/image_id"))
         }
         _ => None,
     }
@@ -220,13 +243,26 @@ mod tests {
     #[test]
     fn alias_parameters_follow_the_public_ssm_paths() {
         assert_eq!(
-            alias_parameter("al2023", "1.36", "amd64").as_deref(),
+            alias_parameter("al2023", "1.36", "amd64", AmiVariant::Standard).as_deref(),
             Some("/aws/service/eks/optimized-ami/1.36/amazon-linux-2023/x86_64/standard/recommended/image_id")
         );
         assert_eq!(
-            alias_parameter("bottlerocket", "1.36", "arm64").as_deref(),
+            alias_parameter("al2023", "1.36", "amd64", AmiVariant::Nvidia).as_deref(),
+            Some("/aws/service/eks/optimized-ami/1.36/amazon-linux-2023/x86_64/nvidia/recommended/image_id")
+        );
+        assert_eq!(
+            alias_parameter("bottlerocket", "1.36", "arm64", AmiVariant::Standard).as_deref(),
             Some("/aws/service/bottlerocket/aws-k8s-1.36/arm64/latest/image_id")
         );
-        assert_eq!(alias_parameter("windows", "1.36", "amd64"), None);
+        assert_eq!(
+            alias_parameter("bottlerocket", "1.36", "amd64", AmiVariant::Nvidia).as_deref(),
+            Some("/aws/service/bottlerocket/aws-k8s-1.36-nvidia/x86_64/latest/image_id")
+        );
+        assert_eq!(
+            alias_parameter("al2", "1.32", "amd64", AmiVariant::Nvidia).as_deref(),
+            Some("/aws/service/eks/optimized-ami/1.32/amazon-linux-2-gpu/recommended/image_id")
+        );
+        assert_eq!(alias_parameter("al2", "1.32", "arm64", AmiVariant::Nvidia), None);
+        assert_eq!(alias_parameter("windows", "1.36", "amd64", AmiVariant::Standard), None);
     }
 }

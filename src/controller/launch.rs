@@ -192,8 +192,7 @@ async fn launch_as(
         if !t.usage_classes.iter().any(|u| u == capacity_type.as_str()) {
             continue;
         }
-        let Some(arch) = t.kubernetes_arch() else { continue };
-        let Some(image) = image_for_arch(class, arch) else { continue };
+        let Some(image) = image_for_type(class, t) else { continue };
         for (zone, subnet) in &subnet_by_zone {
             let key = OfferingKey { instance_type: t.name.clone(), zone: zone.clone(), capacity_type };
             if !t.zones.contains(zone) || unavailable.contains(&key) || count >= MAX_OVERRIDES {
@@ -310,17 +309,31 @@ async fn subnet_free_addresses(ctx: &Context, subnets: &[SubnetInfo]) -> Vec<Sub
     }
 }
 
-/// The newest resolved AMI for this architecture.
-fn image_for_arch(class: &EC2NodeClass, arch: &str) -> Option<String> {
+/// The first resolved AMI whose requirements the instance type meets: its architecture, and for an alias the
+/// NVIDIA image for NVIDIA GPU types and the standard image for the rest.
+fn image_for_type(class: &EC2NodeClass, instance_type: &InstanceTypeInfo) -> Option<String> {
+    let labels = instance_type.labels();
     let status = class.status.as_ref()?;
     status
         .amis
         .iter()
         .find(|ami| {
-            let arch_requirement = ami.requirements.iter().find(|r| r.key == "kubernetes.io/arch");
-            arch_requirement.is_none_or(|r| r.values.iter().flatten().any(|v| v == arch))
+            ami.requirements
+                .iter()
+                .all(|r| requirement_met(&r.operator, r.values.as_deref(), labels.get(r.key.as_str())))
         })
         .map(|ami| ami.id.clone())
+}
+
+fn requirement_met(operator: &str, values: Option<&[String]>, label: Option<&String>) -> bool {
+    let listed = |v: &String| values.unwrap_or_default().contains(v);
+    match operator {
+        "In" => label.is_some_and(listed),
+        "NotIn" => !label.is_some_and(listed),
+        "Exists" => label.is_some(),
+        "DoesNotExist" => label.is_none(),
+        _ => true,
+    }
 }
 
 fn ami_family(class: &EC2NodeClass) -> AmiFamily {
@@ -422,6 +435,44 @@ fn block_devices(class: &EC2NodeClass) -> Vec<BlockDevice> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An EC2NodeClass whose status lists what `nodeclass_status::ami_statuses` makes of an AL2023 alias.
+    fn class_with_alias_images() -> EC2NodeClass {
+        use crate::cloud::nodeclass::{AmiVariant, ImageInfo};
+        let image = |id: &str, arch: &str, variant| ImageInfo {
+            id: id.into(),
+            name: "al2023@latest".into(),
+            arch: arch.into(),
+            creation_date: String::new(),
+            variant: Some(variant),
+        };
+        let amis = crate::controller::nodeclass_status::ami_statuses(&[
+            image("ami-amd64-nvidia", "amd64", AmiVariant::Nvidia),
+            image("ami-amd64", "amd64", AmiVariant::Standard),
+            image("ami-arm64", "arm64", AmiVariant::Standard),
+        ]);
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "default"},
+            "spec": {"amiSelectorTerms": [{"alias": "al2023@latest"}], "role": "r",
+                     "subnetSelectorTerms": [{"id": "subnet-1"}], "securityGroupSelectorTerms": [{"id": "sg-1"}]},
+            "status": {"amis": amis},
+        }))
+        .expect("an EC2NodeClass")
+    }
+
+    #[test]
+    fn nvidia_gpu_types_boot_the_nvidia_image_and_the_rest_the_standard_one() {
+        let class = class_with_alias_images();
+        let image_of = |name: &str| {
+            let instance_type =
+                crate::catalog::embedded_instance_types().iter().find(|t| t.name == name).expect("in the catalog");
+            image_for_type(&class, instance_type)
+        };
+        assert_eq!(image_of("g5.xlarge").as_deref(), Some("ami-amd64-nvidia"));
+        assert_eq!(image_of("g4dn.xlarge").as_deref(), Some("ami-amd64-nvidia"));
+        assert_eq!(image_of("m5.large").as_deref(), Some("ami-amd64"));
+        assert_eq!(image_of("m6g.large").as_deref(), Some("ami-arm64"));
+    }
 
     #[test]
     fn volume_sizes_are_whole_gib() {

@@ -15,7 +15,10 @@ use serde_json::json;
 use super::leader::Leadership;
 use super::{Context, Error, conditions};
 use crate::apis::ec2nodeclass::EC2NodeClass;
-use crate::cloud::nodeclass::{ImageInfo, SelectorTerm};
+
+/// The label an alias's NVIDIA and standard images are told apart by.
+const GPU_MANUFACTURER_LABEL: &str = "karpenter.k8s.aws/instance-gpu-manufacturer";
+use crate::cloud::nodeclass::{AmiVariant, ImageInfo, SelectorTerm};
 use crate::cloud::{instance_profile, nodeclass as resolve};
 
 const REFRESH: Duration = Duration::from_secs(60);
@@ -39,25 +42,67 @@ fn error_policy(class: Arc<EC2NodeClass>, error: &Error, _: Arc<Reconciler>) -> 
     Action::requeue(NOT_READY_RETRY)
 }
 
-/// The images an alias names, one per architecture (`al2023@latest` → the SSM parameters of both).
+/// The images an alias names: per architecture, the standard image and, where the family publishes one, the
+/// NVIDIA variant (`al2023@latest` → the SSM parameters of each). A missing NVIDIA parameter is not an error.
 async fn alias_images(ctx: &Context, alias: &str) -> Result<(Vec<ImageInfo>, Vec<String>), Error> {
     let (family, _version) = alias.split_once('@').unwrap_or((alias, "latest"));
     let mut images = Vec::new();
     let mut missing = Vec::new();
     for arch in ["amd64", "arm64"] {
-        let Some(parameter) = resolve::alias_parameter(family, &ctx.cluster.kubernetes_version, arch) else {
-            return Err(Error::Invalid(format!(
-                "unknown AMI alias family {family:?} (use al2023, al2 or bottlerocket)"
-            )));
-        };
-        match resolve::image_id_from_parameter(&ctx.ssm, &parameter).await? {
-            Some(id) => {
-                images.push(ImageInfo { id, name: alias.to_string(), arch: arch.into(), creation_date: String::new() })
+        for variant in [AmiVariant::Nvidia, AmiVariant::Standard] {
+            let Some(parameter) = resolve::alias_parameter(family, &ctx.cluster.kubernetes_version, arch, variant)
+            else {
+                if variant == AmiVariant::Nvidia {
+                    continue;
+                }
+                return Err(Error::Invalid(format!(
+                    "unknown AMI alias family {family:?} (use al2023, al2 or bottlerocket)"
+                )));
+            };
+            match resolve::image_id_from_parameter(&ctx.ssm, &parameter).await? {
+                Some(id) => images.push(ImageInfo {
+                    id,
+                    name: alias.to_string(),
+                    arch: arch.into(),
+                    creation_date: String::new(),
+                    variant: Some(variant),
+                }),
+                None if variant == AmiVariant::Standard => missing.push(parameter),
+                None => {}
             }
-            None => missing.push(parameter),
         }
     }
     Ok((images, missing))
+}
+
+/// `status.amis`: each image with the requirements an instance type must meet to boot it, Karpenter's way.
+/// An alias's NVIDIA image is for NVIDIA GPU types, its standard image for every other type.
+pub fn ami_statuses(images: &[ImageInfo]) -> Vec<serde_json::Value> {
+    images
+        .iter()
+        .map(|image| {
+            let mut requirements = vec![NodeSelectorRequirement {
+                key: "kubernetes.io/arch".into(),
+                operator: "In".into(),
+                values: Some(vec![image.arch.clone()]),
+            }];
+            let nvidia = || Some(vec!["nvidia".to_string()]);
+            match image.variant {
+                Some(AmiVariant::Nvidia) => requirements.push(NodeSelectorRequirement {
+                    key: GPU_MANUFACTURER_LABEL.into(),
+                    operator: "In".into(),
+                    values: nvidia(),
+                }),
+                Some(AmiVariant::Standard) => requirements.push(NodeSelectorRequirement {
+                    key: GPU_MANUFACTURER_LABEL.into(),
+                    operator: "NotIn".into(),
+                    values: nvidia(),
+                }),
+                None => {}
+            }
+            json!({"id": image.id, "name": image.name, "requirements": requirements})
+        })
+        .collect()
 }
 
 async fn reconcile(class: Arc<EC2NodeClass>, r: Arc<Reconciler>) -> Result<Action, Error> {
@@ -173,20 +218,7 @@ async fn reconcile(class: Arc<EC2NodeClass>, r: Arc<Reconciler>) -> Result<Actio
         &if ready { String::new() } else { format!("not ready: {}", not_ready.join(", ")) },
     );
 
-    let amis: Vec<serde_json::Value> = images
-        .iter()
-        .map(|i| {
-            json!({
-                "id": i.id,
-                "name": i.name,
-                "requirements": [NodeSelectorRequirement {
-                    key: "kubernetes.io/arch".into(),
-                    operator: "In".into(),
-                    values: Some(vec![i.arch.clone()]),
-                }],
-            })
-        })
-        .collect();
+    let amis = ami_statuses(&images);
     let status = json!({
         "subnets": subnets.iter().map(|s| json!({"id": s.id, "zone": s.zone, "zoneID": s.zone_id})).collect::<Vec<_>>(),
         "securityGroups": groups.iter().map(|g| json!({"id": g.id, "name": g.name})).collect::<Vec<_>>(),

@@ -31,6 +31,8 @@ def eks_ami_parameters():
     for version in KUBERNETES_VERSIONS:
         for arch, image in IMAGES.items():
             yield f"/aws/service/eks/optimized-ami/{version}/amazon-linux-2023/{arch}/standard/recommended/image_id", image
+            # The NVIDIA variant, for GPU instance types (the same moto image: moto boots nothing).
+            yield f"/aws/service/eks/optimized-ami/{version}/amazon-linux-2023/{arch}/nvidia/recommended/image_id", image
             suffix = "-arm64" if arch == "arm64" else ""
             yield f"/aws/service/eks/optimized-ami/{version}/amazon-linux-2{suffix}/recommended/image_id", image
             yield f"/aws/service/bottlerocket/aws-k8s-{version}/{arch}/latest/image_id", image
