@@ -72,6 +72,37 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
         .await?;
     sqs.create_queue().queue_name(format!("nodesmith-{look_alike}")).send().await?;
 
+    // NodePools: one labelled for the torn-down cluster, one for the other (the sandbox's clusters share one API
+    // server; a real cluster has its own). Neither's EC2NodeClass exists, so no controller acts on them.
+    let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        kube::Api::all(sandbox.kube.clone());
+    for crd in nodesmith::apis::crds::all() {
+        let name = crd.crd.metadata.name.clone().context("CRD name")?;
+        crds.patch(
+            &name,
+            &kube::api::PatchParams::apply("nodesmith-tests").force(),
+            &kube::api::Patch::Apply(&crd.crd),
+        )
+        .await?;
+    }
+    let pools: kube::Api<nodesmith::apis::nodepool::NodePool> = kube::Api::all(sandbox.kube.clone());
+    for cluster in [&gone, &other] {
+        let pool: nodesmith::apis::nodepool::NodePool = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": cluster, "labels": {"nodesmith.io/cluster": cluster}},
+            "spec": {"template": {"spec": {
+                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": format!("{cluster}-absent")},
+                "requirements": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}]}}},
+        }))?;
+        support::wait_until("the NodePool CRD to serve", std::time::Duration::from_secs(30), || async {
+            match pools.create(&kube::api::PostParams::default(), &pool).await {
+                Ok(_) => Ok(Some(())),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+                Err(error) => Err(error.into()),
+            }
+        })
+        .await?;
+    }
+
     // Through the command line, as a user runs it.
     let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
         .args(["teardown", "--cluster", &gone, "--yes", "--output", "json"])
@@ -116,12 +147,26 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
     assert!(!map_roles.contains(&format!("role/nodesmith-node-{gone}\n")), "{map_roles}");
     assert!(map_roles.contains(&format!("role/nodesmith-node-{other}\n")), "{map_roles}");
 
+    // Its NodePool went first; the other cluster's stays.
+    assert!(
+        pools.get_opt(&gone).await?.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+        "{gone}'s NodePool left"
+    );
+    assert!(pools.get_opt(&other).await?.is_some(), "the other cluster's NodePool was deleted");
+    pools.delete(&other, &Default::default()).await?;
+
     // ...and everything of the other cluster and the look-alikes is.
     assert!(iam.get_role().role_name(format!("nodesmith-node-{other}")).send().await.is_ok());
     assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{other}")).send().await.is_ok());
     let teardown_look_alike = teardown::run(
         &sandbox.sdk,
-        &TeardownOptions { cluster: look_alike.clone(), dry_run: false, kube: None, progress: None },
+        &TeardownOptions {
+            cluster: look_alike.clone(),
+            dry_run: false,
+            kube: Err("none".into()),
+            skip_kubernetes: true,
+            progress: None,
+        },
     )
     .await?;
     assert!(teardown_look_alike.resources.iter().all(|r| r.action != nodesmith::bootstrap::report::Action::Deleted));
@@ -131,7 +176,13 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
     // Re-running is safe and finds nothing to do.
     let again = teardown::run(
         &sandbox.sdk,
-        &TeardownOptions { cluster: gone.clone(), dry_run: false, kube: None, progress: None },
+        &TeardownOptions {
+            cluster: gone.clone(),
+            dry_run: false,
+            kube: Err("none".into()),
+            skip_kubernetes: true,
+            progress: None,
+        },
     )
     .await?;
     assert_eq!(again.changes, 0, "{:?}", again.resources);

@@ -22,10 +22,20 @@ struct RoleMapping {
     rolearn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     username: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Vec::is_empty")]
     groups: Vec<String>,
     #[serde(flatten)]
     other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `groups: null` (or `groups:` with nothing after it) is an empty list.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// The same groups, in any order.
+fn same_groups(a: &[String], b: &[String]) -> bool {
+    a.iter().collect::<std::collections::BTreeSet<_>>() == b.iter().collect::<std::collections::BTreeSet<_>>()
 }
 
 fn parse(map_roles: &str) -> Result<Vec<RoleMapping>, MapRolesError> {
@@ -51,7 +61,9 @@ pub fn with_node_role(map_roles: &str, role_arn: &str) -> Result<Option<String>,
     let mut mappings = parse(map_roles)?;
     let wanted = node_mapping(role_arn);
     match mappings.iter_mut().find(|m| m.rolearn == role_arn) {
-        Some(existing) if existing.username == wanted.username && existing.groups == wanted.groups => return Ok(None),
+        Some(existing) if existing.username == wanted.username && same_groups(&existing.groups, &wanted.groups) => {
+            return Ok(None);
+        }
         Some(existing) => {
             existing.username = wanted.username;
             existing.groups = wanted.groups;
@@ -111,6 +123,17 @@ mod tests {
         let removed = without_role(&added, NODE_ROLE).expect("parses").expect("a change");
         assert_eq!(parse(&removed).expect("a list"), parse(EXISTING).expect("a list"));
         assert_eq!(without_role(&removed, NODE_ROLE).expect("parses"), None);
+    }
+
+    #[test]
+    fn groups_in_another_order_are_the_same_and_null_groups_parse() {
+        let reordered = format!(
+            "- rolearn: {NODE_ROLE}\n  username: system:node:{{{{EC2PrivateDNSName}}}}\n  groups: [system:nodes, system:bootstrappers]\n"
+        );
+        assert_eq!(with_node_role(&reordered, NODE_ROLE).expect("parses"), None);
+        let null_groups = "- rolearn: arn:aws:iam::123456789012:role/x\n  username: x\n  groups: null\n";
+        let added = with_node_role(null_groups, NODE_ROLE).expect("parses").expect("a change");
+        assert_eq!(parse(&added).expect("a list").len(), 2);
     }
 
     #[test]

@@ -21,10 +21,13 @@ impl fmt::Debug for KubeTarget {
 pub enum KubeTargetError {
     #[error(
         "the current Kubernetes context talks to {server}, but cluster {cluster}'s endpoint is {endpoint}: switch \
-         context (aws eks update-kubeconfig --name {cluster}) and run again"
+         context (aws eks update-kubeconfig --name {cluster} --region <its region>) and run again"
     )]
     OtherCluster { cluster: String, server: String, endpoint: String },
-    #[error("{what} needs the Kubernetes API of cluster {cluster}, and no kubeconfig was found: {reason}")]
+    #[error(
+        "{what} needs the Kubernetes API of cluster {cluster}, and no kubeconfig was found ({reason}): run aws eks \
+         update-kubeconfig --name {cluster} --region <its region>, or set KUBECONFIG"
+    )]
     NoKubeconfig { cluster: String, what: &'static str, reason: String },
 }
 

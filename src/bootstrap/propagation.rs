@@ -1,6 +1,6 @@
-//! IAM is eventually consistent: a role, instance profile or OIDC provider created a moment ago can be refused for
-//! some seconds as a principal (CreateRole's trust policy, CreateAccessEntry, CreatePodIdentityAssociation,
-//! AddRoleToInstanceProfile). Such refusals are retried with backoff instead of failing setup.
+//! IAM is eventually consistent: a role or OIDC provider created a moment ago can be refused for some seconds as a
+//! principal (CreateRole's trust policy naming a new OIDC provider, CreateAccessEntry, CreatePodIdentityAssociation
+//! naming a new role). Such refusals are retried with backoff instead of failing setup.
 
 use std::future::Future;
 use std::time::Duration;

@@ -97,6 +97,8 @@ pub enum CliError {
     #[error(transparent)]
     Setup(#[from] crate::bootstrap::setup::SetupError),
     #[error(transparent)]
+    Teardown(#[from] crate::bootstrap::teardown::TeardownError),
+    #[error(transparent)]
     Controller(#[from] crate::controller::StartError),
     #[error("{0}")]
     NotConfirmed(String),

@@ -65,7 +65,6 @@ pub struct SetupArgs {
 
 pub async fn run(args: &SetupArgs, global: &GlobalArgs) -> Result<Ledger, CliError> {
     let sdk = crate::aws::sdk_config(global.region.as_deref()).await;
-    let (progress, observer) = super::progress::Progress::start("setup");
     // Kubernetes is needed only for aws-auth and --apply; setup checks that the context is this cluster's.
     let needs_kube = args.node_access == NodeAccess::AwsAuth || args.apply;
     let kube = match needs_kube {
@@ -78,6 +77,7 @@ pub async fn run(args: &SetupArgs, global: &GlobalArgs) -> Result<Ledger, CliErr
         })?),
         false => None,
     };
+    let (progress, observer) = super::progress::Progress::start("setup");
     let options = SetupOptions {
         cluster: args.cluster.clone(),
         namespace: args.namespace.clone(),

@@ -20,6 +20,10 @@ pub struct TeardownArgs {
     /// Show what would be deleted, and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Leave the cluster's NodePools and aws-auth mapping when its Kubernetes API cannot be reached (uninstall the
+    /// controller first: it would replace the instances teardown terminates).
+    #[arg(long)]
+    pub skip_kubernetes: bool,
 }
 
 /// What went and what stayed (and why).
@@ -38,11 +42,15 @@ pub async fn run(args: &TeardownArgs, global: &GlobalArgs) -> Result<TeardownRep
         confirm(&args.cluster)?;
     }
     let sdk = crate::aws::sdk_config(global.region.as_deref()).await;
-    // Without a kubeconfig for the cluster, NodePools stay (their instances are still terminated).
-    let kube = crate::bootstrap::kube_target::KubeTarget::infer().await.ok();
+    let kube = crate::bootstrap::kube_target::KubeTarget::infer().await;
     let (progress, observer) = super::progress::Progress::start("teardown");
-    let options =
-        TeardownOptions { cluster: args.cluster.clone(), dry_run: args.dry_run, kube, progress: Some(observer) };
+    let options = TeardownOptions {
+        cluster: args.cluster.clone(),
+        dry_run: args.dry_run,
+        kube,
+        skip_kubernetes: args.skip_kubernetes,
+        progress: Some(observer),
+    };
     let ledger = teardown::run(&sdk, &options).await;
     progress.finish();
     let ledger = ledger?;

@@ -226,6 +226,7 @@ mod tests {
                 subnet_ids: Vec::new(),
                 security_group_ids: Vec::new(),
                 oidc_issuer: None,
+                authentication_mode: None,
             },
             names: ClusterNames::for_cluster("demo"),
             ec2: aws_sdk_ec2::Client::new(&sdk),

@@ -120,6 +120,8 @@ pub struct ClusterInfo {
     pub subnet_ids: Vec<String>,
     pub security_group_ids: Vec<String>,
     pub oidc_issuer: Option<String>,
+    /// API, API_AND_CONFIG_MAP or CONFIG_MAP (None when EKS does not say, as moto does not).
+    pub authentication_mode: Option<String>,
 }
 
 /// The clients and facts every step shares.
@@ -151,6 +153,25 @@ pub async fn run(sdk: &aws_config::SdkConfig, options: &SetupOptions) -> Result<
         eks,
         ledger: Ledger::with_observer(options.dry_run, options.progress.clone()),
     };
+    // Before any change: nodes let in a way the cluster ignores would never join.
+    match (options.node_access, setup.cluster.authentication_mode.as_deref()) {
+        (NodeAccess::AwsAuth, Some("API")) => {
+            return Err(SetupError::Conflict(format!(
+                "cluster {} authenticates with access entries only (authentication mode API), so aws-auth is \
+                 ignored: use --node-access access-entry",
+                options.cluster
+            )));
+        }
+        (NodeAccess::AccessEntry, Some("CONFIG_MAP")) => {
+            return Err(SetupError::Conflict(format!(
+                "cluster {} has no access entries (authentication mode CONFIG_MAP): use --node-access aws-auth, or \
+                 switch the cluster to API_AND_CONFIG_MAP (aws eks update-cluster-config --access-config \
+                 authenticationMode=API_AND_CONFIG_MAP)",
+                options.cluster
+            )));
+        }
+        _ => {}
+    }
     // Before any change: a kubeconfig on another cluster must stop setup, not leave it half done.
     if options.node_access == NodeAccess::AwsAuth {
         setup.kube_client("--node-access aws-auth")?;
@@ -244,6 +265,10 @@ async fn describe_cluster(
         subnet_ids: vpc.subnet_ids().to_vec(),
         security_group_ids,
         oidc_issuer: cluster.identity().and_then(|i| i.oidc()).and_then(|o| o.issuer()).map(str::to_string),
+        authentication_mode: cluster
+            .access_config()
+            .and_then(|a| a.authentication_mode())
+            .map(|m| m.as_str().to_string()),
     })
 }
 

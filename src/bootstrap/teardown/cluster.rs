@@ -5,13 +5,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
-use super::Teardown;
+use super::{Teardown, TeardownError};
 use crate::apis::ec2nodeclass::EC2NodeClass;
-use crate::apis::labels::NODEPOOL_LABEL;
+use crate::apis::labels::{NODEPOOL_LABEL, TERMINATION_FINALIZER};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
 use crate::bootstrap::aws_auth;
@@ -46,16 +47,16 @@ impl Teardown<'_> {
 
     /// A client for the cluster, when the kubeconfig context is the cluster's; otherwise why not, for the report.
     fn kube_client(&self, endpoint: &str) -> Result<kube::Client, String> {
-        let target = self.options.kube.as_ref().ok_or("no kubeconfig context")?;
+        let target = self.options.kube.as_ref().map_err(|why| format!("no kubeconfig: {why}"))?;
         target.for_cluster(&self.options.cluster, endpoint).cloned().map_err(|e| e.to_string())
     }
 
-    /// Deletes the NodePools whose EC2NodeClass launches with this cluster's node role (setup's), and waits
-    /// (bounded) for their NodeClaims to go: the controller drains each node. NodePools on another role are not
-    /// nodesmith's to delete; they are reported.
-    pub(super) async fn nodepools(&mut self, client: &kube::Client) -> Result<(), CloudError> {
+    /// Deletes this cluster's NodePools: labelled for it, or launching with its node role through their
+    /// EC2NodeClass. With a live controller, waits (bounded) while it drains their nodes. Returns their names.
+    /// NodePools of others are reported and left.
+    pub(super) async fn nodepools(&mut self, client: &kube::Client) -> Result<BTreeSet<String>, CloudError> {
         let classes: Api<EC2NodeClass> = Api::all(client.clone());
-        let ours: BTreeSet<String> = match classes.list(&ListParams::default()).await {
+        let our_classes: BTreeSet<String> = match classes.list(&ListParams::default()).await {
             Ok(listed) => listed
                 .items
                 .into_iter()
@@ -66,56 +67,113 @@ impl Teardown<'_> {
                 .map(|c| c.name_any())
                 .collect(),
             // No CRD, no NodePools.
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(BTreeSet::new()),
             Err(error) => return Err(kube_error("listing EC2NodeClasses", error)),
         };
         let pools: Api<NodePool> = Api::all(client.clone());
         let all = pools.list(&ListParams::default()).await.map_err(|e| kube_error("listing NodePools", e))?.items;
-        let (listed, others): (Vec<NodePool>, Vec<NodePool>) =
-            all.into_iter().partition(|p| ours.contains(&p.spec.template.spec.node_class_ref.name));
+        let cluster = self.options.cluster.clone();
+        let (ours, others): (Vec<NodePool>, Vec<NodePool>) = all.into_iter().partition(|p| {
+            p.labels().get(OWNER_TAG) == Some(&cluster)
+                || our_classes.contains(&p.spec.template.spec.node_class_ref.name)
+        });
         for pool in others {
             let class = pool.spec.template.spec.node_class_ref.name.clone();
-            let note =
-                format!("its EC2NodeClass {class} does not use this cluster's node role {}", self.names.node_role);
+            let note = format!(
+                "not labelled for {cluster}, and its EC2NodeClass {class} does not use the node role {}",
+                self.names.node_role
+            );
             self.ledger.keep("nodepool", pool.name_any(), note);
         }
-        let listed_names: BTreeSet<String> = listed.iter().map(|p| p.name_any()).collect();
-        for pool in &listed {
-            if self.ledger.may_mutate() && pool.meta().deletion_timestamp.is_none() {
+        let names: BTreeSet<String> = ours.iter().map(|p| p.name_any()).collect();
+        for pool in &ours {
+            // A NodePool already being deleted costs no call (and a re-run reports no change for it).
+            let deleting = pool.meta().deletion_timestamp.is_some();
+            if self.ledger.may_mutate() && !deleting {
                 match pools.delete(&pool.name_any(), &DeleteParams::default()).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(status)) if status.code == 404 => {}
                     Err(error) => return Err(kube_error("deleting a NodePool", error)),
                 }
             }
-            self.ledger.record("nodepool", pool.name_any(), Action::Deleted, 1);
+            self.ledger.record("nodepool", pool.name_any(), Action::Deleted, u32::from(!deleting));
         }
-        if listed.is_empty() || !self.ledger.may_mutate() {
-            return Ok(());
+        if names.is_empty() || !self.ledger.may_mutate() {
+            return Ok(names);
+        }
+        if !controller_alive(client).await? {
+            self.ledger.keep(
+                "nodeclaim",
+                "*",
+                "no live nodesmith controller (no Lease renewed in the last 30 s): nothing drains the nodes; their \
+                 instances are terminated and their finalizers removed",
+            );
+            return Ok(names);
         }
         let claims: Api<NodeClaim> = Api::all(client.clone());
         let deadline = tokio::time::Instant::now() + NODECLAIM_WAIT;
         loop {
-            let all = claims.list(&ListParams::default()).await.map_err(|e| kube_error("listing NodeClaims", e))?;
-            let left: Vec<NodeClaim> = all
-                .items
-                .into_iter()
-                .filter(|c| c.labels().get(NODEPOOL_LABEL).is_some_and(|p| listed_names.contains(p)))
-                .collect();
+            let left = self.nodeclaims_of(&claims, &names).await?;
             if left.is_empty() {
-                return Ok(());
+                return Ok(names);
             }
             if tokio::time::Instant::now() >= deadline {
-                let names: Vec<String> = left.iter().map(|c| c.name_any()).collect();
+                let listed: Vec<String> = left.iter().map(|c| c.name_any()).collect();
                 self.ledger.keep(
                     "nodeclaim",
-                    names.join(", "),
+                    listed.join(", "),
                     format!("still draining after {NODECLAIM_WAIT:?}; their instances are terminated below"),
                 );
-                return Ok(());
+                return Ok(names);
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
+    }
+
+    async fn nodeclaims_of(
+        &self,
+        claims: &Api<NodeClaim>,
+        pools: &BTreeSet<String>,
+    ) -> Result<Vec<NodeClaim>, CloudError> {
+        let all = claims.list(&ListParams::default()).await.map_err(|e| kube_error("listing NodeClaims", e))?;
+        Ok(all
+            .items
+            .into_iter()
+            .filter(|c| c.labels().get(NODEPOOL_LABEL).is_some_and(|p| pools.contains(p)))
+            .collect())
+    }
+
+    /// Once their instances are terminated: the termination finalizers of the NodeClaims (and their Nodes) of
+    /// `pools` that nothing else will remove, so that they go.
+    pub(super) async fn release_finalizers(
+        &mut self,
+        client: &kube::Client,
+        pools: &BTreeSet<String>,
+    ) -> Result<(), CloudError> {
+        let claims: Api<NodeClaim> = Api::all(client.clone());
+        let nodes: Api<Node> = Api::all(client.clone());
+        let release = serde_json::json!({"metadata": {"finalizers": null}});
+        for claim in self.nodeclaims_of(&claims, pools).await? {
+            if !claim.finalizers().iter().any(|f| f == TERMINATION_FINALIZER) {
+                continue;
+            }
+            if self.ledger.may_mutate() {
+                if let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.clone()) {
+                    match nodes.patch(&node, &PatchParams::default(), &Patch::Merge(&release)).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(status)) if status.code == 404 => {}
+                        Err(error) => return Err(kube_error("releasing a Node", error)),
+                    }
+                }
+                match claims.patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&release)).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(error) => return Err(kube_error("releasing a NodeClaim", error)),
+                }
+            }
+            self.ledger.record("nodeclaim-finalizer", claim.name_any(), Action::Deleted, 1);
+        }
+        Ok(())
     }
 
     /// The node role's mapping in kube-system/aws-auth, if setup wrote one.
@@ -183,11 +241,17 @@ impl Teardown<'_> {
     /// Pod Identity associations that give the controller role and carry this cluster's ownership tag.
     pub(super) async fn pod_identity_associations(&mut self, controller_role_arn: &str) -> Result<(), CloudError> {
         let cluster = self.options.cluster.clone();
-        let listed = match self.eks.list_pod_identity_associations().cluster_name(&cluster).send().await {
-            Ok(listed) => listed.associations.unwrap_or_default(),
-            Err(error) if is_not_found(&error) => return Ok(()),
-            Err(error) => return Err(CloudError::from_sdk("eks:ListPodIdentityAssociations", Some(&cluster), error)),
-        };
+        let mut listed = Vec::new();
+        let mut pages = self.eks.list_pod_identity_associations().cluster_name(&cluster).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            match page {
+                Ok(page) => listed.extend(page.associations.unwrap_or_default()),
+                Err(error) if is_not_found(&error) => return Ok(()),
+                Err(error) => {
+                    return Err(CloudError::from_sdk("eks:ListPodIdentityAssociations", Some(&cluster), error));
+                }
+            }
+        }
         for summary in listed {
             let Some(association_id) = summary.association_id() else { continue };
             let described = self
@@ -217,28 +281,64 @@ impl Teardown<'_> {
         Ok(())
     }
 
-    /// Everything in this file, in order; what cannot be reached is reported, and the AWS teardown goes on.
-    pub(super) async fn cluster_side(&mut self) -> Result<(), CloudError> {
-        let Some(endpoint) = self.cluster_endpoint().await? else { return Ok(()) };
+    /// First of all: the NodePools, through the cluster's Kubernetes API. A cluster that still exists but cannot
+    /// be reached (no kubeconfig, or one for another cluster) stops teardown, unless `skip_kubernetes`: its
+    /// controller would launch replacements for the instances terminated next.
+    pub(super) async fn kubernetes_first(&mut self) -> Result<Option<KubernetesSide>, TeardownError> {
+        let Some(endpoint) = self.cluster_endpoint().await? else { return Ok(None) };
+        let client = match self.kube_client(&endpoint) {
+            Ok(client) => client,
+            Err(why) if self.options.skip_kubernetes => {
+                self.ledger.keep(
+                    "nodepool",
+                    "*",
+                    format!("--skip-kubernetes: NodePools and any aws-auth mapping left ({why})"),
+                );
+                return Ok(None);
+            }
+            Err(why) => return Err(TeardownError::NoKubernetes { cluster: self.options.cluster.clone(), why }),
+        };
+        let pools = self.nodepools(&client).await?;
+        Ok(Some(KubernetesSide { client, pools }))
+    }
+
+    /// After the instances: node access (aws-auth mapping, access entry), the Pod Identity association, and the
+    /// finalizers nothing else will remove.
+    pub(super) async fn cluster_access_last(&mut self, kubernetes: Option<&KubernetesSide>) -> Result<(), CloudError> {
+        if self.cluster_endpoint().await?.is_none() {
+            return Ok(());
+        }
         let Some(prefix) = self.account_prefix().await? else { return Ok(()) };
         let node_role_arn = format!("{prefix}role/{}", self.names.node_role);
         let controller_role_arn = format!("{prefix}role/{}", self.names.controller_role);
-        match self.kube_client(&endpoint) {
-            Ok(client) => {
-                self.nodepools(&client).await?;
-                self.aws_auth_mapping(&client, &node_role_arn).await?;
-            }
-            Err(why) => self.ledger.keep(
-                "nodepool",
-                "*",
-                format!(
-                    "NodePools and any aws-auth mapping left in place ({why}); their instances are terminated below"
-                ),
-            ),
+        if let Some(kubernetes) = kubernetes {
+            self.release_finalizers(&kubernetes.client, &kubernetes.pools).await?;
+            self.aws_auth_mapping(&kubernetes.client, &node_role_arn).await?;
         }
         self.access_entry(&node_role_arn).await?;
         self.pod_identity_associations(&controller_role_arn).await
     }
+}
+
+/// What the Kubernetes step leaves for the last one.
+pub(super) struct KubernetesSide {
+    client: kube::Client,
+    pools: BTreeSet<String>,
+}
+
+/// Whether a nodesmith controller holds its Lease: renewed within the last 30 seconds, in any namespace.
+async fn controller_alive(client: &kube::Client) -> Result<bool, CloudError> {
+    let leases: Api<Lease> = Api::all(client.clone());
+    let params = ListParams::default().fields(&format!("metadata.name={}", crate::controller::leader::LEASE_NAME));
+    let listed = leases.list(&params).await.map_err(|e| kube_error("listing Leases", e))?;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Ok(listed.items.iter().any(|lease| {
+        lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.renew_time.as_ref())
+            .is_some_and(|renewed| now.duration_since(renewed.0) < k8s_openapi::jiff::SignedDuration::from_secs(30))
+    }))
 }
 
 fn kube_error(what: &str, error: kube::Error) -> CloudError {
@@ -281,7 +381,13 @@ mod tests {
     }
 
     fn options() -> TeardownOptions {
-        TeardownOptions { cluster: "demo".into(), dry_run: false, kube: None, progress: None }
+        TeardownOptions {
+            cluster: "demo".into(),
+            dry_run: false,
+            kube: Err("none in this test".into()),
+            skip_kubernetes: false,
+            progress: None,
+        }
     }
 
     #[tokio::test]

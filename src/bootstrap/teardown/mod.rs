@@ -23,8 +23,11 @@ const MAX_CONTROLLER_POLICIES: usize = 8;
 pub struct TeardownOptions {
     pub cluster: String,
     pub dry_run: bool,
-    /// The Kubernetes API, for the NodePools and the aws-auth mapping; used only if it is the cluster's.
-    pub kube: Option<KubeTarget>,
+    /// The Kubernetes API, for the NodePools and the aws-auth mapping (used only if it is the cluster's), or why
+    /// there is none.
+    pub kube: Result<KubeTarget, String>,
+    /// Go on without the Kubernetes side when the cluster exists but cannot be reached.
+    pub skip_kubernetes: bool,
     /// Told of each step and resource as teardown goes.
     pub progress: Option<ProgressObserver>,
 }
@@ -46,7 +49,19 @@ fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 
-pub async fn run(sdk: &aws_config::SdkConfig, options: &TeardownOptions) -> Result<Ledger, CloudError> {
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownError {
+    #[error(
+        "cluster {cluster} still exists and its Kubernetes API cannot be used ({why}): its NodePools would launch \
+         replacements for the instances teardown terminates. Point kubectl at it (aws eks update-kubeconfig --name \
+         {cluster} --region <region>), or pass --skip-kubernetes once the controller is uninstalled"
+    )]
+    NoKubernetes { cluster: String, why: String },
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+}
+
+pub async fn run(sdk: &aws_config::SdkConfig, options: &TeardownOptions) -> Result<Ledger, TeardownError> {
     let mut teardown = Teardown {
         options,
         names: ClusterNames::for_cluster(&options.cluster),
@@ -59,8 +74,8 @@ pub async fn run(sdk: &aws_config::SdkConfig, options: &TeardownOptions) -> Resu
         account_prefix: None,
         ledger: Ledger::with_observer(options.dry_run, options.progress.clone()),
     };
-    teardown.ledger.step("NodePools, node access, Pod Identity");
-    teardown.cluster_side().await?;
+    teardown.ledger.step("NodePools");
+    let kubernetes = teardown.kubernetes_first().await?;
     teardown.ledger.step("instances");
     teardown.instances().await?;
     teardown.ledger.step("launch templates");
@@ -68,6 +83,8 @@ pub async fn run(sdk: &aws_config::SdkConfig, options: &TeardownOptions) -> Resu
     teardown.ledger.step("EventBridge rules and the queue");
     teardown.rules().await?;
     teardown.queue().await?;
+    teardown.ledger.step("node access, Pod Identity");
+    teardown.cluster_access_last(kubernetes.as_ref()).await?;
     teardown.ledger.step("IAM");
     teardown.controller_policies().await?;
     teardown.instance_profiles().await?;
