@@ -13,6 +13,14 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 
+/// An SDK configuration for the clients a test builds but never calls (their steps are not under test).
+pub fn uncalled_sdk_config() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .build()
+}
+
 /// One canned answer: for requests with this method whose path contains `path`.
 #[derive(Debug, Clone)]
 struct Route {

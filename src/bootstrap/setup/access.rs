@@ -207,11 +207,7 @@ mod tests {
     }
 
     fn setup_for<'a>(options: &'a SetupOptions, eks: &FakeEks) -> Setup<'a> {
-        // Clients no step here calls.
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .build();
+        let sdk = crate::bootstrap::fake_eks::uncalled_sdk_config();
         Setup {
             options,
             cluster: ClusterInfo {

@@ -362,10 +362,7 @@ mod tests {
     const ASSOCIATIONS: &str = "/clusters/demo/pod-identity-associations";
 
     fn teardown_for<'a>(options: &'a TeardownOptions, eks: &FakeEks) -> Teardown<'a> {
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .build();
+        let sdk = crate::bootstrap::fake_eks::uncalled_sdk_config();
         Teardown {
             options,
             names: ClusterNames::for_cluster("demo"),
