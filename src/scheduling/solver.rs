@@ -3,7 +3,7 @@
 //! instance types that could still hold all its pods and narrows it as pods join; at the end it launches as the
 //! cheapest of them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::explain::why_unschedulable;
 use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, tolerates_all};
@@ -77,6 +77,11 @@ struct Attempt {
 }
 
 pub fn solve(input: &SchedulingInput<'_>) -> Plan {
+    solve_with(input, true)
+}
+
+/// `repack`: whether unconstrained pools' nodes may be re-planned split by pod shape (not within that re-plan).
+pub(super) fn solve_with(input: &SchedulingInput<'_>, repack: bool) -> Plan {
     let catalog = Catalog::new(input.instance_types, input.prices, input.unavailable);
     let mut pools: Vec<Pool> = input.nodepools.iter().map(|spec| prepare_pool(spec, &catalog, input)).collect();
     // Heaviest first; the name breaks ties so the plan does not depend on input order.
@@ -161,11 +166,18 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
         }
     }
 
-    let new_nodes = planned
+    let launched: Vec<(usize, NewNode)> = planned
         .iter()
         .filter_map(|node| Some((node, finish(node, &pools, &catalog, input.pods)?)))
-        .flat_map(|(node, launched)| right_size(launched, node, &pod_topology, input))
+        .flat_map(|(node, launched)| {
+            right_size(launched, node, &pod_topology, input).into_iter().map(move |n| (node.pool, n))
+        })
         .collect();
+    let new_nodes = if repack {
+        repack_by_shape(launched, &planned, &pools, &pod_topology, input)
+    } else {
+        launched.into_iter().map(|(_, node)| node).collect()
+    };
     let existing_placements = input
         .existing
         .iter()
@@ -174,6 +186,70 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
         .map(|(node, pods)| (node.name.clone(), pods.iter().map(|&p| input.pods[p].id.clone()).collect()))
         .collect();
     Plan { new_nodes, existing_placements, unschedulable }
+}
+
+/// Re-plans only groups of this many pods or fewer: each try is two solves of the group.
+const REPACK_MAX_PODS: usize = 10_000;
+const REPACK_MIN_PODS: usize = 8;
+
+/// First-fit gives every node the batch's CPU-to-memory mix, and no instance family may have that ratio (c is
+/// 1:2, m 1:4, r 1:8 GiB per vCPU): every node then wastes some of one resource. Splitting the pods by their own
+/// ratio lets CPU-heavy pods fill c/m nodes and memory-heavy ones r nodes, which is how the cheapest fractional
+/// mix of two types buys the batch. For each pool whose nodes hold only pods without topology constraints (and
+/// has no limits, which separate re-plans could not share), the pods sorted by memory per CPU are split at a few
+/// points, each half planned alone; the cheapest split replaces the pool's nodes when it is cheaper.
+fn repack_by_shape(
+    launched: Vec<(usize, NewNode)>,
+    planned: &[PlannedNode],
+    pools: &[Pool],
+    shapes: &[PodTopology],
+    input: &SchedulingInput,
+) -> Vec<NewNode> {
+    let mut result = Vec::with_capacity(launched.len());
+    let mut repacked: Vec<NewNode> = Vec::new();
+    for (pool_index, pool) in pools.iter().enumerate() {
+        let nodes: Vec<&PlannedNode> = planned.iter().filter(|n| n.pool == pool_index).collect();
+        let pods: Vec<usize> = nodes.iter().flat_map(|n| n.pods.iter().copied()).collect();
+        let eligible = pool.spec.limits.is_none()
+            && (REPACK_MIN_PODS..=REPACK_MAX_PODS).contains(&pods.len())
+            && pods.iter().all(|&p| shapes[p].is_empty());
+        if !eligible {
+            continue;
+        }
+        let current: f64 = launched.iter().filter(|(p, _)| *p == pool_index).map(|(_, n)| n.price_per_hour).sum();
+        let mut sorted: Vec<PodRequest> = pods.iter().map(|&p| input.pods[p].clone()).collect();
+        let memory_per_cpu = |p: &PodRequest| {
+            p.requests.get(ResourceName::Memory) as f64 / p.requests.get(ResourceName::Cpu).max(1) as f64
+        };
+        sorted.sort_by(|a, b| memory_per_cpu(a).total_cmp(&memory_per_cpu(b)).then_with(|| a.id.cmp(&b.id)));
+        let mut best: Option<(f64, Vec<NewNode>)> = None;
+        // Quarters and thirds: a few points, each two solves, catch most batches' boundary between shapes.
+        let splits: BTreeSet<usize> =
+            [(1, 4), (1, 3), (1, 2), (2, 3), (3, 4)].iter().map(|(a, b)| sorted.len() * a / b).collect();
+        for split in splits {
+            let plan_of = |pods: &[PodRequest]| {
+                solve_with(
+                    &SchedulingInput { pods, nodepools: std::slice::from_ref(pool.spec), existing: &[], ..*input },
+                    false,
+                )
+            };
+            let (low, high) = (plan_of(&sorted[..split]), plan_of(&sorted[split..]));
+            if !low.unschedulable.is_empty() || !high.unschedulable.is_empty() {
+                continue;
+            }
+            let cost = low.total_price_per_hour() + high.total_price_per_hour();
+            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                best = Some((cost, low.new_nodes.into_iter().chain(high.new_nodes).collect()));
+            }
+        }
+        if let Some((cost, nodes)) = best
+            && cost < current - 1e-9
+        {
+            repacked.extend(nodes);
+            result.push(pool_index);
+        }
+    }
+    launched.into_iter().filter(|(pool, _)| !result.contains(pool)).map(|(_, node)| node).chain(repacked).collect()
 }
 
 /// A node launched below this share of its type (in its most used resource) is worth re-packing on smaller types.
@@ -198,13 +274,16 @@ fn right_size(node: NewNode, planned: &PlannedNode, shapes: &[PodTopology], inpu
         return vec![node];
     }
     let pods: Vec<PodRequest> = planned.pods.iter().map(|&p| input.pods[p].clone()).collect();
-    let replan = solve(&SchedulingInput {
-        pods: &pods,
-        nodepools: std::slice::from_ref(spec),
-        instance_types: &smaller,
-        existing: &[],
-        ..*input
-    });
+    let replan = solve_with(
+        &SchedulingInput {
+            pods: &pods,
+            nodepools: std::slice::from_ref(spec),
+            instance_types: &smaller,
+            existing: &[],
+            ..*input
+        },
+        false,
+    );
     if replan.unschedulable.is_empty() && replan.total_price_per_hour() < node.price_per_hour - 1e-9 {
         replan.new_nodes
     } else {

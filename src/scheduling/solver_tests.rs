@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, Toleration, tolerates_all};
 use super::plan::Plan;
 use super::requirements::{Operator, Requirement};
-use super::solver::{CAPACITY_TYPE_LABEL, MAX_INSTANCE_TYPE_OPTIONS, SchedulingInput, ZONE_LABEL, solve};
+use super::solver::{CAPACITY_TYPE_LABEL, MAX_INSTANCE_TYPE_OPTIONS, SchedulingInput, ZONE_LABEL, solve, solve_with};
 use super::topology::{PodAffinityTerm, TopologyKey, TopologySpread};
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
@@ -425,6 +425,31 @@ proptest! {
                 }).sum();
                 prop_assert!(planned <= limits.get(ResourceName::Cpu), "{} planned {planned}m", pool.name);
             }
+        }
+    }
+
+    #[test]
+    /// Re-planning split by pod shape only ever replaces nodes with cheaper ones, and loses no pod.
+    fn repacking_by_shape_never_costs_more_or_loses_a_pod((pods, pools) in arb_input()) {
+        let fixture = fixture_for_properties();
+        let input = SchedulingInput {
+            pods: &pods,
+            nodepools: &pools,
+            instance_types: &fixture.types,
+            prices: &fixture.prices,
+            existing: &fixture.existing,
+            daemonsets: &fixture.daemonsets,
+            unavailable: &fixture.unavailable,
+        };
+        let first_fit = solve_with(&input, false);
+        let repacked = solve(&input);
+        prop_assert!(repacked.total_price_per_hour() <= first_fit.total_price_per_hour() + 1e-9);
+        let placed = |plan: &Plan| plan.new_nodes.iter().map(|n| n.pods.len()).sum::<usize>()
+            + plan.existing_placements.values().map(Vec::len).sum::<usize>();
+        prop_assert_eq!(placed(&repacked), placed(&first_fit));
+        prop_assert_eq!(repacked.unschedulable.len(), first_fit.unschedulable.len());
+        for node in &repacked.new_nodes {
+            prop_assert!(node.requests.fits_in(&node.allocatable), "{} overfull", node.instance_type);
         }
     }
 
