@@ -205,7 +205,7 @@ fn repack_by_shape(
     shapes: &[PodTopology],
     input: &SchedulingInput,
 ) -> Vec<NewNode> {
-    let mut result = Vec::with_capacity(launched.len());
+    let mut replaced_pools: Vec<usize> = Vec::new();
     let mut repacked: Vec<NewNode> = Vec::new();
     for (pool_index, pool) in pools.iter().enumerate() {
         let nodes: Vec<&PlannedNode> = planned.iter().filter(|n| n.pool == pool_index).collect();
@@ -246,10 +246,15 @@ fn repack_by_shape(
             && cost < current - 1e-9
         {
             repacked.extend(nodes);
-            result.push(pool_index);
+            replaced_pools.push(pool_index);
         }
     }
-    launched.into_iter().filter(|(pool, _)| !result.contains(pool)).map(|(_, node)| node).chain(repacked).collect()
+    launched
+        .into_iter()
+        .filter(|(pool, _)| !replaced_pools.contains(pool))
+        .map(|(_, node)| node)
+        .chain(repacked)
+        .collect()
 }
 
 /// A node launched below this share of its type (in its most used resource) is worth re-packing on smaller types.
