@@ -1,6 +1,8 @@
 //! The `aws-auth` ConfigMap's `mapRoles` (the pre-access-entry way EKS maps IAM roles to Kubernetes groups): adding
 //! the node role's mapping and taking it away again, leaving every other mapping as it was written.
 
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ObjectMeta, PostParams};
 use serde::{Deserialize, Serialize};
 
 pub const NAMESPACE: &str = "kube-system";
@@ -82,6 +84,73 @@ pub fn without_role(map_roles: &str, role_arn: &str) -> Result<Option<String>, M
         return Ok(None);
     }
     serde_yaml_ng::to_string(&mappings).map(Some).map_err(|e| MapRolesError(e.to_string()))
+}
+
+/// What [`edit_map_roles`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    /// The edit changed nothing.
+    Unchanged,
+    /// The ConfigMap was written (or, with `write` false, would have been).
+    Written,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error(transparent)]
+    MapRoles(#[from] MapRolesError),
+    #[error("kube-system/aws-auth: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("kube-system/aws-auth kept changing under us ({EDIT_ATTEMPTS} conflicting writes): run again")]
+    KeptChanging,
+}
+
+/// Writes to aws-auth race other writers (eksctl, other setups): each conflict re-reads and edits again.
+const EDIT_ATTEMPTS: usize = 5;
+
+/// Applies `edit` to kube-system/aws-auth's mapRoles (an absent ConfigMap reads as empty, and is created if the
+/// edit adds something). Each write carries the resourceVersion it read, so a concurrent writer's change is never
+/// lost: on a conflict the ConfigMap is read and edited again. With `write` false, only says what would change.
+pub async fn edit_map_roles(
+    client: &kube::Client,
+    write: bool,
+    edit: impl Fn(&str) -> Result<Option<String>, MapRolesError>,
+) -> Result<Edit, EditError> {
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), NAMESPACE);
+    for _ in 0..EDIT_ATTEMPTS {
+        let current = api.get_opt(NAME).await?;
+        let map_roles =
+            current.as_ref().and_then(|c| c.data.as_ref()).and_then(|d| d.get(MAP_ROLES)).cloned().unwrap_or_default();
+        let Some(updated) = edit(&map_roles)? else { return Ok(Edit::Unchanged) };
+        if !write {
+            return Ok(Edit::Written);
+        }
+        let written = match current {
+            Some(mut config_map) => {
+                config_map.data.get_or_insert_with(Default::default).insert(MAP_ROLES.into(), updated);
+                api.replace(NAME, &PostParams::default(), &config_map).await
+            }
+            None => {
+                let config_map = ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(NAME.into()),
+                        namespace: Some(NAMESPACE.into()),
+                        ..Default::default()
+                    },
+                    data: Some([(MAP_ROLES.to_string(), updated)].into()),
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &config_map).await
+            }
+        };
+        match written {
+            Ok(_) => return Ok(Edit::Written),
+            // Someone else wrote (or created it) in between: read again.
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(EditError::KeptChanging)
 }
 
 #[cfg(test)]

@@ -1,10 +1,6 @@
 //! Step 2, nodes' access to the cluster (an EKS access entry, or the aws-auth ConfigMap), and the EKS Pod Identity
 //! association of step 3.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use super::{NodeAccess, OWNER_TAG, Setup, SetupError};
@@ -12,9 +8,6 @@ use crate::bootstrap::aws_auth;
 use crate::bootstrap::propagation::retry_while_propagating;
 use crate::bootstrap::report::Action;
 use crate::cloud::error::CloudError;
-
-/// Writes to aws-auth race other writers (eksctl, other setups): each conflict re-reads and tries again.
-const AWS_AUTH_ATTEMPTS: usize = 5;
 
 impl Setup<'_> {
     /// Lets nodes with the node role join: an access entry of type EC2_LINUX, or an aws-auth mapping.
@@ -66,56 +59,23 @@ impl Setup<'_> {
     /// The node role in kube-system/aws-auth's mapRoles, as EKS maps node group roles.
     async fn aws_auth_mapping(&mut self, node_role_arn: &str) -> Result<(), SetupError> {
         let client = self.kube_client("--node-access aws-auth")?;
-        let api: Api<ConfigMap> = Api::namespaced(client, aws_auth::NAMESPACE);
         let spec = json!({
             "rolearn": node_role_arn,
             "username": aws_auth::NODE_USERNAME,
             "groups": aws_auth::NODE_GROUPS,
         });
-        let kube_error = |e: kube::Error| SetupError::Kube(format!("kube-system/aws-auth: {e}"));
-        for _ in 0..AWS_AUTH_ATTEMPTS {
-            let current = api.get_opt(aws_auth::NAME).await.map_err(kube_error)?;
-            let map_roles = current
-                .as_ref()
-                .and_then(|c| c.data.as_ref())
-                .and_then(|d| d.get(aws_auth::MAP_ROLES))
-                .cloned()
-                .unwrap_or_default();
-            let Some(updated) = aws_auth::with_node_role(&map_roles, node_role_arn)? else {
-                self.ledger.record("aws-auth-mapping", node_role_arn, Action::Unchanged, 0).spec(spec);
-                return Ok(());
-            };
-            if !self.ledger.may_mutate() {
-                self.ledger.record("aws-auth-mapping", node_role_arn, Action::Created, 1).spec(spec);
-                return Ok(());
-            }
-            let written = match current {
-                Some(mut config_map) => {
-                    // Replace carries the resourceVersion read above: a concurrent write makes it fail (409).
-                    config_map.data.get_or_insert_with(BTreeMap::new).insert(aws_auth::MAP_ROLES.into(), updated);
-                    api.replace(aws_auth::NAME, &PostParams::default(), &config_map).await
-                }
-                None => {
-                    let config_map: ConfigMap = serde_json::from_value(json!({
-                        "metadata": {"name": aws_auth::NAME, "namespace": aws_auth::NAMESPACE},
-                        "data": {aws_auth::MAP_ROLES: updated},
-                    }))
-                    .map_err(|e| SetupError::Kube(e.to_string()))?;
-                    api.create(&PostParams::default(), &config_map).await
-                }
-            };
-            match written {
-                Ok(_) => {
-                    self.ledger.record("aws-auth-mapping", node_role_arn, Action::Created, 1).spec(spec);
-                    return Ok(());
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                Err(error) => return Err(kube_error(error)),
-            }
-        }
-        Err(SetupError::Kube(format!(
-            "kube-system/aws-auth kept changing under us ({AWS_AUTH_ATTEMPTS} conflicting writes): run setup again"
-        )))
+        let edited = aws_auth::edit_map_roles(&client, self.ledger.may_mutate(), |map_roles| {
+            aws_auth::with_node_role(map_roles, node_role_arn)
+        })
+        .await;
+        let (action, calls) = match edited {
+            Ok(aws_auth::Edit::Unchanged) => (Action::Unchanged, 0),
+            Ok(aws_auth::Edit::Written) => (Action::Created, 1),
+            Err(aws_auth::EditError::MapRoles(error)) => return Err(error.into()),
+            Err(error) => return Err(SetupError::Kube(error.to_string())),
+        };
+        self.ledger.record("aws-auth-mapping", node_role_arn, action, calls).spec(spec);
+        Ok(())
     }
 
     /// EKS Pod Identity: the controller's ServiceAccount gets the controller role.

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 
 use super::{Teardown, TeardownError};
@@ -182,34 +182,24 @@ impl Teardown<'_> {
         client: &kube::Client,
         node_role_arn: &str,
     ) -> Result<(), CloudError> {
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), aws_auth::NAMESPACE);
-        for _ in 0..5 {
-            let Some(mut config_map) = api.get_opt(aws_auth::NAME).await.map_err(|e| kube_error("aws-auth", e))? else {
-                return Ok(());
-            };
-            let map_roles =
-                config_map.data.as_ref().and_then(|d| d.get(aws_auth::MAP_ROLES)).cloned().unwrap_or_default();
-            let updated = match aws_auth::without_role(&map_roles, node_role_arn) {
-                Ok(Some(updated)) => updated,
-                Ok(None) => return Ok(()),
-                Err(error) => {
-                    self.ledger.keep("aws-auth-mapping", node_role_arn, error.to_string());
-                    return Ok(());
-                }
-            };
-            if self.ledger.may_mutate() {
-                config_map.data.get_or_insert_with(Default::default).insert(aws_auth::MAP_ROLES.into(), updated);
-                match api.replace(aws_auth::NAME, &PostParams::default(), &config_map).await {
-                    Ok(_) => {}
-                    // Someone else wrote in between: read again.
-                    Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                    Err(error) => return Err(kube_error("aws-auth", error)),
-                }
+        let edited = aws_auth::edit_map_roles(client, self.ledger.may_mutate(), |map_roles| {
+            aws_auth::without_role(map_roles, node_role_arn)
+        })
+        .await;
+        match edited {
+            Ok(aws_auth::Edit::Unchanged) => {}
+            Ok(aws_auth::Edit::Written) => {
+                self.ledger.record("aws-auth-mapping", node_role_arn, Action::Deleted, 1);
             }
-            self.ledger.record("aws-auth-mapping", node_role_arn, Action::Deleted, 1);
-            return Ok(());
+            // A mapRoles nodesmith cannot read is left as it is, and said so.
+            Err(aws_auth::EditError::MapRoles(error)) => {
+                self.ledger.keep("aws-auth-mapping", node_role_arn, error.to_string());
+            }
+            Err(error) => {
+                return Err(CloudError::Call { action: "kubernetes:aws-auth", message: error.to_string() });
+            }
         }
-        Err(CloudError::Call { action: "kubernetes:aws-auth", message: "kept changing under us; run again".into() })
+        Ok(())
     }
 
     /// The node role's access entry, if it carries this cluster's ownership tag.
