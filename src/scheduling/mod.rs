@@ -5,6 +5,7 @@ mod explain;
 pub mod model;
 mod options;
 pub mod plan;
+mod repack;
 pub mod requirements;
 pub mod solver;
 pub mod topology;

@@ -3,7 +3,7 @@
 //! instance types that could still hold all its pods and narrows it as pods join; at the end it launches as the
 //! cheapest of them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::explain::why_unschedulable;
 use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, tolerates_all};
@@ -12,6 +12,7 @@ use super::options::{
     prepare_pool,
 };
 use super::plan::{NewNode, Plan, UnschedulablePod};
+use super::repack::{repack_by_shape, right_size};
 use super::requirements::Requirement;
 use super::topology::{PodTopology, PodTopologyInput, Topology, TopologyKey};
 use crate::catalog::instance_type::InstanceTypeInfo;
@@ -37,14 +38,17 @@ pub struct SchedulingInput<'a> {
 }
 
 /// A node planned in this round.
-struct PlannedNode {
-    pool: usize,
+pub(super) struct PlannedNode {
+    pub(super) pool: usize,
     compat: Compat,
     used: Resources,
     /// Element-wise maximum allocatable of `compat.types`: a quick necessary test before the exact one.
     max_allocatable: Resources,
-    pods: Vec<usize>,
+    /// Indices into the input's pods.
+    pub(super) pods: Vec<usize>,
     host: HostState,
+    /// The node group of a `Pass::Bins` solve; 0 otherwise.
+    bin: usize,
 }
 
 /// What hostname topology needs of a node: pods per group on it, and the anti-affinity groups of its pods.
@@ -77,11 +81,27 @@ struct Attempt {
 }
 
 pub fn solve(input: &SchedulingInput<'_>) -> Plan {
-    solve_with(input, true)
+    solve_with(input, Pass::Full)
 }
 
-/// `repack`: whether unconstrained pools' nodes may be re-planned split by pod shape (not within that re-plan).
-pub(super) fn solve_with(input: &SchedulingInput<'_>, repack: bool) -> Plan {
+/// How a solve runs: the whole plan, or one of the re-plans the whole plan makes of a part of itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pass<'b> {
+    /// Pods largest first; unconstrained pools are then re-planned by shape where that is cheaper.
+    Full,
+    /// Pods largest first, nothing re-planned by shape.
+    Replan,
+    /// A packing already chosen: pod i belongs to node group `bins[i]`, pods are taken in the order given, and
+    /// a pod joins only nodes of its own group. New nodes may become any type that holds them, so each group
+    /// launches as the cheapest type that holds it. Nothing re-planned by shape.
+    Bins(&'b [usize]),
+}
+
+pub(super) fn solve_with(input: &SchedulingInput<'_>, pass: Pass) -> Plan {
+    let bin_of = |pod: usize| match pass {
+        Pass::Bins(bins) => bins.get(pod).copied().unwrap_or(usize::MAX),
+        _ => 0,
+    };
     let catalog = Catalog::new(input.instance_types, input.prices, input.unavailable);
     let mut pools: Vec<Pool> = input.nodepools.iter().map(|spec| prepare_pool(spec, &catalog, input)).collect();
     // Heaviest first; the name breaks ties so the plan does not depend on input order.
@@ -114,15 +134,17 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, repack: bool) -> Plan {
         share(ResourceName::Cpu).max(share(ResourceName::Memory))
     };
     let mut order: Vec<usize> = (0..input.pods.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (pa, pb) = (&input.pods[a], &input.pods[b]);
-        let (ta, tb) = (!pod_topology[a].is_empty(), !pod_topology[b].is_empty());
-        let size = |p: &PodRequest| (p.requests.get(ResourceName::Cpu), p.requests.get(ResourceName::Memory));
-        tb.cmp(&ta)
-            .then_with(|| if ta && tb { size(pb).cmp(&size(pa)) } else { std::cmp::Ordering::Equal })
-            .then_with(|| dominant_share(pb).total_cmp(&dominant_share(pa)))
-            .then_with(|| pa.id.cmp(&pb.id))
-    });
+    if !matches!(pass, Pass::Bins(_)) {
+        order.sort_by(|&a, &b| {
+            let (pa, pb) = (&input.pods[a], &input.pods[b]);
+            let (ta, tb) = (!pod_topology[a].is_empty(), !pod_topology[b].is_empty());
+            let size = |p: &PodRequest| (p.requests.get(ResourceName::Cpu), p.requests.get(ResourceName::Memory));
+            tb.cmp(&ta)
+                .then_with(|| if ta && tb { size(pb).cmp(&size(pa)) } else { std::cmp::Ordering::Equal })
+                .then_with(|| dominant_share(pb).total_cmp(&dominant_share(pa)))
+                .then_with(|| pa.id.cmp(&pb.id))
+        });
+    }
 
     for pod_index in order {
         let pod = &input.pods[pod_index];
@@ -133,7 +155,7 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, repack: bool) -> Plan {
                 placed = true;
                 break;
             }
-            let on_planned = planned.iter_mut().any(|node| {
+            let on_planned = planned.iter_mut().filter(|node| node.bin == bin_of(pod_index)).any(|node| {
                 place_on_planned(
                     node,
                     pod,
@@ -150,9 +172,20 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, repack: bool) -> Plan {
                 placed = true;
                 break;
             }
-            if let Some(node) =
-                new_node(pod, pod_index, shape, &attempt, &mut pools, &catalog, &mut topology, &mut compat_cache)
-            {
+            let grow_efficiently = !matches!(pass, Pass::Bins(_));
+            let new = new_node(
+                pod,
+                pod_index,
+                shape,
+                &attempt,
+                grow_efficiently,
+                &mut pools,
+                &catalog,
+                &mut topology,
+                &mut compat_cache,
+            );
+            if let Some(mut node) = new {
+                node.bin = bin_of(pod_index);
                 planned.push(node);
                 placed = true;
                 break;
@@ -173,8 +206,8 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, repack: bool) -> Plan {
             right_size(launched, node, &pod_topology, input).into_iter().map(move |n| (node.pool, n))
         })
         .collect();
-    let new_nodes = if repack {
-        repack_by_shape(launched, &planned, &pools, &pod_topology, input)
+    let new_nodes = if pass == Pass::Full {
+        repack_by_shape(launched, &planned, &pools, &catalog, &pod_topology, input)
     } else {
         launched.into_iter().map(|(_, node)| node).collect()
     };
@@ -186,114 +219,6 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, repack: bool) -> Plan {
         .map(|(node, pods)| (node.name.clone(), pods.iter().map(|&p| input.pods[p].id.clone()).collect()))
         .collect();
     Plan { new_nodes, existing_placements, unschedulable }
-}
-
-/// Re-plans only groups of this many pods or fewer: each try is two solves of the group.
-const REPACK_MAX_PODS: usize = 10_000;
-const REPACK_MIN_PODS: usize = 8;
-
-/// First-fit gives every node the batch's CPU-to-memory mix, and no instance family may have that ratio (c is
-/// 1:2, m 1:4, r 1:8 GiB per vCPU): every node then wastes some of one resource. Splitting the pods by their own
-/// ratio lets CPU-heavy pods fill c/m nodes and memory-heavy ones r nodes, which is how the cheapest fractional
-/// mix of two types buys the batch. For each pool whose nodes hold only pods without topology constraints (and
-/// has no limits, which separate re-plans could not share), the pods sorted by memory per CPU are split at a few
-/// points, each half planned alone; the cheapest split replaces the pool's nodes when it is cheaper.
-fn repack_by_shape(
-    launched: Vec<(usize, NewNode)>,
-    planned: &[PlannedNode],
-    pools: &[Pool],
-    shapes: &[PodTopology],
-    input: &SchedulingInput,
-) -> Vec<NewNode> {
-    let mut replaced_pools: Vec<usize> = Vec::new();
-    let mut repacked: Vec<NewNode> = Vec::new();
-    for (pool_index, pool) in pools.iter().enumerate() {
-        let nodes: Vec<&PlannedNode> = planned.iter().filter(|n| n.pool == pool_index).collect();
-        let pods: Vec<usize> = nodes.iter().flat_map(|n| n.pods.iter().copied()).collect();
-        let eligible = pool.spec.limits.is_none()
-            && (REPACK_MIN_PODS..=REPACK_MAX_PODS).contains(&pods.len())
-            && pods.iter().all(|&p| shapes[p].is_empty());
-        if !eligible {
-            continue;
-        }
-        let current: f64 = launched.iter().filter(|(p, _)| *p == pool_index).map(|(_, n)| n.price_per_hour).sum();
-        let mut sorted: Vec<PodRequest> = pods.iter().map(|&p| input.pods[p].clone()).collect();
-        let memory_per_cpu = |p: &PodRequest| {
-            p.requests.get(ResourceName::Memory) as f64 / p.requests.get(ResourceName::Cpu).max(1) as f64
-        };
-        sorted.sort_by(|a, b| memory_per_cpu(a).total_cmp(&memory_per_cpu(b)).then_with(|| a.id.cmp(&b.id)));
-        let mut best: Option<(f64, Vec<NewNode>)> = None;
-        // Quarters and thirds: a few points, each two solves, catch most batches' boundary between shapes.
-        let splits: BTreeSet<usize> =
-            [(1, 4), (1, 3), (1, 2), (2, 3), (3, 4)].iter().map(|(a, b)| sorted.len() * a / b).collect();
-        for split in splits {
-            let plan_of = |pods: &[PodRequest]| {
-                solve_with(
-                    &SchedulingInput { pods, nodepools: std::slice::from_ref(pool.spec), existing: &[], ..*input },
-                    false,
-                )
-            };
-            let (low, high) = (plan_of(&sorted[..split]), plan_of(&sorted[split..]));
-            if !low.unschedulable.is_empty() || !high.unschedulable.is_empty() {
-                continue;
-            }
-            let cost = low.total_price_per_hour() + high.total_price_per_hour();
-            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-                best = Some((cost, low.new_nodes.into_iter().chain(high.new_nodes).collect()));
-            }
-        }
-        if let Some((cost, nodes)) = best
-            && cost < current - 1e-9
-        {
-            repacked.extend(nodes);
-            replaced_pools.push(pool_index);
-        }
-    }
-    launched
-        .into_iter()
-        .filter(|(pool, _)| !replaced_pools.contains(pool))
-        .map(|(_, node)| node)
-        .chain(repacked)
-        .collect()
-}
-
-/// A node launched below this share of its type (in its most used resource) is worth re-packing on smaller types.
-const RIGHT_SIZE_BELOW: f64 = 0.9;
-
-/// First-fit fills nodes to the largest type that holds them; the last node of a run is often left half empty on
-/// a type far larger than its pods need. Such a node's pods are planned again on strictly smaller types, and the
-/// result replaces the node when it is cheaper (e.g. 137 CPUs: a 128-vCPU and a 16-vCPU node, not a 192-vCPU one).
-/// Only for nodes whose pods have no topology constraints and whose NodePool has no limits, which a re-plan in
-/// isolation could not see.
-fn right_size(node: NewNode, planned: &PlannedNode, shapes: &[PodTopology], input: &SchedulingInput) -> Vec<NewNode> {
-    let Some(spec) = input.nodepools.iter().find(|p| p.name == node.nodepool) else { return vec![node] };
-    let Some(chosen) = input.instance_types.iter().find(|t| t.name == node.instance_type) else { return vec![node] };
-    let share = |r: ResourceName| node.requests.get(r) as f64 / node.allocatable.get(r).max(1) as f64;
-    let utilisation = share(ResourceName::Cpu).max(share(ResourceName::Memory));
-    if utilisation >= RIGHT_SIZE_BELOW || spec.limits.is_some() || !planned.pods.iter().all(|&p| shapes[p].is_empty()) {
-        return vec![node];
-    }
-    let smaller: Vec<InstanceTypeInfo> =
-        input.instance_types.iter().filter(|t| t.vcpus < chosen.vcpus).cloned().collect();
-    if smaller.is_empty() {
-        return vec![node];
-    }
-    let pods: Vec<PodRequest> = planned.pods.iter().map(|&p| input.pods[p].clone()).collect();
-    let replan = solve_with(
-        &SchedulingInput {
-            pods: &pods,
-            nodepools: std::slice::from_ref(spec),
-            instance_types: &smaller,
-            existing: &[],
-            ..*input
-        },
-        false,
-    );
-    if replan.unschedulable.is_empty() && replan.total_price_per_hour() < node.price_per_hour - 1e-9 {
-        replan.new_nodes
-    } else {
-        vec![node]
-    }
 }
 
 /// The ways to try a pod, in order: each required term with all preferences (and soft spreads), then with
@@ -482,6 +407,7 @@ fn new_node(
     pod_index: usize,
     shape: &PodTopology,
     attempt: &Attempt,
+    grow_efficiently: bool,
     pools: &mut [Pool],
     catalog: &Catalog,
     topology: &mut Topology,
@@ -514,8 +440,12 @@ fn new_node(
         // gets them.
         let mut efficient = start.clone();
         efficient.types = start.types.and(&compat.efficient);
-        let Some(narrowed) = narrow(&efficient, &pool.base, &pod.requests, zones, cts, pool, catalog)
-            .or_else(|| narrow(&start, &pool.base, &pod.requests, zones, cts, pool, catalog))
+        let efficient = if grow_efficiently {
+            narrow(&efficient, &pool.base, &pod.requests, zones, cts, pool, catalog)
+        } else {
+            None
+        };
+        let Some(narrowed) = efficient.or_else(|| narrow(&start, &pool.base, &pod.requests, zones, cts, pool, catalog))
         else {
             continue;
         };
@@ -535,6 +465,7 @@ fn new_node(
             used: pod.requests,
             pods: vec![pod_index],
             host,
+            bin: 0,
         });
     }
     None
