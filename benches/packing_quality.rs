@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use nodesmith::catalog::pricing::PriceTable;
 use nodesmith::catalog::resources::{ResourceName, Resources};
 use nodesmith::catalog::{CapacityType, embedded_instance_types, offerings};
-use nodesmith::scheduling::{NodePoolSpec, Operator, Requirement, SchedulingInput, solve};
+use nodesmith::scheduling::{NodePoolSpec, SchedulingInput, solve};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -30,22 +30,7 @@ fn main() {
         Some(Ok(seed)) => seed,
         Some(Err(_)) => usage("--seed takes a whole number"),
     };
-    let pool = NodePoolSpec {
-        name: "general".into(),
-        weight: 0,
-        requirements: vec![
-            Requirement::equals("kubernetes.io/arch", "amd64"),
-            Requirement::equals("karpenter.sh/capacity-type", "on-demand"),
-            Requirement::new("karpenter.k8s.aws/instance-category", Operator::In, &["c", "m", "r"]),
-            Requirement::new("karpenter.k8s.aws/instance-generation", Operator::Gt, &["4"]),
-        ],
-        labels: BTreeMap::new(),
-        taints: vec![],
-        startup_taints: vec![],
-        limits: None,
-        max_pods: Default::default(),
-        overhead: Default::default(),
-    };
+    let pool = workload::general_purpose_pool();
     let prices = PriceTable::embedded();
     let supply = supply(&pool, &prices);
     let mut worst_over_per_unit: f64 = 0.0;

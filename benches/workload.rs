@@ -17,7 +17,8 @@ use nodesmith::catalog::pricing::PriceTable;
 use nodesmith::catalog::resources::{ResourceName, Resources};
 use nodesmith::catalog::{CapacityType, OfferingKey};
 use nodesmith::scheduling::{
-    NodePoolSpec, Plan, PodAffinityTerm, PodRequest, Requirement, SchedulingInput, TopologyKey, TopologySpread, solve,
+    NodePoolSpec, Operator, Plan, PodAffinityTerm, PodRequest, Requirement, SchedulingInput, TopologyKey,
+    TopologySpread, solve,
 };
 
 pub const ZONES: [&str; 3] = ["test-zone-1", "test-zone-2", "test-zone-3"];
@@ -192,4 +193,25 @@ pub fn diverse_pods(count: usize, seed: u64) -> Vec<PodRequest> {
 pub fn generic_pods(count: usize, seed: u64) -> Vec<PodRequest> {
     let mut rng = Rng::new(seed);
     (0..count).map(|i| random_pod(&mut rng, format!("default/generic-{i:05}"), BTreeMap::new())).collect()
+}
+
+/// A general-purpose on-demand NodePool over the real catalog: amd64, c/m/r families of generation 5 and later.
+/// The pool the packing-quality figures use.
+pub fn general_purpose_pool() -> NodePoolSpec {
+    NodePoolSpec {
+        name: "general".into(),
+        weight: 0,
+        requirements: vec![
+            Requirement::equals("kubernetes.io/arch", "amd64"),
+            Requirement::equals("karpenter.sh/capacity-type", "on-demand"),
+            Requirement::new("karpenter.k8s.aws/instance-category", Operator::In, &["c", "m", "r"]),
+            Requirement::new("karpenter.k8s.aws/instance-generation", Operator::Gt, &["4"]),
+        ],
+        labels: BTreeMap::new(),
+        taints: vec![],
+        startup_taints: vec![],
+        limits: None,
+        max_pods: Default::default(),
+        overhead: Default::default(),
+    }
 }
