@@ -75,10 +75,12 @@ pub(super) fn repack_by_shape(
         let mut best: Option<(f64, Vec<NewNode>)> = None;
         for split in splits {
             let parts = [&sorted[..split], &sorted[split..]];
+            // First-fit of the whole pool alone is the plan being improved on; only its parts are worth it.
+            let with_first_fit = split > 0;
             let plans: Option<Vec<(f64, Vec<NewNode>)>> = parts
                 .iter()
                 .filter(|part| !part.is_empty())
-                .map(|part| cheapest_plan_of_part(part, pool, &supply, input))
+                .map(|part| cheapest_plan_of_part(part, with_first_fit, pool, &supply, input))
                 .collect();
             let Some(plans) = plans else { continue };
             let cost: f64 = plans.iter().map(|(c, _)| c).sum();
@@ -105,10 +107,11 @@ fn memory_per_cpu(pod: &PodRequest) -> f64 {
     pod.requests.get(ResourceName::Memory) as f64 / pod.requests.get(ResourceName::Cpu).max(1) as f64
 }
 
-/// The cheaper of two plans of one part on its own: first-fit's, and node-by-node onto the part's best type.
-/// None when some pod of the part finds no node either way.
+/// The cheaper of two plans of one part on its own: node by node onto the part's best type, and (if
+/// `with_first_fit`) first-fit's. None when some pod of the part finds no node either way.
 fn cheapest_plan_of_part(
     part: &[PodRequest],
+    with_first_fit: bool,
     pool: &Pool,
     supply: &[Supply],
     input: &SchedulingInput,
@@ -120,7 +123,7 @@ fn cheapest_plan_of_part(
         );
         plan.unschedulable.is_empty().then(|| (plan.total_price_per_hour(), plan.new_nodes))
     };
-    let first_fit = solve_part(part, Pass::Replan);
+    let first_fit = if with_first_fit { solve_part(part, Pass::Replan) } else { None };
     let aligned = best_fractional_type(&total_requests(part), supply).and_then(|workhorse| {
         let (order, bins) = pack_node_by_node(part, supply, &workhorse)?;
         let ordered: Vec<PodRequest> = order.iter().map(|&i| part[i].clone()).collect();
