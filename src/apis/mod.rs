@@ -3,6 +3,7 @@
 
 pub mod crds;
 pub mod ec2nodeclass;
+pub mod finalizers;
 pub mod labels;
 pub mod nodeclaim;
 pub mod nodepool;

@@ -6,8 +6,8 @@ use aws_sdk_ec2::types::{
     Filter, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
     LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
     LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
-    LaunchTemplateInstanceMetadataProtocolIpv6, LaunchTemplateTagSpecificationRequest, RequestLaunchTemplateData,
-    ResourceType, Tag, TagSpecification, VolumeType,
+    LaunchTemplateInstanceMetadataProtocolIpv6, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
+    LaunchTemplateTagSpecificationRequest, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification, VolumeType,
 };
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -124,10 +124,20 @@ fn template_data(spec: &LaunchTemplateSpec) -> RequestLaunchTemplateData {
         .http_put_response_hop_limit(spec.metadata.http_put_response_hop_limit)
         .http_tokens(LaunchTemplateHttpTokensState::from(spec.metadata.http_tokens.as_str()))
         .build();
-    let mut data = RequestLaunchTemplateData::builder()
-        .image_id(&spec.image_id)
-        .user_data(user_data)
-        .set_security_group_ids(Some(spec.security_group_ids.clone()))
+    let mut data = RequestLaunchTemplateData::builder().image_id(&spec.image_id).user_data(user_data);
+    data = match spec.associate_public_ip {
+        // EC2 takes security groups either on the template or on its network interfaces, not both; a public-IP
+        // choice needs the primary interface spelled out, so the groups go with it.
+        Some(associate) => data.network_interfaces(
+            LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+                .device_index(0)
+                .associate_public_ip_address(associate)
+                .set_groups(Some(spec.security_group_ids.clone()))
+                .build(),
+        ),
+        None => data.set_security_group_ids(Some(spec.security_group_ids.clone())),
+    };
+    data = data
         .iam_instance_profile(
             LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name(&spec.instance_profile).build(),
         )
@@ -225,5 +235,22 @@ mod tests {
         assert!(spec().name().starts_with("nodesmith/demo/"));
         assert_ne!(spec().name(), LaunchTemplateSpec { user_data: "other".into(), ..spec() }.name());
         assert_ne!(spec().name(), LaunchTemplateSpec { image_id: "ami-2".into(), ..spec() }.name());
+        assert_ne!(spec().name(), LaunchTemplateSpec { associate_public_ip: Some(false), ..spec() }.name());
+    }
+
+    #[test]
+    fn security_groups_go_on_the_template_unless_a_public_ip_choice_needs_the_interface() {
+        let plain = template_data(&spec());
+        assert_eq!(plain.security_group_ids(), ["sg-1"]);
+        assert!(plain.network_interfaces().is_empty());
+
+        for associate in [true, false] {
+            let data = template_data(&LaunchTemplateSpec { associate_public_ip: Some(associate), ..spec() });
+            assert!(data.security_group_ids().is_empty());
+            let [interface] = data.network_interfaces() else { panic!("{:?}", data.network_interfaces()) };
+            assert_eq!(interface.device_index(), Some(0));
+            assert_eq!(interface.associate_public_ip_address(), Some(associate));
+            assert_eq!(interface.groups(), ["sg-1"]);
+        }
     }
 }

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use super::leader::Leadership;
 use super::{Context, Error, conditions, launch, termination};
+use crate::apis::finalizers;
 use crate::apis::labels::{CAPACITY_TYPE_LABEL, TERMINATION_FINALIZER, UNREGISTERED_TAINT_KEY, ZONE_LABEL};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::scheduling_input::resource_quantities;
@@ -59,11 +60,9 @@ async fn reconcile(claim: Arc<NodeClaim>, r: Arc<Reconciler>) -> Result<Action, 
     }
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
     let name = claim.name_any();
-    if !claim.finalizers().iter().any(|f| f == TERMINATION_FINALIZER) {
-        let mut finalizers = claim.finalizers().to_vec();
-        finalizers.push(TERMINATION_FINALIZER.into());
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})))
-            .await?;
+    if let Some(patch) = finalizers::adding(claim.as_ref(), TERMINATION_FINALIZER) {
+        // A 409 (the claim changed since it was read) fails this reconcile, which runs again on the newer one.
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
     let status = claim.status.clone().unwrap_or_default();
@@ -201,12 +200,12 @@ async fn register(ctx: &Context, claim: &NodeClaim, node: &Node) -> Result<(), E
             taints.push(wanted.clone());
         }
     }
-    let mut finalizers = node.finalizers().to_vec();
-    if !finalizers.iter().any(|f| f == TERMINATION_FINALIZER) {
-        finalizers.push(TERMINATION_FINALIZER.into());
+    let mut node_finalizers = node.finalizers().to_vec();
+    if !node_finalizers.iter().any(|f| f == TERMINATION_FINALIZER) {
+        node_finalizers.push(TERMINATION_FINALIZER.into());
     }
     let patch = json!({
-        "metadata": {"labels": labels, "finalizers": finalizers, "resourceVersion": node.resource_version()},
+        "metadata": {"labels": labels, "finalizers": node_finalizers, "resourceVersion": node.resource_version()},
         "spec": {"taints": taints},
     });
     // A concurrent change of the Node (409) fails this pass; the retry patches the fresh copy. Registration is

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::nodeclaim_lifecycle::publish;
 use super::{Context, Error, pods};
+use crate::apis::finalizers;
 use crate::apis::labels::{DISRUPTED_TAINT_KEY, NODEPOOL_LABEL, TERMINATION_FINALIZER};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::cloud::instances;
@@ -96,20 +97,7 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
 
     if let Some(node) = &node {
         let nodes: Api<Node> = Api::all(ctx.kube.clone());
-        let finalizers: Vec<String> =
-            node.finalizers().iter().filter(|f| *f != TERMINATION_FINALIZER).cloned().collect();
-        match nodes
-            .patch(
-                &node.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(error) if super::is_not_found(&error) => {}
-            Err(error) => return Err(error.into()),
-        }
+        finalizers::remove(&nodes, &node.name_any(), TERMINATION_FINALIZER).await?;
         match nodes.delete(&node.name_any(), &DeleteParams::default()).await {
             Ok(_) => {}
             Err(error) if super::is_not_found(&error) => {}
@@ -118,8 +106,7 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
     }
 
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
-    let finalizers: Vec<String> = claim.finalizers().iter().filter(|f| *f != TERMINATION_FINALIZER).cloned().collect();
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": finalizers}}))).await?;
+    finalizers::remove(&api, &name, TERMINATION_FINALIZER).await?;
     ctx.metrics.nodeclaim_terminated(claim.labels().get(NODEPOOL_LABEL).map_or("", String::as_str));
     tracing::info!(nodeclaim = %name, "terminated");
     Ok(Action::await_change())

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Resource, ResourceExt};
 
 use super::{Teardown, TeardownError};
 use crate::apis::ec2nodeclass::EC2NodeClass;
+use crate::apis::finalizers;
 use crate::apis::labels::{NODEPOOL_LABEL, TERMINATION_FINALIZER};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
@@ -152,24 +153,20 @@ impl Teardown<'_> {
     ) -> Result<(), CloudError> {
         let claims: Api<NodeClaim> = Api::all(client.clone());
         let nodes: Api<Node> = Api::all(client.clone());
-        let release = serde_json::json!({"metadata": {"finalizers": null}});
         for claim in self.nodeclaims_of(&claims, pools).await? {
             if !claim.finalizers().iter().any(|f| f == TERMINATION_FINALIZER) {
                 continue;
             }
             if self.ledger.may_mutate() {
+                // Only nodesmith's own finalizer: another one is someone else's to lift.
                 if let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.clone()) {
-                    match nodes.patch(&node, &PatchParams::default(), &Patch::Merge(&release)).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(status)) if status.code == 404 => {}
-                        Err(error) => return Err(kube_error("releasing a Node", error)),
-                    }
+                    finalizers::remove(&nodes, &node, TERMINATION_FINALIZER)
+                        .await
+                        .map_err(|error| kube_error("releasing a Node", error))?;
                 }
-                match claims.patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&release)).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(error) => return Err(kube_error("releasing a NodeClaim", error)),
-                }
+                finalizers::remove(&claims, &claim.name_any(), TERMINATION_FINALIZER)
+                    .await
+                    .map_err(|error| kube_error("releasing a NodeClaim", error))?;
             }
             self.ledger.record("nodeclaim-finalizer", claim.name_any(), Action::Deleted, 1);
         }

@@ -1,0 +1,93 @@
+//! Adding and removing one finalizer without dropping anyone else's. A merge patch replaces the whole list, so
+//! each one carries the resourceVersion the list was read at: if another writer changed the object since, the
+//! API server refuses it (409) instead of losing their finalizer.
+
+use std::fmt::Debug;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// How many times a removal re-reads the object after losing a race before it gives up.
+const CONFLICT_RETRIES: usize = 5;
+
+/// The merge patch that adds `finalizer` to `object`, or None if it has it already.
+pub fn adding<K: Resource>(object: &K, finalizer: &str) -> Option<Value> {
+    let finalizers = object.finalizers();
+    if finalizers.iter().any(|f| f == finalizer) {
+        return None;
+    }
+    let mut finalizers = finalizers.to_vec();
+    finalizers.push(finalizer.to_string());
+    Some(json!({"metadata": {"finalizers": finalizers, "resourceVersion": object.resource_version()}}))
+}
+
+/// The merge patch that removes `finalizer` from `object`, or None if it does not have it.
+pub fn removing<K: Resource>(object: &K, finalizer: &str) -> Option<Value> {
+    let finalizers = object.finalizers();
+    if !finalizers.iter().any(|f| f == finalizer) {
+        return None;
+    }
+    let kept: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
+    Some(json!({"metadata": {"finalizers": kept, "resourceVersion": object.resource_version()}}))
+}
+
+/// Removes `finalizer` from the object called `name`, reading it again after a conflict. Ok when the object, or
+/// its finalizer, is already gone.
+pub async fn remove<K>(api: &Api<K>, name: &str, finalizer: &str) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let mut attempt = 0;
+    loop {
+        let Some(object) = api.get_opt(name).await? else { return Ok(()) };
+        let Some(patch) = removing(&object, finalizer) else { return Ok(()) };
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 && attempt < CONFLICT_RETRIES => attempt += 1,
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn node(finalizers: &[&str]) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some("n".into()),
+                resource_version: Some("42".into()),
+                finalizers: Some(finalizers.iter().map(|f| f.to_string()).collect()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn removing_keeps_other_finalizers_and_pins_the_version_read() {
+        let patch = removing(&node(&["other.io/keep", "karpenter.sh/termination"]), "karpenter.sh/termination");
+        assert_eq!(patch, Some(json!({"metadata": {"finalizers": ["other.io/keep"], "resourceVersion": "42"}})));
+        assert_eq!(removing(&node(&["other.io/keep"]), "karpenter.sh/termination"), None);
+    }
+
+    #[test]
+    fn adding_appends_once_and_pins_the_version_read() {
+        let patch = adding(&node(&["other.io/keep"]), "karpenter.sh/termination");
+        assert_eq!(
+            patch,
+            Some(json!({"metadata": {
+                "finalizers": ["other.io/keep", "karpenter.sh/termination"],
+                "resourceVersion": "42",
+            }}))
+        );
+        assert_eq!(adding(&node(&["karpenter.sh/termination"]), "karpenter.sh/termination"), None);
+    }
+}
