@@ -22,30 +22,34 @@ const FRACTIONAL_SPLIT_CANDIDATES: usize = 512;
 /// Node-by-node packing compares every distinct pod shape for every pod; past this many shapes it is skipped.
 const NODE_BY_NODE_MAX_SHAPES: usize = 256;
 
-/// How many of the best-estimated tail nodes are packed to the end to compare their real cost.
-const TAIL_LOOKAHEAD_CANDIDATES: usize = 8;
-
 /// Tail nodes whose score is within this share of the best count as equal; the largest of them is taken.
 const TAIL_SCORE_TOLERANCE: f64 = 0.002;
 
-/// The resources whose balance decides how well a node is used.
-const PACKED_RESOURCES: [ResourceName; 3] = [ResourceName::Cpu, ResourceName::Memory, ResourceName::Pods];
-
-/// One type the pool may launch: its index in the catalog, its cheapest price, and what it holds for pods.
+/// One type the pool may launch: its index in the catalog, its place among the pool's types by name (ties go
+/// by it, so the plan does not depend on the catalog's order), its cheapest price, and what it holds for pods.
 #[derive(Debug, Clone, Copy)]
 struct Supply {
     instance_type: usize,
+    rank: usize,
     price: f64,
     allocatable: Resources,
+}
+
+impl Supply {
+    /// Between equally good types: the larger (fewer nodes), then the first by name.
+    fn preferred_over(&self, other: &Supply) -> std::cmp::Ordering {
+        let cpu = |s: &Supply| s.allocatable.get(ResourceName::Cpu);
+        cpu(other).cmp(&cpu(self)).then(self.rank.cmp(&other.rank))
+    }
 }
 
 /// First-fit takes pods in a fixed order and its nodes grow into whichever type still holds them, so nodes end
 /// up full in one resource and part-empty in another, and no instance family may have the batch's ratio (c is
 /// 1:2, m 1:4, r 1:8 GiB per vCPU). For each pool whose nodes hold only pods without topology constraints (and
-/// that has no limits, which separate re-plans could not share), the pods are planned again: as one part, and
-/// split by memory per CPU where a CPU-heavy and a memory-heavy part are cheapest to buy fractionally. Each part
-/// is planned both as first-fit does and node by node onto the type that buys it best. The cheapest result
-/// replaces the pool's nodes when it is cheaper.
+/// that has no limits, which separate re-plans could not share), the pods are planned again node by node
+/// (`pack_node_by_node`): as one part, and split by memory per CPU where a CPU-heavy and a memory-heavy part are
+/// cheapest to buy fractionally (the two parts also as first-fit plans them). The cheapest result replaces the
+/// pool's nodes when it is cheaper.
 pub(super) fn repack_by_shape(
     launched: Vec<(usize, NewNode)>,
     planned: &[PlannedNode],
@@ -107,8 +111,8 @@ fn memory_per_cpu(pod: &PodRequest) -> f64 {
     pod.requests.get(ResourceName::Memory) as f64 / pod.requests.get(ResourceName::Cpu).max(1) as f64
 }
 
-/// The cheaper of two plans of one part on its own: node by node onto the part's best type, and (if
-/// `with_first_fit`) first-fit's. None when some pod of the part finds no node either way.
+/// The cheaper of two plans of one part on its own: node by node, and (if `with_first_fit`) first-fit's. None
+/// when some pod of the part finds no node either way.
 fn cheapest_plan_of_part(
     part: &[PodRequest],
     with_first_fit: bool,
@@ -124,12 +128,11 @@ fn cheapest_plan_of_part(
         plan.unschedulable.is_empty().then(|| (plan.total_price_per_hour(), plan.new_nodes))
     };
     let first_fit = if with_first_fit { solve_part(part, Pass::Replan) } else { None };
-    let aligned = best_fractional_type(&total_requests(part), supply).and_then(|workhorse| {
-        let (order, bins) = pack_node_by_node(part, supply, &workhorse)?;
+    let node_by_node = pack_node_by_node(part, supply).and_then(|(order, bins)| {
         let ordered: Vec<PodRequest> = order.iter().map(|&i| part[i].clone()).collect();
         solve_part(&ordered, Pass::Bins(&bins))
     });
-    [first_fit, aligned].into_iter().flatten().min_by(|a, b| a.0.total_cmp(&b.0))
+    [first_fit, node_by_node].into_iter().flatten().min_by(|a, b| a.0.total_cmp(&b.0))
 }
 
 fn total_requests(pods: &[PodRequest]) -> Resources {
@@ -137,16 +140,17 @@ fn total_requests(pods: &[PodRequest]) -> Resources {
 }
 
 /// The types `pool` may launch, with their cheapest price where the pool may launch them, less those another
-/// type beats outright (holds at least as much of every resource for no more money): a packing never
-/// needs those, and the tail search weighs every type it keeps.
+/// type beats outright (holds at least as much of every resource for no more money): a packing never needs
+/// those, and the tail search weighs every type it keeps.
 fn supply_of(pool: &Pool, catalog: &Catalog) -> Vec<Supply> {
-    let all: Vec<Supply> = pool
-        .base
-        .types
-        .iter()
-        .filter_map(|t| {
+    let mut by_name: Vec<usize> = pool.base.types.iter().collect();
+    by_name.sort_by(|&a, &b| catalog.types[a].name.cmp(&catalog.types[b].name));
+    let all: Vec<Supply> = by_name
+        .into_iter()
+        .enumerate()
+        .filter_map(|(rank, t)| {
             let (_, _, price) = catalog.cheapest(t, pool.base.zones, pool.base.cts)?;
-            Some(Supply { instance_type: t, price, allocatable: pool.allocatable[t] })
+            Some(Supply { instance_type: t, rank, price, allocatable: pool.allocatable[t] })
         })
         .collect();
     without_beaten(all)
@@ -154,7 +158,7 @@ fn supply_of(pool: &Pool, catalog: &Catalog) -> Vec<Supply> {
 
 /// `supply` less every type a no-dearer type holds at least as much of every resource as; cheapest first.
 fn without_beaten(mut supply: Vec<Supply>) -> Vec<Supply> {
-    supply.sort_by(|a, b| a.price.total_cmp(&b.price).then(a.instance_type.cmp(&b.instance_type)));
+    supply.sort_by(|a, b| a.price.total_cmp(&b.price).then_with(|| a.preferred_over(b)));
     let mut kept: Vec<Supply> = Vec::with_capacity(supply.len());
     for s in supply {
         if !kept.iter().any(|k| s.allocatable.fits_in(&k.allocatable)) {
@@ -164,13 +168,14 @@ fn without_beaten(mut supply: Vec<Supply>) -> Vec<Supply> {
     kept
 }
 
-/// How many nodes of `allocatable` hold `amount` if nodes could be bought in fractions.
+/// How many nodes of `allocatable` hold `amount` if nodes could be bought in fractions; infinite when it lacks a
+/// resource `amount` needs.
 fn fractional_nodes(amount: &Resources, allocatable: &Resources) -> f64 {
-    PACKED_RESOURCES
+    ResourceName::ALL
         .iter()
         .map(|&r| match (amount.get(r), allocatable.get(r)) {
-            (0, _) => 0.0,
-            (_, 0) => f64::INFINITY,
+            (want, _) if want <= 0 => 0.0,
+            (_, have) if have <= 0 => f64::INFINITY,
             (want, have) => want as f64 / have as f64,
         })
         .fold(0.0, f64::max)
@@ -183,7 +188,7 @@ fn cheapest_fractional(amount: &Resources, supply: &[Supply]) -> Option<(Supply,
         .iter()
         .map(|s| (*s, s.price * fractional_nodes(amount, &s.allocatable)))
         .filter(|(_, cost)| cost.is_finite())
-        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.instance_type.cmp(&b.0.instance_type)))
+        .min_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.preferred_over(&b.0)))
 }
 
 fn best_fractional_type(amount: &Resources, supply: &[Supply]) -> Option<Supply> {
@@ -216,12 +221,12 @@ fn cheapest_fractional_split(sorted: &[PodRequest], supply: &[Supply]) -> Option
 }
 
 /// A packing of `pods` into nodes, built one node at a time: which pods each node takes (as indices into `pods`,
-/// node by node) and the node each belongs to. While more than a node's worth is left, each node is of `workhorse`,
-/// the type that buys the pods cheapest; for the last node's worth every type is weighed by its price plus what
-/// the rest would cost fractionally, so the tail lands on types its size, not on a part-empty large one. Each node
-/// is filled by `fill_node`. Pods that fit no type come last, in a group of their own. None when the pods have too
-/// many distinct shapes for this to stay cheap.
-fn pack_node_by_node(pods: &[PodRequest], supply: &[Supply], workhorse: &Supply) -> Option<(Vec<usize>, Vec<usize>)> {
+/// node by node) and the node each belongs to. While more than a node's worth is left, each node is of the
+/// workhorse, the type that buys what is left cheapest; the last node's worth goes to `TailSearch`, so the tail
+/// lands on types its size, not on a part-empty large one. Each node is filled by `fill_node`. Pods that fit no
+/// type come last, in a group of their own. None when the pods have too many distinct shapes for this to stay
+/// cheap.
+fn pack_node_by_node(pods: &[PodRequest], supply: &[Supply]) -> Option<(Vec<usize>, Vec<usize>)> {
     let mut shape_index: HashMap<Resources, usize> = HashMap::new();
     // Per shape: its requests and its pods, last first so that pop() keeps the given order.
     let mut shapes: Vec<(Resources, Vec<usize>)> = Vec::new();
@@ -242,16 +247,24 @@ fn pack_node_by_node(pods: &[PodRequest], supply: &[Supply], workhorse: &Supply)
     let mut left: Vec<usize> = shapes.iter().map(|(_, members)| members.len()).collect();
     let mut remaining = total_requests(pods);
     let tail = TailSearch::new(supply, &requests);
+    let mut workhorse = best_fractional_type(&remaining, supply);
 
     let mut order: Vec<usize> = Vec::with_capacity(pods.len());
     let mut bins: Vec<usize> = Vec::with_capacity(pods.len());
-    while order.len() < pods.len() {
+    loop {
         let mut picks = Vec::new();
-        if fractional_nodes(&remaining, &workhorse.allocatable) > 1.0 {
-            picks = fill_node(&workhorse.allocatable, &requests, &left);
+        if let Some(w) = workhorse.filter(|w| fractional_nodes(&remaining, &w.allocatable) > 1.0) {
+            picks = fill_node(&w.allocatable, &requests, &left);
+            if picks.is_empty() {
+                // It holds none of what is left (say, GPU pods after the CPU ones): choose again for the rest.
+                let again = best_fractional_type(&remaining, supply);
+                if again.is_some_and(|a| a.instance_type != w.instance_type) {
+                    workhorse = again;
+                    continue;
+                }
+            }
         }
         if picks.is_empty() {
-            // The last node's worth, or pods the workhorse cannot hold.
             picks = tail.next_node(&left, remaining);
         }
         let node = bins.last().map_or(0, |last| last + 1);
@@ -260,110 +273,72 @@ fn pack_node_by_node(pods: &[PodRequest], supply: &[Supply], workhorse: &Supply)
             let rest: Vec<usize> = shapes.iter_mut().flat_map(|(_, members)| members.drain(..).rev()).collect();
             bins.extend(std::iter::repeat_n(node, rest.len()));
             order.extend(rest);
-            break;
+            return Some((order, bins));
         }
         for s in picks {
-            order.extend(shapes[s].1.pop());
-            bins.push(node);
-            left[s] -= 1;
-            remaining = remaining - requests[s];
+            if let Some(pod) = shapes[s].1.pop() {
+                order.push(pod);
+                bins.push(node);
+                left[s] -= 1;
+                remaining = remaining - requests[s];
+            }
+        }
+        if left.iter().all(|&n| n == 0) {
+            return Some((order, bins));
         }
     }
-    Some((order, bins))
 }
 
-/// Chooses the nodes for the last node's worth of pods, where the size of each node matters: a type is weighed
-/// by its price plus what the pods it leaves would cost.
+/// Chooses each node of the last node's worth of pods, where the size of each node matters. Every type (cheapest
+/// first) fills a node, and is weighed by its price plus the cheapest type that holds all it leaves (or, when
+/// none does, what it leaves bought fractionally); the cheapest pair wins, the larger type among near-equals.
+/// One fill per type per node, so the tail costs at most (its nodes × types) fills.
 struct TailSearch<'a> {
-    /// Cheapest first, so that a type costing more than the best whole estimate so far ends the search.
+    /// Cheapest first: a type dearer than the best pair so far ends the search, as its pair costs more still.
     by_price: Vec<Supply>,
-    supply: &'a [Supply],
     requests: &'a [Resources],
 }
 
-/// A node the tail search may open: its estimated cost with the pods it leaves, its price, and its picks.
-struct TailNode {
-    score: f64,
-    price: f64,
-    picks: Vec<usize>,
-}
-
 impl<'a> TailSearch<'a> {
-    fn new(supply: &'a [Supply], requests: &'a [Resources]) -> Self {
+    fn new(supply: &[Supply], requests: &'a [Resources]) -> Self {
         let mut by_price = supply.to_vec();
-        by_price.sort_by(|a, b| a.price.total_cmp(&b.price).then(a.instance_type.cmp(&b.instance_type)));
-        Self { by_price, supply, requests }
+        by_price.sort_by(|a, b| a.price.total_cmp(&b.price).then_with(|| a.preferred_over(b)));
+        Self { by_price, requests }
     }
 
-    /// The next node: of the few best by price plus the fractional cost of the rest, the one whose rest, packed
-    /// the same greedy way to the end, costs least in whole nodes.
     fn next_node(&self, left: &[usize], remaining: Resources) -> Vec<usize> {
-        let mut candidates = self.candidates(left, remaining);
-        candidates.sort_by(|a, b| a.score.total_cmp(&b.score));
-        candidates.truncate(TAIL_LOOKAHEAD_CANDIDATES);
-        let completed: Vec<(f64, TailNode)> = candidates
-            .into_iter()
-            .map(|node| {
-                let (rest_left, rest) = self.without(left, remaining, &node.picks);
-                (node.price + self.greedy_cost(&rest_left, rest), node)
-            })
-            .collect();
-        Self::largest_of_the_cheapest(completed).map(|node| node.picks).unwrap_or_default()
-    }
-
-    /// What packing the rest node after node by the fractional estimate costs; infinite if some pod fits nowhere.
-    fn greedy_cost(&self, left: &[usize], remaining: Resources) -> f64 {
-        let (mut left, mut remaining) = (left.to_vec(), remaining);
-        let mut cost = 0.0;
-        while left.iter().any(|&n| n > 0) {
-            let scored = self.candidates(&left, remaining).into_iter().map(|node| (node.score, node)).collect();
-            let Some(node) = Self::largest_of_the_cheapest(scored) else { return f64::INFINITY };
-            cost += node.price;
-            (left, remaining) = self.without(&left, remaining, &node.picks);
-        }
-        cost
-    }
-
-    /// Every type that takes some of the pods left, with its price plus the fractional cost of what it leaves.
-    fn candidates(&self, left: &[usize], remaining: Resources) -> Vec<TailNode> {
-        let mut nodes = Vec::new();
-        let mut best_score = f64::INFINITY;
+        // (cost with the rest, type, picks) of every type that takes something.
+        let mut weighed: Vec<(f64, Supply, Vec<usize>)> = Vec::new();
+        let mut least = f64::INFINITY;
         for candidate in &self.by_price {
-            if candidate.price >= best_score {
-                break; // this and every later type cost more on their own than the best estimate so far
+            if candidate.price > least * (1.0 + TAIL_SCORE_TOLERANCE) {
+                break;
             }
             let picks = fill_node(&candidate.allocatable, self.requests, left);
             if picks.is_empty() {
                 continue;
             }
-            let (_, rest) = self.without(left, remaining, &picks);
-            let Some((_, rest_cost)) = cheapest_fractional(&rest, self.supply) else { continue };
-            let score = candidate.price + rest_cost;
-            best_score = best_score.min(score);
-            nodes.push(TailNode { score, price: candidate.price, picks });
+            let rest = picks.iter().fold(remaining, |rest, &s| rest - self.requests[s]);
+            let cost = candidate.price + self.cost_of_rest(&rest);
+            least = least.min(cost);
+            weighed.push((cost, *candidate, picks));
         }
-        nodes
-    }
-
-    fn without(&self, left: &[usize], remaining: Resources, picks: &[usize]) -> (Vec<usize>, Resources) {
-        let mut left = left.to_vec();
-        let mut remaining = remaining;
-        for &s in picks {
-            left[s] -= 1;
-            remaining = remaining - self.requests[s];
-        }
-        (left, remaining)
-    }
-
-    /// Among nodes whose cost is within `TAIL_SCORE_TOLERANCE` of the least, the dearest type: as cheap overall,
-    /// and fewer nodes.
-    fn largest_of_the_cheapest(nodes: Vec<(f64, TailNode)>) -> Option<TailNode> {
-        let least = nodes.iter().map(|(cost, _)| *cost).fold(f64::INFINITY, f64::min);
-        nodes
+        weighed
             .into_iter()
-            .filter(|(cost, _)| *cost <= least * (1.0 + TAIL_SCORE_TOLERANCE))
-            .max_by(|a, b| a.1.price.total_cmp(&b.1.price))
-            .map(|(_, node)| node)
+            .filter(|(cost, _, _)| *cost <= least * (1.0 + TAIL_SCORE_TOLERANCE))
+            .min_by(|a, b| a.1.preferred_over(&b.1))
+            .map(|(_, _, picks)| picks)
+            .unwrap_or_default()
+    }
+
+    fn cost_of_rest(&self, rest: &Resources) -> f64 {
+        if ResourceName::ALL.iter().all(|&r| rest.get(r) <= 0) {
+            return 0.0;
+        }
+        match self.by_price.iter().find(|s| rest.fits_in(&s.allocatable)) {
+            Some(one_node) => one_node.price,
+            None => cheapest_fractional(rest, &self.by_price).map_or(f64::INFINITY, |(_, cost)| cost),
+        }
     }
 }
 
@@ -374,24 +349,34 @@ impl<'a> TailSearch<'a> {
 /// resource at once. (Ranking by the plain dot product instead takes the largest pods first and left a third of
 /// the CPU of the first nodes idle.)
 fn fill_node(capacity: &Resources, requests: &[Resources], left: &[usize]) -> Vec<usize> {
-    let share = |amount: &Resources, r: ResourceName| match capacity.get(r) {
-        0 => 0.0,
-        c => amount.get(r) as f64 / c as f64,
+    let shares = |amount: &Resources| {
+        ResourceName::ALL.map(|r| match capacity.get(r) {
+            c if c <= 0 => 0.0,
+            c => amount.get(r) as f64 / c as f64,
+        })
     };
-    let norm = |v: &Resources| PACKED_RESOURCES.iter().map(|&r| share(v, r).powi(2)).sum::<f64>().sqrt();
+    let norm = |v: &[f64; 7]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    // Each shape's share of the node, and its length, once per node.
+    let shape_shares: Vec<([f64; 7], f64)> = requests
+        .iter()
+        .map(|r| {
+            let v = shares(r);
+            (v, norm(&v))
+        })
+        .collect();
     let mut left = left.to_vec();
     let mut free = *capacity;
     let mut picks = Vec::new();
     loop {
-        let free_norm = norm(&free);
+        let free_shares = shares(&free);
         let next = (0..requests.len())
             .filter(|&s| left[s] > 0 && requests[s].fits_in(&free))
             .map(|s| {
-                let size = norm(&requests[s]);
-                let dot: f64 = PACKED_RESOURCES.iter().map(|&r| share(&requests[s], r) * share(&free, r)).sum();
-                (s, dot / (size * free_norm).max(f64::MIN_POSITIVE), size)
+                let (pod, length) = &shape_shares[s];
+                let along: f64 = pod.iter().zip(&free_shares).map(|(a, b)| a * b).sum();
+                // The free room's length is the same for every shape, so it does not change the ranking.
+                (s, along / length.max(f64::MIN_POSITIVE), *length)
             })
-            // Best aligned first; among pods pointing the same way, the largest.
             .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)).then(b.0.cmp(&a.0)));
         let Some((s, _, _)) = next else { return picks };
         left[s] -= 1;
@@ -464,7 +449,7 @@ mod tests {
     }
 
     fn supply(instance_type: usize, price: f64, cpu_millis: i64, memory: i64, pods: i64) -> Supply {
-        Supply { instance_type, price, allocatable: resources(cpu_millis, memory, pods) }
+        Supply { instance_type, rank: instance_type, price, allocatable: resources(cpu_millis, memory, pods) }
     }
 
     /// The requests of each node of a packing, in node order.
@@ -500,26 +485,27 @@ mod tests {
     }
 
     #[test]
-    fn the_fractional_split_is_the_cheapest_of_all_splits() {
-        // A compute type (2 GiB per CPU) and a memory type (8 GiB per CPU): the memory-heavy pods leave CPU free
-        // on the memory type, so the best split also moves some CPU-heavy pods there.
-        let types = [supply(0, 1.0, 16_000, 32 * GI, 100), supply(1, 1.5, 16_000, 128 * GI, 100)];
-        let mut pods: Vec<PodRequest> = (0..60).map(|i| pod(i, 1000, GI)).collect();
-        pods.extend((60..100).map(|i| pod(i, 250, 6 * GI)));
+    fn the_fractional_split_is_within_a_step_of_the_cheapest_of_all_splits() {
+        // A compute type (2 GiB per CPU) and a memory type (8 GiB per CPU). The memory-heavy pods leave CPU free
+        // on the memory type, so the best split also moves some CPU-heavy pods there. 2,000 pods: only every
+        // third split point is weighed.
+        let types = [supply(0, 1.0, 16_000, 32 * GI, 1000), supply(1, 1.5, 16_000, 128 * GI, 1000)];
+        let mut pods: Vec<PodRequest> = (0..1200).map(|i| pod(i, 1000, GI)).collect();
+        pods.extend((1200..2000).map(|i| pod(i, 250, 6 * GI)));
+        let mut prefix = vec![Resources::ZERO];
+        for p in &pods {
+            prefix.push(*prefix.last().expect("starts with zero") + p.requests);
+        }
+        let total = prefix[pods.len()];
         let cost_of = |split: usize| {
-            let part = |pods: &[PodRequest]| cheapest_fractional(&total_requests(pods), &types).map_or(0.0, |c| c.1);
-            part(&pods[..split]) + part(&pods[split..])
+            let part = |amount: Resources| cheapest_fractional(&amount, &types).map_or(0.0, |c| c.1);
+            part(prefix[split]) + part(total - prefix[split])
         };
         let split = cheapest_fractional_split(&pods, &types).expect("a split");
-        for other in 1..pods.len() {
-            assert!(
-                cost_of(split) <= cost_of(other) + 1e-9,
-                "{split} costs {}, {other} {}",
-                cost_of(split),
-                cost_of(other)
-            );
-        }
-        assert!(cost_of(split) < cost_of(0) - 0.5, "splitting saves little: {} against {}", cost_of(split), cost_of(0));
+        let best = (1..pods.len()).map(cost_of).fold(f64::INFINITY, f64::min);
+        // Three pods more or less on one side move the cost by at most three pods' worth (under 0.2 here).
+        assert!(cost_of(split) <= best + 0.2, "split {split} costs {}, the best {best}", cost_of(split));
+        assert!(cost_of(split) < cost_of(0) - 5.0, "splitting saves little: {} against {}", cost_of(split), cost_of(0));
     }
 
     #[test]
@@ -537,14 +523,15 @@ mod tests {
 
     #[test]
     fn the_last_node_is_sized_to_the_pods_left() {
-        // One family at one price per CPU: 18 one-CPU pods are a 16-CPU node and a 2-CPU one, not two 16s.
+        // One family at one price per CPU: 18 one-CPU pods are a 16-CPU node and a 2-CPU one, not two 16s nor
+        // nine 2s.
         let family: Vec<Supply> = [2, 4, 8, 16]
             .iter()
             .enumerate()
             .map(|(i, &cpus)| supply(i, f64::from(cpus), i64::from(cpus) * 1000, i64::from(cpus) * 2 * GI, 100))
             .collect();
         let pods: Vec<PodRequest> = (0..18).map(|i| pod(i, 1000, GI)).collect();
-        let (order, bins) = pack_node_by_node(&pods, &family, &family[3]).expect("few shapes");
+        let (order, bins) = pack_node_by_node(&pods, &family).expect("few shapes");
         let nodes = nodes_of(&pods, &order, &bins);
         let cpus: Vec<i64> = nodes.iter().map(|n| n.get(ResourceName::Cpu) / 1000).collect();
         assert_eq!(cpus, vec![16, 2]);
@@ -571,9 +558,7 @@ mod tests {
                 supply(2, 0.5, 8000, 64 * GI, 58),
                 supply(3, 1.6, 32_000, 64 * GI, 234),
             ];
-            let total = total_requests(&pods);
-            let workhorse = best_fractional_type(&total, &types).expect("some type holds the pods");
-            let (order, bins) = pack_node_by_node(&pods, &types, &workhorse).expect("few shapes");
+            let (order, bins) = pack_node_by_node(&pods, &types).expect("few shapes");
             let mut seen = order.clone();
             seen.sort_unstable();
             prop_assert_eq!(seen, (0..pods.len()).collect::<Vec<_>>());

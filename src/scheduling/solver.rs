@@ -91,9 +91,10 @@ pub(super) enum Pass<'b> {
     Full,
     /// Pods largest first, nothing re-planned by shape.
     Replan,
-    /// A packing already chosen: pod i belongs to node group `bins[i]`, pods are taken in the order given, and
-    /// a pod joins only nodes of its own group. New nodes may become any type that holds them, so each group
-    /// launches as the cheapest type that holds it. Nothing re-planned by shape.
+    /// A packing already chosen: pod i belongs to node group `bins[i]` (groups in order, each one node's worth),
+    /// pods are taken in the order given, and a pod joins only nodes of its own group. New nodes may become any
+    /// type that holds them, so a group whose pods can share a node launches as the cheapest type that holds it.
+    /// Nothing re-planned by shape.
     Bins(&'b [usize]),
 }
 
@@ -155,7 +156,13 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, pass: Pass) -> Plan {
                 placed = true;
                 break;
             }
-            let on_planned = planned.iter_mut().filter(|node| node.bin == bin_of(pod_index)).any(|node| {
+            // Groups come in order, so a pod's group is the run of nodes at the end (all nodes when not binned).
+            let bin = bin_of(pod_index);
+            let group_start = match pass {
+                Pass::Bins(_) => planned.len() - planned.iter().rev().take_while(|node| node.bin == bin).count(),
+                Pass::Full | Pass::Replan => 0,
+            };
+            let on_planned = planned[group_start..].iter_mut().any(|node| {
                 place_on_planned(
                     node,
                     pod,
@@ -185,7 +192,7 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, pass: Pass) -> Plan {
                 &mut compat_cache,
             );
             if let Some(mut node) = new {
-                node.bin = bin_of(pod_index);
+                node.bin = bin;
                 planned.push(node);
                 placed = true;
                 break;

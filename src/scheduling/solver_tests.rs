@@ -91,19 +91,34 @@ impl Fixture {
 fn small_pods_share_cheap_nodes_whose_options_all_hold_them() {
     let fixture = Fixture::new(general_purpose());
     let pods: Vec<PodRequest> = (0..10).map(|i| pod(&format!("default/p{i}"), 250, GI / 2)).collect();
-    let plan = fixture.solve(&pods, &[pool("default")]);
+    let default = pool("default");
+    let plan = fixture.solve(&pods, std::slice::from_ref(&default));
     assert!(plan.unschedulable.is_empty());
     assert_eq!(plan.new_nodes.iter().map(|n| n.pods.len()).sum::<usize>(), 10);
-    assert!(plan.new_nodes.len() < 10, "pods share nodes: {}", plan.new_nodes.len());
-    // No dearer than the cheapest single node that holds all ten.
+    // No dearer than first-fit, nor than the cheapest single node the pool allows that holds all ten.
+    let first_fit = solve_with(
+        &SchedulingInput {
+            pods: &pods,
+            nodepools: std::slice::from_ref(&default),
+            instance_types: &fixture.types,
+            prices: &fixture.prices,
+            existing: &[],
+            daemonsets: &[],
+            unavailable: &fixture.unavailable,
+        },
+        Pass::Replan,
+    );
     let total = pods.iter().fold(Resources::ZERO, |sum, p| sum + p.requests);
     let one_node = fixture
         .types
         .iter()
+        .filter(|t| default.requirements.iter().all(|r| r.matches(t.labels().get(r.key.as_str()).map(String::as_str))))
         .filter(|t| total.fits_in(&t.allocatable(Default::default())))
         .filter_map(|t| t.zones.iter().filter_map(|z| fixture.prices.spot(&t.name, z)).reduce(f64::min))
         .fold(f64::INFINITY, f64::min);
-    assert!(plan.total_price_per_hour() <= one_node + 1e-9, "{} against {one_node}", plan.total_price_per_hour());
+    assert!(one_node.is_finite());
+    let price = plan.total_price_per_hour();
+    assert!(price <= one_node + 1e-9 && price <= first_fit.total_price_per_hour() + 1e-9, "{price} against {one_node}");
     for node in &plan.new_nodes {
         assert!(node.instance_type_options.len() <= MAX_INSTANCE_TYPE_OPTIONS);
         for option in &node.instance_type_options {
@@ -479,6 +494,12 @@ proptest! {
         let mut reversed_pools = pools.clone();
         reversed_pools.reverse();
         prop_assert_eq!(&first, &fixture.solve(&shuffled, &reversed_pools));
+        // Nor does the catalog's order (DescribeInstanceTypes promises none).
+        let mut reversed_types = Fixture::new(fixture.types.iter().rev().cloned().collect());
+        reversed_types.existing = fixture.existing.clone();
+        reversed_types.daemonsets = fixture.daemonsets.clone();
+        reversed_types.unavailable = fixture.unavailable.clone();
+        prop_assert_eq!(&first, &reversed_types.solve(&pods, &pools));
     }
 
     #[test]
