@@ -34,7 +34,8 @@ pub fn removing<K: Resource>(object: &K, finalizer: &str) -> Option<Value> {
 }
 
 /// Removes `finalizer` from the object called `name`, reading it again after a conflict. Ok when the object, or
-/// its finalizer, is already gone.
+/// its finalizer, is already gone. For callers without a fresh copy (teardown); the controller, which may not
+/// `get`, patches from the copy its reconcile read and lets a conflict fail that pass.
 pub async fn remove<K>(api: &Api<K>, name: &str, finalizer: &str) -> Result<(), kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Debug,

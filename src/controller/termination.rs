@@ -97,7 +97,14 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
 
     if let Some(node) = &node {
         let nodes: Api<Node> = Api::all(ctx.kube.clone());
-        finalizers::remove(&nodes, &node.name_any(), TERMINATION_FINALIZER).await?;
+        // From the copy this pass read: a 409 (changed since) fails the pass, and the next one has the newer copy.
+        if let Some(patch) = finalizers::removing(node.as_ref(), TERMINATION_FINALIZER) {
+            match nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+                Ok(_) => {}
+                Err(error) if super::is_not_found(&error) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
         match nodes.delete(&node.name_any(), &DeleteParams::default()).await {
             Ok(_) => {}
             Err(error) if super::is_not_found(&error) => {}
@@ -106,7 +113,13 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
     }
 
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
-    finalizers::remove(&api, &name, TERMINATION_FINALIZER).await?;
+    if let Some(patch) = finalizers::removing(claim, TERMINATION_FINALIZER) {
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+            Ok(_) => {}
+            Err(error) if super::is_not_found(&error) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
     ctx.metrics.nodeclaim_terminated(claim.labels().get(NODEPOOL_LABEL).map_or("", String::as_str));
     tracing::info!(nodeclaim = %name, "terminated");
     Ok(Action::await_change())
