@@ -13,6 +13,13 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 
+/// The demo cluster's node and controller roles, and the paths the fake answers for its access entries and
+/// Pod Identity associations: what the setup and teardown tests share.
+pub const NODE_ROLE: &str = "arn:aws:iam::123456789012:role/nodesmith-node-demo";
+pub const CONTROLLER_ROLE: &str = "arn:aws:iam::123456789012:role/nodesmith-controller-demo";
+pub const ENTRIES: &str = "/clusters/demo/access-entries";
+pub const ASSOCIATIONS: &str = "/clusters/demo/pod-identity-associations";
+
 /// An SDK configuration for the clients a test builds but never calls (their steps are not under test).
 pub fn uncalled_sdk_config() -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()

@@ -338,15 +338,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::bootstrap::fake_eks::FakeEks;
+    use crate::bootstrap::fake_eks::{ASSOCIATIONS, CONTROLLER_ROLE, ENTRIES, FakeEks, NODE_ROLE};
     use crate::bootstrap::names::ClusterNames;
     use crate::bootstrap::report::Ledger;
     use crate::bootstrap::teardown::TeardownOptions;
-
-    const NODE_ROLE: &str = "arn:aws:iam::123456789012:role/nodesmith-node-demo";
-    const CONTROLLER_ROLE: &str = "arn:aws:iam::123456789012:role/nodesmith-controller-demo";
-    const ENTRIES: &str = "/clusters/demo/access-entries";
-    const ASSOCIATIONS: &str = "/clusters/demo/pod-identity-associations";
 
     fn teardown_for<'a>(options: &'a TeardownOptions, eks: &FakeEks) -> Teardown<'a> {
         let sdk = crate::bootstrap::fake_eks::uncalled_sdk_config();
