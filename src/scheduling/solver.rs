@@ -151,17 +151,18 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, pass: Pass) -> Plan {
         let pod = &input.pods[pod_index];
         let shape = &pod_topology[pod_index];
         let mut placed = false;
+        // Groups come in order, so a pod's group is the run of nodes at the end (all nodes when not binned).
+        let bin = bin_of(pod_index);
+        let group_start = match pass {
+            Pass::Bins(_) => planned.len() - planned.iter().rev().take_while(|node| node.bin == bin).count(),
+            Pass::Full | Pass::Replan => 0,
+        };
+        let grow_efficiently = !matches!(pass, Pass::Bins(_));
         for attempt in attempts(pod) {
             if existing.place(pod, pod_index, shape, &attempt, &catalog, &mut topology) {
                 placed = true;
                 break;
             }
-            // Groups come in order, so a pod's group is the run of nodes at the end (all nodes when not binned).
-            let bin = bin_of(pod_index);
-            let group_start = match pass {
-                Pass::Bins(_) => planned.len() - planned.iter().rev().take_while(|node| node.bin == bin).count(),
-                Pass::Full | Pass::Replan => 0,
-            };
             let on_planned = planned[group_start..].iter_mut().any(|node| {
                 place_on_planned(
                     node,
@@ -179,7 +180,6 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, pass: Pass) -> Plan {
                 placed = true;
                 break;
             }
-            let grow_efficiently = !matches!(pass, Pass::Bins(_));
             let new = new_node(
                 pod,
                 pod_index,
