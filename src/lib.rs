@@ -10,6 +10,8 @@ pub mod catalog;
 pub mod cli;
 pub mod cloud;
 pub mod controller;
+pub mod disruption;
+pub mod duration;
 pub mod render;
 pub mod scheduling;
 pub mod telemetry;

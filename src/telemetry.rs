@@ -79,6 +79,36 @@ pub struct NodeSample {
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: String,
+    reason: String,
+    consolidation_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DisruptedLabels {
+    reason: String,
+    nodepool: String,
+    capacity_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolReasonLabels {
+    nodepool: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsolidationTypeLabels {
+    consolidation_type: String,
+}
+
 /// The controller's metrics, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -93,6 +123,11 @@ pub struct Metrics {
     nodes_allocatable: Family<NodeResourceLabels, FloatGauge>,
     nodes_requested: Family<NodeResourceLabels, FloatGauge>,
     nodes_price: Family<NodeLabels, FloatGauge>,
+    disruption_decisions: Family<DecisionLabels, Counter>,
+    disruption_eligible: Family<ReasonLabels, Gauge>,
+    nodeclaims_disrupted: Family<DisruptedLabels, Counter>,
+    allowed_disruptions: Family<PoolReasonLabels, Gauge>,
+    consolidation_timeouts: Family<ConsolidationTypeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -109,6 +144,36 @@ impl Default for Metrics {
         let nodes_allocatable = Family::default();
         let nodes_requested = Family::default();
         let nodes_price = Family::default();
+        let disruption_decisions = Family::default();
+        let disruption_eligible = Family::default();
+        let nodeclaims_disrupted = Family::default();
+        let allowed_disruptions = Family::default();
+        let consolidation_timeouts = Family::default();
+        registry.register(
+            "karpenter_voluntary_disruption_decisions",
+            "Disruption commands carried out, by decision (delete, replace), reason and consolidation type",
+            disruption_decisions.clone(),
+        );
+        registry.register(
+            "karpenter_voluntary_disruption_eligible_nodes",
+            "Nodes eligible for disruption, by reason (before budgets)",
+            disruption_eligible.clone(),
+        );
+        registry.register(
+            "karpenter_nodeclaims_disrupted",
+            "NodeClaims disrupted, by reason (including expired and interruption), NodePool and capacity type",
+            nodeclaims_disrupted.clone(),
+        );
+        registry.register(
+            "karpenter_nodepools_allowed_disruptions",
+            "Nodes each NodePool's budgets allow to be disrupted now, by reason",
+            allowed_disruptions.clone(),
+        );
+        registry.register(
+            "karpenter_voluntary_disruption_consolidation_timeouts",
+            "Consolidation passes that ran out of time before every candidate was evaluated",
+            consolidation_timeouts.clone(),
+        );
         registry.register(
             "karpenter_nodes_allocatable",
             "Allocatable of each node nodesmith manages (cpu in cores, memory in bytes, pods)",
@@ -169,6 +234,11 @@ impl Default for Metrics {
             nodes_allocatable,
             nodes_requested,
             nodes_price,
+            disruption_decisions,
+            disruption_eligible,
+            nodeclaims_disrupted,
+            allowed_disruptions,
+            consolidation_timeouts,
         }
     }
 }
@@ -204,6 +274,40 @@ impl Metrics {
 
     pub fn interruption_queue_duration(&self, seconds: f64) {
         self.interruption_queue_duration.observe(seconds);
+    }
+
+    pub fn disruption_decision(&self, decision: &str, reason: &str, consolidation_type: &str) {
+        let labels = DecisionLabels {
+            decision: decision.into(),
+            reason: reason.into(),
+            consolidation_type: consolidation_type.into(),
+        };
+        self.disruption_decisions.get_or_create(&labels).inc();
+    }
+
+    pub fn disruption_eligible(&self, reason: &str, nodes: usize) {
+        let nodes = i64::try_from(nodes).unwrap_or(i64::MAX);
+        self.disruption_eligible.get_or_create(&ReasonLabels { reason: reason.into() }).set(nodes);
+    }
+
+    pub fn nodeclaim_disrupted(&self, reason: &str, nodepool: &str, capacity_type: &str) {
+        let labels =
+            DisruptedLabels { reason: reason.into(), nodepool: nodepool.into(), capacity_type: capacity_type.into() };
+        self.nodeclaims_disrupted.get_or_create(&labels).inc();
+    }
+
+    /// Replaces every NodePool's allowed-disruptions gauge (pools that are gone stop being reported).
+    pub fn set_allowed_disruptions(&self, allowed: &[(String, &str, usize)]) {
+        self.allowed_disruptions.clear();
+        for (nodepool, reason, nodes) in allowed {
+            let labels = PoolReasonLabels { nodepool: nodepool.clone(), reason: reason.to_string() };
+            self.allowed_disruptions.get_or_create(&labels).set(i64::try_from(*nodes).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn consolidation_timeout(&self, consolidation_type: &str) {
+        let labels = ConsolidationTypeLabels { consolidation_type: consolidation_type.into() };
+        self.consolidation_timeouts.get_or_create(&labels).inc();
     }
 
     /// Replaces every per-node gauge: nodes that are gone stop being reported.

@@ -36,6 +36,12 @@ pub const NODECLAIM_TERMINATION_TIMESTAMP_ANNOTATION: &str = "karpenter.sh/nodec
 /// On a NodeClaim: the hash of its EC2NodeClass's spec when it was made (drift detection).
 pub const EC2NODECLASS_HASH_ANNOTATION: &str = "karpenter.k8s.aws/ec2nodeclass-hash";
 pub const EC2NODECLASS_HASH_VERSION_ANNOTATION: &str = "karpenter.k8s.aws/ec2nodeclass-hash-version";
+/// On a NodeClaim launched by consolidation or drift: the NodeClaims it replaces (comma-separated). nodesmith's
+/// own; consolidation holds such a node for its pool's `consolidateAfter` (a churn guard).
+pub const REPLACES_ANNOTATION: &str = "nodesmith.dev/replaces";
+/// On a pod: how much its controller prefers to delete it (Kubernetes' ReplicaSet scale-down hint); consolidation
+/// weighs it, as Karpenter does, when choosing whose pods to move.
+pub const POD_DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
 /// On a NodeClaim: its instance has been tagged with the NodeClaim's name.
 pub const TAGGED_ANNOTATION: &str = "karpenter.k8s.aws/tagged";
 

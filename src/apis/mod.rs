@@ -2,6 +2,7 @@
 //! the well-known labels, and the conversions from Kubernetes objects to the scheduler's plain input.
 
 pub mod crds;
+pub mod drift_hash;
 pub mod ec2nodeclass;
 pub mod finalizers;
 pub mod labels;

@@ -100,7 +100,8 @@ fn pod_affinity_terms(terms: Option<&[KubePodAffinityTerm]>) -> Result<Vec<PodAf
     Ok(out)
 }
 
-fn label_selector(selector: &LabelSelector) -> Result<Vec<Requirement>, ConversionError> {
+/// A label selector as requirements on labels, all of which must hold (an empty selector selects everything).
+pub fn label_selector(selector: &LabelSelector) -> Result<Vec<Requirement>, ConversionError> {
     let mut out: Vec<Requirement> =
         selector.match_labels.iter().flatten().map(|(k, v)| Requirement::equals(k, v)).collect();
     for e in selector.match_expressions.iter().flatten() {

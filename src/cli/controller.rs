@@ -38,6 +38,23 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease and in Events; defaults to the pod name (HOSTNAME).
     #[arg(long, env = "HOSTNAME")]
     pub identity: Option<String>,
+    /// Let consolidation replace a spot node with a cheaper spot node (Karpenter's SpotToSpotConsolidation
+    /// feature gate): only where at least 15 cheaper instance types can be offered.
+    #[arg(long, env = "SPOT_TO_SPOT_CONSOLIDATION", default_value_t = false)]
+    pub spot_to_spot_consolidation: bool,
+    /// Consolidation replaces nodes only when the replacement costs at least this much less, in percent of what
+    /// it replaces (a churn guard: Karpenter replaces for any saving, however small).
+    #[arg(long, env = "CONSOLIDATION_MIN_SAVINGS_PERCENT", default_value_t = 5.0, value_parser = parse_percent)]
+    pub consolidation_min_savings_percent: f64,
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let value: f64 = text.trim_end_matches('%').parse().map_err(|_| format!("{text:?} is not a percentage"))?;
+    if (0.0..100.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{text} is outside 0 to 100 (exclusive of 100)"))
+    }
 }
 
 /// `500ms`, `1s`, `2m`: a whole number and a unit.
@@ -66,6 +83,11 @@ pub async fn run(args: &ControllerArgs, global: &GlobalArgs) -> Result<(), CliEr
         health_port: args.health_port,
         identity: args.identity.clone().unwrap_or_else(|| format!("nodesmith-{}", std::process::id())),
         namespace: args.namespace.clone(),
+        disruption: crate::disruption::Settings {
+            spot_to_spot: args.spot_to_spot_consolidation,
+            min_savings: args.consolidation_min_savings_percent / 100.0,
+            ..crate::disruption::Settings::default()
+        },
     };
     controller::run(settings, &sdk).await?;
     Ok(())

@@ -3,6 +3,7 @@
 //! Every component reads the cluster from the same watch caches (`state`), and only the leader writes.
 
 pub mod conditions;
+pub mod disruption;
 pub mod garbage_collection;
 pub mod interruption;
 pub mod launch;
@@ -44,6 +45,8 @@ pub struct Settings {
     /// Identifies this replica in the leader Lease and in Events.
     pub identity: String,
     pub namespace: String,
+    /// How consolidation may act (spot-to-spot, the churn guard).
+    pub disruption: crate::disruption::Settings,
 }
 
 /// What the cluster's nodes need to join it, from DescribeCluster.
@@ -77,6 +80,9 @@ pub struct Context {
     pub in_flight: Mutex<launch::InFlight>,
     /// Launch templates used by a launch, and when: garbage collection keeps those used recently.
     pub templates_used: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Nodes and NodeClaims that pods have just been planned onto (the provisioner's nominations): disruption
+    /// leaves them alone.
+    pub nominated: Mutex<std::collections::HashSet<String>>,
     pub recorder: Recorder,
     pub metrics: Arc<crate::telemetry::Metrics>,
 }
@@ -108,6 +114,7 @@ impl Context {
             unavailable: UnavailableOfferings::default(),
             in_flight: Mutex::new(launch::InFlight::default()),
             templates_used: Mutex::default(),
+            nominated: Mutex::default(),
             metrics: Arc::default(),
         })
     }
@@ -189,6 +196,7 @@ pub async fn run(settings: Settings, sdk: &aws_config::SdkConfig) -> Result<(), 
         () = nodeclass_status::run(ctx.clone(), leadership.clone()) => tracing::error!("the EC2NodeClass controller stopped"),
         () = garbage_collection::run(ctx.clone(), leadership.clone()) => tracing::error!("garbage collection stopped"),
         () = node_metrics::run(ctx.clone(), leadership.clone()) => tracing::error!("node metrics stopped"),
+        () = disruption::run(ctx.clone(), leadership.clone()) => tracing::error!("disruption stopped"),
         served = server => {
             if let Ok(Err(source)) = served {
                 return Err(StartError::Serve { metrics_port, health_port, source });

@@ -15,8 +15,12 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
 use super::{Context, Error, conditions, leader::Leadership, pods};
+use crate::apis::drift_hash;
 use crate::apis::ec2nodeclass::{EC2NodeClass, PrefixDelegation};
-use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
+use crate::apis::labels::{
+    CAPACITY_TYPE_LABEL, EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION, INSTANCE_TYPE_LABEL,
+    NODEPOOL_HASH_ANNOTATION, NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL, ZONE_LABEL,
+};
 use crate::apis::nodeclaim::{NodeClaim, NodeClaimResources, NodeClaimSpec};
 use crate::apis::nodepool::{NodePool, NodeSelectorRequirementWithMinValues};
 use crate::apis::scheduling_input::{
@@ -40,6 +44,14 @@ pub struct Nominations {
 impl Nominations {
     fn nominate(&mut self, pod: &str, target: &str) {
         self.by_pod.insert(pod.to_string(), (target.to_string(), Instant::now()));
+    }
+
+    /// Publishes the nodes and NodeClaims pods are nominated to, for disruption to leave them alone.
+    fn publish(&self, ctx: &Context) {
+        let targets: HashSet<String> = self.by_pod.values().map(|(target, _)| target.clone()).collect();
+        if let Ok(mut nominated) = ctx.nominated.lock() {
+            *nominated = targets;
+        }
     }
 
     fn target_of(&self, pod: &str) -> Option<&str> {
@@ -102,6 +114,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
             continue;
         }
         nominations.prune(&ctx);
+        nominations.publish(&ctx);
         let pending: HashSet<String> = pending_pods(&ctx, &nominations).iter().map(|p| pods::key(p)).collect();
         if pending.is_empty() {
             batch = None;
@@ -120,7 +133,9 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
         }
         batch = None;
         let timer = Instant::now();
-        match provision(&ctx, &mut nominations).await {
+        let provisioned = provision(&ctx, &mut nominations).await;
+        nominations.publish(&ctx);
+        match provisioned {
             Ok(created) => {
                 ctx.metrics.scheduling_duration(timer.elapsed().as_secs_f64());
                 if created > 0 {
@@ -207,7 +222,7 @@ pub fn max_pods_settings(nodeclass: &EC2NodeClass, cni_prefix_delegation: bool) 
 }
 
 /// What these pods hold: finished pods and pods being deleted (their replacements are counted instead) hold nothing.
-fn requests_of(pods: &[Arc<Pod>]) -> Resources {
+pub(super) fn requests_of(pods: &[Arc<Pod>]) -> Resources {
     pods.iter()
         .filter(|p| !pods::is_terminal(p) && !pods::is_terminating(p))
         .filter_map(|p| p.spec.as_ref().and_then(|s| pod_requests(s).ok()))
@@ -230,7 +245,7 @@ fn quantities_to_resources(map: &BTreeMap<String, Quantity>) -> Resources {
 /// nominated to it; before that, the room the smallest type it may become leaves after what it was made for
 /// (which holds even when the nominations were lost in a restart), and the largest type it may become counts
 /// against its NodePool's limits.
-fn in_flight_capacity(ctx: &Context, claim: &NodeClaim, nominated: &Resources) -> Option<ExistingNode> {
+pub(super) fn in_flight_capacity(ctx: &Context, claim: &NodeClaim, nominated: &Resources) -> Option<ExistingNode> {
     let status = claim.status.clone().unwrap_or_default();
     if status.node_name.is_some() {
         return None;
@@ -288,33 +303,7 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
         }
     }
 
-    let cni_pd = cni_prefix_delegation(ctx);
-    let mut pools = Vec::new();
-    let mut pool_objects: HashMap<String, Arc<NodePool>> = HashMap::new();
-    for pool in ctx.state.nodepools.state() {
-        if pool.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let class_name = &pool.spec.template.spec.node_class_ref.name;
-        let Some(class) = ctx.state.nodeclass(class_name) else {
-            tracing::warn!(nodepool = %pool.name_any(), nodeclass = %class_name, "NodePool refers to a missing EC2NodeClass");
-            continue;
-        };
-        if !class.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, "Ready")) {
-            tracing::debug!(nodepool = %pool.name_any(), nodeclass = %class_name, "EC2NodeClass not ready yet");
-            continue;
-        }
-        match nodepool(&pool.name_any(), &pool.spec, max_pods_settings(&class, cni_pd)) {
-            Ok(mut spec) => {
-                // Only zones where the EC2NodeClass has a subnet can be launched into.
-                let zones: Vec<&str> = class.status.iter().flat_map(|s| &s.subnets).map(|s| s.zone.as_str()).collect();
-                spec.requirements.push(Requirement::new(ZONE_LABEL, Operator::In, &zones));
-                pools.push(spec);
-                pool_objects.insert(pool.name_any(), pool);
-            }
-            Err(error) => tracing::warn!("skipping NodePool: {error}"),
-        }
-    }
+    let (pools, pool_objects) = ready_nodepools(ctx);
     if pools.is_empty() {
         // Said once a minute, not once a batch: the EC2NodeClass status says why.
         static LAST_SAID: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
@@ -353,13 +342,7 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
             existing.push(capacity);
         }
     }
-    let daemonsets: Vec<_> = ctx
-        .state
-        .daemonsets
-        .state()
-        .iter()
-        .filter_map(|ds| daemonset_pod(ds.spec.as_ref()?.template.spec.as_ref()?).ok())
-        .collect();
+    let daemonsets = daemonset_pods(ctx);
 
     let unavailable = ctx.unavailable.snapshot();
     tracing::debug!(
@@ -388,7 +371,9 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
     let creations = plan.new_nodes.iter().filter_map(|node| {
         let pool = pool_objects.get(&node.nodepool)?;
         let api = api.clone();
-        Some(async move { (node, api.create(&PostParams::default(), &nodeclaim_for(node, pool)).await) })
+        let class = ctx.state.nodeclass(&pool.spec.template.spec.node_class_ref.name);
+        let claim = nodeclaim_for(node, pool, class.as_deref());
+        Some(async move { (node, api.create(&PostParams::default(), &claim).await) })
     });
     let mut created = 0;
     for (node, result) in futures::future::join_all(creations).await {
@@ -421,14 +406,58 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
     Ok(created)
 }
 
+/// The NodePools new nodes may come from, as the scheduler sees them (those whose EC2NodeClass is Ready, limited
+/// to the zones of its subnets), and the objects by name.
+pub(super) fn ready_nodepools(ctx: &Context) -> (Vec<scheduling::NodePoolSpec>, HashMap<String, Arc<NodePool>>) {
+    let cni_pd = cni_prefix_delegation(ctx);
+    let mut pools = Vec::new();
+    let mut pool_objects: HashMap<String, Arc<NodePool>> = HashMap::new();
+    for pool in ctx.state.nodepools.state() {
+        if pool.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let class_name = &pool.spec.template.spec.node_class_ref.name;
+        let Some(class) = ctx.state.nodeclass(class_name) else {
+            tracing::warn!(nodepool = %pool.name_any(), nodeclass = %class_name, "NodePool refers to a missing EC2NodeClass");
+            continue;
+        };
+        if !class.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, "Ready")) {
+            tracing::debug!(nodepool = %pool.name_any(), nodeclass = %class_name, "EC2NodeClass not ready yet");
+            continue;
+        }
+        match nodepool(&pool.name_any(), &pool.spec, max_pods_settings(&class, cni_pd)) {
+            Ok(mut spec) => {
+                // Only zones where the EC2NodeClass has a subnet can be launched into.
+                let zones: Vec<&str> = class.status.iter().flat_map(|s| &s.subnets).map(|s| s.zone.as_str()).collect();
+                spec.requirements.push(Requirement::new(ZONE_LABEL, Operator::In, &zones));
+                pools.push(spec);
+                pool_objects.insert(pool.name_any(), pool);
+            }
+            Err(error) => tracing::warn!("skipping NodePool: {error}"),
+        }
+    }
+    (pools, pool_objects)
+}
+
+/// The pod every DaemonSet would put on a new node.
+pub(super) fn daemonset_pods(ctx: &Context) -> Vec<scheduling::DaemonSetPod> {
+    ctx.state
+        .daemonsets
+        .state()
+        .iter()
+        .filter_map(|ds| daemonset_pod(ds.spec.as_ref()?.template.spec.as_ref()?).ok())
+        .collect()
+}
+
 /// A node the scheduler may place pods on: not going away, not cordoned.
-fn usable(node: &Node) -> bool {
+pub(super) fn usable(node: &Node) -> bool {
     !is_disrupted(node) && !node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
 }
 
 /// The NodeClaim for one planned node: the NodePool's template, narrowed to the instance types, zones and capacity
-/// types the plan allows, and the plan's requests.
-pub fn nodeclaim_for(node: &NewNode, pool: &NodePool) -> NodeClaim {
+/// types the plan allows, and the plan's requests; stamped with the NodePool's and EC2NodeClass's hashes, so
+/// that drift can tell when either changes.
+pub fn nodeclaim_for(node: &NewNode, pool: &NodePool, class: Option<&EC2NodeClass>) -> NodeClaim {
     let template = &pool.spec.template;
     let narrowed = [INSTANCE_TYPE_LABEL, ZONE_LABEL, CAPACITY_TYPE_LABEL];
     let mut requirements: Vec<NodeSelectorRequirementWithMinValues> =
@@ -462,11 +491,18 @@ pub fn nodeclaim_for(node: &NewNode, pool: &NodePool) -> NodeClaim {
         block_owner_deletion: Some(true),
         controller: None,
     };
+    let mut annotations = template.metadata.annotations.clone();
+    annotations.insert(NODEPOOL_HASH_ANNOTATION.into(), drift_hash::nodepool_hash(&pool.spec));
+    annotations.insert(NODEPOOL_HASH_VERSION_ANNOTATION.into(), drift_hash::NODEPOOL_HASH_VERSION.into());
+    if let Some(class) = class {
+        annotations.insert(EC2NODECLASS_HASH_ANNOTATION.into(), drift_hash::nodeclass_hash(&class.spec));
+        annotations.insert(EC2NODECLASS_HASH_VERSION_ANNOTATION.into(), drift_hash::EC2NODECLASS_HASH_VERSION.into());
+    }
     NodeClaim {
         metadata: ObjectMeta {
             generate_name: Some(format!("{}-", pool.name_any())),
             labels: Some(labels),
-            annotations: (!template.metadata.annotations.is_empty()).then(|| template.metadata.annotations.clone()),
+            annotations: Some(annotations),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -24,6 +25,8 @@ pub struct ClusterState {
     pub nodeclaims: Store<NodeClaim>,
     pub nodepools: Store<NodePool>,
     pub nodeclasses: Store<EC2NodeClass>,
+    /// Read by disruption: a pod whose budget allows no eviction blocks its node.
+    pub pdbs: Store<PodDisruptionBudget>,
 }
 
 fn watch<K>(api: Api<K>, config: watcher::Config) -> Store<K>
@@ -76,6 +79,7 @@ impl ClusterState {
             nodeclaims: watch(Api::all(client.clone()), watcher::Config::default()),
             nodepools: watch(Api::all(client.clone()), watcher::Config::default()),
             nodeclasses: watch(Api::all(client.clone()), watcher::Config::default()),
+            pdbs: watch(Api::all(client.clone()), watcher::Config::default()),
         }
     }
 
@@ -87,6 +91,7 @@ impl ClusterState {
             self.nodeclaims.wait_until_ready(),
             self.nodepools.wait_until_ready(),
             self.nodeclasses.wait_until_ready(),
+            self.pdbs.wait_until_ready(),
         );
     }
 

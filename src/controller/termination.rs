@@ -22,28 +22,6 @@ use crate::cloud::instances;
 
 const POLL: Duration = Duration::from_secs(2);
 
-/// `1h30m`, `90s`, `2h` → a duration (Karpenter's duration fields); `None` when unreadable.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let value: u64 = number.parse().ok()?;
-        number.clear();
-        total += value
-            * match c {
-                'h' => 3600,
-                'm' => 60,
-                's' => 1,
-                _ => return None,
-            };
-    }
-    number.is_empty().then_some(Duration::from_secs(total))
-}
-
 /// How long ago the NodeClaim was deleted.
 fn since_deletion(claim: &NodeClaim) -> Duration {
     let Some(deleted) = claim.metadata.deletion_timestamp.as_ref() else { return Duration::ZERO };
@@ -162,7 +140,7 @@ async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Re
             .spec
             .termination_grace_period
             .as_deref()
-            .and_then(parse_duration)
+            .and_then(crate::duration::parse)
             .is_some_and(|grace| since_deletion(claim) > grace);
     // Critical pods (DNS, CNI helpers) keep serving the others until those are gone.
     let non_critical: Vec<&Arc<Pod>> = evictable.iter().copied().filter(|p| !pods::is_critical(p)).collect();
@@ -186,18 +164,4 @@ async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Re
         }
     }
     Ok(evictable.len() + terminating)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_as_karpenter_writes_them() {
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("720h"), Some(Duration::from_secs(720 * 3600)));
-        assert_eq!(parse_duration("Never"), None);
-        assert_eq!(parse_duration("10"), None);
-    }
 }

@@ -1,0 +1,109 @@
+//! Carrying a disruption command out: launch the replacements and wait until they are Initialized, then delete
+//! the candidates (termination taints, drains within PodDisruptionBudgets, and terminates). If a replacement
+//! does not come up, the candidates are left as they are. A controller killed at any step converges: a
+//! replacement without its candidates' deletion is a node like any other (consolidated if it stays empty), and a
+//! deleted candidate's termination resumes from its finalizer.
+
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::events::EventType;
+
+use super::super::nodeclaim_lifecycle::{LAUNCH_TIMEOUT, publish};
+use super::super::{Context, Error, conditions, is_not_found, provisioner};
+use super::snapshot::Gathered;
+use crate::apis::labels::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, REPLACES_ANNOTATION};
+use crate::apis::nodeclaim::NodeClaim;
+use crate::disruption::Command;
+
+/// How long replacements may take to be Initialized before the command is given up.
+const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(LAUNCH_TIMEOUT.as_secs() + 5 * 60);
+
+pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) -> Result<(), Error> {
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    let candidates: Vec<NodeClaim> = command
+        .candidates
+        .iter()
+        .filter_map(|name| ctx.state.nodeclaims.state().into_iter().find(|c| &c.name_any() == name))
+        .map(|c| c.as_ref().clone())
+        .collect();
+    let what = format!("{} ({})", command.reason.as_str(), command.method.consolidation_type());
+    let mut replacements = Vec::new();
+    for node in &command.replacements {
+        let Some(pool) = gathered.pool_objects.get(&node.nodepool) else {
+            return Err(Error::Invalid(format!("NodePool {} of a replacement is gone", node.nodepool)));
+        };
+        let class = ctx.state.nodeclass(&pool.spec.template.spec.node_class_ref.name);
+        let mut claim = provisioner::nodeclaim_for(node, pool, class.as_deref());
+        claim.annotations_mut().insert(REPLACES_ANNOTATION.into(), command.candidates.join(","));
+        let created = api.create(&PostParams::default(), &claim).await?;
+        ctx.metrics.nodeclaim_created(&node.nodepool);
+        tracing::info!(nodeclaim = %created.name_any(), instance_type = %node.instance_type, replaces = ?command.candidates, "launching a replacement");
+        replacements.push(created.name_any());
+    }
+    if !replacements.is_empty() {
+        for candidate in &candidates {
+            let note = format!("launching {} to replace it: {what}", replacements.join(", "));
+            publish(ctx, candidate, EventType::Normal, "DisruptionLaunching", &note).await;
+        }
+        if let Err(why) = wait_initialized(ctx, &replacements).await {
+            tracing::warn!(candidates = ?command.candidates, "replacement failed, leaving the candidates alone: {why}");
+            for candidate in &candidates {
+                let note = format!("not disrupted: its replacement {why}");
+                publish(ctx, candidate, EventType::Warning, "DisruptionBlocked", &note).await;
+            }
+            return Ok(());
+        }
+    }
+    for candidate in &candidates {
+        let name = candidate.name_any();
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(error) if is_not_found(&error) => continue,
+            Err(error) => return Err(error.into()),
+        }
+        let labels = candidate.labels();
+        let label = |key: &str| labels.get(key).map_or("", String::as_str);
+        ctx.metrics.nodeclaim_disrupted(
+            command.reason.metric_label(),
+            label(NODEPOOL_LABEL),
+            label(CAPACITY_TYPE_LABEL),
+        );
+        publish(ctx, candidate, EventType::Normal, "DisruptionTerminating", &format!("disrupting: {what}")).await;
+        tracing::info!(nodeclaim = %name, reason = command.reason.as_str(), method = ?command.method, "disrupting");
+    }
+    ctx.metrics.disruption_decision(
+        command.decision(),
+        command.reason.metric_label(),
+        command.method.consolidation_type(),
+    );
+    Ok(())
+}
+
+/// Waits until every replacement is Initialized; fails when one is deleted (its launch failed) or time runs out.
+async fn wait_initialized(ctx: &Context, names: &[String]) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        let claims = ctx.state.nodeclaims.state();
+        let mut ready = 0;
+        for name in names {
+            match claims.iter().find(|c| &c.name_any() == name) {
+                Some(c) if c.metadata.deletion_timestamp.is_some() => return Err(format!("{name} is being deleted")),
+                Some(c) if c.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, "Initialized")) => {
+                    ready += 1;
+                }
+                // Not in the cache yet right after creation: wait; gone later: its launch failed.
+                None if started.elapsed() > Duration::from_secs(30) => return Err(format!("{name} is gone")),
+                _ => {}
+            }
+        }
+        if ready == names.len() {
+            return Ok(());
+        }
+        if started.elapsed() > REPLACEMENT_TIMEOUT {
+            return Err(format!("was not initialized within {} minutes", REPLACEMENT_TIMEOUT.as_secs() / 60));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

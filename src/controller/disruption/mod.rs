@@ -1,0 +1,245 @@
+//! The disruption loop: every 10 s the leader expires NodeClaims past `expireAfter`, writes drift and
+//! consolidation state on NodeClaims, gathers a snapshot and asks `disruption::decide` for one command; the
+//! command is checked again after 15 s on a fresh snapshot and then carried out. Nodes a method looked at and
+//! left alone get an Event saying why. Pod events (`lastPodEventTime`) are recorded every 2 s beside it.
+
+mod execute;
+mod pod_events;
+pub mod snapshot;
+mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::leader::Leadership;
+use super::nodeclaim_lifecycle::publish;
+use super::{Context, Error, is_not_found};
+use crate::apis::drift_hash::{EC2NODECLASS_HASH_VERSION, NODEPOOL_HASH_VERSION, nodeclass_hash, nodepool_hash};
+use crate::apis::labels::{
+    CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION,
+    NODEPOOL_HASH_ANNOTATION, NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL,
+};
+use crate::apis::nodeclaim::NodeClaim;
+use crate::apis::scheduling_input::nodepool as scheduling_nodepool;
+use crate::disruption::drift::{DriftInput, drift_reason};
+use crate::disruption::expiration::is_expired;
+use crate::disruption::{decide, is_consolidatable, still_valid};
+
+const POD_EVENTS_EVERY: Duration = Duration::from_secs(2);
+const PASS_EVERY: Duration = Duration::from_secs(10);
+/// Karpenter waits this long and decides again before it acts, so a passing lull does not disrupt.
+const VALIDATION_DELAY: Duration = Duration::from_secs(15);
+
+pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
+    let pod_events = async {
+        let mut events = pod_events::PodEvents::default();
+        loop {
+            tokio::time::sleep(POD_EVENTS_EVERY).await;
+            if leadership.is_leader() {
+                events.update(&ctx).await;
+            }
+        }
+    };
+    let passes = async {
+        let mut said = Said::default();
+        let mut stale = HashSet::new();
+        loop {
+            tokio::time::sleep(PASS_EVERY).await;
+            if !leadership.is_leader() {
+                continue;
+            }
+            if let Err(error) = pass(&ctx, &leadership, &mut said, &mut stale).await {
+                tracing::warn!("disruption pass failed, retrying: {error}");
+            }
+        }
+    };
+    tokio::join!(pod_events, passes);
+}
+
+/// What was last said about each object, so an Event is published when the reason changes, not every pass.
+#[derive(Default)]
+struct Said(HashMap<String, String>);
+
+impl Said {
+    fn first_time(&mut self, object: &str, message: &str) -> bool {
+        self.0.insert(object.to_string(), message.to_string()).as_deref() != Some(message)
+    }
+}
+
+async fn pass(
+    ctx: &Context,
+    leadership: &Leadership,
+    said: &mut Said,
+    stale: &mut HashSet<String>,
+) -> Result<(), Error> {
+    expire(ctx).await?;
+    lift_stale_taints(ctx, stale).await?;
+    let gathered = snapshot::gather(ctx, &|claim, node| drift_of(ctx, claim, node));
+    for (pool, why) in &gathered.refused_pools {
+        if said.first_time(&format!("nodepool/{}", pool.name_any()), why) {
+            tracing::warn!(nodepool = %pool.name_any(), "disruption is off for this NodePool: {why}");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "DisruptionSettingsInvalid".into(),
+                note: Some(format!("nothing of this NodePool is disrupted until this is fixed: {why}")),
+                action: "Disrupting".into(),
+                secondary: None,
+            };
+            if let Err(error) = ctx.recorder.publish(&event, &pool.object_ref(&())).await {
+                tracing::debug!("could not record an event: {error}");
+            }
+        }
+    }
+    let snapshot = gathered.snapshot(ctx);
+    for node in &snapshot.nodes {
+        let Some(claim) = ctx.state.nodeclaims.state().into_iter().find(|c| c.name_any() == node.claim) else {
+            continue;
+        };
+        status::stamp_hashes(ctx, &claim).await?;
+        status::set_conditions(ctx, &claim, is_consolidatable(&snapshot, node), node.drifted.as_deref()).await?;
+    }
+
+    let decision = decide(&snapshot);
+    for (reason, count) in &decision.eligible {
+        ctx.metrics.disruption_eligible(reason.metric_label(), *count);
+    }
+    let allowed: Vec<(String, &str, usize)> =
+        decision.allowed.iter().map(|(pool, reason, n)| (pool.clone(), reason.as_str(), *n)).collect();
+    ctx.metrics.set_allowed_disruptions(&allowed);
+    for blocked in &decision.blocked {
+        if !said.first_time(&blocked.claim, &blocked.reason) {
+            continue;
+        }
+        if let Some(claim) = ctx.state.nodeclaims.state().into_iter().find(|c| c.name_any() == blocked.claim) {
+            let reason =
+                if blocked.reason.starts_with("not consolidated") { "Unconsolidatable" } else { "DisruptionBlocked" };
+            publish(ctx, &claim, EventType::Normal, reason, &blocked.reason).await;
+        }
+    }
+    let Some(command) = decision.command else { return Ok(()) };
+    tracing::info!(
+        method = ?command.method,
+        decision = command.decision(),
+        candidates = ?command.candidates,
+        replacements = command.replacements.len(),
+        savings_per_hour = command.candidates_price - command.replacements_price,
+        "disruption found a command; checking it again in {} s",
+        VALIDATION_DELAY.as_secs()
+    );
+    tokio::time::sleep(VALIDATION_DELAY).await;
+    if !leadership.is_leader() {
+        return Ok(());
+    }
+    let again = snapshot::gather(ctx, &|claim, node| drift_of(ctx, claim, node));
+    if let Err(why) = still_valid(&again.snapshot(ctx), &command) {
+        tracing::info!(candidates = ?command.candidates, "disruption command no longer holds: {why}");
+        return Ok(());
+    }
+    execute::carry_out(ctx, &again, &command).await
+}
+
+/// The drift reason of a registered NodeClaim, from its NodePool and EC2NodeClass as they are now.
+fn drift_of(ctx: &Context, claim: &NodeClaim, node: &Node) -> Option<String> {
+    let pool = ctx.state.nodepool(claim.labels().get(NODEPOOL_LABEL)?)?;
+    let class = ctx.state.nodeclass(&claim.spec.node_class_ref.name);
+    let annotations = claim.annotations();
+    let pair = |hash: &str, version: &str| Some((annotations.get(hash)?.as_str(), annotations.get(version)?.as_str()));
+    let pool_hash = nodepool_hash(&pool.spec);
+    let class_hash = class.as_ref().map(|c| nodeclass_hash(&c.spec));
+    let requirements = scheduling_nodepool(&pool.name_any(), &pool.spec, Default::default())
+        .map(|p| p.requirements)
+        .unwrap_or_default();
+    let amis: Vec<String> =
+        class.iter().flat_map(|c| c.status.iter()).flat_map(|s| s.amis.iter()).map(|a| a.id.clone()).collect();
+    let labels = node.labels();
+    drift_reason(&DriftInput {
+        nodepool_hash: pair(NODEPOOL_HASH_ANNOTATION, NODEPOOL_HASH_VERSION_ANNOTATION),
+        current_nodepool_hash: (&pool_hash, NODEPOOL_HASH_VERSION),
+        nodeclass_hash: pair(EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION),
+        current_nodeclass_hash: class_hash.as_deref().map(|h| (h, EC2NODECLASS_HASH_VERSION)),
+        requirements: &requirements,
+        labels,
+        image_id: claim.status.as_ref().and_then(|s| s.image_id.as_deref()),
+        amis: &amis,
+    })
+    .map(str::to_string)
+}
+
+/// Deletes every NodeClaim past its `expireAfter`: forceful, with no budget and no replacement launched first
+/// (its pods are planned again as its node drains).
+async fn expire(ctx: &Context) -> Result<(), Error> {
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    let now = jiff::Timestamp::now();
+    for claim in ctx.state.nodeclaims.state() {
+        if claim.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(created) = claim.metadata.creation_timestamp.as_ref().map(|t| t.0) else { continue };
+        let expire_after = match claim.spec.expire_after.as_deref().map(crate::duration::parse_or_never) {
+            Some(Ok(after)) => after,
+            Some(Err(why)) => {
+                tracing::warn!(nodeclaim = %claim.name_any(), "spec.expireAfter: {why}; not expiring it");
+                continue;
+            }
+            None => None,
+        };
+        if !is_expired(created, expire_after, now) {
+            continue;
+        }
+        match api.delete(&claim.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(error) if is_not_found(&error) => continue,
+            Err(error) => return Err(error.into()),
+        }
+        let label = |key: &str| claim.labels().get(key).cloned().unwrap_or_default();
+        ctx.metrics.nodeclaim_disrupted("expired", &label(NODEPOOL_LABEL), &label(CAPACITY_TYPE_LABEL));
+        let note =
+            format!("expired: created {created}, expireAfter {}", claim.spec.expire_after.as_deref().unwrap_or(""));
+        publish(ctx, &claim, EventType::Normal, "DisruptionTerminating", &note).await;
+        tracing::info!(nodeclaim = %claim.name_any(), "expired; deleting");
+    }
+    Ok(())
+}
+
+/// A node tainted `karpenter.sh/disrupted` whose NodeClaim is not being deleted was left so by a disruption
+/// that did not go through (a controller killed between taint and delete): the taint goes, the node serves again.
+/// Only once seen so on two passes in a row, so a deletion the NodeClaim cache has not seen yet is not mistaken
+/// for one. `stale` holds the nodes seen so on the last pass.
+async fn lift_stale_taints(ctx: &Context, stale: &mut HashSet<String>) -> Result<(), Error> {
+    let nodes: Api<Node> = Api::all(ctx.kube.clone());
+    let seen_before = std::mem::take(stale);
+    for claim in ctx.state.nodeclaims.state() {
+        if claim.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.as_deref()).and_then(|n| ctx.state.node(n))
+        else {
+            continue;
+        };
+        let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+        if node.metadata.deletion_timestamp.is_some() || !taints.iter().any(|t| t.key == DISRUPTED_TAINT_KEY) {
+            continue;
+        }
+        if !seen_before.contains(&node.name_any()) {
+            stale.insert(node.name_any());
+            continue;
+        }
+        let kept: Vec<_> = taints.into_iter().filter(|t| t.key != DISRUPTED_TAINT_KEY).collect();
+        let patch = json!({"metadata": {"resourceVersion": node.resource_version()}, "spec": {"taints": kept}});
+        match nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+            Ok(_) => {
+                tracing::info!(node = %node.name_any(), "lifted a disrupted taint left by an unfinished disruption")
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! The cluster as disruption sees it, gathered from the watch caches: each NodeClaim with its Node and the pods
+//! that would have to move, each NodePool's disruption settings, and the room of every other node.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+
+use super::super::{Context, conditions, pods, provisioner};
+use crate::apis::labels::{
+    CAPACITY_TYPE_LABEL, CAPACITY_TYPE_SPOT, DISRUPTED_TAINT_KEY, DO_NOT_DISRUPT_ANNOTATION, INSTANCE_TYPE_LABEL,
+    NODEPOOL_LABEL, POD_DELETION_COST_ANNOTATION, REPLACES_ANNOTATION, ZONE_LABEL,
+};
+use crate::apis::nodeclaim::NodeClaim;
+use crate::apis::nodepool::{ConsolidationPolicy, DisruptionReason, NodePool};
+use crate::apis::scheduling_input::{existing_node, label_selector, pod_request};
+use crate::catalog::{CapacityType, OfferingKey};
+use crate::disruption::budgets::{Budget, Nodes};
+use crate::disruption::{ManagedNode, MovablePod, Policy, PoolPolicy, Reason, Snapshot};
+use crate::scheduling::{DaemonSetPod, ExistingNode, NodePoolSpec};
+
+/// What a snapshot borrows from: gathered once per pass.
+pub struct Gathered {
+    pub nodepools: Vec<NodePoolSpec>,
+    pub pool_objects: HashMap<String, Arc<NodePool>>,
+    pub daemonsets: Vec<DaemonSetPod>,
+    pub unavailable: HashSet<OfferingKey>,
+    pub pools: Vec<PoolPolicy>,
+    /// NodePools whose disruption settings cannot be read, with why: nothing of theirs is disrupted.
+    pub refused_pools: Vec<(Arc<NodePool>, String)>,
+    pub nodes: Vec<ManagedNode>,
+    pub other_room: Vec<ExistingNode>,
+}
+
+impl Gathered {
+    pub fn snapshot<'a>(&'a self, ctx: &'a Context) -> Snapshot<'a> {
+        Snapshot {
+            now: jiff::Timestamp::now(),
+            pools: self.pools.clone(),
+            nodes: self.nodes.clone(),
+            other_room: self.other_room.clone(),
+            nodepools: &self.nodepools,
+            instance_types: &ctx.instance_types,
+            prices: &ctx.prices,
+            daemonsets: &self.daemonsets,
+            unavailable: &self.unavailable,
+            settings: ctx.settings.disruption,
+        }
+    }
+}
+
+/// A NodePool's disruption settings, or why they cannot be read.
+pub fn pool_policy(pool: &NodePool) -> Result<PoolPolicy, String> {
+    let disruption = &pool.spec.disruption;
+    // A static pool (replicas set) keeps its count: consolidation settings do not apply.
+    let consolidate_after = if pool.spec.replicas.is_some() {
+        None
+    } else {
+        crate::duration::parse_or_never(&disruption.consolidate_after)
+            .map_err(|e| format!("spec.disruption.consolidateAfter: {e}"))?
+    };
+    let policy = match disruption.consolidation_policy {
+        ConsolidationPolicy::WhenEmpty => Policy::WhenEmpty,
+        ConsolidationPolicy::WhenEmptyOrUnderutilized => Policy::WhenEmptyOrUnderutilized,
+        ConsolidationPolicy::Balanced => Policy::Balanced,
+    };
+    let mut budgets = Vec::new();
+    for (i, budget) in disruption.budgets.iter().enumerate() {
+        let duration = match budget.duration.as_deref() {
+            Some(text) => Some(
+                crate::duration::parse(text)
+                    .ok_or_else(|| format!("spec.disruption.budgets[{i}].duration: {text:?} is not a duration"))?,
+            ),
+            None => None,
+        };
+        let reasons = budget
+            .reasons
+            .iter()
+            .map(|r| match r {
+                DisruptionReason::Empty => Reason::Empty,
+                DisruptionReason::Underutilized => Reason::Underutilized,
+                DisruptionReason::Drifted => Reason::Drifted,
+            })
+            .collect();
+        let parsed = Budget::parse(&budget.nodes, budget.schedule.as_deref(), duration, reasons)
+            .map_err(|e| format!("spec.disruption.budgets[{i}]: {e}"))?;
+        budgets.push(parsed);
+    }
+    Ok(PoolPolicy { name: pool.name_any(), policy, consolidate_after, budgets })
+}
+
+/// Why a pod may not be moved voluntarily, or None.
+fn blocker(pod: &Pod, budgets: &[&PodDisruptionBudget]) -> Option<String> {
+    if pod.annotations().get(DO_NOT_DISRUPT_ANNOTATION).is_some_and(|v| v == "true") {
+        return Some(format!("it is annotated {DO_NOT_DISRUPT_ANNOTATION}"));
+    }
+    if !pod.owner_references().iter().any(|o| o.controller == Some(true)) {
+        return Some("it has no controller to recreate it elsewhere".into());
+    }
+    let namespace = pod.namespace().unwrap_or_default();
+    let labels = pod.labels();
+    let matching: Vec<&&PodDisruptionBudget> = budgets
+        .iter()
+        .filter(|b| b.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|b| {
+            let selector = b.spec.as_ref().and_then(|s| s.selector.as_ref());
+            selector
+                .and_then(|s| label_selector(s).ok())
+                .is_some_and(|reqs| reqs.iter().all(|r| r.matches(labels.get(&r.key).map(String::as_str))))
+        })
+        .collect();
+    if matching.len() > 1 {
+        return Some("more than one PodDisruptionBudget selects it (the Eviction API refuses such pods)".into());
+    }
+    if let Some(budget) = matching.first()
+        && budget.status.as_ref().is_some_and(|s| s.disruptions_allowed == Some(0))
+    {
+        return Some(format!("PodDisruptionBudget {namespace}/{} allows no eviction now", budget.name_any()));
+    }
+    None
+}
+
+/// Karpenter's eviction cost: 1, raised or lowered by the pod-deletion-cost annotation and the priority,
+/// clamped to [-10, 10].
+fn eviction_cost(pod: &Pod) -> f64 {
+    let mut cost = 1.0;
+    if let Some(deletion_cost) = pod.annotations().get(POD_DELETION_COST_ANNOTATION).and_then(|v| v.parse::<f64>().ok())
+    {
+        cost += deletion_cost / 2f64.powi(27);
+    }
+    if let Some(priority) = pod.spec.as_ref().and_then(|s| s.priority) {
+        cost += f64::from(priority) / 2f64.powi(25);
+    }
+    cost.clamp(-10.0, 10.0)
+}
+
+/// The pods that would have to move off a node: not DaemonSet or static pods, not finished or already going.
+pub fn movable(pod: &Pod) -> bool {
+    pods::is_evictable(pod)
+}
+
+fn capacity_type(labels: &BTreeMap<String, String>) -> CapacityType {
+    if labels.get(CAPACITY_TYPE_LABEL).map(String::as_str) == Some(CAPACITY_TYPE_SPOT) {
+        CapacityType::Spot
+    } else {
+        CapacityType::OnDemand
+    }
+}
+
+fn node_ready(node: &Node) -> bool {
+    node.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn being_drained(node: &Node) -> bool {
+    node.metadata.deletion_timestamp.is_some()
+        || node.spec.iter().flat_map(|s| s.taints.iter().flatten()).any(|t| t.key == DISRUPTED_TAINT_KEY)
+}
+
+fn timestamp(time: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Option<jiff::Timestamp> {
+    time.map(|t| t.0)
+}
+
+/// Reads everything a pass needs. `drifted` gives the drift reason of a NodeClaim (computed by the caller).
+pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<String>) -> Gathered {
+    let (nodepools, pool_objects) = provisioner::ready_nodepools(ctx);
+    let mut pools = Vec::new();
+    let mut refused_pools = Vec::new();
+    for pool in ctx.state.nodepools.state() {
+        match pool_policy(&pool) {
+            Ok(policy) => pools.push(policy),
+            Err(why) => {
+                // Nothing of an unreadable pool is disrupted voluntarily.
+                pools.push(PoolPolicy {
+                    name: pool.name_any(),
+                    policy: Policy::WhenEmpty,
+                    consolidate_after: None,
+                    budgets: vec![Budget { nodes: Nodes::Count(0), window: None, reasons: Vec::new() }],
+                });
+                refused_pools.push((pool, why));
+            }
+        }
+    }
+    let pdbs = ctx.state.pdbs.state();
+    let pdb_refs: Vec<&PodDisruptionBudget> = pdbs.iter().map(AsRef::as_ref).collect();
+    let pods_by_node = ctx.state.pods_by_node();
+    let nominated = ctx.nominated.lock().map(|n| n.clone()).unwrap_or_default();
+    let claims = ctx.state.nodeclaims.state();
+    let claimed_nodes: HashSet<String> = claims.iter().filter_map(|c| c.status.as_ref()?.node_name.clone()).collect();
+
+    let mut nodes = Vec::new();
+    let mut other_room = Vec::new();
+    for claim in &claims {
+        let status = claim.status.clone().unwrap_or_default();
+        let Some(node) = status.node_name.as_deref().and_then(|n| ctx.state.node(n)) else {
+            // Still launching: room for pods, not a candidate.
+            if let Some(room) = provisioner::in_flight_capacity(ctx, claim, &Default::default()) {
+                other_room.push(room);
+            }
+            continue;
+        };
+        let node_name = node.name_any();
+        let bound = pods_by_node.get(&node_name).map(Vec::as_slice).unwrap_or_default();
+        let Ok(mut room) = existing_node(&node) else { continue };
+        room.available = if provisioner::usable(&node) {
+            room.available - provisioner::requests_of(bound)
+        } else {
+            crate::catalog::resources::Resources::ZERO
+        };
+        let mut movable_pods = Vec::new();
+        for pod in bound.iter().filter(|p| movable(p)) {
+            let Some(spec) = pod.spec.as_ref() else { continue };
+            let key = pods::key(pod);
+            match pod_request(&key, pod.labels(), spec) {
+                Ok(request) => movable_pods.push(MovablePod {
+                    request,
+                    blocker: blocker(pod, &pdb_refs),
+                    eviction_cost: eviction_cost(pod),
+                }),
+                Err(error) => movable_pods.push(MovablePod {
+                    request: crate::scheduling::PodRequest::new(&key, Default::default()),
+                    blocker: Some(format!("its spec cannot be read: {}", error.0)),
+                    eviction_cost: eviction_cost(pod),
+                }),
+            }
+        }
+        let labels = node.labels();
+        let label = |key: &str| labels.get(key).or_else(|| claim.labels().get(key)).cloned().unwrap_or_default();
+        let instance_type = label(INSTANCE_TYPE_LABEL);
+        let zone = label(ZONE_LABEL);
+        let capacity = capacity_type(if labels.contains_key(CAPACITY_TYPE_LABEL) { labels } else { claim.labels() });
+        let price = match capacity {
+            CapacityType::OnDemand => ctx.prices.on_demand(&instance_type),
+            CapacityType::Spot => ctx.prices.spot(&instance_type, &zone),
+        }
+        .unwrap_or(0.0);
+        let initialized_at = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Initialized" && c.status == "True")
+            .map(|c| c.last_transition_time.0);
+        let annotated = |key: &str| {
+            node.annotations().get(key).is_some_and(|v| v == "true")
+                || claim.annotations().get(key).is_some_and(|v| v == "true")
+        };
+        nodes.push(ManagedNode {
+            claim: claim.name_any(),
+            node: Some(node_name.clone()),
+            nodepool: label(NODEPOOL_LABEL),
+            instance_type,
+            zone,
+            capacity_type: capacity,
+            price,
+            created: timestamp(claim.metadata.creation_timestamp.as_ref()).unwrap_or_else(jiff::Timestamp::now),
+            initialized_at: initialized_at.filter(|_| conditions::is_true(&status.conditions, "Initialized")),
+            last_pod_event: timestamp(status.last_pod_event_time.as_ref()),
+            deleting: claim.metadata.deletion_timestamp.is_some() || being_drained(&node),
+            ready: node_ready(&node),
+            nominated: nominated.contains(&node_name) || nominated.contains(&claim.name_any()),
+            do_not_disrupt: annotated(DO_NOT_DISRUPT_ANNOTATION),
+            consolidation_replacement: claim.annotations().contains_key(REPLACES_ANNOTATION),
+            drifted: drifted(claim, &node),
+            pods: movable_pods,
+            room,
+        });
+    }
+    // Nodes nodesmith does not manage: room for pods to move to.
+    for node in ctx.state.nodes.state().iter().filter(|n| !claimed_nodes.contains(&n.name_any())) {
+        let Ok(mut room) = existing_node(node) else { continue };
+        let bound = pods_by_node.get(&room.name).map(Vec::as_slice).unwrap_or_default();
+        room.available = if provisioner::usable(node) {
+            room.available - provisioner::requests_of(bound)
+        } else {
+            crate::catalog::resources::Resources::ZERO
+        };
+        other_room.push(room);
+    }
+    Gathered {
+        nodepools,
+        pool_objects,
+        daemonsets: provisioner::daemonset_pods(ctx),
+        unavailable: ctx.unavailable.snapshot(),
+        pools,
+        refused_pools,
+        nodes,
+        other_room,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        serde_yaml_ng::from_str(yaml).expect("a pod")
+    }
+
+    fn pdb(yaml: &str) -> PodDisruptionBudget {
+        serde_yaml_ng::from_str(yaml).expect("a PodDisruptionBudget")
+    }
+
+    const OWNED: &str = r#"
+metadata:
+  name: web-1
+  namespace: shop
+  labels: {app: web}
+  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web, uid: u, controller: true}]
+spec: {containers: [{name: app}]}
+"#;
+
+    #[test]
+    fn pods_block_their_node_for_do_not_disrupt_no_controller_and_exhausted_budgets() {
+        assert_eq!(blocker(&pod(OWNED), &[]), None);
+        let pinned = pod(&OWNED.replace(
+            "labels: {app: web}",
+            "labels: {app: web}\n  annotations: {karpenter.sh/do-not-disrupt: \"true\"}",
+        ));
+        assert!(blocker(&pinned, &[]).expect("blocked").contains("do-not-disrupt"));
+        let bare = pod("metadata: {name: bare, namespace: shop}\nspec: {containers: [{name: app}]}");
+        assert!(blocker(&bare, &[]).expect("blocked").contains("no controller"));
+
+        let exhausted = pdb(
+            "metadata: {name: web, namespace: shop}\nspec: {selector: {matchLabels: {app: web}}}\nstatus: {disruptionsAllowed: 0, currentHealthy: 1, desiredHealthy: 1, expectedPods: 1}",
+        );
+        let other_namespace = pdb(
+            "metadata: {name: web, namespace: other}\nspec: {selector: {matchLabels: {app: web}}}\nstatus: {disruptionsAllowed: 0, currentHealthy: 1, desiredHealthy: 1, expectedPods: 1}",
+        );
+        let roomy = pdb(
+            "metadata: {name: roomy, namespace: shop}\nspec: {selector: {matchLabels: {app: web}}}\nstatus: {disruptionsAllowed: 1, currentHealthy: 2, desiredHealthy: 1, expectedPods: 2}",
+        );
+        assert!(
+            blocker(&pod(OWNED), &[&exhausted])
+                .expect("blocked")
+                .contains("PodDisruptionBudget shop/web allows no eviction")
+        );
+        assert_eq!(blocker(&pod(OWNED), &[&other_namespace]), None);
+        assert_eq!(blocker(&pod(OWNED), &[&roomy]), None);
+        assert!(blocker(&pod(OWNED), &[&roomy, &exhausted]).expect("blocked").contains("more than one"));
+    }
+
+    #[test]
+    fn priority_and_deletion_cost_weigh_on_eviction_cost() {
+        assert_eq!(eviction_cost(&pod(OWNED)), 1.0);
+        let critical = pod(&OWNED
+            .replace("spec: {containers: [{name: app}]}", "spec: {priority: 2000000000, containers: [{name: app}]}"));
+        assert_eq!(eviction_cost(&critical), 10.0, "clamped");
+        let cheap = pod(&OWNED.replace(
+            "labels: {app: web}",
+            "labels: {app: web}\n  annotations: {controller.kubernetes.io/pod-deletion-cost: \"-134217728\"}",
+        ));
+        assert_eq!(eviction_cost(&cheap), 0.0);
+    }
+
+    #[test]
+    fn nodepool_disruption_settings_are_read_or_refused_with_the_field_named() {
+        let pool: NodePool = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "default"},
+            "spec": {
+                "template": {"spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "d"}, "requirements": []}},
+                "disruption": {"consolidateAfter": "Never", "consolidationPolicy": "WhenEmpty",
+                    "budgets": [{"nodes": "0", "reasons": ["Drifted"]}, {"nodes": "20%", "schedule": "0 9 * * 1-5", "duration": "8h"}]},
+            }
+        }))
+        .expect("a NodePool");
+        let policy = pool_policy(&pool).expect("readable");
+        assert_eq!(policy.consolidate_after, None);
+        assert_eq!(policy.policy, Policy::WhenEmpty);
+        assert_eq!(policy.budgets.len(), 2);
+        assert_eq!(policy.budgets[0].reasons, vec![Reason::Drifted]);
+
+        let mut bad = pool.clone();
+        bad.spec.disruption.budgets[1].schedule = Some("every weekday".into());
+        let error = pool_policy(&bad).expect_err("refused");
+        assert!(error.starts_with("spec.disruption.budgets[1]: budgets: schedule \"every weekday\""), "{error}");
+        let mut bad = pool;
+        bad.spec.disruption.consolidate_after = "soon".into();
+        assert!(pool_policy(&bad).expect_err("refused").contains("consolidateAfter"));
+    }
+}

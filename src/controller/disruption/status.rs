@@ -1,0 +1,77 @@
+//! What disruption writes on NodeClaims for people and tools to read: the drift hashes they were made with
+//! (stamped on NodeClaims that lack them or carry another hash version), and the `Consolidatable` and `Drifted`
+//! conditions.
+
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use super::super::{Context, Error, conditions};
+use crate::apis::drift_hash::{EC2NODECLASS_HASH_VERSION, NODEPOOL_HASH_VERSION, nodeclass_hash, nodepool_hash};
+use crate::apis::labels::{
+    EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION, NODEPOOL_HASH_ANNOTATION,
+    NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL,
+};
+use crate::apis::nodeclaim::NodeClaim;
+
+/// Stamps the current hashes on a NodeClaim that has none of this version (adopted from Karpenter, or made before
+/// nodesmith hashed), so that later changes show as drift and earlier ones do not.
+pub async fn stamp_hashes(ctx: &Context, claim: &NodeClaim) -> Result<(), Error> {
+    let annotations = claim.annotations();
+    let mut stamp = serde_json::Map::new();
+    if annotations.get(NODEPOOL_HASH_VERSION_ANNOTATION).map(String::as_str) != Some(NODEPOOL_HASH_VERSION)
+        && let Some(pool) = claim.labels().get(NODEPOOL_LABEL).and_then(|p| ctx.state.nodepool(p))
+    {
+        stamp.insert(NODEPOOL_HASH_ANNOTATION.into(), nodepool_hash(&pool.spec).into());
+        stamp.insert(NODEPOOL_HASH_VERSION_ANNOTATION.into(), NODEPOOL_HASH_VERSION.into());
+    }
+    if annotations.get(EC2NODECLASS_HASH_VERSION_ANNOTATION).map(String::as_str) != Some(EC2NODECLASS_HASH_VERSION)
+        && let Some(class) = ctx.state.nodeclass(&claim.spec.node_class_ref.name)
+    {
+        stamp.insert(EC2NODECLASS_HASH_ANNOTATION.into(), nodeclass_hash(&class.spec).into());
+        stamp.insert(EC2NODECLASS_HASH_VERSION_ANNOTATION.into(), EC2NODECLASS_HASH_VERSION.into());
+    }
+    if stamp.is_empty() {
+        return Ok(());
+    }
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    let patch = json!({"metadata": {"annotations": stamp}});
+    api.patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+    Ok(())
+}
+
+/// Sets `Consolidatable` and `Drifted` as they are now; writes only when something changed, and only over the
+/// copy it read (a 409 waits for the next pass), so the lifecycle's conditions are never overwritten.
+pub async fn set_conditions(
+    ctx: &Context,
+    claim: &NodeClaim,
+    consolidatable: bool,
+    drifted: Option<&str>,
+) -> Result<(), Error> {
+    let mut conds = claim.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let mut changed = if consolidatable {
+        conditions::set(&mut conds, "Consolidatable", true, "Consolidatable", "")
+    } else {
+        let before = conds.len();
+        conds.retain(|c| c.type_ != "Consolidatable");
+        before != conds.len()
+    };
+    changed |= match drifted {
+        Some(reason) => conditions::set(&mut conds, "Drifted", true, reason, ""),
+        None => {
+            let before = conds.len();
+            conds.retain(|c| c.type_ != "Drifted");
+            before != conds.len()
+        }
+    };
+    if !changed {
+        return Ok(());
+    }
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    let patch = json!({"metadata": {"resourceVersion": claim.resource_version()}, "status": {"conditions": conds}});
+    match api.patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}

@@ -1,0 +1,18 @@
+//! Disruption decisions: which nodes go away on their own, and how (emptiness, consolidation, drift, expiration),
+//! within each NodePool's budgets. Pure, like `scheduling`: a snapshot of plain data in, one command out; the
+//! controller gathers the snapshot and carries the command out (`controller::disruption`).
+
+pub mod budgets;
+pub mod decide;
+pub mod drift;
+pub mod expiration;
+pub mod model;
+pub mod simulation;
+
+pub use decide::{decide, is_consolidatable, still_valid};
+pub use model::{
+    Blocked, Command, Decision, ManagedNode, Method, MovablePod, Policy, PoolPolicy, Reason, Settings, Snapshot,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,219 @@
+//! What disruption decides over: the cluster as plain data (no Kubernetes or AWS types), and what it decides.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::budgets::Budget;
+use crate::catalog::instance_type::InstanceTypeInfo;
+use crate::catalog::pricing::PriceTable;
+use crate::catalog::{CapacityType, OfferingKey};
+use crate::scheduling::{DaemonSetPod, ExistingNode, NewNode, NodePoolSpec, PodRequest};
+
+/// Why a node is voluntarily disrupted; budgets may be scoped to one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Reason {
+    Empty,
+    Underutilized,
+    Drifted,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 3] = [Reason::Empty, Reason::Underutilized, Reason::Drifted];
+
+    /// As Karpenter spells it in budgets, metrics and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Empty => "Empty",
+            Self::Underutilized => "Underutilized",
+            Self::Drifted => "Drifted",
+        }
+    }
+
+    /// The metric label value Karpenter uses (`empty`, `underutilized`, `drifted`).
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::Underutilized => "underutilized",
+            Self::Drifted => "drifted",
+        }
+    }
+}
+
+/// `spec.disruption.consolidationPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Policy {
+    WhenEmpty,
+    WhenEmptyOrUnderutilized,
+    /// Underutilized nodes only where the savings outweigh the disruption (Karpenter 1.14: score ≥ 1/2).
+    Balanced,
+}
+
+/// A NodePool's disruption settings.
+#[derive(Debug, Clone)]
+pub struct PoolPolicy {
+    pub name: String,
+    pub policy: Policy,
+    /// None: `consolidateAfter: Never`.
+    pub consolidate_after: Option<Duration>,
+    pub budgets: Vec<Budget>,
+}
+
+/// A pod on a candidate node that would have to move.
+#[derive(Debug, Clone)]
+pub struct MovablePod {
+    pub request: PodRequest,
+    /// Why it cannot be moved voluntarily (do-not-disrupt, a PodDisruptionBudget that allows no eviction, no
+    /// controller to recreate it); None when it can.
+    pub blocker: Option<String>,
+    /// What evicting it costs (Karpenter's eviction cost: 1, raised by priority and pod-deletion-cost).
+    pub eviction_cost: f64,
+}
+
+/// One node nodesmith manages (a NodeClaim, with its Node once registered).
+#[derive(Debug, Clone)]
+pub struct ManagedNode {
+    /// The NodeClaim's name: what commands name.
+    pub claim: String,
+    pub node: Option<String>,
+    pub nodepool: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    pub price: f64,
+    pub created: Timestamp,
+    /// When it became Initialized; None while it is not.
+    pub initialized_at: Option<Timestamp>,
+    /// `status.lastPodEventTime`.
+    pub last_pod_event: Option<Timestamp>,
+    /// Being deleted already.
+    pub deleting: bool,
+    /// Its Node is Ready (a NotReady node counts against budgets as if it were being disrupted).
+    pub ready: bool,
+    /// Pods have just been planned onto it: it is about to be used.
+    pub nominated: bool,
+    /// `karpenter.sh/do-not-disrupt: "true"` on the Node or NodeClaim.
+    pub do_not_disrupt: bool,
+    /// Launched by consolidation to replace other nodes.
+    pub consolidation_replacement: bool,
+    /// Why it is drifted (`NodePoolDrifted`, `AMIDrift`, …); None when it is not.
+    pub drifted: Option<String>,
+    /// Pods that would have to move (DaemonSet, mirror and finished pods are not among them).
+    pub pods: Vec<MovablePod>,
+    /// The node as room for other nodes' pods: its allocatable minus what its pods request.
+    pub room: ExistingNode,
+}
+
+impl ManagedNode {
+    /// The last moment something happened to it that resets `consolidateAfter`.
+    pub fn quiet_since(&self) -> Option<Timestamp> {
+        match (self.last_pod_event, self.initialized_at) {
+            (Some(event), Some(initialized)) => Some(event.max(initialized)),
+            (None, initialized) => initialized,
+            (event, None) => event,
+        }
+    }
+}
+
+/// How consolidation may act, from the controller's flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Replace a spot node with a cheaper spot node (Karpenter's SpotToSpotConsolidation feature gate).
+    pub spot_to_spot: bool,
+    /// A replacement must cost at most `1 - min_savings` of what it replaces (0.05: save at least 5%).
+    pub min_savings: f64,
+    /// Multi-node consolidation looks at most at this many candidates (Karpenter: 100).
+    pub max_multi_node_candidates: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { spot_to_spot: false, min_savings: 0.05, max_multi_node_candidates: 100 }
+    }
+}
+
+/// The cluster at one moment.
+pub struct Snapshot<'a> {
+    pub now: Timestamp,
+    pub pools: Vec<PoolPolicy>,
+    pub nodes: Vec<ManagedNode>,
+    /// Nodes nodesmith does not manage (and managed ones' in-flight NodeClaims), as room.
+    pub other_room: Vec<ExistingNode>,
+    /// What a replacement may be: the ready NodePools as the scheduler sees them, and the catalog.
+    pub nodepools: &'a [NodePoolSpec],
+    pub instance_types: &'a [InstanceTypeInfo],
+    pub prices: &'a PriceTable,
+    pub daemonsets: &'a [DaemonSetPod],
+    pub unavailable: &'a HashSet<OfferingKey>,
+    pub settings: Settings,
+}
+
+impl Snapshot<'_> {
+    pub fn pool(&self, name: &str) -> Option<&PoolPolicy> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+/// Which method found a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Method {
+    Drift,
+    Emptiness,
+    MultiNodeConsolidation,
+    SingleNodeConsolidation,
+}
+
+impl Method {
+    /// Karpenter's `consolidation_type` metric label.
+    pub fn consolidation_type(self) -> &'static str {
+        match self {
+            Self::Drift => "",
+            Self::Emptiness => "empty",
+            Self::MultiNodeConsolidation => "multi",
+            Self::SingleNodeConsolidation => "single",
+        }
+    }
+}
+
+/// One thing to do: delete `candidates` (NodeClaim names), after launching `replacements` and seeing them
+/// initialized.
+#[derive(Debug, Clone, Serialize)]
+pub struct Command {
+    pub method: Method,
+    pub reason: Reason,
+    pub candidates: Vec<String>,
+    pub replacements: Vec<NewNode>,
+    /// $/h the candidates cost.
+    pub candidates_price: f64,
+    /// $/h the replacements cost (their cheapest option).
+    pub replacements_price: f64,
+}
+
+impl Command {
+    /// `delete` or `replace`, as Karpenter's decision metric names it.
+    pub fn decision(&self) -> &'static str {
+        if self.replacements.is_empty() { "delete" } else { "replace" }
+    }
+}
+
+/// A node a method looked at and left alone, and why, for an Event a person can read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    pub claim: String,
+    pub reason: String,
+}
+
+/// What one pass decided.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Decision {
+    /// At most one command per pass; the next pass sees its effect.
+    pub command: Option<Command>,
+    /// Nodes a method considered and could not disrupt, with why.
+    pub blocked: Vec<Blocked>,
+    /// Nodes eligible per reason (before budgets): the `eligible_nodes` metric.
+    pub eligible: Vec<(Reason, usize)>,
+    /// Disruptions each NodePool's budgets allow now, per reason: the `allowed_disruptions` metric.
+    pub allowed: Vec<(String, Reason, usize)>,
+}

@@ -1,0 +1,122 @@
+//! Where would the candidates' pods go? The pure scheduler is asked, with the candidates taken out of the cluster:
+//! their pods against the free room of every other node, and new nodes of the ready NodePools. Then what a
+//! replacement may be: only types cheaper, by the churn guard, than what it replaces, and spot → spot only when
+//! allowed and diverse enough not to fight price-capacity-optimized.
+
+use crate::catalog::CapacityType;
+use crate::scheduling::{self, ExistingNode, NewNode, PodRequest, SchedulingInput};
+
+use super::model::{ManagedNode, Snapshot};
+
+/// Karpenter's rule: a spot node is replaced by spot only when at least this many cheaper types can be offered
+/// to CreateFleet, so the replacement is not just the type price-capacity-optimized would avoid.
+pub const MIN_SPOT_TO_SPOT_OPTIONS: usize = 15;
+
+/// The new nodes the candidates' pods need once the candidates are gone (empty: they all fit elsewhere), or why
+/// some pod has nowhere to go.
+pub fn simulate(snapshot: &Snapshot<'_>, candidates: &[&ManagedNode]) -> Result<Vec<NewNode>, String> {
+    let is_candidate = |node: &ManagedNode| candidates.iter().any(|c| c.claim == node.claim);
+    let mut existing: Vec<ExistingNode> = snapshot.other_room.clone();
+    for node in snapshot.nodes.iter().filter(|n| !is_candidate(n)) {
+        let mut room = node.room.clone();
+        if node.deleting {
+            // Going away: no room, but still counted against its NodePool's limits.
+            room.available = crate::catalog::resources::Resources::ZERO;
+        }
+        existing.push(room);
+    }
+    let pods: Vec<PodRequest> = candidates.iter().flat_map(|c| c.pods.iter().map(|p| p.request.clone())).collect();
+    if pods.is_empty() {
+        return Ok(Vec::new());
+    }
+    let plan = scheduling::solve(&SchedulingInput {
+        pods: &pods,
+        nodepools: snapshot.nodepools,
+        instance_types: snapshot.instance_types,
+        prices: snapshot.prices,
+        existing: &existing,
+        daemonsets: snapshot.daemonsets,
+        unavailable: snapshot.unavailable,
+    });
+    if let Some(stuck) = plan.unschedulable.first() {
+        return Err(format!("pod {} would have nowhere to go: {}", stuck.pod, stuck.reason));
+    }
+    Ok(plan.new_nodes)
+}
+
+/// The cheapest price of `instance_type` in any of `zones` with any of `capacity_types`.
+fn option_price(
+    snapshot: &Snapshot<'_>,
+    instance_type: &str,
+    zones: &[String],
+    capacity_types: &[CapacityType],
+) -> Option<f64> {
+    let offered = snapshot.instance_types.iter().find(|t| t.name == instance_type)?;
+    let mut best: Option<f64> = None;
+    for zone in zones.iter().filter(|z| offered.zones.contains(z)) {
+        for &capacity_type in capacity_types {
+            let key = crate::catalog::OfferingKey {
+                instance_type: instance_type.to_string(),
+                zone: zone.clone(),
+                capacity_type,
+            };
+            if snapshot.unavailable.contains(&key) {
+                continue;
+            }
+            let price = match capacity_type {
+                CapacityType::OnDemand => snapshot.prices.on_demand(instance_type),
+                CapacityType::Spot => snapshot.prices.spot(instance_type, zone),
+            };
+            if let Some(price) = price {
+                best = Some(best.map_or(price, |b: f64| b.min(price)));
+            }
+        }
+    }
+    best
+}
+
+/// Narrows a planned replacement to what consolidation may launch for candidates costing `candidates_price`:
+/// capacity types (spot → spot only when allowed), and instance types at least `min_savings` cheaper. Returns
+/// the replacement with its options cheapest first, or why there is none.
+pub fn cheaper_replacement(
+    snapshot: &Snapshot<'_>,
+    candidates: &[&ManagedNode],
+    mut replacement: NewNode,
+) -> Result<NewNode, String> {
+    let candidates_price: f64 = candidates.iter().map(|c| c.price).sum();
+    let all_spot = candidates.iter().all(|c| c.capacity_type == CapacityType::Spot);
+    if all_spot && !snapshot.settings.spot_to_spot {
+        replacement.capacity_types.retain(|c| *c != CapacityType::Spot);
+        if replacement.capacity_types.is_empty() {
+            return Err("replacing a spot node with a spot node is off (--spot-to-spot-consolidation)".into());
+        }
+        replacement.capacity_type = replacement.capacity_types[0];
+    }
+    let ceiling = candidates_price * (1.0 - snapshot.settings.min_savings);
+    let mut options: Vec<(String, f64)> = replacement
+        .instance_type_options
+        .iter()
+        .filter_map(|t| {
+            let price = option_price(snapshot, t, &replacement.zones, &replacement.capacity_types)?;
+            (price < ceiling).then(|| (t.clone(), price))
+        })
+        .collect();
+    options.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    if options.is_empty() {
+        return Err(format!(
+            "no replacement costs at most {:.0}% of ${candidates_price:.4}/h",
+            (1.0 - snapshot.settings.min_savings) * 100.0
+        ));
+    }
+    if all_spot && replacement.capacity_types.contains(&CapacityType::Spot) && options.len() < MIN_SPOT_TO_SPOT_OPTIONS
+    {
+        return Err(format!(
+            "only {} cheaper instance types for a spot replacement (at least {MIN_SPOT_TO_SPOT_OPTIONS} needed)",
+            options.len()
+        ));
+    }
+    replacement.instance_type = options[0].0.clone();
+    replacement.price_per_hour = options[0].1;
+    replacement.instance_type_options = options.into_iter().map(|(t, _)| t).collect();
+    Ok(replacement)
+}

@@ -1,0 +1,434 @@
+//! The decisions against the real catalog: examples for each method and budget, and properties over random
+//! clusters (no pod left without a place, never dearer, never beyond a budget).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+use super::budgets::Budget;
+use super::model::*;
+use super::{decide, still_valid};
+use crate::catalog::instance_type::InstanceTypeInfo;
+use crate::catalog::pricing::PriceTable;
+use crate::catalog::resources::{ResourceName, Resources};
+use crate::catalog::{CapacityType, OfferingKey, embedded_instance_types};
+use crate::scheduling::{ExistingNode, NodePoolSpec, Operator, PodRequest, Requirement, solve};
+
+const MI: i64 = 1 << 20;
+const ZONE: &str = "us-east-1a";
+
+fn now() -> Timestamp {
+    "2026-12-02T12:00:00Z".parse().expect("time")
+}
+
+fn minutes_ago(minutes: i64) -> Timestamp {
+    now().checked_sub(jiff::SignedDuration::from_mins(minutes)).expect("time")
+}
+
+struct Cluster {
+    types: Vec<InstanceTypeInfo>,
+    prices: PriceTable,
+    pools: Vec<PoolPolicy>,
+    specs: Vec<NodePoolSpec>,
+    nodes: Vec<ManagedNode>,
+    unavailable: HashSet<OfferingKey>,
+    settings: Settings,
+}
+
+fn pool_spec(name: &str, capacity_types: &[&str]) -> NodePoolSpec {
+    NodePoolSpec {
+        name: name.into(),
+        weight: 0,
+        requirements: vec![
+            Requirement::new("kubernetes.io/arch", Operator::In, &["amd64"]),
+            Requirement::new("karpenter.k8s.aws/instance-category", Operator::In, &["c", "m", "r"]),
+            Requirement::new("karpenter.sh/capacity-type", Operator::In, capacity_types),
+            Requirement::new("topology.kubernetes.io/zone", Operator::In, &[ZONE]),
+        ],
+        labels: BTreeMap::new(),
+        taints: vec![],
+        startup_taints: vec![],
+        limits: None,
+        max_pods: Default::default(),
+        overhead: Default::default(),
+    }
+}
+
+fn policy(name: &str, policy: Policy, after: Option<u64>, budgets: Vec<Budget>) -> PoolPolicy {
+    PoolPolicy { name: name.into(), policy, consolidate_after: after.map(Duration::from_secs), budgets }
+}
+
+fn pod(id: &str, cpu_millis: i64, memory_mib: i64) -> MovablePod {
+    let requests = Resources::ZERO
+        .with(ResourceName::Cpu, cpu_millis)
+        .with(ResourceName::Memory, memory_mib * MI)
+        .with(ResourceName::Pods, 1);
+    MovablePod { request: PodRequest::new(id, requests), blocker: None, eviction_cost: 1.0 }
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let types = embedded_instance_types()
+            .iter()
+            .filter(|t| ["c5", "m5", "r5", "c6i", "m6i"].contains(&t.family()))
+            .cloned()
+            .collect();
+        Self {
+            types,
+            prices: PriceTable::embedded(),
+            pools: vec![policy("default", Policy::WhenEmptyOrUnderutilized, Some(60), Budget::default_budgets())],
+            specs: vec![pool_spec("default", &["on-demand"])],
+            nodes: vec![],
+            unavailable: HashSet::new(),
+            settings: Settings::default(),
+        }
+    }
+
+    /// A node of `instance_type` in `pool`, quiet for an hour, holding `pods`.
+    fn node(
+        &mut self,
+        name: &str,
+        pool: &str,
+        instance_type: &str,
+        capacity_type: CapacityType,
+        pods: Vec<MovablePod>,
+    ) -> &mut ManagedNode {
+        let info = self.types.iter().find(|t| t.name == instance_type).expect("a type of the catalog").clone();
+        let used = pods.iter().fold(Resources::ZERO, |sum, p| sum + p.request.requests);
+        let mut labels: BTreeMap<String, String> = info.labels().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        labels.insert("topology.kubernetes.io/zone".into(), ZONE.into());
+        labels.insert("karpenter.sh/capacity-type".into(), capacity_type.as_str().into());
+        labels.insert("karpenter.sh/nodepool".into(), pool.into());
+        labels.insert("kubernetes.io/hostname".into(), name.into());
+        let price = match capacity_type {
+            CapacityType::OnDemand => self.prices.on_demand(instance_type),
+            CapacityType::Spot => self.prices.spot(instance_type, ZONE),
+        }
+        .expect("a price");
+        self.nodes.push(ManagedNode {
+            claim: name.into(),
+            node: Some(name.into()),
+            nodepool: pool.into(),
+            instance_type: instance_type.into(),
+            zone: ZONE.into(),
+            capacity_type,
+            price,
+            created: minutes_ago(120),
+            initialized_at: Some(minutes_ago(110)),
+            last_pod_event: Some(minutes_ago(60)),
+            deleting: false,
+            ready: true,
+            nominated: false,
+            do_not_disrupt: false,
+            consolidation_replacement: false,
+            drifted: None,
+            pods,
+            room: ExistingNode {
+                name: name.into(),
+                labels,
+                taints: vec![],
+                available: info.allocatable(Default::default()) - used,
+                capacity: info.capacity(Default::default()),
+                nodepool: Some(pool.into()),
+            },
+        });
+        self.nodes.last_mut().expect("just pushed")
+    }
+
+    fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            now: now(),
+            pools: self.pools.clone(),
+            nodes: self.nodes.clone(),
+            other_room: vec![],
+            nodepools: &self.specs,
+            instance_types: &self.types,
+            prices: &self.prices,
+            daemonsets: &[],
+            unavailable: &self.unavailable,
+            settings: self.settings,
+        }
+    }
+
+    fn decide(&self) -> Decision {
+        decide(&self.snapshot())
+    }
+}
+
+fn blocked_reason(decision: &Decision, claim: &str) -> String {
+    decision.blocked.iter().filter(|b| b.claim == claim).map(|b| b.reason.clone()).collect::<Vec<_>>().join("; ")
+}
+
+#[test]
+fn an_empty_node_goes_once_consolidate_after_has_passed() {
+    let mut cluster = Cluster::new();
+    cluster.node("empty", "default", "m5.large", CapacityType::OnDemand, vec![]);
+    cluster.node("busy", "default", "m5.large", CapacityType::OnDemand, vec![pod("a/p", 1500, 4096)]);
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!(command.method, Method::Emptiness);
+    assert_eq!(command.candidates, vec!["empty"]);
+    assert_eq!(command.decision(), "delete");
+
+    // A pod left ten minutes ago; consolidateAfter is an hour.
+    cluster.pools[0].consolidate_after = Some(Duration::from_secs(3600));
+    cluster.nodes[0].last_pod_event = Some(minutes_ago(10));
+    cluster.nodes[1].last_pod_event = Some(minutes_ago(10));
+    assert!(cluster.decide().command.is_none());
+
+    // consolidateAfter: Never.
+    cluster.pools[0].consolidate_after = None;
+    cluster.nodes[0].last_pod_event = Some(minutes_ago(600));
+    assert!(cluster.decide().command.is_none());
+}
+
+#[test]
+fn daemonset_only_nodes_are_empty_and_when_empty_pools_keep_underutilized_nodes() {
+    let mut cluster = Cluster::new();
+    cluster.pools[0].policy = Policy::WhenEmpty;
+    // The controller leaves DaemonSet and mirror pods out of `pods`: this node runs only those.
+    cluster.node("daemons-only", "default", "m5.large", CapacityType::OnDemand, vec![]);
+    cluster.node("light-1", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/p1", 100, 128)]);
+    cluster.node("light-2", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/p2", 100, 128)]);
+    let command = cluster.decide().command.expect("the empty node goes");
+    assert_eq!(command.candidates, vec!["daemons-only"]);
+    cluster.nodes.remove(0);
+    assert!(cluster.decide().command.is_none(), "WhenEmpty never consolidates underutilized nodes");
+}
+
+#[test]
+fn budgets_cap_how_many_go_at_once_and_zero_blocks_with_a_reason() {
+    let mut cluster = Cluster::new();
+    for i in 0..5 {
+        cluster.node(&format!("empty-{i}"), "default", "m5.large", CapacityType::OnDemand, vec![]);
+    }
+    // 10% of 5 nodes rounds up to 1.
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!(command.candidates.len(), 1);
+
+    cluster.pools[0].budgets = vec![Budget::parse("3", None, None, vec![]).expect("budget")];
+    assert_eq!(cluster.decide().command.expect("a command").candidates.len(), 3);
+    // Two already going count against the budget.
+    cluster.nodes[0].deleting = true;
+    cluster.nodes[1].ready = false;
+    assert_eq!(cluster.decide().command.expect("a command").candidates.len(), 1);
+
+    cluster.pools[0].budgets = vec![Budget::parse("0", None, None, vec![]).expect("budget")];
+    let decision = cluster.decide();
+    assert!(decision.command.is_none());
+    assert!(blocked_reason(&decision, "empty-4").contains("budget of NodePool default allows no more Empty"));
+}
+
+#[test]
+fn a_budget_scoped_to_drift_leaves_emptiness_alone() {
+    let mut cluster = Cluster::new();
+    cluster.pools[0].budgets = vec![
+        Budget::parse("0", None, None, vec![Reason::Drifted]).expect("budget"),
+        Budget::parse("100%", None, None, vec![]).expect("budget"),
+    ];
+    cluster.node("empty", "default", "m5.large", CapacityType::OnDemand, vec![]);
+    cluster.node("drifted", "default", "m5.large", CapacityType::OnDemand, vec![pod("a/p", 1000, 1024)]).drifted =
+        Some("NodePoolDrifted".into());
+    let decision = cluster.decide();
+    assert!(blocked_reason(&decision, "drifted").contains("allows no more Drifted"));
+    assert_eq!(decision.command.expect("emptiness still acts").candidates, vec!["empty"]);
+}
+
+#[test]
+fn pods_that_cannot_move_and_do_not_disrupt_nodes_block_consolidation_with_the_reason() {
+    let mut cluster = Cluster::new();
+    let mut pinned = pod("a/pinned", 100, 128);
+    pinned.blocker = Some("annotated karpenter.sh/do-not-disrupt".into());
+    cluster.node("pinned", "default", "m5.xlarge", CapacityType::OnDemand, vec![pinned]);
+    cluster.node("marked", "default", "m5.xlarge", CapacityType::OnDemand, vec![]).do_not_disrupt = true;
+    let decision = cluster.decide();
+    assert!(decision.command.is_none(), "{:?}", decision.command);
+    assert!(blocked_reason(&decision, "pinned").contains("pod a/pinned cannot be moved: annotated"));
+    assert!(blocked_reason(&decision, "marked").contains("karpenter.sh/do-not-disrupt"));
+}
+
+#[test]
+fn six_lightly_used_nodes_are_consolidated_several_at_once() {
+    let mut cluster = Cluster::new();
+    cluster.pools[0].budgets = vec![Budget::parse("100%", None, None, vec![]).expect("budget")];
+    for i in 0..6 {
+        cluster.node(
+            &format!("light-{i}"),
+            "default",
+            "m5.xlarge",
+            CapacityType::OnDemand,
+            vec![pod(&format!("a/p{i}"), 250, 256)],
+        );
+    }
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!(command.method, Method::MultiNodeConsolidation);
+    assert!(command.candidates.len() >= 5, "{command:?}");
+    assert!(command.replacements_price < command.candidates_price);
+    assert!(command.replacements.len() <= 1);
+    still_valid(&cluster.snapshot(), &command).expect("still valid on the same cluster");
+}
+
+#[test]
+fn a_node_whose_pods_fit_a_cheaper_type_is_replaced_and_the_guard_refuses_pennies() {
+    let mut cluster = Cluster::new();
+    cluster.node("big", "default", "m5.4xlarge", CapacityType::OnDemand, vec![pod("a/small", 500, 1024)]);
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!(command.method, Method::SingleNodeConsolidation);
+    assert_eq!(command.decision(), "replace");
+    let replacement = &command.replacements[0];
+    assert!(replacement.price_per_hour < 0.768 * 0.95, "{}", replacement.price_per_hour);
+    // Every option offered to CreateFleet is cheaper by the guard, not just the first.
+    for option in &replacement.instance_type_options {
+        let price = cluster.prices.on_demand(option).expect("price");
+        assert!(price < command.candidates_price * 0.95, "{option} at {price}");
+    }
+
+    // A node already of the cheapest type that holds its pod is left alone, with why.
+    let mut cluster = Cluster::new();
+    cluster.node("right-sized", "default", "c5.large", CapacityType::OnDemand, vec![pod("a/p", 1500, 1024)]);
+    let decision = cluster.decide();
+    assert!(decision.command.is_none(), "{:?}", decision.command);
+    assert!(blocked_reason(&decision, "right-sized").contains("no replacement costs at most 95%"));
+}
+
+#[test]
+fn spot_is_replaced_by_spot_only_behind_the_flag() {
+    let mut cluster = Cluster::new();
+    cluster.specs = vec![pool_spec("default", &["spot"])];
+    cluster.node("spot-big", "default", "m5.4xlarge", CapacityType::Spot, vec![pod("a/small", 500, 1024)]);
+    let decision = cluster.decide();
+    assert!(decision.command.is_none());
+    assert!(blocked_reason(&decision, "spot-big").contains("--spot-to-spot-consolidation"));
+    cluster.settings.spot_to_spot = true;
+    let command = cluster.decide().command.expect("spot to spot with the flag");
+    assert_eq!(command.replacements[0].capacity_types, vec![CapacityType::Spot]);
+    assert!(command.replacements[0].instance_type_options.len() >= 15);
+}
+
+#[test]
+fn on_demand_is_replaced_by_spot_where_the_pool_allows_it() {
+    let mut cluster = Cluster::new();
+    cluster.specs = vec![pool_spec("default", &["spot", "on-demand"])];
+    cluster.node("od", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/p", 1000, 2048)]);
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!(command.replacements[0].capacity_type, CapacityType::Spot);
+}
+
+#[test]
+fn drifted_nodes_are_replaced_even_when_the_replacement_costs_more() {
+    let mut cluster = Cluster::new();
+    cluster.pools[0].consolidate_after = None;
+    cluster.node("old", "default", "c5.large", CapacityType::OnDemand, vec![pod("a/p", 1500, 1024)]).drifted =
+        Some("AMIDrift".into());
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!(command.method, Method::Drift);
+    assert_eq!(command.candidates, vec!["old"]);
+    assert_eq!(command.replacements.len(), 1);
+}
+
+#[test]
+fn a_recent_consolidation_replacement_is_held() {
+    let mut cluster = Cluster::new();
+    cluster.pools[0].consolidate_after = Some(Duration::from_secs(30 * 60));
+    let node = cluster.node("fresh", "default", "m5.4xlarge", CapacityType::OnDemand, vec![pod("a/p", 500, 512)]);
+    node.consolidation_replacement = true;
+    node.created = minutes_ago(20);
+    node.initialized_at = Some(minutes_ago(40));
+    node.last_pod_event = Some(minutes_ago(40));
+    let decision = cluster.decide();
+    assert!(decision.command.is_none());
+    assert!(blocked_reason(&decision, "fresh").contains("replaced other nodes recently"));
+}
+
+#[test]
+fn balanced_skips_a_replacement_that_saves_little_for_much_disruption() {
+    let mut cluster = Cluster::new();
+    cluster.pools[0].policy = Policy::Balanced;
+    cluster.pools[0].budgets = vec![Budget::parse("100%", None, None, vec![]).expect("budget")];
+    // A busy, slightly oversized node beside a large cheap-to-disrupt pool: little saving, most of the evictions.
+    let pods: Vec<MovablePod> = (0..14).map(|i| pod(&format!("a/busy-{i}"), 250, 256)).collect();
+    cluster.node("busy", "default", "m5.xlarge", CapacityType::OnDemand, pods);
+    for i in 0..4 {
+        cluster.node(
+            &format!("full-{i}"),
+            "default",
+            "m5.4xlarge",
+            CapacityType::OnDemand,
+            vec![pod(&format!("a/f{i}"), 15_000, 50_000)],
+        );
+    }
+    let decision = cluster.decide();
+    assert!(blocked_reason(&decision, "busy").contains("Balanced"), "{:?}", decision);
+    cluster.pools[0].policy = Policy::WhenEmptyOrUnderutilized;
+    assert!(cluster.decide().command.is_some(), "the default policy takes the same replacement");
+}
+
+#[test]
+fn a_command_is_no_longer_valid_once_its_node_got_new_pods() {
+    let mut cluster = Cluster::new();
+    cluster.node("empty", "default", "m5.large", CapacityType::OnDemand, vec![]);
+    let command = cluster.decide().command.expect("a command");
+    cluster.nodes[0].pods.push(pod("a/new", 100, 100));
+    cluster.nodes[0].last_pod_event = Some(now());
+    let error = still_valid(&cluster.snapshot(), &command).expect_err("no longer empty");
+    assert!(error.contains("no longer empty"), "{error}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Whatever the cluster, a command leaves every pod a place (the replacements and the remaining nodes hold
+    /// them), never costs more than what it removes when consolidating, and stays within every budget.
+    #[test]
+    fn a_command_places_every_pod_costs_less_and_respects_budgets(
+        shapes in proptest::collection::vec(
+            (0usize..4, proptest::collection::vec((100i64..2000, 128i64..4096), 0..4)),
+            1..8,
+        ),
+        budget in 0usize..4,
+    ) {
+        let types = ["m5.large", "m5.xlarge", "m5.2xlarge", "c5.xlarge"];
+        let mut cluster = Cluster::new();
+        cluster.pools[0].budgets = vec![Budget::parse(&budget.to_string(), None, None, vec![]).expect("budget")];
+        for (i, (t, pods)) in shapes.iter().enumerate() {
+            let info = cluster.types.iter().find(|x| x.name == types[*t]).expect("type").clone();
+            let mut room = info.allocatable(Default::default());
+            let mut kept = Vec::new();
+            for (j, (cpu, mem)) in pods.iter().enumerate() {
+                let p = pod(&format!("a/p{i}-{j}"), *cpu, *mem);
+                if p.request.requests.fits_in(&room) {
+                    room = room - p.request.requests;
+                    kept.push(p);
+                }
+            }
+            cluster.node(&format!("n{i}"), "default", types[*t], CapacityType::OnDemand, kept);
+        }
+        let snapshot = cluster.snapshot();
+        let decision = decide(&snapshot);
+        let Some(command) = decision.command else { return Ok(()) };
+        prop_assert!(command.candidates.len() <= budget);
+        if command.reason == Reason::Underutilized {
+            prop_assert!(command.replacements_price < command.candidates_price);
+        }
+        // Place the candidates' pods on what is left plus the replacements, as nodes.
+        let leaving: Vec<&ManagedNode> = snapshot.nodes.iter().filter(|n| command.candidates.contains(&n.claim)).collect();
+        let pods: Vec<PodRequest> = leaving.iter().flat_map(|n| n.pods.iter().map(|p| p.request.clone())).collect();
+        let mut existing: Vec<ExistingNode> = snapshot.nodes.iter().filter(|n| !command.candidates.contains(&n.claim)).map(|n| n.room.clone()).collect();
+        for (k, r) in command.replacements.iter().enumerate() {
+            let mut labels = r.labels.clone();
+            labels.insert("kubernetes.io/hostname".into(), format!("replacement-{k}"));
+            labels.insert("kubernetes.io/arch".into(), "amd64".into());
+            labels.insert("karpenter.k8s.aws/instance-category".into(), r.instance_type[..1].into());
+            labels.insert("karpenter.sh/capacity-type".into(), r.capacity_type.as_str().into());
+            labels.insert("topology.kubernetes.io/zone".into(), ZONE.into());
+            let allocatable = cluster.types.iter().find(|t| t.name == r.instance_type).expect("type").allocatable(Default::default());
+            existing.push(ExistingNode { name: format!("replacement-{k}"), labels, taints: vec![], available: allocatable, capacity: allocatable, nodepool: Some("default".into()) });
+        }
+        let plan = solve(&crate::scheduling::SchedulingInput {
+            pods: &pods, nodepools: &[], instance_types: &cluster.types, prices: &cluster.prices,
+            existing: &existing, daemonsets: &[], unavailable: &cluster.unavailable,
+        });
+        prop_assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    }
+}
