@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the support code
 
 pub mod chart;
+pub mod controller;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,0 +1,537 @@
+//! Disruption end to end in the sandbox: nodes go away on their own (emptiness, consolidation, drift, expiry)
+//! within budgets, and a controller killed midway converges. The real binary against moto and the real control
+//! plane, KWOK as the kubelets. Needs `make sandbox-up`.
+//!
+//! Each test runs its own controller on the shared `demo` cluster, so they take turns (`CONTROLLER_TURN`).
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use nodesmith::apis::ec2nodeclass::EC2NodeClass;
+use nodesmith::apis::nodeclaim::NodeClaim;
+use nodesmith::apis::nodepool::NodePool;
+use nodesmith::bootstrap::setup;
+use support::controller::*;
+use support::{Sandbox, setup_options, unique_name, wait_until};
+
+/// A disruption pass runs every 10 s and waits 15 s before it acts; a few of those.
+const SETTLE: Duration = Duration::from_secs(180);
+
+/// The pool most tests use: on-demand c5.large only (2 vCPU), so a 1.5-CPU pod needs a node of its own and the
+/// price of a pool is its node count.
+fn small_nodes() -> serde_json::Value {
+    serde_json::json!([
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["c5.large"]},
+    ])
+}
+
+/// A pool for disruption tests: `disruption` as given, on `requirements`.
+async fn pool(
+    sandbox: &Sandbox,
+    prefix: &str,
+    requirements: serde_json::Value,
+    disruption: serde_json::Value,
+) -> Result<(String, String)> {
+    setup::run(&sandbox.sdk, &setup_options(sandbox, &sandbox.cluster)).await?;
+    install_crds(sandbox).await?;
+    let test = unique_name(prefix);
+    nodeclass_and_pool_with(sandbox, &test, requirements, "1000", disruption).await?;
+    Ok((test.clone(), sandbox.namespace(prefix).await?))
+}
+
+/// A Deployment `web` of `replicas` pods requesting `cpu`, on the test's nodes; `extra` is merged into the pod
+/// template (annotations, affinity).
+async fn web(
+    sandbox: &Sandbox,
+    namespace: &str,
+    test: &str,
+    replicas: i32,
+    cpu: &str,
+    extra: serde_json::Value,
+) -> Result<()> {
+    let mut template = serde_json::json!({
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {
+            "nodeSelector": {TEST_LABEL: test},
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10", "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}}}],
+        }
+    });
+    merge(&mut template, extra);
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}}, "template": template},
+    }))?;
+    Api::<Deployment>::namespaced(sandbox.kube.clone(), namespace).create(&PostParams::default(), &deployment).await?;
+    Ok(())
+}
+
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(base.entry(key).or_insert(serde_json::Value::Null), value);
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}
+
+async fn patch_deployment(sandbox: &Sandbox, namespace: &str, patch: serde_json::Value) -> Result<()> {
+    Api::<Deployment>::namespaced(sandbox.kube.clone(), namespace)
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn patch_pool(sandbox: &Sandbox, test: &str, patch: serde_json::Value) -> Result<()> {
+    Api::<NodePool>::all(sandbox.kube.clone()).patch(test, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+fn is_initialized(claim: &NodeClaim) -> bool {
+    claim.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True"))
+}
+
+/// Waits until `n` pods run and the pool's NodeClaims are all initialized; returns them.
+async fn running_on(sandbox: &Sandbox, namespace: &str, test: &str, n: usize) -> Result<Vec<NodeClaim>> {
+    wait_until(&format!("{n} pods Running"), RUN_WAIT, || async {
+        Ok((running_pods(sandbox, namespace).await?.len() == n).then_some(()))
+    })
+    .await?;
+    initialized_nodeclaims(sandbox, test).await
+}
+
+/// $/h of the pool's live NodeClaims (on-demand list prices).
+async fn pool_price(sandbox: &Sandbox, test: &str) -> Result<f64> {
+    let prices = nodesmith::catalog::pricing::PriceTable::embedded();
+    Ok(nodeclaims_of(sandbox, test)
+        .await?
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .filter_map(|c| c.labels().get("node.kubernetes.io/instance-type").and_then(|t| prices.on_demand(t)))
+        .sum())
+}
+
+/// Events on the pool's NodeClaims with this reason, their notes.
+async fn events_with_reason(sandbox: &Sandbox, reason: &str) -> Result<Vec<String>> {
+    let events = Api::<Event>::all(sandbox.kube.clone()).list(&ListParams::default()).await?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason) && e.involved_object.kind.as_deref() == Some("NodeClaim"))
+        .filter_map(|e| e.message)
+        .collect())
+}
+
+/// Samples the cluster every 500 ms until stopped: the fewest ready pods and the most of the pool's NodeClaims
+/// being deleted at once.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    fewest_ready: Arc<AtomicUsize>,
+    most_deleting: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(sandbox: &Sandbox, namespace: &str, test: &str, expected_ready: usize) -> Self {
+        let (stop, fewest_ready, most_deleting) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(expected_ready)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (kube, namespace, test) = (sandbox.kube.clone(), namespace.to_string(), test.to_string());
+        let (s, f, m) = (stop.clone(), fewest_ready.clone(), most_deleting.clone());
+        let task = tokio::spawn(async move {
+            let pods: Api<Pod> = Api::namespaced(kube.clone(), &namespace);
+            let claims: Api<NodeClaim> = Api::all(kube);
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(list) = pods.list(&ListParams::default()).await {
+                    let ready = list
+                        .items
+                        .iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_none())
+                        .filter(|p| {
+                            p.status.as_ref().is_some_and(|s| {
+                                s.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                        })
+                        .count();
+                    f.fetch_min(ready, Ordering::Relaxed);
+                }
+                let selector = format!("karpenter.sh/nodepool={test}");
+                if let Ok(list) = claims.list(&ListParams::default().labels(&selector)).await {
+                    let deleting = list.items.iter().filter(|c| c.metadata.deletion_timestamp.is_some()).count();
+                    m.fetch_max(deleting, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Self { stop, fewest_ready, most_deleting, task }
+    }
+
+    async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.ok();
+        (self.fewest_ready.load(Ordering::Relaxed), self.most_deleting.load(Ordering::Relaxed))
+    }
+}
+
+/// Runs `story` with a fresh controller, then cleans up whatever happened.
+async fn with_controller<F, Fut>(sandbox: &Sandbox, test: &str, namespace: &str, story: F) -> Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let controller_namespace = controller_namespace(sandbox).await?;
+    let controller = start_controller(&sandbox.cluster, &controller_namespace, test)?;
+    let result = story().await;
+    let cleaned = clean_up(sandbox, namespace, test).await;
+    drop(controller);
+    sandbox.delete_namespace(&controller_namespace).await?;
+    result.and(cleaned)
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn scaling_to_zero_terminates_every_instance_by_emptiness() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let disruption = serde_json::json!({"consolidateAfter": "10s", "budgets": [{"nodes": "100%"}]});
+    let (test, namespace) = pool(&sandbox, "dis-empty", small_nodes(), disruption).await?;
+    with_controller(&sandbox, &test, &namespace, || async {
+        web(&sandbox, &namespace, &test, 10, "1500m", serde_json::json!({})).await?;
+        let claims = running_on(&sandbox, &namespace, &test, 10).await?;
+        ensure!(claims.len() == 10, "one c5.large per 1.5-CPU pod: {} NodeClaims", claims.len());
+        let launched: Vec<String> = live_instances(&sandbox, &test).await?.into_iter().map(|(i, _)| i).collect();
+        patch_deployment(&sandbox, &namespace, serde_json::json!({"spec": {"replicas": 0}})).await?;
+        let scaled = Instant::now();
+        // Within consolidateAfter (10 s) + 60 s, and no teardown or NodePool deletion involved.
+        wait_until("every instance terminated by emptiness", Duration::from_secs(70), || async {
+            Ok(live_instances(&sandbox, &test).await?.is_empty().then_some(()))
+        })
+        .await?;
+        eprintln!(
+            "{} instances terminated {:.0} s after the scale-down",
+            launched.len(),
+            scaled.elapsed().as_secs_f64()
+        );
+        wait_claims_gone(&sandbox, &test).await
+    })
+    .await
+}
+
+async fn wait_claims_gone(sandbox: &Sandbox, test: &str) -> Result<()> {
+    wait_until("the NodeClaims gone", RUN_WAIT, || async {
+        Ok(nodeclaims_of(sandbox, test).await?.is_empty().then_some(()))
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn six_underutilized_nodes_are_consolidated_within_a_pod_disruption_budget() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let disruption = serde_json::json!({"consolidateAfter": "10s", "budgets": [{"nodes": "50%"}]});
+    let (test, namespace) = pool(&sandbox, "dis-under", small_nodes(), disruption).await?;
+    with_controller(&sandbox, &test, &namespace, || async {
+        // One pod per node, forced by hostname anti-affinity.
+        let spread = serde_json::json!({"spec": {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "web"}}}
+        ]}}}});
+        web(&sandbox, &namespace, &test, 6, "250m", spread).await?;
+        let claims = running_on(&sandbox, &namespace, &test, 6).await?;
+        ensure!(claims.len() == 6, "six nodes, one pod each: {} NodeClaims", claims.len());
+        let pdb: PodDisruptionBudget = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+        }))?;
+        Api::<PodDisruptionBudget>::namespaced(sandbox.kube.clone(), &namespace).create(&PostParams::default(), &pdb).await?;
+        let before = pool_price(&sandbox, &test).await?;
+        let sampler = Sampler::start(&sandbox, &namespace, &test, 6);
+        // A rollout without the anti-affinity: the pods may now share nodes.
+        patch_deployment(
+            &sandbox,
+            &namespace,
+            serde_json::json!({"spec": {"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}, "template": {"spec": {"affinity": null}}}}),
+        )
+        .await?;
+        let consolidated = wait_until("the pool consolidated to at most two nodes, every pod Running", SETTLE, || async {
+            let live: Vec<NodeClaim> = nodeclaims_of(&sandbox, &test).await?;
+            let running = running_pods(&sandbox, &namespace).await?.len();
+            Ok((live.len() <= 2 && running == 6).then_some(live.len()))
+        })
+        .await;
+        let (fewest_ready, _) = sampler.finish().await;
+        let nodes = consolidated?;
+        let after = pool_price(&sandbox, &test).await?;
+        eprintln!("consolidated 6 nodes to {nodes}: ${before:.3}/h -> ${after:.3}/h; fewest ready pods {fewest_ready}");
+        // The rollout takes one down at a time, and so may each eviction: never more than the budget's one.
+        ensure!(fewest_ready >= 5, "the PodDisruptionBudget allows one pod down; {fewest_ready} of 6 were ready");
+        ensure!(after < before, "the pool's $/h went down ({before} -> {after})");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_node_whose_pods_fit_a_cheaper_type_is_replaced_once_the_new_one_is_initialized() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let requirements = serde_json::json!([
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+        {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["c5"]},
+    ]);
+    let disruption = serde_json::json!({"consolidateAfter": "10s"});
+    let (test, namespace) = pool(&sandbox, "dis-replace", requirements, disruption).await?;
+    with_controller(&sandbox, &test, &namespace, || async {
+        web(&sandbox, &namespace, &test, 1, "6", serde_json::json!({})).await?;
+        let claims = running_on(&sandbox, &namespace, &test, 1).await?;
+        let big = claims.first().context("a NodeClaim")?.clone();
+        let big_type = big.labels().get("node.kubernetes.io/instance-type").cloned().unwrap_or_default();
+        // The workload shrinks; its one pod now fits a far cheaper c5.
+        patch_deployment(&sandbox, &namespace, serde_json::json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "registry.k8s.io/pause:3.10", "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}}
+        ]}}}}))
+        .await?;
+        let api: Api<NodeClaim> = Api::all(sandbox.kube.clone());
+        let (replacement, deleted_at) = wait_until(&format!("{} ({big_type}) replaced", big.name_any()), SETTLE, || async {
+            let claims = nodeclaims_of(&sandbox, &test).await?;
+            let old = api.get_opt(&big.name_any()).await?;
+            let deleted_at = match &old {
+                Some(old) => old.metadata.deletion_timestamp.clone().map(|t| t.0),
+                None => Some(jiff::Timestamp::now()),
+            };
+            let replacement = claims.into_iter().find(|c| c.name_any() != big.name_any() && c.annotations().contains_key("nodesmith.dev/replaces"));
+            Ok(deleted_at.zip(replacement).map(|(d, r)| (r, d)))
+        })
+        .await?;
+        let new_type = replacement.labels().get("node.kubernetes.io/instance-type").cloned().unwrap_or_default();
+        let prices = nodesmith::catalog::pricing::PriceTable::embedded();
+        ensure!(
+            prices.on_demand(&new_type) < prices.on_demand(&big_type),
+            "{new_type} is cheaper than {big_type}"
+        );
+        let initialized_at = replacement
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Initialized" && c.status == "True"))
+            .map(|c| c.last_transition_time.0)
+            .context("the replacement was initialized before the old node was deleted")?;
+        ensure!(initialized_at <= deleted_at, "replacement initialized at {initialized_at}, old deleted at {deleted_at}");
+        wait_until("the pod running on the replacement", RUN_WAIT, || async {
+            let pods = running_pods(&sandbox, &namespace).await?;
+            let node = replacement.status.as_ref().and_then(|s| s.node_name.clone());
+            Ok((pods.len() == 1 && pods[0].spec.as_ref().and_then(|s| s.node_name.clone()) == node).then_some(()))
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_changed_nodeclass_rolls_every_node_within_the_budget() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let disruption = serde_json::json!({"consolidateAfter": "Never", "budgets": [{"nodes": "1"}]});
+    let (test, namespace) = pool(&sandbox, "dis-drift", small_nodes(), disruption).await?;
+    with_controller(&sandbox, &test, &namespace, || async {
+        web(&sandbox, &namespace, &test, 3, "1500m", serde_json::json!({})).await?;
+        let before: Vec<String> = running_on(&sandbox, &namespace, &test, 3).await?.iter().map(|c| c.name_any()).collect();
+        let sampler = Sampler::start(&sandbox, &namespace, &test, 3);
+        // New tags (the class's hash) and another AMI (what it resolves).
+        let patch = serde_json::json!({"spec": {"tags": {"rollout": "2"}, "amiSelectorTerms": [{"id": AL2023_X86_AMI}, {"id": ARM_AMI}]}});
+        Api::<EC2NodeClass>::all(sandbox.kube.clone()).patch(&test, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let rolled = wait_until("every drifted node replaced, pods Running", Duration::from_secs(420), || async {
+            let claims = nodeclaims_of(&sandbox, &test).await?;
+            let fresh = claims.iter().filter(|c| !before.contains(&c.name_any()) && is_initialized(c)).count();
+            let running = running_pods(&sandbox, &namespace).await?.len();
+            Ok((claims.len() == 3 && fresh == 3 && running == 3).then_some(claims))
+        })
+        .await;
+        let (fewest_ready, most_deleting) = sampler.finish().await;
+        let claims = rolled?;
+        for claim in &claims {
+            ensure!(claim.status.as_ref().and_then(|s| s.image_id.as_deref()) == Some(AL2023_X86_AMI), "new AMI on {}", claim.name_any());
+        }
+        eprintln!("drift rollout: at most {most_deleting} node(s) deleting at once; fewest ready pods {fewest_ready}");
+        ensure!(most_deleting <= 1, "the budget allows one node at a time; {most_deleting} were deleting at once");
+        ensure!(fewest_ready >= 2, "replacements come up first, so at most the moving pod is down; {fewest_ready} of 3 ready");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn expiry_recycles_a_node_that_a_do_not_disrupt_pod_keeps_from_consolidation() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let requirements = serde_json::json!([
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+        {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["c5"]},
+    ]);
+    let disruption = serde_json::json!({"consolidateAfter": "10s"});
+    let (test, namespace) = pool(&sandbox, "dis-expire", requirements, disruption).await?;
+    // Before any NodeClaim exists: expireAfter and terminationGracePeriod are copied into each one.
+    patch_pool(
+        &sandbox,
+        &test,
+        serde_json::json!({"spec": {"template": {"spec": {"expireAfter": "2m", "terminationGracePeriod": "30s"}}}}),
+    )
+    .await?;
+    with_controller(&sandbox, &test, &namespace, || async {
+        web(&sandbox, &namespace, &test, 1, "6", serde_json::json!({"metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}})).await?;
+        let first = running_on(&sandbox, &namespace, &test, 1).await?.first().context("a NodeClaim")?.clone();
+        let created = first.metadata.creation_timestamp.clone().context("created")?.0;
+        // Shrunk, it would be replaced by a cheaper node (as in the replace test), but its pod says do-not-disrupt.
+        patch_deployment(&sandbox, &namespace, serde_json::json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "registry.k8s.io/pause:3.10", "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}}
+        ]}}}}))
+        .await?;
+        wait_until("a DisruptionBlocked Event naming the do-not-disrupt pod", RUN_WAIT, || async {
+            let notes = events_with_reason(&sandbox, "DisruptionBlocked").await?;
+            Ok(notes.iter().any(|n| n.contains("do-not-disrupt") && n.contains(&namespace)).then_some(()))
+        })
+        .await?;
+        let api: Api<NodeClaim> = Api::all(sandbox.kube.clone());
+        let deleted = wait_until("the NodeClaim to expire", Duration::from_secs(200), || async {
+            Ok(match api.get_opt(&first.name_any()).await? {
+                Some(c) => c.metadata.deletion_timestamp.map(|t| t.0),
+                None => Some(jiff::Timestamp::now()),
+            })
+        })
+        .await?;
+        let lived = deleted.duration_since(created).as_secs();
+        ensure!(lived >= 120, "expired after {lived} s, not before expireAfter (2m)");
+        // The do-not-disrupt pod holds the drain until terminationGracePeriod (30 s), then runs elsewhere.
+        wait_until("the pod running on a new node", Duration::from_secs(180), || async {
+            let pods = running_pods(&sandbox, &namespace).await?;
+            let old_node = first.status.as_ref().and_then(|s| s.node_name.clone());
+            Ok((pods.len() == 1 && pods[0].spec.as_ref().and_then(|s| s.node_name.clone()) != old_node).then_some(()))
+        })
+        .await?;
+        wait_gone(&api, &first.name_any()).await
+    })
+    .await
+}
+
+async fn wait_gone(api: &Api<NodeClaim>, name: &str) -> Result<()> {
+    wait_until(&format!("{name} gone"), RUN_WAIT, || async { Ok(api.get_opt(name).await?.is_none().then_some(())) })
+        .await
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn budgets_of_zero_hold_nodes_and_reasons_scope_them() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let disruption = serde_json::json!({"consolidateAfter": "5s", "budgets": [{"nodes": "0"}]});
+    let (test, namespace) = pool(&sandbox, "dis-budget", small_nodes(), disruption).await?;
+    with_controller(&sandbox, &test, &namespace, || async {
+        web(&sandbox, &namespace, &test, 2, "1500m", serde_json::json!({})).await?;
+        let claims = running_on(&sandbox, &namespace, &test, 2).await?;
+        // Drift under a zero budget: marked Drifted, not replaced.
+        let patch = serde_json::json!({"spec": {"tags": {"rollout": "2"}}});
+        Api::<EC2NodeClass>::all(sandbox.kube.clone()).patch(&test, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        wait_until("the NodeClaims marked Drifted", RUN_WAIT, || async {
+            let claims = nodeclaims_of(&sandbox, &test).await?;
+            let drifted = claims.iter().all(|c| {
+                c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Drifted" && c.status == "True"))
+            });
+            Ok(drifted.then_some(()))
+        })
+        .await?;
+        // Empty under a zero budget: kept, and the Event says which budget.
+        patch_deployment(&sandbox, &namespace, serde_json::json!({"spec": {"replicas": 0}})).await?;
+        wait_until("a DisruptionBlocked Event naming the budget", RUN_WAIT, || async {
+            let notes = events_with_reason(&sandbox, "DisruptionBlocked").await?;
+            Ok(notes.iter().any(|n| n.contains(&format!("budget of NodePool {test}"))).then_some(()))
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let kept = nodeclaims_of(&sandbox, &test).await?;
+        ensure!(
+            kept.len() == claims.len() && kept.iter().all(|c| c.metadata.deletion_timestamp.is_none()),
+            "a zero budget disrupts nothing: {} of {} NodeClaims left",
+            kept.len(),
+            claims.len()
+        );
+        // Scoped to drift only, the zero budget lets emptiness through.
+        patch_pool(&sandbox, &test, serde_json::json!({"spec": {"disruption": {"budgets": [{"nodes": "0", "reasons": ["Drifted"]}, {"nodes": "100%"}]}}})).await?;
+        wait_claims_gone(&sandbox, &test).await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_controller_killed_mid_disruption_converges_after_restart() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let disruption = serde_json::json!({"consolidateAfter": "5s", "budgets": [{"nodes": "100%"}]});
+    let (test, namespace) = pool(&sandbox, "dis-kill", small_nodes(), disruption).await?;
+    let controller_namespace = controller_namespace(&sandbox).await?;
+    // The controller that runs last stays up through the clean-up, which needs it to drain and terminate.
+    let mut last_controller = None;
+    let result = async {
+        let mut controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
+        web(&sandbox, &namespace, &test, 4, "1500m", serde_json::json!({})).await?;
+        let claims = running_on(&sandbox, &namespace, &test, 4).await?;
+        // A node left tainted by a disruption that never deleted its NodeClaim (as a crash between the two would).
+        let stray = claims[0].status.as_ref().and_then(|s| s.node_name.clone()).context("a node")?;
+        let nodes: Api<Node> = Api::all(sandbox.kube.clone());
+        let taint =
+            serde_json::json!({"spec": {"taints": [{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]}});
+        nodes.patch(&stray, &PatchParams::default(), &Patch::Merge(&taint)).await?;
+        patch_deployment(&sandbox, &namespace, serde_json::json!({"spec": {"replicas": 2}})).await?;
+        // SIGKILL at the moment a disruption has begun (a NodeClaim deleting, its node tainted and draining).
+        wait_until("a disruption to begin", SETTLE, || async {
+            let claims = nodeclaims_of(&sandbox, &test).await?;
+            Ok(claims.iter().any(|c| c.metadata.deletion_timestamp.is_some()).then_some(()))
+        })
+        .await?;
+        controller.kill();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        last_controller = Some(start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-again"))?);
+        wait_until("two nodes left, no node tainted, both pods Running", SETTLE, || async {
+            let claims = nodeclaims_of(&sandbox, &test).await?;
+            let running = running_pods(&sandbox, &namespace).await?.len();
+            let tainted = nodes
+                .list(&ListParams::default().labels(&format!("karpenter.sh/nodepool={test}")))
+                .await?
+                .items
+                .iter()
+                .filter(|n| {
+                    n.spec
+                        .as_ref()
+                        .and_then(|s| s.taints.as_ref())
+                        .is_some_and(|t| t.iter().any(|t| t.key == "karpenter.sh/disrupted"))
+                })
+                .count();
+            let instances = live_instances(&sandbox, &test).await?.len();
+            Ok((claims.len() == 2 && running == 2 && tainted == 0 && instances == 2).then_some(()))
+        })
+        .await
+    }
+    .await;
+    let cleaned = clean_up(&sandbox, &namespace, &test).await;
+    drop(last_controller);
+    sandbox.delete_namespace(&controller_namespace).await?;
+    result.and(cleaned)
+}

@@ -1,0 +1,361 @@
+//! The controller under test: its process, its namespace and identity, the CRDs, and the NodePools, workloads
+//! and clean-up the controller tests share (tests/sandbox_controller.rs, tests/sandbox_disruption.rs).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use nodesmith::apis::ec2nodeclass::EC2NodeClass;
+use nodesmith::apis::nodeclaim::NodeClaim;
+use nodesmith::apis::nodepool::NodePool;
+use nodesmith::bootstrap::setup;
+use nodesmith::render::{NodeClassValues, render_nodeclasses};
+
+use super::{Sandbox, sandbox_env, setup_options, unique_name, wait_until};
+
+pub static CONTROLLER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub const TEST_LABEL: &str = "nodesmith.dev/test";
+/// An x86_64 and an arm64 AMI moto serves.
+pub const AMI: &str = "ami-12c6146b";
+/// What `al2023@latest` resolves to in the sandbox (the SSM parameters tests/sandbox/moto_server.py seeds).
+pub const AL2023_X86_AMI: &str = "ami-03c3da4cfa8e8943a";
+pub const ARM_AMI: &str = "ami-08a311a6aaa3cd94a";
+pub const RUN_WAIT: Duration = Duration::from_secs(120);
+
+/// The controller binary, killed when dropped.
+pub struct ControllerProcess {
+    pub child: Child,
+    pub log: std::path::PathBuf,
+    pub metrics_port: u16,
+}
+
+impl ControllerProcess {
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+
+    /// One sample of the controller's `/metrics`, 0 when absent.
+    pub async fn metric(&self, sample: &str) -> Result<f64> {
+        let text = http_get(self.metrics_port, "/metrics").await?;
+        Ok(text
+            .lines()
+            .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0))
+    }
+
+    pub fn log_lines_with(&self, text: &str) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains(text)).count()
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A plain HTTP GET on loopback (the controller's metrics and health servers).
+pub async fn http_get(port: u16, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+}
+
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub fn start_controller(cluster: &str, namespace: &str, identity: &str) -> Result<ControllerProcess> {
+    start_controller_with_aws(cluster, namespace, identity, None)
+}
+
+/// `aws_endpoint` replaces the sandbox's moto endpoint (e.g. with the fault-injecting proxy in front of it).
+pub fn start_controller_with_aws(
+    cluster: &str,
+    namespace: &str,
+    identity: &str,
+    aws_endpoint: Option<&str>,
+) -> Result<ControllerProcess> {
+    start_controller_with(cluster, namespace, identity, aws_endpoint, &[])
+}
+
+pub fn start_controller_with(
+    cluster: &str,
+    namespace: &str,
+    identity: &str,
+    aws_endpoint: Option<&str>,
+    extra_args: &[&str],
+) -> Result<ControllerProcess> {
+    let mut env = sandbox_env()?;
+    // The controller runs as the Helm chart's ServiceAccount, bound by the chart's RBAC: these tests show that
+    // RBAC suffices (and tests/sandbox_chart.rs, from the audit log, that it grants nothing unused).
+    let kubeconfig = super::chart::kubeconfig_path(namespace);
+    if !kubeconfig.exists() {
+        bail!("no ServiceAccount kubeconfig for {namespace}: create the namespace with controller_namespace()");
+    }
+    env.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
+    if let Some(endpoint) = aws_endpoint {
+        env.insert("AWS_ENDPOINT_URL".into(), endpoint.into());
+    }
+    let log_path = std::path::PathBuf::from(format!("{}/target/controller-{identity}.log", env!("CARGO_MANIFEST_DIR")));
+    let log = std::fs::File::create(&log_path)?;
+    let metrics_port = free_port()?;
+    let child = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+        .args(["controller", "--cluster-name", cluster, "--namespace", namespace, "--identity", identity])
+        .args(["--metrics-port", &metrics_port.to_string(), "--health-port", &free_port()?.to_string()])
+        .args(extra_args)
+        .args(["--batch-idle-duration", "500ms", "--batch-max-duration", "3s", "--log-level", "nodesmith=info"])
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    Ok(ControllerProcess { child, log: log_path, metrics_port })
+}
+
+/// The controller's own namespace (its Lease), holding the chart's ServiceAccount and RBAC, installed as a Helm
+/// release of the same name.
+pub async fn controller_namespace(sandbox: &Sandbox) -> Result<String> {
+    let namespace = sandbox.namespace("ctl-lease").await?;
+    super::chart::install_controller_identity(sandbox, &namespace).await?;
+    Ok(namespace)
+}
+
+/// Server-side applies the generated CRDs and waits until the API server serves them.
+pub async fn install_crds(sandbox: &Sandbox) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(sandbox.kube.clone());
+    for crd in nodesmith::apis::crds::all() {
+        let name = crd.crd.name_any();
+        api.patch(&name, &PatchParams::apply("nodesmith").force(), &Patch::Apply(&crd.crd)).await?;
+        wait_until(&format!("CRD {name} established"), Duration::from_secs(30), || async {
+            let crd = api.get(&name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            Ok(established.then_some(()))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// The EC2NodeClass and default NodePool `nodesmith render` makes for the demo cluster (AL2023 alias, discovery
+/// tags, spot and on-demand c/m/r), named for the test and labelled so that only its pods land on its nodes.
+pub async fn rendered_nodeclass_and_pool(sandbox: &Sandbox, test: &str) -> Result<()> {
+    let cluster = &sandbox.cluster;
+    let values = NodeClassValues {
+        name: test.to_string(),
+        nodeclass: test.to_string(),
+        ..NodeClassValues::for_cluster(cluster, &format!("nodesmith-node-{cluster}"), cluster)
+    };
+    for (file, yaml) in render_nodeclasses(&values)? {
+        let mut manifest: serde_json::Value = serde_yaml_ng::from_str(&yaml)?;
+        match file {
+            "ec2nodeclass.yaml" => {
+                let class: EC2NodeClass = serde_json::from_value(manifest)?;
+                Api::<EC2NodeClass>::all(sandbox.kube.clone()).create(&PostParams::default(), &class).await?;
+            }
+            "nodepool-default.yaml" => {
+                manifest["metadata"]["name"] = test.into();
+                manifest["spec"]["template"]["metadata"]["labels"][TEST_LABEL] = test.into();
+                let pool: NodePool = serde_json::from_value(manifest)?;
+                Api::<NodePool>::all(sandbox.kube.clone()).create(&PostParams::default(), &pool).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// An EC2NodeClass for the demo cluster (discovery tags from setup) and a NodePool over it whose nodes carry
+/// `nodesmith.dev/test=<test>`, so only this test's pods land on them.
+pub async fn nodeclass_and_pool(
+    sandbox: &Sandbox,
+    test: &str,
+    requirements: serde_json::Value,
+    cpu_limit: &str,
+) -> Result<()> {
+    // Tests of provisioning keep their nodes: consolidation is the disruption tests' subject.
+    nodeclass_and_pool_with(sandbox, test, requirements, cpu_limit, serde_json::json!({"consolidateAfter": "Never"}))
+        .await
+}
+
+/// `nodeclass_and_pool`, with the NodePool's `spec.disruption`.
+pub async fn nodeclass_and_pool_with(
+    sandbox: &Sandbox,
+    test: &str,
+    requirements: serde_json::Value,
+    cpu_limit: &str,
+    disruption: serde_json::Value,
+) -> Result<()> {
+    let cluster = &sandbox.cluster;
+    let class: EC2NodeClass = serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.k8s.aws/v1",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": test},
+        "spec": {
+            "role": format!("nodesmith-node-{cluster}"),
+            "amiFamily": "AL2023",
+            "amiSelectorTerms": [{"id": AMI}, {"id": ARM_AMI}],
+            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
+            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
+        }
+    }))?;
+    Api::<EC2NodeClass>::all(sandbox.kube.clone()).create(&PostParams::default(), &class).await?;
+    let pool: NodePool = serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {"name": test},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {TEST_LABEL: test}},
+                "spec": {
+                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": test},
+                    "requirements": requirements,
+                }
+            },
+            "limits": {"cpu": cpu_limit},
+            "disruption": disruption,
+        }
+    }))?;
+    Api::<NodePool>::all(sandbox.kube.clone()).create(&PostParams::default(), &pool).await?;
+    Ok(())
+}
+
+pub async fn deployment(
+    sandbox: &Sandbox,
+    namespace: &str,
+    test: &str,
+    replicas: i32,
+    cpu: &str,
+    memory: &str,
+) -> Result<()> {
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "nodeSelector": {TEST_LABEL: test},
+                    "containers": [{
+                        "name": "app",
+                        "image": "registry.k8s.io/pause:3.10",
+                        "resources": {"requests": {"cpu": cpu, "memory": memory}},
+                    }],
+                }
+            }
+        }
+    }))?;
+    Api::<Deployment>::namespaced(sandbox.kube.clone(), namespace).create(&PostParams::default(), &deployment).await?;
+    Ok(())
+}
+
+pub async fn running_pods(sandbox: &Sandbox, namespace: &str) -> Result<Vec<Pod>> {
+    let pods = Api::<Pod>::namespaced(sandbox.kube.clone(), namespace).list(&ListParams::default()).await?;
+    Ok(pods
+        .items
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .collect())
+}
+
+pub async fn nodeclaims_of(sandbox: &Sandbox, pool: &str) -> Result<Vec<NodeClaim>> {
+    let api: Api<NodeClaim> = Api::all(sandbox.kube.clone());
+    Ok(api.list(&ListParams::default().labels(&format!("karpenter.sh/nodepool={pool}"))).await?.items)
+}
+
+/// The pool's NodeClaims once every one of them is initialized (its node registered and ready).
+pub async fn initialized_nodeclaims(sandbox: &Sandbox, pool: &str) -> Result<Vec<NodeClaim>> {
+    wait_until("the NodeClaims to be initialized", RUN_WAIT, || async {
+        let claims = nodeclaims_of(sandbox, pool).await?;
+        let initialized = claims.iter().all(|c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True"))
+        });
+        Ok((initialized && !claims.is_empty()).then_some(claims))
+    })
+    .await
+}
+
+/// Deletes the test's objects and waits until its NodeClaims, and so its instances and nodes, are gone. The
+/// NodePool goes first: deleting it deletes its NodeClaims (owner references), and the controller launches no
+/// replacement for pods of a pool that is gone.
+pub async fn clean_up(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<()> {
+    sandbox.delete_namespace(namespace).await?;
+    let pools: Api<NodePool> = Api::all(sandbox.kube.clone());
+    match pools.delete(test, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => return Err(error.into()),
+    }
+    let claims: Api<NodeClaim> = Api::all(sandbox.kube.clone());
+    wait_until("the test's NodeClaims to be terminated", RUN_WAIT, || async {
+        let left = nodeclaims_of(sandbox, test).await?;
+        for claim in left.iter().filter(|c| c.metadata.deletion_timestamp.is_none()) {
+            claims.delete(&claim.name_any(), &DeleteParams::default()).await.ok();
+        }
+        Ok(left.is_empty().then_some(()))
+    })
+    .await?;
+    Api::<EC2NodeClass>::all(sandbox.kube.clone()).delete(test, &DeleteParams::default()).await?;
+    Ok(())
+}
+
+pub async fn simple_pool(sandbox: &Sandbox, prefix: &str) -> Result<(String, String)> {
+    setup::run(&sandbox.sdk, &setup_options(sandbox, &sandbox.cluster)).await?;
+    install_crds(sandbox).await?;
+    let test = unique_name(prefix);
+    nodeclass_and_pool(
+        sandbox,
+        &test,
+        serde_json::json!([
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+            {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m"]},
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        ]),
+        "1000",
+    )
+    .await?;
+    Ok((test.clone(), sandbox.namespace(prefix).await?))
+}
+
+/// Live instances (pending or running) launched for this pool, by NodeClaim tag.
+pub async fn live_instances(sandbox: &Sandbox, pool: &str) -> Result<Vec<(String, String)>> {
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    let described = ec2
+        .describe_instances()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:karpenter.sh/nodepool").values(pool).build())
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| {
+            let claim = i.tags().iter().find(|t| t.key() == Some("karpenter.sh/nodeclaim"))?.value()?;
+            Some((i.instance_id()?.to_string(), claim.to_string()))
+        })
+        .collect())
+}
