@@ -43,6 +43,16 @@ pub fn is_evictable(pod: &Pod) -> bool {
     !is_daemonset_pod(pod) && !is_mirror_pod(pod) && !is_terminal(pod) && !is_terminating(pod)
 }
 
+/// Annotated `karpenter.sh/do-not-disrupt: "true"`: never moved voluntarily, and a drain waits for its
+/// terminationGracePeriod before it takes it.
+pub fn is_do_not_disrupt(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::apis::labels::DO_NOT_DISRUPT_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
 /// System-critical pods are evicted last, after the workloads that depend on them.
 pub fn is_critical(pod: &Pod) -> bool {
     let class = pod.spec.as_ref().and_then(|s| s.priority_class_name.as_deref());

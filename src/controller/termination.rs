@@ -142,9 +142,16 @@ async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Re
             .as_deref()
             .and_then(crate::duration::parse)
             .is_some_and(|grace| since_deletion(claim) > grace);
+    // A do-not-disrupt pod is not evicted until terminationGracePeriod runs out (never, without one): it holds
+    // its node, as Karpenter's drain does.
+    let (held, movable): (Vec<&Arc<Pod>>, Vec<&Arc<Pod>>) =
+        evictable.iter().copied().partition(|p| !grace_over && pods::is_do_not_disrupt(p));
+    if !held.is_empty() {
+        tracing::debug!(node = %node_name, pods = held.len(), "do-not-disrupt pods wait for the grace period");
+    }
     // Critical pods (DNS, CNI helpers) keep serving the others until those are gone.
-    let non_critical: Vec<&Arc<Pod>> = evictable.iter().copied().filter(|p| !pods::is_critical(p)).collect();
-    let batch = if non_critical.is_empty() { evictable.clone() } else { non_critical };
+    let non_critical: Vec<&Arc<Pod>> = movable.iter().copied().filter(|p| !pods::is_critical(p)).collect();
+    let batch = if non_critical.is_empty() { movable.clone() } else { non_critical };
     for pod in batch {
         let namespace = pod.namespace().unwrap_or_else(|| "default".into());
         let api: Api<Pod> = Api::namespaced(ctx.kube_evictions.clone(), &namespace);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::budgets::allowed_disruptions;
 use super::model::{Blocked, Command, Decision, ManagedNode, Method, Policy, Reason, Snapshot};
-use super::simulation::{cheaper_replacement, simulate};
+use super::simulation::{Simulator, cheaper_replacement};
 
 /// Balanced consolidation approves an action whose savings share is at least this fraction of its disruption
 /// share (Karpenter 1.14: 1/k with k = 2).
@@ -69,7 +69,7 @@ pub fn is_consolidatable(snapshot: &Snapshot<'_>, node: &ManagedNode) -> bool {
 }
 
 /// One method: spends budget from the allowance, reports what it left alone, maybe finds a command.
-type MethodFn<'a> = dyn Fn(&mut Allowance, &mut Vec<Blocked>) -> Option<Command> + 'a;
+type MethodFn<'a> = dyn Fn(&mut Allowance, &mut Vec<Blocked>, &mut Vec<Method>) -> Option<Command> + 'a;
 
 /// Runs every method in order; returns the first command found.
 pub fn decide(snapshot: &Snapshot<'_>) -> Decision {
@@ -104,14 +104,15 @@ pub fn decide(snapshot: &Snapshot<'_>) -> Decision {
         (Reason::Underutilized, underutilized.len()),
     ];
 
+    let simulator = Simulator::new(snapshot);
     let methods: [&MethodFn; 4] = [
-        &|a, b| drift(snapshot, &drifted, a, b),
-        &|a, b| emptiness(snapshot, &empty, a, b),
-        &|a, b| multi_node(snapshot, &underutilized, a, b),
-        &|a, b| single_node(snapshot, &underutilized, a, b),
+        &|a, b, _| drift(&simulator, &drifted, a, b),
+        &|a, b, _| emptiness(&empty, a, b),
+        &|a, _, t| multi_node(snapshot, &simulator, &underutilized, a, t),
+        &|a, b, t| single_node(snapshot, &simulator, &underutilized, a, b, t),
     ];
     for method in methods {
-        if let Some(command) = method(&mut allowance, &mut decision.blocked) {
+        if let Some(command) = method(&mut allowance, &mut decision.blocked, &mut decision.timed_out) {
             decision.command = Some(command);
             break;
         }
@@ -165,7 +166,7 @@ fn delete(method: Method, reason: Reason, nodes: &[&ManagedNode]) -> Command {
 /// Drifted nodes are replaced whatever the price: empty ones deleted together, then one at a time with whatever
 /// new nodes its pods need.
 fn drift(
-    snapshot: &Snapshot<'_>,
+    simulator: &Simulator<'_>,
     drifted: &[&ManagedNode],
     allowance: &mut Allowance,
     blocked: &mut Vec<Blocked>,
@@ -180,7 +181,7 @@ fn drift(
             within_budget(&[node], Reason::Drifted, allowance, blocked);
             continue;
         }
-        match simulate(snapshot, &[node]) {
+        match simulator.simulate(&[node]) {
             Ok(replacements) => {
                 within_budget(&[node], Reason::Drifted, allowance, blocked);
                 let replacements_price = replacements.iter().map(|r| r.price_per_hour).sum();
@@ -199,12 +200,7 @@ fn drift(
     None
 }
 
-fn emptiness(
-    _snapshot: &Snapshot<'_>,
-    empty: &[&ManagedNode],
-    allowance: &mut Allowance,
-    blocked: &mut Vec<Blocked>,
-) -> Option<Command> {
+fn emptiness(empty: &[&ManagedNode], allowance: &mut Allowance, blocked: &mut Vec<Blocked>) -> Option<Command> {
     let taken = within_budget(empty, Reason::Empty, allowance, blocked);
     (!taken.is_empty()).then(|| delete(Method::Emptiness, Reason::Empty, &taken))
 }
@@ -239,8 +235,13 @@ fn recently_replaced(snapshot: &Snapshot<'_>, node: &ManagedNode) -> bool {
 
 /// Checks a consolidation of `candidates`: all their pods fit elsewhere plus at most one new node that is
 /// cheaper by the churn guard; Balanced pools also weigh savings against disruption.
-fn consolidate(snapshot: &Snapshot<'_>, method: Method, candidates: &[&ManagedNode]) -> Result<Command, String> {
-    let mut new_nodes = simulate(snapshot, candidates)?;
+fn consolidate(
+    snapshot: &Snapshot<'_>,
+    simulator: &Simulator<'_>,
+    method: Method,
+    candidates: &[&ManagedNode],
+) -> Result<Command, String> {
+    let mut new_nodes = simulator.simulate(candidates)?;
     if new_nodes.len() > 1 {
         return Err(format!("its pods would need {} new nodes", new_nodes.len()));
     }
@@ -290,10 +291,12 @@ fn balanced_approves(snapshot: &Snapshot<'_>, candidates: &[&ManagedNode], savin
 /// fit elsewhere plus at most one cheaper new node, found by binary search as Karpenter does.
 fn multi_node(
     snapshot: &Snapshot<'_>,
+    simulator: &Simulator<'_>,
     underutilized: &[&ManagedNode],
     allowance: &mut Allowance,
-    _blocked: &mut Vec<Blocked>,
+    timed_out: &mut Vec<Method>,
 ) -> Option<Command> {
+    let started = std::time::Instant::now();
     let eligible: Vec<&ManagedNode> =
         ordered(underutilized).into_iter().filter(|n| !recently_replaced(snapshot, n)).collect();
     // Budgets first, on a copy: a pass that finds nothing spends nothing.
@@ -307,8 +310,12 @@ fn multi_node(
     let (mut low, mut high) = (2, candidates.len());
     let mut best = None;
     while low <= high {
+        if started.elapsed() > snapshot.settings.consolidation_timeout {
+            timed_out.push(Method::MultiNodeConsolidation);
+            break;
+        }
         let mid = (low + high) / 2;
-        match consolidate(snapshot, Method::MultiNodeConsolidation, &candidates[..mid]) {
+        match consolidate(snapshot, simulator, Method::MultiNodeConsolidation, &candidates[..mid]) {
             Ok(command) => {
                 best = Some((mid, command));
                 low = mid + 1;
@@ -324,11 +331,18 @@ fn multi_node(
 /// One node at a time: the first candidate whose pods fit elsewhere (delete) or on one cheaper node (replace).
 fn single_node(
     snapshot: &Snapshot<'_>,
+    simulator: &Simulator<'_>,
     underutilized: &[&ManagedNode],
     allowance: &mut Allowance,
     blocked: &mut Vec<Blocked>,
+    timed_out: &mut Vec<Method>,
 ) -> Option<Command> {
+    let started = std::time::Instant::now();
     for node in ordered(underutilized) {
+        if started.elapsed() > snapshot.settings.consolidation_timeout * 3 {
+            timed_out.push(Method::SingleNodeConsolidation);
+            break;
+        }
         if recently_replaced(snapshot, node) {
             blocked.push(Blocked {
                 claim: node.claim.clone(),
@@ -340,7 +354,7 @@ fn single_node(
             within_budget(&[node], Reason::Underutilized, allowance, blocked);
             continue;
         }
-        match consolidate(snapshot, Method::SingleNodeConsolidation, &[node]) {
+        match consolidate(snapshot, simulator, Method::SingleNodeConsolidation, &[node]) {
             Ok(command) => {
                 within_budget(&[node], Reason::Underutilized, allowance, blocked);
                 return Some(command);
@@ -371,7 +385,7 @@ pub fn still_valid(snapshot: &Snapshot<'_>, command: &Command) -> Result<(), Str
             if let Some(node) = candidates.iter().find(|n| n.drifted.is_none()) {
                 return Err(format!("{} is no longer drifted", node.claim));
             }
-            let needed = simulate(snapshot, &candidates)?;
+            let needed = Simulator::new(snapshot).simulate(&candidates)?;
             if needed.len() > command.replacements.len() {
                 return Err(format!("its pods now need {} new nodes", needed.len()));
             }
@@ -385,11 +399,35 @@ pub fn still_valid(snapshot: &Snapshot<'_>, command: &Command) -> Result<(), Str
             if let Some(node) = candidates.iter().find(|n| !is_consolidatable(snapshot, n)) {
                 return Err(format!("{} had pod activity since", node.claim));
             }
-            let again = consolidate(snapshot, command.method, &candidates)?;
+            let again = consolidate(snapshot, &Simulator::new(snapshot), command.method, &candidates)?;
             if again.replacements.len() > command.replacements.len() {
                 return Err("its pods now need a replacement node".into());
             }
         }
     }
     Ok(())
+}
+
+/// What a full pass found: the multi-node command, and each candidate's single-node verdict.
+pub type FullPass = (Option<Command>, Vec<(String, Result<Command, String>)>);
+
+/// Every consolidation candidate judged on its own (single-node: delete, replace, or why not), and the multi-node
+/// search over them all: what a full pass would consider if it did not stop at the first command. For the
+/// benchmark, and for telling a person why a node stays.
+pub fn evaluate_every_candidate(snapshot: &Snapshot<'_>) -> FullPass {
+    let simulator = Simulator::new(snapshot);
+    let underutilized: Vec<&ManagedNode> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| disruptable(n).is_ok() && is_consolidatable(snapshot, n) && !n.pods.is_empty())
+        .filter(|n| snapshot.pool(&n.nodepool).is_some_and(|p| p.policy != Policy::WhenEmpty))
+        .collect();
+    let mut allowance = allowance(snapshot);
+    let mut timed_out = Vec::new();
+    let multi = multi_node(snapshot, &simulator, &underutilized, &mut allowance, &mut timed_out);
+    let each = ordered(&underutilized)
+        .into_iter()
+        .map(|node| (node.claim.clone(), consolidate(snapshot, &simulator, Method::SingleNodeConsolidation, &[node])))
+        .collect();
+    (multi, each)
 }

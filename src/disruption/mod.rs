@@ -9,7 +9,7 @@ pub mod expiration;
 pub mod model;
 pub mod simulation;
 
-pub use decide::{decide, is_consolidatable, still_valid};
+pub use decide::{decide, evaluate_every_candidate, is_consolidatable, still_valid};
 pub use model::{
     Blocked, Command, Decision, ManagedNode, Method, MovablePod, Policy, PoolPolicy, Reason, Settings, Snapshot,
 };

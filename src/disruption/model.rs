@@ -126,11 +126,19 @@ pub struct Settings {
     pub min_savings: f64,
     /// Multi-node consolidation looks at most at this many candidates (Karpenter: 100).
     pub max_multi_node_candidates: usize,
+    /// Multi-node consolidation stops looking after this long in one pass, single-node after three times as long
+    /// (Karpenter's 1 and 3 minutes); the rest waits for the next pass, and the timeout is counted.
+    pub consolidation_timeout: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { spot_to_spot: false, min_savings: 0.05, max_multi_node_candidates: 100 }
+        Self {
+            spot_to_spot: false,
+            min_savings: 0.05,
+            max_multi_node_candidates: 100,
+            consolidation_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -216,4 +224,6 @@ pub struct Decision {
     pub eligible: Vec<(Reason, usize)>,
     /// Disruptions each NodePool's budgets allow now, per reason: the `allowed_disruptions` metric.
     pub allowed: Vec<(String, Reason, usize)>,
+    /// Consolidation methods that ran out of time before every candidate was evaluated.
+    pub timed_out: Vec<Method>,
 }

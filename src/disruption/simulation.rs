@@ -3,7 +3,11 @@
 //! replacement may be: only types cheaper, by the churn guard, than what it replaces, and spot → spot only when
 //! allowed and diverse enough not to fight price-capacity-optimized.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use crate::catalog::CapacityType;
+use crate::catalog::resources::Resources;
 use crate::scheduling::{self, ExistingNode, NewNode, PodRequest, SchedulingInput};
 
 use super::model::{ManagedNode, Snapshot};
@@ -12,36 +16,67 @@ use super::model::{ManagedNode, Snapshot};
 /// to CreateFleet, so the replacement is not just the type price-capacity-optimized would avoid.
 pub const MIN_SPOT_TO_SPOT_OPTIONS: usize = 15;
 
-/// The new nodes the candidates' pods need once the candidates are gone (empty: they all fit elsewhere), or why
-/// some pod has nowhere to go.
-pub fn simulate(snapshot: &Snapshot<'_>, candidates: &[&ManagedNode]) -> Result<Vec<NewNode>, String> {
-    let is_candidate = |node: &ManagedNode| candidates.iter().any(|c| c.claim == node.claim);
-    let mut existing: Vec<ExistingNode> = snapshot.other_room.clone();
-    for node in snapshot.nodes.iter().filter(|n| !is_candidate(n)) {
-        let mut room = node.room.clone();
-        if node.deleting {
-            // Going away: no room, but still counted against its NodePool's limits.
-            room.available = crate::catalog::resources::Resources::ZERO;
+/// Asks the scheduler where candidates' pods would go. The room of every node is built once per pass; a
+/// simulation empties the candidates' entries (no room, no capacity against limits) and puts them back after, so
+/// evaluating thousands of candidates does not copy the cluster thousands of times.
+pub struct Simulator<'s> {
+    snapshot: &'s Snapshot<'s>,
+    existing: RefCell<Vec<ExistingNode>>,
+    /// NodeClaim name → its entry in `existing`.
+    index: HashMap<&'s str, usize>,
+}
+
+impl<'s> Simulator<'s> {
+    pub fn new(snapshot: &'s Snapshot<'s>) -> Self {
+        let mut existing: Vec<ExistingNode> = snapshot.other_room.clone();
+        let mut index = HashMap::new();
+        for node in &snapshot.nodes {
+            let mut room = node.room.clone();
+            if node.deleting {
+                // Going away: no room, but still counted against its NodePool's limits.
+                room.available = Resources::ZERO;
+            }
+            index.insert(node.claim.as_str(), existing.len());
+            existing.push(room);
         }
-        existing.push(room);
+        Self { snapshot, existing: RefCell::new(existing), index }
     }
-    let pods: Vec<PodRequest> = candidates.iter().flat_map(|c| c.pods.iter().map(|p| p.request.clone())).collect();
-    if pods.is_empty() {
-        return Ok(Vec::new());
+
+    /// The new nodes the candidates' pods need once the candidates are gone (empty: they all fit elsewhere), or
+    /// why some pod has nowhere to go.
+    pub fn simulate(&self, candidates: &[&ManagedNode]) -> Result<Vec<NewNode>, String> {
+        let pods: Vec<PodRequest> = candidates.iter().flat_map(|c| c.pods.iter().map(|p| p.request.clone())).collect();
+        if pods.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut existing = self.existing.borrow_mut();
+        let mut saved = Vec::with_capacity(candidates.len());
+        for candidate in candidates {
+            if let Some(&i) = self.index.get(candidate.claim.as_str()) {
+                saved.push((i, existing[i].available, existing[i].capacity));
+                existing[i].available = Resources::ZERO;
+                existing[i].capacity = Resources::ZERO;
+            }
+        }
+        let snapshot = self.snapshot;
+        let plan = scheduling::solve(&SchedulingInput {
+            pods: &pods,
+            nodepools: snapshot.nodepools,
+            instance_types: snapshot.instance_types,
+            prices: snapshot.prices,
+            existing: &existing,
+            daemonsets: snapshot.daemonsets,
+            unavailable: snapshot.unavailable,
+        });
+        for (i, available, capacity) in saved {
+            existing[i].available = available;
+            existing[i].capacity = capacity;
+        }
+        if let Some(stuck) = plan.unschedulable.first() {
+            return Err(format!("pod {} would have nowhere to go: {}", stuck.pod, stuck.reason));
+        }
+        Ok(plan.new_nodes)
     }
-    let plan = scheduling::solve(&SchedulingInput {
-        pods: &pods,
-        nodepools: snapshot.nodepools,
-        instance_types: snapshot.instance_types,
-        prices: snapshot.prices,
-        existing: &existing,
-        daemonsets: snapshot.daemonsets,
-        unavailable: snapshot.unavailable,
-    });
-    if let Some(stuck) = plan.unschedulable.first() {
-        return Err(format!("pod {} would have nowhere to go: {}", stuck.pod, stuck.reason));
-    }
-    Ok(plan.new_nodes)
 }
 
 /// The cheapest price of `instance_type` in any of `zones` with any of `capacity_types`.

@@ -365,6 +365,25 @@ fn balanced_skips_a_replacement_that_saves_little_for_much_disruption() {
 }
 
 #[test]
+fn a_pass_that_runs_out_of_time_says_so_and_decides_nothing_it_did_not_check() {
+    let mut cluster = Cluster::new();
+    cluster.settings.consolidation_timeout = Duration::ZERO;
+    cluster.pools[0].budgets = vec![Budget::parse("100%", None, None, vec![]).expect("budget")];
+    for i in 0..3 {
+        cluster.node(
+            &format!("light-{i}"),
+            "default",
+            "m5.xlarge",
+            CapacityType::OnDemand,
+            vec![pod(&format!("a/p{i}"), 250, 256)],
+        );
+    }
+    let decision = cluster.decide();
+    assert!(decision.command.is_none());
+    assert_eq!(decision.timed_out, vec![Method::MultiNodeConsolidation, Method::SingleNodeConsolidation]);
+}
+
+#[test]
 fn a_command_is_no_longer_valid_once_its_node_got_new_pods() {
     let mut cluster = Cluster::new();
     cluster.node("empty", "default", "m5.large", CapacityType::OnDemand, vec![]);

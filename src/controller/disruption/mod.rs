@@ -113,6 +113,10 @@ async fn pass(
     let allowed: Vec<(String, &str, usize)> =
         decision.allowed.iter().map(|(pool, reason, n)| (pool.clone(), reason.as_str(), *n)).collect();
     ctx.metrics.set_allowed_disruptions(&allowed);
+    for method in &decision.timed_out {
+        ctx.metrics.consolidation_timeout(method.consolidation_type());
+        tracing::warn!(method = ?method, "consolidation ran out of time this pass; the rest waits for the next");
+    }
     for blocked in &decision.blocked {
         if !said.first_time(&blocked.claim, &blocked.reason) {
             continue;

@@ -93,7 +93,7 @@ pub fn pool_policy(pool: &NodePool) -> Result<PoolPolicy, String> {
 
 /// Why a pod may not be moved voluntarily, or None.
 fn blocker(pod: &Pod, budgets: &[&PodDisruptionBudget]) -> Option<String> {
-    if pod.annotations().get(DO_NOT_DISRUPT_ANNOTATION).is_some_and(|v| v == "true") {
+    if pods::is_do_not_disrupt(pod) {
         return Some(format!("it is annotated {DO_NOT_DISRUPT_ANNOTATION}"));
     }
     if !pod.owner_references().iter().any(|o| o.controller == Some(true)) {
