@@ -243,7 +243,8 @@ async fn wait_claims_gone(sandbox: &Sandbox, test: &str) -> Result<()> {
 async fn six_underutilized_nodes_are_consolidated_within_a_pod_disruption_budget() -> Result<()> {
     let _turn = CONTROLLER_TURN.lock().await;
     let sandbox = Sandbox::connect().await?;
-    let disruption = serde_json::json!({"consolidateAfter": "10s", "budgets": [{"nodes": "50%"}]});
+    // 30 s of quiet: nothing is consolidated while the rollout below still moves pods.
+    let disruption = serde_json::json!({"consolidateAfter": "30s", "budgets": [{"nodes": "50%"}]});
     let (test, namespace) = pool(&sandbox, "dis-under", small_nodes(), disruption).await?;
     with_controller(&sandbox, &test, &namespace, || async {
         // One pod per node, forced by hostname anti-affinity.
@@ -259,7 +260,6 @@ async fn six_underutilized_nodes_are_consolidated_within_a_pod_disruption_budget
         }))?;
         Api::<PodDisruptionBudget>::namespaced(sandbox.kube.clone(), &namespace).create(&PostParams::default(), &pdb).await?;
         let before = pool_price(&sandbox, &test).await?;
-        let sampler = Sampler::start(&sandbox, &namespace, &test, 6);
         // A rollout without the anti-affinity: the pods may now share nodes.
         patch_deployment(
             &sandbox,
@@ -267,6 +267,15 @@ async fn six_underutilized_nodes_are_consolidated_within_a_pod_disruption_budget
             serde_json::json!({"spec": {"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}, "template": {"spec": {"affinity": null}}}}),
         )
         .await?;
+        let deployments: Api<Deployment> = Api::namespaced(sandbox.kube.clone(), &namespace);
+        wait_until("the rollout done", RUN_WAIT, || async {
+            let status = deployments.get("web").await?.status.unwrap_or_default();
+            let done = status.updated_replicas == Some(6) && status.ready_replicas == Some(6) && status.replicas == Some(6);
+            Ok(done.then_some(()))
+        })
+        .await?;
+        // From here on only consolidation moves pods, and only through the Eviction API.
+        let sampler = Sampler::start(&sandbox, &namespace, &test, 6);
         let consolidated = wait_until("the pool consolidated to at most two nodes, every pod Running", SETTLE, || async {
             let live: Vec<NodeClaim> = nodeclaims_of(&sandbox, &test).await?;
             let running = running_pods(&sandbox, &namespace).await?.len();
@@ -277,7 +286,6 @@ async fn six_underutilized_nodes_are_consolidated_within_a_pod_disruption_budget
         let nodes = consolidated?;
         let after = pool_price(&sandbox, &test).await?;
         eprintln!("consolidated 6 nodes to {nodes}: ${before:.3}/h -> ${after:.3}/h; fewest ready pods {fewest_ready}");
-        // The rollout takes one down at a time, and so may each eviction: never more than the budget's one.
         ensure!(fewest_ready >= 5, "the PodDisruptionBudget allows one pod down; {fewest_ready} of 6 were ready");
         ensure!(after < before, "the pool's $/h went down ({before} -> {after})");
         Ok(())

@@ -11,6 +11,7 @@ pub mod leader;
 pub mod node_metrics;
 pub mod nodeclaim_lifecycle;
 pub mod nodeclass_status;
+pub mod nodepool_status;
 pub mod pods;
 pub mod provisioner;
 pub mod state;

@@ -229,7 +229,7 @@ pub(super) fn requests_of(pods: &[Arc<Pod>]) -> Resources {
         .fold(Resources::ZERO, |sum, r| sum + r)
 }
 
-fn quantities_to_resources(map: &BTreeMap<String, Quantity>) -> Resources {
+pub(super) fn quantities_to_resources(map: &BTreeMap<String, Quantity>) -> Resources {
     let mut resources = Resources::ZERO;
     for (key, quantity) in map {
         if let Some(name) = ResourceName::from_kubernetes(key)

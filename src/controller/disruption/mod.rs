@@ -81,6 +81,7 @@ async fn pass(
 ) -> Result<(), Error> {
     expire(ctx).await?;
     lift_stale_taints(ctx, stale).await?;
+    super::nodepool_status::update(ctx).await?;
     let gathered = snapshot::gather(ctx, &|claim, node| drift_of(ctx, claim, node));
     for (pool, why) in &gathered.refused_pools {
         if said.first_time(&format!("nodepool/{}", pool.name_any()), why) {
@@ -117,14 +118,23 @@ async fn pass(
         ctx.metrics.consolidation_timeout(method.consolidation_type());
         tracing::warn!(method = ?method, "consolidation ran out of time this pass; the rest waits for the next");
     }
+    // One Event per node with everything that held it this pass, published when that changes.
+    let mut held: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
     for blocked in &decision.blocked {
-        if !said.first_time(&blocked.claim, &blocked.reason) {
+        held.entry(blocked.claim.as_str()).or_default().push(blocked.reason.as_str());
+    }
+    for (claim_name, reasons) in held {
+        let note = reasons.join("; ");
+        if !said.first_time(claim_name, &note) {
             continue;
         }
-        if let Some(claim) = ctx.state.nodeclaims.state().into_iter().find(|c| c.name_any() == blocked.claim) {
-            let reason =
-                if blocked.reason.starts_with("not consolidated") { "Unconsolidatable" } else { "DisruptionBlocked" };
-            publish(ctx, &claim, EventType::Normal, reason, &blocked.reason).await;
+        if let Some(claim) = ctx.state.nodeclaims.state().into_iter().find(|c| c.name_any() == claim_name) {
+            let reason = if reasons.iter().all(|r| r.starts_with("not consolidated")) {
+                "Unconsolidatable"
+            } else {
+                "DisruptionBlocked"
+            };
+            publish(ctx, &claim, EventType::Normal, reason, &note).await;
         }
     }
     let Some(command) = decision.command else { return Ok(()) };
