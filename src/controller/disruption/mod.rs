@@ -71,6 +71,11 @@ impl Said {
     fn first_time(&mut self, object: &str, message: &str) -> bool {
         self.0.insert(object.to_string(), message.to_string()).as_deref() != Some(message)
     }
+
+    /// Forgets NodeClaims that are gone (NodePools, keyed `nodepool/…`, are few and kept).
+    fn forget_all_but(&mut self, claims: &HashMap<String, Arc<NodeClaim>>) {
+        self.0.retain(|object, _| object.starts_with("nodepool/") || claims.contains_key(object));
+    }
 }
 
 async fn pass(
@@ -99,12 +104,13 @@ async fn pass(
         }
     }
     let snapshot = gathered.snapshot(ctx);
+    let claims: HashMap<String, Arc<NodeClaim>> =
+        ctx.state.nodeclaims.state().into_iter().map(|c| (c.name_any(), c)).collect();
+    said.forget_all_but(&claims);
     for node in &snapshot.nodes {
-        let Some(claim) = ctx.state.nodeclaims.state().into_iter().find(|c| c.name_any() == node.claim) else {
-            continue;
-        };
-        status::stamp_hashes(ctx, &claim).await?;
-        status::set_conditions(ctx, &claim, is_consolidatable(&snapshot, node), node.drifted.as_deref()).await?;
+        let Some(claim) = claims.get(&node.claim) else { continue };
+        status::stamp_hashes(ctx, claim).await?;
+        status::set_conditions(ctx, claim, is_consolidatable(&snapshot, node), node.drifted.as_deref()).await?;
     }
 
     let decision = decide(&snapshot);
@@ -128,13 +134,13 @@ async fn pass(
         if !said.first_time(claim_name, &note) {
             continue;
         }
-        if let Some(claim) = ctx.state.nodeclaims.state().into_iter().find(|c| c.name_any() == claim_name) {
+        if let Some(claim) = claims.get(claim_name) {
             let reason = if reasons.iter().all(|r| r.starts_with("not consolidated")) {
                 "Unconsolidatable"
             } else {
                 "DisruptionBlocked"
             };
-            publish(ctx, &claim, EventType::Normal, reason, &note).await;
+            publish(ctx, claim, EventType::Normal, reason, &note).await;
         }
     }
     let Some(command) = decision.command else { return Ok(()) };
