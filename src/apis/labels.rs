@@ -39,6 +39,10 @@ pub const EC2NODECLASS_HASH_VERSION_ANNOTATION: &str = "karpenter.k8s.aws/ec2nod
 /// On a NodeClaim launched by consolidation or drift: the NodeClaims it replaces (comma-separated). nodesmith's
 /// own; consolidation holds such a node for its pool's `consolidateAfter` (a churn guard).
 pub const REPLACES_ANNOTATION: &str = "nodesmith.dev/replaces";
+/// On a NodeClaim: the subnet and the security groups (comma-separated) its instance was launched with, which
+/// drift compares with what its EC2NodeClass selects now. nodesmith's own (Karpenter asks EC2 each time).
+pub const SUBNET_ANNOTATION: &str = "nodesmith.dev/subnet-id";
+pub const SECURITY_GROUPS_ANNOTATION: &str = "nodesmith.dev/security-group-ids";
 /// On a pod: how much its controller prefers to delete it (Kubernetes' ReplicaSet scale-down hint); consolidation
 /// weighs it, as Karpenter does, when choosing whose pods to move.
 pub const POD_DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";

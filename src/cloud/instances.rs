@@ -25,6 +25,8 @@ pub struct InstanceSummary {
     pub state: String,
     pub capacity_type: CapacityType,
     pub image_id: Option<String>,
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
     pub private_dns_name: Option<String>,
     pub nodeclaim: Option<String>,
     pub nodepool: Option<String>,
@@ -69,6 +71,12 @@ fn summary(instance: &Instance) -> Option<InstanceSummary> {
             _ => CapacityType::OnDemand,
         },
         image_id: instance.image_id().map(str::to_string),
+        subnet_id: instance.subnet_id().map(str::to_string),
+        security_group_ids: instance
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect(),
         private_dns_name: instance.private_dns_name().filter(|n| !n.is_empty()).map(str::to_string),
         nodeclaim: tag_value(instance, NODECLAIM_TAG).map(str::to_string),
         nodepool: tag_value(instance, NODEPOOL_TAG).map(str::to_string),

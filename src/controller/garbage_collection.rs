@@ -127,6 +127,8 @@ mod tests {
             state: "running".into(),
             capacity_type: CapacityType::OnDemand,
             image_id: None,
+            subnet_id: None,
+            security_group_ids: vec![],
             private_dns_name: None,
             nodeclaim: claim.map(str::to_string),
             nodepool: Some("default".into()),

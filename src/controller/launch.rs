@@ -73,6 +73,9 @@ pub struct Launched {
     pub zone: String,
     pub capacity_type: CapacityType,
     pub image_id: Option<String>,
+    /// Where it was launched into: what drift compares with the EC2NodeClass's subnets and security groups.
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
 }
 
 impl Launched {
@@ -96,6 +99,8 @@ pub async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Launched, Launch
             zone: found.zone,
             capacity_type: found.capacity_type,
             image_id: found.image_id,
+            subnet_id: found.subnet_id,
+            security_group_ids: found.security_group_ids,
         });
     }
     let class_name = &claim.spec.node_class_ref.name;
@@ -272,6 +277,8 @@ async fn launch_as(
             }
             let image_id = image_of_type.get(&launched.instance_type).cloned();
             Ok(Launched {
+                subnet_id: subnet_by_zone.get(&launched.zone).map(|s| s.id.clone()),
+                security_group_ids: status.security_groups.iter().map(|g| g.id.clone()).collect(),
                 instance_id: launched.instance_id,
                 instance_type: launched.instance_type,
                 zone: launched.zone,

@@ -19,7 +19,10 @@ use serde_json::json;
 use super::leader::Leadership;
 use super::{Context, Error, conditions, launch, termination};
 use crate::apis::finalizers;
-use crate::apis::labels::{CAPACITY_TYPE_LABEL, TERMINATION_FINALIZER, UNREGISTERED_TAINT_KEY, ZONE_LABEL};
+use crate::apis::labels::{
+    CAPACITY_TYPE_LABEL, SECURITY_GROUPS_ANNOTATION, SUBNET_ANNOTATION, TERMINATION_FINALIZER, UNREGISTERED_TAINT_KEY,
+    ZONE_LABEL,
+};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::scheduling_input::resource_quantities;
 
@@ -147,7 +150,15 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
             )
             .await?;
             // After the status: the event this patch causes then finds the NodeClaim launched.
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": labels}}))).await?;
+            let mut annotations = serde_json::Map::new();
+            if let Some(subnet) = &launched.subnet_id {
+                annotations.insert(SUBNET_ANNOTATION.into(), subnet.clone().into());
+            }
+            if !launched.security_group_ids.is_empty() {
+                annotations.insert(SECURITY_GROUPS_ANNOTATION.into(), launched.security_group_ids.join(",").into());
+            }
+            let metadata = json!({"metadata": {"labels": labels, "annotations": annotations}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(metadata)).await?;
             tracing::info!(
                 nodeclaim = %name,
                 instance = %launched.instance_id,

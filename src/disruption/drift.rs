@@ -19,6 +19,12 @@ pub struct DriftInput<'a> {
     pub image_id: Option<&'a str>,
     /// The AMIs the class resolves now; empty while it has resolved none (then nothing is judged by AMI).
     pub amis: &'a [String],
+    /// The subnet and security groups the instance was launched with (None: not recorded), and what the class
+    /// selects now (empty: not resolved; not judged).
+    pub subnet: Option<&'a str>,
+    pub subnets: &'a [String],
+    pub security_groups: Option<Vec<&'a str>>,
+    pub class_security_groups: &'a [String],
 }
 
 /// The drift reason, as Karpenter names it, or None.
@@ -50,6 +56,25 @@ pub fn drift_reason(input: &DriftInput<'_>) -> Option<&'static str> {
     {
         return Some("AMIDrift");
     }
+    if let Some(subnet) = input.subnet
+        && !input.subnets.is_empty()
+        && !input.subnets.iter().any(|s| s == subnet)
+    {
+        return Some("SubnetDrift");
+    }
+    if let Some(groups) = &input.security_groups
+        && !input.class_security_groups.is_empty()
+    {
+        let mut launched: Vec<&str> = groups.clone();
+        let mut selected: Vec<&str> = input.class_security_groups.iter().map(String::as_str).collect();
+        launched.sort_unstable();
+        launched.dedup();
+        selected.sort_unstable();
+        selected.dedup();
+        if launched != selected {
+            return Some("SecurityGroupDrift");
+        }
+    }
     None
 }
 
@@ -72,6 +97,10 @@ mod tests {
             labels,
             image_id: Some("ami-1"),
             amis,
+            subnet: Some("subnet-1"),
+            subnets: &[],
+            security_groups: Some(vec!["sg-2", "sg-1"]),
+            class_security_groups: &[],
         }
     }
 
@@ -100,5 +129,21 @@ mod tests {
         let newer = vec!["ami-2".to_string()];
         assert_eq!(drift_reason(&input(&labels, &spot, &newer)), Some("AMIDrift"));
         assert_eq!(drift_reason(&input(&labels, &spot, &[])), None, "no AMI resolved yet: not judged");
+
+        let subnets = vec!["subnet-1".to_string(), "subnet-9".to_string()];
+        let groups = vec!["sg-1".to_string(), "sg-2".to_string()];
+        let mut placed = input(&labels, &spot, &amis);
+        placed.subnets = &subnets;
+        placed.class_security_groups = &groups;
+        assert_eq!(drift_reason(&placed), None, "same subnet, same groups in another order");
+        let moved = vec!["subnet-9".to_string()];
+        placed.subnets = &moved;
+        assert_eq!(drift_reason(&placed), Some("SubnetDrift"));
+        placed.subnets = &subnets;
+        let fewer = vec!["sg-1".to_string()];
+        placed.class_security_groups = &fewer;
+        assert_eq!(drift_reason(&placed), Some("SecurityGroupDrift"));
+        placed.security_groups = None;
+        assert_eq!(drift_reason(&placed), None, "launched before nodesmith recorded them: not judged");
     }
 }

@@ -24,7 +24,8 @@ use super::{Context, Error, is_not_found};
 use crate::apis::drift_hash::{EC2NODECLASS_HASH_VERSION, NODEPOOL_HASH_VERSION, nodeclass_hash, nodepool_hash};
 use crate::apis::labels::{
     CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION,
-    NODEPOOL_HASH_ANNOTATION, NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL,
+    NODEPOOL_HASH_ANNOTATION, NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL, SECURITY_GROUPS_ANNOTATION,
+    SUBNET_ANNOTATION,
 };
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::scheduling_input::nodepool as scheduling_nodepool;
@@ -179,6 +180,9 @@ fn drift_of(ctx: &Context, claim: &NodeClaim, node: &Node) -> Option<String> {
     let amis: Vec<String> =
         class.iter().flat_map(|c| c.status.iter()).flat_map(|s| s.amis.iter()).map(|a| a.id.clone()).collect();
     let labels = node.labels();
+    let status = class.as_ref().and_then(|c| c.status.clone()).unwrap_or_default();
+    let subnets: Vec<String> = status.subnets.iter().map(|s| s.id.clone()).collect();
+    let groups: Vec<String> = status.security_groups.iter().map(|g| g.id.clone()).collect();
     drift_reason(&DriftInput {
         nodepool_hash: pair(NODEPOOL_HASH_ANNOTATION, NODEPOOL_HASH_VERSION_ANNOTATION),
         current_nodepool_hash: (&pool_hash, NODEPOOL_HASH_VERSION),
@@ -188,6 +192,10 @@ fn drift_of(ctx: &Context, claim: &NodeClaim, node: &Node) -> Option<String> {
         labels,
         image_id: claim.status.as_ref().and_then(|s| s.image_id.as_deref()),
         amis: &amis,
+        subnet: annotations.get(SUBNET_ANNOTATION).map(String::as_str),
+        subnets: &subnets,
+        security_groups: annotations.get(SECURITY_GROUPS_ANNOTATION).map(|g| g.split(',').collect()),
+        class_security_groups: &groups,
     })
     .map(str::to_string)
 }
