@@ -35,6 +35,25 @@ fn small_nodes() -> serde_json::Value {
     ])
 }
 
+/// On-demand c5 of any size: a 6-CPU pod gets a c5.2xlarge, which a 500m pod no longer needs.
+fn c5_nodes() -> serde_json::Value {
+    serde_json::json!([
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+        {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["c5"]},
+    ])
+}
+
+/// A rollout of `web` down to 500m: its pod fits a far cheaper node than the one it runs on.
+async fn shrink_to_half_a_cpu(sandbox: &Sandbox, namespace: &str) -> Result<()> {
+    let container = serde_json::json!({"name": "app", "image": "registry.k8s.io/pause:3.10", "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}});
+    patch_deployment(
+        sandbox,
+        namespace,
+        serde_json::json!({"spec": {"template": {"spec": {"containers": [container]}}}}),
+    )
+    .await
+}
+
 /// A pool for disruption tests: `disruption` as given, on `requirements`.
 async fn pool(
     sandbox: &Sandbox,
@@ -298,47 +317,43 @@ async fn six_underutilized_nodes_are_consolidated_within_a_pod_disruption_budget
 async fn a_node_whose_pods_fit_a_cheaper_type_is_replaced_once_the_new_one_is_initialized() -> Result<()> {
     let _turn = CONTROLLER_TURN.lock().await;
     let sandbox = Sandbox::connect().await?;
-    let requirements = serde_json::json!([
-        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-        {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["c5"]},
-    ]);
     let disruption = serde_json::json!({"consolidateAfter": "10s"});
-    let (test, namespace) = pool(&sandbox, "dis-replace", requirements, disruption).await?;
+    let (test, namespace) = pool(&sandbox, "dis-replace", c5_nodes(), disruption).await?;
     with_controller(&sandbox, &test, &namespace, || async {
         web(&sandbox, &namespace, &test, 1, "6", serde_json::json!({})).await?;
         let claims = running_on(&sandbox, &namespace, &test, 1).await?;
         let big = claims.first().context("a NodeClaim")?.clone();
         let big_type = big.labels().get("node.kubernetes.io/instance-type").cloned().unwrap_or_default();
         // The workload shrinks; its one pod now fits a far cheaper c5.
-        patch_deployment(&sandbox, &namespace, serde_json::json!({"spec": {"template": {"spec": {"containers": [
-            {"name": "app", "image": "registry.k8s.io/pause:3.10", "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}}
-        ]}}}}))
-        .await?;
+        shrink_to_half_a_cpu(&sandbox, &namespace).await?;
         let api: Api<NodeClaim> = Api::all(sandbox.kube.clone());
-        let (replacement, deleted_at) = wait_until(&format!("{} ({big_type}) replaced", big.name_any()), SETTLE, || async {
-            let claims = nodeclaims_of(&sandbox, &test).await?;
-            let old = api.get_opt(&big.name_any()).await?;
-            let deleted_at = match &old {
-                Some(old) => old.metadata.deletion_timestamp.clone().map(|t| t.0),
-                None => Some(jiff::Timestamp::now()),
-            };
-            let replacement = claims.into_iter().find(|c| c.name_any() != big.name_any() && c.annotations().contains_key("nodesmith.dev/replaces"));
-            Ok(deleted_at.zip(replacement).map(|(d, r)| (r, d)))
-        })
-        .await?;
+        let (replacement, deleted_at) =
+            wait_until(&format!("{} ({big_type}) replaced", big.name_any()), SETTLE, || async {
+                let claims = nodeclaims_of(&sandbox, &test).await?;
+                let old = api.get_opt(&big.name_any()).await?;
+                let deleted_at = match &old {
+                    Some(old) => old.metadata.deletion_timestamp.clone().map(|t| t.0),
+                    None => Some(jiff::Timestamp::now()),
+                };
+                let replacement = claims
+                    .into_iter()
+                    .find(|c| c.name_any() != big.name_any() && c.annotations().contains_key("nodesmith.dev/replaces"));
+                Ok(deleted_at.zip(replacement).map(|(d, r)| (r, d)))
+            })
+            .await?;
         let new_type = replacement.labels().get("node.kubernetes.io/instance-type").cloned().unwrap_or_default();
         let prices = nodesmith::catalog::pricing::PriceTable::embedded();
-        ensure!(
-            prices.on_demand(&new_type) < prices.on_demand(&big_type),
-            "{new_type} is cheaper than {big_type}"
-        );
+        ensure!(prices.on_demand(&new_type) < prices.on_demand(&big_type), "{new_type} is cheaper than {big_type}");
         let initialized_at = replacement
             .status
             .as_ref()
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Initialized" && c.status == "True"))
             .map(|c| c.last_transition_time.0)
             .context("the replacement was initialized before the old node was deleted")?;
-        ensure!(initialized_at <= deleted_at, "replacement initialized at {initialized_at}, old deleted at {deleted_at}");
+        ensure!(
+            initialized_at <= deleted_at,
+            "replacement initialized at {initialized_at}, old deleted at {deleted_at}"
+        );
         wait_until("the pod running on the replacement", RUN_WAIT, || async {
             let pods = running_pods(&sandbox, &namespace).await?;
             let node = replacement.status.as_ref().and_then(|s| s.node_name.clone());
@@ -389,12 +404,8 @@ async fn a_changed_nodeclass_rolls_every_node_within_the_budget() -> Result<()> 
 async fn expiry_recycles_a_node_that_a_do_not_disrupt_pod_keeps_from_consolidation() -> Result<()> {
     let _turn = CONTROLLER_TURN.lock().await;
     let sandbox = Sandbox::connect().await?;
-    let requirements = serde_json::json!([
-        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-        {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["c5"]},
-    ]);
     let disruption = serde_json::json!({"consolidateAfter": "10s"});
-    let (test, namespace) = pool(&sandbox, "dis-expire", requirements, disruption).await?;
+    let (test, namespace) = pool(&sandbox, "dis-expire", c5_nodes(), disruption).await?;
     // Before any NodeClaim exists: expireAfter and terminationGracePeriod are copied into each one.
     patch_pool(
         &sandbox,
@@ -403,14 +414,19 @@ async fn expiry_recycles_a_node_that_a_do_not_disrupt_pod_keeps_from_consolidati
     )
     .await?;
     with_controller(&sandbox, &test, &namespace, || async {
-        web(&sandbox, &namespace, &test, 1, "6", serde_json::json!({"metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}})).await?;
+        web(
+            &sandbox,
+            &namespace,
+            &test,
+            1,
+            "6",
+            serde_json::json!({"metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}}),
+        )
+        .await?;
         let first = running_on(&sandbox, &namespace, &test, 1).await?.first().context("a NodeClaim")?.clone();
         let created = first.metadata.creation_timestamp.clone().context("created")?.0;
         // Shrunk, it would be replaced by a cheaper node (as in the replace test), but its pod says do-not-disrupt.
-        patch_deployment(&sandbox, &namespace, serde_json::json!({"spec": {"template": {"spec": {"containers": [
-            {"name": "app", "image": "registry.k8s.io/pause:3.10", "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}}
-        ]}}}}))
-        .await?;
+        shrink_to_half_a_cpu(&sandbox, &namespace).await?;
         wait_until("a DisruptionBlocked Event naming the do-not-disrupt pod", RUN_WAIT, || async {
             let notes = events_with_reason(&sandbox, "DisruptionBlocked").await?;
             Ok(notes.iter().any(|n| n.contains("do-not-disrupt") && n.contains(&namespace)).then_some(()))

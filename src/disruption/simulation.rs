@@ -111,8 +111,9 @@ fn option_price(
 }
 
 /// Narrows a planned replacement to what consolidation may launch for candidates costing `candidates_price`:
-/// capacity types (spot → spot only when allowed), and instance types at least `min_savings` cheaper. Returns
-/// the replacement with its options cheapest first, or why there is none.
+/// instance types at least `min_savings` cheaper; and spot candidates are replaced by a node that may be spot
+/// only with `--spot-to-spot-consolidation` (as Karpenter: not by forcing on-demand, which a later pass would
+/// replace by spot again). Returns the replacement with its options cheapest first, or why there is none.
 pub fn cheaper_replacement(
     snapshot: &Snapshot<'_>,
     candidates: &[&ManagedNode],
@@ -120,12 +121,8 @@ pub fn cheaper_replacement(
 ) -> Result<NewNode, String> {
     let candidates_price: f64 = candidates.iter().map(|c| c.price).sum();
     let all_spot = candidates.iter().all(|c| c.capacity_type == CapacityType::Spot);
-    if all_spot && !snapshot.settings.spot_to_spot {
-        replacement.capacity_types.retain(|c| *c != CapacityType::Spot);
-        if replacement.capacity_types.is_empty() {
-            return Err("replacing a spot node with a spot node is off (--spot-to-spot-consolidation)".into());
-        }
-        replacement.capacity_type = replacement.capacity_types[0];
+    if all_spot && !snapshot.settings.spot_to_spot && replacement.capacity_types.contains(&CapacityType::Spot) {
+        return Err("replacing a spot node with a spot node is off (--spot-to-spot-consolidation)".into());
     }
     let ceiling = candidates_price * (1.0 - snapshot.settings.min_savings);
     let mut options: Vec<(String, f64)> = replacement

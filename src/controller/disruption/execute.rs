@@ -15,7 +15,7 @@ use super::super::{Context, Error, conditions, is_not_found, provisioner};
 use super::snapshot::Gathered;
 use crate::apis::labels::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, REPLACES_ANNOTATION};
 use crate::apis::nodeclaim::NodeClaim;
-use crate::disruption::Command;
+use crate::disruption::{Command, Method};
 
 /// How long replacements may take to be Initialized before the command is given up.
 const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(LAUNCH_TIMEOUT.as_secs() + 5 * 60);
@@ -28,7 +28,10 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
         .filter_map(|name| ctx.state.nodeclaims.state().into_iter().find(|c| &c.name_any() == name))
         .map(|c| c.as_ref().clone())
         .collect();
-    let what = format!("{} ({})", command.reason.as_str(), command.method.consolidation_type());
+    let what = match command.method {
+        Method::Drift => command.reason.as_str().to_string(),
+        method => format!("{} ({} consolidation)", command.reason.as_str(), method.consolidation_type()),
+    };
     let mut replacements = Vec::new();
     for node in &command.replacements {
         let Some(pool) = gathered.pool_objects.get(&node.nodepool) else {
