@@ -164,16 +164,17 @@ fn main() {
     for nodes in sizes {
         let (managed, prices) = cluster(nodes, pods_per_node, seed);
         let pods: usize = managed.iter().map(|n| n.pods.len()).sum();
+        let policies = [PoolPolicy {
+            name: "default".into(),
+            policy: Policy::WhenEmptyOrUnderutilized,
+            consolidate_after: Some(Duration::from_secs(60)),
+            budgets: Budget::default_budgets(),
+        }];
         let snapshot = Snapshot {
             now: jiff::Timestamp::now(),
-            pools: vec![PoolPolicy {
-                name: "default".into(),
-                policy: Policy::WhenEmptyOrUnderutilized,
-                consolidate_after: Some(Duration::from_secs(60)),
-                budgets: Budget::default_budgets(),
-            }],
-            nodes: managed,
-            other_room: vec![],
+            pools: &policies,
+            nodes: &managed,
+            other_room: &[],
             nodepools: std::slice::from_ref(&pool),
             instance_types: &types,
             prices: &prices,

@@ -9,6 +9,10 @@
 use sha2::{Digest, Sha256};
 
 use super::ec2nodeclass::EC2NodeClassSpec;
+use super::labels::{
+    EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION, NODEPOOL_HASH_ANNOTATION,
+    NODEPOOL_HASH_VERSION_ANNOTATION,
+};
 use super::nodepool::NodePoolSpec;
 
 pub const NODEPOOL_HASH_VERSION: &str = "nodesmith-v1";
@@ -44,6 +48,19 @@ pub fn nodeclass_hash(spec: &EC2NodeClassSpec) -> String {
         }
     }
     digest(&value)
+}
+
+/// The annotations that stamp a NodeClaim with its NodePool's hash and the hash's version.
+pub fn nodepool_annotations(spec: &NodePoolSpec) -> [(&'static str, String); 2] {
+    [(NODEPOOL_HASH_ANNOTATION, nodepool_hash(spec)), (NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_HASH_VERSION.into())]
+}
+
+/// The annotations that stamp a NodeClaim with its EC2NodeClass's hash and the hash's version.
+pub fn nodeclass_annotations(spec: &EC2NodeClassSpec) -> [(&'static str, String); 2] {
+    [
+        (EC2NODECLASS_HASH_ANNOTATION, nodeclass_hash(spec)),
+        (EC2NODECLASS_HASH_VERSION_ANNOTATION, EC2NODECLASS_HASH_VERSION.into()),
+    ]
 }
 
 #[cfg(test)]

@@ -17,10 +17,7 @@ use kube::{Resource, ResourceExt};
 use super::{Context, Error, conditions, leader::Leadership, pods};
 use crate::apis::drift_hash;
 use crate::apis::ec2nodeclass::{EC2NodeClass, PrefixDelegation};
-use crate::apis::labels::{
-    CAPACITY_TYPE_LABEL, EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION, INSTANCE_TYPE_LABEL,
-    NODEPOOL_HASH_ANNOTATION, NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL, ZONE_LABEL,
-};
+use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
 use crate::apis::nodeclaim::{NodeClaim, NodeClaimResources, NodeClaimSpec};
 use crate::apis::nodepool::{NodePool, NodeSelectorRequirementWithMinValues};
 use crate::apis::scheduling_input::{
@@ -327,14 +324,11 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
     };
     let mut existing: Vec<ExistingNode> = Vec::new();
     for node in ctx.state.nodes.state() {
-        let Ok(mut capacity) = existing_node(&node) else { continue };
-        capacity.available = if usable(&node) {
-            let bound = pods_by_node.get(&capacity.name).map(Vec::as_slice).unwrap_or_default();
-            capacity.available - requests_of(bound) - nominated_to(&capacity.name)
-        } else {
-            // Going away or cordoned: no room, but it still counts against its NodePool's limits.
-            Resources::ZERO
-        };
+        let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
+        let Some(mut capacity) = node_room(&node, bound) else { continue };
+        if usable(&node) {
+            capacity.available = capacity.available - nominated_to(&capacity.name);
+        }
         existing.push(capacity);
     }
     for claim in ctx.state.nodeclaims.state() {
@@ -449,6 +443,14 @@ pub(super) fn daemonset_pods(ctx: &Context) -> Vec<scheduling::DaemonSetPod> {
         .collect()
 }
 
+/// A Node as room for pods: its allocatable minus what the pods bound to it request. Going away or cordoned: no
+/// room, but its capacity still counts against its NodePool's limits.
+pub(super) fn node_room(node: &Node, bound: &[Arc<Pod>]) -> Option<ExistingNode> {
+    let mut room = existing_node(node).ok()?;
+    room.available = if usable(node) { room.available - requests_of(bound) } else { Resources::ZERO };
+    Some(room)
+}
+
 /// A node the scheduler may place pods on: not going away, not cordoned.
 pub(super) fn usable(node: &Node) -> bool {
     !is_disrupted(node) && !node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
@@ -492,11 +494,9 @@ pub fn nodeclaim_for(node: &NewNode, pool: &NodePool, class: Option<&EC2NodeClas
         controller: None,
     };
     let mut annotations = template.metadata.annotations.clone();
-    annotations.insert(NODEPOOL_HASH_ANNOTATION.into(), drift_hash::nodepool_hash(&pool.spec));
-    annotations.insert(NODEPOOL_HASH_VERSION_ANNOTATION.into(), drift_hash::NODEPOOL_HASH_VERSION.into());
-    if let Some(class) = class {
-        annotations.insert(EC2NODECLASS_HASH_ANNOTATION.into(), drift_hash::nodeclass_hash(&class.spec));
-        annotations.insert(EC2NODECLASS_HASH_VERSION_ANNOTATION.into(), drift_hash::EC2NODECLASS_HASH_VERSION.into());
+    let stamps = class.into_iter().flat_map(|c| drift_hash::nodeclass_annotations(&c.spec));
+    for (key, value) in drift_hash::nodepool_annotations(&pool.spec).into_iter().chain(stamps) {
+        annotations.insert(key.into(), value);
     }
     NodeClaim {
         metadata: ObjectMeta {

@@ -23,7 +23,7 @@ impl Allowance {
 
 fn allowance(snapshot: &Snapshot<'_>) -> Allowance {
     let mut totals: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    for node in &snapshot.nodes {
+    for node in snapshot.nodes {
         let (total, disrupting) = totals.entry(node.nodepool.as_str()).or_default();
         *total += 1;
         if node.deleting || !node.ready {
@@ -31,7 +31,7 @@ fn allowance(snapshot: &Snapshot<'_>) -> Allowance {
         }
     }
     let mut allowed = BTreeMap::new();
-    for pool in &snapshot.pools {
+    for pool in snapshot.pools {
         let (total, disrupting) = totals.get(pool.name.as_str()).copied().unwrap_or_default();
         for reason in Reason::ALL {
             let left = allowed_disruptions(&pool.budgets, reason, total, disrupting, snapshot.now);
@@ -79,7 +79,7 @@ pub fn decide(snapshot: &Snapshot<'_>) -> Decision {
         ..Decision::default()
     };
     let mut disruptable_nodes: Vec<&ManagedNode> = Vec::new();
-    for node in &snapshot.nodes {
+    for node in snapshot.nodes {
         match disruptable(node) {
             Ok(()) => disruptable_nodes.push(node),
             Err(Some(reason)) if node.drifted.is_some() || is_consolidatable(snapshot, node) => {

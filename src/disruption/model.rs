@@ -145,10 +145,10 @@ impl Default for Settings {
 /// The cluster at one moment.
 pub struct Snapshot<'a> {
     pub now: Timestamp,
-    pub pools: Vec<PoolPolicy>,
-    pub nodes: Vec<ManagedNode>,
+    pub pools: &'a [PoolPolicy],
+    pub nodes: &'a [ManagedNode],
     /// Nodes nodesmith does not manage (and managed ones' in-flight NodeClaims), as room.
-    pub other_room: Vec<ExistingNode>,
+    pub other_room: &'a [ExistingNode],
     /// What a replacement may be: the ready NodePools as the scheduler sees them, and the catalog.
     pub nodepools: &'a [NodePoolSpec],
     pub instance_types: &'a [InstanceTypeInfo],

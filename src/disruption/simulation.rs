@@ -28,9 +28,9 @@ pub struct Simulator<'s> {
 
 impl<'s> Simulator<'s> {
     pub fn new(snapshot: &'s Snapshot<'s>) -> Self {
-        let mut existing: Vec<ExistingNode> = snapshot.other_room.clone();
+        let mut existing: Vec<ExistingNode> = snapshot.other_room.to_vec();
         let mut index = HashMap::new();
-        for node in &snapshot.nodes {
+        for node in snapshot.nodes {
             let mut room = node.room.clone();
             if node.deleting {
                 // Going away: no room, but still counted against its NodePool's limits.

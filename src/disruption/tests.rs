@@ -140,9 +140,9 @@ impl Cluster {
     fn snapshot(&self) -> Snapshot<'_> {
         Snapshot {
             now: now(),
-            pools: self.pools.clone(),
-            nodes: self.nodes.clone(),
-            other_room: vec![],
+            pools: &self.pools,
+            nodes: &self.nodes,
+            other_room: &[],
             nodepools: &self.specs,
             instance_types: &self.types,
             prices: &self.prices,

@@ -3,6 +3,7 @@
 //! command is checked again after 15 s on a fresh snapshot and then carried out. Nodes a method looked at and
 //! left alone get an Event saying why. Pod events (`lastPodEventTime`) are recorded every 2 s beside it.
 
+mod drift;
 mod execute;
 mod pod_events;
 pub mod snapshot;
@@ -21,17 +22,11 @@ use serde_json::json;
 use super::leader::Leadership;
 use super::nodeclaim_lifecycle::publish;
 use super::{Context, Error, is_not_found};
-use crate::apis::drift_hash::{EC2NODECLASS_HASH_VERSION, NODEPOOL_HASH_VERSION, nodeclass_hash, nodepool_hash};
-use crate::apis::labels::{
-    CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION,
-    NODEPOOL_HASH_ANNOTATION, NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL, SECURITY_GROUPS_ANNOTATION,
-    SUBNET_ANNOTATION,
-};
+use crate::apis::labels::{CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODEPOOL_LABEL};
 use crate::apis::nodeclaim::NodeClaim;
-use crate::apis::scheduling_input::nodepool as scheduling_nodepool;
-use crate::disruption::drift::{DriftInput, drift_reason};
 use crate::disruption::expiration::is_expired;
 use crate::disruption::{decide, is_consolidatable, still_valid};
+use drift::DriftReference;
 
 const POD_EVENTS_EVERY: Duration = Duration::from_secs(2);
 const PASS_EVERY: Duration = Duration::from_secs(10);
@@ -88,7 +83,8 @@ async fn pass(
     expire(ctx).await?;
     lift_stale_taints(ctx, stale).await?;
     super::nodepool_status::update(ctx).await?;
-    let gathered = snapshot::gather(ctx, &|claim, node| drift_of(ctx, claim, node));
+    let reference = DriftReference::new(ctx);
+    let gathered = snapshot::gather(ctx, &|claim, node| reference.drift_of(claim, node));
     for (pool, why) in &gathered.refused_pools {
         if said.first_time(&format!("nodepool/{}", pool.name_any()), why) {
             tracing::warn!(nodepool = %pool.name_any(), "disruption is off for this NodePool: {why}");
@@ -108,7 +104,7 @@ async fn pass(
     let claims: HashMap<String, Arc<NodeClaim>> =
         ctx.state.nodeclaims.state().into_iter().map(|c| (c.name_any(), c)).collect();
     said.forget_all_but(&claims);
-    for node in &snapshot.nodes {
+    for node in snapshot.nodes {
         let Some(claim) = claims.get(&node.claim) else { continue };
         status::stamp_hashes(ctx, claim).await?;
         status::set_conditions(ctx, claim, is_consolidatable(&snapshot, node), node.drifted.as_deref()).await?;
@@ -158,46 +154,13 @@ async fn pass(
     if !leadership.is_leader() {
         return Ok(());
     }
-    let again = snapshot::gather(ctx, &|claim, node| drift_of(ctx, claim, node));
+    let reference = DriftReference::new(ctx);
+    let again = snapshot::gather(ctx, &|claim, node| reference.drift_of(claim, node));
     if let Err(why) = still_valid(&again.snapshot(ctx), &command) {
         tracing::info!(candidates = ?command.candidates, "disruption command no longer holds: {why}");
         return Ok(());
     }
     execute::carry_out(ctx, &again, &command).await
-}
-
-/// The drift reason of a registered NodeClaim, from its NodePool and EC2NodeClass as they are now.
-fn drift_of(ctx: &Context, claim: &NodeClaim, node: &Node) -> Option<String> {
-    let pool = ctx.state.nodepool(claim.labels().get(NODEPOOL_LABEL)?)?;
-    let class = ctx.state.nodeclass(&claim.spec.node_class_ref.name);
-    let annotations = claim.annotations();
-    let pair = |hash: &str, version: &str| Some((annotations.get(hash)?.as_str(), annotations.get(version)?.as_str()));
-    let pool_hash = nodepool_hash(&pool.spec);
-    let class_hash = class.as_ref().map(|c| nodeclass_hash(&c.spec));
-    let requirements = scheduling_nodepool(&pool.name_any(), &pool.spec, Default::default())
-        .map(|p| p.requirements)
-        .unwrap_or_default();
-    let amis: Vec<String> =
-        class.iter().flat_map(|c| c.status.iter()).flat_map(|s| s.amis.iter()).map(|a| a.id.clone()).collect();
-    let labels = node.labels();
-    let status = class.as_ref().and_then(|c| c.status.clone()).unwrap_or_default();
-    let subnets: Vec<String> = status.subnets.iter().map(|s| s.id.clone()).collect();
-    let groups: Vec<String> = status.security_groups.iter().map(|g| g.id.clone()).collect();
-    drift_reason(&DriftInput {
-        nodepool_hash: pair(NODEPOOL_HASH_ANNOTATION, NODEPOOL_HASH_VERSION_ANNOTATION),
-        current_nodepool_hash: (&pool_hash, NODEPOOL_HASH_VERSION),
-        nodeclass_hash: pair(EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION),
-        current_nodeclass_hash: class_hash.as_deref().map(|h| (h, EC2NODECLASS_HASH_VERSION)),
-        requirements: &requirements,
-        labels,
-        image_id: claim.status.as_ref().and_then(|s| s.image_id.as_deref()),
-        amis: &amis,
-        subnet: annotations.get(SUBNET_ANNOTATION).map(String::as_str),
-        subnets: &subnets,
-        security_groups: annotations.get(SECURITY_GROUPS_ANNOTATION).map(|g| g.split(',').collect()),
-        class_security_groups: &groups,
-    })
-    .map(str::to_string)
 }
 
 /// Deletes every NodeClaim past its `expireAfter`: forceful, with no budget and no replacement launched first

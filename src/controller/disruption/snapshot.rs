@@ -15,7 +15,7 @@ use crate::apis::labels::{
 };
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::{ConsolidationPolicy, DisruptionReason, NodePool};
-use crate::apis::scheduling_input::{existing_node, label_selector, pod_request};
+use crate::apis::scheduling_input::{label_selector, pod_request};
 use crate::catalog::{CapacityType, OfferingKey};
 use crate::disruption::budgets::{Budget, Nodes};
 use crate::disruption::{ManagedNode, MovablePod, Policy, PoolPolicy, Reason, Snapshot};
@@ -38,9 +38,9 @@ impl Gathered {
     pub fn snapshot<'a>(&'a self, ctx: &'a Context) -> Snapshot<'a> {
         Snapshot {
             now: jiff::Timestamp::now(),
-            pools: self.pools.clone(),
-            nodes: self.nodes.clone(),
-            other_room: self.other_room.clone(),
+            pools: &self.pools,
+            nodes: &self.nodes,
+            other_room: &self.other_room,
             nodepools: &self.nodepools,
             instance_types: &ctx.instance_types,
             prices: &ctx.prices,
@@ -136,11 +136,6 @@ fn eviction_cost(pod: &Pod) -> f64 {
     cost.clamp(-10.0, 10.0)
 }
 
-/// The pods that would have to move off a node: not DaemonSet or static pods, not finished or already going.
-pub fn movable(pod: &Pod) -> bool {
-    pods::is_evictable(pod)
-}
-
 fn capacity_type(labels: &BTreeMap<String, String>) -> CapacityType {
     if labels.get(CAPACITY_TYPE_LABEL).map(String::as_str) == Some(CAPACITY_TYPE_SPOT) {
         CapacityType::Spot
@@ -202,14 +197,9 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         };
         let node_name = node.name_any();
         let bound = pods_by_node.get(&node_name).map(Vec::as_slice).unwrap_or_default();
-        let Ok(mut room) = existing_node(&node) else { continue };
-        room.available = if provisioner::usable(&node) {
-            room.available - provisioner::requests_of(bound)
-        } else {
-            crate::catalog::resources::Resources::ZERO
-        };
+        let Some(room) = provisioner::node_room(&node, bound) else { continue };
         let mut movable_pods = Vec::new();
-        for pod in bound.iter().filter(|p| movable(p)) {
+        for pod in bound.iter().filter(|p| pods::is_evictable(p)) {
             let Some(spec) = pod.spec.as_ref() else { continue };
             let key = pods::key(pod);
             match pod_request(&key, pod.labels(), spec) {
@@ -267,14 +257,8 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
     }
     // Nodes nodesmith does not manage: room for pods to move to.
     for node in ctx.state.nodes.state().iter().filter(|n| !claimed_nodes.contains(&n.name_any())) {
-        let Ok(mut room) = existing_node(node) else { continue };
-        let bound = pods_by_node.get(&room.name).map(Vec::as_slice).unwrap_or_default();
-        room.available = if provisioner::usable(node) {
-            room.available - provisioner::requests_of(bound)
-        } else {
-            crate::catalog::resources::Resources::ZERO
-        };
-        other_room.push(room);
+        let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
+        other_room.extend(provisioner::node_room(node, bound));
     }
     Gathered {
         nodepools,

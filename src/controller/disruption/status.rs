@@ -7,11 +7,10 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use super::super::{Context, Error, conditions};
-use crate::apis::drift_hash::{EC2NODECLASS_HASH_VERSION, NODEPOOL_HASH_VERSION, nodeclass_hash, nodepool_hash};
-use crate::apis::labels::{
-    EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION, NODEPOOL_HASH_ANNOTATION,
-    NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL,
+use crate::apis::drift_hash::{
+    EC2NODECLASS_HASH_VERSION, NODEPOOL_HASH_VERSION, nodeclass_annotations, nodepool_annotations,
 };
+use crate::apis::labels::{EC2NODECLASS_HASH_VERSION_ANNOTATION, NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL};
 use crate::apis::nodeclaim::NodeClaim;
 
 /// Stamps the current hashes on a NodeClaim that has none of this version (adopted from Karpenter, or made before
@@ -22,14 +21,12 @@ pub async fn stamp_hashes(ctx: &Context, claim: &NodeClaim) -> Result<(), Error>
     if annotations.get(NODEPOOL_HASH_VERSION_ANNOTATION).map(String::as_str) != Some(NODEPOOL_HASH_VERSION)
         && let Some(pool) = claim.labels().get(NODEPOOL_LABEL).and_then(|p| ctx.state.nodepool(p))
     {
-        stamp.insert(NODEPOOL_HASH_ANNOTATION.into(), nodepool_hash(&pool.spec).into());
-        stamp.insert(NODEPOOL_HASH_VERSION_ANNOTATION.into(), NODEPOOL_HASH_VERSION.into());
+        stamp.extend(nodepool_annotations(&pool.spec).map(|(k, v)| (k.to_string(), v.into())));
     }
     if annotations.get(EC2NODECLASS_HASH_VERSION_ANNOTATION).map(String::as_str) != Some(EC2NODECLASS_HASH_VERSION)
         && let Some(class) = ctx.state.nodeclass(&claim.spec.node_class_ref.name)
     {
-        stamp.insert(EC2NODECLASS_HASH_ANNOTATION.into(), nodeclass_hash(&class.spec).into());
-        stamp.insert(EC2NODECLASS_HASH_VERSION_ANNOTATION.into(), EC2NODECLASS_HASH_VERSION.into());
+        stamp.extend(nodeclass_annotations(&class.spec).map(|(k, v)| (k.to_string(), v.into())));
     }
     if stamp.is_empty() {
         return Ok(());
