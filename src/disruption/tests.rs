@@ -60,6 +60,11 @@ fn policy(name: &str, policy: Policy, after: Option<u64>, budgets: Vec<Budget>) 
     PoolPolicy { name: name.into(), policy, consolidate_after: after.map(Duration::from_secs), budgets }
 }
 
+/// One always-active budget of `nodes`, for every reason.
+fn budget(nodes: &str) -> Vec<Budget> {
+    vec![Budget::parse(nodes, None, None, vec![]).expect("budget")]
+}
+
 fn pod(id: &str, cpu_millis: i64, memory_mib: i64) -> MovablePod {
     let requests = Resources::ZERO
         .with(ResourceName::Cpu, cpu_millis)
@@ -207,14 +212,14 @@ fn budgets_cap_how_many_go_at_once_and_zero_blocks_with_a_reason() {
     let command = cluster.decide().command.expect("a command");
     assert_eq!(command.candidates.len(), 1);
 
-    cluster.pools[0].budgets = vec![Budget::parse("3", None, None, vec![]).expect("budget")];
+    cluster.pools[0].budgets = budget("3");
     assert_eq!(cluster.decide().command.expect("a command").candidates.len(), 3);
     // Two already going count against the budget.
     cluster.nodes[0].deleting = true;
     cluster.nodes[1].ready = false;
     assert_eq!(cluster.decide().command.expect("a command").candidates.len(), 1);
 
-    cluster.pools[0].budgets = vec![Budget::parse("0", None, None, vec![]).expect("budget")];
+    cluster.pools[0].budgets = budget("0");
     let decision = cluster.decide();
     assert!(decision.command.is_none());
     assert!(blocked_reason(&decision, "empty-4").contains("budget of NodePool default allows no more Empty"));
@@ -251,7 +256,7 @@ fn pods_that_cannot_move_and_do_not_disrupt_nodes_block_consolidation_with_the_r
 #[test]
 fn six_lightly_used_nodes_are_consolidated_several_at_once() {
     let mut cluster = Cluster::new();
-    cluster.pools[0].budgets = vec![Budget::parse("100%", None, None, vec![]).expect("budget")];
+    cluster.pools[0].budgets = budget("100%");
     for i in 0..6 {
         cluster.node(
             &format!("light-{i}"),
@@ -347,7 +352,7 @@ fn a_recent_consolidation_replacement_is_held() {
 fn balanced_skips_a_replacement_that_saves_little_for_much_disruption() {
     let mut cluster = Cluster::new();
     cluster.pools[0].policy = Policy::Balanced;
-    cluster.pools[0].budgets = vec![Budget::parse("100%", None, None, vec![]).expect("budget")];
+    cluster.pools[0].budgets = budget("100%");
     // A busy, slightly oversized node beside a large cheap-to-disrupt pool: little saving, most of the evictions.
     let pods: Vec<MovablePod> = (0..14).map(|i| pod(&format!("a/busy-{i}"), 250, 256)).collect();
     cluster.node("busy", "default", "m5.xlarge", CapacityType::OnDemand, pods);
@@ -370,7 +375,7 @@ fn balanced_skips_a_replacement_that_saves_little_for_much_disruption() {
 fn a_pass_that_runs_out_of_time_says_so_and_decides_nothing_it_did_not_check() {
     let mut cluster = Cluster::new();
     cluster.settings.consolidation_timeout = Duration::ZERO;
-    cluster.pools[0].budgets = vec![Budget::parse("100%", None, None, vec![]).expect("budget")];
+    cluster.pools[0].budgets = budget("100%");
     for i in 0..3 {
         cluster.node(
             &format!("light-{i}"),

@@ -22,10 +22,12 @@ const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(LAUNCH_TIMEOUT.as_secs
 
 pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) -> Result<(), Error> {
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
-    let candidates: Vec<NodeClaim> = command
-        .candidates
-        .iter()
-        .filter_map(|name| ctx.state.nodeclaims.state().into_iter().find(|c| &c.name_any() == name))
+    let candidates: Vec<NodeClaim> = ctx
+        .state
+        .nodeclaims
+        .state()
+        .into_iter()
+        .filter(|c| command.candidates.contains(&c.name_any()))
         .map(|c| c.as_ref().clone())
         .collect();
     let what = match command.method {
