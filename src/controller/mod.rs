@@ -98,9 +98,8 @@ impl Context {
         state: ClusterState,
         instance_types: Vec<InstanceTypeInfo>,
     ) -> Arc<Self> {
-        let reporter = Reporter { controller: "nodesmith".into(), instance: Some(settings.identity.clone()) };
         Arc::new(Self {
-            recorder: Recorder::new(kube.clone(), reporter),
+            recorder: Recorder::new(kube.clone(), reporter(&settings)),
             settings,
             cluster,
             kube,
@@ -120,9 +119,21 @@ impl Context {
         })
     }
 
+    /// A recorder with a cache of its own. The shared one folds an Event into an earlier one of the same reason
+    /// on the same object for minutes, keeping the earlier note; a note that says what holds a node *now* must not
+    /// be folded into what held it before.
+    pub fn fresh_recorder(&self) -> Recorder {
+        Recorder::new(self.kube.clone(), reporter(&self.settings))
+    }
+
     pub fn instance_type(&self, name: &str) -> Option<&InstanceTypeInfo> {
         self.instance_types.iter().find(|t| t.name == name)
     }
+}
+
+/// Who publishes the controller's Events: nodesmith, this replica.
+fn reporter(settings: &Settings) -> Reporter {
+    Reporter { controller: "nodesmith".into(), instance: Some(settings.identity.clone()) }
 }
 
 /// Errors of one reconcile; each is retried with backoff.

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -250,6 +250,11 @@ fn initialized(claim: &NodeClaim, node: &Node) -> bool {
 }
 
 pub async fn publish(ctx: &Context, claim: &NodeClaim, type_: EventType, reason: &str, note: &str) {
+    publish_with(&ctx.recorder, claim, type_, reason, note).await;
+}
+
+/// `publish` through another recorder (see `Context::fresh_recorder`).
+pub async fn publish_with(recorder: &Recorder, claim: &NodeClaim, type_: EventType, reason: &str, note: &str) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -257,7 +262,7 @@ pub async fn publish(ctx: &Context, claim: &NodeClaim, type_: EventType, reason:
         action: reason.into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &claim.object_ref(&())).await {
+    if let Err(error) = recorder.publish(&event, &claim.object_ref(&())).await {
         tracing::debug!("could not record an event on NodeClaim {}: {error}", claim.name_any());
     }
 }

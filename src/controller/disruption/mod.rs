@@ -20,7 +20,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::leader::Leadership;
-use super::nodeclaim_lifecycle::publish;
+use super::nodeclaim_lifecycle::{publish, publish_with};
 use super::{Context, Error, is_not_found};
 use crate::apis::labels::{CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODEPOOL_LABEL};
 use crate::apis::nodeclaim::NodeClaim;
@@ -121,7 +121,9 @@ async fn pass(
         ctx.metrics.consolidation_timeout(method.consolidation_type());
         tracing::warn!(method = ?method, "consolidation ran out of time this pass; the rest waits for the next");
     }
-    // One Event per node with everything that held it this pass, published when that changes.
+    // One Event per node with everything that held it this pass, published when that changes (`Said`), each a
+    // new Event rather than a repeat of the last one's note.
+    let recorder = ctx.fresh_recorder();
     let mut held: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
     for blocked in &decision.blocked {
         held.entry(blocked.claim.as_str()).or_default().push(blocked.reason.as_str());
@@ -137,7 +139,7 @@ async fn pass(
             } else {
                 "DisruptionBlocked"
             };
-            publish(ctx, claim, EventType::Normal, reason, &note).await;
+            publish_with(&recorder, claim, EventType::Normal, reason, &note).await;
         }
     }
     let Some(command) = decision.command else { return Ok(()) };
