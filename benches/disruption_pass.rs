@@ -1,10 +1,14 @@
 //! A full consolidation pass over a large cluster: every candidate evaluated on its own (single-node) plus the
-//! multi-node search, on the real catalog and prices. Nodes of c5/m5/r5 sizes large to 4xlarge, each filled to
-//! 40–90% with pods of mixed shapes (CPU {100,250,500,1000,1500}m, memory {100,256,512,1024,2048,4096}Mi), a fifth
-//! of them with a zone spread and a tenth with hostname anti-affinity; consolidateAfter passed everywhere.
+//! multi-node search, on the real catalog and prices, on one thread. Nodes of c5/m5/r5 sizes large to 4xlarge,
+//! each given `--pods-per-node` pods of mixed shapes (CPU {50,100,250,500,1000,1500}m, memory 64Mi–4Gi, none
+//! larger than twice its share) filling 40–90% of its CPU (`--fill`); a fifth of the pods have a zone spread and
+//! a tenth hostname anti-affinity; consolidateAfter has passed everywhere. `--headroom N` caps every node's free
+//! CPU at N% (the rest taken by pods that stay), so with `--headroom 0` no candidate's pods fit elsewhere and
+//! every candidate is judged for a replacement node: the dearest path.
 //!
-//! `cargo run --release --example disruption-pass -- --nodes 1000,5000 [--pods-per-node 10] [--seed 7]`
-//! prints, per size, the time of `decide` (stops at the first command) and of evaluating every candidate.
+//! `cargo run --release --example disruption-pass -- --nodes 1000,5000 [--pods-per-node 10] [--fill 40-90]
+//! [--headroom 100] [--seed 7]` prints, per size, the time of `decide` (stops at the first command) and of
+//! evaluating every candidate.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -50,8 +54,8 @@ impl Rng {
 }
 
 fn pod(rng: &mut Rng, id: String) -> PodRequest {
-    let cpu = rng.pick(&[100, 250, 500, 1000, 1500]);
-    let memory = rng.pick(&[100i64, 256, 512, 1024, 2048, 4096]) << 20;
+    let cpu = rng.pick(&[50, 100, 250, 500, 1000, 1500]);
+    let memory = rng.pick(&[64i64, 100, 256, 512, 1024, 2048, 4096]) << 20;
     let mut request = PodRequest::new(
         &id,
         Resources::ZERO.with(ResourceName::Cpu, cpu).with(ResourceName::Memory, memory).with(ResourceName::Pods, 1),
@@ -73,7 +77,17 @@ fn pod(rng: &mut Rng, id: String) -> PodRequest {
     request
 }
 
-fn cluster(nodes: usize, pods_per_node: usize, seed: u64) -> (Vec<ManagedNode>, PriceTable) {
+/// How the cluster is made: pods per node, the range of CPU fill, the most free CPU a node keeps (percent of its
+/// allocatable; the rest taken by pods that do not move), and the seed.
+struct Shape {
+    pods_per_node: usize,
+    fill: (u64, u64),
+    headroom: u64,
+    seed: u64,
+}
+
+fn cluster(nodes: usize, shape: &Shape) -> (Vec<ManagedNode>, PriceTable) {
+    let Shape { pods_per_node, fill, headroom, seed } = *shape;
     let prices = PriceTable::embedded();
     let catalog = embedded_instance_types();
     let mut rng = Rng(seed.max(1));
@@ -84,18 +98,26 @@ fn cluster(nodes: usize, pods_per_node: usize, seed: u64) -> (Vec<ManagedNode>, 
         let zone = ZONES[n % 3];
         let info = catalog.iter().find(|t| t.name == instance_type).expect("a type of the catalog");
         let allocatable = info.allocatable(Default::default());
-        let fill = 40 + rng.next() % 51;
+        let fill = fill.0 + rng.next() % (fill.1 - fill.0 + 1);
         let mut used = Resources::ZERO;
         let mut pods = Vec::new();
-        for p in 0..pods_per_node * 2 {
-            let request = pod(&mut rng, format!("ns/pod-{n}-{p}"));
-            let next = used + request.requests;
-            let cpu_share = next.get(ResourceName::Cpu) * 100 / allocatable.get(ResourceName::Cpu).max(1);
-            if !next.fits_in(&allocatable) || cpu_share as u64 > fill || pods.len() >= pods_per_node {
-                continue;
+        // Each of the node's pods is the first of a few random shapes no larger than twice its share of the fill
+        // and that keeps the node's CPU within the fill: big nodes get big pods, and every node gets its count.
+        let cpu_share = allocatable.get(ResourceName::Cpu) * fill as i64 / 100 / pods_per_node.max(1) as i64;
+        for p in 0..pods_per_node {
+            for _ in 0..20 {
+                let request = pod(&mut rng, format!("ns/pod-{n}-{p}"));
+                let next = used + request.requests;
+                let cpu_used = next.get(ResourceName::Cpu) * 100 / allocatable.get(ResourceName::Cpu).max(1);
+                if next.fits_in(&allocatable)
+                    && cpu_used as u64 <= fill
+                    && request.requests.get(ResourceName::Cpu) <= (2 * cpu_share).max(50)
+                {
+                    used = next;
+                    pods.push(MovablePod { request, blocker: None, eviction_cost: 1.0 });
+                    break;
+                }
             }
-            used = next;
-            pods.push(MovablePod { request, blocker: None, eviction_cost: 1.0 });
         }
         let name = format!("node-{n}");
         let mut labels: BTreeMap<String, String> = info.labels().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
@@ -125,7 +147,12 @@ fn cluster(nodes: usize, pods_per_node: usize, seed: u64) -> (Vec<ManagedNode>, 
                 name,
                 labels,
                 taints: vec![],
-                available: allocatable - used,
+                available: {
+                    let mut free = allocatable - used;
+                    let cap = allocatable.get(ResourceName::Cpu) * headroom as i64 / 100;
+                    free.set(ResourceName::Cpu, free.get(ResourceName::Cpu).min(cap));
+                    free
+                },
                 capacity: info.capacity(Default::default()),
                 nodepool: Some("default".into()),
             },
@@ -141,6 +168,15 @@ fn main() {
         value("--nodes").unwrap_or_else(|| "1000,5000".into()).split(',').filter_map(|s| s.parse().ok()).collect();
     let pods_per_node = value("--pods-per-node").and_then(|v| v.parse().ok()).unwrap_or(10);
     let seed = value("--seed").and_then(|v| v.parse().ok()).unwrap_or(7);
+    let fill = value("--fill")
+        .and_then(|v| {
+            let (low, high) = v.split_once('-')?;
+            Some((low.parse().ok()?, high.parse().ok()?))
+        })
+        .filter(|(low, high)| low <= high && *high <= 100)
+        .unwrap_or((40, 90));
+    let headroom = value("--headroom").and_then(|v| v.parse().ok()).unwrap_or(100).min(100);
+    let shape = Shape { pods_per_node, fill, headroom, seed };
     let types: Vec<_> = embedded_instance_types()
         .iter()
         .filter(|t| ["c5", "m5", "r5", "c6i", "m6i", "r6i"].contains(&t.family()))
@@ -162,7 +198,7 @@ fn main() {
     };
     let unavailable = HashSet::new();
     for nodes in sizes {
-        let (managed, prices) = cluster(nodes, pods_per_node, seed);
+        let (managed, prices) = cluster(nodes, &shape);
         let pods: usize = managed.iter().map(|n| n.pods.len()).sum();
         let policies = [PoolPolicy {
             name: "default".into(),

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::catalog::CapacityType;
 use crate::catalog::resources::Resources;
-use crate::scheduling::{self, ExistingNode, NewNode, PodRequest, SchedulingInput};
+use crate::scheduling::{self, ExistingNode, NewNode, PodRequest, Prepared, SchedulingInput};
 
 use super::model::{ManagedNode, Snapshot};
 
@@ -22,6 +22,8 @@ pub const MIN_SPOT_TO_SPOT_OPTIONS: usize = 15;
 pub struct Simulator<'s> {
     snapshot: &'s Snapshot<'s>,
     existing: RefCell<Vec<ExistingNode>>,
+    /// The catalog and the existing nodes' domains, worked out once for every simulation of the pass.
+    prepared: Prepared<'s>,
     /// NodeClaim name → its entry in `existing`.
     index: HashMap<&'s str, usize>,
 }
@@ -39,7 +41,27 @@ impl<'s> Simulator<'s> {
             index.insert(node.claim.as_str(), existing.len());
             existing.push(room);
         }
-        Self { snapshot, existing: RefCell::new(existing), index }
+        let prepared = Prepared::of(snapshot.instance_types, snapshot.prices, snapshot.unavailable, &existing);
+        Self { snapshot, existing: RefCell::new(existing), index, prepared }
+    }
+
+    fn input<'i>(
+        snapshot: &'s Snapshot<'s>,
+        pods: &'i [PodRequest],
+        existing: &'i [ExistingNode],
+    ) -> SchedulingInput<'i>
+    where
+        's: 'i,
+    {
+        SchedulingInput {
+            pods,
+            nodepools: snapshot.nodepools,
+            instance_types: snapshot.instance_types,
+            prices: snapshot.prices,
+            existing,
+            daemonsets: snapshot.daemonsets,
+            unavailable: snapshot.unavailable,
+        }
     }
 
     /// The new nodes the candidates' pods need once the candidates are gone (empty: they all fit elsewhere), or
@@ -58,16 +80,7 @@ impl<'s> Simulator<'s> {
                 existing[i].capacity = Resources::ZERO;
             }
         }
-        let snapshot = self.snapshot;
-        let plan = scheduling::solve(&SchedulingInput {
-            pods: &pods,
-            nodepools: snapshot.nodepools,
-            instance_types: snapshot.instance_types,
-            prices: snapshot.prices,
-            existing: &existing,
-            daemonsets: snapshot.daemonsets,
-            unavailable: snapshot.unavailable,
-        });
+        let plan = scheduling::solve_prepared(&Self::input(self.snapshot, &pods, &existing), &self.prepared);
         for (i, available, capacity) in saved {
             existing[i].available = available;
             existing[i].capacity = capacity;

@@ -13,7 +13,7 @@ pub mod topology;
 pub use model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, Toleration};
 pub use plan::{NewNode, Plan, UnschedulablePod};
 pub use requirements::{Operator, Requirement};
-pub use solver::{SchedulingInput, solve};
+pub use solver::{Prepared, SchedulingInput, solve, solve_prepared};
 pub use topology::{PodAffinityTerm, TopologyKey, TopologySpread};
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::model::PodRequest;
 use super::options::{Catalog, Pool};
 use super::plan::NewNode;
-use super::solver::{Pass, PlannedNode, SchedulingInput, solve_with};
+use super::solver::{Pass, PlannedNode, SchedulingInput, solve_with, solve_with_catalog};
 use super::topology::PodTopology;
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::resources::{ResourceName, Resources};
@@ -84,7 +84,7 @@ pub(super) fn repack_by_shape(
             let plans: Option<Vec<(f64, Vec<NewNode>)>> = parts
                 .iter()
                 .filter(|part| !part.is_empty())
-                .map(|part| cheapest_plan_of_part(part, with_first_fit, pool, &supply, input))
+                .map(|part| cheapest_plan_of_part(part, with_first_fit, pool, &supply, catalog, input))
                 .collect();
             let Some(plans) = plans else { continue };
             let cost: f64 = plans.iter().map(|(c, _)| c).sum();
@@ -118,12 +118,14 @@ fn cheapest_plan_of_part(
     with_first_fit: bool,
     pool: &Pool,
     supply: &[Supply],
+    catalog: &Catalog,
     input: &SchedulingInput,
 ) -> Option<(f64, Vec<NewNode>)> {
     let solve_part = |pods: &[PodRequest], pass: Pass| {
-        let plan = solve_with(
+        let plan = solve_with_catalog(
             &SchedulingInput { pods, nodepools: std::slice::from_ref(pool.spec), existing: &[], ..*input },
             pass,
+            catalog,
         );
         plan.unschedulable.is_empty().then(|| (plan.total_price_per_hour(), plan.new_nodes))
     };

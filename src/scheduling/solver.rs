@@ -84,6 +84,64 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
     solve_with(input, Pass::Full)
 }
 
+/// What solves over one catalog and one set of existing nodes work out alike: the prepared catalog and each
+/// existing node's zone and capacity type. A disruption pass simulates thousands of candidates against the same
+/// cluster, changing only the pods and the free room of a few nodes; preparing this once per pass instead of per
+/// solve is most of what makes the pass fast.
+pub struct Prepared<'a> {
+    catalog: Catalog<'a>,
+    /// Per existing node: its zone (index into the catalog's zones) and capacity type (0 spot, 1 on-demand).
+    domains: Vec<(Option<usize>, Option<usize>)>,
+}
+
+impl<'a> Prepared<'a> {
+    /// Prepares `input`'s catalog and existing nodes; its pods play no part. Solves with other pods, and with
+    /// other free room or capacity on the same existing nodes (same labels, same order), may use it.
+    pub fn new(input: &SchedulingInput<'a>) -> Self {
+        Self::of(input.instance_types, input.prices, input.unavailable, input.existing)
+    }
+
+    pub fn of(
+        instance_types: &'a [InstanceTypeInfo],
+        prices: &PriceTable,
+        unavailable: &HashSet<OfferingKey>,
+        existing: &[ExistingNode],
+    ) -> Self {
+        let catalog = Catalog::new(instance_types, prices, unavailable);
+        let domains = domains_of(existing, &catalog);
+        Self { catalog, domains }
+    }
+
+    /// Whether this was prepared for `input`'s catalog and existing nodes (as far as cheaply checked).
+    fn fits(&self, input: &SchedulingInput<'_>) -> bool {
+        std::ptr::eq(self.catalog.types, input.instance_types) && self.domains.len() == input.existing.len()
+    }
+}
+
+/// Per existing node: its zone (index into the catalog's zones) and capacity type (0 spot, 1 on-demand).
+fn domains_of(existing: &[ExistingNode], catalog: &Catalog) -> Vec<(Option<usize>, Option<usize>)> {
+    existing
+        .iter()
+        .map(|n| {
+            let zone = n.labels.get(ZONE_LABEL).and_then(|z| catalog.zone_index(z));
+            let capacity_type = match n.labels.get(CAPACITY_TYPE_LABEL).map(String::as_str) {
+                Some("spot") => Some(0),
+                Some("on-demand") => Some(1),
+                _ => None,
+            };
+            (zone, capacity_type)
+        })
+        .collect()
+}
+
+/// `solve`, with the catalog and existing nodes prepared beforehand (see `Prepared`).
+pub fn solve_prepared(input: &SchedulingInput<'_>, prepared: &Prepared<'_>) -> Plan {
+    if !prepared.fits(input) {
+        return solve(input);
+    }
+    solve_in(input, Pass::Full, &prepared.catalog, &prepared.domains)
+}
+
 /// How a solve runs: the whole plan, or one of the re-plans the whole plan makes of a part of itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Pass<'b> {
@@ -99,12 +157,27 @@ pub(super) enum Pass<'b> {
 }
 
 pub(super) fn solve_with(input: &SchedulingInput<'_>, pass: Pass) -> Plan {
+    let prepared = Prepared::new(input);
+    solve_in(input, pass, &prepared.catalog, &prepared.domains)
+}
+
+/// `solve_with` on a catalog already prepared from `input`'s instance types, prices and unavailable offerings:
+/// the re-plans of a part of a plan, which only change the pods and NodePools.
+pub(super) fn solve_with_catalog(input: &SchedulingInput<'_>, pass: Pass, catalog: &Catalog) -> Plan {
+    solve_in(input, pass, catalog, &domains_of(input.existing, catalog))
+}
+
+fn solve_in(
+    input: &SchedulingInput<'_>,
+    pass: Pass,
+    catalog: &Catalog,
+    domains: &[(Option<usize>, Option<usize>)],
+) -> Plan {
     let bin_of = |pod: usize| match pass {
         Pass::Bins(bins) => bins.get(pod).copied().unwrap_or(usize::MAX),
         _ => 0,
     };
-    let catalog = Catalog::new(input.instance_types, input.prices, input.unavailable);
-    let mut pools: Vec<Pool> = input.nodepools.iter().map(|spec| prepare_pool(spec, &catalog, input)).collect();
+    let mut pools: Vec<Pool> = input.nodepools.iter().map(|spec| prepare_pool(spec, catalog, input)).collect();
     // Heaviest first; the name breaks ties so the plan does not depend on input order.
     pools.sort_by(|a, b| b.spec.weight.cmp(&a.spec.weight).then(a.spec.name.cmp(&b.spec.name)));
 
@@ -121,7 +194,7 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, pass: Pass) -> Plan {
         .collect();
     let (mut topology, pod_topology) = Topology::new(&topology_inputs);
 
-    let mut existing = ExistingState::new(input.existing, &catalog);
+    let mut existing = ExistingState::new(input.existing, domains);
     let mut planned: Vec<PlannedNode> = Vec::new();
     let mut compat_cache: HashMap<(usize, Vec<Requirement>), Option<Compat>> = HashMap::new();
     let mut unschedulable = Vec::new();
@@ -159,7 +232,7 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, pass: Pass) -> Plan {
         };
         let grow_efficiently = !matches!(pass, Pass::Bins(_));
         for attempt in attempts(pod) {
-            if existing.place(pod, pod_index, shape, &attempt, &catalog, &mut topology) {
+            if existing.place(pod, pod_index, shape, &attempt, catalog, &mut topology) {
                 placed = true;
                 break;
             }
@@ -171,7 +244,7 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, pass: Pass) -> Plan {
                     &pod_topology,
                     &attempt,
                     &pools,
-                    &catalog,
+                    catalog,
                     &mut topology,
                     &mut compat_cache,
                 )
@@ -187,7 +260,7 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, pass: Pass) -> Plan {
                 &attempt,
                 grow_efficiently,
                 &mut pools,
-                &catalog,
+                catalog,
                 &mut topology,
                 &mut compat_cache,
             );
@@ -201,29 +274,27 @@ pub(super) fn solve_with(input: &SchedulingInput<'_>, pass: Pass) -> Plan {
         if !placed {
             unschedulable.push(UnschedulablePod {
                 pod: pod.id.clone(),
-                reason: why_unschedulable(pod, &pools, &catalog, &mut compat_cache),
+                reason: why_unschedulable(pod, &pools, catalog, &mut compat_cache),
             });
         }
     }
 
     let launched: Vec<(usize, NewNode)> = planned
         .iter()
-        .filter_map(|node| Some((node, finish(node, &pools, &catalog, input.pods)?)))
+        .filter_map(|node| Some((node, finish(node, &pools, catalog, input.pods)?)))
         .flat_map(|(node, launched)| {
             right_size(launched, node, &pod_topology, input).into_iter().map(move |n| (node.pool, n))
         })
         .collect();
     let new_nodes = if pass == Pass::Full {
-        repack_by_shape(launched, &planned, &pools, &catalog, &pod_topology, input)
+        repack_by_shape(launched, &planned, &pools, catalog, &pod_topology, input)
     } else {
         launched.into_iter().map(|(_, node)| node).collect()
     };
-    let existing_placements = input
-        .existing
+    let existing_placements = existing
+        .pods
         .iter()
-        .zip(existing.pods)
-        .filter(|(_, pods)| !pods.is_empty())
-        .map(|(node, pods)| (node.name.clone(), pods.iter().map(|&p| input.pods[p].id.clone()).collect()))
+        .map(|(&n, pods)| (input.existing[n].name.clone(), pods.iter().map(|&p| input.pods[p].id.clone()).collect()))
         .collect();
     Plan { new_nodes, existing_placements, unschedulable }
 }
@@ -252,28 +323,32 @@ fn attempts(pod: &PodRequest) -> Vec<Attempt> {
 struct ExistingState<'a> {
     nodes: &'a [ExistingNode],
     available: Vec<Resources>,
-    zones: Vec<Option<usize>>,
-    capacity_types: Vec<Option<usize>>,
-    hosts: Vec<HostState>,
-    pods: Vec<Vec<usize>>,
+    /// Per node: (zone, capacity type), from `Prepared`.
+    domains: &'a [(Option<usize>, Option<usize>)],
+    /// Per block of `BLOCK` nodes, the element-wise maximum of their free room when the solve began: a pod that
+    /// does not fit it skips the block. Placing pods only shrinks room, so it stays an upper bound. In a cluster
+    /// of thousands of mostly full nodes this keeps a pod from testing every node.
+    block_room: Vec<Resources>,
+    /// Only the nodes that took pods in this solve (a few of thousands): their hostname topology, their pods.
+    hosts: HashMap<usize, HostState>,
+    pods: BTreeMap<usize, Vec<usize>>,
 }
 
+/// Nodes per entry of `ExistingState::block_room`.
+const BLOCK: usize = 32;
+
 impl<'a> ExistingState<'a> {
-    fn new(nodes: &'a [ExistingNode], catalog: &Catalog) -> Self {
-        let label = |n: &ExistingNode, key: &str| n.labels.get(key).cloned();
+    fn new(nodes: &'a [ExistingNode], domains: &'a [(Option<usize>, Option<usize>)]) -> Self {
+        let available: Vec<Resources> = nodes.iter().map(|n| n.available).collect();
         Self {
-            available: nodes.iter().map(|n| n.available).collect(),
-            zones: nodes.iter().map(|n| label(n, ZONE_LABEL).and_then(|z| catalog.zone_index(&z))).collect(),
-            capacity_types: nodes
-                .iter()
-                .map(|n| match label(n, CAPACITY_TYPE_LABEL).as_deref() {
-                    Some("spot") => Some(0),
-                    Some("on-demand") => Some(1),
-                    _ => None,
-                })
+            block_room: available
+                .chunks(BLOCK)
+                .map(|block| block.iter().fold(Resources::ZERO, |max, room| max.max(room)))
                 .collect(),
-            hosts: vec![HostState::default(); nodes.len()],
-            pods: vec![Vec::new(); nodes.len()],
+            available,
+            domains,
+            hosts: HashMap::new(),
+            pods: BTreeMap::new(),
             nodes,
         }
     }
@@ -287,36 +362,39 @@ impl<'a> ExistingState<'a> {
         catalog: &Catalog,
         topology: &mut Topology,
     ) -> bool {
-        for (n, node) in self.nodes.iter().enumerate() {
+        let blocks = (0..self.block_room.len()).filter(|&b| pod.requests.fits_in(&self.block_room[b]));
+        for n in blocks.flat_map(|b| b * BLOCK..((b + 1) * BLOCK).min(self.nodes.len())) {
+            let node = &self.nodes[n];
             if !pod.requests.fits_in(&self.available[n])
                 || !tolerates_all(&pod.tolerations, &node.taints)
                 || !attempt.requirements.iter().all(|r| r.matches(node.labels.get(&r.key).map(String::as_str)))
                 || !topology.hostname_allows(
                     shape,
-                    &self.hosts[n].counts,
-                    &self.hosts[n].anti_affinity,
+                    self.hosts.get(&n).map_or(&[][..], |h| &h.counts),
+                    self.hosts.get(&n).map_or(&[][..], |h| &h.anti_affinity),
                     attempt.soft_spreads,
                 )
             {
                 continue;
             }
             // The node's domains are fixed: it must be among those the pod's constraints allow.
+            let (zone, capacity_type) = self.domains[n];
             let zone_ok = !topology.constrains(shape, TopologyKey::Zone)
-                || self.zones[n].is_some_and(|z| {
+                || zone.is_some_and(|z| {
                     topology.allowed_zones(shape, catalog.all_zones(), attempt.soft_spreads) & (1 << z) != 0
                 });
             let ct_ok = !topology.constrains(shape, TopologyKey::CapacityType)
-                || self.capacity_types[n].is_some_and(|c| {
+                || capacity_type.is_some_and(|c| {
                     topology.allowed_capacity_types(shape, SPOT | ON_DEMAND, attempt.soft_spreads) & (1 << c) != 0
                 });
             if !zone_ok || !ct_ok {
                 continue;
             }
             self.available[n] = self.available[n] - pod.requests;
-            self.hosts[n].add(shape, topology);
-            topology.record(&shape.member_of, self.zones[n], self.capacity_types[n]);
+            self.hosts.entry(n).or_default().add(shape, topology);
+            topology.record(&shape.member_of, zone, capacity_type);
             topology.record_total(&shape.member_of);
-            self.pods[n].push(pod_index);
+            self.pods.entry(n).or_default().push(pod_index);
             return true;
         }
         false

@@ -9,7 +9,8 @@ use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, 
 use super::plan::Plan;
 use super::requirements::{Operator, Requirement};
 use super::solver::{
-    CAPACITY_TYPE_LABEL, MAX_INSTANCE_TYPE_OPTIONS, Pass, SchedulingInput, ZONE_LABEL, solve, solve_with,
+    CAPACITY_TYPE_LABEL, MAX_INSTANCE_TYPE_OPTIONS, Pass, Prepared, SchedulingInput, ZONE_LABEL, solve, solve_prepared,
+    solve_with,
 };
 use super::topology::{PodAffinityTerm, TopologyKey, TopologySpread};
 use crate::catalog::instance_type::InstanceTypeInfo;
@@ -513,6 +514,64 @@ proptest! {
             let pod = pods.iter().find(|p| p.id == unschedulable.pod).expect("known pod");
             let alone = fixture.solve(std::slice::from_ref(pod), &pools);
             prop_assert!(!alone.unschedulable.is_empty(), "{} fits alone but was reported: {}", pod.id, unschedulable.reason);
+        }
+    }
+}
+
+/// Existing nodes across the zones and capacity types, each with `free` of room, for the prepared-solve property.
+fn existing_nodes(free: &[(i64, i64)]) -> Vec<ExistingNode> {
+    free.iter()
+        .enumerate()
+        .map(|(i, &(cpu, memory))| ExistingNode {
+            name: format!("node-{i}"),
+            labels: BTreeMap::from([
+                (ZONE_LABEL.to_string(), ["us-east-1a", "us-east-1b", "us-east-1c"][i % 3].to_string()),
+                (CAPACITY_TYPE_LABEL.to_string(), ["spot", "on-demand"][i % 2].to_string()),
+                ("kubernetes.io/arch".to_string(), "amd64".to_string()),
+                ("kubernetes.io/hostname".to_string(), format!("node-{i}")),
+            ]),
+            taints: vec![],
+            available: Resources::ZERO
+                .with(ResourceName::Cpu, cpu)
+                .with(ResourceName::Memory, memory)
+                .with(ResourceName::Pods, 20),
+            capacity: Resources::ZERO.with(ResourceName::Cpu, 4000).with(ResourceName::Memory, 16 * GI),
+            nodepool: Some("pool-0".into()),
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// A solve prepared once (as a disruption pass does) plans what a fresh solve plans, also after the room of
+    /// existing nodes changed since the preparation: the candidate's own node emptied, as a simulation does.
+    #[test]
+    fn a_prepared_solve_plans_what_a_fresh_one_does(
+        (pods, pools) in arb_input(),
+        free in prop::collection::vec((0i64..4000, 0i64..(16 * GI)), 0..12),
+        emptied in any::<prop::sample::Index>(),
+    ) {
+        let fixture = fixture_for_properties();
+        let mut existing = existing_nodes(&free);
+        let base = SchedulingInput {
+            pods: &pods,
+            nodepools: &pools,
+            instance_types: &fixture.types,
+            prices: &fixture.prices,
+            existing: &[],
+            daemonsets: &fixture.daemonsets,
+            unavailable: &fixture.unavailable,
+        };
+        let prepared = Prepared::of(&fixture.types, &fixture.prices, &fixture.unavailable, &existing);
+        let input = SchedulingInput { existing: &existing, ..base };
+        prop_assert_eq!(solve_prepared(&input, &prepared), solve(&input));
+        if !existing.is_empty() {
+            let i = emptied.index(existing.len());
+            existing[i].available = Resources::ZERO;
+            existing[i].capacity = Resources::ZERO;
+            let input = SchedulingInput { existing: &existing, ..base };
+            prop_assert_eq!(solve_prepared(&input, &prepared), solve(&input));
         }
     }
 }
