@@ -43,8 +43,17 @@ struct NodePoolLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
+    controller: String,
     method: String,
+    provider: String,
     error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloudCallLabels {
+    controller: String,
+    method: String,
+    provider: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,6 +118,9 @@ struct ConsolidationTypeLabels {
     consolidation_type: String,
 }
 
+/// The `provider` label of the cloud provider metrics, as Karpenter's AWS provider sets it.
+const PROVIDER: &str = "aws";
+
 /// The controller's metrics, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -116,6 +128,7 @@ pub struct Metrics {
     nodeclaims_created: Family<NodePoolLabels, Counter>,
     nodeclaims_terminated: Family<NodePoolLabels, Counter>,
     cloudprovider_errors: Family<ErrorLabels, Counter>,
+    cloudprovider_duration: Family<CloudCallLabels, Histogram>,
     pod_startup: Histogram,
     interruption_received: Family<MessageLabels, Counter>,
     interruption_deleted: Counter,
@@ -137,6 +150,9 @@ impl Default for Metrics {
         let nodeclaims_created = Family::default();
         let nodeclaims_terminated = Family::default();
         let cloudprovider_errors = Family::default();
+        let cloudprovider_duration = Family::<CloudCallLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
         let pod_startup = Histogram::new(exponential_buckets(0.5, 2.0, 14));
         let interruption_received = Family::default();
         let interruption_deleted = Counter::default();
@@ -203,8 +219,13 @@ impl Default for Metrics {
         registry.register("karpenter_nodeclaims_terminated", "NodeClaims terminated", nodeclaims_terminated.clone());
         registry.register(
             "karpenter_cloudprovider_errors",
-            "Errors returned by AWS, by call and error code",
+            "Errors returned by the cloud provider, by calling controller, method and error code",
             cloudprovider_errors.clone(),
+        );
+        registry.register(
+            "karpenter_cloudprovider_duration_seconds",
+            "Duration of cloud provider calls, by calling controller and method",
+            cloudprovider_duration.clone(),
         );
         registry.register(
             "karpenter_pods_startup_duration_seconds",
@@ -227,6 +248,7 @@ impl Default for Metrics {
             nodeclaims_created,
             nodeclaims_terminated,
             cloudprovider_errors,
+            cloudprovider_duration,
             pod_startup,
             interruption_received,
             interruption_deleted,
@@ -256,8 +278,21 @@ impl Metrics {
         self.nodeclaims_terminated.get_or_create(&NodePoolLabels { nodepool: nodepool.into() }).inc();
     }
 
-    pub fn cloudprovider_error(&self, method: &str, error: &str) {
-        self.cloudprovider_errors.get_or_create(&ErrorLabels { method: method.into(), error: error.into() }).inc();
+    /// A cloud provider call `method` made for `controller` failed with `error` (an AWS error code).
+    pub fn cloudprovider_error(&self, controller: &str, method: &str, error: &str) {
+        let labels = ErrorLabels {
+            controller: controller.into(),
+            method: method.into(),
+            provider: PROVIDER.into(),
+            error: error.into(),
+        };
+        self.cloudprovider_errors.get_or_create(&labels).inc();
+    }
+
+    pub fn cloudprovider_call(&self, controller: &str, method: &str, seconds: f64) {
+        let labels =
+            CloudCallLabels { controller: controller.into(), method: method.into(), provider: PROVIDER.into() };
+        self.cloudprovider_duration.get_or_create(&labels).observe(seconds);
     }
 
     pub fn pod_started(&self, seconds: f64) {
@@ -381,12 +416,16 @@ mod tests {
     fn metrics_carry_karpenters_names() {
         let metrics = Metrics::default();
         metrics.nodeclaim_created("default");
-        metrics.cloudprovider_error("CreateFleet", "InsufficientInstanceCapacity");
+        metrics.cloudprovider_error("provisioner", "CreateFleet", "InsufficientInstanceCapacity");
+        metrics.cloudprovider_call("provisioner", "CreateFleet", 0.2);
         let text = metrics.encode();
         assert!(text.contains(r#"karpenter_nodeclaims_created_total{nodepool="default"} 1"#), "{text}");
         assert!(text.contains(
-            r#"karpenter_cloudprovider_errors_total{method="CreateFleet",error="InsufficientInstanceCapacity"} 1"#
-        ));
+            r#"karpenter_cloudprovider_errors_total{controller="provisioner",method="CreateFleet",provider="aws",error="InsufficientInstanceCapacity"} 1"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"karpenter_cloudprovider_duration_seconds_count{controller="provisioner",method="CreateFleet",provider="aws"} 1"#
+        ), "{text}");
         assert!(text.contains("karpenter_scheduler_scheduling_duration_seconds_bucket"));
     }
 

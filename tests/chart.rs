@@ -23,7 +23,8 @@ fn exported_series() -> BTreeSet<String> {
     let metrics = Metrics::default();
     metrics.nodeclaim_created("default");
     metrics.nodeclaim_terminated("default");
-    metrics.cloudprovider_error("CreateFleet", "InsufficientInstanceCapacity");
+    metrics.cloudprovider_error("provisioner", "Create", "InsufficientInstanceCapacity");
+    metrics.cloudprovider_call("provisioner", "Create", 0.2);
     metrics.interruption_received("spot_interrupted");
     let labels = NodeLabels {
         node_name: "n".into(),

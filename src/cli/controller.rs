@@ -89,7 +89,7 @@ pub async fn run(args: &ControllerArgs, global: &GlobalArgs) -> Result<(), CliEr
             ..crate::disruption::Settings::default()
         },
     };
-    controller::run(settings, &sdk).await?;
+    controller::run(settings, std::sync::Arc::new(crate::cloud::AwsCloud::new(&sdk))).await?;
     Ok(())
 }
 

@@ -56,14 +56,14 @@ pub async fn ensure_for_role(
                 .key(cluster_tag_key(cluster))
                 .value("owned")
                 .build()
-                .map_err(|e| CloudError::Call { action: "iam:CreateInstanceProfile", message: e.to_string() })?,
+                .map_err(|e| CloudError::call("iam:CreateInstanceProfile", e.to_string()))?,
         )
         .tags(
             Tag::builder()
                 .key(NODECLASS_TAG)
                 .value(nodeclass)
                 .build()
-                .map_err(|e| CloudError::Call { action: "iam:CreateInstanceProfile", message: e.to_string() })?,
+                .map_err(|e| CloudError::call("iam:CreateInstanceProfile", e.to_string()))?,
         )
         .send()
         .await;

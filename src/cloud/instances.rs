@@ -131,7 +131,7 @@ pub async fn describe_instance(
 ) -> Result<Option<InstanceSummary>, CloudError> {
     match describe(ec2, Vec::new(), vec![instance_id.to_string()]).await {
         Ok(found) => Ok(found.into_iter().next()),
-        Err(CloudError::Call { message, .. }) if message.starts_with("InvalidInstanceID.NotFound") => Ok(None),
+        Err(error) if error.is_not_found() => Ok(None),
         Err(error) => Err(error),
     }
 }
@@ -156,7 +156,7 @@ pub async fn terminate(ec2: &aws_sdk_ec2::Client, instance_ids: &[String]) -> Re
         Err(error) => {
             match CloudError::from_sdk("ec2:TerminateInstances", instance_ids.first().map(String::as_str), error) {
                 // One unknown id fails the whole call: the others are terminated one by one.
-                CloudError::Call { message, .. } if message.starts_with("InvalidInstanceID.NotFound") => {
+                error if error.is_not_found() => {
                     if instance_ids.len() > 1 {
                         for id in instance_ids {
                             Box::pin(terminate(ec2, std::slice::from_ref(id))).await?;

@@ -1,6 +1,10 @@
-//! The AWS side of nodesmith: every EC2, IAM and SSM call the controller and the offline commands make.
+//! The AWS side of nodesmith: every EC2, EKS, IAM, SSM and SQS call the controller and the offline commands make.
+//! The controller reaches them only through `provider::CloudProvider`.
 
+pub mod cluster;
 pub mod error;
+#[cfg(test)]
+pub mod fake;
 pub mod fleet;
 pub mod instance_profile;
 pub mod instance_types;
@@ -8,4 +12,8 @@ pub mod instances;
 pub mod interruption_message;
 pub mod launch_template;
 pub mod nodeclass;
+pub mod provider;
+pub mod queue;
 pub mod user_data;
+
+pub use provider::{AwsCloud, CloudProvider, Measured};

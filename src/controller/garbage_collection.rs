@@ -13,9 +13,12 @@ use kube::api::{Api, DeleteParams};
 use super::leader::Leadership;
 use super::{Context, Error, conditions};
 use crate::apis::nodeclaim::NodeClaim;
+use crate::cloud::CloudProvider;
+use crate::cloud::error::CloudError;
 use crate::cloud::instances::{self, InstanceSummary};
-use crate::cloud::launch_template;
 
+/// The `controller` label of this module's cloud calls.
+const CONTROLLER: &str = "nodeclaim.garbagecollection";
 const EVERY: Duration = Duration::from_secs(30);
 /// An instance younger than this may belong to a launch whose NodeClaim status is still being written.
 const MIN_AGE: Duration = Duration::from_secs(30);
@@ -52,9 +55,25 @@ pub fn orphans<'a>(
         .collect()
 }
 
+/// Terminates the listed instances that no NodeClaim accounts for (`orphans`); returns their ids.
+async fn terminate_orphans(
+    cloud: &dyn CloudProvider,
+    instances: &[InstanceSummary],
+    claims: &HashMap<String, Option<String>>,
+) -> Result<Vec<String>, CloudError> {
+    let leaked: Vec<String> =
+        orphans(instances, claims, SystemTime::now()).iter().map(|i| i.instance_id.clone()).collect();
+    if !leaked.is_empty() {
+        tracing::warn!(instances = ?leaked, "terminating instances no NodeClaim accounts for");
+        cloud.terminate_instances(&leaked).await?;
+    }
+    Ok(leaked)
+}
+
 pub async fn collect(ctx: &Context) -> Result<(), Error> {
     let cluster = &ctx.settings.cluster_name;
-    let instances = instances::node_pool_instances(&ctx.ec2, cluster).await?;
+    let cloud = ctx.cloud(CONTROLLER);
+    let instances = cloud.node_pool_instances(cluster).await?;
     let claims = ctx.state.nodeclaims.state();
     let recorded: HashMap<String, Option<String>> = claims
         .iter()
@@ -69,12 +88,7 @@ pub async fn collect(ctx: &Context) -> Result<(), Error> {
         })
         .collect();
 
-    let leaked: Vec<String> =
-        orphans(&instances, &recorded, SystemTime::now()).iter().map(|i| i.instance_id.clone()).collect();
-    if !leaked.is_empty() {
-        tracing::warn!(instances = ?leaked, "terminating instances no NodeClaim accounts for");
-        instances::terminate(&ctx.ec2, &leaked).await?;
-    }
+    terminate_orphans(&cloud, &instances, &recorded).await?;
 
     // NodeClaims whose launched instance EC2 no longer runs.
     let alive: HashSet<&str> = instances.iter().filter(|i| i.is_alive()).map(|i| i.instance_id.as_str()).collect();
@@ -91,7 +105,7 @@ pub async fn collect(ctx: &Context) -> Result<(), Error> {
             continue;
         }
         // Confirm with a direct read: the filtered list may lag behind a launch.
-        if instances::describe_instance(&ctx.ec2, id).await?.is_some_and(|i| i.is_alive()) {
+        if cloud.describe_instance(id).await?.is_some_and(|i| i.is_alive()) {
             continue;
         }
         tracing::info!(nodeclaim = %claim.name_any(), instance = id, "its instance is gone; deleting the NodeClaim");
@@ -107,7 +121,7 @@ pub async fn collect(ctx: &Context) -> Result<(), Error> {
         .lock()
         .map(|used| used.iter().filter(|(_, at)| at.elapsed() < TEMPLATE_IDLE).map(|(name, _)| name.clone()).collect())
         .unwrap_or_default();
-    let deleted = launch_template::delete_unused(&ctx.ec2, cluster, &recently_used, TEMPLATE_IDLE).await?;
+    let deleted = cloud.delete_unused_launch_templates(cluster, &recently_used, TEMPLATE_IDLE).await?;
     if !deleted.is_empty() {
         tracing::info!(templates = ?deleted, "deleted launch templates no launch used for an hour");
     }
@@ -134,6 +148,32 @@ mod tests {
             nodepool: Some("default".into()),
             launch_time: Some(now - Duration::from_secs(age_secs)),
         }
+    }
+
+    #[tokio::test]
+    async fn orphans_are_terminated_through_the_cloud_and_accounted_instances_stay() {
+        let cloud = crate::cloud::fake::FakeCloud::default();
+        cloud.add_instance("i-recorded", Some("default-a"), Duration::from_secs(600));
+        cloud.add_instance("i-leaked", None, Duration::from_secs(600));
+        cloud.add_instance("i-young", None, Duration::from_secs(5));
+        let listed = cloud.node_pool_instances("demo").await.expect("a list");
+        let claims = HashMap::from([("default-a".to_string(), Some("i-recorded".to_string()))]);
+        let leaked = terminate_orphans(&cloud, &listed, &claims).await.expect("terminated");
+        assert_eq!(leaked, ["i-leaked"]);
+        assert_eq!(cloud.state_of("i-leaked").as_deref(), Some("shutting-down"));
+        assert_eq!(cloud.state_of("i-recorded").as_deref(), Some("running"));
+        assert_eq!(cloud.state_of("i-young").as_deref(), Some("running"));
+    }
+
+    #[tokio::test]
+    async fn a_denied_terminate_is_an_error_naming_the_action() {
+        let cloud = crate::cloud::fake::FakeCloud::default();
+        cloud.add_instance("i-leaked", None, Duration::from_secs(600));
+        let listed = cloud.node_pool_instances("demo").await.expect("a list");
+        cloud.fail_next("TerminateInstances", "UnauthorizedOperation");
+        let error = terminate_orphans(&cloud, &listed, &HashMap::new()).await.expect_err("denied");
+        assert_eq!(error.code(), "UnauthorizedOperation");
+        assert_eq!(cloud.state_of("i-leaked").as_deref(), Some("running"));
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::events::{Event, EventType};
@@ -18,12 +17,12 @@ use super::{Context, Error};
 use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::catalog::{CapacityType, OfferingKey};
+use crate::cloud::CloudProvider;
 use crate::cloud::error::CloudError;
 use crate::cloud::instances::instance_id_from_provider_id;
 use crate::cloud::interruption_message::{self, Interruption};
+use crate::cloud::queue::QueueMessage;
 
-const WAIT_TIME_SECONDS: i32 = 20;
-const MAX_MESSAGES: i32 = 10;
 /// Receive loops run side by side: a burst (a spot reclaim of a whole pool) is drained in parallel, 10 at a time
 /// each, rather than one receive after another.
 const POLLERS: usize = 4;
@@ -37,26 +36,13 @@ pub enum RebalancePolicy {
     Replace,
 }
 
-/// The queue URL for a name or URL.
-async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<String, CloudError> {
-    if queue.starts_with("https://") || queue.starts_with("http://") {
-        return Ok(queue.to_string());
-    }
-    let answer = sqs
-        .get_queue_url()
-        .queue_name(queue)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("sqs:GetQueueUrl", Some(queue), e))?;
-    answer
-        .queue_url()
-        .map(str::to_string)
-        .ok_or_else(|| CloudError::Call { action: "sqs:GetQueueUrl", message: format!("no URL for queue {queue}") })
-}
+/// The `controller` label of this module's cloud calls.
+const CONTROLLER: &str = "interruption";
 
 pub async fn run(ctx: Arc<Context>, leadership: Leadership, queue: String, rebalance: RebalancePolicy) {
+    let cloud = ctx.cloud(CONTROLLER);
     let url = loop {
-        match queue_url(&ctx.sqs, &queue).await {
+        match cloud.queue_url(&queue).await {
             Ok(url) => break url,
             Err(error) => {
                 tracing::warn!(queue, "interruption queue not reachable, retrying: {error}");
@@ -65,123 +51,99 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, queue: String, rebal
         }
     };
     tracing::info!(queue = %url, pollers = POLLERS, "interruption engine reading its queue");
-    let pollers = (0..POLLERS).map(|_| poll(&ctx, &leadership, &url, rebalance));
+    let pollers = (0..POLLERS).map(|_| poll(&ctx, &cloud, &leadership, &url, rebalance));
     futures::future::join_all(pollers).await;
 }
 
-async fn poll(ctx: &Context, leadership: &Leadership, url: &str, rebalance: RebalancePolicy) {
+async fn poll(
+    ctx: &Context,
+    cloud: &dyn CloudProvider,
+    leadership: &Leadership,
+    url: &str,
+    rebalance: RebalancePolicy,
+) {
     loop {
         if !leadership.is_leader() {
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
-        let received = ctx
-            .sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(MAX_MESSAGES)
-            .wait_time_seconds(WAIT_TIME_SECONDS)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .send()
-            .await;
-        let messages = match received {
-            Ok(answer) => answer.messages.unwrap_or_default(),
+        let received = receive_and_handle(cloud, &ctx.metrics, url, |batch| {
+            // One index per batch: instance id → NodeClaim, instead of a list per message.
+            let index: HashMap<String, Arc<NodeClaim>> = ctx
+                .state
+                .nodeclaims
+                .state()
+                .into_iter()
+                .filter_map(|c| {
+                    let id = instance_id_from_provider_id(c.status.as_ref()?.provider_id.as_deref()?)?.to_string();
+                    Some((id, c))
+                })
+                .collect();
+            async move {
+                let handlers = batch.iter().map(|interruption| handle(ctx, interruption, &index, rebalance));
+                futures::future::join_all(handlers).await
+            }
+        })
+        .await;
+        if let Err(error) = received {
+            tracing::warn!("{error}; retrying");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// One receive: messages are parsed (one that does not parse is logged, counted and deleted), the parsed ones
+/// handed to `handle` as a batch, and those handled (or unparseable) deleted. A message whose handling failed
+/// stays, to come back after its visibility timeout. Returns how many messages were received.
+async fn receive_and_handle<F, Fut>(
+    cloud: &dyn CloudProvider,
+    metrics: &crate::telemetry::Metrics,
+    url: &str,
+    handle: F,
+) -> Result<usize, CloudError>
+where
+    F: FnOnce(Vec<Interruption>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<(), Error>>>,
+{
+    let messages = cloud.receive_messages(url).await?;
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let mut done: Vec<String> = Vec::new();
+    let mut parsed: Vec<(&QueueMessage, Interruption)> = Vec::new();
+    for message in &messages {
+        match interruption_message::parse(&message.body) {
+            Ok(interruption) => {
+                metrics.interruption_received(interruption.kind());
+                parsed.push((message, interruption));
+            }
             Err(error) => {
-                tracing::warn!(
-                    "sqs:ReceiveMessage failed, retrying: {}",
-                    CloudError::from_sdk("sqs:ReceiveMessage", Some(url), error)
-                );
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
+                metrics.interruption_received("parse_error");
+                tracing::warn!(message_id = message.id, "deleting a message that does not parse: {error}");
+                done.push(message.receipt.clone());
             }
-        };
-        if messages.is_empty() {
-            continue;
         }
-        // One index per batch: instance id → NodeClaim, instead of a list per message.
-        let index: HashMap<String, Arc<NodeClaim>> = ctx
-            .state
-            .nodeclaims
-            .state()
-            .into_iter()
-            .filter_map(|c| {
-                let id = instance_id_from_provider_id(c.status.as_ref()?.provider_id.as_deref()?)?.to_string();
-                Some((id, c))
-            })
-            .collect();
-        let handlers = messages.iter().map(|m| handle_message(ctx, m, &index, rebalance));
-        let done: Vec<&str> = futures::future::join_all(handlers).await.into_iter().flatten().collect();
-        delete_messages(ctx, url, &done).await;
     }
-}
-
-/// Deletes handled messages, ten per call.
-async fn delete_messages(ctx: &Context, url: &str, receipts: &[&str]) {
-    for chunk in receipts.chunks(10) {
-        let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
-            .iter()
-            .enumerate()
-            .filter_map(|(i, receipt)| {
-                DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(*receipt).build().ok()
-            })
-            .collect();
-        match ctx.sqs.delete_message_batch().queue_url(url).set_entries(Some(entries)).send().await {
-            Ok(answer) => {
-                for _ in answer.successful() {
-                    ctx.metrics.interruption_deleted();
+    let (handled, interruptions): (Vec<&QueueMessage>, Vec<Interruption>) = parsed.into_iter().unzip();
+    let outcomes = handle(interruptions).await;
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    for (message, outcome) in handled.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => {
+                if let Some(sent) = message.sent_at_millis {
+                    metrics.interruption_queue_duration(now.saturating_sub(sent) as f64 / 1000.0);
                 }
-                for failed in answer.failed() {
-                    tracing::warn!(
-                        code = failed.code(),
-                        "sqs:DeleteMessageBatch left a message: {:?}",
-                        failed.message()
-                    );
-                }
+                done.push(message.receipt.clone());
             }
-            Err(error) => tracing::warn!(
-                "sqs:DeleteMessageBatch failed (the messages come back): {}",
-                CloudError::from_sdk("sqs:DeleteMessageBatch", Some(url), error)
-            ),
+            // Left in the queue: it comes back after the visibility timeout.
+            Err(error) => tracing::warn!(message_id = message.id, "handling failed, will retry: {error}"),
         }
     }
-}
-
-/// Handles one message; returns its receipt handle when it may be deleted.
-async fn handle_message<'m>(
-    ctx: &Context,
-    message: &'m Message,
-    index: &HashMap<String, Arc<NodeClaim>>,
-    rebalance: RebalancePolicy,
-) -> Option<&'m str> {
-    let body = message.body().unwrap_or_default();
-    let outcome = match interruption_message::parse(body) {
-        Ok(interruption) => {
-            ctx.metrics.interruption_received(interruption.kind());
-            handle(ctx, &interruption, index, rebalance).await
-        }
-        Err(error) => {
-            ctx.metrics.interruption_received("parse_error");
-            tracing::warn!(
-                message_id = message.message_id().unwrap_or_default(),
-                "deleting a message that does not parse: {error}"
-            );
-            Ok(())
-        }
-    };
-    if let Err(error) = outcome {
-        // Left in the queue: it comes back after the visibility timeout.
-        tracing::warn!(message_id = message.message_id().unwrap_or_default(), "handling failed, will retry: {error}");
-        return None;
+    match cloud.delete_messages(url, &done).await {
+        Ok(deleted) => (0..deleted).for_each(|_| metrics.interruption_deleted()),
+        Err(error) => tracing::warn!("handled messages not deleted (they come back): {error}"),
     }
-    if let Some(sent) = message
-        .attributes()
-        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
-        .and_then(|t| t.parse::<u64>().ok())
-    {
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        ctx.metrics.interruption_queue_duration(now.saturating_sub(sent) as f64 / 1000.0);
-    }
-    message.receipt_handle()
+    Ok(messages.len())
 }
 
 /// Acts on one event. Instances that are not ours are ignored (and their message deleted).
@@ -263,5 +225,64 @@ async fn publish(ctx: &Context, claim: &NodeClaim, reason: &str, note: &str) {
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
             tracing::debug!("could not record an interruption event: {error}");
         }
+    }
+}
+
+#[cfg(test)]
+mod receive_tests {
+    use super::*;
+    use crate::cloud::fake::FakeCloud;
+    use crate::telemetry::Metrics;
+
+    fn sample(name: &str) -> String {
+        let path = format!("{}/tests/data/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn message(id: &str, body: String) -> QueueMessage {
+        QueueMessage { id: id.into(), receipt: format!("receipt-{id}"), body, sent_at_millis: Some(0) }
+    }
+
+    #[tokio::test]
+    async fn handled_and_unreadable_messages_are_deleted_and_a_failed_one_comes_back() {
+        let cloud = FakeCloud::default();
+        cloud.queue.lock().expect("queue").extend([
+            message("spot", sample("spot-interruption-warning")),
+            message("garbage", "not an event".into()),
+            message("rebalance", sample("rebalance-recommendation")),
+        ]);
+        let metrics = Metrics::default();
+        let mut seen = Vec::new();
+        let received = receive_and_handle(&cloud, &metrics, "https://sqs.example/q", |batch| {
+            seen = batch.iter().map(|i| i.kind().to_string()).collect();
+            // The spot interruption is handled; the rebalance recommendation's handling fails.
+            async { vec![Ok(()), Err(Error::Invalid("the API server is away".into()))] }
+        })
+        .await
+        .expect("a receive");
+        assert_eq!(received, 3);
+        assert_eq!(seen, ["spot_interrupted", "rebalance_recommendation"]);
+        assert_eq!(*cloud.deleted_messages.lock().expect("deleted"), ["receipt-garbage", "receipt-spot"]);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"karpenter_interruption_received_messages_total{message_type="parse_error"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("karpenter_interruption_deleted_messages_total 2"), "{text}");
+        assert!(text.contains("karpenter_interruption_message_queue_duration_seconds_count 1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_receive_is_an_error_and_deletes_nothing() {
+        let cloud = FakeCloud::default();
+        cloud.queue.lock().expect("queue").push_back(message("spot", sample("spot-interruption-warning")));
+        cloud.fail_next("ReceiveMessage", "AWS.SimpleQueueService.NonExistentQueue");
+        let metrics = Metrics::default();
+        let error = receive_and_handle(&cloud, &metrics, "https://sqs.example/q", |_| async { Vec::new() })
+            .await
+            .expect_err("the receive fails");
+        assert_eq!(error.code(), "AWS.SimpleQueueService.NonExistentQueue");
+        assert!(cloud.deleted_messages.lock().expect("deleted").is_empty());
+        assert_eq!(cloud.queue.lock().expect("queue").len(), 1, "the message stays queued");
     }
 }

@@ -14,12 +14,16 @@ use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, UNREGISTERED
 use crate::apis::nodeclaim::NodeClaim;
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::{CapacityType, OfferingKey};
+use crate::cloud::CloudProvider;
 use crate::cloud::error::CloudError;
-use crate::cloud::fleet::{self, FleetError, FleetOverride, FleetRequest, LaunchTemplateOverrides, MAX_OVERRIDES};
+use crate::cloud::fleet::{FleetError, FleetOverride, FleetRequest, LaunchTemplateOverrides, MAX_OVERRIDES};
 use crate::cloud::instances::{self, NODECLAIM_TAG, NODECLASS_TAG, NODEPOOL_TAG, cluster_tag_key};
-use crate::cloud::launch_template::{self, BlockDevice, LaunchTemplateSpec, MetadataOptions};
+use crate::cloud::launch_template::{BlockDevice, LaunchTemplateSpec, MetadataOptions};
 use crate::cloud::nodeclass::{SubnetInfo, subnet_with_most_free_ips};
 use crate::cloud::user_data::{self, AmiFamily, BootstrapSettings, NodeTaint, UserDataError};
+
+/// The `controller` label of this module's cloud calls: launches run in the NodeClaim lifecycle.
+const CONTROLLER: &str = "nodeclaim.lifecycle";
 
 /// A launch counts against its subnet's free addresses until DescribeSubnets has caught up.
 const IN_FLIGHT_FOR: Duration = Duration::from_secs(60);
@@ -91,7 +95,7 @@ pub fn requirement_values<'a>(claim: &'a NodeClaim, key: &str) -> Option<&'a [St
 
 pub async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Launched, LaunchError> {
     let name = claim.name_any();
-    if let Some(found) = instances::find_for_nodeclaim(&ctx.ec2, &ctx.settings.cluster_name, &name).await? {
+    if let Some(found) = ctx.cloud(CONTROLLER).find_instance_for_nodeclaim(&ctx.settings.cluster_name, &name).await? {
         tracing::info!(nodeclaim = %name, instance = %found.instance_id, "adopting the instance already launched");
         return Ok(Launched {
             instance_id: found.instance_id,
@@ -251,7 +255,7 @@ async fn launch_as(
                 (NODECLASS_TAG.into(), class.name_any()),
             ],
         };
-        let template = launch_template::ensure(&ctx.ec2, &spec).await?;
+        let template = ctx.cloud(CONTROLLER).ensure_launch_template(&spec).await?;
         if let Ok(mut used) = ctx.templates_used.lock() {
             used.insert(template.clone(), Instant::now());
         }
@@ -268,7 +272,7 @@ async fn launch_as(
         hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect::<String>()
     };
     let request = FleetRequest { configs, capacity_type, tags, client_token };
-    match fleet::create_fleet(&ctx.ec2, &request).await {
+    match ctx.cloud(CONTROLLER).create_fleet(&request).await {
         Ok(launched) => {
             if let Some(subnet) = subnet_by_zone.get(&launched.zone)
                 && let Ok(mut in_flight) = ctx.in_flight.lock()
@@ -287,16 +291,12 @@ async fn launch_as(
             })
         }
         Err(FleetError::InsufficientCapacity { offerings, codes }) => {
-            ctx.metrics.cloudprovider_error("CreateFleet", &codes);
             for offering in &offerings {
                 ctx.unavailable.mark(offering.clone(), &codes);
             }
             Err(LaunchError::Fleet(FleetError::InsufficientCapacity { offerings, codes }))
         }
-        Err(error) => {
-            ctx.metrics.cloudprovider_error("CreateFleet", "error");
-            Err(error.into())
-        }
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -306,7 +306,7 @@ async fn subnet_free_addresses(ctx: &Context, subnets: &[SubnetInfo]) -> Vec<Sub
         .iter()
         .map(|s| crate::cloud::nodeclass::SelectorTerm { id: Some(s.id.clone()), ..Default::default() })
         .collect();
-    match crate::cloud::nodeclass::subnets(&ctx.ec2, &terms).await {
+    match ctx.cloud(CONTROLLER).subnets(&terms).await {
         Ok(found) if !found.is_empty() => found,
         Ok(_) => subnets.to_vec(),
         Err(error) => {

@@ -27,6 +27,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
 use crate::cloud::error::CloudError;
+use crate::cloud::{CloudProvider, Measured};
 use state::ClusterState;
 use unavailable::UnavailableOfferings;
 
@@ -50,15 +51,7 @@ pub struct Settings {
     pub disruption: crate::disruption::Settings,
 }
 
-/// What the cluster's nodes need to join it, from DescribeCluster.
-#[derive(Debug, Clone)]
-pub struct ClusterFacts {
-    pub name: String,
-    pub endpoint: String,
-    pub ca_bundle: String,
-    pub service_cidr: String,
-    pub kubernetes_version: String,
-}
+pub use crate::cloud::cluster::ClusterFacts;
 
 /// Everything a reconciler needs, shared.
 pub struct Context {
@@ -69,10 +62,8 @@ pub struct Context {
     /// 429, and the drain must see that at once (to try the next pod, and to honour `terminationGracePeriod`)
     /// rather than sit in a backoff of up to 15 retries.
     pub kube_evictions: kube::Client,
-    pub ec2: aws_sdk_ec2::Client,
-    pub iam: aws_sdk_iam::Client,
-    pub ssm: aws_sdk_ssm::Client,
-    pub sqs: aws_sdk_sqs::Client,
+    /// Every AWS call goes through this; reach it with `Context::cloud`, which records the call's metrics.
+    cloud: Arc<dyn CloudProvider>,
     pub state: ClusterState,
     pub instance_types: Vec<InstanceTypeInfo>,
     pub prices: PriceTable,
@@ -89,12 +80,14 @@ pub struct Context {
 }
 
 impl Context {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: Settings,
         cluster: ClusterFacts,
         kube: kube::Client,
         kube_evictions: kube::Client,
-        sdk: &aws_config::SdkConfig,
+        cloud: Arc<dyn CloudProvider>,
+        metrics: Arc<crate::telemetry::Metrics>,
         state: ClusterState,
         instance_types: Vec<InstanceTypeInfo>,
     ) -> Arc<Self> {
@@ -104,10 +97,7 @@ impl Context {
             cluster,
             kube,
             kube_evictions,
-            ec2: aws_sdk_ec2::Client::new(sdk),
-            iam: aws_sdk_iam::Client::new(sdk),
-            ssm: aws_sdk_ssm::Client::new(sdk),
-            sqs: aws_sdk_sqs::Client::new(sdk),
+            cloud,
             state,
             instance_types,
             prices: PriceTable::embedded(),
@@ -115,8 +105,13 @@ impl Context {
             in_flight: Mutex::new(launch::InFlight::default()),
             templates_used: Mutex::default(),
             nominated: Mutex::default(),
-            metrics: Arc::default(),
+            metrics,
         })
+    }
+
+    /// The cloud, as `controller` calls it: each call is timed and its errors counted under that controller.
+    pub fn cloud(&self, controller: &'static str) -> Measured {
+        Measured::new(self.cloud.clone(), self.metrics.clone(), controller)
     }
 
     /// A recorder with a cache of its own. The shared one folds an Event into an earlier one of the same reason
@@ -163,18 +158,19 @@ pub enum StartError {
 }
 
 /// Starts every component and runs until SIGINT/SIGTERM.
-pub async fn run(settings: Settings, sdk: &aws_config::SdkConfig) -> Result<(), StartError> {
+pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), StartError> {
     let kube_config = kube::Config::infer().await?;
     let kube = kube::Client::try_from(kube_config.clone())?;
     let mut eviction_config = kube_config;
     eviction_config.default_retry = false;
     let kube_evictions = kube::Client::try_from(eviction_config)?;
-    let cluster =
-        describe_cluster(&aws_sdk_eks::Client::new(sdk), &settings.cluster_name, settings.cluster_endpoint.as_deref())
-            .await
-            .map_err(|source| StartError::Cluster { cluster: settings.cluster_name.clone(), source })?;
-    let ec2 = aws_sdk_ec2::Client::new(sdk);
-    let instance_types = match crate::cloud::instance_types::describe_instance_types(&ec2).await {
+    let metrics = Arc::new(crate::telemetry::Metrics::default());
+    let startup = Measured::new(aws.clone(), metrics.clone(), "startup");
+    let cluster = startup
+        .describe_cluster(&settings.cluster_name, settings.cluster_endpoint.as_deref())
+        .await
+        .map_err(|source| StartError::Cluster { cluster: settings.cluster_name.clone(), source })?;
+    let instance_types = match startup.instance_types().await {
         Ok(types) if !types.is_empty() => types,
         Ok(_) => crate::catalog::embedded_instance_types().to_vec(),
         Err(error) => {
@@ -183,7 +179,8 @@ pub async fn run(settings: Settings, sdk: &aws_config::SdkConfig) -> Result<(), 
         }
     };
     let state = state::ClusterState::start(&kube);
-    let ctx = Context::new(settings.clone(), cluster, kube.clone(), kube_evictions, sdk, state, instance_types);
+    let ctx =
+        Context::new(settings.clone(), cluster, kube.clone(), kube_evictions, aws, metrics, state, instance_types);
 
     let ready = Arc::new(AtomicBool::new(false));
     let (metrics_port, health_port) = (settings.metrics_port, settings.health_port);
@@ -237,34 +234,6 @@ async fn shutdown_signal() {
 /// The object is already gone (HTTP 404).
 pub fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
-}
-
-/// Reads what nodes need from DescribeCluster; `endpoint` overrides the reported endpoint.
-pub async fn describe_cluster(
-    eks: &aws_sdk_eks::Client,
-    name: &str,
-    endpoint: Option<&str>,
-) -> Result<ClusterFacts, CloudError> {
-    let answer = eks
-        .describe_cluster()
-        .name(name)
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("eks:DescribeCluster", Some(name), e))?;
-    let cluster = answer
-        .cluster()
-        .ok_or_else(|| CloudError::Call { action: "eks:DescribeCluster", message: format!("no cluster {name}") })?;
-    Ok(ClusterFacts {
-        name: name.to_string(),
-        endpoint: endpoint.map(str::to_string).or_else(|| cluster.endpoint().map(str::to_string)).unwrap_or_default(),
-        ca_bundle: cluster.certificate_authority().and_then(|c| c.data()).unwrap_or_default().to_string(),
-        service_cidr: cluster
-            .kubernetes_network_config()
-            .and_then(|n| n.service_ipv4_cidr())
-            .unwrap_or("10.100.0.0/16")
-            .to_string(),
-        kubernetes_version: cluster.version().unwrap_or_default().to_string(),
-    })
 }
 
 /// The cluster DNS address kubelets use by default: the tenth address of the service range.

@@ -19,8 +19,10 @@ use crate::apis::ec2nodeclass::EC2NodeClass;
 /// The label an alias's NVIDIA and standard images are told apart by.
 const GPU_MANUFACTURER_LABEL: &str = "karpenter.k8s.aws/instance-gpu-manufacturer";
 use crate::cloud::nodeclass::{AmiVariant, ImageInfo, SelectorTerm};
-use crate::cloud::{instance_profile, nodeclass as resolve};
+use crate::cloud::{CloudProvider, nodeclass as resolve};
 
+/// The `controller` label of this module's cloud calls.
+const CONTROLLER: &str = "nodeclass";
 const REFRESH: Duration = Duration::from_secs(60);
 const NOT_READY_RETRY: Duration = Duration::from_secs(10);
 
@@ -59,7 +61,7 @@ async fn alias_images(ctx: &Context, alias: &str) -> Result<(Vec<ImageInfo>, Vec
                     "unknown AMI alias family {family:?} (use al2023, al2 or bottlerocket)"
                 )));
             };
-            match resolve::image_id_from_parameter(&ctx.ssm, &parameter).await? {
+            match ctx.cloud(CONTROLLER).image_from_parameter(&parameter).await? {
                 Some(id) => images.push(ImageInfo {
                     id,
                     name: alias.to_string(),
@@ -118,14 +120,14 @@ async fn reconcile(class: Arc<EC2NodeClass>, r: Arc<Reconciler>) -> Result<Actio
         .iter()
         .map(|t| SelectorTerm { id: t.id.clone(), tags: t.tags.clone(), ..Default::default() })
         .collect();
-    let subnets = resolve::subnets(&ctx.ec2, &subnet_terms).await?;
+    let subnets = ctx.cloud(CONTROLLER).subnets(&subnet_terms).await?;
 
     let group_terms: Vec<SelectorTerm> = spec
         .security_group_selector_terms
         .iter()
         .map(|t| SelectorTerm { id: t.id.clone(), name: t.name.clone(), tags: t.tags.clone(), ..Default::default() })
         .collect();
-    let groups = resolve::security_groups(&ctx.ec2, &group_terms).await?;
+    let groups = ctx.cloud(CONTROLLER).security_groups(&group_terms).await?;
 
     let mut images = Vec::new();
     let mut missing_parameters = Vec::new();
@@ -145,12 +147,14 @@ async fn reconcile(class: Arc<EC2NodeClass>, r: Arc<Reconciler>) -> Result<Actio
         }
     }
     if !image_terms.is_empty() {
-        images.extend(resolve::images(&ctx.ec2, &image_terms).await?);
+        images.extend(ctx.cloud(CONTROLLER).images(&image_terms).await?);
     }
 
     let profile = match (&spec.instance_profile, &spec.role) {
         (Some(profile), _) => Ok(profile.clone()),
-        (None, Some(role)) => instance_profile::ensure_for_role(&ctx.iam, &ctx.settings.cluster_name, &name, role)
+        (None, Some(role)) => ctx
+            .cloud(CONTROLLER)
+            .ensure_instance_profile(&ctx.settings.cluster_name, &name, role)
             .await
             .map_err(|e| e.to_string()),
         (None, None) => Err("neither role nor instanceProfile is set".to_string()),

@@ -18,8 +18,31 @@ use super::{Context, Error, pods};
 use crate::apis::finalizers;
 use crate::apis::labels::{DISRUPTED_TAINT_KEY, NODEPOOL_LABEL, TERMINATION_FINALIZER};
 use crate::apis::nodeclaim::NodeClaim;
-use crate::cloud::instances;
+use crate::cloud::{CloudProvider, instances};
 
+/// Terminates what is left of the NodeClaim `name`'s instance; returns the instance terminated, None when there
+/// is nothing left to terminate. `instance_id` is the one it recorded (`instance` as EC2 describes it); with none
+/// recorded, the NodeClaim may have been deleted before its launch was recorded, and an instance may still carry
+/// its tag.
+async fn terminate_instance(
+    cloud: &dyn CloudProvider,
+    cluster: &str,
+    name: &str,
+    instance_id: Option<&str>,
+    instance: Option<crate::cloud::instances::InstanceSummary>,
+) -> Result<Option<String>, crate::cloud::error::CloudError> {
+    let target = match instance_id {
+        Some(id) => instance.filter(|i| i.is_alive()).map(|_| id.to_string()),
+        None => cloud.find_instance_for_nodeclaim(cluster, name).await?.map(|found| found.instance_id),
+    };
+    if let Some(id) = &target {
+        cloud.terminate_instances(std::slice::from_ref(id)).await?;
+    }
+    Ok(target)
+}
+
+/// The `controller` label of this module's cloud calls.
+const CONTROLLER: &str = "nodeclaim.termination";
 const POLL: Duration = Duration::from_secs(2);
 
 /// How long ago the NodeClaim was deleted.
@@ -43,7 +66,7 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
 
     let instance_id = status.provider_id.as_deref().and_then(instances::instance_id_from_provider_id);
     let instance = match instance_id {
-        Some(id) => instances::describe_instance(&ctx.ec2, id).await?,
+        Some(id) => ctx.cloud(CONTROLLER).describe_instance(id).await?,
         None => None,
     };
     // Pods on a node whose instance is gone cannot be drained (no kubelet confirms their end): they are deleted
@@ -58,19 +81,20 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
         }
     }
 
-    if let Some(instance_id) = instance_id {
-        if instance.as_ref().is_some_and(|i| i.is_alive()) {
-            instances::terminate(&ctx.ec2, &[instance_id.to_string()]).await?;
-            publish(ctx, claim, EventType::Normal, "Terminating", &format!("terminating instance {instance_id}")).await;
-            tracing::info!(nodeclaim = %name, instance = instance_id, "terminating instance");
-            return Ok(Action::requeue(POLL));
+    let cloud = ctx.cloud(CONTROLLER);
+    let recorded = status.provider_id.is_some();
+    // A provider id that names no EC2 instance: nothing of ours to terminate.
+    let terminated = if recorded && instance_id.is_none() {
+        None
+    } else {
+        terminate_instance(&cloud, &ctx.settings.cluster_name, &name, instance_id, instance).await?
+    };
+    if let Some(terminated) = terminated {
+        if recorded {
+            publish(ctx, claim, EventType::Normal, "Terminating", &format!("terminating instance {terminated}")).await;
         }
-    } else if status.provider_id.is_none() {
-        // Deleted before its launch was recorded: an instance may still carry its tag.
-        if let Some(found) = instances::find_for_nodeclaim(&ctx.ec2, &ctx.settings.cluster_name, &name).await? {
-            instances::terminate(&ctx.ec2, std::slice::from_ref(&found.instance_id)).await?;
-            return Ok(Action::requeue(POLL));
-        }
+        tracing::info!(nodeclaim = %name, instance = terminated, "terminating instance");
+        return Ok(Action::requeue(POLL));
     }
 
     if let Some(node) = &node {
@@ -171,4 +195,44 @@ async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Re
         }
     }
     Ok(evictable.len() + terminating)
+}
+
+#[cfg(test)]
+mod instance_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cloud::fake::FakeCloud;
+
+    async fn described(cloud: &FakeCloud, id: &str) -> Option<crate::cloud::instances::InstanceSummary> {
+        cloud.describe_instance(id).await.expect("a describe")
+    }
+
+    #[tokio::test]
+    async fn the_recorded_instance_is_terminated_while_it_lives_and_then_left_alone() {
+        let cloud = FakeCloud::default();
+        cloud.add_instance("i-1", Some("default-a"), Duration::from_secs(600));
+        let instance = described(&cloud, "i-1").await;
+        let terminated = terminate_instance(&cloud, "demo", "default-a", Some("i-1"), instance).await.expect("ok");
+        assert_eq!(terminated.as_deref(), Some("i-1"));
+        assert_eq!(cloud.state_of("i-1").as_deref(), Some("shutting-down"));
+        // The next pass sees it going: nothing more to do, and no second TerminateInstances.
+        let instance = described(&cloud, "i-1").await;
+        let again = terminate_instance(&cloud, "demo", "default-a", Some("i-1"), instance).await.expect("ok");
+        assert_eq!(again, None);
+        let terminates = cloud.calls().iter().filter(|c| c.starts_with("TerminateInstances")).count();
+        assert_eq!(terminates, 1);
+    }
+
+    #[tokio::test]
+    async fn a_nodeclaim_deleted_before_its_launch_was_recorded_still_takes_its_tagged_instance() {
+        let cloud = FakeCloud::default();
+        cloud.add_instance("i-2", Some("default-b"), Duration::from_secs(1));
+        cloud.add_instance("i-3", Some("default-other"), Duration::from_secs(1));
+        let terminated = terminate_instance(&cloud, "demo", "default-b", None, None).await.expect("ok");
+        assert_eq!(terminated.as_deref(), Some("i-2"));
+        assert_eq!(cloud.state_of("i-3").as_deref(), Some("running"));
+        let none_left = terminate_instance(&cloud, "demo", "default-b", None, None).await.expect("ok");
+        assert_eq!(none_left, None);
+    }
 }

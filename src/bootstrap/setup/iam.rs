@@ -62,10 +62,9 @@ impl Setup<'_> {
         let spec = self.role_spec(trust);
         match self.iam.get_role().role_name(name).send().await {
             Ok(found) => {
-                let role = found.role().ok_or_else(|| CloudError::Call {
-                    action: "iam:GetRole",
-                    message: format!("no role in the answer for {name}"),
-                })?;
+                let role = found
+                    .role()
+                    .ok_or_else(|| CloudError::call("iam:GetRole", format!("no role in the answer for {name}")))?;
                 if !self.owned(role.tags()) {
                     return Err(SetupError::NotOurs {
                         kind: "IAM role",

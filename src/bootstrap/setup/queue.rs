@@ -167,9 +167,11 @@ impl Setup<'_> {
                                 self.options.cluster
                             ))
                             .tags(
-                                RuleTag::builder().key(OWNER_TAG).value(&self.options.cluster).build().map_err(
-                                    |e| CloudError::Call { action: "events:PutRule", message: e.to_string() },
-                                )?,
+                                RuleTag::builder()
+                                    .key(OWNER_TAG)
+                                    .value(&self.options.cluster)
+                                    .build()
+                                    .map_err(|e| CloudError::call("events:PutRule", e.to_string()))?,
                             )
                             .send()
                             .await
@@ -239,7 +241,7 @@ impl Setup<'_> {
                 .id(TARGET_ID)
                 .arn(queue_arn)
                 .build()
-                .map_err(|e| CloudError::Call { action: "events:PutTargets", message: e.to_string() })?;
+                .map_err(|e| CloudError::call("events:PutTargets", e.to_string()))?;
             self.events
                 .put_targets()
                 .rule(rule)

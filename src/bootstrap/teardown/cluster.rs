@@ -193,7 +193,7 @@ impl Teardown<'_> {
                 self.ledger.keep("aws-auth-mapping", node_role_arn, error.to_string());
             }
             Err(error) => {
-                return Err(CloudError::Call { action: "kubernetes:aws-auth", message: error.to_string() });
+                return Err(CloudError::call("kubernetes:aws-auth", error.to_string()));
             }
         }
         Ok(())
@@ -329,7 +329,7 @@ async fn controller_alive(client: &kube::Client) -> Result<bool, CloudError> {
 }
 
 fn kube_error(what: &str, error: kube::Error) -> CloudError {
-    CloudError::Call { action: "kubernetes", message: format!("{what}: {error}") }
+    CloudError::call("kubernetes", format!("{what}: {error}"))
 }
 
 /// moto serves no access entries or Pod Identity associations: a fake EKS endpoint with AWS's documented shapes.

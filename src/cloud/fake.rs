@@ -1,0 +1,235 @@
+//! An in-memory cloud for the controller's unit tests: instances launched by CreateFleet, terminated by
+//! TerminateInstances, a queue of interruption messages, launch templates, and the selectors' answers. Every
+//! call is logged (`calls`), and a method can be told to fail (`fail_next`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use super::cluster::ClusterFacts;
+use super::error::CloudError;
+use super::fleet::{FleetError, FleetRequest, LaunchedInstance};
+use super::instances::{InstanceSummary, NODECLAIM_TAG, NODEPOOL_TAG};
+use super::launch_template::LaunchTemplateSpec;
+use super::nodeclass::{ImageInfo, SecurityGroupInfo, SelectorTerm, SubnetInfo};
+use super::provider::CloudProvider;
+use super::queue::QueueMessage;
+use crate::catalog::instance_type::InstanceTypeInfo;
+
+#[derive(Default)]
+pub struct FakeCloud {
+    pub instances: Mutex<BTreeMap<String, InstanceSummary>>,
+    pub templates: Mutex<BTreeSet<String>>,
+    pub queue: Mutex<VecDeque<QueueMessage>>,
+    /// Receipt handles of deleted messages, in order.
+    pub deleted_messages: Mutex<Vec<String>>,
+    pub subnets: Mutex<Vec<SubnetInfo>>,
+    pub security_groups: Mutex<Vec<SecurityGroupInfo>>,
+    pub images: Mutex<Vec<ImageInfo>>,
+    /// Every call, as `Method arg`.
+    pub calls: Mutex<Vec<String>>,
+    /// Method name → the error its next call returns.
+    failures: Mutex<HashMap<&'static str, CloudError>>,
+    launched: Mutex<u64>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl FakeCloud {
+    /// Makes the next call of `method` (e.g. "TerminateInstances") fail with AWS error `code`.
+    pub fn fail_next(&self, method: &'static str, code: &str) {
+        let error = CloudError::Call { action: method, code: code.into(), message: format!("{code}: injected") };
+        lock(&self.failures).insert(method, error);
+    }
+
+    /// An instance as if launched `age` ago for `nodeclaim` (None: untagged) of pool `default`.
+    pub fn add_instance(&self, id: &str, nodeclaim: Option<&str>, age: Duration) {
+        lock(&self.instances).insert(
+            id.to_string(),
+            InstanceSummary {
+                instance_id: id.into(),
+                instance_type: "m5.large".into(),
+                zone: "us-east-1a".into(),
+                state: "running".into(),
+                capacity_type: crate::catalog::CapacityType::OnDemand,
+                image_id: None,
+                subnet_id: None,
+                security_group_ids: vec![],
+                private_dns_name: None,
+                nodeclaim: nodeclaim.map(str::to_string),
+                nodepool: Some("default".into()),
+                launch_time: Some(SystemTime::now() - age),
+            },
+        );
+    }
+
+    pub fn state_of(&self, id: &str) -> Option<String> {
+        lock(&self.instances).get(id).map(|i| i.state.clone())
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.calls).clone()
+    }
+
+    fn call(&self, method: &'static str, argument: impl std::fmt::Display) -> Result<(), CloudError> {
+        lock(&self.calls).push(format!("{method} {argument}"));
+        match lock(&self.failures).remove(method) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl CloudProvider for FakeCloud {
+    async fn describe_cluster(&self, name: &str, endpoint: Option<&str>) -> Result<ClusterFacts, CloudError> {
+        self.call("DescribeCluster", name)?;
+        Ok(ClusterFacts {
+            name: name.into(),
+            endpoint: endpoint.unwrap_or("https://example.eks.amazonaws.com").into(),
+            ca_bundle: String::new(),
+            service_cidr: "10.100.0.0/16".into(),
+            kubernetes_version: "1.31".into(),
+        })
+    }
+
+    async fn instance_types(&self) -> Result<Vec<InstanceTypeInfo>, CloudError> {
+        self.call("DescribeInstanceTypes", "")?;
+        Ok(crate::catalog::embedded_instance_types().to_vec())
+    }
+
+    async fn image_from_parameter(&self, parameter: &str) -> Result<Option<String>, CloudError> {
+        self.call("GetParameter", parameter)?;
+        Ok(lock(&self.images).first().map(|i| i.id.clone()))
+    }
+
+    async fn subnets(&self, _terms: &[SelectorTerm]) -> Result<Vec<SubnetInfo>, CloudError> {
+        self.call("DescribeSubnets", "")?;
+        Ok(lock(&self.subnets).clone())
+    }
+
+    async fn security_groups(&self, _terms: &[SelectorTerm]) -> Result<Vec<SecurityGroupInfo>, CloudError> {
+        self.call("DescribeSecurityGroups", "")?;
+        Ok(lock(&self.security_groups).clone())
+    }
+
+    async fn images(&self, _terms: &[SelectorTerm]) -> Result<Vec<ImageInfo>, CloudError> {
+        self.call("DescribeImages", "")?;
+        Ok(lock(&self.images).clone())
+    }
+
+    async fn ensure_instance_profile(&self, cluster: &str, nodeclass: &str, role: &str) -> Result<String, CloudError> {
+        self.call("EnsureInstanceProfile", role)?;
+        Ok(format!("{cluster}_{nodeclass}"))
+    }
+
+    async fn ensure_launch_template(&self, spec: &LaunchTemplateSpec) -> Result<String, CloudError> {
+        let name = spec.name();
+        self.call("EnsureLaunchTemplate", &name)?;
+        lock(&self.templates).insert(name.clone());
+        Ok(name)
+    }
+
+    async fn delete_unused_launch_templates(
+        &self,
+        _cluster: &str,
+        in_use: &HashSet<String>,
+        _min_age: Duration,
+    ) -> Result<Vec<String>, CloudError> {
+        self.call("DeleteLaunchTemplates", "")?;
+        let mut templates = lock(&self.templates);
+        let unused: Vec<String> = templates.iter().filter(|t| !in_use.contains(*t)).cloned().collect();
+        templates.retain(|t| in_use.contains(t));
+        Ok(unused)
+    }
+
+    async fn create_fleet(&self, request: &FleetRequest) -> Result<LaunchedInstance, FleetError> {
+        self.call("CreateFleet", &request.client_token)?;
+        let chosen = request
+            .configs
+            .iter()
+            .flat_map(|c| &c.overrides)
+            .next()
+            .ok_or_else(|| FleetError::NothingLaunched("no overrides".into()))?;
+        let id = {
+            let mut launched = lock(&self.launched);
+            *launched += 1;
+            format!("i-{:017x}", *launched)
+        };
+        let tag = |key: &str| request.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        lock(&self.instances).insert(
+            id.clone(),
+            InstanceSummary {
+                instance_id: id.clone(),
+                instance_type: chosen.instance_type.clone(),
+                zone: chosen.zone.clone(),
+                state: "running".into(),
+                capacity_type: request.capacity_type,
+                image_id: None,
+                subnet_id: Some(chosen.subnet_id.clone()),
+                security_group_ids: vec![],
+                private_dns_name: None,
+                nodeclaim: tag(NODECLAIM_TAG),
+                nodepool: tag(NODEPOOL_TAG),
+                launch_time: Some(SystemTime::now()),
+            },
+        );
+        Ok(LaunchedInstance {
+            instance_id: id,
+            instance_type: chosen.instance_type.clone(),
+            zone: chosen.zone.clone(),
+            capacity_type: request.capacity_type,
+        })
+    }
+
+    async fn describe_instance(&self, instance_id: &str) -> Result<Option<InstanceSummary>, CloudError> {
+        self.call("DescribeInstance", instance_id)?;
+        Ok(lock(&self.instances).get(instance_id).cloned())
+    }
+
+    async fn find_instance_for_nodeclaim(
+        &self,
+        _cluster: &str,
+        nodeclaim: &str,
+    ) -> Result<Option<InstanceSummary>, CloudError> {
+        self.call("FindInstanceForNodeClaim", nodeclaim)?;
+        Ok(lock(&self.instances).values().find(|i| i.is_alive() && i.nodeclaim.as_deref() == Some(nodeclaim)).cloned())
+    }
+
+    async fn node_pool_instances(&self, cluster: &str) -> Result<Vec<InstanceSummary>, CloudError> {
+        self.call("ListInstances", cluster)?;
+        Ok(lock(&self.instances).values().filter(|i| i.is_alive() && i.nodepool.is_some()).cloned().collect())
+    }
+
+    async fn terminate_instances(&self, instance_ids: &[String]) -> Result<(), CloudError> {
+        self.call("TerminateInstances", instance_ids.join(","))?;
+        for id in instance_ids {
+            if let Some(instance) = lock(&self.instances).get_mut(id) {
+                instance.state = "shutting-down".into();
+            }
+        }
+        Ok(())
+    }
+
+    async fn queue_url(&self, queue: &str) -> Result<String, CloudError> {
+        self.call("GetQueueUrl", queue)?;
+        Ok(format!("https://sqs.example/{queue}"))
+    }
+
+    async fn receive_messages(&self, url: &str) -> Result<Vec<QueueMessage>, CloudError> {
+        self.call("ReceiveMessage", url)?;
+        let mut queue = lock(&self.queue);
+        let take = queue.len().min(10);
+        Ok(queue.drain(..take).collect())
+    }
+
+    async fn delete_messages(&self, url: &str, receipts: &[String]) -> Result<usize, CloudError> {
+        self.call("DeleteMessageBatch", url)?;
+        lock(&self.deleted_messages).extend(receipts.iter().cloned());
+        Ok(receipts.len())
+    }
+}

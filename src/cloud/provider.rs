@@ -1,0 +1,331 @@
+//! The cloud port: every AWS call the controller makes, behind one narrow trait. `AwsCloud` makes the calls,
+//! `Measured` records each one's duration and errors under Karpenter's metric names, and the tests' fake
+//! (`cloud::fake`) lets the controller's loops run without AWS.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::cluster::{self, ClusterFacts};
+use super::error::CloudError;
+use super::fleet::{self, FleetError, FleetRequest, LaunchedInstance};
+use super::instances::{self, InstanceSummary};
+use super::launch_template::{self, LaunchTemplateSpec};
+use super::nodeclass::{self, ImageInfo, SecurityGroupInfo, SelectorTerm, SubnetInfo};
+use super::queue::{self, QueueMessage};
+use super::{instance_profile, instance_types};
+use crate::catalog::instance_type::InstanceTypeInfo;
+use crate::telemetry::Metrics;
+
+/// What the controller asks of the cloud.
+#[async_trait]
+pub trait CloudProvider: Send + Sync {
+    /// The cluster's endpoint, CA and service range; `endpoint` overrides the reported endpoint.
+    async fn describe_cluster(&self, name: &str, endpoint: Option<&str>) -> Result<ClusterFacts, CloudError>;
+    /// The region's instance types with their zones.
+    async fn instance_types(&self) -> Result<Vec<InstanceTypeInfo>, CloudError>;
+    /// The image id an SSM parameter holds; None when there is no such parameter.
+    async fn image_from_parameter(&self, parameter: &str) -> Result<Option<String>, CloudError>;
+    async fn subnets(&self, terms: &[SelectorTerm]) -> Result<Vec<SubnetInfo>, CloudError>;
+    async fn security_groups(&self, terms: &[SelectorTerm]) -> Result<Vec<SecurityGroupInfo>, CloudError>;
+    async fn images(&self, terms: &[SelectorTerm]) -> Result<Vec<ImageInfo>, CloudError>;
+    /// The name of an instance profile of this cluster holding `role`, made when there is none.
+    async fn ensure_instance_profile(&self, cluster: &str, nodeclass: &str, role: &str) -> Result<String, CloudError>;
+    /// The launch template for `spec`, made when missing; returns its name.
+    async fn ensure_launch_template(&self, spec: &LaunchTemplateSpec) -> Result<String, CloudError>;
+    /// Deletes this cluster's launch templates not in `in_use` and older than `min_age`; returns their names.
+    async fn delete_unused_launch_templates(
+        &self,
+        cluster: &str,
+        in_use: &HashSet<String>,
+        min_age: Duration,
+    ) -> Result<Vec<String>, CloudError>;
+    /// Launches one instance from the request's overrides.
+    async fn create_fleet(&self, request: &FleetRequest) -> Result<LaunchedInstance, FleetError>;
+    /// The instance; None when EC2 does not know it.
+    async fn describe_instance(&self, instance_id: &str) -> Result<Option<InstanceSummary>, CloudError>;
+    /// The live instance tagged for this NodeClaim of this cluster, if any.
+    async fn find_instance_for_nodeclaim(
+        &self,
+        cluster: &str,
+        nodeclaim: &str,
+    ) -> Result<Option<InstanceSummary>, CloudError>;
+    /// Every live instance of this cluster's NodePools.
+    async fn node_pool_instances(&self, cluster: &str) -> Result<Vec<InstanceSummary>, CloudError>;
+    /// Terminates the instances; ids EC2 no longer knows are not an error.
+    async fn terminate_instances(&self, instance_ids: &[String]) -> Result<(), CloudError>;
+    /// The interruption queue's URL, from its name or URL.
+    async fn queue_url(&self, queue: &str) -> Result<String, CloudError>;
+    /// Long-polls the queue for up to ten messages.
+    async fn receive_messages(&self, url: &str) -> Result<Vec<QueueMessage>, CloudError>;
+    /// Deletes handled messages by receipt handle; returns how many were deleted.
+    async fn delete_messages(&self, url: &str, receipts: &[String]) -> Result<usize, CloudError>;
+}
+
+/// The real thing: the AWS SDK clients of one region.
+pub struct AwsCloud {
+    ec2: aws_sdk_ec2::Client,
+    eks: aws_sdk_eks::Client,
+    iam: aws_sdk_iam::Client,
+    ssm: aws_sdk_ssm::Client,
+    sqs: aws_sdk_sqs::Client,
+}
+
+impl AwsCloud {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self {
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            eks: aws_sdk_eks::Client::new(sdk),
+            iam: aws_sdk_iam::Client::new(sdk),
+            ssm: aws_sdk_ssm::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+        }
+    }
+}
+
+#[async_trait]
+impl CloudProvider for AwsCloud {
+    async fn describe_cluster(&self, name: &str, endpoint: Option<&str>) -> Result<ClusterFacts, CloudError> {
+        cluster::describe_cluster(&self.eks, name, endpoint).await
+    }
+
+    async fn instance_types(&self) -> Result<Vec<InstanceTypeInfo>, CloudError> {
+        instance_types::describe_instance_types(&self.ec2).await
+    }
+
+    async fn image_from_parameter(&self, parameter: &str) -> Result<Option<String>, CloudError> {
+        nodeclass::image_id_from_parameter(&self.ssm, parameter).await
+    }
+
+    async fn subnets(&self, terms: &[SelectorTerm]) -> Result<Vec<SubnetInfo>, CloudError> {
+        nodeclass::subnets(&self.ec2, terms).await
+    }
+
+    async fn security_groups(&self, terms: &[SelectorTerm]) -> Result<Vec<SecurityGroupInfo>, CloudError> {
+        nodeclass::security_groups(&self.ec2, terms).await
+    }
+
+    async fn images(&self, terms: &[SelectorTerm]) -> Result<Vec<ImageInfo>, CloudError> {
+        nodeclass::images(&self.ec2, terms).await
+    }
+
+    async fn ensure_instance_profile(&self, cluster: &str, nodeclass: &str, role: &str) -> Result<String, CloudError> {
+        instance_profile::ensure_for_role(&self.iam, cluster, nodeclass, role).await
+    }
+
+    async fn ensure_launch_template(&self, spec: &LaunchTemplateSpec) -> Result<String, CloudError> {
+        launch_template::ensure(&self.ec2, spec).await
+    }
+
+    async fn delete_unused_launch_templates(
+        &self,
+        cluster: &str,
+        in_use: &HashSet<String>,
+        min_age: Duration,
+    ) -> Result<Vec<String>, CloudError> {
+        launch_template::delete_unused(&self.ec2, cluster, in_use, min_age).await
+    }
+
+    async fn create_fleet(&self, request: &FleetRequest) -> Result<LaunchedInstance, FleetError> {
+        fleet::create_fleet(&self.ec2, request).await
+    }
+
+    async fn describe_instance(&self, instance_id: &str) -> Result<Option<InstanceSummary>, CloudError> {
+        instances::describe_instance(&self.ec2, instance_id).await
+    }
+
+    async fn find_instance_for_nodeclaim(
+        &self,
+        cluster: &str,
+        nodeclaim: &str,
+    ) -> Result<Option<InstanceSummary>, CloudError> {
+        instances::find_for_nodeclaim(&self.ec2, cluster, nodeclaim).await
+    }
+
+    async fn node_pool_instances(&self, cluster: &str) -> Result<Vec<InstanceSummary>, CloudError> {
+        instances::node_pool_instances(&self.ec2, cluster).await
+    }
+
+    async fn terminate_instances(&self, instance_ids: &[String]) -> Result<(), CloudError> {
+        instances::terminate(&self.ec2, instance_ids).await
+    }
+
+    async fn queue_url(&self, queue: &str) -> Result<String, CloudError> {
+        queue::queue_url(&self.sqs, queue).await
+    }
+
+    async fn receive_messages(&self, url: &str) -> Result<Vec<QueueMessage>, CloudError> {
+        queue::receive(&self.sqs, url).await
+    }
+
+    async fn delete_messages(&self, url: &str, receipts: &[String]) -> Result<usize, CloudError> {
+        queue::delete(&self.sqs, url, receipts).await
+    }
+}
+
+/// Records every call of the wrapped provider for one controller: `karpenter_cloudprovider_duration_seconds`
+/// and, on failure, `karpenter_cloudprovider_errors_total` with the AWS error code.
+#[derive(Clone)]
+pub struct Measured {
+    inner: Arc<dyn CloudProvider>,
+    metrics: Arc<Metrics>,
+    controller: &'static str,
+}
+
+impl Measured {
+    pub fn new(inner: Arc<dyn CloudProvider>, metrics: Arc<Metrics>, controller: &'static str) -> Self {
+        Self { inner, metrics, controller }
+    }
+
+    fn record<T, E: ErrorCode>(&self, method: &str, started: Instant, result: &Result<T, E>) {
+        self.metrics.cloudprovider_call(self.controller, method, started.elapsed().as_secs_f64());
+        if let Err(error) = result {
+            self.metrics.cloudprovider_error(self.controller, method, &error.error_code());
+        }
+    }
+}
+
+/// The `error` label of a failed call.
+trait ErrorCode {
+    fn error_code(&self) -> String;
+}
+
+impl ErrorCode for CloudError {
+    fn error_code(&self) -> String {
+        match self.code() {
+            "" => "Unknown".to_string(),
+            code => code.to_string(),
+        }
+    }
+}
+
+impl ErrorCode for FleetError {
+    fn error_code(&self) -> String {
+        match self {
+            FleetError::InsufficientCapacity { codes, .. } => codes.clone(),
+            FleetError::NothingLaunched(_) => "NothingLaunched".to_string(),
+            FleetError::Cloud(error) => error.error_code(),
+        }
+    }
+}
+
+/// Calls `$call` on the inner provider and records it as `$method`.
+macro_rules! measured {
+    ($self:ident, $method:literal, $call:expr) => {{
+        let started = Instant::now();
+        let result = $call.await;
+        $self.record($method, started, &result);
+        result
+    }};
+}
+
+#[async_trait]
+impl CloudProvider for Measured {
+    async fn describe_cluster(&self, name: &str, endpoint: Option<&str>) -> Result<ClusterFacts, CloudError> {
+        measured!(self, "DescribeCluster", self.inner.describe_cluster(name, endpoint))
+    }
+
+    async fn instance_types(&self) -> Result<Vec<InstanceTypeInfo>, CloudError> {
+        measured!(self, "GetInstanceTypes", self.inner.instance_types())
+    }
+
+    async fn image_from_parameter(&self, parameter: &str) -> Result<Option<String>, CloudError> {
+        measured!(self, "GetImageParameter", self.inner.image_from_parameter(parameter))
+    }
+
+    async fn subnets(&self, terms: &[SelectorTerm]) -> Result<Vec<SubnetInfo>, CloudError> {
+        measured!(self, "ListSubnets", self.inner.subnets(terms))
+    }
+
+    async fn security_groups(&self, terms: &[SelectorTerm]) -> Result<Vec<SecurityGroupInfo>, CloudError> {
+        measured!(self, "ListSecurityGroups", self.inner.security_groups(terms))
+    }
+
+    async fn images(&self, terms: &[SelectorTerm]) -> Result<Vec<ImageInfo>, CloudError> {
+        measured!(self, "ListImages", self.inner.images(terms))
+    }
+
+    async fn ensure_instance_profile(&self, cluster: &str, nodeclass: &str, role: &str) -> Result<String, CloudError> {
+        measured!(self, "EnsureInstanceProfile", self.inner.ensure_instance_profile(cluster, nodeclass, role))
+    }
+
+    async fn ensure_launch_template(&self, spec: &LaunchTemplateSpec) -> Result<String, CloudError> {
+        measured!(self, "EnsureLaunchTemplate", self.inner.ensure_launch_template(spec))
+    }
+
+    async fn delete_unused_launch_templates(
+        &self,
+        cluster: &str,
+        in_use: &HashSet<String>,
+        min_age: Duration,
+    ) -> Result<Vec<String>, CloudError> {
+        measured!(self, "DeleteLaunchTemplates", self.inner.delete_unused_launch_templates(cluster, in_use, min_age))
+    }
+
+    async fn create_fleet(&self, request: &FleetRequest) -> Result<LaunchedInstance, FleetError> {
+        measured!(self, "Create", self.inner.create_fleet(request))
+    }
+
+    async fn describe_instance(&self, instance_id: &str) -> Result<Option<InstanceSummary>, CloudError> {
+        measured!(self, "Get", self.inner.describe_instance(instance_id))
+    }
+
+    async fn find_instance_for_nodeclaim(
+        &self,
+        cluster: &str,
+        nodeclaim: &str,
+    ) -> Result<Option<InstanceSummary>, CloudError> {
+        measured!(self, "GetByNodeClaim", self.inner.find_instance_for_nodeclaim(cluster, nodeclaim))
+    }
+
+    async fn node_pool_instances(&self, cluster: &str) -> Result<Vec<InstanceSummary>, CloudError> {
+        measured!(self, "List", self.inner.node_pool_instances(cluster))
+    }
+
+    async fn terminate_instances(&self, instance_ids: &[String]) -> Result<(), CloudError> {
+        measured!(self, "Delete", self.inner.terminate_instances(instance_ids))
+    }
+
+    async fn queue_url(&self, queue: &str) -> Result<String, CloudError> {
+        measured!(self, "GetQueueUrl", self.inner.queue_url(queue))
+    }
+
+    async fn receive_messages(&self, url: &str) -> Result<Vec<QueueMessage>, CloudError> {
+        measured!(self, "ReceiveMessages", self.inner.receive_messages(url))
+    }
+
+    async fn delete_messages(&self, url: &str, receipts: &[String]) -> Result<usize, CloudError> {
+        measured!(self, "DeleteMessages", self.inner.delete_messages(url, receipts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::fake::FakeCloud;
+
+    #[tokio::test]
+    async fn every_call_is_timed_and_every_failure_counted_under_its_controller() {
+        let fake = Arc::new(FakeCloud::default());
+        fake.add_instance("i-1", None, Duration::from_secs(60));
+        let metrics = Arc::new(Metrics::default());
+        let cloud = Measured::new(fake.clone(), metrics.clone(), "nodeclaim.garbagecollection");
+        assert_eq!(cloud.node_pool_instances("demo").await.expect("a list").len(), 1);
+        fake.fail_next("TerminateInstances", "UnauthorizedOperation");
+        assert!(cloud.terminate_instances(&["i-1".to_string()]).await.is_err());
+        let text = metrics.encode();
+        for method in ["List", "Delete"] {
+            let series = format!(
+                r#"karpenter_cloudprovider_duration_seconds_count{{controller="nodeclaim.garbagecollection",method="{method}",provider="aws"}} 1"#
+            );
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+        assert!(
+            text.contains(r#"karpenter_cloudprovider_errors_total{controller="nodeclaim.garbagecollection",method="Delete",provider="aws",error="UnauthorizedOperation"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"method="List",provider="aws",error"#), "a success is no error: {text}");
+    }
+}
