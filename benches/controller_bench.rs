@@ -135,12 +135,18 @@ async fn prepare_cluster(kube: &kube::Client, create_subnets: Option<u8>) -> Res
         progress: None,
     };
     nodesmith::bootstrap::setup::run(&sdk, &options).await?;
+    install_crds(kube).await?;
+    Ok((cluster, sdk))
+}
+
+/// The Karpenter v1 CRDs, applied and given a moment to be served: the controller does not become ready without.
+async fn install_crds(kube: &kube::Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
     for crd in nodesmith::apis::crds::all() {
         crds.patch(&crd.crd.name_any(), &PatchParams::apply("nodesmith").force(), &Patch::Apply(&crd.crd)).await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok((cluster, sdk))
+    Ok(())
 }
 
 async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Result<()> {
@@ -298,6 +304,7 @@ fn rss_kib(pid: u32) -> Result<BTreeMap<String, u64>> {
 async fn memory(kube: &kube::Client, node_count: usize, pod_count: usize) -> Result<()> {
     let cluster = std::env::var("NODESMITH_SANDBOX_CLUSTER").unwrap_or_else(|_| "demo".into());
     let bench = format!("bench-mem-{}", std::process::id());
+    install_crds(kube).await?;
     namespace(kube, &bench).await?;
     let nodes: Api<Node> = Api::all(kube.clone());
     let started = Instant::now();

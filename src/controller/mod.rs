@@ -14,6 +14,7 @@ pub mod nodeclass_status;
 pub mod nodepool_status;
 pub mod pods;
 pub mod provisioner;
+pub mod slim;
 pub mod state;
 pub mod termination;
 pub mod unavailable;

@@ -13,6 +13,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
+use super::slim;
 use crate::apis::ec2nodeclass::EC2NodeClass;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
@@ -29,12 +30,13 @@ pub struct ClusterState {
     pub pdbs: Store<PodDisruptionBudget>,
 }
 
-fn watch<K>(api: Api<K>, config: watcher::Config) -> Store<K>
+/// A cache of `api`'s objects, each slimmed by `slim` before it is stored (see `super::slim`).
+fn watch<K>(api: Api<K>, config: watcher::Config, slim: fn(&mut K)) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff()).applied_objects();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff().modify(slim)).applied_objects();
     tokio::spawn(async move {
         stream
             .for_each(|event| async move {
@@ -47,39 +49,23 @@ where
     store
 }
 
+/// Slims any object to its metadata's needs.
+fn metadata_only<K: kube::Resource>(object: &mut K) {
+    slim::metadata(object.meta_mut());
+}
+
 impl ClusterState {
     /// Starts every watch; `wait_synced` tells when the caches are complete.
     pub fn start(client: &kube::Client) -> Self {
-        // Metadata-heavy fields (managed fields) are dropped from the caches: they are never read, and at 10,000
-        // pods they are most of the memory.
-        let pods = {
-            let (store, writer) = reflector::store();
-            let stream = reflector::reflector(
-                writer,
-                watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-                    .default_backoff()
-                    .modify(|pod: &mut Pod| pod.metadata.managed_fields = None),
-            )
-            .applied_objects();
-            tokio::spawn(async move {
-                stream
-                    .for_each(|event| async move {
-                        if let Err(error) = event {
-                            tracing::warn!("pod watch error (retrying): {error}");
-                        }
-                    })
-                    .await;
-            });
-            store
-        };
+        let all = watcher::Config::default;
         Self {
-            pods,
-            nodes: watch(Api::all(client.clone()), watcher::Config::default()),
-            daemonsets: watch(Api::all(client.clone()), watcher::Config::default()),
-            nodeclaims: watch(Api::all(client.clone()), watcher::Config::default()),
-            nodepools: watch(Api::all(client.clone()), watcher::Config::default()),
-            nodeclasses: watch(Api::all(client.clone()), watcher::Config::default()),
-            pdbs: watch(Api::all(client.clone()), watcher::Config::default()),
+            pods: watch(Api::all(client.clone()), all(), slim::pod),
+            nodes: watch(Api::all(client.clone()), all(), slim::node),
+            daemonsets: watch(Api::all(client.clone()), all(), metadata_only),
+            nodeclaims: watch(Api::all(client.clone()), all(), metadata_only),
+            nodepools: watch(Api::all(client.clone()), all(), metadata_only),
+            nodeclasses: watch(Api::all(client.clone()), all(), metadata_only),
+            pdbs: watch(Api::all(client.clone()), all(), metadata_only),
         }
     }
 
