@@ -63,9 +63,11 @@ pub async fn receive(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Vec<QueueMe
 }
 
 /// Deletes messages by receipt handle, ten per call; returns how many SQS deleted. A message SQS leaves is
-/// logged: it comes back after its visibility timeout.
+/// logged: it comes back after its visibility timeout. A failed call does not stop the next ten; the first
+/// failure is returned once all were tried.
 pub async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, receipts: &[String]) -> Result<usize, CloudError> {
     let mut deleted = 0;
+    let mut first_error = None;
     for chunk in receipts.chunks(10) {
         let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
             .iter()
@@ -74,17 +76,24 @@ pub async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, receipts: &[String]) -
                 DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(receipt).build().ok()
             })
             .collect();
-        let answer = sqs
-            .delete_message_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("sqs:DeleteMessageBatch", Some(url), e))?;
+        let answer = match sqs.delete_message_batch().queue_url(url).set_entries(Some(entries)).send().await {
+            Ok(answer) => answer,
+            Err(error) => {
+                first_error.get_or_insert(CloudError::from_sdk("sqs:DeleteMessageBatch", Some(url), error));
+                continue;
+            }
+        };
         deleted += answer.successful().len();
         for failed in answer.failed() {
             tracing::warn!(code = failed.code(), "sqs:DeleteMessageBatch left a message: {:?}", failed.message());
         }
     }
-    Ok(deleted)
+    match first_error {
+        Some(error) if deleted == 0 => Err(error),
+        Some(error) => {
+            tracing::warn!("some handled messages were not deleted (they come back): {error}");
+            Ok(deleted)
+        }
+        None => Ok(deleted),
+    }
 }

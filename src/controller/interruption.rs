@@ -139,9 +139,11 @@ where
             Err(error) => tracing::warn!(message_id = message.id, "handling failed, will retry: {error}"),
         }
     }
-    match cloud.delete_messages(url, &done).await {
-        Ok(deleted) => (0..deleted).for_each(|_| metrics.interruption_deleted()),
-        Err(error) => tracing::warn!("handled messages not deleted (they come back): {error}"),
+    if !done.is_empty() {
+        match cloud.delete_messages(url, &done).await {
+            Ok(deleted) => (0..deleted).for_each(|_| metrics.interruption_deleted()),
+            Err(error) => tracing::warn!("handled messages not deleted (they come back): {error}"),
+        }
     }
     Ok(messages.len())
 }
