@@ -53,7 +53,7 @@ impl CloudError {
     /// The thing asked about does not exist (`InvalidInstanceID.NotFound`, `NoSuchEntity`, ...).
     pub fn is_not_found(&self) -> bool {
         let code = self.code();
-        code.ends_with("NotFound") || code.ends_with(".NotFound") || code == "NoSuchEntity"
+        code.ends_with("NotFound") || code == "NoSuchEntity"
     }
 }
 

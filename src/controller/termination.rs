@@ -18,21 +18,25 @@ use super::{Context, Error, pods};
 use crate::apis::finalizers;
 use crate::apis::labels::{DISRUPTED_TAINT_KEY, NODEPOOL_LABEL, TERMINATION_FINALIZER};
 use crate::apis::nodeclaim::NodeClaim;
-use crate::cloud::{CloudProvider, instances};
+use crate::cloud::CloudProvider;
+use crate::cloud::error::CloudError;
+use crate::cloud::instances::{self, InstanceSummary};
 
 /// Terminates what is left of the NodeClaim `name`'s instance; returns the instance terminated, None when there
-/// is nothing left to terminate. `instance_id` is the one it recorded (`instance` as EC2 describes it); with none
-/// recorded, the NodeClaim may have been deleted before its launch was recorded, and an instance may still carry
-/// its tag.
+/// is nothing left to terminate. `provider_id` is what the NodeClaim recorded, `instance` its instance as EC2
+/// describes it. With nothing recorded, the NodeClaim may have been deleted before its launch was recorded, and
+/// an instance may still carry its tag; a recorded provider id that names no EC2 instance leaves nothing of ours.
 async fn terminate_instance(
     cloud: &dyn CloudProvider,
     cluster: &str,
     name: &str,
-    instance_id: Option<&str>,
-    instance: Option<crate::cloud::instances::InstanceSummary>,
-) -> Result<Option<String>, crate::cloud::error::CloudError> {
-    let target = match instance_id {
-        Some(id) => instance.filter(|i| i.is_alive()).map(|_| id.to_string()),
+    provider_id: Option<&str>,
+    instance: Option<InstanceSummary>,
+) -> Result<Option<String>, CloudError> {
+    let target = match provider_id {
+        Some(provider_id) => instances::instance_id_from_provider_id(provider_id)
+            .filter(|_| instance.is_some_and(|i| i.is_alive()))
+            .map(str::to_string),
         None => cloud.find_instance_for_nodeclaim(cluster, name).await?.map(|found| found.instance_id),
     };
     if let Some(id) = &target {
@@ -64,9 +68,10 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
         .and_then(|n| ctx.state.node(n))
         .or_else(|| status.provider_id.as_deref().and_then(|p| ctx.state.node_by_provider_id(p)));
 
+    let cloud = ctx.cloud(CONTROLLER);
     let instance_id = status.provider_id.as_deref().and_then(instances::instance_id_from_provider_id);
     let instance = match instance_id {
-        Some(id) => ctx.cloud(CONTROLLER).describe_instance(id).await?,
+        Some(id) => cloud.describe_instance(id).await?,
         None => None,
     };
     // Pods on a node whose instance is gone cannot be drained (no kubelet confirms their end): they are deleted
@@ -81,16 +86,11 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
         }
     }
 
-    let cloud = ctx.cloud(CONTROLLER);
-    let recorded = status.provider_id.is_some();
-    // A provider id that names no EC2 instance: nothing of ours to terminate.
-    let terminated = if recorded && instance_id.is_none() {
-        None
-    } else {
-        terminate_instance(&cloud, &ctx.settings.cluster_name, &name, instance_id, instance).await?
-    };
-    if let Some(terminated) = terminated {
-        if recorded {
+    let provider_id = status.provider_id.as_deref();
+    if let Some(terminated) =
+        terminate_instance(&cloud, &ctx.settings.cluster_name, &name, provider_id, instance).await?
+    {
+        if provider_id.is_some() {
             publish(ctx, claim, EventType::Normal, "Terminating", &format!("terminating instance {terminated}")).await;
         }
         tracing::info!(nodeclaim = %name, instance = terminated, "terminating instance");
@@ -204,7 +204,7 @@ mod instance_tests {
     use super::*;
     use crate::cloud::fake::FakeCloud;
 
-    async fn described(cloud: &FakeCloud, id: &str) -> Option<crate::cloud::instances::InstanceSummary> {
+    async fn described(cloud: &FakeCloud, id: &str) -> Option<InstanceSummary> {
         cloud.describe_instance(id).await.expect("a describe")
     }
 
@@ -213,12 +213,13 @@ mod instance_tests {
         let cloud = FakeCloud::default();
         cloud.add_instance("i-1", Some("default-a"), Duration::from_secs(600));
         let instance = described(&cloud, "i-1").await;
-        let terminated = terminate_instance(&cloud, "demo", "default-a", Some("i-1"), instance).await.expect("ok");
+        let provider = Some("aws:///us-east-1a/i-1");
+        let terminated = terminate_instance(&cloud, "demo", "default-a", provider, instance).await.expect("ok");
         assert_eq!(terminated.as_deref(), Some("i-1"));
         assert_eq!(cloud.state_of("i-1").as_deref(), Some("shutting-down"));
         // The next pass sees it going: nothing more to do, and no second TerminateInstances.
         let instance = described(&cloud, "i-1").await;
-        let again = terminate_instance(&cloud, "demo", "default-a", Some("i-1"), instance).await.expect("ok");
+        let again = terminate_instance(&cloud, "demo", "default-a", provider, instance).await.expect("ok");
         assert_eq!(again, None);
         let terminates = cloud.calls().iter().filter(|c| c.starts_with("TerminateInstances")).count();
         assert_eq!(terminates, 1);
@@ -234,5 +235,16 @@ mod instance_tests {
         assert_eq!(cloud.state_of("i-3").as_deref(), Some("running"));
         let none_left = terminate_instance(&cloud, "demo", "default-b", None, None).await.expect("ok");
         assert_eq!(none_left, None);
+    }
+
+    #[tokio::test]
+    async fn a_provider_id_that_names_no_ec2_instance_leaves_nothing_to_terminate() {
+        let cloud = FakeCloud::default();
+        cloud.add_instance("i-4", Some("default-c"), Duration::from_secs(600));
+        let terminated =
+            terminate_instance(&cloud, "demo", "default-c", Some("kind://node-1"), None).await.expect("ok");
+        assert_eq!(terminated, None);
+        assert!(cloud.calls().is_empty(), "no lookup by tag, no terminate: {:?}", cloud.calls());
+        assert_eq!(cloud.state_of("i-4").as_deref(), Some("running"));
     }
 }

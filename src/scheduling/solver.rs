@@ -101,6 +101,7 @@ impl<'a> Prepared<'a> {
         Self::of(input.instance_types, input.prices, input.unavailable, input.existing)
     }
 
+    /// As `new`, from the parts of an input it reads.
     pub fn of(
         instance_types: &'a [InstanceTypeInfo],
         prices: &PriceTable,
@@ -365,13 +366,14 @@ impl<'a> ExistingState<'a> {
         let blocks = (0..self.block_room.len()).filter(|&b| pod.requests.fits_in(&self.block_room[b]));
         for n in blocks.flat_map(|b| b * BLOCK..((b + 1) * BLOCK).min(self.nodes.len())) {
             let node = &self.nodes[n];
+            let host = self.hosts.get(&n);
             if !pod.requests.fits_in(&self.available[n])
                 || !tolerates_all(&pod.tolerations, &node.taints)
                 || !attempt.requirements.iter().all(|r| r.matches(node.labels.get(&r.key).map(String::as_str)))
                 || !topology.hostname_allows(
                     shape,
-                    self.hosts.get(&n).map_or(&[][..], |h| &h.counts),
-                    self.hosts.get(&n).map_or(&[][..], |h| &h.anti_affinity),
+                    host.map_or(&[][..], |h| &h.counts),
+                    host.map_or(&[][..], |h| &h.anti_affinity),
                     attempt.soft_spreads,
                 )
             {
