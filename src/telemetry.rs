@@ -132,6 +132,7 @@ pub struct Metrics {
     pod_startup: Histogram,
     interruption_received: Family<MessageLabels, Counter>,
     interruption_deleted: Counter,
+    interruption_refused: Family<ReasonLabels, Counter>,
     interruption_queue_duration: Histogram,
     nodes_allocatable: Family<NodeResourceLabels, FloatGauge>,
     nodes_requested: Family<NodeResourceLabels, FloatGauge>,
@@ -156,6 +157,7 @@ impl Default for Metrics {
         let pod_startup = Histogram::new(exponential_buckets(0.5, 2.0, 14));
         let interruption_received = Family::default();
         let interruption_deleted = Counter::default();
+        let interruption_refused = Family::default();
         let interruption_queue_duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
         let nodes_allocatable = Family::default();
         let nodes_requested = Family::default();
@@ -242,6 +244,12 @@ impl Default for Metrics {
             "Interruption queue messages deleted",
             interruption_deleted.clone(),
         );
+        registry.register(
+            "nodesmith_interruption_refused_messages",
+            "Interruption queue messages deleted without acting on them, as not to be trusted: from another account or \
+             region (foreign_origin), or a state change EC2 does not confirm (unconfirmed_state_change)",
+            interruption_refused.clone(),
+        );
         Self {
             registry,
             scheduling_duration,
@@ -252,6 +260,7 @@ impl Default for Metrics {
             pod_startup,
             interruption_received,
             interruption_deleted,
+            interruption_refused,
             interruption_queue_duration,
             nodes_allocatable,
             nodes_requested,
@@ -301,6 +310,10 @@ impl Metrics {
 
     pub fn interruption_received(&self, message_type: &str) {
         self.interruption_received.get_or_create(&MessageLabels { message_type: message_type.into() }).inc();
+    }
+
+    pub fn interruption_refused(&self, reason: &str) {
+        self.interruption_refused.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     pub fn interruption_deleted(&self) {

@@ -27,13 +27,23 @@ locals {
     }]
   }
 
-  # EKS Pod Identity: the pods service may assume (and tag) the controller role.
+  # EKS Pod Identity: the pods service may assume (and tag) the controller role, for this cluster of this account
+  # only and only for the controller's ServiceAccount (the session tags EKS sets).
   pod_identity_trust_policy = {
     Version = "2012-10-17"
     Statement = [{
       Effect    = "Allow"
       Principal = { Service = "pods.eks.amazonaws.com" }
       Action    = ["sts:AssumeRole", "sts:TagSession"]
+      Condition = {
+        StringEquals = {
+          "aws:SourceAccount"                         = local.account_id
+          "aws:RequestTag/eks-cluster-name"           = var.cluster_name
+          "aws:RequestTag/kubernetes-namespace"       = var.namespace
+          "aws:RequestTag/kubernetes-service-account" = var.service_account
+        }
+        ArnEquals = { "aws:SourceArn" = "arn:${local.partition}:eks:${local.region}:${local.account_id}:cluster/${var.cluster_name}" }
+      }
     }]
   }
 
@@ -216,6 +226,13 @@ locals {
       Resource = local.instance_profile
     },
     {
+      # Finding the instance profile that already holds an EC2NodeClass's role.
+      Sid      = "AllowNodeRoleInstanceProfileLookup"
+      Effect   = "Allow"
+      Action   = "iam:ListInstanceProfilesForRole"
+      Resource = local.node_role_arn
+    },
+    {
       Sid      = "AllowAPIServerEndpointDiscovery"
       Effect   = "Allow"
       Action   = "eks:DescribeCluster"
@@ -269,11 +286,20 @@ locals {
     Id      = "nodesmith-interruption-queue"
     Statement = [
       {
-        Sid       = "AllowEventBridgeAndSqs"
+        # Only this cluster's interruption rules may send.
+        Sid       = "AllowInterruptionRules"
         Effect    = "Allow"
-        Principal = { Service = ["events.amazonaws.com", "sqs.amazonaws.com"] }
+        Principal = { Service = "events.amazonaws.com" }
         Action    = "sqs:SendMessage"
         Resource  = local.queue_arn
+        Condition = {
+          ArnEquals = {
+            "aws:SourceArn" = sort([
+              for kind in keys(local.interruption_events) :
+              "arn:${local.partition}:events:${local.region}:${local.account_id}:rule/${local.names.rules[kind]}"
+            ])
+          }
+        }
       },
       {
         Sid       = "DenyHTTP"

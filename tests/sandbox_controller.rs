@@ -634,6 +634,10 @@ async fn interruption_story(
             claim.labels().get("topology.kubernetes.io/zone").cloned(),
         );
         let node = claim.status.as_ref().and_then(|s| s.node_name.clone()).context("no node")?;
+        if kind == "stopping" {
+            // As on AWS, the state change happened before its event: the controller checks with EC2.
+            aws_sdk_ec2::Client::new(&sandbox.sdk).stop_instances().instance_ids(&instance_id).send().await?;
+        }
         events.put_events().entries(event_entry(kind, &instance_id)).send().await?;
         wait_until(
             &format!("{kind}: the pods to run on another node and {instance_id} to be terminated"),
@@ -664,6 +668,13 @@ async fn interruption_story(
     // A message that does not parse and one about an instance that is not ours are deleted and counted.
     sqs.send_message().queue_url(&queue_url).message_body("this is not an event").send().await?;
     events.put_events().entries(event_entry("spot", "i-00000000000000000")).send().await?;
+    // Forgeries, by anyone who may send to the queue: a spot warning from another account, and a "stopping"
+    // state change for an instance EC2 says is running. Both are deleted and counted; the node stays.
+    let forged_account = include_str!("data/events/spot-interruption-warning.json")
+        .replace("123456789012", "210987654321")
+        .replace("i-0b662ef9931388ba0", &instance_id);
+    sqs.send_message().queue_url(&queue_url).message_body(forged_account).send().await?;
+    events.put_events().entries(event_entry("stopping", &instance_id)).send().await?;
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::all(sandbox.kube.clone());
     wait_until("a RebalanceRecommendation event on the NodeClaim", RUN_WAIT, || async {
         let recorded = api.list(&ListParams::default()).await?.items.into_iter().any(|e| {
@@ -694,7 +705,11 @@ async fn interruption_story(
         controller.metric(r#"karpenter_interruption_received_messages_total{message_type="parse_error"}"#).await?,
         1.0
     );
-    assert!(controller.metric("karpenter_interruption_deleted_messages_total").await? >= 7.0);
+    for (reason, expected) in [("foreign_origin", 1.0), ("unconfirmed_state_change", 1.0)] {
+        let sample = format!(r#"nodesmith_interruption_refused_messages_total{{reason="{reason}"}}"#);
+        assert_eq!(controller.metric(&sample).await?, expected, "{reason}");
+    }
+    assert!(controller.metric("karpenter_interruption_deleted_messages_total").await? >= 9.0);
     Ok(())
 }
 

@@ -63,6 +63,9 @@ async fn put_events_of_a_spot_interruption_warning_arrives_in_the_queue_through_
     assert_eq!(envelope["detail"]["instance-id"], sample["detail"]["instance-id"]);
     assert_eq!(envelope["detail"]["instance-action"], "terminate");
     assert_eq!(envelope["resources"], sample["resources"]);
+    // The origin the controller checks before acting (moto_server.py puts back the account moto drops).
+    assert_eq!(envelope["account"], "123456789012");
+    assert_eq!(envelope["region"], "us-east-1");
 
     events.remove_targets().rule(&name).ids("queue").send().await?;
     events.delete_rule().name(&name).send().await?;

@@ -323,3 +323,48 @@ async fn a_setup_killed_part_way_converges_on_the_next_run() -> Result<()> {
     }
     Ok(())
 }
+
+/// IAM keeps five versions of a managed policy: a policy already changed that often (by earlier releases, or by
+/// hand) is still brought back to what setup writes, the oldest versions making room.
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_policy_with_five_versions_is_still_updated() -> Result<()> {
+    let sandbox = Sandbox::connect().await?;
+    let cluster = unique_name("setup-versions");
+    seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
+    let opts = setup_options(&sandbox, &cluster);
+    setup::run(&sandbox.sdk, &opts).await?;
+    let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
+    let name = nodesmith::bootstrap::names::ClusterNames::for_cluster(&cluster).controller_policy(1);
+    let arn = format!("arn:aws:iam::123456789012:policy/{name}");
+    let edited = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "EditedByHand", "Effect": "Allow", "Action": "ec2:DescribeRegions", "Resource": "*"}
+    ]});
+    for _ in 0..4 {
+        iam.create_policy_version()
+            .policy_arn(&arn)
+            .policy_document(edited.to_string())
+            .set_as_default(true)
+            .send()
+            .await?;
+    }
+    assert_eq!(iam.list_policy_versions().policy_arn(&arn).send().await?.versions().len(), 5);
+
+    setup::run(&sandbox.sdk, &opts).await?;
+    let versions = iam.list_policy_versions().policy_arn(&arn).send().await?;
+    assert_eq!(versions.versions().len(), 5, "one version made room for the new one");
+    let default = versions.versions().iter().find(|v| v.is_default_version()).context("a default version")?;
+    let document = iam
+        .get_policy_version()
+        .policy_arn(&arn)
+        .version_id(default.version_id().context("an id")?)
+        .send()
+        .await?
+        .policy_version
+        .and_then(|v| v.document)
+        .context("a document")?;
+    assert!(!decode(&document)?.to_string().contains("EditedByHand"), "setup's document is the default again");
+    let ids: Vec<&str> = versions.versions().iter().filter_map(|v| v.version_id()).collect();
+    assert!(!ids.contains(&"v1"), "the oldest version went: {ids:?}");
+    Ok(())
+}

@@ -47,14 +47,25 @@ pub fn irsa_trust_policy(oidc_provider_arn: &str, issuer: &str, namespace: &str,
     })
 }
 
-/// EKS Pod Identity: the pods service may assume (and tag) the controller role.
-pub fn pod_identity_trust_policy() -> Value {
+/// EKS Pod Identity: the pods service may assume (and tag) the controller role, for this cluster of this account
+/// only (no confused deputy) and only for the controller's ServiceAccount (the session tags EKS sets).
+pub fn pod_identity_trust_policy(account_id: &str, cluster_arn: &str, namespace: &str, service_account: &str) -> Value {
+    let cluster = cluster_arn.rsplit('/').next().unwrap_or_default();
     json!({
         "Version": "2012-10-17",
         "Statement": [{
             "Effect": "Allow",
             "Principal": {"Service": "pods.eks.amazonaws.com"},
-            "Action": ["sts:AssumeRole", "sts:TagSession"]
+            "Action": ["sts:AssumeRole", "sts:TagSession"],
+            "Condition": {
+                "StringEquals": {
+                    "aws:SourceAccount": account_id,
+                    "aws:RequestTag/eks-cluster-name": cluster,
+                    "aws:RequestTag/kubernetes-namespace": namespace,
+                    "aws:RequestTag/kubernetes-service-account": service_account
+                },
+                "ArnEquals": {"aws:SourceArn": cluster_arn}
+            }
         }]
     })
 }
@@ -239,6 +250,13 @@ pub fn controller_statements(ctx: &PolicyContext) -> Vec<Value> {
             "Resource": instance_profile
         }),
         json!({
+            // Finding the instance profile that already holds an EC2NodeClass's role (cloud/instance_profile.rs).
+            "Sid": "AllowNodeRoleInstanceProfileLookup",
+            "Effect": "Allow",
+            "Action": "iam:ListInstanceProfilesForRole",
+            "Resource": node_role_arn
+        }),
+        json!({
             "Sid": "AllowAPIServerEndpointDiscovery",
             "Effect": "Allow",
             "Action": "eks:DescribeCluster",
@@ -328,6 +346,22 @@ mod tests {
             "system:serviceaccount:nodesmith:nodesmith"
         );
         assert_eq!(condition["oidc.eks.us-east-1.amazonaws.com/id/ABC:aud"], "sts.amazonaws.com");
+    }
+
+    #[test]
+    fn pod_identity_trusts_one_service_account_of_this_cluster_and_account() {
+        let policy = pod_identity_trust_policy(
+            "123456789012",
+            "arn:aws:eks:us-east-1:123456789012:cluster/demo",
+            "nodesmith",
+            "controller",
+        );
+        let condition = &policy["Statement"][0]["Condition"];
+        assert_eq!(condition["StringEquals"]["aws:SourceAccount"], "123456789012");
+        assert_eq!(condition["StringEquals"]["aws:RequestTag/eks-cluster-name"], "demo");
+        assert_eq!(condition["StringEquals"]["aws:RequestTag/kubernetes-namespace"], "nodesmith");
+        assert_eq!(condition["StringEquals"]["aws:RequestTag/kubernetes-service-account"], "controller");
+        assert_eq!(condition["ArnEquals"]["aws:SourceArn"], "arn:aws:eks:us-east-1:123456789012:cluster/demo");
     }
 
     proptest! {

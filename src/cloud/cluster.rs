@@ -6,10 +6,25 @@ use super::error::CloudError;
 #[derive(Debug, Clone)]
 pub struct ClusterFacts {
     pub name: String,
+    /// `arn:<partition>:eks:<region>:<account>:cluster/<name>`.
+    pub arn: String,
     pub endpoint: String,
     pub ca_bundle: String,
     pub service_cidr: String,
     pub kubernetes_version: String,
+}
+
+impl ClusterFacts {
+    /// The account and region the cluster is in, from its ARN (None when EKS gave no ARN).
+    pub fn account_and_region(&self) -> Option<(&str, &str)> {
+        let parts: Vec<&str> = self.arn.split(':').collect();
+        match parts.as_slice() {
+            ["arn", _, "eks", region, account, _] if !region.is_empty() && !account.is_empty() => {
+                Some((account, region))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Reads what nodes need from DescribeCluster; `endpoint` overrides the reported endpoint.
@@ -28,6 +43,7 @@ pub async fn describe_cluster(
         answer.cluster().ok_or_else(|| CloudError::call("eks:DescribeCluster", format!("no cluster {name}")))?;
     Ok(ClusterFacts {
         name: name.to_string(),
+        arn: cluster.arn().unwrap_or_default().to_string(),
         endpoint: endpoint.map(str::to_string).or_else(|| cluster.endpoint().map(str::to_string)).unwrap_or_default(),
         ca_bundle: cluster.certificate_authority().and_then(|c| c.data()).unwrap_or_default().to_string(),
         service_cidr: cluster

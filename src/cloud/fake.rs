@@ -39,6 +39,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The cluster `add_instance`'s instances are tagged for.
+pub const FAKE_CLUSTER: &str = "demo";
+
 impl FakeCloud {
     /// Makes the next call of `method` (e.g. "TerminateInstances") fail with AWS error `code`.
     pub fn fail_next(&self, method: &'static str, code: &str) {
@@ -46,7 +49,8 @@ impl FakeCloud {
         lock(&self.failures).insert(method, error);
     }
 
-    /// An instance as if launched `age` ago for `nodeclaim` (None: untagged) of pool `default`.
+    /// An instance as if launched `age` ago for `nodeclaim` (None: untagged) of pool `default` of cluster
+    /// [`FAKE_CLUSTER`].
     pub fn add_instance(&self, id: &str, nodeclaim: Option<&str>, age: Duration) {
         lock(&self.instances).insert(
             id.to_string(),
@@ -63,6 +67,7 @@ impl FakeCloud {
                 nodeclaim: nodeclaim.map(str::to_string),
                 nodepool: Some("default".into()),
                 launch_time: Some(SystemTime::now() - age),
+                owning_clusters: vec![FAKE_CLUSTER.into()],
             },
         );
     }
@@ -90,6 +95,7 @@ impl CloudProvider for FakeCloud {
         self.call("DescribeCluster", name)?;
         Ok(ClusterFacts {
             name: name.into(),
+            arn: format!("arn:aws:eks:us-east-1:123456789012:cluster/{name}"),
             endpoint: endpoint.unwrap_or("https://example.eks.amazonaws.com").into(),
             ca_bundle: String::new(),
             service_cidr: "10.100.0.0/16".into(),
@@ -176,6 +182,12 @@ impl CloudProvider for FakeCloud {
                 nodeclaim: tag(NODECLAIM_TAG),
                 nodepool: tag(NODEPOOL_TAG),
                 launch_time: Some(SystemTime::now()),
+                owning_clusters: request
+                    .tags
+                    .iter()
+                    .filter(|(_, v)| v == "owned")
+                    .filter_map(|(k, _)| k.strip_prefix("kubernetes.io/cluster/").map(str::to_string))
+                    .collect(),
             },
         );
         Ok(LaunchedInstance {

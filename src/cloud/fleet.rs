@@ -123,6 +123,8 @@ pub async fn create_fleet(ec2: &aws_sdk_ec2::Client, request: &FleetRequest) -> 
         .on_demand_options(
             OnDemandOptionsRequest::builder().allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice).build(),
         )
+        // The fleet is tagged too: the controller policy allows CreateFleet on fleet/* only with the cluster's tags.
+        .tag_specifications(tag_specification(ResourceType::Fleet, &request.tags))
         .tag_specifications(tag_specification(ResourceType::Instance, &request.tags))
         .tag_specifications(tag_specification(ResourceType::Volume, &request.tags))
         .client_token(&request.client_token)

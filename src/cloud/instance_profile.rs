@@ -7,10 +7,26 @@ use super::error::CloudError;
 use super::instances::{NODECLASS_TAG, cluster_tag_key};
 use crate::bootstrap::setup::OWNER_TAG;
 
-fn ours(tags: &[Tag], cluster: &str) -> bool {
+/// The tag IAM's condition keys see the profile's region by (instance profiles are global; the region is ours).
+pub const REGION_TAG: &str = "topology.kubernetes.io/region";
+
+/// Made for this cluster, and not in another region (a profile tagged with one is that region's).
+fn ours(tags: &[Tag], cluster: &str, region: &str) -> bool {
     let cluster_key = cluster_tag_key(cluster);
-    tags.iter()
-        .any(|t| (t.key() == OWNER_TAG && t.value() == cluster) || (t.key() == cluster_key && t.value() == "owned"))
+    let cluster_owned = tags
+        .iter()
+        .any(|t| (t.key() == OWNER_TAG && t.value() == cluster) || (t.key() == cluster_key && t.value() == "owned"));
+    let other_region = tags.iter().any(|t| t.key() == REGION_TAG && t.value() != region);
+    cluster_owned && !other_region
+}
+
+pub fn profile_tags(cluster: &str, region: &str, nodeclass: &str) -> [(String, String); 4] {
+    [
+        (cluster_tag_key(cluster), "owned".into()),
+        ("eks:eks-cluster-name".into(), cluster.into()),
+        (REGION_TAG.into(), region.into()),
+        (NODECLASS_TAG.into(), nodeclass.into()),
+    ]
 }
 
 /// A profile name within IAM's 128 characters: `nodesmith-<cluster>-<nodeclass>`, hashed when too long.
@@ -22,6 +38,7 @@ pub fn profile_name(cluster: &str, nodeclass: &str) -> String {
 pub async fn ensure_for_role(
     iam: &aws_sdk_iam::Client,
     cluster: &str,
+    region: &str,
     nodeclass: &str,
     role: &str,
 ) -> Result<String, CloudError> {
@@ -43,30 +60,22 @@ pub async fn ensure_for_role(
             .await
             .map_err(|e| CloudError::from_sdk("iam:GetInstanceProfile", Some(name), e))?;
         let tags = described.instance_profile().map(|p| p.tags()).unwrap_or_default();
-        if ours(tags, cluster) {
+        if ours(tags, cluster, region) {
             return Ok(name.to_string());
         }
     }
     let name = profile_name(cluster, nodeclass);
-    let created = iam
-        .create_instance_profile()
-        .instance_profile_name(&name)
-        .tags(
-            Tag::builder()
-                .key(cluster_tag_key(cluster))
-                .value("owned")
-                .build()
-                .map_err(|e| CloudError::call("iam:CreateInstanceProfile", e.to_string()))?,
-        )
-        .tags(
-            Tag::builder()
-                .key(NODECLASS_TAG)
-                .value(nodeclass)
-                .build()
-                .map_err(|e| CloudError::call("iam:CreateInstanceProfile", e.to_string()))?,
-        )
-        .send()
-        .await;
+    // The tags the controller policy's conditions on instance profiles ask for.
+    let mut create = iam.create_instance_profile().instance_profile_name(&name);
+    for (key, value) in profile_tags(cluster, region, nodeclass) {
+        let tag = Tag::builder()
+            .key(key)
+            .value(value)
+            .build()
+            .map_err(|e| CloudError::call("iam:CreateInstanceProfile", e.to_string()))?;
+        create = create.tags(tag);
+    }
+    let created = create.send().await;
     match created {
         Ok(_) => {}
         Err(error) if error.as_service_error().is_some_and(|e| e.is_entity_already_exists_exception()) => {}
@@ -78,5 +87,26 @@ pub async fn ensure_for_role(
         // Already holds it (a profile holds at most one role).
         Err(error) if error.as_service_error().is_some_and(|e| e.is_limit_exceeded_exception()) => Ok(name),
         Err(error) => Err(CloudError::from_sdk("iam:AddRoleToInstanceProfile", Some(&name), error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)]) -> Vec<Tag> {
+        pairs.iter().filter_map(|(k, v)| Tag::builder().key(*k).value(*v).build().ok()).collect()
+    }
+
+    #[test]
+    fn a_profile_is_ours_when_made_for_this_cluster_in_this_region() {
+        let made = profile_tags("demo", "us-east-1", "default");
+        let made: Vec<(&str, &str)> = made.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert!(ours(&tags(&made), "demo", "us-east-1"));
+        assert!(!ours(&tags(&made), "demo", "eu-west-1"), "the same cluster name in another region");
+        assert!(!ours(&tags(&made), "other", "us-east-1"));
+        // Setup's profile carries the owner tag and no region.
+        assert!(ours(&tags(&[(OWNER_TAG, "demo")]), "demo", "us-east-1"));
+        assert!(!ours(&tags(&[("karpenter.k8s.aws/ec2nodeclass", "default")]), "demo", "us-east-1"));
     }
 }

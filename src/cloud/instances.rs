@@ -31,12 +31,19 @@ pub struct InstanceSummary {
     pub nodeclaim: Option<String>,
     pub nodepool: Option<String>,
     pub launch_time: Option<SystemTime>,
+    /// The clusters whose `kubernetes.io/cluster/<name>=owned` tag it carries.
+    pub owning_clusters: Vec<String>,
 }
 
 impl InstanceSummary {
     /// `aws:///<zone>/<instance id>`, as the kubelet's cloud provider writes it on the Node.
     pub fn provider_id(&self) -> String {
         provider_id(&self.zone, &self.instance_id)
+    }
+
+    /// Tagged as this cluster's own: the only instances the controller may terminate.
+    pub fn is_owned_by(&self, cluster: &str) -> bool {
+        self.owning_clusters.iter().any(|c| c == cluster)
     }
 
     /// Pending or running: it holds (or will hold) a node.
@@ -81,6 +88,12 @@ fn summary(instance: &Instance) -> Option<InstanceSummary> {
         nodeclaim: tag_value(instance, NODECLAIM_TAG).map(str::to_string),
         nodepool: tag_value(instance, NODEPOOL_TAG).map(str::to_string),
         launch_time: instance.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
+        owning_clusters: instance
+            .tags()
+            .iter()
+            .filter(|t| t.value() == Some("owned"))
+            .filter_map(|t| t.key()?.strip_prefix("kubernetes.io/cluster/").map(str::to_string))
+            .collect(),
     })
 }
 

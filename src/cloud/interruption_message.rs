@@ -60,7 +60,7 @@ struct Envelope {
 }
 
 /// States after which the instance no longer holds a node.
-const GONE_STATES: [&str; 4] = ["stopping", "stopped", "shutting-down", "terminated"];
+pub const GONE_STATES: [&str; 4] = ["stopping", "stopped", "shutting-down", "terminated"];
 
 fn instance_id(detail: &serde_json::Value) -> Result<String, ParseError> {
     detail
@@ -69,6 +69,20 @@ fn instance_id(detail: &serde_json::Value) -> Result<String, ParseError> {
         .filter(|id| id.starts_with("i-"))
         .map(str::to_string)
         .ok_or_else(|| ParseError("detail.instance-id is missing or not an instance id".into()))
+}
+
+#[derive(Deserialize)]
+struct Origin {
+    #[serde(default)]
+    account: String,
+    #[serde(default)]
+    region: String,
+}
+
+/// Whether the event was emitted for `account` and `region`, as EventBridge's envelope says. Anyone allowed to send
+/// to the queue could forge an event about our instances; one from another account or region is not acted on.
+pub fn is_from(body: &str, account: &str, region: &str) -> bool {
+    serde_json::from_str::<Origin>(body).is_ok_and(|o| o.account == account && o.region == region)
 }
 
 /// Reads one SQS message body.
@@ -127,6 +141,16 @@ mod tests {
     fn sample(name: &str) -> String {
         let path = format!("{}/tests/data/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn an_event_is_from_the_account_and_region_its_envelope_names() {
+        let body = sample("spot-interruption-warning");
+        assert!(is_from(&body, "123456789012", "us-east-1"));
+        assert!(!is_from(&body, "210987654321", "us-east-1"), "another account");
+        assert!(!is_from(&body, "123456789012", "eu-west-1"), "another region");
+        assert!(!is_from(r#"{"detail-type": "x", "source": "aws.ec2"}"#, "123456789012", "us-east-1"), "no origin");
+        assert!(!is_from("not json", "123456789012", "us-east-1"));
     }
 
     #[test]

@@ -160,7 +160,9 @@ fn template_data(spec: &LaunchTemplateSpec) -> RequestLaunchTemplateData {
             LaunchTemplateBlockDeviceMappingRequest::builder().device_name(&device.device_name).ebs(ebs).build(),
         );
     }
-    for resource in [ResourceType::Volume, ResourceType::NetworkInterface] {
+    // Every resource a launch from this template creates carries the tags the controller policy's conditions ask
+    // for (a spot request included: RunInstances is authorized on spot-instances-request/* with them).
+    for resource in [ResourceType::Volume, ResourceType::NetworkInterface, ResourceType::SpotInstancesRequest] {
         let tags = spec
             .tags
             .iter()

@@ -71,6 +71,8 @@ pub struct AwsCloud {
     iam: aws_sdk_iam::Client,
     ssm: aws_sdk_ssm::Client,
     sqs: aws_sdk_sqs::Client,
+    /// The region the controller works in (IAM's client has one too, but IAM itself is global).
+    region: String,
 }
 
 impl AwsCloud {
@@ -81,6 +83,7 @@ impl AwsCloud {
             iam: aws_sdk_iam::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
             sqs: aws_sdk_sqs::Client::new(sdk),
+            region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -112,7 +115,7 @@ impl CloudProvider for AwsCloud {
     }
 
     async fn ensure_instance_profile(&self, cluster: &str, nodeclass: &str, role: &str) -> Result<String, CloudError> {
-        instance_profile::ensure_for_role(&self.iam, cluster, nodeclass, role).await
+        instance_profile::ensure_for_role(&self.iam, cluster, &self.region, nodeclass, role).await
     }
 
     async fn ensure_launch_template(&self, spec: &LaunchTemplateSpec) -> Result<String, CloudError> {

@@ -67,7 +67,8 @@ async fn poll(
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
-        let received = receive_and_handle(cloud, &ctx.metrics, url, |batch| {
+        let origin = ctx.cluster.account_and_region();
+        let received = receive_and_handle(cloud, &ctx.metrics, url, origin, |batch| {
             // One index per batch: instance id → NodeClaim, instead of a list per message.
             let index: HashMap<String, Arc<NodeClaim>> = ctx
                 .state
@@ -92,13 +93,15 @@ async fn poll(
     }
 }
 
-/// One receive: messages are parsed (one that does not parse is logged, counted and deleted), the parsed ones
-/// handed to `handle` as a batch, and those handled (or unparseable) deleted. A message whose handling failed
+/// One receive: messages are parsed (one that does not parse, or that comes from another account or region than
+/// `origin`'s, is logged, counted and deleted), the parsed ones handed to `handle` as a batch, and those handled
+/// (or refused) deleted. A message whose handling failed
 /// stays, to come back after its visibility timeout. Returns how many messages were received.
 async fn receive_and_handle<F, Fut>(
     cloud: &dyn CloudProvider,
     metrics: &crate::telemetry::Metrics,
     url: &str,
+    origin: Option<(&str, &str)>,
     handle: F,
 ) -> Result<usize, CloudError>
 where
@@ -112,17 +115,28 @@ where
     let mut done: Vec<String> = Vec::new();
     let mut parsed: Vec<(&QueueMessage, Interruption)> = Vec::new();
     for message in &messages {
-        match interruption_message::parse(&message.body) {
-            Ok(interruption) => {
-                metrics.interruption_received(interruption.kind());
-                parsed.push((message, interruption));
-            }
+        let interruption = match interruption_message::parse(&message.body) {
+            Ok(interruption) => interruption,
             Err(error) => {
                 metrics.interruption_received("parse_error");
                 tracing::warn!(message_id = message.id, "deleting a message that does not parse: {error}");
                 done.push(message.receipt.clone());
+                continue;
             }
+        };
+        if let Some((account, region)) = origin
+            && !interruption_message::is_from(&message.body, account, region)
+        {
+            metrics.interruption_refused("foreign_origin");
+            tracing::warn!(
+                message_id = message.id,
+                "deleting an event not from this cluster's account {account} and region {region}: it is not acted on"
+            );
+            done.push(message.receipt.clone());
+            continue;
         }
+        metrics.interruption_received(interruption.kind());
+        parsed.push((message, interruption));
     }
     let (handled, interruptions): (Vec<&QueueMessage>, Vec<Interruption>) = parsed.into_iter().unzip();
     let outcomes = handle(interruptions).await;
@@ -174,6 +188,17 @@ async fn handle(
                 ("ScheduledChange", "AWS scheduled maintenance of this instance", true)
             }
             Interruption::StateChange { state, .. } => {
+                // The queue's senders are trusted less than EC2 itself: drain only an instance EC2 says is going.
+                if !state_change_confirmed(&ctx.cloud(CONTROLLER), instance_id).await? {
+                    tracing::warn!(
+                        nodeclaim = %claim.name_any(),
+                        instance_id,
+                        state,
+                        "a state change EC2 does not confirm (the instance is running): not acted on"
+                    );
+                    ctx.metrics.interruption_refused("unconfirmed_state_change");
+                    continue;
+                }
                 let reason = if state == "stopping" || state == "stopped" { "Stopping" } else { "Terminating" };
                 (reason, "the instance is stopping or terminating", true)
             }
@@ -194,6 +219,14 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+/// Whether EC2 agrees the instance is stopping or gone (an instance it no longer knows is gone).
+async fn state_change_confirmed(cloud: &dyn CloudProvider, instance_id: &str) -> Result<bool, CloudError> {
+    Ok(cloud
+        .describe_instance(instance_id)
+        .await?
+        .is_none_or(|instance| interruption_message::GONE_STATES.contains(&instance.state.as_str())))
 }
 
 /// The next launch for these pods must not land in the same (type, zone) spot pool.
@@ -241,6 +274,8 @@ mod receive_tests {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    const ORIGIN: Option<(&str, &str)> = Some(("123456789012", "us-east-1"));
+
     fn message(id: &str, body: String) -> QueueMessage {
         QueueMessage { id: id.into(), receipt: format!("receipt-{id}"), body, sent_at_millis: Some(0) }
     }
@@ -255,7 +290,7 @@ mod receive_tests {
         ]);
         let metrics = Metrics::default();
         let mut seen = Vec::new();
-        let received = receive_and_handle(&cloud, &metrics, "https://sqs.example/q", |batch| {
+        let received = receive_and_handle(&cloud, &metrics, "https://sqs.example/q", ORIGIN, |batch| {
             seen = batch.iter().map(|i| i.kind().to_string()).collect();
             // The spot interruption is handled; the rebalance recommendation's handling fails.
             async { vec![Ok(()), Err(Error::Invalid("the API server is away".into()))] }
@@ -275,12 +310,52 @@ mod receive_tests {
     }
 
     #[tokio::test]
+    async fn an_event_from_another_account_or_region_is_deleted_unhandled_and_counted() {
+        let cloud = FakeCloud::default();
+        let ours = sample("spot-interruption-warning");
+        let other_account = ours.replace("123456789012", "210987654321");
+        let other_region = ours.replace("\"us-east-1\"", "\"eu-west-1\"");
+        assert_ne!(ours, other_account);
+        assert_ne!(ours, other_region);
+        cloud.queue.lock().expect("queue").extend([
+            message("forged-account", other_account),
+            message("forged-region", other_region),
+            message("ours", ours),
+        ]);
+        let metrics = Metrics::default();
+        let mut handled = 0;
+        receive_and_handle(&cloud, &metrics, "https://sqs.example/q", ORIGIN, |batch| {
+            handled = batch.len();
+            async move { batch.iter().map(|_| Ok(())).collect() }
+        })
+        .await
+        .expect("a receive");
+        assert_eq!(handled, 1, "only the event from this cluster's account and region is acted on");
+        let deleted = cloud.deleted_messages.lock().expect("deleted").clone();
+        assert_eq!(deleted, ["receipt-forged-account", "receipt-forged-region", "receipt-ours"]);
+        let text = metrics.encode();
+        assert!(text.contains(r#"nodesmith_interruption_refused_messages_total{reason="foreign_origin"} 2"#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_state_change_is_believed_only_when_ec2_confirms_it() {
+        let cloud = FakeCloud::default();
+        cloud.add_instance("i-running", Some("claim"), std::time::Duration::ZERO);
+        assert!(!state_change_confirmed(&cloud, "i-running").await.expect("described"), "a forged stop");
+        cloud.terminate_instances(&["i-running".into()]).await.expect("terminated");
+        assert!(state_change_confirmed(&cloud, "i-running").await.expect("described"));
+        assert!(state_change_confirmed(&cloud, "i-unknown").await.expect("described"), "EC2 no longer knows it");
+        cloud.fail_next("DescribeInstance", "RequestLimitExceeded");
+        assert!(state_change_confirmed(&cloud, "i-running").await.is_err(), "an error is not a confirmation");
+    }
+
+    #[tokio::test]
     async fn a_failed_receive_is_an_error_and_deletes_nothing() {
         let cloud = FakeCloud::default();
         cloud.queue.lock().expect("queue").push_back(message("spot", sample("spot-interruption-warning")));
         cloud.fail_next("ReceiveMessage", "AWS.SimpleQueueService.NonExistentQueue");
         let metrics = Metrics::default();
-        let error = receive_and_handle(&cloud, &metrics, "https://sqs.example/q", |_| async { Vec::new() })
+        let error = receive_and_handle(&cloud, &metrics, "https://sqs.example/q", ORIGIN, |_| async { Vec::new() })
             .await
             .expect_err("the receive fails");
         assert_eq!(error.code(), "AWS.SimpleQueueService.NonExistentQueue");

@@ -250,10 +250,7 @@ async fn launch_as(
             block_devices: block_devices(class),
             associate_public_ip: class.spec.associate_public_ip_address,
             detailed_monitoring: class.spec.detailed_monitoring.unwrap_or(false),
-            tags: vec![
-                (cluster_tag_key(&ctx.settings.cluster_name), "owned".into()),
-                (NODECLASS_TAG.into(), class.name_any()),
-            ],
+            tags: template_tags(ctx, claim, class),
         };
         let template = ctx.cloud(CONTROLLER).ensure_launch_template(&spec).await?;
         if let Ok(mut used) = ctx.templates_used.lock() {
@@ -382,18 +379,31 @@ fn bootstrap_settings(ctx: &Context, claim: &NodeClaim, class: &EC2NodeClass, ma
     }
 }
 
+/// Tags of a launch template and of the volumes and network interfaces it launches: the class's tags, then the
+/// cluster, class and pool tags the controller policy's tag conditions ask for on every resource a launch creates
+/// (see `bootstrap::policies`; the IAM check of the sandbox tests evaluates them).
+fn template_tags(ctx: &Context, claim: &NodeClaim, class: &EC2NodeClass) -> Vec<(String, String)> {
+    owned_tags(ctx, claim, class).into_iter().collect()
+}
+
+/// A template's tags plus the NodeClaim's own and a Name.
 fn instance_tags(ctx: &Context, claim: &NodeClaim, class: &EC2NodeClass) -> Vec<(String, String)> {
+    let mut tags = owned_tags(ctx, claim, class);
+    tags.insert(NODECLAIM_TAG.into(), claim.name_any());
+    tags.entry("Name".into()).or_insert_with(|| claim.name_any());
+    tags.into_iter().collect()
+}
+
+fn owned_tags(ctx: &Context, claim: &NodeClaim, class: &EC2NodeClass) -> BTreeMap<String, String> {
     let mut tags: BTreeMap<String, String> = class.spec.tags.clone();
     let cluster = &ctx.settings.cluster_name;
     tags.insert(cluster_tag_key(cluster), "owned".into());
     tags.insert("eks:eks-cluster-name".into(), cluster.clone());
-    tags.insert(NODECLAIM_TAG.into(), claim.name_any());
     tags.insert(NODECLASS_TAG.into(), class.name_any());
     if let Some(pool) = claim.labels().get(crate::apis::labels::NODEPOOL_LABEL) {
         tags.insert(NODEPOOL_TAG.into(), pool.clone());
     }
-    tags.entry("Name".into()).or_insert_with(|| claim.name_any());
-    tags.into_iter().collect()
+    tags
 }
 
 fn metadata_options(class: &EC2NodeClass) -> MetadataOptions {
@@ -417,7 +427,13 @@ fn volume_size_gib(size: &str) -> Option<i32> {
     i32::try_from((bytes + (1 << 30) - 1) >> 30).ok()
 }
 
+/// The class's block devices; when it names none, an encrypted gp3 root volume as Karpenter gives one (an AMI's
+/// own mapping is often unencrypted and small): 20 GiB, and for Bottlerocket a 4 GiB OS volume and a 20 GiB data
+/// volume. A `Custom` family gets the AMI's own mapping, as in Karpenter.
 fn block_devices(class: &EC2NodeClass) -> Vec<BlockDevice> {
+    if class.spec.block_device_mappings.is_empty() {
+        return default_block_devices(class);
+    }
     class
         .spec
         .block_device_mappings
@@ -437,6 +453,28 @@ fn block_devices(class: &EC2NodeClass) -> Vec<BlockDevice> {
             })
         })
         .collect()
+}
+
+fn default_block_devices(class: &EC2NodeClass) -> Vec<BlockDevice> {
+    let aliased = class.spec.ami_selector_terms.iter().any(|t| t.alias.is_some());
+    if !aliased && class.spec.ami_family.as_deref().is_some_and(|f| f.eq_ignore_ascii_case("custom")) {
+        return Vec::new();
+    }
+    let volume = |device: &str, gib: i32| BlockDevice {
+        device_name: device.into(),
+        volume_size_gib: Some(gib),
+        volume_type: Some("gp3".into()),
+        iops: None,
+        throughput: None,
+        encrypted: Some(true),
+        kms_key_id: None,
+        snapshot_id: None,
+        delete_on_termination: Some(true),
+    };
+    match ami_family(class) {
+        AmiFamily::Bottlerocket => vec![volume("/dev/xvda", 4), volume("/dev/xvdb", 20)],
+        AmiFamily::AL2023 | AmiFamily::AL2 => vec![volume("/dev/xvda", 20)],
+    }
 }
 
 #[cfg(test)]
@@ -498,5 +536,46 @@ mod tests {
         let counts = in_flight.counts();
         assert_eq!(counts.get("subnet-a"), Some(&2));
         assert_eq!(counts.get("subnet-b"), Some(&1));
+    }
+
+    fn class(spec: serde_json::Value) -> EC2NodeClass {
+        let mut spec = spec;
+        spec["role"] = "r".into();
+        spec["subnetSelectorTerms"] = serde_json::json!([{"id": "subnet-1"}]);
+        spec["securityGroupSelectorTerms"] = serde_json::json!([{"id": "sg-1"}]);
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "c"}, "spec": spec})).expect("a valid class")
+    }
+
+    #[test]
+    fn a_class_without_block_devices_gets_an_encrypted_gp3_root_volume() {
+        let root = block_devices(&class(serde_json::json!({"amiSelectorTerms": [{"alias": "al2023@latest"}]})));
+        assert_eq!(root.len(), 1);
+        assert_eq!(root[0].device_name, "/dev/xvda");
+        assert_eq!(root[0].volume_size_gib, Some(20));
+        assert_eq!(root[0].volume_type.as_deref(), Some("gp3"));
+        assert_eq!(root[0].encrypted, Some(true));
+        assert_eq!(root[0].delete_on_termination, Some(true));
+
+        let bottlerocket =
+            block_devices(&class(serde_json::json!({"amiSelectorTerms": [{"alias": "bottlerocket@latest"}]})));
+        let sizes: Vec<(&str, Option<i32>)> =
+            bottlerocket.iter().map(|d| (d.device_name.as_str(), d.volume_size_gib)).collect();
+        assert_eq!(sizes, [("/dev/xvda", Some(4)), ("/dev/xvdb", Some(20))]);
+        assert!(bottlerocket.iter().all(|d| d.encrypted == Some(true)));
+
+        let custom = class(serde_json::json!({"amiFamily": "Custom", "amiSelectorTerms": [{"id": "ami-1"}]}));
+        assert!(block_devices(&custom).is_empty(), "a custom AMI keeps its own mapping");
+    }
+
+    #[test]
+    fn a_class_with_block_devices_gets_exactly_those() {
+        let own = block_devices(&class(serde_json::json!({
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"volumeSize": "100Gi", "volumeType": "io2"}}],
+        })));
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].volume_size_gib, Some(100));
+        assert_eq!(own[0].volume_type.as_deref(), Some("io2"));
+        assert_eq!(own[0].encrypted, None, "what the class did not say is left to EC2");
     }
 }

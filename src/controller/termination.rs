@@ -34,9 +34,20 @@ async fn terminate_instance(
     instance: Option<InstanceSummary>,
 ) -> Result<Option<String>, CloudError> {
     let target = match provider_id {
-        Some(provider_id) => instances::instance_id_from_provider_id(provider_id)
-            .filter(|_| instance.is_some_and(|i| i.is_alive()))
-            .map(str::to_string),
+        Some(provider_id) => {
+            let alive = instance.filter(|i| i.is_alive());
+            // A provider id is only what the NodeClaim's status says: the instance it names is terminated only if
+            // EC2 says it is this cluster's.
+            if let Some(foreign) = alive.as_ref().filter(|i| !i.is_owned_by(cluster)) {
+                tracing::warn!(
+                    nodeclaim = name,
+                    instance = foreign.instance_id,
+                    "the NodeClaim names an instance not tagged for cluster {cluster}: it is not terminated"
+                );
+                return Ok(None);
+            }
+            instances::instance_id_from_provider_id(provider_id).filter(|_| alive.is_some()).map(str::to_string)
+        }
         None => cloud.find_instance_for_nodeclaim(cluster, name).await?.map(|found| found.instance_id),
     };
     if let Some(id) = &target {
@@ -235,6 +246,19 @@ mod instance_tests {
         assert_eq!(cloud.state_of("i-3").as_deref(), Some("running"));
         let none_left = terminate_instance(&cloud, "demo", "default-b", None, None).await.expect("ok");
         assert_eq!(none_left, None);
+    }
+
+    #[tokio::test]
+    async fn an_instance_of_another_cluster_is_never_terminated_whatever_the_nodeclaim_says() {
+        let cloud = FakeCloud::default();
+        cloud.add_instance("i-5", Some("default-d"), Duration::from_secs(600));
+        let instance = described(&cloud, "i-5").await;
+        // The instance is the fake's cluster's ("demo"); this controller runs for "payments".
+        let provider = Some("aws:///us-east-1a/i-5");
+        let terminated = terminate_instance(&cloud, "payments", "default-d", provider, instance).await.expect("ok");
+        assert_eq!(terminated, None);
+        assert_eq!(cloud.state_of("i-5").as_deref(), Some("running"));
+        assert!(!cloud.calls().iter().any(|c| c.starts_with("TerminateInstances")), "{:?}", cloud.calls());
     }
 
     #[tokio::test]

@@ -8,6 +8,11 @@ moto's SSM backend before it serves, pointing at AMIs moto does serve.
 moto gives every cluster a made-up endpoint and CA. With SANDBOX_APISERVER_URL (and SANDBOX_CA_FILE) set, a new
 cluster reports the sandbox's API server and CA instead, as EKS reports its own: a kubeconfig for the sandbox
 then points at "the cluster's endpoint", which is what nodesmith checks before it changes anything in Kubernetes.
+moto's EventBridge drops the envelope's "account" on the way into an SQS target (its input templating keeps the
+other fields); AWS always sends it, and the controller refuses an event from another account, so it is put back.
+
+With SANDBOX_IAM_LOG set, every request signed by an assumed role is recorded with what AWS would authorize it as
+(iam_recorder.py), for the IAM evaluation of the tests.
 Arguments are moto_server's.
 """
 
@@ -18,8 +23,11 @@ import sys
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.eks.models import Cluster
+from moto.events.models import Rule
 from moto.server import main
 from moto.ssm.models import Parameter, ssm_backends
+
+import iam_recorder
 
 REGION = os.environ.get("SANDBOX_REGION", "us-east-1")
 KUBERNETES_VERSIONS = ["1.32", "1.33", "1.34", "1.35", "1.36"]
@@ -59,6 +67,16 @@ def seed_parameters():
         )
 
 
+def keep_the_account_in_events_sent_to_sqs():
+    original = Rule._send_to_sqs_queue
+
+    def send(self, resource_id, event, group_id=None):
+        event.setdefault("account", self.account_id)
+        return original(self, resource_id, event, group_id)
+
+    Rule._send_to_sqs_queue = send
+
+
 def serve_the_sandbox_api_server_as_cluster_endpoint():
     endpoint = os.environ.get("SANDBOX_APISERVER_URL")
     ca_file = os.environ.get("SANDBOX_CA_FILE")
@@ -79,4 +97,6 @@ def serve_the_sandbox_api_server_as_cluster_endpoint():
 if __name__ == "__main__":
     seed_parameters()
     serve_the_sandbox_api_server_as_cluster_endpoint()
+    keep_the_account_in_events_sent_to_sqs()
+    iam_recorder.install()
     sys.exit(main(sys.argv[1:]))

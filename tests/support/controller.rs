@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -106,6 +106,12 @@ pub fn start_controller_with(
         bail!("no ServiceAccount kubeconfig for {namespace}: create the namespace with controller_namespace()");
     }
     env.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
+    // On AWS as the role setup made for it, so that moto records its requests for the IAM check
+    // (tests/sandbox_iam.rs) against that role's policies.
+    let credentials = assume_controller_role(&env, cluster)?;
+    env.insert("AWS_ACCESS_KEY_ID".into(), credentials.access_key_id);
+    env.insert("AWS_SECRET_ACCESS_KEY".into(), credentials.secret_access_key);
+    env.insert("AWS_SESSION_TOKEN".into(), credentials.session_token);
     if let Some(endpoint) = aws_endpoint {
         env.insert("AWS_ENDPOINT_URL".into(), endpoint.into());
     }
@@ -122,6 +128,62 @@ pub fn start_controller_with(
         .stderr(log)
         .spawn()?;
     Ok(ControllerProcess { child, log: log_path, metrics_port })
+}
+
+pub struct RoleCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+}
+
+/// STS credentials of the controller role setup made for `cluster` (moto's STS, with the sandbox's own keys).
+pub fn assume_controller_role(
+    env: &std::collections::HashMap<String, String>,
+    cluster: &str,
+) -> Result<RoleCredentials> {
+    let role = nodesmith::bootstrap::names::ClusterNames::for_cluster(cluster).controller_role;
+    assume_role(env, &format!("arn:aws:iam::{SANDBOX_ACCOUNT}:role/{role}"), CONTROLLER_SESSION)
+}
+
+/// moto's account.
+pub const SANDBOX_ACCOUNT: &str = "123456789012";
+/// The role session name of every controller the tests start: the IAM check evaluates these sessions' requests.
+pub const CONTROLLER_SESSION: &str = "nodesmith-controller";
+
+/// `sts:AssumeRole` against the sandbox; on a thread of its own, so that sync callers inside async tests may use it.
+pub fn assume_role(
+    env: &std::collections::HashMap<String, String>,
+    role_arn: &str,
+    session: &str,
+) -> Result<RoleCredentials> {
+    let get = |key: &str| env.get(key).cloned().unwrap_or_default();
+    let (endpoint, region, key, secret) =
+        (get("AWS_ENDPOINT_URL"), get("AWS_REGION"), get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY"));
+    let (role_arn, session) = (role_arn.to_string(), session.to_string());
+    std::thread::spawn(move || -> Result<RoleCredentials> {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async move {
+            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(endpoint)
+                .region(aws_config::Region::new(region))
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new(key, secret, None, None, "sandbox"))
+                .load()
+                .await;
+            let assumed = aws_sdk_sts::Client::new(&sdk)
+                .assume_role()
+                .role_arn(&role_arn)
+                .role_session_name(session)
+                .send()
+                .await?;
+            let credentials = assumed.credentials().context("AssumeRole answered without credentials")?;
+            Ok(RoleCredentials {
+                access_key_id: credentials.access_key_id().to_string(),
+                secret_access_key: credentials.secret_access_key().to_string(),
+                session_token: credentials.session_token().to_string(),
+            })
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the AssumeRole thread panicked"))?
 }
 
 /// The controller's own namespace (its Lease), holding the chart's ServiceAccount and RBAC, installed as a Helm

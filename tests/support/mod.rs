@@ -7,6 +7,7 @@
 
 pub mod chart;
 pub mod controller;
+pub mod iam;
 
 use std::collections::HashMap;
 use std::future::Future;

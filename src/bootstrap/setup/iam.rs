@@ -21,6 +21,9 @@ const SPOT_SERVICE_LINKED_ROLE: &str = "AWSServiceRoleForEC2Spot";
 const SPOT_SERVICE_LINKED_ROLE_PATH: &str = "/aws-service-role/spot.amazonaws.com/";
 
 /// IAM returns policy documents URL-encoded.
+/// IAM's limit on the versions of a managed policy.
+const MAX_POLICY_VERSIONS: usize = 5;
+
 fn decode_document(text: &str) -> Option<Value> {
     let decoded = percent_encoding::percent_decode_str(text).decode_utf8().ok()?;
     serde_json::from_str(&decoded).ok()
@@ -222,7 +225,18 @@ impl Setup<'_> {
     pub(super) async fn controller_role(&mut self) -> Result<String, SetupError> {
         let name = self.names.controller_role.clone();
         if self.options.identity == super::Identity::PodIdentity {
-            self.role(&name, &policies::pod_identity_trust_policy()).await?;
+            let cluster = &self.cluster;
+            let cluster_arn = format!(
+                "arn:{}:eks:{}:{}:cluster/{}",
+                cluster.partition, cluster.region, cluster.account_id, cluster.name
+            );
+            let trust = policies::pod_identity_trust_policy(
+                &cluster.account_id,
+                &cluster_arn,
+                &self.options.namespace,
+                &self.options.service_account,
+            );
+            self.role(&name, &trust).await?;
             return Ok(name);
         }
         let issuer = self.cluster.oidc_issuer.clone().ok_or_else(|| SetupError::Incomplete {
@@ -347,6 +361,7 @@ impl Setup<'_> {
             return Ok(());
         }
         if self.ledger.may_mutate() {
+            self.prune_policy_versions(arn).await?;
             self.iam
                 .create_policy_version()
                 .policy_arn(arn)
@@ -357,6 +372,40 @@ impl Setup<'_> {
                 .map_err(|e| CloudError::from_sdk("iam:CreatePolicyVersion", Some(arn), e))?;
         }
         self.ledger.record("iam-policy", name, Action::Updated, 1).spec(spec);
+        Ok(())
+    }
+
+    /// IAM keeps at most five versions of a managed policy: deletes the oldest ones that are not the default so that
+    /// one more fits (else the sixth change of the controller's policies would fail with LimitExceeded).
+    async fn prune_policy_versions(&mut self, arn: &str) -> Result<(), SetupError> {
+        let listed = self
+            .iam
+            .list_policy_versions()
+            .policy_arn(arn)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk("iam:ListPolicyVersions", Some(arn), e))?;
+        let mut old: Vec<(Option<aws_sdk_iam::primitives::DateTime>, String)> = listed
+            .versions()
+            .iter()
+            .filter(|v| !v.is_default_version())
+            .filter_map(|v| Some((v.create_date().cloned(), v.version_id()?.to_string())))
+            .collect();
+        // Oldest first; IAM numbers versions in order, which breaks ties between equal dates.
+        old.sort_by_key(|(date, id)| {
+            (date.map(|d| (d.secs(), d.subsec_nanos())), id.trim_start_matches('v').parse::<u32>().unwrap_or(0))
+        });
+        let excess = listed.versions().len().saturating_sub(MAX_POLICY_VERSIONS - 1);
+        for (_, version) in old.into_iter().take(excess) {
+            self.iam
+                .delete_policy_version()
+                .policy_arn(arn)
+                .version_id(&version)
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("iam:DeletePolicyVersion", Some(&format!("{arn} {version}")), e))?;
+            self.ledger.record("iam-policy-version", format!("{arn} {version}"), Action::Deleted, 1);
+        }
         Ok(())
     }
 

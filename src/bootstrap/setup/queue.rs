@@ -24,18 +24,23 @@ pub const INTERRUPTION_EVENTS: [(&str, &str, &str); 5] = [
     ("capacity-reservation-interruption", "aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"),
 ];
 
-/// Lets EventBridge (and SQS itself) send, and refuses anything not over TLS.
-pub fn queue_policy(queue_arn: &str) -> Value {
+/// Lets this cluster's interruption rules send, and nothing else (not another account's rules, which EventBridge
+/// would also send as `events.amazonaws.com`); refuses anything not over TLS. `rule_arns` sorted, as Terraform's
+/// module lists them.
+pub fn queue_policy(queue_arn: &str, rule_arns: &[String]) -> Value {
+    let mut rule_arns = rule_arns.to_vec();
+    rule_arns.sort();
     json!({
         "Version": "2012-10-17",
         "Id": "nodesmith-interruption-queue",
         "Statement": [
             {
-                "Sid": "AllowEventBridgeAndSqs",
+                "Sid": "AllowInterruptionRules",
                 "Effect": "Allow",
-                "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
+                "Principal": {"Service": "events.amazonaws.com"},
                 "Action": "sqs:SendMessage",
-                "Resource": queue_arn
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}}
             },
             {
                 "Sid": "DenyHTTP",
@@ -54,11 +59,23 @@ pub fn event_pattern(source: &str, detail_type: &str) -> Value {
 }
 
 impl Setup<'_> {
+    /// The ARNs of the interruption rules, known before they exist.
+    fn rule_arns(&self) -> Vec<String> {
+        let cluster = &self.cluster;
+        INTERRUPTION_EVENTS
+            .iter()
+            .map(|(kind, _, _)| {
+                let name = self.names.rule(kind);
+                format!("arn:{}:events:{}:{}:rule/{name}", cluster.partition, cluster.region, cluster.account_id)
+            })
+            .collect()
+    }
+
     fn queue_attributes(&self, queue_arn: &str) -> HashMap<QueueAttributeName, String> {
         HashMap::from([
             (QueueAttributeName::MessageRetentionPeriod, RETENTION_SECONDS.to_string()),
             (QueueAttributeName::SqsManagedSseEnabled, "true".to_string()),
-            (QueueAttributeName::Policy, queue_policy(queue_arn).to_string()),
+            (QueueAttributeName::Policy, queue_policy(queue_arn, &self.rule_arns()).to_string()),
         ])
     }
 
