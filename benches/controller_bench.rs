@@ -190,8 +190,7 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
     namespace(kube, &bench).await?;
 
     let moto = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL: source the sandbox env")?;
-    let (proxy, log) =
-        fault_proxy::start(&moto, FaultPlan { fail_first_preferred_type: false, throttle_one_in: 0 }).await?;
+    let (proxy, log) = fault_proxy::start(&moto, FaultPlan::default()).await?;
     let _controller = start_controller(&cluster, &bench, Some(&proxy))?;
 
     // When each pod was first seen Unschedulable, from a watch (sub-second, unlike the condition's timestamp).

@@ -498,7 +498,7 @@ async fn insufficient_capacity_and_throttling_still_get_every_pod_running() -> R
     let sandbox = Sandbox::connect().await?;
     let (test, namespace) = simple_pool(&sandbox, "ctl-faults").await?;
     let moto = sandbox_env()?.get("AWS_ENDPOINT_URL").cloned().context("no moto endpoint")?;
-    let plan = FaultPlan { fail_first_preferred_type: true, throttle_one_in: 5 };
+    let plan = FaultPlan { fail_first_preferred_type: true, throttle_one_in: 5, ..FaultPlan::default() };
     let (proxy, faults) = nodesmith_sandbox::fault_proxy::start(&moto, plan).await?;
     let controller_namespace = controller_namespace(&sandbox).await?;
     let _controller = start_controller_with_aws(&sandbox.cluster, &controller_namespace, &test, Some(&proxy))?;
@@ -570,6 +570,60 @@ fn event_entry(kind: &str, instance_id: &str) -> aws_sdk_eventbridge::types::Put
         .resources(arn)
         .detail(detail.to_string())
         .build()
+}
+
+/// A launch refused for a reason other than capacity (here UnauthorizedOperation, as a policy without the
+/// permission answers) is retried after a growing backoff, not every few seconds, and says why on the NodeClaim;
+/// once the permission is there, the same NodeClaim launches.
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_denied_launch_backs_off_says_why_and_launches_once_allowed() -> Result<()> {
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let controller_namespace = controller_namespace(&sandbox).await?;
+    let (test, namespace) = simple_pool(&sandbox, "ctl-denied").await?;
+    let moto = sandbox_env()?.get("AWS_ENDPOINT_URL").cloned().context("no moto endpoint")?;
+    let plan = FaultPlan::default();
+    plan.deny_create_fleet.store(true, Ordering::Relaxed);
+    let (proxy, faults) = nodesmith_sandbox::fault_proxy::start(&moto, plan.clone()).await?;
+    let _controller = start_controller_with_aws(&sandbox.cluster, &controller_namespace, &test, Some(&proxy))?;
+    deployment(&sandbox, &namespace, &test, 1, "1", "1Gi").await?;
+
+    let claim = wait_until("a NodeClaim saying its launch was denied", RUN_WAIT, || async {
+        let claims = nodeclaims_of(&sandbox, &test).await?;
+        Ok(claims.into_iter().find(|c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Launched" && c.status == "False" && c.message.contains("ec2:CreateFleet"))
+            })
+        }))
+    })
+    .await?;
+    // 60 s at a fixed 5 s retry would be a dozen launches; the backoff (5, 10, 20, 40 s) allows five.
+    let first_denied = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    let denied = faults.denied.load(Ordering::Relaxed);
+    assert!((2..=5).contains(&denied), "{denied} launches in about a minute");
+    assert_eq!(nodeclaims_of(&sandbox, &test).await?.len(), 1, "no second NodeClaim for the same pod");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::all(sandbox.kube.clone());
+    let said = events.list(&ListParams::default()).await?.items.into_iter().any(|e| {
+        e.reason.as_deref() == Some("LaunchFailed")
+            && e.involved_object.name.as_deref() == Some(claim.name_any().as_str())
+            && e.message.as_deref().is_some_and(|m| m.contains("ec2:CreateFleet"))
+    });
+    assert!(said, "a LaunchFailed Event names the AWS call");
+
+    plan.deny_create_fleet.store(false, Ordering::Relaxed);
+    wait_until("the pod to run once launches are allowed", RUN_WAIT, || async {
+        Ok((running_pods(&sandbox, &namespace).await?.len() == 1).then_some(()))
+    })
+    .await?;
+    let launched = nodeclaims_of(&sandbox, &test).await?;
+    assert_eq!(launched.len(), 1);
+    assert_eq!(launched[0].name_any(), claim.name_any(), "the same NodeClaim launched, none was replaced");
+    assert!(first_denied.elapsed() < std::time::Duration::from_secs(300));
+    clean_up(&sandbox, &namespace, &test).await
 }
 
 /// The one NodeClaim of the pool that runs pods now, with its instance id.

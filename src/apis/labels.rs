@@ -43,6 +43,10 @@ pub const REPLACES_ANNOTATION: &str = "nodesmith.dev/replaces";
 /// drift compares with what its EC2NodeClass selects now. nodesmith's own (Karpenter asks EC2 each time).
 pub const SUBNET_ANNOTATION: &str = "nodesmith.dev/subnet-id";
 pub const SECURITY_GROUPS_ANNOTATION: &str = "nodesmith.dev/security-group-ids";
+/// On a NodeClaim: how many launches failed for a reason other than capacity (an AccessDenied, a bad parameter),
+/// and when the last one did (RFC 3339). The next launch waits out a backoff that grows with them.
+pub const LAUNCH_FAILURES_ANNOTATION: &str = "nodesmith.dev/launch-failures";
+pub const LAST_LAUNCH_FAILURE_ANNOTATION: &str = "nodesmith.dev/last-launch-failure";
 /// On a pod: how much its controller prefers to delete it (Kubernetes' ReplicaSet scale-down hint); consolidation
 /// weighs it, as Karpenter does, when choosing whose pods to move.
 pub const POD_DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";

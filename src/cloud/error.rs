@@ -40,11 +40,10 @@ impl CloudError {
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         let code = error.code().unwrap_or_default().to_string();
+        let on = resource.map(|r| format!(" on {r}")).unwrap_or_default();
         if matches!(code.as_str(), "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation") {
-            let on = resource.map(|r| format!(" on {r}")).unwrap_or_default();
             return Self::AccessDenied { action, code, on };
         }
-        let on = resource.map(|r| format!(" on {r}")).unwrap_or_default();
         let message = match (error.message(), &error) {
             (Some(message), _) => format!("{code}{on}: {message}"),
             (None, SdkError::TimeoutError(_)) => {

@@ -20,9 +20,10 @@ fn ours(tags: &[Tag], cluster: &str, region: &str) -> bool {
     cluster_owned && !other_region
 }
 
-pub fn profile_tags(cluster: &str, region: &str, nodeclass: &str) -> [(String, String); 4] {
+pub fn profile_tags(cluster: &str, region: &str, nodeclass: &str) -> [(String, String); 5] {
     [
         (cluster_tag_key(cluster), "owned".into()),
+        (OWNER_TAG.into(), cluster.into()),
         ("eks:eks-cluster-name".into(), cluster.into()),
         (REGION_TAG.into(), region.into()),
         (NODECLASS_TAG.into(), nodeclass.into()),

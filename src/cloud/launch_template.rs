@@ -183,7 +183,7 @@ pub async fn delete_unused(
     min_age: std::time::Duration,
 ) -> Result<Vec<String>, CloudError> {
     let prefix = format!("{NAME_PREFIX}/{cluster}/");
-    let found = ec2
+    let mut pages = ec2
         .describe_launch_templates()
         .filters(
             Filter::builder()
@@ -191,23 +191,29 @@ pub async fn delete_unused(
                 .values("owned")
                 .build(),
         )
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("ec2:DescribeLaunchTemplates", None, e))?;
-    let mut deleted = Vec::new();
-    for template in found.launch_templates() {
-        let Some(name) = template.launch_template_name() else { continue };
-        let created = template.create_time().and_then(|t| std::time::SystemTime::try_from(*t).ok());
-        let young = created.is_none_or(|t| t.elapsed().unwrap_or_default() < min_age);
-        if !name.starts_with(&prefix) || in_use.contains(name) || young {
-            continue;
+        .max_results(200)
+        .into_paginator()
+        .send();
+    let mut unused = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| CloudError::from_sdk("ec2:DescribeLaunchTemplates", None, e))?;
+        for template in page.launch_templates() {
+            let Some(name) = template.launch_template_name() else { continue };
+            let created = template.create_time().and_then(|t| std::time::SystemTime::try_from(*t).ok());
+            let young = created.is_none_or(|t| t.elapsed().unwrap_or_default() < min_age);
+            if name.starts_with(&prefix) && !in_use.contains(name) && !young {
+                unused.push(name.to_string());
+            }
         }
+    }
+    let mut deleted = Vec::new();
+    for name in unused {
         ec2.delete_launch_template()
-            .launch_template_name(name)
+            .launch_template_name(&name)
             .send()
             .await
-            .map_err(|e| CloudError::from_sdk("ec2:DeleteLaunchTemplate", Some(name), e))?;
-        deleted.push(name.to_string());
+            .map_err(|e| CloudError::from_sdk("ec2:DeleteLaunchTemplate", Some(&name), e))?;
+        deleted.push(name);
     }
     Ok(deleted)
 }

@@ -399,6 +399,8 @@ fn owned_tags(ctx: &Context, claim: &NodeClaim, class: &EC2NodeClass) -> BTreeMa
     let cluster = &ctx.settings.cluster_name;
     tags.insert(cluster_tag_key(cluster), "owned".into());
     tags.insert("eks:eks-cluster-name".into(), cluster.clone());
+    // nodesmith's own mark: teardown deletes what carries it, not another controller's look-alikes.
+    tags.insert(crate::bootstrap::setup::OWNER_TAG.into(), cluster.clone());
     tags.insert(NODECLASS_TAG.into(), class.name_any());
     if let Some(pool) = claim.labels().get(crate::apis::labels::NODEPOOL_LABEL) {
         tags.insert(NODEPOOL_TAG.into(), pool.clone());

@@ -1,6 +1,8 @@
 //! A NodeClaim's life: Launched (an instance exists) → Registered (its Node appeared and got the NodeClaim's
 //! labels, taints and finalizer) → Initialized (the Node is Ready, startup taints gone). A launch that finds no
-//! capacity deletes the NodeClaim so the provisioner plans again; launch and registration have timeouts.
+//! capacity deletes the NodeClaim so the provisioner plans again; any other failed launch is retried after a
+//! backoff that doubles with each failure (5 s to 5 minutes), shown as the `Launched` condition and a
+//! `LaunchFailed` Event naming the AWS call; launch and registration have timeouts.
 //! Deletion is `termination`'s job.
 
 use std::collections::BTreeMap;
@@ -20,8 +22,8 @@ use super::leader::Leadership;
 use super::{Context, Error, conditions, launch, termination};
 use crate::apis::finalizers;
 use crate::apis::labels::{
-    CAPACITY_TYPE_LABEL, SECURITY_GROUPS_ANNOTATION, SUBNET_ANNOTATION, TERMINATION_FINALIZER, UNREGISTERED_TAINT_KEY,
-    ZONE_LABEL,
+    CAPACITY_TYPE_LABEL, LAST_LAUNCH_FAILURE_ANNOTATION, LAUNCH_FAILURES_ANNOTATION, SECURITY_GROUPS_ANNOTATION,
+    SUBNET_ANNOTATION, TERMINATION_FINALIZER, UNREGISTERED_TAINT_KEY, ZONE_LABEL,
 };
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::scheduling_input::resource_quantities;
@@ -120,8 +122,30 @@ async fn patch_status(api: &Api<NodeClaim>, name: &str, status: serde_json::Valu
     Ok(())
 }
 
+/// How long after its `failures`-th failed launch a NodeClaim tries again: 5 s, doubling, at most 5 minutes.
+pub fn launch_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(6);
+    (Duration::from_secs(5) * 2u32.pow(doublings)).min(Duration::from_secs(300))
+}
+
+/// The NodeClaim's failed launches so far, and how long until the next may start (zero: now).
+fn launch_wait(claim: &NodeClaim, now: k8s_openapi::jiff::Timestamp) -> (u32, Duration) {
+    let annotations = claim.annotations();
+    let failures: u32 = annotations.get(LAUNCH_FAILURES_ANNOTATION).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let last =
+        annotations.get(LAST_LAUNCH_FAILURE_ANNOTATION).and_then(|v| v.parse::<k8s_openapi::jiff::Timestamp>().ok());
+    let Some(last) = last.filter(|_| failures > 0) else { return (failures, Duration::ZERO) };
+    let since = Duration::try_from(now.duration_since(last)).unwrap_or(Duration::ZERO);
+    (failures, launch_backoff(failures).saturating_sub(since))
+}
+
 async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> Result<Action, Error> {
     let name = claim.name_any();
+    // Every change of the NodeClaim (our own patches included) brings it back here: the backoff holds anyway.
+    let (failures, wait) = launch_wait(claim, k8s_openapi::jiff::Timestamp::now());
+    if !wait.is_zero() {
+        return Ok(Action::requeue(wait));
+    }
     match launch::launch(ctx, claim).await {
         Ok(launched) => {
             let Some(info) = ctx.instance_type(&launched.instance_type) else {
@@ -185,7 +209,17 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
                 api.delete(&name, &DeleteParams::default()).await?;
                 return Ok(Action::await_change());
             }
-            Err(error.into())
+            let failures = failures + 1;
+            let backoff = launch_backoff(failures);
+            let note = format!("{error}; launch {failures} failed, the next in {}s", backoff.as_secs());
+            tracing::warn!(nodeclaim = %name, "{note}");
+            publish(ctx, claim, EventType::Warning, "LaunchFailed", &note).await;
+            let annotations = json!({"metadata": {"annotations": {
+                LAUNCH_FAILURES_ANNOTATION: failures.to_string(),
+                LAST_LAUNCH_FAILURE_ANNOTATION: k8s_openapi::jiff::Timestamp::now().to_string(),
+            }}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(annotations)).await?;
+            Ok(Action::requeue(backoff))
         }
     }
 }
@@ -264,5 +298,41 @@ pub async fn publish_with(recorder: &Recorder, claim: &NodeClaim, type_: EventTy
     };
     if let Err(error) = recorder.publish(&event, &claim.object_ref(&())).await {
         tracing::debug!("could not record an event on NodeClaim {}: {error}", claim.name_any());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_launch_waits_longer_each_time_up_to_five_minutes() {
+        let waits: Vec<u64> = (1..=9).map(|n| launch_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    #[test]
+    fn the_wait_counts_from_the_last_failure() {
+        let now: k8s_openapi::jiff::Timestamp = "2026-12-02T15:00:00Z".parse().expect("a time");
+        let claim = |failures: &str, last: &str| -> NodeClaim {
+            serde_json::from_value(json!({
+                "metadata": {"name": "c", "annotations": {
+                    LAUNCH_FAILURES_ANNOTATION: failures, LAST_LAUNCH_FAILURE_ANNOTATION: last}},
+                "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "d"}},
+            }))
+            .expect("a NodeClaim")
+        };
+        // Third failure 15 s ago: 20 s backoff, 5 s left.
+        assert_eq!(launch_wait(&claim("3", "2026-12-02T14:59:45Z"), now), (3, Duration::from_secs(5)));
+        // Long enough ago: now.
+        assert_eq!(launch_wait(&claim("3", "2026-12-02T14:00:00Z"), now), (3, Duration::ZERO));
+        // Nothing readable recorded: now, from zero.
+        assert_eq!(launch_wait(&claim("x", "yesterday"), now), (0, Duration::ZERO));
+        let fresh: NodeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "c"},
+            "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "d"}},
+        }))
+        .expect("a NodeClaim");
+        assert_eq!(launch_wait(&fresh, now), (0, Duration::ZERO));
     }
 }

@@ -8,6 +8,12 @@ moto's SSM backend before it serves, pointing at AMIs moto does serve.
 moto gives every cluster a made-up endpoint and CA. With SANDBOX_APISERVER_URL (and SANDBOX_CA_FILE) set, a new
 cluster reports the sandbox's API server and CA instead, as EKS reports its own: a kubeconfig for the sandbox
 then points at "the cluster's endpoint", which is what nodesmith checks before it changes anything in Kubernetes.
+moto gives every EKS cluster the same OIDC issuer; on AWS each cluster has its own, and setup and teardown rely on
+it (a provider is one cluster's). Each cluster gets a random issuer id here.
+
+moto answers DescribeLaunchTemplates with the first MaxResults templates (15 by default) and no NextToken; AWS
+pages. The sandbox pages as AWS does, so that a caller that does not follow NextToken misses templates here too.
+
 moto's EventBridge drops the envelope's "account" on the way into an SQS target (its input templating keeps the
 other fields); AWS always sends it, and the controller refuses an event from another account, so it is put back.
 
@@ -19,9 +25,12 @@ Arguments are moto_server's.
 import base64
 import datetime
 import os
+import secrets
 import sys
 
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.responses import ActionResult
+from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.eks.models import Cluster
 from moto.events.models import Rule
 from moto.server import main
@@ -67,6 +76,50 @@ def seed_parameters():
         )
 
 
+def give_every_cluster_its_own_issuer():
+    original_init = Cluster.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        issuer = self.identity["oidc"]["issuer"]
+        self.identity = {"oidc": {"issuer": issuer.rsplit("/id/", 1)[0] + "/id/" + secrets.token_hex(16).upper()}}
+
+    Cluster.__init__ = init
+
+
+def page_launch_templates():
+    def describe_launch_templates(self):
+        max_results = self._get_int_param("MaxResults", 200)
+        token = self._get_param("NextToken")
+        start = int(token) if token and str(token).isdigit() else 0
+        templates = self.ec2_backend.describe_launch_templates(
+            template_names=self._get_param("LaunchTemplateNames", []),
+            template_ids=self._get_param("LaunchTemplateIds", []),
+            filters=self._filters_from_querystring(),
+        )
+        self.error_on_dryrun()
+        page = templates[start : start + max_results]
+        result = {
+            "LaunchTemplates": [
+                {
+                    "CreateTime": template.create_time,
+                    "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
+                    "DefaultVersionNumber": template.default_version_number,
+                    "LatestVersionNumber": template.latest_version_number,
+                    "LaunchTemplateId": template.id,
+                    "LaunchTemplateName": template.name,
+                    "Tags": template.tags,
+                }
+                for template in page
+            ]
+        }
+        if start + max_results < len(templates):
+            result["NextToken"] = str(start + max_results)
+        return ActionResult(result)
+
+    LaunchTemplates.describe_launch_templates = describe_launch_templates
+
+
 def keep_the_account_in_events_sent_to_sqs():
     original = Rule._send_to_sqs_queue
 
@@ -97,6 +150,8 @@ def serve_the_sandbox_api_server_as_cluster_endpoint():
 if __name__ == "__main__":
     seed_parameters()
     serve_the_sandbox_api_server_as_cluster_endpoint()
+    give_every_cluster_its_own_issuer()
     keep_the_account_in_events_sent_to_sqs()
+    page_launch_templates()
     iam_recorder.install()
     sys.exit(main(sys.argv[1:]))

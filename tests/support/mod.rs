@@ -31,7 +31,7 @@ pub struct Sandbox {
     pub cluster: String,
 }
 
-const ENV_KEYS: [&str; 10] = [
+const ENV_KEYS: [&str; 12] = [
     "AWS_ENDPOINT_URL",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -42,6 +42,8 @@ const ENV_KEYS: [&str; 10] = [
     "NODESMITH_TERRAFORM",
     "NODESMITH_SERVICEMONITOR_CRD",
     "NODESMITH_AUDIT_LOG",
+    "NODESMITH_IAM_LOG",
+    "NODESMITH_IAM_SIMULATOR",
 ];
 
 impl Sandbox {

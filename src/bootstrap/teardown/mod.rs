@@ -45,6 +45,11 @@ struct Teardown<'a> {
     ledger: Ledger,
 }
 
+/// Results per page of the EC2 lists teardown walks (every page is read).
+const PAGE_SIZE: i32 = 100;
+/// Instances per TerminateInstances / DescribeInstances call.
+const TERMINATE_BATCH: usize = 500;
+
 fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
@@ -103,10 +108,12 @@ impl Teardown<'_> {
         key == Some(OWNER_TAG) && value == Some(self.options.cluster.as_str())
     }
 
-    /// Instances the controller launched for this cluster's node pools.
+    /// Instances the controller launched for this cluster's node pools: tagged with the owner tag as well as the
+    /// cluster's. Another controller's of the same cluster name (Karpenter's carry the same cluster and node pool
+    /// tags) are reported and left.
     async fn instances(&mut self) -> Result<(), CloudError> {
         let owned = format!("tag:kubernetes.io/cluster/{}", self.options.cluster);
-        let described = self
+        let mut pages = self
             .ec2
             .describe_instances()
             .filters(filter(&owned, "owned"))
@@ -120,25 +127,30 @@ impl Teardown<'_> {
                     .values("stopped")
                     .build(),
             )
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", None, e))?;
-        let ids: Vec<String> = described
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(|i| i.instance_id().map(str::to_string))
-            .collect();
+            .max_results(PAGE_SIZE)
+            .into_paginator()
+            .send();
+        let mut ids: Vec<String> = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", None, e))?;
+            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                let Some(id) = instance.instance_id() else { continue };
+                if instance.tags().iter().any(|t| self.ours(t.key(), t.value())) {
+                    ids.push(id.to_string());
+                } else {
+                    self.ledger.keep("ec2-instance", id, self.not_ours_note());
+                }
+            }
+        }
         if ids.is_empty() {
             return Ok(());
         }
         if self.ledger.may_mutate() {
-            self.ec2
-                .terminate_instances()
-                .set_instance_ids(Some(ids.clone()))
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("ec2:TerminateInstances", ids.first().map(String::as_str), e))?;
+            for batch in ids.chunks(TERMINATE_BATCH) {
+                self.ec2.terminate_instances().set_instance_ids(Some(batch.to_vec())).send().await.map_err(|e| {
+                    CloudError::from_sdk("ec2:TerminateInstances", batch.first().map(String::as_str), e)
+                })?;
+            }
             self.wait_terminated(&ids).await?;
         }
         for id in ids {
@@ -148,21 +160,32 @@ impl Teardown<'_> {
         Ok(())
     }
 
+    fn not_ours_note(&self) -> String {
+        format!(
+            "tagged for cluster {} but not {OWNER_TAG}={}: another controller's (Karpenter's?) or launched by a \
+             nodesmith older than its owner tag; terminate it yourself if it is nodesmith's",
+            self.options.cluster, self.options.cluster
+        )
+    }
+
     async fn wait_terminated(&self, ids: &[String]) -> Result<(), CloudError> {
         let deadline = tokio::time::Instant::now() + INSTANCE_WAIT;
         loop {
-            let described = self
-                .ec2
-                .describe_instances()
-                .set_instance_ids(Some(ids.to_vec()))
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", None, e))?;
-            let all_gone = described
-                .reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .all(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated));
+            let mut all_gone = true;
+            for batch in ids.chunks(TERMINATE_BATCH) {
+                let described = self
+                    .ec2
+                    .describe_instances()
+                    .set_instance_ids(Some(batch.to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", None, e))?;
+                all_gone &= described
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .all(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated));
+            }
             if all_gone || tokio::time::Instant::now() >= deadline {
                 return Ok(());
             }
@@ -170,24 +193,40 @@ impl Teardown<'_> {
         }
     }
 
+    /// The controller's launch templates for this cluster: owner-tagged, or (made before the owner tag) named
+    /// `nodesmith/<cluster>/...`. Another controller's are reported and left.
     async fn launch_templates(&mut self) -> Result<(), CloudError> {
         let owned = format!("tag:kubernetes.io/cluster/{}", self.options.cluster);
-        let templates = self
+        let legacy_prefix = format!("nodesmith/{}/", self.options.cluster);
+        let mut pages = self
             .ec2
             .describe_launch_templates()
             .filters(filter(&owned, "owned"))
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("ec2:DescribeLaunchTemplates", None, e))?;
-        for template in templates.launch_templates() {
-            let Some(id) = template.launch_template_id() else { continue };
+            .max_results(PAGE_SIZE)
+            .into_paginator()
+            .send();
+        let mut ours: Vec<String> = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| CloudError::from_sdk("ec2:DescribeLaunchTemplates", None, e))?;
+            for template in page.launch_templates() {
+                let Some(id) = template.launch_template_id() else { continue };
+                let tagged = template.tags().iter().any(|t| self.ours(t.key(), t.value()));
+                let named = template.launch_template_name().is_some_and(|n| n.starts_with(&legacy_prefix));
+                if tagged || named {
+                    ours.push(id.to_string());
+                } else {
+                    self.ledger.keep("ec2-launch-template", id, self.not_ours_note());
+                }
+            }
+        }
+        for id in ours {
             if self.ledger.may_mutate() {
                 self.ec2
                     .delete_launch_template()
-                    .launch_template_id(id)
+                    .launch_template_id(&id)
                     .send()
                     .await
-                    .map_err(|e| CloudError::from_sdk("ec2:DeleteLaunchTemplate", Some(id), e))?;
+                    .map_err(|e| CloudError::from_sdk("ec2:DeleteLaunchTemplate", Some(&id), e))?;
             }
             self.ledger.record("ec2-launch-template", id, Action::Deleted, 1);
         }
@@ -338,17 +377,24 @@ impl Teardown<'_> {
         Ok(())
     }
 
-    /// Setup's instance profile, and those the controller made for the cluster's EC2NodeClasses.
+    /// Setup's instance profile, and those the controller made for the cluster's EC2NodeClasses: named
+    /// `nodesmith-...` and owner-tagged (or, made before the controller tagged its own, tagged for the cluster and
+    /// named `nodesmith-<cluster>-...`). Every page of the account's profiles is looked at.
     async fn instance_profiles(&mut self) -> Result<(), CloudError> {
-        let listed = self
-            .iam
-            .list_instance_profiles()
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("iam:ListInstanceProfiles", None, e))?;
+        let mut pages = self.iam.list_instance_profiles().into_paginator().send();
+        let mut names: Vec<String> = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| CloudError::from_sdk("iam:ListInstanceProfiles", None, e))?;
+            names.extend(
+                page.instance_profiles()
+                    .iter()
+                    .map(|p| p.instance_profile_name().to_string())
+                    .filter(|n| n.starts_with("nodesmith-")),
+            );
+        }
         let controller_tag = format!("kubernetes.io/cluster/{}", self.options.cluster);
-        for listed_profile in listed.instance_profiles() {
-            let name = listed_profile.instance_profile_name().to_string();
+        let legacy_prefix = format!("nodesmith-{}-", self.options.cluster);
+        for name in names {
             let profile = self
                 .iam
                 .get_instance_profile()
@@ -357,10 +403,10 @@ impl Teardown<'_> {
                 .await
                 .map_err(|e| CloudError::from_sdk("iam:GetInstanceProfile", Some(&name), e))?;
             let Some(profile) = profile.instance_profile() else { continue };
-            let ours = profile.tags().iter().any(|t| {
-                self.ours(Some(t.key()), Some(t.value())) || (t.key() == controller_tag && t.value() == "owned")
-            });
-            if !ours {
+            let tagged = profile.tags().iter().any(|t| self.ours(Some(t.key()), Some(t.value())));
+            let legacy = name.starts_with(&legacy_prefix)
+                && profile.tags().iter().any(|t| t.key() == controller_tag && t.value() == "owned");
+            if !tagged && !legacy {
                 continue;
             }
             let roles: Vec<String> = profile.roles().iter().map(|r| r.role_name().to_string()).collect();
@@ -427,8 +473,11 @@ impl Teardown<'_> {
         Ok(())
     }
 
-    /// OIDC providers setup created (tagged); one that existed before setup is left alone.
+    /// The OIDC provider setup created for this cluster (tagged, and for this cluster's issuer when the cluster
+    /// still says which); one that existed before setup is left alone, and so is one any remaining role trusts
+    /// (another IRSA add-on of the cluster would stop working).
     async fn oidc_providers(&mut self) -> Result<(), CloudError> {
+        let issuer = self.cluster_issuer().await?;
         let listed = self
             .iam
             .list_open_id_connect_providers()
@@ -447,6 +496,16 @@ impl Teardown<'_> {
             if !tags.tags().iter().any(|t| self.ours(Some(t.key()), Some(t.value()))) {
                 continue;
             }
+            if let Some(issuer) = &issuer
+                && !arn.ends_with(&format!(":oidc-provider/{}", issuer.trim_start_matches("https://")))
+            {
+                self.ledger.keep("iam-oidc-provider", arn, format!("not this cluster's issuer {issuer}"));
+                continue;
+            }
+            if let Some(role) = self.role_trusting(arn).await? {
+                self.ledger.keep("iam-oidc-provider", arn, format!("role {role} trusts it"));
+                continue;
+            }
             if self.ledger.may_mutate() {
                 self.iam
                     .delete_open_id_connect_provider()
@@ -458,6 +517,36 @@ impl Teardown<'_> {
             self.ledger.record("iam-oidc-provider", arn, Action::Deleted, 1);
         }
         Ok(())
+    }
+
+    /// The cluster's OIDC issuer, if the cluster still exists.
+    async fn cluster_issuer(&self) -> Result<Option<String>, CloudError> {
+        match self.eks.describe_cluster().name(&self.options.cluster).send().await {
+            Ok(found) => Ok(found
+                .cluster()
+                .and_then(|c| c.identity())
+                .and_then(|i| i.oidc())
+                .and_then(|o| o.issuer())
+                .map(str::to_string)),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(None),
+            Err(error) => Err(CloudError::from_sdk("eks:DescribeCluster", Some(&self.options.cluster), error)),
+        }
+    }
+
+    /// A role (of any page) whose trust policy names the provider. Teardown has deleted its own roles by now.
+    async fn role_trusting(&self, provider_arn: &str) -> Result<Option<String>, CloudError> {
+        let mut pages = self.iam.list_roles().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| CloudError::from_sdk("iam:ListRoles", None, e))?;
+            for role in page.roles() {
+                let trust = role.assume_role_policy_document().unwrap_or_default();
+                let decoded = percent_encoding::percent_decode_str(trust).decode_utf8_lossy();
+                if decoded.contains(provider_arn) {
+                    return Ok(Some(role.role_name().to_string()));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The discovery tags setup added (marked by the set-by tag); tags someone else put stay.

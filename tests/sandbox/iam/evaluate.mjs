@@ -129,6 +129,7 @@ async function main() {
   const denies = new Map()
   const unmapped = new Set()
   const used = new Set()
+  const unattributed = new Set()
   let authorizations = 0
   // Many requests are alike (the same Describe* every few seconds): evaluate each distinct one once.
   const decided = new Map()
@@ -153,7 +154,11 @@ async function main() {
           // The service reference's ARN patterns want an account, which AWS's own public resources (the SSM
           // parameters under /aws/service/) do not have: evaluate those without the ARN check.
           const decision = runUnsafeSimulation(simulation(entry, documents, authorization), {})
-          outcome = { decision: decision === 'Allowed' ? 'Allowed' : decision, reasons: [{ noStatement: `no statement grants ${authorization.action} on ${authorization.resource}` }] }
+          outcome = {
+            decision,
+            unattributed: true,
+            reasons: [{ noStatement: `no statement grants ${authorization.action} on ${authorization.resource}` }],
+          }
         } else if (result.resultType === 'error') {
           outcome = { decision: 'Error', reasons: [{ error: result.errors?.message ?? JSON.stringify(result.errors) }] }
         } else if (result.overallResult === 'Allowed') {
@@ -171,6 +176,7 @@ async function main() {
       }
       if (outcome.decision === 'Allowed') {
         for (const name of outcome.granting ?? []) used.add(name)
+        if (outcome.unattributed) unattributed.add(`${authorization.action} ${resourceType(authorization.resource)}`)
         continue
       }
       const denyKey = JSON.stringify([authorization.action, resourceType(authorization.resource), outcome.reasons])
@@ -196,8 +202,10 @@ async function main() {
     denies: [...denies.values()],
     unmapped: [...unmapped].sort(),
     errors,
-    // Statements that granted at least one request, and those of the evaluated policies that granted none.
+    // Statements that granted at least one request, and those of the evaluated policies that granted none (pairs
+    // allowed through the unchecked path are not attributed to a statement: `unattributed`).
     statementsUsed: [...used].sort(),
+    unattributed: [...unattributed].sort(),
     statementsUnused: [...statementNames(policySets, entries)].filter((name) => !used.has(name)).sort(),
   }
   process.stdout.write(JSON.stringify(report, null, 2) + '\n')

@@ -1,11 +1,12 @@
 //! A proxy in front of moto that makes EC2 misbehave the way real AWS does under pressure: CreateFleet answers
 //! InsufficientInstanceCapacity for chosen instance types (the cheapest one the controller asks for first, and
-//! every request for it afterwards), and any EC2 request may be refused with RequestLimitExceeded. moto itself
-//! does neither. A refused request never reaches moto, as with AWS.
+//! every request for it afterwards), any EC2 request may be refused with RequestLimitExceeded, and CreateFleet may
+//! be refused with UnauthorizedOperation (as a policy that does not allow a launch would). moto itself does none of
+//! these. A refused request never reaches moto, as with AWS.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
@@ -14,12 +15,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FaultPlan {
     /// Fail CreateFleet for the first instance type the first CreateFleet prefers, from then on.
     pub fail_first_preferred_type: bool,
     /// Refuse about one EC2 request in this many with RequestLimitExceeded (0: never).
     pub throttle_one_in: u64,
+    /// While set, refuse every CreateFleet with UnauthorizedOperation (the test may clear it).
+    pub deny_create_fleet: Arc<AtomicBool>,
 }
 
 /// What the proxy did, for the test to check.
@@ -28,6 +31,7 @@ pub struct FaultLog {
     pub insufficient_capacity_types: Mutex<BTreeSet<String>>,
     pub capacity_errors: AtomicU64,
     pub throttled: AtomicU64,
+    pub denied: AtomicU64,
     pub forwarded: AtomicU64,
     /// Each CreateFleet that reached moto: when, and for which NodeClaim (its `karpenter.sh/nodeclaim` tag).
     pub fleet_calls: Mutex<Vec<(std::time::Instant, String)>>,
@@ -123,6 +127,8 @@ fn nodeclaim_tag(pairs: &[(String, String)]) -> Option<String> {
     pairs.iter().find(|(k, _)| *k == value_field).map(|(_, v)| v.clone())
 }
 
+const UNAUTHORIZED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation.</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>";
+
 const THROTTLED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>";
 
 fn capacity_error_response(failed: &[(String, String, String)], lifecycle: &str) -> String {
@@ -151,6 +157,10 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     if ec2 && proxy.one_in(proxy.plan.throttle_one_in) {
         proxy.log.throttled.fetch_add(1, Ordering::Relaxed);
         return xml(StatusCode::SERVICE_UNAVAILABLE, THROTTLED.to_string());
+    }
+    if ec2 && action == "CreateFleet" && proxy.plan.deny_create_fleet.load(Ordering::Relaxed) {
+        proxy.log.denied.fetch_add(1, Ordering::Relaxed);
+        return xml(StatusCode::FORBIDDEN, UNAUTHORIZED.to_string());
     }
     if ec2 && action == "CreateFleet" && proxy.plan.fail_first_preferred_type {
         let overrides = fleet_overrides(&pairs);
