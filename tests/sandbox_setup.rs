@@ -368,3 +368,56 @@ async fn a_policy_with_five_versions_is_still_updated() -> Result<()> {
     assert!(!ids.contains(&"v1"), "the oldest version went: {ids:?}");
     Ok(())
 }
+
+/// The defaults a new user gets, `--node-access access-entry` (and here `--identity pod-identity`), end to end
+/// against the sandbox's EKS (moto_server.py serves access entries and Pod Identity associations as EKS does);
+/// teardown removes both.
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn access_entries_and_pod_identity_are_set_up_and_torn_down() -> Result<()> {
+    use nodesmith::bootstrap::setup::{Identity, NodeAccess};
+    use nodesmith::bootstrap::teardown::{self, TeardownOptions};
+    let sandbox = Sandbox::connect().await?;
+    let cluster = unique_name("setup-access");
+    seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
+    let mut opts = setup_options(&sandbox, &cluster);
+    opts.node_access = NodeAccess::AccessEntry;
+    opts.identity = Identity::PodIdentity;
+    setup::run(&sandbox.sdk, &opts).await?;
+    let again = setup::run(&sandbox.sdk, &opts).await?;
+    assert_eq!(again.changes, 0, "a second run changes nothing: {:?}", again.resources);
+
+    let eks = aws_sdk_eks::Client::new(&sandbox.sdk);
+    let node_role = format!("arn:aws:iam::123456789012:role/nodesmith-node-{cluster}");
+    let entry = eks.describe_access_entry().cluster_name(&cluster).principal_arn(&node_role).send().await?;
+    assert_eq!(entry.access_entry().and_then(|e| e.r#type()), Some("EC2_LINUX"));
+    let associations = eks.list_pod_identity_associations().cluster_name(&cluster).send().await?;
+    let association = associations.associations().first().context("a Pod Identity association")?;
+    assert_eq!((association.namespace(), association.service_account()), (Some("nodesmith"), Some("nodesmith")));
+    let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
+    let role = iam.get_role().role_name(format!("nodesmith-controller-{cluster}")).send().await?;
+    let trust = decode(role.role().and_then(|r| r.assume_role_policy_document()).context("a trust policy")?)?;
+    let condition = &trust["Statement"][0]["Condition"];
+    assert_eq!(condition["StringEquals"]["aws:RequestTag/kubernetes-service-account"], "nodesmith");
+    assert_eq!(condition["StringEquals"]["aws:SourceAccount"], "123456789012");
+
+    let ledger = teardown::run(
+        &sandbox.sdk,
+        &TeardownOptions {
+            cluster: cluster.clone(),
+            dry_run: false,
+            kube: Err("none".into()),
+            skip_kubernetes: true,
+            progress: None,
+        },
+    )
+    .await?;
+    let deleted = |kind: &str| {
+        ledger.resources.iter().any(|r| r.kind == kind && r.action == nodesmith::bootstrap::report::Action::Deleted)
+    };
+    assert!(deleted("eks-access-entry") && deleted("eks-pod-identity-association"), "{:?}", ledger.resources);
+    assert!(eks.describe_access_entry().cluster_name(&cluster).principal_arn(&node_role).send().await.is_err());
+    let left = eks.list_pod_identity_associations().cluster_name(&cluster).send().await?;
+    assert!(left.associations().is_empty(), "association left");
+    Ok(())
+}

@@ -8,6 +8,8 @@ moto's SSM backend before it serves, pointing at AMIs moto does serve.
 moto gives every cluster a made-up endpoint and CA. With SANDBOX_APISERVER_URL (and SANDBOX_CA_FILE) set, a new
 cluster reports the sandbox's API server and CA instead, as EKS reports its own: a kubeconfig for the sandbox
 then points at "the cluster's endpoint", which is what nodesmith checks before it changes anything in Kubernetes.
+EKS access entries and Pod Identity associations, which moto does not serve, are served by eks_access.py.
+
 moto gives every EKS cluster the same OIDC issuer; on AWS each cluster has its own, and setup and teardown rely on
 it (a provider is one cluster's). Each cluster gets a random issuer id here.
 
@@ -36,6 +38,7 @@ from moto.events.models import Rule
 from moto.server import main
 from moto.ssm.models import Parameter, ssm_backends
 
+import eks_access
 import iam_recorder
 
 REGION = os.environ.get("SANDBOX_REGION", "us-east-1")
@@ -153,5 +156,6 @@ if __name__ == "__main__":
     give_every_cluster_its_own_issuer()
     keep_the_account_in_events_sent_to_sqs()
     page_launch_templates()
+    eks_access.install()
     iam_recorder.install()
     sys.exit(main(sys.argv[1:]))
