@@ -395,13 +395,12 @@ impl Teardown<'_> {
         let controller_tag = format!("kubernetes.io/cluster/{}", self.options.cluster);
         let legacy_prefix = format!("nodesmith-{}-", self.options.cluster);
         for name in names {
-            let profile = self
-                .iam
-                .get_instance_profile()
-                .instance_profile_name(&name)
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("iam:GetInstanceProfile", Some(&name), e))?;
+            let profile = match self.iam.get_instance_profile().instance_profile_name(&name).send().await {
+                Ok(profile) => profile,
+                // Deleted since it was listed (by someone else's teardown): nothing to do.
+                Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => continue,
+                Err(error) => return Err(CloudError::from_sdk("iam:GetInstanceProfile", Some(&name), error)),
+            };
             let Some(profile) = profile.instance_profile() else { continue };
             let tagged = profile.tags().iter().any(|t| self.ours(Some(t.key()), Some(t.value())));
             let legacy = name.starts_with(&legacy_prefix)
@@ -486,13 +485,15 @@ impl Teardown<'_> {
             .map_err(|e| CloudError::from_sdk("iam:ListOpenIDConnectProviders", None, e))?;
         for provider in listed.open_id_connect_provider_list() {
             let Some(arn) = provider.arn() else { continue };
-            let tags = self
-                .iam
-                .list_open_id_connect_provider_tags()
-                .open_id_connect_provider_arn(arn)
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("iam:ListOpenIDConnectProviderTags", Some(arn), e))?;
+            let tags =
+                match self.iam.list_open_id_connect_provider_tags().open_id_connect_provider_arn(arn).send().await {
+                    Ok(tags) => tags,
+                    // Deleted since it was listed: nothing to do.
+                    Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => continue,
+                    Err(error) => {
+                        return Err(CloudError::from_sdk("iam:ListOpenIDConnectProviderTags", Some(arn), error));
+                    }
+                };
             if !tags.tags().iter().any(|t| self.ours(Some(t.key()), Some(t.value()))) {
                 continue;
             }
