@@ -376,7 +376,7 @@ async fn a_policy_with_five_versions_is_still_updated() -> Result<()> {
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn access_entries_and_pod_identity_are_set_up_and_torn_down() -> Result<()> {
     use nodesmith::bootstrap::setup::{Identity, NodeAccess};
-    use nodesmith::bootstrap::teardown::{self, TeardownOptions};
+    use nodesmith::bootstrap::teardown;
     let sandbox = Sandbox::connect().await?;
     let cluster = unique_name("setup-access");
     seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
@@ -401,17 +401,7 @@ async fn access_entries_and_pod_identity_are_set_up_and_torn_down() -> Result<()
     assert_eq!(condition["StringEquals"]["aws:RequestTag/kubernetes-service-account"], "nodesmith");
     assert_eq!(condition["StringEquals"]["aws:SourceAccount"], "123456789012");
 
-    let ledger = teardown::run(
-        &sandbox.sdk,
-        &TeardownOptions {
-            cluster: cluster.clone(),
-            dry_run: false,
-            kube: Err("none".into()),
-            skip_kubernetes: true,
-            progress: None,
-        },
-    )
-    .await?;
+    let ledger = teardown::run(&sandbox.sdk, &support::teardown_without_kubernetes(&cluster)).await?;
     let deleted = |kind: &str| {
         ledger.resources.iter().any(|r| r.kind == kind && r.action == nodesmith::bootstrap::report::Action::Deleted)
     };

@@ -11,7 +11,7 @@ use aws_sdk_ec2::types::{
     Filter, InstanceStateName, InstanceType, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
 };
 use nodesmith::bootstrap::setup;
-use nodesmith::bootstrap::teardown::{self, TeardownOptions};
+use nodesmith::bootstrap::teardown;
 use nodesmith_sandbox::seed::{Environment, seed};
 use serde_json::Value;
 use support::{Sandbox, setup_options, unique_name};
@@ -192,33 +192,13 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
     // ...and everything of the other cluster and the look-alikes is.
     assert!(iam.get_role().role_name(format!("nodesmith-node-{other}")).send().await.is_ok());
     assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{other}")).send().await.is_ok());
-    let teardown_look_alike = teardown::run(
-        &sandbox.sdk,
-        &TeardownOptions {
-            cluster: look_alike.clone(),
-            dry_run: false,
-            kube: Err("none".into()),
-            skip_kubernetes: true,
-            progress: None,
-        },
-    )
-    .await?;
+    let teardown_look_alike = teardown::run(&sandbox.sdk, &support::teardown_without_kubernetes(&look_alike)).await?;
     assert!(teardown_look_alike.resources.iter().all(|r| r.action != nodesmith::bootstrap::report::Action::Deleted));
     assert!(iam.get_role().role_name(format!("nodesmith-node-{look_alike}")).send().await.is_ok());
     assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{look_alike}")).send().await.is_ok());
 
     // Re-running is safe and finds nothing to do.
-    let again = teardown::run(
-        &sandbox.sdk,
-        &TeardownOptions {
-            cluster: gone.clone(),
-            dry_run: false,
-            kube: Err("none".into()),
-            skip_kubernetes: true,
-            progress: None,
-        },
-    )
-    .await?;
+    let again = teardown::run(&sandbox.sdk, &support::teardown_without_kubernetes(&gone)).await?;
     assert_eq!(again.changes, 0, "{:?}", again.resources);
     Ok(())
 }
@@ -259,17 +239,7 @@ async fn teardown_pages_through_everything_and_leaves_neighbours_alone() -> Resu
         "Principal": {"Federated": provider}, "Action": "sts:AssumeRoleWithWebIdentity"}]});
     iam.create_role().role_name(&add_on).assume_role_policy_document(trust.to_string()).send().await?;
 
-    let ledger = teardown::run(
-        &sandbox.sdk,
-        &TeardownOptions {
-            cluster: cluster.clone(),
-            dry_run: false,
-            kube: Err("none".into()),
-            skip_kubernetes: true,
-            progress: None,
-        },
-    )
-    .await?;
+    let ledger = teardown::run(&sandbox.sdk, &support::teardown_without_kubernetes(&cluster)).await?;
     let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
     for id in &ours {
         assert_eq!(instance_state(&ec2, id).await?, Some(InstanceStateName::Terminated), "{id} left running");

@@ -182,12 +182,9 @@ impl CloudProvider for FakeCloud {
                 nodeclaim: tag(NODECLAIM_TAG),
                 nodepool: tag(NODEPOOL_TAG),
                 launch_time: Some(SystemTime::now()),
-                owning_clusters: request
-                    .tags
-                    .iter()
-                    .filter(|(_, v)| v == "owned")
-                    .filter_map(|(k, _)| k.strip_prefix("kubernetes.io/cluster/").map(str::to_string))
-                    .collect(),
+                owning_clusters: super::instances::owning_clusters(
+                    request.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                ),
             },
         );
         Ok(LaunchedInstance {

@@ -16,6 +16,13 @@ pub fn cluster_tag_key(cluster: &str) -> String {
     format!("kubernetes.io/cluster/{cluster}")
 }
 
+/// The clusters whose `kubernetes.io/cluster/<name>=owned` tag is among `tags` (the reverse of `cluster_tag_key`).
+pub fn owning_clusters<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    tags.filter(|(_, value)| *value == "owned")
+        .filter_map(|(key, _)| key.strip_prefix("kubernetes.io/cluster/").map(str::to_string))
+        .collect()
+}
+
 /// What the controller needs to know of one of its instances.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceSummary {
@@ -88,12 +95,7 @@ fn summary(instance: &Instance) -> Option<InstanceSummary> {
         nodeclaim: tag_value(instance, NODECLAIM_TAG).map(str::to_string),
         nodepool: tag_value(instance, NODEPOOL_TAG).map(str::to_string),
         launch_time: instance.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
-        owning_clusters: instance
-            .tags()
-            .iter()
-            .filter(|t| t.value() == Some("owned"))
-            .filter_map(|t| t.key()?.strip_prefix("kubernetes.io/cluster/").map(str::to_string))
-            .collect(),
+        owning_clusters: owning_clusters(instance.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)))),
     })
 }
 

@@ -139,6 +139,18 @@ pub fn setup_options(sandbox: &Sandbox, cluster: &str) -> nodesmith::bootstrap::
     }
 }
 
+/// Teardown of `cluster` through the AWS API only: the sandbox's clusters share one API server, which the tests
+/// that use this leave alone.
+pub fn teardown_without_kubernetes(cluster: &str) -> nodesmith::bootstrap::teardown::TeardownOptions {
+    nodesmith::bootstrap::teardown::TeardownOptions {
+        cluster: cluster.to_string(),
+        dry_run: false,
+        kube: Err("none".into()),
+        skip_kubernetes: true,
+        progress: None,
+    }
+}
+
 /// A name no other test, or other run, uses: `prefix-<pid>-<n>`, valid as a Kubernetes name and an AWS name.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

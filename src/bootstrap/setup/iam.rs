@@ -225,14 +225,9 @@ impl Setup<'_> {
     pub(super) async fn controller_role(&mut self) -> Result<String, SetupError> {
         let name = self.names.controller_role.clone();
         if self.options.identity == super::Identity::PodIdentity {
-            let cluster = &self.cluster;
-            let cluster_arn = format!(
-                "arn:{}:eks:{}:{}:cluster/{}",
-                cluster.partition, cluster.region, cluster.account_id, cluster.name
-            );
             let trust = policies::pod_identity_trust_policy(
-                &cluster.account_id,
-                &cluster_arn,
+                &self.cluster.account_id,
+                &self.cluster.arn,
                 &self.options.namespace,
                 &self.options.service_account,
             );
@@ -385,16 +380,15 @@ impl Setup<'_> {
             .send()
             .await
             .map_err(|e| CloudError::from_sdk("iam:ListPolicyVersions", Some(arn), e))?;
-        let mut old: Vec<(Option<aws_sdk_iam::primitives::DateTime>, String)> = listed
+        let mut old: Vec<(u32, String)> = listed
             .versions()
             .iter()
             .filter(|v| !v.is_default_version())
-            .filter_map(|v| Some((v.create_date().cloned(), v.version_id()?.to_string())))
+            .filter_map(|v| v.version_id())
+            .map(|id| (id.trim_start_matches('v').parse().unwrap_or(0), id.to_string()))
             .collect();
-        // Oldest first; IAM numbers versions in order, which breaks ties between equal dates.
-        old.sort_by_key(|(date, id)| {
-            (date.map(|d| (d.secs(), d.subsec_nanos())), id.trim_start_matches('v').parse::<u32>().unwrap_or(0))
-        });
+        // Oldest first: IAM numbers a policy's versions in the order they were made (v1, v2, ...).
+        old.sort();
         let excess = listed.versions().len().saturating_sub(MAX_POLICY_VERSIONS - 1);
         for (_, version) in old.into_iter().take(excess) {
             self.iam

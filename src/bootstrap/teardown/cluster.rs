@@ -38,9 +38,19 @@ where
 
 impl Teardown<'_> {
     /// The cluster's API endpoint, if the cluster still exists.
-    pub(super) async fn cluster_endpoint(&mut self) -> Result<Option<String>, CloudError> {
+    pub(super) async fn cluster_endpoint(&self) -> Result<Option<String>, CloudError> {
+        Ok(self.described_cluster().await?.and_then(|c| c.endpoint))
+    }
+
+    /// The cluster's OIDC issuer, if the cluster still exists.
+    pub(super) async fn cluster_issuer(&self) -> Result<Option<String>, CloudError> {
+        Ok(self.described_cluster().await?.and_then(|c| c.identity?.oidc?.issuer))
+    }
+
+    /// DescribeCluster's answer; `None` once the cluster is deleted.
+    async fn described_cluster(&self) -> Result<Option<aws_sdk_eks::types::Cluster>, CloudError> {
         match self.eks.describe_cluster().name(&self.options.cluster).send().await {
-            Ok(found) => Ok(found.cluster().and_then(|c| c.endpoint()).map(str::to_string)),
+            Ok(found) => Ok(found.cluster),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(None),
             Err(error) => Err(CloudError::from_sdk("eks:DescribeCluster", Some(&self.options.cluster), error)),
         }

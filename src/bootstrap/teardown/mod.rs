@@ -520,20 +520,6 @@ impl Teardown<'_> {
         Ok(())
     }
 
-    /// The cluster's OIDC issuer, if the cluster still exists.
-    async fn cluster_issuer(&self) -> Result<Option<String>, CloudError> {
-        match self.eks.describe_cluster().name(&self.options.cluster).send().await {
-            Ok(found) => Ok(found
-                .cluster()
-                .and_then(|c| c.identity())
-                .and_then(|i| i.oidc())
-                .and_then(|o| o.issuer())
-                .map(str::to_string)),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(None),
-            Err(error) => Err(CloudError::from_sdk("eks:DescribeCluster", Some(&self.options.cluster), error)),
-        }
-    }
-
     /// A role (of any page) whose trust policy names the provider. Teardown has deleted its own roles by now.
     async fn role_trusting(&self, provider_arn: &str) -> Result<Option<String>, CloudError> {
         let mut pages = self.iam.list_roles().into_paginator().send();
