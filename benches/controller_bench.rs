@@ -161,7 +161,7 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
     let class = serde_json::json!({
         "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": {"name": bench},
         "spec": {
-            "role": format!("nodesmith-node-{cluster}"),
+            "role": nodesmith::bootstrap::names::ClusterNames::for_cluster(&cluster, &sandbox_region()).node_role,
             "amiSelectorTerms": [{"alias": "al2023@latest"}],
             "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
             "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
@@ -475,7 +475,7 @@ async fn interruptions(kube: &kube::Client, count: usize) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let label = format!("karpenter.sh/nodepool={bench}");
 
-    let queue = nodesmith::bootstrap::names::ClusterNames::for_cluster(&cluster).queue;
+    let queue = nodesmith::bootstrap::names::ClusterNames::for_cluster(&cluster, &sandbox_region()).queue;
     let controller = {
         let binary = std::env::var("NODESMITH_BIN").unwrap_or_else(|_| "target/release/nodesmith".into());
         let child = Command::new(binary)
@@ -567,4 +567,9 @@ async fn interruptions(kube: &kube::Client, count: usize) -> Result<()> {
     drop(controller);
     Api::<Namespace>::all(kube.clone()).delete(&bench, &DeleteParams::default()).await?;
     Ok(())
+}
+
+/// The region the bench's sandbox plays (IAM names carry it).
+fn sandbox_region() -> String {
+    std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())
 }

@@ -16,7 +16,7 @@ resource "aws_iam_role" "node" {
   name               = local.names.node_role
   description        = "nodesmith, EKS cluster ${var.cluster_name}"
   assume_role_policy = jsonencode(local.node_trust_policy)
-  tags               = local.tags
+  tags               = local.iam_tags
 }
 
 resource "aws_iam_role_policy_attachment" "node" {
@@ -29,7 +29,7 @@ resource "aws_iam_role_policy_attachment" "node" {
 resource "aws_iam_instance_profile" "node" {
   name = local.names.instance_profile
   role = aws_iam_role.node.name
-  tags = local.tags
+  tags = local.iam_tags
 }
 
 # Step 2: nodes join through an access entry (with node_access = "aws-auth" the ConfigMap is left to the caller).
@@ -48,14 +48,14 @@ resource "aws_iam_openid_connect_provider" "cluster" {
 
   url            = local.oidc_issuer
   client_id_list = ["sts.amazonaws.com"]
-  tags           = local.tags
+  tags           = local.iam_tags
 }
 
 resource "aws_iam_role" "controller" {
   name               = local.names.controller_role
   description        = "nodesmith, EKS cluster ${var.cluster_name}"
   assume_role_policy = jsonencode(local.controller_trust_policy)
-  tags               = local.tags
+  tags               = local.iam_tags
 
   # The trust policy names the provider by its derived ARN; IAM refuses a federated principal that does not exist.
   depends_on = [aws_iam_openid_connect_provider.cluster]
@@ -78,7 +78,7 @@ resource "aws_iam_policy" "controller" {
   name        = "${local.controller_policy_name_prefix}${each.key}"
   description = "nodesmith controller, EKS cluster ${var.cluster_name}"
   policy      = jsonencode(each.value)
-  tags        = local.tags
+  tags        = local.iam_tags
 
   lifecycle {
     precondition {

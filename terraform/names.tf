@@ -1,4 +1,4 @@
-# Names derived from the cluster name exactly as src/bootstrap/names.rs derives them, so that Terraform and
+# Names derived from the cluster name (and, for IAM, the region) exactly as src/bootstrap/names.rs derives them, so that Terraform and
 # `nodesmith setup` (and teardown) agree on every name. fit(rule, base): each character the rule refuses becomes
 # "-"; a result longer than the rule allows is cut to max - 9 characters, stripped of trailing "-", and suffixed
 # with "-" and the first 8 hex digits of sha256(base), so it stays unique and the same on every run.
@@ -7,6 +7,8 @@ locals {
   owner_tags = { "nodesmith.io/cluster" = var.cluster_name }
   # The ownership tag last, so var.tags cannot take it away: teardown finds resources by it.
   tags = merge(var.tags, local.owner_tags)
+  # IAM is global: its resources also say which region's cluster they serve (teardown elsewhere leaves them).
+  iam_tags = merge(local.tags, { "topology.kubernetes.io/region" = local.region })
 
   # Characters each kind of name refuses, as RE2 classes.
   iam_refused         = "/[^0-9A-Za-z+=,.@_-]/"
@@ -25,9 +27,9 @@ locals {
 
   name_rules = merge(
     {
-      node_role        = { base = "nodesmith-node-${var.cluster_name}", max = 64, refused = local.iam_refused }
-      instance_profile = { base = "nodesmith-node-${var.cluster_name}", max = 128, refused = local.iam_refused }
-      controller_role  = { base = "nodesmith-controller-${var.cluster_name}", max = 64, refused = local.iam_refused }
+      node_role        = { base = "nodesmith-node-${var.cluster_name}-${local.region}", max = 64, refused = local.iam_refused }
+      instance_profile = { base = "nodesmith-node-${var.cluster_name}-${local.region}", max = 128, refused = local.iam_refused }
+      controller_role  = { base = "nodesmith-controller-${var.cluster_name}-${local.region}", max = 64, refused = local.iam_refused }
       queue            = { base = "nodesmith-${var.cluster_name}", max = 80, refused = local.sqs_refused }
     },
     # The kind goes first so that a shortened cluster part never cuts it off.

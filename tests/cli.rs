@@ -193,10 +193,36 @@ fn plan_says_which_file_and_line_is_wrong() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// IAM names carry the region, so the node role render fills in needs one.
+#[test]
+fn render_names_the_node_role_of_the_region_and_asks_for_one_when_it_has_none() {
+    let render = |extra: &[&str]| {
+        let mut args = vec!["render", "--cluster", "demo", "--output", "json"];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+            .args(&args)
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .output()
+            .expect("the nodesmith binary runs")
+    };
+    let none = render(&[]);
+    assert!(!none.status.success());
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(stderr.contains("pass --region") && stderr.contains("--node-role"), "{stderr}");
+    let west = render(&["--region", "us-west-2"]);
+    assert!(west.status.success(), "{}", String::from_utf8_lossy(&west.stderr));
+    assert!(String::from_utf8_lossy(&west.stdout).contains("nodesmith-node-demo-us-west-2"));
+    let named = render(&["--node-role", "my-nodes"]);
+    assert!(named.status.success(), "{}", String::from_utf8_lossy(&named.stderr));
+    assert!(String::from_utf8_lossy(&named.stdout).contains("my-nodes"));
+}
+
 #[test]
 fn a_pod_that_asks_for_nothing_gets_the_rendered_default_pool_not_arm64_or_gpu() {
     let dir = std::env::temp_dir().join(format!("nodesmith-render-plan-{}", std::process::id()));
-    let output = nodesmith(&["render", "--cluster", "demo", "--out", dir.to_str().expect("path")]);
+    let output =
+        nodesmith(&["render", "--cluster", "demo", "--region", "us-east-1", "--out", dir.to_str().expect("path")]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let pool = |name: &str| dir.join(format!("nodepool-{name}.yaml")).to_str().expect("path").to_string();
     let pools = [pool("default"), pool("on-demand"), pool("arm64"), pool("gpu")];

@@ -66,7 +66,7 @@ async fn a_launch_template_the_policy_refuses_is_reported_with_the_missing_tag()
     let sandbox = Sandbox::connect().await?;
     let cluster = &sandbox.cluster;
     setup::run(&sandbox.sdk, &setup_options(&sandbox, cluster)).await?;
-    let role = nodesmith::bootstrap::names::ClusterNames::for_cluster(cluster).controller_role;
+    let role = support::names(cluster).controller_role;
     let env = sandbox_env()?;
     let credentials = assume_role(&env, &format!("arn:aws:iam::{SANDBOX_ACCOUNT}:role/{role}"), "iam-probe")?;
     let config = aws_sdk_ec2::config::Builder::from(&sandbox.sdk)

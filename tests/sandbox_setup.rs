@@ -33,7 +33,7 @@ async fn a_fresh_setup_creates_everything_and_a_second_run_changes_nothing() -> 
 
     let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
     // Node role: trusted by EC2, the four managed policies, in an instance profile; all tagged as ours.
-    let node_role = iam.get_role().role_name(format!("nodesmith-node-{cluster}")).send().await?.role.context("role")?;
+    let node_role = iam.get_role().role_name(support::names(&cluster).node_role).send().await?.role.context("role")?;
     let trust = decode(node_role.assume_role_policy_document().context("trust")?)?;
     assert_eq!(trust["Statement"][0]["Principal"]["Service"], "ec2.amazonaws.com");
     assert!(node_role.tags().iter().any(|t| t.key() == "nodesmith.io/cluster" && t.value() == cluster));
@@ -49,14 +49,14 @@ async fn a_fresh_setup_creates_everything_and_a_second_run_changes_nothing() -> 
             "AmazonSSMManagedInstanceCore"
         ]
     );
-    let profile = iam.get_instance_profile().instance_profile_name(format!("nodesmith-node-{cluster}")).send().await?;
+    let profile = iam.get_instance_profile().instance_profile_name(support::names(&cluster).node_role).send().await?;
     assert_eq!(profile.instance_profile().context("profile")?.roles()[0].role_name(), node_role.role_name());
 
     // Controller role: IRSA for nodesmith/nodesmith through the cluster's issuer, with its scoped policies.
     let issuer =
         seeded["cluster"]["oidc_issuer"].as_str().context("issuer")?.trim_start_matches("https://").to_string();
     let controller =
-        iam.get_role().role_name(format!("nodesmith-controller-{cluster}")).send().await?.role.context("role")?;
+        iam.get_role().role_name(support::names(&cluster).controller_role).send().await?.role.context("role")?;
     let trust = decode(controller.assume_role_policy_document().context("trust")?)?;
     assert_eq!(
         trust["Statement"][0]["Condition"]["StringEquals"][format!("{issuer}:sub")],
@@ -265,7 +265,7 @@ async fn an_unknown_cluster_and_a_name_taken_by_someone_else_are_clear_errors() 
     let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
     // A look-alike: the name setup would use, without the ownership tag.
     iam.create_role()
-        .role_name(format!("nodesmith-node-{cluster}"))
+        .role_name(support::names(&cluster).node_role)
         .assume_role_policy_document(nodesmith::bootstrap::policies::node_trust_policy().to_string())
         .send()
         .await?;
@@ -285,7 +285,7 @@ async fn a_dry_run_makes_no_change() -> Result<()> {
     let ledger = setup::run(&sandbox.sdk, &opts).await?;
     assert!(ledger.changes > 20);
     let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
-    let role = iam.get_role().role_name(format!("nodesmith-node-{cluster}")).send().await;
+    let role = iam.get_role().role_name(support::names(&cluster).node_role).send().await;
     assert!(role.is_err(), "a dry run created the node role");
     let sqs = aws_sdk_sqs::Client::new(&sandbox.sdk);
     assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{cluster}")).send().await.is_err());
@@ -335,7 +335,7 @@ async fn a_policy_with_five_versions_is_still_updated() -> Result<()> {
     let opts = setup_options(&sandbox, &cluster);
     setup::run(&sandbox.sdk, &opts).await?;
     let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
-    let name = nodesmith::bootstrap::names::ClusterNames::for_cluster(&cluster).controller_policy(1);
+    let name = support::names(&cluster).controller_policy(1);
     let arn = format!("arn:aws:iam::123456789012:policy/{name}");
     let edited = serde_json::json!({"Version": "2012-10-17", "Statement": [
         {"Sid": "EditedByHand", "Effect": "Allow", "Action": "ec2:DescribeRegions", "Resource": "*"}
@@ -388,14 +388,14 @@ async fn access_entries_and_pod_identity_are_set_up_and_torn_down() -> Result<()
     assert_eq!(again.changes, 0, "a second run changes nothing: {:?}", again.resources);
 
     let eks = aws_sdk_eks::Client::new(&sandbox.sdk);
-    let node_role = format!("arn:aws:iam::123456789012:role/nodesmith-node-{cluster}");
+    let node_role = format!("arn:aws:iam::123456789012:role/{}", support::names(&cluster).node_role);
     let entry = eks.describe_access_entry().cluster_name(&cluster).principal_arn(&node_role).send().await?;
     assert_eq!(entry.access_entry().and_then(|e| e.r#type()), Some("EC2_LINUX"));
     let associations = eks.list_pod_identity_associations().cluster_name(&cluster).send().await?;
     let association = associations.associations().first().context("a Pod Identity association")?;
     assert_eq!((association.namespace(), association.service_account()), (Some("nodesmith"), Some("nodesmith")));
     let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
-    let role = iam.get_role().role_name(format!("nodesmith-controller-{cluster}")).send().await?;
+    let role = iam.get_role().role_name(support::names(&cluster).controller_role).send().await?;
     let trust = decode(role.role().and_then(|r| r.assume_role_policy_document()).context("a trust policy")?)?;
     let condition = &trust["Statement"][0]["Condition"];
     assert_eq!(condition["StringEquals"]["aws:RequestTag/kubernetes-service-account"], "nodesmith");

@@ -104,7 +104,7 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
     let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
     let sqs = aws_sdk_sqs::Client::new(&sandbox.sdk);
     iam.create_role()
-        .role_name(format!("nodesmith-node-{look_alike}"))
+        .role_name(support::names(&look_alike).node_role)
         .assume_role_policy_document(nodesmith::bootstrap::policies::node_trust_policy().to_string())
         .send()
         .await?;
@@ -152,9 +152,9 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
 
     // Nothing of the torn-down cluster is left...
     let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
-    assert!(iam.get_role().role_name(format!("nodesmith-node-{gone}")).send().await.is_err());
-    assert!(iam.get_role().role_name(format!("nodesmith-controller-{gone}")).send().await.is_err());
-    assert!(iam.get_instance_profile().instance_profile_name(format!("nodesmith-node-{gone}")).send().await.is_err());
+    assert!(iam.get_role().role_name(support::names(&gone).node_role).send().await.is_err());
+    assert!(iam.get_role().role_name(support::names(&gone).controller_role).send().await.is_err());
+    assert!(iam.get_instance_profile().instance_profile_name(support::names(&gone).node_role).send().await.is_err());
     assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{gone}")).send().await.is_err());
     let events = aws_sdk_eventbridge::Client::new(&sandbox.sdk);
     assert!(events.describe_rule().name(format!("spot-interruption-nodesmith-{gone}")).send().await.is_err());
@@ -178,8 +178,8 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
         kube::Api::namespaced(sandbox.kube.clone(), "kube-system");
     let aws_auth = config_maps.get("aws-auth").await?;
     let map_roles = aws_auth.data.and_then(|d| d.get("mapRoles").cloned()).unwrap_or_default();
-    assert!(!map_roles.contains(&format!("role/nodesmith-node-{gone}\n")), "{map_roles}");
-    assert!(map_roles.contains(&format!("role/nodesmith-node-{other}\n")), "{map_roles}");
+    assert!(!map_roles.contains(&format!("role/{}\n", support::names(&gone).node_role)), "{map_roles}");
+    assert!(map_roles.contains(&format!("role/{}\n", support::names(&other).node_role)), "{map_roles}");
 
     // Its NodePool went first; the other cluster's stays.
     assert!(
@@ -190,11 +190,11 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
     pools.delete(&other, &Default::default()).await?;
 
     // ...and everything of the other cluster and the look-alikes is.
-    assert!(iam.get_role().role_name(format!("nodesmith-node-{other}")).send().await.is_ok());
+    assert!(iam.get_role().role_name(support::names(&other).node_role).send().await.is_ok());
     assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{other}")).send().await.is_ok());
     let teardown_look_alike = teardown::run(&sandbox.sdk, &support::teardown_without_kubernetes(&look_alike)).await?;
     assert!(teardown_look_alike.resources.iter().all(|r| r.action != nodesmith::bootstrap::report::Action::Deleted));
-    assert!(iam.get_role().role_name(format!("nodesmith-node-{look_alike}")).send().await.is_ok());
+    assert!(iam.get_role().role_name(support::names(&look_alike).node_role).send().await.is_ok());
     assert!(sqs.get_queue_url().queue_name(format!("nodesmith-{look_alike}")).send().await.is_ok());
 
     // Re-running is safe and finds nothing to do.

@@ -18,7 +18,6 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 use hcl::{Block, Body, Expression};
-use nodesmith::bootstrap::names::ClusterNames;
 use nodesmith::bootstrap::policies::{self, PolicyContext};
 use nodesmith::bootstrap::setup::queue::INTERRUPTION_EVENTS;
 use serde_json::{Value, json};
@@ -343,7 +342,7 @@ fn the_module_shortens_names_and_splits_policies_as_setup_does() -> Result<()> {
         oidc_issuer: "https://oidc.eks.us-gov-west-1.amazonaws.com/id/0123456789ABCDEF".into(),
     };
     let module = evaluate_module(&facts)?;
-    let names = ClusterNames::for_cluster(&cluster);
+    let names = support::names(&cluster);
     let evaluated = &module["names"];
     for (what, setup, terraform) in [
         ("node role", &names.node_role, &evaluated["node_role"]),

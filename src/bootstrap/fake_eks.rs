@@ -15,8 +15,8 @@ use aws_smithy_types::body::SdkBody;
 
 /// The demo cluster's node and controller roles, and the paths the fake answers for its access entries and
 /// Pod Identity associations: what the setup and teardown tests share.
-pub const NODE_ROLE: &str = "arn:aws:iam::123456789012:role/nodesmith-node-demo";
-pub const CONTROLLER_ROLE: &str = "arn:aws:iam::123456789012:role/nodesmith-controller-demo";
+pub const NODE_ROLE: &str = "arn:aws:iam::123456789012:role/nodesmith-node-demo-us-east-1";
+pub const CONTROLLER_ROLE: &str = "arn:aws:iam::123456789012:role/nodesmith-controller-demo-us-east-1";
 pub const ENTRIES: &str = "/clusters/demo/access-entries";
 pub const ASSOCIATIONS: &str = "/clusters/demo/pod-identity-associations";
 

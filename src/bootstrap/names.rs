@@ -53,11 +53,13 @@ pub struct ClusterNames {
 }
 
 impl ClusterNames {
-    pub fn for_cluster(cluster: &str) -> Self {
+    /// IAM is global, so IAM names carry the region: the same cluster name in two regions of one account gets two
+    /// sets of roles, policies and profiles, set up and torn down independently. Queues and rules are regional.
+    pub fn for_cluster(cluster: &str, region: &str) -> Self {
         Self {
-            node_role: fit(IAM_ROLE, &format!("nodesmith-node-{cluster}")),
-            instance_profile: fit(INSTANCE_PROFILE, &format!("nodesmith-node-{cluster}")),
-            controller_role: fit(IAM_ROLE, &format!("nodesmith-controller-{cluster}")),
+            node_role: fit(IAM_ROLE, &format!("nodesmith-node-{cluster}-{region}")),
+            instance_profile: fit(INSTANCE_PROFILE, &format!("nodesmith-node-{cluster}-{region}")),
+            controller_role: fit(IAM_ROLE, &format!("nodesmith-controller-{cluster}-{region}")),
             queue: fit(SQS_QUEUE, &format!("nodesmith-{cluster}")),
             rule_prefix: format!("nodesmith-{cluster}"),
         }
@@ -83,16 +85,17 @@ mod tests {
 
     #[test]
     fn short_names_are_kept_as_they_are() {
-        let names = ClusterNames::for_cluster("demo");
+        let names = ClusterNames::for_cluster("demo", "us-east-1");
         assert_eq!(names.queue, "nodesmith-demo");
-        assert_eq!(names.node_role, "nodesmith-node-demo");
+        assert_eq!(names.node_role, "nodesmith-node-demo-us-east-1");
+        assert_eq!(names.controller_role, "nodesmith-controller-demo-us-east-1");
         assert_eq!(names.rule("spot-interruption"), "spot-interruption-nodesmith-demo");
     }
 
     #[test]
     fn long_cluster_names_are_cut_with_a_hash_and_stay_distinct() {
-        let a = ClusterNames::for_cluster(&format!("{}-a", "x".repeat(90)));
-        let b = ClusterNames::for_cluster(&format!("{}-b", "x".repeat(90)));
+        let a = ClusterNames::for_cluster(&format!("{}-a", "x".repeat(90)), "us-east-1");
+        let b = ClusterNames::for_cluster(&format!("{}-b", "x".repeat(90)), "us-east-1");
         assert_eq!(a.queue.len(), 80);
         assert!(a.node_role.len() <= 64);
         assert_ne!(a.queue, b.queue);
@@ -100,10 +103,26 @@ mod tests {
         assert!(a.rule("health").starts_with("health-nodesmith-"));
     }
 
+    #[test]
+    fn the_same_cluster_in_two_regions_gets_two_sets_of_iam_names() {
+        let east = ClusterNames::for_cluster("demo", "us-east-1");
+        let west = ClusterNames::for_cluster("demo", "us-west-2");
+        assert_ne!(east.node_role, west.node_role);
+        assert_ne!(east.controller_role, west.controller_role);
+        assert_ne!(east.instance_profile, west.instance_profile);
+        assert_ne!(east.controller_policy(1), west.controller_policy(1));
+        // A long cluster name is cut before the region would be: the hash keeps the two apart.
+        let long = "c".repeat(60);
+        assert_ne!(
+            ClusterNames::for_cluster(&long, "us-east-1").node_role,
+            ClusterNames::for_cluster(&long, "us-west-2").node_role
+        );
+    }
+
     proptest! {
         #[test]
-        fn every_name_fits_its_rule(cluster in "[a-zA-Z][a-zA-Z0-9_.-]{0,99}") {
-            let names = ClusterNames::for_cluster(&cluster);
+        fn every_name_fits_its_rule(cluster in "[a-zA-Z][a-zA-Z0-9_.-]{0,99}", region in "[a-z]{2}(-gov)?-[a-z]{4,9}-[1-9]") {
+            let names = ClusterNames::for_cluster(&cluster, &region);
             let checks = [
                 (SQS_QUEUE, names.queue.clone()),
                 (IAM_ROLE, names.node_role.clone()),
@@ -118,7 +137,7 @@ mod tests {
                 prop_assert!(!name.is_empty());
             }
             // The same cluster always gets the same names.
-            prop_assert_eq!(names, ClusterNames::for_cluster(&cluster));
+            prop_assert_eq!(names, ClusterNames::for_cluster(&cluster, &region));
         }
     }
 }

@@ -70,6 +70,39 @@ pub fn pod_identity_trust_policy(account_id: &str, cluster_arn: &str, namespace:
     })
 }
 
+/// Who a trust policy lets in by name: its federated principals (OIDC providers) and the `aws:SourceArn` values
+/// its conditions ask for (the cluster, for Pod Identity). Setup adopts a role only when these are this cluster's.
+pub fn trusted_identities(trust: &Value) -> Vec<String> {
+    fn strings(value: Option<&Value>) -> Vec<String> {
+        match value {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        }
+    }
+    let statements = match trust.get("Statement") {
+        Some(Value::Array(items)) => items.clone(),
+        Some(one) => vec![one.clone()],
+        None => Vec::new(),
+    };
+    let mut found = Vec::new();
+    for statement in &statements {
+        found.extend(strings(statement.pointer("/Principal/Federated")));
+        if let Some(Value::Object(operators)) = statement.get("Condition") {
+            for keys in operators.values() {
+                if let Value::Object(keys) = keys {
+                    for (key, value) in keys {
+                        if key.eq_ignore_ascii_case("aws:SourceArn") {
+                            found.extend(strings(Some(value)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Every statement the controller needs.
 pub fn controller_statements(ctx: &PolicyContext) -> Vec<Value> {
     let PolicyContext { partition, region, account_id, cluster, node_role_arn, queue_arn } = ctx;
@@ -293,6 +326,18 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_trust_policy_names_the_providers_and_clusters_it_lets_in() {
+        let provider = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/ABC";
+        let irsa = irsa_trust_policy(provider, "https://oidc.eks.us-east-1.amazonaws.com/id/ABC", "ns", "sa");
+        assert_eq!(trusted_identities(&irsa), [provider]);
+        let cluster = "arn:aws:eks:us-east-1:123456789012:cluster/demo";
+        let pod_identity = pod_identity_trust_policy("123456789012", cluster, "ns", "sa");
+        assert_eq!(trusted_identities(&pod_identity), [cluster]);
+        let node = node_trust_policy();
+        assert!(trusted_identities(&node).is_empty());
+    }
 
     fn context(cluster: &str, region: &str) -> PolicyContext {
         PolicyContext {

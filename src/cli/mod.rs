@@ -70,7 +70,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Crds(args) => output::print(&crds::run(args)?, format, "crds"),
         Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
         Command::Plan(args) => output::print(&plan::run(args)?, format, "plan"),
-        Command::Render(args) => output::print(&render::run(args)?, format, "render"),
+        Command::Render(args) => output::print(&render::run(args, cli.global.region.as_deref())?, format, "render"),
         Command::Setup(args) => output::print(&setup::run(args, &cli.global).await?, format, "setup"),
         Command::Teardown(args) => output::print(&teardown::run(args, &cli.global).await?, format, "teardown"),
         Command::Version => output::print(&version::report(), format, "version"),
@@ -106,6 +106,11 @@ pub enum CliError {
     Render(#[from] crate::render::RenderError),
     #[error("could not write the chart values: {0}")]
     Values(String),
+    #[error(
+        "the node role setup creates is named for the cluster's region: pass --region (or set AWS_REGION), or name \
+         the role with --node-role"
+    )]
+    NoRegionForNodeRole,
     #[error("could not write {path}: {source}")]
     WriteFile { path: std::path::PathBuf, source: std::io::Error },
 }

@@ -44,11 +44,22 @@ pub struct RenderedFile {
     pub yaml: String,
 }
 
-pub fn run(args: &RenderArgs) -> Result<RenderReport, CliError> {
-    let names = crate::bootstrap::names::ClusterNames::for_cluster(&args.cluster);
+/// `region` is `--region` (or AWS_REGION); without it, AWS_DEFAULT_REGION. Render makes no AWS call.
+pub fn run(args: &RenderArgs, region: Option<&str>) -> Result<RenderReport, CliError> {
+    let node_role = match &args.node_role {
+        Some(role) => role.clone(),
+        None => {
+            let region = region
+                .map(str::to_string)
+                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                .filter(|r| !r.is_empty())
+                .ok_or(CliError::NoRegionForNodeRole)?;
+            crate::bootstrap::names::ClusterNames::for_cluster(&args.cluster, &region).node_role
+        }
+    };
     let values = NodeClassValues::for_cluster(
         &args.cluster,
-        args.node_role.as_deref().unwrap_or(&names.node_role),
+        &node_role,
         args.discovery_value.as_deref().unwrap_or(&args.cluster),
     )
     .with_profile(args.profile);

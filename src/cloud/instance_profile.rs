@@ -30,9 +30,13 @@ pub fn profile_tags(cluster: &str, region: &str, nodeclass: &str) -> [(String, S
     ]
 }
 
-/// A profile name within IAM's 128 characters: `nodesmith-<cluster>-<nodeclass>`, hashed when too long.
-pub fn profile_name(cluster: &str, nodeclass: &str) -> String {
-    crate::bootstrap::names::fit(crate::bootstrap::names::INSTANCE_PROFILE, &format!("nodesmith-{cluster}-{nodeclass}"))
+/// A profile name within IAM's 128 characters: `nodesmith-<cluster>-<region>-<nodeclass>` (IAM names are global;
+/// the same cluster and class in another region get their own), hashed when too long.
+pub fn profile_name(cluster: &str, region: &str, nodeclass: &str) -> String {
+    crate::bootstrap::names::fit(
+        crate::bootstrap::names::INSTANCE_PROFILE,
+        &format!("nodesmith-{cluster}-{region}-{nodeclass}"),
+    )
 }
 
 /// Returns the name of a profile of this cluster that holds `role`, creating it when there is none.
@@ -65,7 +69,7 @@ pub async fn ensure_for_role(
             return Ok(name.to_string());
         }
     }
-    let name = profile_name(cluster, nodeclass);
+    let name = profile_name(cluster, region, nodeclass);
     // The tags the controller policy's conditions on instance profiles ask for.
     let mut create = iam.create_instance_profile().instance_profile_name(&name);
     for (key, value) in profile_tags(cluster, region, nodeclass) {

@@ -259,15 +259,8 @@ async fn launch_as(
         configs.push(LaunchTemplateOverrides { launch_template_name: template, overrides });
     }
 
-    // One token per distinct request: EC2 refuses a token reused with other parameters (IdempotentParameterMismatch),
-    // and the spot attempt, the on-demand fallback and a retry with other offerings all differ.
-    let client_token = {
-        use sha2::{Digest, Sha256};
-        let mut hasher = Sha256::new();
-        hasher.update(claim.metadata.uid.clone().unwrap_or_else(|| name.clone()));
-        hasher.update(format!("{capacity_type:?}{configs:?}"));
-        hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect::<String>()
-    };
+    let attempt = crate::controller::nodeclaim_lifecycle::launch_failures(claim);
+    let client_token = client_token(claim.metadata.uid.as_deref().unwrap_or(&name), attempt, capacity_type);
     let request = FleetRequest { configs, capacity_type, tags, client_token };
     match ctx.cloud(CONTROLLER).create_fleet(&request).await {
         Ok(launched) => {
@@ -295,6 +288,17 @@ async fn launch_as(
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// CreateFleet's idempotency token: the NodeClaim's UID, its attempt (the failed launches recorded on it) and the
+/// capacity type (spot, then the on-demand fallback, within one attempt). A retry whose outcome was lost (the
+/// status write after a launch failed, the controller was killed) sends the same token, and EC2 answers with the
+/// fleet it already made, or refuses a changed request (IdempotentParameterMismatch), rather than launching again.
+/// The attempt changes only once a failure is recorded, when nothing was launched.
+pub fn client_token(uid: &str, attempt: u32, capacity_type: CapacityType) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{uid}/{attempt}/{}", capacity_type.as_str()));
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Free addresses per subnet now (DescribeSubnets); the resolved list when the call fails.
@@ -482,6 +486,19 @@ fn default_block_devices(class: &EC2NodeClass) -> Vec<BlockDevice> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_of_the_same_attempt_sends_the_same_token_and_a_new_attempt_another() {
+        let token = client_token("uid-1", 0, CapacityType::Spot);
+        assert_eq!(token, client_token("uid-1", 0, CapacityType::Spot), "a lost outcome retried");
+        assert_eq!(token.len(), 32, "within CreateFleet's 64 characters");
+        let others = [
+            client_token("uid-1", 1, CapacityType::Spot),
+            client_token("uid-1", 0, CapacityType::OnDemand),
+            client_token("uid-2", 0, CapacityType::Spot),
+        ];
+        assert!(others.iter().all(|o| *o != token), "after a recorded failure, the fallback, another NodeClaim");
+    }
 
     /// An EC2NodeClass whose status lists what `nodeclass_status::ami_statuses` makes of an AL2023 alias.
     fn class_with_alias_images() -> EC2NodeClass {

@@ -128,10 +128,15 @@ pub fn launch_backoff(failures: u32) -> Duration {
     (Duration::from_secs(5) * 2u32.pow(doublings)).min(Duration::from_secs(300))
 }
 
+/// The NodeClaim's failed launches so far, as recorded on it (also its launch attempt: see `launch::client_token`).
+pub fn launch_failures(claim: &NodeClaim) -> u32 {
+    claim.annotations().get(LAUNCH_FAILURES_ANNOTATION).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// The NodeClaim's failed launches so far, and how long until the next may start (zero: now).
 fn launch_wait(claim: &NodeClaim, now: k8s_openapi::jiff::Timestamp) -> (u32, Duration) {
     let annotations = claim.annotations();
-    let failures: u32 = annotations.get(LAUNCH_FAILURES_ANNOTATION).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let failures = launch_failures(claim);
     let last =
         annotations.get(LAST_LAUNCH_FAILURE_ANNOTATION).and_then(|v| v.parse::<k8s_openapi::jiff::Timestamp>().ok());
     let Some(last) = last.filter(|_| failures > 0) else { return (failures, Duration::ZERO) };
@@ -204,8 +209,11 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
             if conditions::set(&mut conds, "Launched", false, "LaunchFailed", &error.to_string()) {
                 patch_status(api, &name, json!({"conditions": conds})).await?;
             }
-            if age(claim) > LAUNCH_TIMEOUT {
-                tracing::warn!(nodeclaim = %name, "not launched within 5 minutes ({error}); deleting it");
+            // Kept while pods wait for it: a replacement would fail the same way, and each new NodeClaim would
+            // start its backoff over. Once no pod is planned onto it any more, it goes.
+            let wanted = ctx.nominated.lock().map(|n| n.contains(&name)).unwrap_or(true);
+            if age(claim) > LAUNCH_TIMEOUT && !wanted {
+                tracing::warn!(nodeclaim = %name, "not launched within 5 minutes ({error}) and no pod waits for it; deleting it");
                 api.delete(&name, &DeleteParams::default()).await?;
                 return Ok(Action::await_change());
             }

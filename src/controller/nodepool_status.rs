@@ -1,5 +1,7 @@
 //! NodePool `status.nodes` and `status.resources` (the capacity of its nodes), as Karpenter keeps them: the
-//! columns `kubectl get nodepools` shows, and what `limits` are compared with.
+//! columns `kubectl get nodepools` shows, and what `limits` are compared with; and the `Launchable` condition,
+//! which says when the pool's launches are being refused for a reason other than capacity (a denied permission,
+//! a bad parameter): those need a person, and the NodeClaims concerned back off rather than churn.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +10,9 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use super::provisioner::quantities_to_resources;
-use super::{Context, Error};
+use super::{Context, Error, conditions};
 use crate::apis::labels::NODEPOOL_LABEL;
+use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
 use crate::apis::scheduling_input::resource_quantities;
 use crate::catalog::resources::Resources;
@@ -17,8 +20,12 @@ use crate::catalog::resources::Resources;
 /// Writes each NodePool's node count and summed capacity where they changed.
 pub async fn update(ctx: &Context) -> Result<(), Error> {
     let mut totals: BTreeMap<String, (i64, Resources)> = BTreeMap::new();
+    let mut failing: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for claim in ctx.state.nodeclaims.state() {
         let Some(pool) = claim.labels().get(NODEPOOL_LABEL) else { continue };
+        if let Some(message) = launch_failure(&claim) {
+            failing.entry(pool.clone()).or_default().push((claim.name_any(), message));
+        }
         let status = claim.status.clone().unwrap_or_default();
         // The Node's own capacity once it reports one; the NodeClaim's estimate before.
         let capacity = status
@@ -38,14 +45,17 @@ pub async fn update(ctx: &Context) -> Result<(), Error> {
         let resources: BTreeMap<String, String> =
             resource_quantities(&capacity).into_iter().map(|(k, v)| (k, v.0)).collect();
         let status = pool.status.clone().unwrap_or_default();
-        if status.nodes == Some(nodes) && status.resources == resources {
+        let mut conds = status.conditions.clone();
+        let (launchable, reason, message) = launchable(failing.get(&pool.name_any()).map_or(&[], Vec::as_slice));
+        let conditions_changed = conditions::set(&mut conds, LAUNCHABLE, launchable, reason, &message);
+        if status.nodes == Some(nodes) && status.resources == resources && !conditions_changed {
             continue;
         }
         // A merge patch merges maps: a resource no node has any more is removed with a null.
         let mut merged: serde_json::Map<String, serde_json::Value> =
             status.resources.keys().map(|k| (k.clone(), serde_json::Value::Null)).collect();
         merged.extend(resources.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))));
-        let patch = json!({"status": {"nodes": nodes, "resources": merged}});
+        let patch = json!({"status": {"nodes": nodes, "resources": merged, "conditions": conds}});
         match api.patch_status(&pool.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -53,4 +63,71 @@ pub async fn update(ctx: &Context) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The NodePool condition type saying whether its launches go through.
+pub const LAUNCHABLE: &str = "Launchable";
+
+/// Why the NodeClaim's latest launch was refused, when it was for a reason other than capacity (capacity errors
+/// re-plan elsewhere at once and say so on their own).
+fn launch_failure(claim: &NodeClaim) -> Option<String> {
+    let status = claim.status.as_ref()?;
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Launched" && c.status == "False" && c.reason == "LaunchFailed")
+        .map(|c| c.message.clone())
+}
+
+/// The pool's `Launchable` condition from its NodeClaims whose launches are refused: status, reason, message.
+fn launchable(failing: &[(String, String)]) -> (bool, &'static str, String) {
+    let Some((first, why)) = failing.first() else { return (true, "Launchable", String::new()) };
+    let others = match failing.len() - 1 {
+        0 => String::new(),
+        1 => " (and 1 other NodeClaim)".into(),
+        n => format!(" (and {n} other NodeClaims)"),
+    };
+    (false, "LaunchFailed", format!("NodeClaim {first}{others} cannot launch: {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn claim(name: &str, launched: Option<(&str, &str, &str)>) -> NodeClaim {
+        let conditions: Vec<serde_json::Value> = launched
+            .into_iter()
+            .map(|(status, reason, message)| {
+                json!({"type": "Launched", "status": status, "reason": reason, "message": message,
+                       "lastTransitionTime": "2026-12-02T15:00:00Z"})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "d"}},
+            "status": {"conditions": conditions},
+        }))
+        .expect("a NodeClaim")
+    }
+
+    #[test]
+    fn a_pool_whose_launch_is_refused_says_which_nodeclaim_and_why() {
+        let denied = "ec2:CreateFleet on launch template x: UnauthorizedOperation";
+        let claims = [
+            claim("a", Some(("False", "LaunchFailed", denied))),
+            claim("b", Some(("True", "Launched", ""))),
+            claim("c", None),
+            claim("d", Some(("False", "LaunchFailed", denied))),
+        ];
+        let failing: Vec<(String, String)> =
+            claims.iter().filter_map(|c| Some((c.name_any(), launch_failure(c)?))).collect();
+        let (ok, reason, message) = launchable(&failing);
+        assert!(!ok);
+        assert_eq!(reason, "LaunchFailed");
+        assert_eq!(message, format!("NodeClaim a (and 1 other NodeClaim) cannot launch: {denied}"));
+        assert_eq!(launchable(&failing[1..]).2, format!("NodeClaim d cannot launch: {denied}"));
+        assert_eq!(launchable(&[]), (true, "Launchable", String::new()));
+    }
 }

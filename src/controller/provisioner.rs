@@ -78,6 +78,11 @@ impl Nominations {
             .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !leaving.contains(n)))
             .map(|p| (pods::key(&p), p))
             .collect();
+        // A pod deleted while it waited wants nothing any more.
+        self.by_pod.retain(|pod, _| {
+            let (namespace, name) = pod.split_once('/').unwrap_or(("default", pod));
+            ctx.state.pods.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)).is_some()
+        });
         self.by_pod.retain(|pod, _| {
             let Some(started) = running.get(pod) else { return true };
             if let Some(created) = started.metadata.creation_timestamp.as_ref() {

@@ -19,6 +19,10 @@ pages. The sandbox pages as AWS does, so that a caller that does not follow Next
 moto's EventBridge drops the envelope's "account" on the way into an SQS target (its input templating keeps the
 other fields); AWS always sends it, and the controller refuses an event from another account, so it is put back.
 
+moto ignores CreateFleet's ClientToken; AWS makes a retried request with the same token return the fleet it
+already made (and refuses one with the same token and other parameters with IdempotentParameterMismatch). The
+controller relies on that to never launch twice for one NodeClaim, so the sandbox does it too.
+
 With SANDBOX_IAM_LOG set, every request signed by an assumed role is recorded with what AWS would authorize it as
 (iam_recorder.py), for the IAM evaluation of the tests.
 Arguments are moto_server's.
@@ -32,6 +36,8 @@ import sys
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.responses import ActionResult
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.responses.fleets import Fleets
 from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.eks.models import Cluster
 from moto.events.models import Rule
@@ -123,6 +129,31 @@ def page_launch_templates():
     LaunchTemplates.describe_launch_templates = describe_launch_templates
 
 
+def honour_create_fleet_client_tokens():
+    original = Fleets.create_fleet
+    made = {}  # (account, region, token) -> (the request without its token, the answer)
+
+    def create_fleet(self):
+        token = self._get_param("ClientToken")
+        if not token:
+            return original(self)
+        key = (self.current_account, self.region, token)
+        request = sorted((k, v) for k, v in self.querystring.items() if k not in ("ClientToken", "Action"))
+        if key in made:
+            earlier, answer = made[key]
+            if earlier != request:
+                raise EC2ClientError(
+                    "IdempotentParameterMismatch",
+                    f"The client token {token} was used with other parameters in an earlier request.",
+                )
+            return answer
+        answer = original(self)
+        made[key] = (request, answer)
+        return answer
+
+    Fleets.create_fleet = create_fleet
+
+
 def keep_the_account_in_events_sent_to_sqs():
     original = Rule._send_to_sqs_queue
 
@@ -156,6 +187,7 @@ if __name__ == "__main__":
     give_every_cluster_its_own_issuer()
     keep_the_account_in_events_sent_to_sqs()
     page_launch_templates()
+    honour_create_fleet_client_tokens()
     eks_access.install()
     iam_recorder.install()
     sys.exit(main(sys.argv[1:]))

@@ -88,22 +88,37 @@ pub fn start_controller_with_aws(
     identity: &str,
     aws_endpoint: Option<&str>,
 ) -> Result<ControllerProcess> {
-    start_controller_with(cluster, namespace, identity, aws_endpoint, &[])
+    start_controller_with(cluster, namespace, identity, aws_endpoint, None, &[])
 }
 
+/// `kube_endpoint` replaces the API server with a proxy in front of it that already acts as the controller's
+/// ServiceAccount (e.g. `nodesmith_sandbox::kube_fault_proxy`, given `controller_kube_client`).
 pub fn start_controller_with(
     cluster: &str,
     namespace: &str,
     identity: &str,
     aws_endpoint: Option<&str>,
+    kube_endpoint: Option<&str>,
     extra_args: &[&str],
 ) -> Result<ControllerProcess> {
     let mut env = sandbox_env()?;
     // The controller runs as the Helm chart's ServiceAccount, bound by the chart's RBAC: these tests show that
     // RBAC suffices (and tests/sandbox_chart.rs, from the audit log, that it grants nothing unused).
-    let kubeconfig = super::chart::kubeconfig_path(namespace);
+    let mut kubeconfig = super::chart::kubeconfig_path(namespace);
     if !kubeconfig.exists() {
         bail!("no ServiceAccount kubeconfig for {namespace}: create the namespace with controller_namespace()");
+    }
+    if let Some(server) = kube_endpoint {
+        kubeconfig =
+            std::path::PathBuf::from(format!("{}/target/proxied-{identity}.kubeconfig", env!("CARGO_MANIFEST_DIR")));
+        let proxied = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "proxy", "cluster": {"server": server}}],
+            "users": [{"name": "proxy", "user": {}}],
+            "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}],
+            "current-context": "proxy",
+        });
+        std::fs::write(&kubeconfig, serde_yaml_ng::to_string(&proxied)?)?;
     }
     env.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
     // On AWS as the role setup made for it, so that moto records its requests for the IAM check
@@ -130,6 +145,14 @@ pub fn start_controller_with(
     Ok(ControllerProcess { child, log: log_path, metrics_port })
 }
 
+/// A client acting as the controller's ServiceAccount in `namespace` (what a proxy in front of the API server
+/// forwards the controller's requests with).
+pub async fn controller_kube_client(namespace: &str) -> Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(super::chart::kubeconfig_path(namespace))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
 pub struct RoleCredentials {
     pub access_key_id: String,
     pub secret_access_key: String,
@@ -141,7 +164,7 @@ pub fn assume_controller_role(
     env: &std::collections::HashMap<String, String>,
     cluster: &str,
 ) -> Result<RoleCredentials> {
-    let role = nodesmith::bootstrap::names::ClusterNames::for_cluster(cluster).controller_role;
+    let role = super::names(cluster).controller_role;
     assume_role(env, &format!("arn:aws:iam::{SANDBOX_ACCOUNT}:role/{role}"), CONTROLLER_SESSION)
 }
 
@@ -220,7 +243,7 @@ pub async fn rendered_nodeclass_and_pool(sandbox: &Sandbox, test: &str) -> Resul
     let values = NodeClassValues {
         name: test.to_string(),
         nodeclass: test.to_string(),
-        ..NodeClassValues::for_cluster(cluster, &format!("nodesmith-node-{cluster}"), cluster)
+        ..NodeClassValues::for_cluster(cluster, &super::names(cluster).node_role, cluster)
     };
     for (file, yaml) in render_nodeclasses(&values)? {
         let mut manifest: serde_json::Value = serde_yaml_ng::from_str(&yaml)?;
@@ -268,7 +291,7 @@ pub async fn nodeclass_and_pool_with(
         "kind": "EC2NodeClass",
         "metadata": {"name": test},
         "spec": {
-            "role": format!("nodesmith-node-{cluster}"),
+            "role": super::names(cluster).node_role,
             "amiFamily": "AL2023",
             "amiSelectorTerms": [{"id": AMI}, {"id": ARM_AMI}],
             "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],

@@ -96,6 +96,12 @@ impl Sandbox {
 }
 
 /// The sandbox environment: `target/sandbox/env`, overridden by the process environment.
+/// The names setup gives `cluster`'s resources in the sandbox's region.
+pub fn names(cluster: &str) -> nodesmith::bootstrap::names::ClusterNames {
+    let region = sandbox_env().ok().and_then(|e| e.get("AWS_REGION").cloned()).unwrap_or_else(|| "us-east-1".into());
+    nodesmith::bootstrap::names::ClusterNames::for_cluster(cluster, &region)
+}
+
 pub fn sandbox_env() -> Result<HashMap<String, String>> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sandbox/env");
     let mut env = HashMap::new();

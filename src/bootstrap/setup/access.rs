@@ -179,7 +179,7 @@ mod tests {
                 oidc_issuer: None,
                 authentication_mode: None,
             },
-            names: ClusterNames::for_cluster("demo"),
+            names: ClusterNames::for_cluster("demo", "us-east-1"),
             ec2: aws_sdk_ec2::Client::new(&sdk),
             iam: aws_sdk_iam::Client::new(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),

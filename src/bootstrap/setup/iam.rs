@@ -9,6 +9,7 @@ use crate::bootstrap::policies::{self, PolicyContext};
 use crate::bootstrap::propagation::retry_while_propagating;
 use crate::bootstrap::report::Action;
 use crate::cloud::error::CloudError;
+use crate::cloud::instance_profile::REGION_TAG;
 
 /// AWS managed policies a node needs.
 const NODE_MANAGED_POLICIES: [&str; 4] = [
@@ -38,9 +39,13 @@ fn is_entity_already_exists<E: aws_sdk_iam::error::ProvideErrorMetadata>(error: 
 }
 
 impl Setup<'_> {
+    /// The owner and the region: IAM is global, and teardown in another region leaves what is tagged for this one.
     fn iam_tags(&self) -> Vec<Tag> {
         let (key, value) = self.owner();
-        vec![Tag::builder().key(key).value(value).build().expect("key and value are set")]
+        vec![
+            Tag::builder().key(key).value(value).build().expect("key and value are set"),
+            Tag::builder().key(REGION_TAG).value(&self.cluster.region).build().expect("key and value are set"),
+        ]
     }
 
     /// The tags CreateRole/CreatePolicy send, as the report shows them.
@@ -60,7 +65,33 @@ impl Setup<'_> {
         tags.iter().any(|t| t.key() == OWNER_TAG && t.value() == self.options.cluster)
     }
 
-    /// Gets or creates a role with this trust policy; returns its ARN.
+    /// Refuses what is not this cluster's here: not owner-tagged, or tagged for another region.
+    fn check_ours(&self, kind: &'static str, name: &str, tags: &[Tag]) -> Result<(), SetupError> {
+        let cluster = self.options.cluster.clone();
+        if !self.owned(tags) {
+            return Err(SetupError::NotOurs { kind, name: name.into(), cluster });
+        }
+        if let Some(other) = tags.iter().find(|t| t.key() == REGION_TAG && t.value() != self.cluster.region) {
+            return Err(SetupError::OtherRegion { kind, name: name.into(), cluster, region: other.value().into() });
+        }
+        Ok(())
+    }
+
+    /// The identities a role of this cluster may trust by name: the OIDC provider of its issuer and the cluster.
+    fn this_clusters_identities(&self) -> Vec<String> {
+        let mut identities = vec![self.cluster.arn.clone()];
+        if let Some(issuer) = &self.cluster.oidc_issuer {
+            let (partition, account) = (&self.cluster.partition, &self.cluster.account_id);
+            identities.push(format!(
+                "arn:{partition}:iam::{account}:oidc-provider/{}",
+                issuer.trim_start_matches("https://")
+            ));
+        }
+        identities
+    }
+
+    /// Gets or creates a role with this trust policy; returns its ARN. An existing role whose trust lets in another
+    /// cluster (another issuer, another cluster ARN) is never adopted: rewriting its trust would lock that one out.
     async fn role(&mut self, name: &str, trust: &Value) -> Result<String, SetupError> {
         let spec = self.role_spec(trust);
         match self.iam.get_role().role_name(name).send().await {
@@ -68,14 +99,18 @@ impl Setup<'_> {
                 let role = found
                     .role()
                     .ok_or_else(|| CloudError::call("iam:GetRole", format!("no role in the answer for {name}")))?;
-                if !self.owned(role.tags()) {
-                    return Err(SetupError::NotOurs {
-                        kind: "IAM role",
-                        name: name.into(),
-                        cluster: self.options.cluster.clone(),
-                    });
-                }
+                self.check_ours("IAM role", name, role.tags())?;
                 let current = role.assume_role_policy_document().and_then(decode_document);
+                let ours = self.this_clusters_identities();
+                let foreign = current
+                    .as_ref()
+                    .map(policies::trusted_identities)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|identity| !ours.contains(identity));
+                if let Some(trusted) = foreign {
+                    return Err(SetupError::TrustsAnother { role: name.into(), trusted, wanted: ours.join(", ") });
+                }
                 if current.as_ref() == Some(trust) {
                     self.ledger.record("iam-role", name, Action::Unchanged, 0).spec(spec);
                 } else {
@@ -180,13 +215,7 @@ impl Setup<'_> {
         let roles: Vec<String> = match self.iam.get_instance_profile().instance_profile_name(&name).send().await {
             Ok(found) => {
                 let profile = found.instance_profile();
-                if !profile.is_some_and(|p| self.owned(p.tags())) {
-                    return Err(SetupError::NotOurs {
-                        kind: "instance profile",
-                        name,
-                        cluster: self.options.cluster.clone(),
-                    });
-                }
+                self.check_ours("instance profile", &name, profile.map(|p| p.tags()).unwrap_or_default())?;
                 self.ledger.record("iam-instance-profile", &name, Action::Unchanged, 0);
                 profile.map(|p| p.roles().iter().map(|r| r.role_name().to_string()).collect()).unwrap_or_default()
             }
@@ -332,13 +361,7 @@ impl Setup<'_> {
             self.ledger.record("iam-policy", name, Action::Created, 1).spec(spec);
             return Ok(());
         };
-        if !self.owned(policy.tags()) {
-            return Err(SetupError::NotOurs {
-                kind: "IAM policy",
-                name: name.into(),
-                cluster: self.options.cluster.clone(),
-            });
-        }
+        self.check_ours("IAM policy", name, policy.tags())?;
         let version = policy.default_version_id().unwrap_or("v1");
         let current = self
             .iam

@@ -85,6 +85,16 @@ pub enum SetupError {
     )]
     NotOurs { kind: &'static str, name: String, cluster: String },
     #[error(
+        "{kind} {name} is tagged for region {region}: it belongs to cluster {cluster} there, not here; delete it or \
+         run setup in {region}"
+    )]
+    OtherRegion { kind: &'static str, name: String, cluster: String, region: String },
+    #[error(
+        "IAM role {role} trusts {trusted}, not this cluster ({wanted}): it belongs to another cluster of the same \
+         name (or to this one before it was recreated). Run `nodesmith teardown` for that cluster, or delete the role"
+    )]
+    TrustsAnother { role: String, trusted: String, wanted: String },
+    #[error(
         "{resource} already has {DISCOVERY_TAG}={existing}, not {wanted}: another cluster discovers it; pass --discovery-value {existing} to share it"
     )]
     DiscoveryConflict { resource: String, existing: String, wanted: String },
@@ -144,7 +154,7 @@ pub async fn run(sdk: &aws_config::SdkConfig, options: &SetupOptions) -> Result<
     let cluster = describe_cluster(&eks, &ec2, &options.cluster, sdk).await?;
     let mut setup = Setup {
         options,
-        names: ClusterNames::for_cluster(&options.cluster),
+        names: ClusterNames::for_cluster(&options.cluster, &cluster.region),
         cluster,
         ec2,
         iam: aws_sdk_iam::Client::new(sdk),

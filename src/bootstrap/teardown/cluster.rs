@@ -357,7 +357,8 @@ mod tests {
         let sdk = crate::bootstrap::fake_eks::uncalled_sdk_config();
         Teardown {
             options,
-            names: ClusterNames::for_cluster("demo"),
+            names: ClusterNames::for_cluster("demo", "us-east-1"),
+            region: "us-east-1".into(),
             ec2: aws_sdk_ec2::Client::new(&sdk),
             iam: aws_sdk_iam::Client::new(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),

@@ -14,6 +14,7 @@ use super::report::{Action, Ledger, ProgressObserver};
 use super::setup::queue::INTERRUPTION_EVENTS;
 use super::setup::{DISCOVERY_SET_BY_TAG, DISCOVERY_TAG, OWNER_TAG};
 use crate::cloud::error::CloudError;
+use crate::cloud::instance_profile::REGION_TAG;
 
 /// How long teardown waits for terminated instances to go before it moves on.
 const INSTANCE_WAIT: Duration = Duration::from_secs(120);
@@ -35,6 +36,8 @@ pub struct TeardownOptions {
 struct Teardown<'a> {
     options: &'a TeardownOptions,
     names: ClusterNames,
+    /// The region torn down: IAM resources tagged with another are that region's and stay.
+    region: String,
     ec2: aws_sdk_ec2::Client,
     iam: aws_sdk_iam::Client,
     sqs: aws_sdk_sqs::Client,
@@ -62,14 +65,18 @@ pub enum TeardownError {
          {cluster} --region <region>), or pass --skip-kubernetes once the controller is uninstalled"
     )]
     NoKubernetes { cluster: String, why: String },
+    #[error("no AWS region is set: pass --region (or set AWS_REGION); teardown removes one region's resources")]
+    NoRegion,
     #[error(transparent)]
     Cloud(#[from] CloudError),
 }
 
 pub async fn run(sdk: &aws_config::SdkConfig, options: &TeardownOptions) -> Result<Ledger, TeardownError> {
+    let region = sdk.region().map(ToString::to_string).ok_or(TeardownError::NoRegion)?;
     let mut teardown = Teardown {
         options,
-        names: ClusterNames::for_cluster(&options.cluster),
+        names: ClusterNames::for_cluster(&options.cluster, &region),
+        region,
         ec2: aws_sdk_ec2::Client::new(sdk),
         iam: aws_sdk_iam::Client::new(sdk),
         sqs: aws_sdk_sqs::Client::new(sdk),
@@ -106,6 +113,12 @@ pub async fn run(sdk: &aws_config::SdkConfig, options: &TeardownOptions) -> Resu
 impl Teardown<'_> {
     fn ours(&self, key: Option<&str>, value: Option<&str>) -> bool {
         key == Some(OWNER_TAG) && value == Some(self.options.cluster.as_str())
+    }
+
+    /// The other region an IAM resource is tagged with, if it is: it belongs to that region's cluster of the same
+    /// name. (One made before nodesmith tagged regions carries none.)
+    fn other_region(&self, tags: &[aws_sdk_iam::types::Tag]) -> Option<String> {
+        tags.iter().find(|t| t.key() == REGION_TAG && t.value() != self.region).map(|t| t.value().to_string())
     }
 
     /// Instances the controller launched for this cluster's node pools: tagged with the owner tag as well as the
@@ -328,6 +341,10 @@ impl Teardown<'_> {
                 self.ledger.keep("iam-policy", &name, format!("not tagged {OWNER_TAG}={}", self.options.cluster));
                 continue;
             }
+            if let Some(region) = self.other_region(policy.tags()) {
+                self.ledger.keep("iam-policy", &name, format!("{region}'s, tagged {REGION_TAG}={region}"));
+                continue;
+            }
             let mut calls = 1;
             let entities = self
                 .iam
@@ -408,6 +425,10 @@ impl Teardown<'_> {
             if !tagged && !legacy {
                 continue;
             }
+            if let Some(region) = self.other_region(profile.tags()) {
+                self.ledger.keep("iam-instance-profile", &name, format!("{region}'s, tagged {REGION_TAG}={region}"));
+                continue;
+            }
             let roles: Vec<String> = profile.roles().iter().map(|r| r.role_name().to_string()).collect();
             if self.ledger.may_mutate() {
                 for role in &roles {
@@ -440,6 +461,10 @@ impl Teardown<'_> {
         let Some(role) = role else { return Ok(()) };
         if !role.tags().iter().any(|t| self.ours(Some(t.key()), Some(t.value()))) {
             self.ledger.keep("iam-role", name, format!("not tagged {OWNER_TAG}={}", self.options.cluster));
+            return Ok(());
+        }
+        if let Some(region) = self.other_region(role.tags()) {
+            self.ledger.keep("iam-role", name, format!("{region}'s, tagged {REGION_TAG}={region}"));
             return Ok(());
         }
         let attached = self

@@ -35,6 +35,11 @@ pub struct FaultLog {
     pub forwarded: AtomicU64,
     /// Each CreateFleet that reached moto: when, and for which NodeClaim (its `karpenter.sh/nodeclaim` tag).
     pub fleet_calls: Mutex<Vec<(std::time::Instant, String)>>,
+    /// What each of those CreateFleet calls answered: the NodeClaim and the instances it launched (or returned
+    /// again, for a retried client token).
+    pub fleet_answers: Mutex<Vec<(String, Vec<String>)>>,
+    /// TerminateInstances calls that reached moto.
+    pub terminations: AtomicU64,
 }
 
 struct Proxy {
@@ -185,13 +190,38 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
         }
     }
     proxy.log.forwarded.fetch_add(1, Ordering::Relaxed);
+    if ec2 && action == "TerminateInstances" {
+        proxy.log.terminations.fetch_add(1, Ordering::Relaxed);
+    }
     if ec2 && action == "CreateFleet" {
         let nodeclaim = nodeclaim_tag(&pairs).unwrap_or_default();
         if let Ok(mut calls) = proxy.log.fleet_calls.lock() {
-            calls.push((std::time::Instant::now(), nodeclaim));
+            calls.push((std::time::Instant::now(), nodeclaim.clone()));
         }
+        let response = forward(&proxy, parts.method, &parts.uri, &parts.headers, body).await;
+        let (parts, body) = response.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+            return (StatusCode::BAD_GATEWAY, "unreadable CreateFleet answer").into_response();
+        };
+        if let Ok(mut answers) = proxy.log.fleet_answers.lock() {
+            answers.push((nodeclaim, instance_ids(&String::from_utf8_lossy(&body))));
+        }
+        return Response::from_parts(parts, Body::from(body));
     }
     forward(&proxy, parts.method, &parts.uri, &parts.headers, body).await
+}
+
+/// The instance ids in an EC2 XML answer.
+fn instance_ids(xml: &str) -> Vec<String> {
+    xml.split(">i-")
+        .skip(1)
+        .filter_map(|rest| {
+            let id: String = rest.chars().take_while(char::is_ascii_alphanumeric).collect();
+            (!id.is_empty()).then(|| format!("i-{id}"))
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 fn xml(status: StatusCode, body: String) -> Response {
@@ -268,6 +298,14 @@ mod tests {
     fn the_nodeclaim_tag_of_a_fleet_request_is_found() {
         let body = "TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.2.Key=karpenter.sh%2Fnodeclaim&TagSpecification.1.Tag.2.Value=default-abcde&TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=x";
         assert_eq!(nodeclaim_tag(&url_decode_pairs(body)).as_deref(), Some("default-abcde"));
+    }
+
+    #[test]
+    fn instance_ids_are_read_from_a_fleet_answer() {
+        let xml = "<CreateFleetResponse><fleetInstanceSet><item><instanceIds><item>i-0abc12</item>\
+                   <item>i-0def34</item></instanceIds></item></fleetInstanceSet></CreateFleetResponse>";
+        assert_eq!(instance_ids(xml), ["i-0abc12", "i-0def34"]);
+        assert!(instance_ids("<errorSet/>").is_empty());
     }
 
     #[test]

@@ -2,4 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub mod fault_proxy;
+pub mod kube_fault_proxy;
 pub mod seed;
