@@ -278,3 +278,94 @@ fn teardown_off_a_terminal_refuses_without_yes() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("pass --yes"), "{stderr}");
 }
+
+/// IAM is global: the same cluster name set up in two regions of one account gets two sets of roles, policies and
+/// instance profiles; tearing down one region leaves the other's whole, and setup of the remaining one then has
+/// nothing to change. A role whose trust lets in another cluster's issuer is never adopted.
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn the_same_cluster_name_in_two_regions_is_set_up_and_torn_down_independently() -> Result<()> {
+    use nodesmith::bootstrap::names::ClusterNames;
+    use nodesmith::bootstrap::report::Action;
+    let sandbox = Sandbox::connect().await?;
+    let cluster = unique_name("two-regions");
+    let east_sdk = sandbox.sdk.clone();
+    let east = east_sdk.region().context("the sandbox's region")?.to_string();
+    let west = if east == "us-west-2" { "eu-west-1" } else { "us-west-2" };
+    let west_sdk = sandbox.sdk.to_builder().region(aws_config::Region::new(west)).build();
+    for sdk in [&east_sdk, &west_sdk] {
+        seed(sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
+        setup::run(sdk, &setup_options(&sandbox, &cluster)).await?;
+    }
+    let (east_names, west_names) =
+        (ClusterNames::for_cluster(&cluster, &east), ClusterNames::for_cluster(&cluster, west));
+    let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
+    let trust_of = |role: String| {
+        let iam = iam.clone();
+        async move {
+            let role = iam.get_role().role_name(role).send().await?.role.context("no role")?;
+            let document = role.assume_role_policy_document().context("no trust policy")?.to_string();
+            anyhow::Ok(percent_encoding::percent_decode_str(&document).decode_utf8()?.to_string())
+        }
+    };
+    let east_issuer = aws_sdk_eks::Client::new(&east_sdk).describe_cluster().name(&cluster).send().await?;
+    let east_issuer = east_issuer
+        .cluster()
+        .and_then(|c| c.identity()?.oidc()?.issuer())
+        .context("no issuer")?
+        .trim_start_matches("https://")
+        .to_string();
+    assert!(trust_of(east_names.controller_role.clone()).await?.contains(&east_issuer));
+    assert!(!trust_of(west_names.controller_role.clone()).await?.contains(&east_issuer), "west trusts its own");
+
+    // The west controller, resolving a class's `role`, finds the west's profile (tagged for its region) and uses it.
+    let west_class_profile =
+        nodesmith::cloud::instance_profile::ensure_for_role(&iam, &cluster, west, "default", &west_names.node_role)
+            .await?;
+    assert_eq!(west_class_profile, west_names.instance_profile);
+
+    // Tearing down the east leaves the west whole...
+    let report = teardown::run(&east_sdk, &support::teardown_without_kubernetes(&cluster)).await?;
+    assert!(
+        report.resources.iter().any(|r| r.id == west_class_profile && r.action == Action::Kept),
+        "the west's profile was not reported kept: {:?}",
+        report.resources
+    );
+    for role in [&east_names.node_role, &east_names.controller_role] {
+        assert!(iam.get_role().role_name(role).send().await.is_err(), "{role} left");
+    }
+    for role in [&west_names.node_role, &west_names.controller_role] {
+        assert!(iam.get_role().role_name(role).send().await.is_ok(), "{role} deleted");
+    }
+    assert!(iam.get_instance_profile().instance_profile_name(&west_names.instance_profile).send().await.is_ok());
+    let west_sqs = aws_sdk_sqs::Client::new(&west_sdk);
+    assert!(west_sqs.get_queue_url().queue_name(&west_names.queue).send().await.is_ok());
+    // ...so that setup there has nothing to change.
+    let again = setup::run(&west_sdk, &setup_options(&sandbox, &cluster)).await?;
+    let changed: Vec<_> = again.resources.iter().filter(|r| r.action != Action::Unchanged).collect();
+    assert!(changed.is_empty(), "setup in {west} changed {changed:?}");
+
+    // A west controller role that trusts another issuer (say the cluster was recreated) is refused, not rewritten.
+    let foreign = nodesmith::bootstrap::policies::irsa_trust_policy(
+        "arn:aws:iam::123456789012:oidc-provider/oidc.eks.example/id/OTHER",
+        "https://oidc.eks.example/id/OTHER",
+        "nodesmith",
+        "nodesmith",
+    );
+    iam.update_assume_role_policy()
+        .role_name(&west_names.controller_role)
+        .policy_document(foreign.to_string())
+        .send()
+        .await?;
+    let refused = setup::run(&west_sdk, &setup_options(&sandbox, &cluster)).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("trusts arn:aws:iam::123456789012:oidc-provider/oidc.eks.example/id/OTHER"), "{message}");
+    assert!(trust_of(west_names.controller_role.clone()).await?.contains("OTHER"), "the trust was rewritten");
+
+    let report = teardown::run(&west_sdk, &support::teardown_without_kubernetes(&cluster)).await?;
+    assert!(report.resources.iter().any(|r| r.id == west_class_profile && r.action == Action::Deleted));
+    for role in [&west_names.node_role, &west_names.controller_role] {
+        assert!(iam.get_role().role_name(role).send().await.is_err(), "{role} left");
+    }
+    Ok(())
+}

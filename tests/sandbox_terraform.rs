@@ -87,6 +87,7 @@ output "evaluated" {{
     queue_policy                  = local.queue_policy
     event_patterns                = local.event_patterns
     tags                          = local.tags
+    iam_tags                      = local.iam_tags
     node_role_arn                 = local.node_role_arn
     queue_arn                     = local.queue_arn
   }}
@@ -228,6 +229,9 @@ async fn the_terraform_module_makes_what_setup_makes() -> Result<()> {
     let names = &module["names"];
     let tags = &module["tags"];
     ensure!(*tags == json!({"nodesmith.io/cluster": facts.cluster}), "module tags {tags}");
+    let iam_tags = &module["iam_tags"];
+    let region_tagged = json!({"nodesmith.io/cluster": facts.cluster, "topology.kubernetes.io/region": facts.region});
+    ensure!(*iam_tags == region_tagged, "module IAM tags {iam_tags}");
 
     // Every kind of resource setup makes has its Terraform resource type in the module.
     let types: BTreeSet<String> = blocks
@@ -253,7 +257,7 @@ async fn the_terraform_module_makes_what_setup_makes() -> Result<()> {
             "{role} trust: setup {made} ≠ module {}",
             module[trust]
         );
-        ensure!(made["spec"]["tags"] == *tags, "{role} tags");
+        ensure!(made["spec"]["tags"] == *iam_tags, "{role} tags: setup {}", made["spec"]["tags"]);
     }
     ensure!(of_kind("iam-instance-profile").any(|r| r["id"] == names["instance_profile"]), "instance profile name");
 
@@ -342,7 +346,7 @@ fn the_module_shortens_names_and_splits_policies_as_setup_does() -> Result<()> {
         oidc_issuer: "https://oidc.eks.us-gov-west-1.amazonaws.com/id/0123456789ABCDEF".into(),
     };
     let module = evaluate_module(&facts)?;
-    let names = support::names(&cluster);
+    let names = nodesmith::bootstrap::names::ClusterNames::for_cluster(&cluster, &facts.region);
     let evaluated = &module["names"];
     for (what, setup, terraform) in [
         ("node role", &names.node_role, &evaluated["node_role"]),
