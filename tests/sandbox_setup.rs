@@ -411,3 +411,159 @@ async fn access_entries_and_pod_identity_are_set_up_and_torn_down() -> Result<()
     assert!(left.associations().is_empty(), "association left");
     Ok(())
 }
+
+/// What EKS already holds is never overwritten: an access entry of another type for the node role, or the
+/// controller's ServiceAccount associated with another role, is a clear error. A dry run only looks. Teardown
+/// deletes only the entry and association tagged for the cluster.
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn access_entries_and_associations_of_someone_else_are_refused_and_left_alone() -> Result<()> {
+    use nodesmith::bootstrap::report::Action;
+    use nodesmith::bootstrap::setup::{Identity, NodeAccess};
+    use nodesmith::bootstrap::teardown;
+    let sandbox = Sandbox::connect().await?;
+    let cluster = unique_name("setup-eks-conflict");
+    seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
+    let mut opts = setup_options(&sandbox, &cluster);
+    opts.node_access = NodeAccess::AccessEntry;
+    opts.identity = Identity::PodIdentity;
+    let eks = aws_sdk_eks::Client::new(&sandbox.sdk);
+    let node_role = format!("arn:aws:iam::123456789012:role/{}", support::names(&cluster).node_role);
+    let controller_role = format!("arn:aws:iam::123456789012:role/{}", support::names(&cluster).controller_role);
+
+    let dry = setup::run(&sandbox.sdk, &setup::SetupOptions { dry_run: true, ..opts.clone() }).await?;
+    let planned = |kind: &str| dry.resources.iter().any(|r| r.kind == kind && r.action == Action::Created);
+    assert!(planned("eks-access-entry") && planned("eks-pod-identity-association"), "{:?}", dry.resources);
+    assert!(eks.list_access_entries().cluster_name(&cluster).send().await?.access_entries().is_empty());
+    assert!(eks.list_pod_identity_associations().cluster_name(&cluster).send().await?.associations().is_empty());
+
+    // The node role already let in as a STANDARD entry (by hand, say): setup says what to do, changes nothing.
+    eks.create_access_entry().cluster_name(&cluster).principal_arn(&node_role).r#type("STANDARD").send().await?;
+    let refused = setup::run(&sandbox.sdk, &opts).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("type STANDARD") && refused.contains("delete-access-entry"), "{refused}");
+    let entry = eks.describe_access_entry().cluster_name(&cluster).principal_arn(&node_role).send().await?;
+    assert_eq!(entry.access_entry().and_then(|e| e.r#type()), Some("STANDARD"));
+    eks.delete_access_entry().cluster_name(&cluster).principal_arn(&node_role).send().await?;
+
+    // The controller's ServiceAccount already associated with another role.
+    let someone_else = "arn:aws:iam::123456789012:role/someone-else";
+    let taken = eks
+        .create_pod_identity_association()
+        .cluster_name(&cluster)
+        .namespace("nodesmith")
+        .service_account("nodesmith")
+        .role_arn(someone_else)
+        .send()
+        .await?;
+    let refused = setup::run(&sandbox.sdk, &opts).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("someone-else"), "{refused}");
+    let taken_id = taken.association().and_then(|a| a.association_id()).context("an association id")?;
+    eks.delete_pod_identity_association().cluster_name(&cluster).association_id(taken_id).send().await?;
+    setup::run(&sandbox.sdk, &opts).await?;
+
+    // Beside setup's own: an association of the controller role nobody tagged, one of another role tagged for the
+    // cluster (an add-on's), and the node role's entry re-made as another cluster's.
+    for (namespace, role, tagged) in [("other", controller_role.as_str(), false), ("apps", someone_else, true)] {
+        let mut create = eks
+            .create_pod_identity_association()
+            .cluster_name(&cluster)
+            .namespace(namespace)
+            .service_account("app")
+            .role_arn(role);
+        if tagged {
+            create = create.tags("nodesmith.io/cluster", &cluster);
+        }
+        create.send().await?;
+    }
+    let ledger = teardown::run(&sandbox.sdk, &support::teardown_without_kubernetes(&cluster)).await?;
+    let deleted: Vec<&str> = ledger
+        .resources
+        .iter()
+        .filter(|r| r.kind == "eks-pod-identity-association" && r.action == Action::Deleted)
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(deleted.len(), 1, "only setup's association goes: {:?}", ledger.resources);
+    let left = eks.list_pod_identity_associations().cluster_name(&cluster).send().await?;
+    let mut namespaces: Vec<&str> = left.associations().iter().filter_map(|a| a.namespace()).collect();
+    namespaces.sort();
+    assert_eq!(namespaces, ["apps", "other"]);
+
+    let other_cluster = "arn:aws:iam::123456789012:role/kept-entry";
+    eks.create_access_entry()
+        .cluster_name(&cluster)
+        .principal_arn(other_cluster)
+        .r#type("EC2_LINUX")
+        .tags("nodesmith.io/cluster", "someone-else")
+        .send()
+        .await?;
+    eks.create_access_entry()
+        .cluster_name(&cluster)
+        .principal_arn(&node_role)
+        .r#type("EC2_LINUX")
+        .tags("nodesmith.io/cluster", "someone-else")
+        .send()
+        .await?;
+    let ledger = teardown::run(&sandbox.sdk, &support::teardown_without_kubernetes(&cluster)).await?;
+    assert!(
+        ledger.resources.iter().any(|r| r.kind == "eks-access-entry" && r.action == Action::Kept),
+        "{:?}",
+        ledger.resources
+    );
+    assert!(eks.describe_access_entry().cluster_name(&cluster).principal_arn(&node_role).send().await.is_ok());
+    Ok(())
+}
+
+/// EKS refuses a principal IAM has not propagated yet: setup retries, then succeeds. Any other refusal fails at
+/// once and names the call and EKS's reason. (The fault proxy answers as EKS does; moto never refuses.)
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn an_access_entry_refused_while_iam_propagates_is_retried_and_any_other_refusal_named() -> Result<()> {
+    use axum::http::{Method, StatusCode};
+    use nodesmith::bootstrap::setup::NodeAccess;
+    use nodesmith_sandbox::fault_proxy::{FaultPlan, RestFault, start};
+    let sandbox = Sandbox::connect().await?;
+    let moto = support::sandbox_env()?.get("AWS_ENDPOINT_URL").cloned().context("no moto endpoint")?;
+    let through = |proxy: &str| sandbox.sdk.to_builder().endpoint_url(proxy).build();
+    let eks = aws_sdk_eks::Client::new(&sandbox.sdk);
+
+    let cluster = unique_name("setup-propagating");
+    seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
+    let node_role = format!("arn:aws:iam::123456789012:role/{}", support::names(&cluster).node_role);
+    let not_yet = RestFault::new(
+        Method::POST,
+        "/access-entries",
+        2,
+        StatusCode::BAD_REQUEST,
+        "InvalidParameterException",
+        &format!("The specified principal {node_role} does not exist"),
+    );
+    let (proxy, _) = start(&moto, FaultPlan { rest_faults: vec![not_yet.clone()], ..FaultPlan::default() }).await?;
+    let mut opts = setup_options(&sandbox, &cluster);
+    opts.node_access = NodeAccess::AccessEntry;
+    setup::run(&through(&proxy), &opts).await?;
+    assert_eq!(not_yet.served(2), 2, "both refusals were answered, and setup went on");
+    let entry = eks.describe_access_entry().cluster_name(&cluster).principal_arn(&node_role).send().await?;
+    assert_eq!(entry.access_entry().and_then(|e| e.r#type()), Some("EC2_LINUX"));
+
+    let refused_cluster = unique_name("setup-refused");
+    seed(&sandbox.sdk, &Environment::named(&refused_cluster, Some(&format!("{refused_cluster}-vpc")))).await?;
+    let mode = RestFault::new(
+        Method::POST,
+        "/access-entries",
+        u32::MAX,
+        StatusCode::BAD_REQUEST,
+        "InvalidRequestException",
+        "The cluster's authentication mode must be set to one of [API, API_AND_CONFIG_MAP]",
+    );
+    let (proxy, _) = start(&moto, FaultPlan { rest_faults: vec![mode.clone()], ..FaultPlan::default() }).await?;
+    let mut opts = setup_options(&sandbox, &refused_cluster);
+    opts.node_access = NodeAccess::AccessEntry;
+    let error = setup::run(&through(&proxy), &opts).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(error.contains("eks:CreateAccessEntry") && error.contains("API_AND_CONFIG_MAP"), "{error}");
+    assert_eq!(mode.served(u32::MAX), 1, "not retried");
+
+    for cluster in [&cluster, &refused_cluster] {
+        nodesmith::bootstrap::teardown::run(&sandbox.sdk, &support::teardown_without_kubernetes(cluster)).await?;
+    }
+    Ok(())
+}

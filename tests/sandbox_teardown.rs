@@ -92,12 +92,20 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
     let gone = unique_name("teardown");
     let other = unique_name("teardown-other");
     let look_alike = unique_name("teardown-lookalike");
-    let seeded = seed(&sandbox.sdk, &Environment::named(&gone, Some(&format!("{gone}-vpc")))).await?;
+    seed(&sandbox.sdk, &Environment::named(&gone, Some(&format!("{gone}-vpc")))).await?;
     seed(&sandbox.sdk, &Environment::named(&other, Some(&format!("{other}-vpc")))).await?;
     setup::run(&sandbox.sdk, &setup_options(&sandbox, &gone)).await?;
     setup::run(&sandbox.sdk, &setup_options(&sandbox, &other)).await?;
-    let subnet = seeded["subnet_ids"][0].as_str().context("subnet")?;
-    let (template_id, instance_ids) = controller_made(&sandbox, &gone, subnet, Maker::Nodesmith, 1).await?;
+    // The instance runs in one of the /22 subnets setup made: teardown deletes that subnet once EC2 has released
+    // the instance's interface, a little after terminating it (the sandbox, like AWS, takes a few seconds).
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    let made = ec2
+        .describe_subnets()
+        .filters(Filter::builder().name("tag:nodesmith.io/cluster").values(&gone).build())
+        .send()
+        .await?;
+    let subnet = made.subnets().first().and_then(|s| s.subnet_id()).context("setup made no subnet")?.to_string();
+    let (template_id, instance_ids) = controller_made(&sandbox, &gone, &subnet, Maker::Nodesmith, 1).await?;
     let instance_id = instance_ids.first().context("an instance")?.clone();
 
     // Untagged resources with the names setup would give a third cluster.
@@ -151,7 +159,6 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
     assert!(report["deleted"].as_array().is_some_and(|d| d.len() > 10), "{report}");
 
     // Nothing of the torn-down cluster is left...
-    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
     assert!(iam.get_role().role_name(support::names(&gone).node_role).send().await.is_err());
     assert!(iam.get_role().role_name(support::names(&gone).controller_role).send().await.is_err());
     assert!(iam.get_instance_profile().instance_profile_name(support::names(&gone).node_role).send().await.is_err());
@@ -163,7 +170,7 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
         .filters(Filter::builder().name("tag:nodesmith.io/cluster").values(&gone).build())
         .send()
         .await?;
-    assert!(owned_subnets.subnets().is_empty());
+    assert!(owned_subnets.subnets().is_empty(), "subnets left: {report}");
     let discovered = ec2
         .describe_subnets()
         .filters(Filter::builder().name("tag:karpenter.sh/discovery").values(&gone).build())

@@ -4,8 +4,6 @@
 
 pub mod aws_auth;
 pub mod cidr;
-#[cfg(test)]
-pub mod fake_eks;
 pub mod kube_target;
 pub mod names;
 pub mod ownership;

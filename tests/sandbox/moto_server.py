@@ -23,6 +23,11 @@ moto ignores CreateFleet's ClientToken; AWS makes a retried request with the sam
 already made (and refuses one with the same token and other parameters with IdempotentParameterMismatch). The
 controller relies on that to never launch twice for one NodeClaim, so the sandbox does it too.
 
+moto gives an instance's primary network interface DeleteOnTermination=false and so keeps it (and its subnet
+address) after the instance is terminated; on AWS the interface made at launch goes with the instance, a few
+seconds after it. The sandbox releases it the same way, a little later, so that deleting a subnet just emptied
+of instances works as it does on AWS only once the interfaces are gone.
+
 With SANDBOX_IAM_LOG set, every request signed by an assumed role is recorded with what AWS would authorize it as
 (iam_recorder.py), for the IAM evaluation of the tests.
 Arguments are moto_server's.
@@ -33,11 +38,13 @@ import datetime
 import os
 import secrets
 import sys
+import threading
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.responses.fleets import Fleets
+from moto.ec2.models.instances import Instance
 from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.eks.models import Cluster
 from moto.events.models import Rule
@@ -154,6 +161,34 @@ def honour_create_fleet_client_tokens():
     Fleets.create_fleet = create_fleet
 
 
+INTERFACE_RELEASE_SECONDS = 3.0
+
+
+def release_primary_interfaces_after_termination():
+    original = Instance.terminate
+
+    def terminate(self):
+        made_at_launch = [
+            nic
+            for nic in self.nics.values()
+            if nic.device_index == 0 and not nic.delete_on_termination and nic.description == "Primary network interface"
+        ]
+        state = original(self)
+
+        def release():
+            for nic in made_at_launch:
+                if nic.id in self.ec2_backend.enis:
+                    try:
+                        nic.delete()
+                    except Exception as error:  # released some other way meanwhile
+                        print(f"sandbox: could not release {nic.id}: {error}", file=sys.stderr)
+
+        threading.Timer(INTERFACE_RELEASE_SECONDS, release).start()
+        return state
+
+    Instance.terminate = terminate
+
+
 def keep_the_account_in_events_sent_to_sqs():
     original = Rule._send_to_sqs_queue
 
@@ -188,6 +223,7 @@ if __name__ == "__main__":
     keep_the_account_in_events_sent_to_sqs()
     page_launch_templates()
     honour_create_fleet_client_tokens()
+    release_primary_interfaces_after_termination()
     eks_access.install()
     iam_recorder.install()
     sys.exit(main(sys.argv[1:]))

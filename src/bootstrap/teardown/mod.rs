@@ -48,6 +48,8 @@ struct Teardown<'a> {
     ledger: Ledger,
 }
 
+/// How long teardown waits, all subnets together, for EC2 to release the interfaces of terminated instances.
+const INTERFACE_WAIT: Duration = Duration::from_secs(60);
 /// Results per page of the EC2 lists teardown walks (every page is read).
 const PAGE_SIZE: i32 = 100;
 /// Instances per TerminateInstances / DescribeInstances call.
@@ -608,6 +610,54 @@ impl Teardown<'_> {
     }
 
     /// Subnets setup created, once no network interface is left in them.
+    /// The network interfaces in a subnet, with the instance each is attached to.
+    async fn interfaces_in(&self, subnet: &str) -> Result<Vec<(String, Option<String>)>, CloudError> {
+        let mut pages = self
+            .ec2
+            .describe_network_interfaces()
+            .filters(filter("subnet-id", subnet))
+            .max_results(PAGE_SIZE)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| CloudError::from_sdk("ec2:DescribeNetworkInterfaces", Some(subnet), e))?;
+            for interface in page.network_interfaces() {
+                let Some(id) = interface.network_interface_id() else { continue };
+                let instance = interface.attachment().and_then(|a| a.instance_id()).map(str::to_string);
+                found.push((id.to_string(), instance));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether every interface is attached to an instance that is shutting down or terminated.
+    async fn all_of_terminated_instances(&self, interfaces: &[(String, Option<String>)]) -> Result<bool, CloudError> {
+        let instances: Option<Vec<String>> = interfaces.iter().map(|(_, instance)| instance.clone()).collect();
+        let Some(mut instances) = instances else { return Ok(false) };
+        instances.sort();
+        instances.dedup();
+        for batch in instances.chunks(TERMINATE_BATCH) {
+            let described = self
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", batch.first().map(String::as_str), e))?;
+            let going = described.reservations().iter().flat_map(|r| r.instances()).all(|i| {
+                matches!(
+                    i.state().and_then(|s| s.name()),
+                    Some(InstanceStateName::ShuttingDown | InstanceStateName::Terminated)
+                )
+            });
+            if !going {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     async fn subnets(&mut self) -> Result<(), CloudError> {
         let subnets = self
             .ec2
@@ -616,19 +666,22 @@ impl Teardown<'_> {
             .send()
             .await
             .map_err(|e| CloudError::from_sdk("ec2:DescribeSubnets", None, e))?;
+        let deadline = tokio::time::Instant::now() + INTERFACE_WAIT;
         for subnet in subnets.subnets() {
             let Some(id) = subnet.subnet_id() else { continue };
-            let interfaces = self
-                .ec2
-                .describe_network_interfaces()
-                .filters(filter("subnet-id", id))
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("ec2:DescribeNetworkInterfaces", Some(id), e))?;
-            let in_use: Vec<&str> =
-                interfaces.network_interfaces().iter().filter_map(|n| n.network_interface_id()).collect();
+            let in_use = loop {
+                let in_use = self.interfaces_in(id).await?;
+                // EC2 releases a terminated instance's interfaces a little after it: those are waited for (a
+                // bounded time); any other interface keeps the subnet at once.
+                let releasing = self.ledger.may_mutate() && self.all_of_terminated_instances(&in_use).await?;
+                if in_use.is_empty() || !releasing || tokio::time::Instant::now() >= deadline {
+                    break in_use;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            };
             if !in_use.is_empty() {
-                self.ledger.keep("subnet", id, format!("still holds network interfaces {}", in_use.join(", ")));
+                let ids: Vec<&str> = in_use.iter().map(|(interface, _)| interface.as_str()).collect();
+                self.ledger.keep("subnet", id, format!("still holds network interfaces {}", ids.join(", ")));
                 continue;
             }
             if self.ledger.may_mutate() {

@@ -1,8 +1,9 @@
 //! A proxy in front of moto that makes EC2 misbehave the way real AWS does under pressure: CreateFleet answers
 //! InsufficientInstanceCapacity for chosen instance types (the cheapest one the controller asks for first, and
 //! every request for it afterwards), any EC2 request may be refused with RequestLimitExceeded, and CreateFleet may
-//! be refused with UnauthorizedOperation (as a policy that does not allow a launch would). moto itself does none of
-//! these. A refused request never reaches moto, as with AWS.
+//! be refused with UnauthorizedOperation (as a policy that does not allow a launch would), and a REST-JSON request
+//! (EKS) may be answered with a chosen error a chosen number of times (as EKS refuses a principal IAM has not yet
+//! propagated). moto itself does none of these. A refused request never reaches moto, as with AWS.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -23,6 +24,45 @@ pub struct FaultPlan {
     pub throttle_one_in: u64,
     /// While set, refuse every CreateFleet with UnauthorizedOperation (the test may clear it).
     pub deny_create_fleet: Arc<AtomicBool>,
+    /// REST-JSON requests to answer with an error instead of forwarding them.
+    pub rest_faults: Vec<RestFault>,
+}
+
+/// Answer `times` requests of `method` whose path ends with `path_suffix` with `status` and an AWS REST-JSON error
+/// (`x-amzn-ErrorType: error_type`, `{"message": ...}`); `u32::MAX` times is always.
+#[derive(Debug, Clone)]
+pub struct RestFault {
+    pub method: Method,
+    pub path_suffix: String,
+    pub times: Arc<std::sync::atomic::AtomicU32>,
+    pub status: StatusCode,
+    pub error_type: String,
+    pub message: String,
+}
+
+impl RestFault {
+    pub fn new(
+        method: Method,
+        path_suffix: &str,
+        times: u32,
+        status: StatusCode,
+        error_type: &str,
+        message: &str,
+    ) -> Self {
+        Self {
+            method,
+            path_suffix: path_suffix.into(),
+            times: Arc::new(times.into()),
+            status,
+            error_type: error_type.into(),
+            message: message.into(),
+        }
+    }
+
+    /// How many times it was answered.
+    pub fn served(&self, times: u32) -> u32 {
+        times - self.times.load(Ordering::SeqCst)
+    }
 }
 
 /// What the proxy did, for the test to check.
@@ -155,6 +195,18 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
         return (StatusCode::BAD_REQUEST, "unreadable body").into_response();
     };
+    for fault in &proxy.plan.rest_faults {
+        let matches = parts.method == fault.method && parts.uri.path().ends_with(&fault.path_suffix);
+        if matches && fault.times.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            let body = serde_json::json!({"message": fault.message}).to_string();
+            return (
+                fault.status,
+                [("content-type", "application/json"), ("x-amzn-errortype", fault.error_type.as_str())],
+                body,
+            )
+                .into_response();
+        }
+    }
     let pairs = form(&body);
     let action = pairs.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.as_str()).unwrap_or_default();
     let ec2 = pairs.iter().any(|(k, v)| k == "Version" && v == "2016-11-15");
