@@ -60,6 +60,45 @@ async fn every_aws_request_the_controller_made_is_allowed_by_the_policies_setup_
 
 /// The check can fail: a launch template created as the controller role without the node pool tag the policy asks
 /// for is reported with the missing key, and one with every tag is not.
+/// What setup and teardown must have been evaluated doing: their creates and deletes of each kind.
+const OPERATOR_MUST_BE_EVALUATED: [&str; 10] = [
+    "iam:CreateRole role",
+    "iam:CreatePolicy policy",
+    "iam:CreateOpenIDConnectProvider oidc-provider",
+    "iam:PassRole role",
+    "sqs:CreateQueue queue",
+    "events:PutRule rule",
+    "ec2:CreateSubnet subnet",
+    "eks:CreateAccessEntry cluster",
+    "ec2:TerminateInstances instance",
+    "iam:DeleteRole role",
+];
+
+#[tokio::test]
+#[ignore = "needs the sandbox (make sandbox-up), and the setup and teardown tests run before it"]
+async fn every_aws_request_setup_and_teardown_made_is_allowed_by_the_operator_policy() -> Result<()> {
+    let report = evaluate(Only::Session(support::iam::OPERATOR_SESSION))?;
+    println!("IAM check (operator): {}", summary(&report));
+    for pair in &report.pairs {
+        println!("  {pair}");
+    }
+    assert!(report.errors.is_empty(), "the evaluation could not read everything: {:?}", report.errors);
+    assert!(
+        report.unmapped.is_empty(),
+        "operations with no authorization model in iam_recorder.py: {:?}",
+        report.unmapped
+    );
+    let missing: Vec<&str> =
+        OPERATOR_MUST_BE_EVALUATED.iter().copied().filter(|p| !report.pairs.iter().any(|x| x == p)).collect();
+    assert!(missing.is_empty(), "setup and teardown were never seen making {missing:?}: run their tests first");
+    assert!(
+        report.denies.is_empty(),
+        "AWS would deny setup or teardown under `nodesmith operator-policy`:\n{}",
+        report.denies_explained()
+    );
+    Ok(())
+}
+
 #[tokio::test]
 #[ignore = "needs the sandbox (make sandbox-up)"]
 async fn a_launch_template_the_policy_refuses_is_reported_with_the_missing_tag() -> Result<()> {

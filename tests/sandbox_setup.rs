@@ -28,7 +28,9 @@ async fn a_fresh_setup_creates_everything_and_a_second_run_changes_nothing() -> 
     let sandbox = Sandbox::connect().await?;
     let cluster = unique_name("setup");
     let seeded = seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
-    let ledger = setup::run(&sandbox.sdk, &setup_options(&sandbox, &cluster)).await?;
+    // As a role holding only `nodesmith operator-policy` (the IAM check evaluates its requests).
+    let (_, operator) = support::iam::operator(&sandbox).await?;
+    let ledger = setup::run(&operator, &setup_options(&sandbox, &cluster)).await?;
     assert!(ledger.changes > 20, "{} changes", ledger.changes);
 
     let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
@@ -383,8 +385,9 @@ async fn access_entries_and_pod_identity_are_set_up_and_torn_down() -> Result<()
     let mut opts = setup_options(&sandbox, &cluster);
     opts.node_access = NodeAccess::AccessEntry;
     opts.identity = Identity::PodIdentity;
-    setup::run(&sandbox.sdk, &opts).await?;
-    let again = setup::run(&sandbox.sdk, &opts).await?;
+    let (_, operator) = support::iam::operator(&sandbox).await?;
+    setup::run(&operator, &opts).await?;
+    let again = setup::run(&operator, &opts).await?;
     assert_eq!(again.changes, 0, "a second run changes nothing: {:?}", again.resources);
 
     let eks = aws_sdk_eks::Client::new(&sandbox.sdk);
@@ -401,7 +404,7 @@ async fn access_entries_and_pod_identity_are_set_up_and_torn_down() -> Result<()
     assert_eq!(condition["StringEquals"]["aws:RequestTag/kubernetes-service-account"], "nodesmith");
     assert_eq!(condition["StringEquals"]["aws:SourceAccount"], "123456789012");
 
-    let ledger = teardown::run(&sandbox.sdk, &support::teardown_without_kubernetes(&cluster)).await?;
+    let ledger = teardown::run(&operator, &support::teardown_without_kubernetes(&cluster)).await?;
     let deleted = |kind: &str| {
         ledger.resources.iter().any(|r| r.kind == kind && r.action == nodesmith::bootstrap::report::Action::Deleted)
     };

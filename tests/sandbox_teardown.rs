@@ -149,10 +149,12 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
         .await?;
     }
 
-    // Through the command line, as a user runs it.
+    // Through the command line, as a user runs it, holding only `nodesmith operator-policy`.
+    let (operator, _) = support::iam::operator(&sandbox).await?;
     let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
         .args(["teardown", "--cluster", &gone, "--yes", "--output", "json"])
         .envs(support::sandbox_env()?)
+        .envs(operator)
         .output()?;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout)?;

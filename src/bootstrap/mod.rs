@@ -6,6 +6,7 @@ pub mod aws_auth;
 pub mod cidr;
 pub mod kube_target;
 pub mod names;
+pub mod operator_policy;
 pub mod ownership;
 pub mod policies;
 pub mod propagation;

@@ -5,6 +5,7 @@ mod controller;
 mod crds;
 mod manifests;
 mod max_pods;
+mod operator_policy;
 mod output;
 mod plan;
 mod progress;
@@ -49,6 +50,8 @@ pub enum Command {
     Crds(crds::CrdsArgs),
     /// Pod density per instance type (ENI-limited, or with VPC CNI prefix delegation).
     MaxPods(max_pods::MaxPodsArgs),
+    /// The IAM policy whoever runs setup and teardown needs (JSON, to paste into IAM or Terraform).
+    OperatorPolicy(operator_policy::OperatorPolicyArgs),
     /// Which nodes these pods would get, and at what price (offline, from the embedded catalog).
     Plan(plan::PlanArgs),
     /// The NodePool and EC2NodeClass manifests of nodeclasses/, filled in for a cluster.
@@ -69,6 +72,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Controller(args) => controller::run(args, &cli.global).await,
         Command::Crds(args) => output::print(&crds::run(args)?, format, "crds"),
         Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
+        Command::OperatorPolicy(args) => output::print(&operator_policy::run(args), format, "operator-policy"),
         Command::Plan(args) => output::print(&plan::run(args)?, format, "plan"),
         Command::Render(args) => output::print(&render::run(args, cli.global.region.as_deref())?, format, "render"),
         Command::Setup(args) => output::print(&setup::run(args, &cli.global).await?, format, "setup"),

@@ -301,18 +301,48 @@ def delete_launch_template(request):
              "context": resource_tags(request.ec2_tags(identifier))}]
 
 
-def create_tags(request):
-    tags = tag_dict(request.param("Tags", []))
-    authorizations = []
-    for resource_id in request.param("Resources", []):
-        kind = {"i": "instance", "lt": "launch-template", "vol": "volume", "eni": "network-interface"}.get(
-            resource_id.split("-")[0], "unknown")
-        authorizations.append({
-            "action": "ec2:CreateTags",
-            "resource": request.ec2_arn(kind, resource_id),
-            "context": {**resource_tags(request.ec2_tags(resource_id)), **request_tags(tags)},
-        })
-    return authorizations
+EC2_ID_KINDS = {"i": "instance", "lt": "launch-template", "vol": "volume", "eni": "network-interface",
+                "subnet": "subnet", "sg": "security-group", "vpc": "vpc", "rtb": "route-table"}
+
+
+def ec2_tagging(action):
+    def mapper(request):
+        tags = tag_dict(request.param("Tags", []))
+        authorizations = []
+        for resource_id in request.param("Resources", []):
+            kind = EC2_ID_KINDS.get(resource_id.split("-")[0], "unknown")
+            context = resource_tags(request.ec2_tags(resource_id))
+            # CreateTags is authorized with the tags it sets; DeleteTags with the keys it removes.
+            context.update(request_tags(tags) if action == "ec2:CreateTags" else {"aws:TagKeys": sorted(tags)})
+            authorizations.append({"action": action, "resource": request.ec2_arn(kind, resource_id),
+                                   "context": context})
+        return authorizations
+
+    return mapper
+
+
+create_tags = ec2_tagging("ec2:CreateTags")
+
+
+def create_subnet(request):
+    tags = tag_specifications(request.param("TagSpecifications", [])).get("subnet", {})
+    return [
+        {"action": "ec2:CreateSubnet", "resource": request.ec2_arn("subnet"), "context": request_tags(tags)},
+        {"action": "ec2:CreateSubnet", "resource": request.ec2_arn("vpc", request.param("VpcId"))},
+    ]
+
+
+def delete_subnet(request):
+    subnet = request.param("SubnetId")
+    return [{"action": "ec2:DeleteSubnet", "resource": request.ec2_arn("subnet", subnet),
+             "context": resource_tags(request.ec2_tags(subnet))}]
+
+
+def associate_route_table(request):
+    return [
+        {"action": "ec2:AssociateRouteTable", "resource": request.ec2_arn("route-table", request.param("RouteTableId"))},
+        {"action": "ec2:AssociateRouteTable", "resource": request.ec2_arn("subnet", request.param("SubnetId"))},
+    ]
 
 
 # ------------------------------------------------------------------------------------------------------------ IAM
@@ -396,6 +426,120 @@ def get_parameters(request):
             for name in request.param("Names", [])]
 
 
+def iam_arn(request, resource):
+    return f"arn:aws:iam::{request.account}:{resource}"
+
+
+def iam_role(action):
+    return lambda request: [{"action": action, "resource": iam_arn(request, f"role/{request.param('RoleName')}")}]
+
+
+def iam_policy(action):
+    return lambda request: [{"action": action, "resource": request.param("PolicyArn")}]
+
+
+def create_policy(request):
+    tags = tag_dict(request.param("Tags", []))
+    return [{"action": "iam:CreatePolicy", "resource": iam_arn(request, f"policy/{request.param('PolicyName')}"),
+             "context": request_tags(tags)}]
+
+
+def create_role(request):
+    tags = tag_dict(request.param("Tags", []))
+    return [{"action": "iam:CreateRole", "resource": iam_arn(request, f"role/{request.param('RoleName')}"),
+             "context": request_tags(tags)}]
+
+
+def attach_role_policy(action):
+    def mapper(request):
+        return [{"action": action, "resource": iam_arn(request, f"role/{request.param('RoleName')}"),
+                 "context": {"iam:PolicyARN": request.param("PolicyArn")}}]
+
+    return mapper
+
+
+def create_oidc_provider(request):
+    host_path = (request.param("Url") or "").removeprefix("https://")
+    tags = tag_dict(request.param("Tags", []))
+    return [{"action": "iam:CreateOpenIDConnectProvider", "resource": iam_arn(request, f"oidc-provider/{host_path}"),
+             "context": request_tags(tags)}]
+
+
+def oidc_provider(action):
+    return lambda request: [{"action": action, "resource": request.param("OpenIDConnectProviderArn")}]
+
+
+def create_service_linked_role(request):
+    service = request.param("AWSServiceName")
+    return [{"action": "iam:CreateServiceLinkedRole",
+             "resource": iam_arn(request, f"role/aws-service-role/{service}/*"),
+             "context": {"iam:AWSServiceName": service}}]
+
+
+def create_queue(request):
+    name = request.param("QueueName")
+    return [{"action": "sqs:CreateQueue", "resource": f"arn:aws:sqs:{request.region}:{request.account}:{name}"}]
+
+
+def rule_arn(request, name):
+    return f"arn:aws:events:{request.region}:{request.account}:rule/{name}"
+
+
+def events_rule(action, parameter):
+    def mapper(request):
+        context = {}
+        if action == "events:PutRule":
+            context = request_tags(tag_dict(request.param("Tags", [])))
+        return [{"action": action, "resource": rule_arn(request, request.param(parameter)), "context": context}]
+
+    return mapper
+
+
+def events_resource(action):
+    return lambda request: [{"action": action, "resource": request.param("ResourceARN")}]
+
+
+def eks_path(request):
+    """/clusters/<cluster>/<collection>/<item>: the path's parts after `clusters`."""
+    from urllib.parse import unquote
+
+    parts = [unquote(p) for p in request.response.path.split("?", 1)[0].strip("/").split("/")]
+    return parts[1:] if parts and parts[0] == "clusters" else parts
+
+
+def eks_cluster_arn(request, cluster):
+    return f"arn:aws:eks:{request.region}:{request.account}:cluster/{cluster}"
+
+
+def eks_on_cluster(action):
+    def mapper(request):
+        cluster = eks_path(request)[0]
+        context = request_tags(tag_dict(request.param("tags") or {}))
+        authorizations = [{"action": action, "resource": eks_cluster_arn(request, cluster), "context": context}]
+        if action == "eks:CreatePodIdentityAssociation":
+            authorizations.append({"action": "iam:PassRole", "resource": request.param("roleArn"),
+                                   "context": {"iam:PassedToService": "pods.eks.amazonaws.com"}})
+        return authorizations
+
+    return mapper
+
+
+def eks_item(action, kind):
+    def mapper(request):
+        parts = eks_path(request)
+        cluster, item = parts[0], parts[-1]
+        if kind == "access-entry":
+            # EKS names an entry by its principal and an id it chose: access-entry/<cluster>/role/<account>/<name>/<id>
+            # (moto keeps no id; any stands in).
+            principal = item.split(":")
+            account, name = principal[4], principal[-1].split("/")[-1]
+            item = f"role/{account}/{name}/00000000-0000-0000-0000-000000000000"
+        return [{"action": action,
+                 "resource": f"arn:aws:eks:{request.region}:{request.account}:{kind}/{cluster}/{item}"}]
+
+    return mapper
+
+
 def describe_cluster(request):
     name = request.response.path.rstrip("/").rsplit("/", 1)[-1]
     return [{"action": "eks:DescribeCluster", "resource": f"arn:aws:eks:{request.region}:{request.account}:cluster/{name}"}]
@@ -432,3 +576,47 @@ for _read in [
 ]:
     MAPPERS[f"ec2:{_read}"] = anything(f"ec2:{_read}")
 MAPPERS["pricing:GetProducts"] = anything("pricing:GetProducts")
+
+# What setup and teardown call (as the operator).
+MAPPERS.update({
+    "ec2:DeleteTags": ec2_tagging("ec2:DeleteTags"),
+    "ec2:CreateSubnet": create_subnet,
+    "ec2:DeleteSubnet": delete_subnet,
+    "ec2:AssociateRouteTable": associate_route_table,
+    "iam:CreateRole": create_role,
+    "iam:CreatePolicy": create_policy,
+    "iam:AttachRolePolicy": attach_role_policy("iam:AttachRolePolicy"),
+    "iam:DetachRolePolicy": attach_role_policy("iam:DetachRolePolicy"),
+    "iam:CreateOpenIDConnectProvider": create_oidc_provider,
+    "iam:CreateServiceLinkedRole": create_service_linked_role,
+    "sqs:CreateQueue": create_queue,
+    "events:PutRule": events_rule("events:PutRule", "Name"),
+    "events:DescribeRule": events_rule("events:DescribeRule", "Name"),
+    "events:DeleteRule": events_rule("events:DeleteRule", "Name"),
+    "events:PutTargets": events_rule("events:PutTargets", "Rule"),
+    "events:RemoveTargets": events_rule("events:RemoveTargets", "Rule"),
+    "events:ListTargetsByRule": events_rule("events:ListTargetsByRule", "Rule"),
+    "events:ListTagsForResource": events_resource("events:ListTagsForResource"),
+    "events:TagResource": events_resource("events:TagResource"),
+    "eks:CreateAccessEntry": eks_on_cluster("eks:CreateAccessEntry"),
+    "eks:ListAccessEntries": eks_on_cluster("eks:ListAccessEntries"),
+    "eks:CreatePodIdentityAssociation": eks_on_cluster("eks:CreatePodIdentityAssociation"),
+    "eks:ListPodIdentityAssociations": eks_on_cluster("eks:ListPodIdentityAssociations"),
+    "eks:DescribeAccessEntry": eks_item("eks:DescribeAccessEntry", "access-entry"),
+    "eks:DeleteAccessEntry": eks_item("eks:DeleteAccessEntry", "access-entry"),
+    "eks:DescribePodIdentityAssociation": eks_item("eks:DescribePodIdentityAssociation", "podidentityassociation"),
+    "eks:DeletePodIdentityAssociation": eks_item("eks:DeletePodIdentityAssociation", "podidentityassociation"),
+})
+for _action in ["GetRole", "DeleteRole", "UpdateAssumeRolePolicy", "ListAttachedRolePolicies", "TagRole"]:
+    MAPPERS[f"iam:{_action}"] = iam_role(f"iam:{_action}")
+for _action in ["GetPolicy", "GetPolicyVersion", "ListPolicyVersions", "ListEntitiesForPolicy", "DeletePolicy",
+                "DeletePolicyVersion", "CreatePolicyVersion", "TagPolicy"]:
+    MAPPERS[f"iam:{_action}"] = iam_policy(f"iam:{_action}")
+for _action in ["GetOpenIDConnectProvider", "ListOpenIDConnectProviderTags", "DeleteOpenIDConnectProvider",
+                "TagOpenIDConnectProvider"]:
+    MAPPERS[f"iam:{_action}"] = oidc_provider(f"iam:{_action}")
+for _action in ["iam:ListRoles", "iam:ListInstanceProfiles", "iam:ListOpenIDConnectProviders",
+                "ec2:DescribeVpcs", "ec2:DescribeRouteTables", "ec2:DescribeNetworkInterfaces"]:
+    MAPPERS[_action] = anything(_action)
+for _action in ["DeleteQueue", "GetQueueAttributes", "SetQueueAttributes", "ListQueueTags", "TagQueue"]:
+    MAPPERS[f"sqs:{_action}"] = sqs(f"sqs:{_action}")

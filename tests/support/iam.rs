@@ -63,3 +63,54 @@ impl IamReport {
             .join("\n")
     }
 }
+
+/// The role session setup and teardown run as in the tests that prove the operator policy.
+pub const OPERATOR_SESSION: &str = "nodesmith-operator";
+/// Not `nodesmith-*`: teardown must never take it for one of its own.
+const OPERATOR_ROLE: &str = "sandbox-operator";
+
+/// Credentials of a role holding exactly `nodesmith operator-policy`, as environment variables and as an SDK
+/// configuration, so that moto records what setup and teardown ask for (tests/sandbox_iam.rs evaluates it).
+pub async fn operator(sandbox: &super::Sandbox) -> Result<(Vec<(String, String)>, aws_config::SdkConfig)> {
+    use super::controller::{SANDBOX_ACCOUNT, assume_role};
+    let iam = aws_sdk_iam::Client::new(&sandbox.sdk);
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{SANDBOX_ACCOUNT}:root")}, "Action": "sts:AssumeRole"}]});
+    if iam.get_role().role_name(OPERATOR_ROLE).send().await.is_err() {
+        let created =
+            iam.create_role().role_name(OPERATOR_ROLE).assume_role_policy_document(trust.to_string()).send().await;
+        if let Err(error) = created
+            && !error.as_service_error().is_some_and(|e| e.is_entity_already_exists_exception())
+        {
+            return Err(error.into());
+        }
+    }
+    iam.put_role_policy()
+        .role_name(OPERATOR_ROLE)
+        .policy_name("nodesmith-operator-policy")
+        .policy_document(nodesmith::bootstrap::operator_policy::operator_policy("aws").to_string())
+        .send()
+        .await?;
+    let env = sandbox_env()?;
+    let arn = format!("arn:aws:iam::{SANDBOX_ACCOUNT}:role/{OPERATOR_ROLE}");
+    let credentials = assume_role(&env, &arn, OPERATOR_SESSION)?;
+    let sdk = sandbox
+        .sdk
+        .to_builder()
+        .credentials_provider(aws_sdk_iam::config::SharedCredentialsProvider::new(
+            aws_sdk_iam::config::Credentials::new(
+                &credentials.access_key_id,
+                &credentials.secret_access_key,
+                Some(credentials.session_token.clone()),
+                None,
+                "operator",
+            ),
+        ))
+        .build();
+    let vars = vec![
+        ("AWS_ACCESS_KEY_ID".to_string(), credentials.access_key_id),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), credentials.secret_access_key),
+        ("AWS_SESSION_TOKEN".to_string(), credentials.session_token),
+    ];
+    Ok((vars, sdk))
+}
