@@ -593,9 +593,12 @@ async fn a_denied_launch_backs_off_says_why_and_launches_once_allowed() -> Resul
         let claims = nodeclaims_of(&sandbox, &test).await?;
         Ok(claims.into_iter().find(|c| {
             c.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Launched" && c.status == "False" && c.message.contains("ec2:CreateFleet"))
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Launched"
+                        && c.status == "False"
+                        && c.message.contains("ec2:CreateFleet")
+                        && c.message.contains("on launch template nodesmith/")
+                })
             })
         }))
     })

@@ -78,6 +78,12 @@ fn tag_specification(resource: ResourceType, tags: &[(String, String)]) -> TagSp
     spec.build()
 }
 
+/// What a refused CreateFleet names as its resource: the launch templates it launched from.
+fn launch_templates_of(request: &FleetRequest) -> String {
+    let names: Vec<&str> = request.configs.iter().map(|c| c.launch_template_name.as_str()).collect();
+    format!("launch template {}", names.join(", "))
+}
+
 /// Launches exactly one instance from the overrides (on-demand `lowest-price` picks the cheapest of them; spot
 /// uses `price-capacity-optimized`). The priorities record the plan's preference for the record only.
 pub async fn create_fleet(ec2: &aws_sdk_ec2::Client, request: &FleetRequest) -> Result<LaunchedInstance, FleetError> {
@@ -130,7 +136,7 @@ pub async fn create_fleet(ec2: &aws_sdk_ec2::Client, request: &FleetRequest) -> 
         .client_token(&request.client_token)
         .send()
         .await
-        .map_err(|e| CloudError::from_sdk("ec2:CreateFleet", None, e))?;
+        .map_err(|e| CloudError::from_sdk("ec2:CreateFleet", Some(&launch_templates_of(request)), e))?;
 
     for instance in answer.instances() {
         let Some(instance_id) = instance.instance_ids().first() else { continue };
