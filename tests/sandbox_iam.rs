@@ -36,12 +36,11 @@ fn summary(report: &IamReport) -> String {
     )
 }
 
-/// Run by `make test` after every other sandbox test (scripts/test), over all they recorded.
-#[tokio::test]
-#[ignore = "needs the sandbox (make sandbox-up), and the controller tests run before it"]
-async fn every_aws_request_the_controller_made_is_allowed_by_the_policies_setup_wrote() -> Result<()> {
-    let report = evaluate(Only::Session(CONTROLLER_SESSION))?;
-    println!("IAM check: {}", summary(&report));
+/// Evaluates what the role sessions named `session` asked AWS for: fails on anything unreadable or unmapped, on a
+/// pair in `must` never exercised (`who` did not run first), and on any deny.
+fn check(title: &str, session: &str, must: &[&str], who: &str) -> Result<()> {
+    let report = evaluate(Only::Session(session))?;
+    println!("{title}: {}", summary(&report));
     for pair in &report.pairs {
         println!("  {pair}");
     }
@@ -51,15 +50,19 @@ async fn every_aws_request_the_controller_made_is_allowed_by_the_policies_setup_
         "operations with no authorization model in iam_recorder.py: {:?}",
         report.unmapped
     );
-    let missing: Vec<&str> =
-        MUST_BE_EVALUATED.iter().copied().filter(|p| !report.pairs.iter().any(|x| x == p)).collect();
-    assert!(missing.is_empty(), "the controller tests never made {missing:?}: run them first");
-    assert!(report.denies.is_empty(), "AWS would deny the controller:\n{}", report.denies_explained());
+    let missing: Vec<&str> = must.iter().copied().filter(|p| !report.pairs.iter().any(|x| x == p)).collect();
+    assert!(missing.is_empty(), "{who} never made {missing:?}: run them first");
+    assert!(report.denies.is_empty(), "AWS would deny {who}:\n{}", report.denies_explained());
     Ok(())
 }
 
-/// The check can fail: a launch template created as the controller role without the node pool tag the policy asks
-/// for is reported with the missing key, and one with every tag is not.
+/// Run by `make test` after every other sandbox test (scripts/test), over all they recorded.
+#[tokio::test]
+#[ignore = "needs the sandbox (make sandbox-up), and the controller tests run before it"]
+async fn every_aws_request_the_controller_made_is_allowed_by_the_policies_setup_wrote() -> Result<()> {
+    check("IAM check", CONTROLLER_SESSION, &MUST_BE_EVALUATED, "the controller tests")
+}
+
 /// What setup and teardown must have been evaluated doing: their creates and deletes of each kind.
 const OPERATOR_MUST_BE_EVALUATED: [&str; 10] = [
     "iam:CreateRole role",
@@ -74,29 +77,17 @@ const OPERATOR_MUST_BE_EVALUATED: [&str; 10] = [
     "iam:DeleteRole role",
 ];
 
+/// Run by `make test` after every other sandbox test: setup and teardown, run by the tests as a role holding only
+/// `nodesmith operator-policy`, are allowed everything they did.
 #[tokio::test]
 #[ignore = "needs the sandbox (make sandbox-up), and the setup and teardown tests run before it"]
 async fn every_aws_request_setup_and_teardown_made_is_allowed_by_the_operator_policy() -> Result<()> {
-    let report = evaluate(Only::Session(support::iam::OPERATOR_SESSION))?;
-    println!("IAM check (operator): {}", summary(&report));
-    for pair in &report.pairs {
-        println!("  {pair}");
-    }
-    assert!(report.errors.is_empty(), "the evaluation could not read everything: {:?}", report.errors);
-    assert!(
-        report.unmapped.is_empty(),
-        "operations with no authorization model in iam_recorder.py: {:?}",
-        report.unmapped
-    );
-    let missing: Vec<&str> =
-        OPERATOR_MUST_BE_EVALUATED.iter().copied().filter(|p| !report.pairs.iter().any(|x| x == p)).collect();
-    assert!(missing.is_empty(), "setup and teardown were never seen making {missing:?}: run their tests first");
-    assert!(
-        report.denies.is_empty(),
-        "AWS would deny setup or teardown under `nodesmith operator-policy`:\n{}",
-        report.denies_explained()
-    );
-    Ok(())
+    check(
+        "IAM check (operator)",
+        support::iam::OPERATOR_SESSION,
+        &OPERATOR_MUST_BE_EVALUATED,
+        "setup and teardown tests",
+    )
 }
 
 #[tokio::test]

@@ -183,24 +183,29 @@ impl Teardown<'_> {
         )
     }
 
+    /// The states of these instances, as DescribeInstances gives them (in batches).
+    async fn instance_states(&self, ids: &[String]) -> Result<Vec<Option<InstanceStateName>>, CloudError> {
+        let mut states = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(TERMINATE_BATCH) {
+            let described = self
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", batch.first().map(String::as_str), e))?;
+            states.extend(
+                described.reservations().iter().flat_map(|r| r.instances()).map(|i| i.state()?.name().cloned()),
+            );
+        }
+        Ok(states)
+    }
+
     async fn wait_terminated(&self, ids: &[String]) -> Result<(), CloudError> {
         let deadline = tokio::time::Instant::now() + INSTANCE_WAIT;
         loop {
-            let mut all_gone = true;
-            for batch in ids.chunks(TERMINATE_BATCH) {
-                let described = self
-                    .ec2
-                    .describe_instances()
-                    .set_instance_ids(Some(batch.to_vec()))
-                    .send()
-                    .await
-                    .map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", None, e))?;
-                all_gone &= described
-                    .reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .all(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated));
-            }
+            let states = self.instance_states(ids).await?;
+            let all_gone = states.iter().all(|s| *s == Some(InstanceStateName::Terminated));
             if all_gone || tokio::time::Instant::now() >= deadline {
                 return Ok(());
             }
@@ -637,25 +642,8 @@ impl Teardown<'_> {
         let Some(mut instances) = instances else { return Ok(false) };
         instances.sort();
         instances.dedup();
-        for batch in instances.chunks(TERMINATE_BATCH) {
-            let described = self
-                .ec2
-                .describe_instances()
-                .set_instance_ids(Some(batch.to_vec()))
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", batch.first().map(String::as_str), e))?;
-            let going = described.reservations().iter().flat_map(|r| r.instances()).all(|i| {
-                matches!(
-                    i.state().and_then(|s| s.name()),
-                    Some(InstanceStateName::ShuttingDown | InstanceStateName::Terminated)
-                )
-            });
-            if !going {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        let states = self.instance_states(&instances).await?;
+        Ok(states.iter().all(|s| matches!(s, Some(InstanceStateName::ShuttingDown | InstanceStateName::Terminated))))
     }
 
     async fn subnets(&mut self) -> Result<(), CloudError> {
