@@ -24,7 +24,7 @@ use nodesmith::cloud::instances::instance_id_from_provider_id;
 use nodesmith_sandbox::fault_proxy::FaultPlan;
 use std::sync::atomic::Ordering;
 use support::controller::*;
-use support::{Sandbox, sandbox_env, setup_options, unique_name, wait_until};
+use support::{Sandbox, setup_options, unique_name, wait_until};
 
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
@@ -497,9 +497,8 @@ async fn insufficient_capacity_and_throttling_still_get_every_pod_running() -> R
     let _turn = CONTROLLER_TURN.lock().await;
     let sandbox = Sandbox::connect().await?;
     let (test, namespace) = simple_pool(&sandbox, "ctl-faults").await?;
-    let moto = sandbox_env()?.get("AWS_ENDPOINT_URL").cloned().context("no moto endpoint")?;
     let plan = FaultPlan { fail_first_preferred_type: true, throttle_one_in: 5, ..FaultPlan::default() };
-    let (proxy, faults) = nodesmith_sandbox::fault_proxy::start(&moto, plan).await?;
+    let (proxy, faults) = support::aws_fault_proxy(plan).await?;
     let controller_namespace = controller_namespace(&sandbox).await?;
     let _controller = start_controller_with_aws(&sandbox.cluster, &controller_namespace, &test, Some(&proxy))?;
     let result = async {
@@ -582,10 +581,9 @@ async fn a_denied_launch_backs_off_says_why_and_launches_once_allowed() -> Resul
     let sandbox = Sandbox::connect().await?;
     let controller_namespace = controller_namespace(&sandbox).await?;
     let (test, namespace) = simple_pool(&sandbox, "ctl-denied").await?;
-    let moto = sandbox_env()?.get("AWS_ENDPOINT_URL").cloned().context("no moto endpoint")?;
     let plan = FaultPlan::default();
     plan.deny_create_fleet.store(true, Ordering::Relaxed);
-    let (proxy, faults) = nodesmith_sandbox::fault_proxy::start(&moto, plan.clone()).await?;
+    let (proxy, faults) = support::aws_fault_proxy(plan.clone()).await?;
     let _controller = start_controller_with_aws(&sandbox.cluster, &controller_namespace, &test, Some(&proxy))?;
     deployment(&sandbox, &namespace, &test, 1, "1", "1Gi").await?;
 
@@ -656,8 +654,7 @@ async fn a_lost_status_write_after_a_launch_launches_nothing_twice() -> Result<(
     let sandbox = Sandbox::connect().await?;
     let controller_namespace = controller_namespace(&sandbox).await?;
     let (test, namespace) = simple_pool(&sandbox, "ctl-lost").await?;
-    let moto = sandbox_env()?.get("AWS_ENDPOINT_URL").cloned().context("no moto endpoint")?;
-    let (aws_proxy, aws_log) = nodesmith_sandbox::fault_proxy::start(&moto, FaultPlan::default()).await?;
+    let (aws_proxy, aws_log) = support::aws_fault_proxy(FaultPlan::default()).await?;
     let kube_faults = std::sync::Arc::new(nodesmith_sandbox::kube_fault_proxy::KubeFaults::default());
     kube_faults.lose_launch_status_writes.store(1, Ordering::SeqCst);
     let kube_proxy = nodesmith_sandbox::kube_fault_proxy::start(

@@ -371,19 +371,25 @@ async fn a_policy_with_five_versions_is_still_updated() -> Result<()> {
     Ok(())
 }
 
+/// A fresh seeded cluster and setup's options for it with nodes let in through EKS access entries (setup's default).
+async fn access_entry_cluster(sandbox: &Sandbox, prefix: &str) -> Result<(String, setup::SetupOptions)> {
+    let cluster = unique_name(prefix);
+    seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
+    let mut opts = setup_options(sandbox, &cluster);
+    opts.node_access = setup::NodeAccess::AccessEntry;
+    Ok((cluster, opts))
+}
+
 /// The defaults a new user gets, `--node-access access-entry` (and here `--identity pod-identity`), end to end
 /// against the sandbox's EKS (moto_server.py serves access entries and Pod Identity associations as EKS does);
 /// teardown removes both.
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn access_entries_and_pod_identity_are_set_up_and_torn_down() -> Result<()> {
-    use nodesmith::bootstrap::setup::{Identity, NodeAccess};
+    use nodesmith::bootstrap::setup::Identity;
     use nodesmith::bootstrap::teardown;
     let sandbox = Sandbox::connect().await?;
-    let cluster = unique_name("setup-access");
-    seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
-    let mut opts = setup_options(&sandbox, &cluster);
-    opts.node_access = NodeAccess::AccessEntry;
+    let (cluster, mut opts) = access_entry_cluster(&sandbox, "setup-access").await?;
     opts.identity = Identity::PodIdentity;
     let (_, operator) = support::iam::operator(&sandbox).await?;
     setup::run(&operator, &opts).await?;
@@ -422,13 +428,10 @@ async fn access_entries_and_pod_identity_are_set_up_and_torn_down() -> Result<()
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn access_entries_and_associations_of_someone_else_are_refused_and_left_alone() -> Result<()> {
     use nodesmith::bootstrap::report::Action;
-    use nodesmith::bootstrap::setup::{Identity, NodeAccess};
+    use nodesmith::bootstrap::setup::Identity;
     use nodesmith::bootstrap::teardown;
     let sandbox = Sandbox::connect().await?;
-    let cluster = unique_name("setup-eks-conflict");
-    seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
-    let mut opts = setup_options(&sandbox, &cluster);
-    opts.node_access = NodeAccess::AccessEntry;
+    let (cluster, mut opts) = access_entry_cluster(&sandbox, "setup-eks-conflict").await?;
     opts.identity = Identity::PodIdentity;
     let eks = aws_sdk_eks::Client::new(&sandbox.sdk);
     let node_role = format!("arn:aws:iam::123456789012:role/{}", support::names(&cluster).node_role);
@@ -522,15 +525,12 @@ async fn access_entries_and_associations_of_someone_else_are_refused_and_left_al
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn an_access_entry_refused_while_iam_propagates_is_retried_and_any_other_refusal_named() -> Result<()> {
     use axum::http::{Method, StatusCode};
-    use nodesmith::bootstrap::setup::NodeAccess;
-    use nodesmith_sandbox::fault_proxy::{FaultPlan, RestFault, start};
+    use nodesmith_sandbox::fault_proxy::{FaultPlan, RestFault};
     let sandbox = Sandbox::connect().await?;
-    let moto = support::sandbox_env()?.get("AWS_ENDPOINT_URL").cloned().context("no moto endpoint")?;
     let through = |proxy: &str| sandbox.sdk.to_builder().endpoint_url(proxy).build();
     let eks = aws_sdk_eks::Client::new(&sandbox.sdk);
 
-    let cluster = unique_name("setup-propagating");
-    seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
+    let (cluster, opts) = access_entry_cluster(&sandbox, "setup-propagating").await?;
     let node_role = format!("arn:aws:iam::123456789012:role/{}", support::names(&cluster).node_role);
     let not_yet = RestFault::new(
         Method::POST,
@@ -540,16 +540,14 @@ async fn an_access_entry_refused_while_iam_propagates_is_retried_and_any_other_r
         "InvalidParameterException",
         &format!("The specified principal {node_role} does not exist"),
     );
-    let (proxy, _) = start(&moto, FaultPlan { rest_faults: vec![not_yet.clone()], ..FaultPlan::default() }).await?;
-    let mut opts = setup_options(&sandbox, &cluster);
-    opts.node_access = NodeAccess::AccessEntry;
+    let (proxy, _) =
+        support::aws_fault_proxy(FaultPlan { rest_faults: vec![not_yet.clone()], ..FaultPlan::default() }).await?;
     setup::run(&through(&proxy), &opts).await?;
-    assert_eq!(not_yet.served(2), 2, "both refusals were answered, and setup went on");
+    assert_eq!(not_yet.served(), 2, "both refusals were answered, and setup went on");
     let entry = eks.describe_access_entry().cluster_name(&cluster).principal_arn(&node_role).send().await?;
     assert_eq!(entry.access_entry().and_then(|e| e.r#type()), Some("EC2_LINUX"));
 
-    let refused_cluster = unique_name("setup-refused");
-    seed(&sandbox.sdk, &Environment::named(&refused_cluster, Some(&format!("{refused_cluster}-vpc")))).await?;
+    let (refused_cluster, opts) = access_entry_cluster(&sandbox, "setup-refused").await?;
     let mode = RestFault::new(
         Method::POST,
         "/access-entries",
@@ -558,12 +556,11 @@ async fn an_access_entry_refused_while_iam_propagates_is_retried_and_any_other_r
         "InvalidRequestException",
         "The cluster's authentication mode must be set to one of [API, API_AND_CONFIG_MAP]",
     );
-    let (proxy, _) = start(&moto, FaultPlan { rest_faults: vec![mode.clone()], ..FaultPlan::default() }).await?;
-    let mut opts = setup_options(&sandbox, &refused_cluster);
-    opts.node_access = NodeAccess::AccessEntry;
+    let (proxy, _) =
+        support::aws_fault_proxy(FaultPlan { rest_faults: vec![mode.clone()], ..FaultPlan::default() }).await?;
     let error = setup::run(&through(&proxy), &opts).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(error.contains("eks:CreateAccessEntry") && error.contains("API_AND_CONFIG_MAP"), "{error}");
-    assert_eq!(mode.served(u32::MAX), 1, "not retried");
+    assert_eq!(mode.served(), 1, "not retried");
 
     for cluster in [&cluster, &refused_cluster] {
         nodesmith::bootstrap::teardown::run(&sandbox.sdk, &support::teardown_without_kubernetes(cluster)).await?;

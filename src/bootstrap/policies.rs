@@ -80,24 +80,19 @@ pub fn trusted_identities(trust: &Value) -> Vec<String> {
             _ => Vec::new(),
         }
     }
-    let statements = match trust.get("Statement") {
-        Some(Value::Array(items)) => items.clone(),
-        Some(one) => vec![one.clone()],
-        None => Vec::new(),
+    let statements: &[Value] = match trust.get("Statement") {
+        Some(Value::Array(items)) => items,
+        Some(one) => std::slice::from_ref(one),
+        None => &[],
     };
     let mut found = Vec::new();
-    for statement in &statements {
+    for statement in statements {
         found.extend(strings(statement.pointer("/Principal/Federated")));
-        if let Some(Value::Object(operators)) = statement.get("Condition") {
-            for keys in operators.values() {
-                if let Value::Object(keys) = keys {
-                    for (key, value) in keys {
-                        if key.eq_ignore_ascii_case("aws:SourceArn") {
-                            found.extend(strings(Some(value)));
-                        }
-                    }
-                }
-            }
+        // Under any operator (StringEquals, ArnEquals, ArnLike, ...).
+        let keys = statement.get("Condition").and_then(Value::as_object).into_iter().flat_map(|o| o.values());
+        let pairs = keys.filter_map(Value::as_object).flat_map(|keys| keys.iter());
+        for (_, value) in pairs.filter(|(key, _)| key.eq_ignore_ascii_case("aws:SourceArn")) {
+            found.extend(strings(Some(value)));
         }
     }
     found

@@ -10,14 +10,18 @@ use crate::bootstrap::setup::OWNER_TAG;
 /// The tag IAM's condition keys see the profile's region by (instance profiles are global; the region is ours).
 pub const REGION_TAG: &str = "topology.kubernetes.io/region";
 
+/// The other region an IAM resource is tagged for, if it is: it serves that region's cluster of the same name.
+pub fn other_region<'a>(tags: &'a [Tag], region: &str) -> Option<&'a str> {
+    tags.iter().find(|t| t.key() == REGION_TAG && t.value() != region).map(|t| t.value())
+}
+
 /// Made for this cluster, and not in another region (a profile tagged with one is that region's).
 fn ours(tags: &[Tag], cluster: &str, region: &str) -> bool {
     let cluster_key = cluster_tag_key(cluster);
     let cluster_owned = tags
         .iter()
         .any(|t| (t.key() == OWNER_TAG && t.value() == cluster) || (t.key() == cluster_key && t.value() == "owned"));
-    let other_region = tags.iter().any(|t| t.key() == REGION_TAG && t.value() != region);
-    cluster_owned && !other_region
+    cluster_owned && other_region(tags, region).is_none()
 }
 
 pub fn profile_tags(cluster: &str, region: &str, nodeclass: &str) -> [(String, String); 5] {

@@ -96,6 +96,14 @@ impl Sandbox {
 }
 
 /// The sandbox environment: `target/sandbox/env`, overridden by the process environment.
+/// The fault-injecting proxy in front of the sandbox's moto, with this plan: its URL and what it records.
+pub async fn aws_fault_proxy(
+    plan: nodesmith_sandbox::fault_proxy::FaultPlan,
+) -> Result<(String, std::sync::Arc<nodesmith_sandbox::fault_proxy::FaultLog>)> {
+    let moto = sandbox_env()?.get("AWS_ENDPOINT_URL").cloned().context("no moto endpoint")?;
+    nodesmith_sandbox::fault_proxy::start(&moto, plan).await
+}
+
 /// The names setup gives `cluster`'s resources in the sandbox's region.
 pub fn names(cluster: &str) -> nodesmith::bootstrap::names::ClusterNames {
     let region = sandbox_env().ok().and_then(|e| e.get("AWS_REGION").cloned()).unwrap_or_else(|| "us-east-1".into());

@@ -9,7 +9,7 @@ use crate::bootstrap::policies::{self, PolicyContext};
 use crate::bootstrap::propagation::retry_while_propagating;
 use crate::bootstrap::report::Action;
 use crate::cloud::error::CloudError;
-use crate::cloud::instance_profile::REGION_TAG;
+use crate::cloud::instance_profile::{REGION_TAG, other_region};
 
 /// AWS managed policies a node needs.
 const NODE_MANAGED_POLICIES: [&str; 4] = [
@@ -71,8 +71,8 @@ impl Setup<'_> {
         if !self.owned(tags) {
             return Err(SetupError::NotOurs { kind, name: name.into(), cluster });
         }
-        if let Some(other) = tags.iter().find(|t| t.key() == REGION_TAG && t.value() != self.cluster.region) {
-            return Err(SetupError::OtherRegion { kind, name: name.into(), cluster, region: other.value().into() });
+        if let Some(other) = other_region(tags, &self.cluster.region) {
+            return Err(SetupError::OtherRegion { kind, name: name.into(), cluster, region: other.into() });
         }
         Ok(())
     }
@@ -80,14 +80,14 @@ impl Setup<'_> {
     /// The identities a role of this cluster may trust by name: the OIDC provider of its issuer and the cluster.
     fn this_clusters_identities(&self) -> Vec<String> {
         let mut identities = vec![self.cluster.arn.clone()];
-        if let Some(issuer) = &self.cluster.oidc_issuer {
-            let (partition, account) = (&self.cluster.partition, &self.cluster.account_id);
-            identities.push(format!(
-                "arn:{partition}:iam::{account}:oidc-provider/{}",
-                issuer.trim_start_matches("https://")
-            ));
-        }
+        identities.extend(self.cluster.oidc_issuer.as_deref().map(|issuer| self.oidc_provider_arn(issuer)));
         identities
+    }
+
+    /// The ARN IAM gives the OIDC provider of `issuer` in this account.
+    fn oidc_provider_arn(&self, issuer: &str) -> String {
+        let host_path = issuer.trim_start_matches("https://");
+        format!("arn:{}:iam::{}:oidc-provider/{host_path}", self.cluster.partition, self.cluster.account_id)
     }
 
     /// Gets or creates a role with this trust policy; returns its ARN. An existing role whose trust lets in another
@@ -275,8 +275,7 @@ impl Setup<'_> {
     }
 
     async fn oidc_provider(&mut self, issuer: &str) -> Result<String, SetupError> {
-        let host_path = issuer.trim_start_matches("https://");
-        let arn = format!("arn:{}:iam::{}:oidc-provider/{host_path}", self.cluster.partition, self.cluster.account_id);
+        let arn = self.oidc_provider_arn(issuer);
         let listed = self
             .iam
             .list_open_id_connect_providers()

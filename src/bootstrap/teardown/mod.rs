@@ -14,7 +14,7 @@ use super::report::{Action, Ledger, ProgressObserver};
 use super::setup::queue::INTERRUPTION_EVENTS;
 use super::setup::{DISCOVERY_SET_BY_TAG, DISCOVERY_TAG, OWNER_TAG};
 use crate::cloud::error::CloudError;
-use crate::cloud::instance_profile::REGION_TAG;
+use crate::cloud::instance_profile::{self, REGION_TAG};
 
 /// How long teardown waits for terminated instances to go before it moves on.
 const INSTANCE_WAIT: Duration = Duration::from_secs(120);
@@ -120,7 +120,7 @@ impl Teardown<'_> {
     /// The other region an IAM resource is tagged with, if it is: it belongs to that region's cluster of the same
     /// name. (One made before nodesmith tagged regions carries none.)
     fn other_region(&self, tags: &[aws_sdk_iam::types::Tag]) -> Option<String> {
-        tags.iter().find(|t| t.key() == REGION_TAG && t.value() != self.region).map(|t| t.value().to_string())
+        instance_profile::other_region(tags, &self.region).map(str::to_string)
     }
 
     /// Instances the controller launched for this cluster's node pools: tagged with the owner tag as well as the

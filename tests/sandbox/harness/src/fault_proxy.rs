@@ -34,7 +34,9 @@ pub struct FaultPlan {
 pub struct RestFault {
     pub method: Method,
     pub path_suffix: String,
+    /// How many answers are left to give.
     pub times: Arc<std::sync::atomic::AtomicU32>,
+    initial: u32,
     pub status: StatusCode,
     pub error_type: String,
     pub message: String,
@@ -53,6 +55,7 @@ impl RestFault {
             method,
             path_suffix: path_suffix.into(),
             times: Arc::new(times.into()),
+            initial: times,
             status,
             error_type: error_type.into(),
             message: message.into(),
@@ -60,8 +63,8 @@ impl RestFault {
     }
 
     /// How many times it was answered.
-    pub fn served(&self, times: u32) -> u32 {
-        times - self.times.load(Ordering::SeqCst)
+    pub fn served(&self) -> u32 {
+        self.initial - self.times.load(Ordering::SeqCst)
     }
 }
 
