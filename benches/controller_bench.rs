@@ -161,7 +161,7 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
     let class = serde_json::json!({
         "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": {"name": bench},
         "spec": {
-            "role": nodesmith::bootstrap::names::ClusterNames::for_cluster(&cluster, &sandbox_region()).node_role,
+            "role": nodesmith::cloud::resource_names::ClusterNames::for_cluster(&cluster, &sandbox_region()).node_role,
             "amiSelectorTerms": [{"alias": "al2023@latest"}],
             "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
             "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
@@ -192,6 +192,16 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
     let moto = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL: source the sandbox env")?;
     let (proxy, log) = fault_proxy::start(&moto, FaultPlan::default()).await?;
     let _controller = start_controller(&cluster, &bench, Some(&proxy))?;
+    // Measured on a controller that is up: leading, its EC2NodeClass resolved (Ready). Otherwise the first round
+    // times the start-up instead.
+    let classes = dynamic("EC2NodeClass", "ec2nodeclasses", "karpenter.k8s.aws");
+    wait_until("the EC2NodeClass Ready", Duration::from_secs(120), || async {
+        let class = classes.get(&bench).await?;
+        let conditions = class.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let ready = conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+        Ok(ready.then_some(()))
+    })
+    .await?;
 
     // When each pod was first seen Unschedulable, from a watch (sub-second, unlike the condition's timestamp).
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -475,7 +485,7 @@ async fn interruptions(kube: &kube::Client, count: usize) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let label = format!("karpenter.sh/nodepool={bench}");
 
-    let queue = nodesmith::bootstrap::names::ClusterNames::for_cluster(&cluster, &sandbox_region()).queue;
+    let queue = nodesmith::cloud::resource_names::ClusterNames::for_cluster(&cluster, &sandbox_region()).queue;
     let controller = {
         let binary = std::env::var("NODESMITH_BIN").unwrap_or_else(|_| "target/release/nodesmith".into());
         let child = Command::new(binary)

@@ -17,12 +17,12 @@ fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
+#[path = "support/yaml.rs"]
+mod yaml;
+
 fn yaml_documents(path: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
-    text.split("\n---")
-        .filter(|doc| doc.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
-        .map(|doc| serde_yaml_ng::from_str(doc).unwrap_or_else(|e| panic!("{path}: {e}")))
-        .collect()
+    yaml::parse_documents(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn generated(file_name: &str) -> Value {

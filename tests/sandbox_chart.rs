@@ -8,13 +8,11 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::Api;
-use support::chart::{CHART_DIR, HelmValue, apply, parse_documents, render, run_helm};
-use support::{Sandbox, sandbox_env, wait_until};
+use support::chart::{CHART_DIR, HelmValue, apply, render, run_helm};
+use support::yaml::parse_documents;
+use support::{Sandbox, sandbox_env};
 
 #[test]
 #[ignore = "needs the sandbox's Helm (make test)"]
@@ -119,10 +117,9 @@ async fn every_rendered_object_passes_server_side_dry_run() -> Result<()> {
 async fn the_values_file_setup_writes_installs_the_chart_for_its_cluster() -> Result<()> {
     let sandbox = Sandbox::connect().await?;
     let values_file = std::env::temp_dir().join(format!("nodesmith-values-{}.yaml", std::process::id()));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+    let output = support::nodesmith()?
         .args(["setup", "--cluster", &sandbox.cluster, "--node-access", "aws-auth", "--output", "json", "--values-out"])
         .arg(&values_file)
-        .envs(sandbox_env()?)
         .output()?;
     ensure!(output.status.success(), "setup failed: {}", String::from_utf8_lossy(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
@@ -199,13 +196,7 @@ async fn install_servicemonitor_crd(sandbox: &Sandbox) -> Result<()> {
     let crd = parse_documents(&std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?)?;
     let crd = crd.first().context("an empty ServiceMonitor CRD file")?;
     apply(&sandbox.kube, crd, false).await?;
-    let api: Api<CustomResourceDefinition> = Api::all(sandbox.kube.clone());
-    wait_until("the ServiceMonitor CRD to be established", Duration::from_secs(30), || async {
-        let crd = api.get("servicemonitors.monitoring.coreos.com").await?;
-        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-        Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
-    })
-    .await
+    support::wait_established(&sandbox.kube, "servicemonitors.monitoring.coreos.com").await
 }
 
 /// One permission: API group, resource (with `/subresource`), verb.

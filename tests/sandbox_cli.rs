@@ -2,14 +2,11 @@
 
 mod support;
 
-use std::process::Command;
-
 use anyhow::{Context, Result};
 
 /// Runs nodesmith with the sandbox environment (AWS_ENDPOINT_URL and credentials pointing at moto).
 fn nodesmith_in_sandbox(args: &[&str]) -> Result<std::process::Output> {
-    let env = support::sandbox_env()?;
-    Ok(Command::new(env!("CARGO_BIN_EXE_nodesmith")).args(args).envs(env).output()?)
+    Ok(support::nodesmith()?.args(args).output()?)
 }
 
 #[test]

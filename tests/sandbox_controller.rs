@@ -450,7 +450,7 @@ async fn of_two_replicas_only_the_leader_launches_and_the_other_takes_over() -> 
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(sandbox.kube.clone(), &controller_namespace);
     let holder = || async {
-        let lease = leases.get_opt(nodesmith::controller::leader::LEASE_NAME).await?;
+        let lease = leases.get_opt(nodesmith::names::LEASE_NAME).await?;
         anyhow::Ok(lease.and_then(|l| l.spec?.holder_identity))
     };
     // Outlives the story: clean-up needs a controller to drain and terminate.
@@ -890,4 +890,83 @@ async fn prefix_delegation_gives_nodes_the_prefix_delegated_pod_capacity() -> Re
     let cleaned = clean_up(&sandbox, &namespace, &test).await;
     sandbox.delete_namespace(&controller_namespace).await?;
     result.and(cleaned)
+}
+
+/// Started where the Karpenter v1 CRDs are not served, the controller says so once per kind, with how to install
+/// them, and stays unready; once they are served it becomes ready on its own. Its Lease namespace missing, it says
+/// once what is missing and how to fix it, and leads as soon as the namespace exists. (Through the API server
+/// proxy, acting with the sandbox's admin identity: the chart's ServiceAccount would be refused a Lease outside
+/// its namespace before the API server looked for the namespace.)
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn missing_crds_and_a_missing_lease_namespace_are_said_once_until_they_exist() -> Result<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Namespace;
+    let _turn = CONTROLLER_TURN.lock().await;
+    let sandbox = Sandbox::connect().await?;
+    let lease_namespace = unique_name("ctl-missing");
+    let faults = std::sync::Arc::new(nodesmith_sandbox::kube_fault_proxy::KubeFaults::default());
+    faults.hide_karpenter_apis.store(true, Ordering::SeqCst);
+    let proxy = nodesmith_sandbox::kube_fault_proxy::start(sandbox.kube.clone(), faults.clone()).await?;
+    let controller =
+        start_controller_with(&sandbox.cluster, &lease_namespace, &lease_namespace, None, Some(&proxy), &[])?;
+    let story = async {
+        let crds_missing = "the Karpenter v1 CRDs are not installed. Install them with `nodesmith crds";
+        wait_until("the missing CRDs said for each kind", Duration::from_secs(30), || async {
+            Ok((controller.log_lines_with(crds_missing) >= 3).then_some(()))
+        })
+        .await?;
+        // The watches retry every second or more: long enough for a repeat, had there been one.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        for kind in ["NodePool", "NodeClaim", "EC2NodeClass"] {
+            let said = controller.log_lines_with(&format!("v1 {kind} is not served by this cluster"));
+            ensure!(said == 1, "the missing {kind} CRD was said {said} times, not once");
+        }
+        ensure!(controller.log_lines_with("watch error") == 0, "a missing CRD was also logged as a watch error");
+        ensure!(!controller.is_ready().await?, "ready without the CRDs");
+
+        install_crds(&sandbox).await?;
+        faults.hide_karpenter_apis.store(false, Ordering::SeqCst);
+        wait_until("the controller ready once the CRDs are served", Duration::from_secs(60), || async {
+            Ok(controller.is_ready().await.unwrap_or(false).then_some(()))
+        })
+        .await?;
+        ensure!(controller.log_lines_with("is served now; watching it") == 3, "each kind's recovery said once");
+
+        // (The JSON log escapes the quotes around the name in the sentence's start.)
+        let namespace_missing = format!("does not exist, so this replica cannot lead and will change nothing. Create it (`kubectl create namespace {lease_namespace}`)");
+        wait_until("the missing Lease namespace said", Duration::from_secs(30), || async {
+            Ok((controller.log_lines_with(&namespace_missing) == 1).then_some(()))
+        })
+        .await?;
+        // Leader election tries every 2 s.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let said = controller.log_lines_with(&namespace_missing);
+        ensure!(said == 1, "the missing Lease namespace was said {said} times, not once");
+        ensure!(controller.log_lines_with("leader election: ") == 0, "the missing namespace was also a raw error");
+
+        let namespace = Namespace {
+            metadata: kube::api::ObjectMeta { name: Some(lease_namespace.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(sandbox.kube.clone()).create(&PostParams::default(), &namespace).await?;
+        let leases: Api<Lease> = Api::namespaced(sandbox.kube.clone(), &lease_namespace);
+        wait_until("the controller leading in the new namespace", Duration::from_secs(30), || async {
+            let lease = leases.get_opt(nodesmith::names::LEASE_NAME).await?;
+            let holder = lease.and_then(|l| l.spec?.holder_identity);
+            Ok((holder.as_deref() == Some(lease_namespace.as_str())).then_some(()))
+        })
+        .await?;
+        ensure!(controller.log_lines_with("the Lease namespace exists now") == 1, "the recovery said once");
+        anyhow::Ok(())
+    }
+    .await;
+    drop(controller);
+    faults.hide_karpenter_apis.store(false, Ordering::SeqCst);
+    let deleted =
+        match Api::<Namespace>::all(sandbox.kube.clone()).delete(&lease_namespace, &DeleteParams::default()).await {
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            done => done.map(|_| ()).map_err(anyhow::Error::from),
+        };
+    story.and(deleted)
 }

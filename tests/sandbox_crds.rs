@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -19,7 +17,7 @@ use nodesmith::apis::nodeclaim::NodeClaim;
 use nodesmith::apis::nodepool::NodePool;
 use nodesmith::render::{NodeClassValues, Profile, render_nodeclasses};
 use serde_json::{Value, json};
-use support::{Sandbox, unique_name, wait_until};
+use support::{Sandbox, unique_name};
 
 /// Applies every CRD (server-side, field manager `nodesmith`) and waits until the API server serves them.
 async fn install(client: &kube::Client) -> Result<Api<CustomResourceDefinition>> {
@@ -32,17 +30,7 @@ async fn install(client: &kube::Client) -> Result<Api<CustomResourceDefinition>>
     }
     for generated in crds::all() {
         let name = generated.crd.name_any();
-        wait_until(&format!("{name} to be Established"), Duration::from_secs(60), || async {
-            let crd = api.get(&name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok(established.then_some(()))
-        })
-        .await?;
+        support::wait_established(client, &name).await?;
     }
     Ok(api)
 }
@@ -66,16 +54,9 @@ async fn dry_run_create(client: &kube::Client, object: &Value) -> Result<Result<
     Ok(api.create(&PostParams { dry_run: true, ..Default::default() }, &object).await.map(|_| ()))
 }
 
-fn yaml_documents(text: &str) -> Result<Vec<Value>> {
-    text.split("\n---")
-        .filter(|doc| doc.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
-        .map(|doc| Ok(serde_yaml_ng::from_str(doc)?))
-        .collect()
-}
-
 fn example(file: &str) -> Result<Vec<Value>> {
     let path = format!("{}/tests/data/karpenter-examples/{file}", env!("CARGO_MANIFEST_DIR"));
-    yaml_documents(&std::fs::read_to_string(&path).with_context(|| path.clone())?)
+    support::yaml::parse_documents(&std::fs::read_to_string(&path).with_context(|| path.clone())?)
 }
 
 /// The refusal's message, or a failure saying the object was accepted (or refused for another reason).
@@ -131,7 +112,7 @@ async fn karpenters_examples_and_the_rendered_templates_are_accepted() -> Result
             };
             for (file, yaml) in render_nodeclasses(&values)? {
                 let source = format!("nodeclasses/{file}.hbs ({profile:?}, prefix delegation {prefix_delegation})");
-                objects.extend(yaml_documents(&yaml)?.into_iter().map(|doc| (source.clone(), doc)));
+                objects.extend(support::yaml::parse_documents(&yaml)?.into_iter().map(|doc| (source.clone(), doc)));
             }
         }
     }

@@ -523,13 +523,28 @@ async fn a_controller_killed_mid_disruption_converges_after_restart() -> Result<
         let taint =
             serde_json::json!({"spec": {"taints": [{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]}});
         nodes.patch(&stray, &PatchParams::default(), &Patch::Merge(&taint)).await?;
+        // SIGKILL at the moment a disruption has begun (a NodeClaim deleting). Seen from a watch, not a poll: an
+        // empty node's termination takes tens of milliseconds, less than any poll interval.
+        let claims_api: Api<NodeClaim> = Api::all(sandbox.kube.clone());
+        let config = kube::runtime::watcher::Config::default().labels(&format!("karpenter.sh/nodepool={test}"));
+        let mut deletions = Box::pin(kube::runtime::watcher(claims_api, config));
         patch_deployment(&sandbox, &namespace, serde_json::json!({"spec": {"replicas": 2}})).await?;
-        // SIGKILL at the moment a disruption has begun (a NodeClaim deleting, its node tainted and draining).
-        wait_until("a disruption to begin", SETTLE, || async {
-            let claims = nodeclaims_of(&sandbox, &test).await?;
-            Ok(claims.iter().any(|c| c.metadata.deletion_timestamp.is_some()).then_some(()))
-        })
-        .await?;
+        let begun = async {
+            use futures::StreamExt;
+            while let Some(event) = deletions.next().await {
+                match event? {
+                    kube::runtime::watcher::Event::Delete(_) => return anyhow::Ok(()),
+                    kube::runtime::watcher::Event::Apply(c) | kube::runtime::watcher::Event::InitApply(c)
+                        if c.metadata.deletion_timestamp.is_some() =>
+                    {
+                        return anyhow::Ok(());
+                    }
+                    _ => {}
+                }
+            }
+            anyhow::bail!("the NodeClaim watch ended")
+        };
+        tokio::time::timeout(SETTLE, begun).await.context("timed out waiting for a disruption to begin")??;
         controller.kill();
         tokio::time::sleep(Duration::from_secs(5)).await;
         last_controller = Some(start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-again"))?);

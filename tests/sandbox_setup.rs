@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use anyhow::{Context, Result};
 use aws_sdk_sqs::types::QueueAttributeName;
 use nodesmith::bootstrap::cidr::Ipv4Block;
@@ -147,7 +145,7 @@ async fn a_fresh_setup_creates_everything_and_a_second_run_changes_nothing() -> 
     let values = out.join("values.yaml");
     let nodeclasses = out.join("nodeclasses");
     std::fs::create_dir_all(&out)?;
-    let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+    let output = support::nodesmith_binary()
         .args([
             "setup",
             "--cluster",
@@ -199,9 +197,8 @@ async fn a_fresh_setup_creates_everything_and_a_second_run_changes_nothing() -> 
 
     // --apply, as a dry run: the API server validates the CRDs, the EC2NodeClass and the NodePools; nothing is
     // written (another test's controller must not see these pools).
-    let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+    let output = support::nodesmith()?
         .args(["setup", "--cluster", &cluster, "--node-access", "aws-auth", "--apply", "--dry-run", "--output", "json"])
-        .envs(support::sandbox_env()?)
         .output()?;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout)?;
@@ -303,7 +300,7 @@ async fn a_setup_killed_part_way_converges_on_the_next_run() -> Result<()> {
     for (i, after_ms) in [20u64, 80, 150, 250, 400].into_iter().enumerate() {
         let cluster = unique_name(&format!("setup-killed{i}"));
         seed(&sandbox.sdk, &Environment::named(&cluster, Some(&format!("{cluster}-vpc")))).await?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+        let mut child = support::nodesmith_binary()
             .args(["setup", "--cluster", &cluster, "--node-access", "aws-auth", "--create-subnets", "22"])
             .envs(env.clone())
             .stdout(std::process::Stdio::null())

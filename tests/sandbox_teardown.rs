@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use anyhow::{Context, Result};
 use aws_sdk_ec2::types::{
     Filter, InstanceStateName, InstanceType, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
@@ -151,9 +149,8 @@ async fn teardown_removes_everything_of_the_cluster_and_nothing_else() -> Result
 
     // Through the command line, as a user runs it, holding only `nodesmith operator-policy`.
     let (operator, _) = support::iam::operator(&sandbox).await?;
-    let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+    let output = support::nodesmith()?
         .args(["teardown", "--cluster", &gone, "--yes", "--output", "json"])
-        .envs(support::sandbox_env()?)
         .envs(operator)
         .output()?;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -278,7 +275,7 @@ async fn teardown_pages_through_everything_and_leaves_neighbours_alone() -> Resu
 
 #[test]
 fn teardown_off_a_terminal_refuses_without_yes() {
-    let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+    let output = support::nodesmith_binary()
         .args(["teardown", "--cluster", "demo"])
         .stdin(std::process::Stdio::null())
         .output()
@@ -294,8 +291,8 @@ fn teardown_off_a_terminal_refuses_without_yes() {
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn the_same_cluster_name_in_two_regions_is_set_up_and_torn_down_independently() -> Result<()> {
-    use nodesmith::bootstrap::names::ClusterNames;
     use nodesmith::bootstrap::report::Action;
+    use nodesmith::cloud::resource_names::ClusterNames;
     let sandbox = Sandbox::connect().await?;
     let cluster = unique_name("two-regions");
     let east_sdk = sandbox.sdk.clone();

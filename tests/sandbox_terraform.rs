@@ -172,9 +172,8 @@ fn literal_strings(blocks: &[Block], local: &str) -> Result<BTreeSet<String>> {
 
 /// Setup's report for the sandbox cluster, without changing anything.
 fn setup_dry_run(sandbox: &Sandbox) -> Result<Value> {
-    let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+    let output = support::nodesmith()?
         .args(["setup", "--cluster", &sandbox.cluster, "--node-access", "aws-auth", "--dry-run", "--output", "json"])
-        .envs(sandbox_env()?)
         .output()?;
     ensure!(output.status.success(), "setup --dry-run failed: {}", String::from_utf8_lossy(&output.stderr));
     Ok(serde_json::from_slice(&output.stdout)?)
@@ -346,7 +345,7 @@ fn the_module_shortens_names_and_splits_policies_as_setup_does() -> Result<()> {
         oidc_issuer: "https://oidc.eks.us-gov-west-1.amazonaws.com/id/0123456789ABCDEF".into(),
     };
     let module = evaluate_module(&facts)?;
-    let names = nodesmith::bootstrap::names::ClusterNames::for_cluster(&cluster, &facts.region);
+    let names = nodesmith::cloud::resource_names::ClusterNames::for_cluster(&cluster, &facts.region);
     let evaluated = &module["names"];
     for (what, setup, terraform) in [
         ("node role", &names.node_role, &evaluated["node_role"]),

@@ -9,11 +9,11 @@
 use sha2::{Digest, Sha256};
 
 use super::ec2nodeclass::EC2NodeClassSpec;
-use super::labels::{
+use super::nodepool::NodePoolSpec;
+use crate::names::{
     EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION, NODEPOOL_HASH_ANNOTATION,
     NODEPOOL_HASH_VERSION_ANNOTATION,
 };
-use super::nodepool::NodePoolSpec;
 
 pub const NODEPOOL_HASH_VERSION: &str = "nodesmith-v1";
 pub const EC2NODECLASS_HASH_VERSION: &str = "nodesmith-v1";

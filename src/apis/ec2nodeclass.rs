@@ -10,6 +10,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::max_pods::MaxPodsSettings;
+
 /// The rule every selector term's tag map carries.
 const NO_EMPTY_TAGS: (&str, &str) =
     ("self.all(k, k != '' && self[k] != '')", "empty tag keys or values aren't supported");
@@ -507,6 +509,24 @@ pub struct MetadataOptions {
     #[serde(default = "required", skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["required", "optional"]))]
     pub http_tokens: Option<String>,
+}
+
+impl EC2NodeClass {
+    /// The pod density settings this class gives its nodes; `cni_prefix_delegation` is what the cluster's VPC CNI
+    /// does, which `prefixDelegation: Auto` (or unset) follows.
+    pub fn max_pods_settings(&self, cni_prefix_delegation: bool) -> MaxPodsSettings {
+        let kubelet = self.spec.kubelet.as_ref();
+        MaxPodsSettings {
+            prefix_delegation: match self.spec.prefix_delegation {
+                Some(PrefixDelegation::Enabled) => true,
+                Some(PrefixDelegation::Disabled) => false,
+                None | Some(PrefixDelegation::Auto) => cni_prefix_delegation,
+            },
+            reserved_enis: 0,
+            max_pods: kubelet.and_then(|k| k.max_pods),
+            pods_per_core: kubelet.and_then(|k| k.pods_per_core),
+        }
+    }
 }
 
 impl Default for MetadataOptions {

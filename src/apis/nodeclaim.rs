@@ -10,6 +10,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::names::LAUNCH_FAILURES_ANNOTATION;
+
 use super::nodepool::{
     NodeClassReference, NodeSelectorRequirementWithMinValues, REQUIREMENTS_COMPARISONS_HAVE_ONE_INTEGER,
     REQUIREMENTS_IN_HAVE_VALUES, REQUIREMENTS_MIN_VALUES, default_expire_after,
@@ -101,6 +103,19 @@ pub struct NodeClaimResources {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "crate::apis::crds::quantity_map")]
     pub requests: BTreeMap<String, Quantity>,
+}
+
+impl NodeClaim {
+    /// The values an `In` requirement on `key` allows, if there is one.
+    pub fn requirement_values(&self, key: &str) -> Option<&[String]> {
+        self.spec.requirements.iter().find(|r| r.key == key && r.operator == "In").map(|r| r.values.as_slice())
+    }
+
+    /// Its failed launches so far, as recorded on it; also its launch attempt (see `controller::launch::client_token`).
+    pub fn launch_failures(&self) -> u32 {
+        let recorded = self.metadata.annotations.as_ref().and_then(|a| a.get(LAUNCH_FAILURES_ANNOTATION));
+        recorded.and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
 }
 
 impl NodeClaimResources {

@@ -5,7 +5,6 @@
 pub mod aws_auth;
 pub mod cidr;
 pub mod kube_target;
-pub mod names;
 pub mod operator_policy;
 pub mod ownership;
 pub mod policies;

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::setup::OWNER_TAG;
+use crate::names::OWNER_TAG;
 
 /// The operator policy for `partition` (`aws`, `aws-cn`, `aws-us-gov`).
 pub fn operator_policy(partition: &str) -> Value {

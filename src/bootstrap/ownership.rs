@@ -1,8 +1,8 @@
 //! Whether a resource is this cluster's: it carries `nodesmith.io/cluster=<cluster>`. Setup refuses to adopt what
 //! is not; teardown leaves it alone.
 
-use super::setup::OWNER_TAG;
 use crate::cloud::error::CloudError;
+use crate::names::OWNER_TAG;
 
 pub async fn queue_is_ours(
     sqs: &aws_sdk_sqs::Client,

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use instance_type::InstanceTypeInfo;
 use pricing::PriceTable;
 
+use crate::names::{CAPACITY_TYPE_ON_DEMAND, CAPACITY_TYPE_SPOT};
+
 /// `instance-types.json`: DescribeInstanceTypes and DescribeInstanceTypeOfferings of us-east-1 as the sandbox's
 /// moto serves them (real AWS data), written by `scripts/catalog-snapshot`. Lets `plan` and `max-pods` work with
 /// no AWS at all.
@@ -31,8 +33,26 @@ impl CapacityType {
     /// The value of the `karpenter.sh/capacity-type` label.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Spot => "spot",
-            Self::OnDemand => "on-demand",
+            Self::Spot => CAPACITY_TYPE_SPOT,
+            Self::OnDemand => CAPACITY_TYPE_ON_DEMAND,
+        }
+    }
+}
+
+/// A value no capacity type has (Karpenter on AWS knows `spot` and `on-demand`; `reserved` is not served).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a capacity type (spot or on-demand)")]
+pub struct UnknownCapacityType(pub String);
+
+impl std::str::FromStr for CapacityType {
+    type Err = UnknownCapacityType;
+
+    /// From the `karpenter.sh/capacity-type` label, or EC2's instance lifecycle and usage class (same words).
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            CAPACITY_TYPE_SPOT => Ok(Self::Spot),
+            CAPACITY_TYPE_ON_DEMAND => Ok(Self::OnDemand),
+            other => Err(UnknownCapacityType(other.to_string())),
         }
     }
 }
@@ -65,10 +85,10 @@ pub fn offerings(instance_type: &InstanceTypeInfo, prices: &PriceTable) -> Vec<O
     let mut offerings = Vec::new();
     for zone in &instance_type.zones {
         for usage in &instance_type.usage_classes {
-            let (capacity_type, price) = match usage.as_str() {
-                "spot" => (CapacityType::Spot, prices.spot(&instance_type.name, zone)),
-                "on-demand" => (CapacityType::OnDemand, prices.on_demand(&instance_type.name)),
-                _ => continue,
+            let (capacity_type, price) = match usage.parse() {
+                Ok(CapacityType::Spot) => (CapacityType::Spot, prices.spot(&instance_type.name, zone)),
+                Ok(CapacityType::OnDemand) => (CapacityType::OnDemand, prices.on_demand(&instance_type.name)),
+                Err(_) => continue,
             };
             if let Some(price) = price {
                 offerings.push(Offering { zone: zone.clone(), capacity_type, price });
@@ -81,6 +101,18 @@ pub fn offerings(instance_type: &InstanceTypeInfo, prices: &PriceTable) -> Vec<O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capacity_types_read_as_they_are_written() {
+        for capacity_type in [CapacityType::Spot, CapacityType::OnDemand] {
+            assert_eq!(capacity_type.as_str().parse(), Ok(capacity_type));
+        }
+        assert_eq!("reserved".parse::<CapacityType>(), Err(UnknownCapacityType("reserved".into())));
+        assert_eq!(
+            "Spot".parse::<CapacityType>().map_err(|e| e.to_string()),
+            Err("\"Spot\" is not a capacity type (spot or on-demand)".into())
+        );
+    }
     use crate::catalog::max_pods::MaxPodsSettings;
 
     #[test]

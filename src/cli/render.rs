@@ -54,7 +54,7 @@ pub fn run(args: &RenderArgs, region: Option<&str>) -> Result<RenderReport, CliE
                 .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
                 .filter(|r| !r.is_empty())
                 .ok_or(CliError::NoRegionForNodeRole)?;
-            crate::bootstrap::names::ClusterNames::for_cluster(&args.cluster, &region).node_role
+            crate::cloud::resource_names::ClusterNames::for_cluster(&args.cluster, &region).node_role
         }
     };
     let values = NodeClassValues::for_cluster(

@@ -11,12 +11,15 @@ use async_trait::async_trait;
 use super::cluster::ClusterFacts;
 use super::error::CloudError;
 use super::fleet::{FleetError, FleetRequest, LaunchedInstance};
-use super::instances::{InstanceSummary, NODECLAIM_TAG, NODEPOOL_TAG};
+use super::instances::InstanceSummary;
+use super::launch_caches::LaunchCaches;
 use super::launch_template::LaunchTemplateSpec;
 use super::nodeclass::{ImageInfo, SecurityGroupInfo, SelectorTerm, SubnetInfo};
 use super::provider::CloudProvider;
 use super::queue::QueueMessage;
 use crate::catalog::instance_type::InstanceTypeInfo;
+use crate::catalog::{CapacityType, OfferingKey};
+use crate::names::{NODECLAIM_TAG, NODEPOOL_TAG};
 
 #[derive(Default)]
 pub struct FakeCloud {
@@ -33,6 +36,9 @@ pub struct FakeCloud {
     /// Method name → the error its next call returns.
     failures: Mutex<HashMap<&'static str, CloudError>>,
     launched: Mutex<u64>,
+    /// Offerings CreateFleet finds no capacity for.
+    exhausted: Mutex<HashSet<OfferingKey>>,
+    caches: LaunchCaches,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -41,6 +47,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The cluster `add_instance`'s instances are tagged for.
 pub const FAKE_CLUSTER: &str = "demo";
+
+/// What the fake's DescribeCluster answers for `name`.
+pub fn cluster_facts(name: &str, endpoint: Option<&str>) -> ClusterFacts {
+    ClusterFacts {
+        name: name.into(),
+        arn: format!("arn:aws:eks:us-east-1:123456789012:cluster/{name}"),
+        endpoint: endpoint.unwrap_or("https://example.eks.amazonaws.com").into(),
+        ca_bundle: String::new(),
+        service_cidr: "10.100.0.0/16".into(),
+        kubernetes_version: "1.31".into(),
+    }
+}
 
 impl FakeCloud {
     /// Makes the next call of `method` (e.g. "TerminateInstances") fail with AWS error `code`.
@@ -59,7 +77,7 @@ impl FakeCloud {
                 instance_type: "m5.large".into(),
                 zone: "us-east-1a".into(),
                 state: "running".into(),
-                capacity_type: crate::catalog::CapacityType::OnDemand,
+                capacity_type: CapacityType::OnDemand,
                 image_id: None,
                 subnet_id: None,
                 security_group_ids: vec![],
@@ -68,8 +86,15 @@ impl FakeCloud {
                 nodepool: Some("default".into()),
                 launch_time: Some(SystemTime::now() - age),
                 owning_clusters: vec![FAKE_CLUSTER.into()],
+                owner: Some(FAKE_CLUSTER.into()),
             },
         );
+    }
+
+    /// CreateFleet finds no capacity for this offering from now on.
+    pub fn exhaust(&self, instance_type: &str, zone: &str, capacity_type: CapacityType) {
+        let key = OfferingKey { instance_type: instance_type.into(), zone: zone.into(), capacity_type };
+        lock(&self.exhausted).insert(key);
     }
 
     pub fn state_of(&self, id: &str) -> Option<String> {
@@ -91,16 +116,13 @@ impl FakeCloud {
 
 #[async_trait]
 impl CloudProvider for FakeCloud {
+    fn caches(&self) -> &LaunchCaches {
+        &self.caches
+    }
+
     async fn describe_cluster(&self, name: &str, endpoint: Option<&str>) -> Result<ClusterFacts, CloudError> {
         self.call("DescribeCluster", name)?;
-        Ok(ClusterFacts {
-            name: name.into(),
-            arn: format!("arn:aws:eks:us-east-1:123456789012:cluster/{name}"),
-            endpoint: endpoint.unwrap_or("https://example.eks.amazonaws.com").into(),
-            ca_bundle: String::new(),
-            service_cidr: "10.100.0.0/16".into(),
-            kubernetes_version: "1.31".into(),
-        })
+        Ok(cluster_facts(name, endpoint))
     }
 
     async fn instance_types(&self) -> Result<Vec<InstanceTypeInfo>, CloudError> {
@@ -155,12 +177,20 @@ impl CloudProvider for FakeCloud {
 
     async fn create_fleet(&self, request: &FleetRequest) -> Result<LaunchedInstance, FleetError> {
         self.call("CreateFleet", &request.client_token)?;
-        let chosen = request
-            .configs
-            .iter()
-            .flat_map(|c| &c.overrides)
-            .next()
-            .ok_or_else(|| FleetError::NothingLaunched("no overrides".into()))?;
+        let offering = |o: &super::fleet::FleetOverride| OfferingKey {
+            instance_type: o.instance_type.clone(),
+            zone: o.zone.clone(),
+            capacity_type: request.capacity_type,
+        };
+        let overrides: Vec<_> = request.configs.iter().flat_map(|c| &c.overrides).collect();
+        if overrides.is_empty() {
+            return Err(FleetError::NothingLaunched("no overrides".into()));
+        }
+        let exhausted = lock(&self.exhausted).clone();
+        let Some(chosen) = overrides.iter().copied().find(|o| !exhausted.contains(&offering(o))) else {
+            let offerings = overrides.iter().map(|o| offering(o)).collect();
+            return Err(FleetError::InsufficientCapacity { offerings, codes: "InsufficientInstanceCapacity".into() });
+        };
         let id = {
             let mut launched = lock(&self.launched);
             *launched += 1;
@@ -185,6 +215,7 @@ impl CloudProvider for FakeCloud {
                 owning_clusters: super::instances::owning_clusters(
                     request.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 ),
+                owner: tag(crate::names::OWNER_TAG),
             },
         );
         Ok(LaunchedInstance {

@@ -149,11 +149,7 @@ pub async fn create_fleet(ec2: &aws_sdk_ec2::Client, request: &FleetRequest) -> 
         let zone = overrides
             .and_then(|o| o.availability_zone())
             .or_else(|| all_overrides().find(|o| Some(o.subnet_id.as_str()) == subnet).map(|o| o.zone.as_str()));
-        let capacity_type = match instance.lifecycle().map(|l| l.as_str()) {
-            Some("spot") => CapacityType::Spot,
-            Some("on-demand") => CapacityType::OnDemand,
-            _ => request.capacity_type,
-        };
+        let capacity_type = instance.lifecycle().and_then(|l| l.as_str().parse().ok()).unwrap_or(request.capacity_type);
         return Ok(LaunchedInstance {
             instance_id: instance_id.clone(),
             instance_type: instance_type.unwrap_or_default(),

@@ -4,11 +4,7 @@
 use aws_sdk_iam::types::Tag;
 
 use super::error::CloudError;
-use super::instances::{NODECLASS_TAG, cluster_tag_key};
-use crate::bootstrap::setup::OWNER_TAG;
-
-/// The tag IAM's condition keys see the profile's region by (instance profiles are global; the region is ours).
-pub const REGION_TAG: &str = "topology.kubernetes.io/region";
+use crate::names::{NODECLASS_TAG, OWNER_TAG, REGION_TAG, cluster_tag_key};
 
 /// The other region an IAM resource is tagged for, if it is: it serves that region's cluster of the same name.
 pub fn other_region<'a>(tags: &'a [Tag], region: &str) -> Option<&'a str> {
@@ -37,8 +33,8 @@ pub fn profile_tags(cluster: &str, region: &str, nodeclass: &str) -> [(String, S
 /// A profile name within IAM's 128 characters: `nodesmith-<cluster>-<region>-<nodeclass>` (IAM names are global;
 /// the same cluster and class in another region get their own), hashed when too long.
 pub fn profile_name(cluster: &str, region: &str, nodeclass: &str) -> String {
-    crate::bootstrap::names::fit(
-        crate::bootstrap::names::INSTANCE_PROFILE,
+    super::resource_names::fit(
+        super::resource_names::INSTANCE_PROFILE,
         &format!("nodesmith-{cluster}-{region}-{nodeclass}"),
     )
 }

@@ -6,20 +6,17 @@ use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName};
 
 use super::error::CloudError;
 use crate::catalog::CapacityType;
+use crate::names::{CLUSTER_TAG_PREFIX, NODECLAIM_TAG, NODEPOOL_TAG, OWNER_TAG, cluster_tag_key};
 
-pub const NODECLAIM_TAG: &str = "karpenter.sh/nodeclaim";
-pub const NODEPOOL_TAG: &str = "karpenter.sh/nodepool";
-pub const NODECLASS_TAG: &str = "karpenter.k8s.aws/ec2nodeclass";
-
-/// The tag every instance of a cluster carries: `kubernetes.io/cluster/<cluster>=owned`.
-pub fn cluster_tag_key(cluster: &str) -> String {
-    format!("kubernetes.io/cluster/{cluster}")
-}
+/// Instances per DescribeInstances page when listing by filters.
+const PAGE_SIZE: i32 = 100;
+/// Instance ids per TerminateInstances or DescribeInstances call.
+const TERMINATE_BATCH: usize = 500;
 
 /// The clusters whose `kubernetes.io/cluster/<name>=owned` tag is among `tags` (the reverse of `cluster_tag_key`).
 pub fn owning_clusters<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<String> {
     tags.filter(|(_, value)| *value == "owned")
-        .filter_map(|(key, _)| key.strip_prefix("kubernetes.io/cluster/").map(str::to_string))
+        .filter_map(|(key, _)| key.strip_prefix(CLUSTER_TAG_PREFIX).map(str::to_string))
         .collect()
 }
 
@@ -40,6 +37,8 @@ pub struct InstanceSummary {
     pub launch_time: Option<SystemTime>,
     /// The clusters whose `kubernetes.io/cluster/<name>=owned` tag it carries.
     pub owning_clusters: Vec<String>,
+    /// Its `nodesmith.io/cluster` tag: the cluster whose nodesmith launched it (Karpenter's carry none).
+    pub owner: Option<String>,
 }
 
 impl InstanceSummary {
@@ -80,10 +79,11 @@ fn summary(instance: &Instance) -> Option<InstanceSummary> {
         instance_type: instance.instance_type()?.as_str().to_string(),
         zone: instance.placement().and_then(|p| p.availability_zone()).unwrap_or_default().to_string(),
         state: instance.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
-        capacity_type: match instance.instance_lifecycle().map(|l| l.as_str()) {
-            Some("spot") => CapacityType::Spot,
-            _ => CapacityType::OnDemand,
-        },
+        // EC2 reports a lifecycle only for spot (and scheduled) instances.
+        capacity_type: instance
+            .instance_lifecycle()
+            .and_then(|l| l.as_str().parse().ok())
+            .unwrap_or(CapacityType::OnDemand),
         image_id: instance.image_id().map(str::to_string),
         subnet_id: instance.subnet_id().map(str::to_string),
         security_group_ids: instance
@@ -96,6 +96,7 @@ fn summary(instance: &Instance) -> Option<InstanceSummary> {
         nodepool: tag_value(instance, NODEPOOL_TAG).map(str::to_string),
         launch_time: instance.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
         owning_clusters: owning_clusters(instance.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)))),
+        owner: tag_value(instance, OWNER_TAG).map(str::to_string),
     })
 }
 
@@ -104,8 +105,15 @@ async fn describe(
     filters: Vec<Filter>,
     ids: Vec<String>,
 ) -> Result<Vec<InstanceSummary>, CloudError> {
-    let mut pages =
-        ec2.describe_instances().set_filters(Some(filters)).set_instance_ids(Some(ids)).into_paginator().send();
+    // By filters, in pages of `PAGE_SIZE` (EC2 refuses a page size beside instance ids).
+    let page_size = ids.is_empty().then_some(PAGE_SIZE);
+    let mut pages = ec2
+        .describe_instances()
+        .set_filters(Some(filters))
+        .set_instance_ids(Some(ids))
+        .set_max_results(page_size)
+        .into_paginator()
+        .send();
     let mut found = Vec::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", None, e))?;
@@ -159,6 +167,46 @@ pub async fn node_pool_instances(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Re
         alive_states(),
     ];
     describe(ec2, filters, Vec::new()).await
+}
+
+/// Every instance of the cluster's node pools that is not terminated or on its way (what teardown terminates),
+/// whoever launched it: `owner` tells nodesmith's from another controller's.
+pub async fn cluster_node_pool_instances(
+    ec2: &aws_sdk_ec2::Client,
+    cluster: &str,
+) -> Result<Vec<InstanceSummary>, CloudError> {
+    let states = [
+        InstanceStateName::Pending,
+        InstanceStateName::Running,
+        InstanceStateName::Stopping,
+        InstanceStateName::Stopped,
+    ];
+    let filters = vec![
+        Filter::builder().name(format!("tag:{}", cluster_tag_key(cluster))).values("owned").build(),
+        Filter::builder().name("tag-key").values(NODEPOOL_TAG).build(),
+        Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(states.iter().map(|s| s.as_str().into()).collect()))
+            .build(),
+    ];
+    describe(ec2, filters, Vec::new()).await
+}
+
+/// These instances as EC2 describes them now, in batches of `TERMINATE_BATCH`; one it no longer knows is absent.
+pub async fn describe_many(ec2: &aws_sdk_ec2::Client, ids: &[String]) -> Result<Vec<InstanceSummary>, CloudError> {
+    let mut found = Vec::with_capacity(ids.len());
+    for batch in ids.chunks(TERMINATE_BATCH) {
+        found.extend(describe(ec2, Vec::new(), batch.to_vec()).await?);
+    }
+    Ok(found)
+}
+
+/// Terminates these instances, in batches of `TERMINATE_BATCH`; ids EC2 no longer knows count as done.
+pub async fn terminate_all(ec2: &aws_sdk_ec2::Client, instance_ids: &[String]) -> Result<(), CloudError> {
+    for batch in instance_ids.chunks(TERMINATE_BATCH) {
+        terminate(ec2, batch).await?;
+    }
+    Ok(())
 }
 
 /// Terminates these instances; ids EC2 no longer knows count as done.

@@ -186,10 +186,7 @@ pub async fn delete_unused(
     let mut pages = ec2
         .describe_launch_templates()
         .filters(
-            Filter::builder()
-                .name(format!("tag:{}", super::instances::cluster_tag_key(cluster)))
-                .values("owned")
-                .build(),
+            Filter::builder().name(format!("tag:{}", crate::names::cluster_tag_key(cluster))).values("owned").build(),
         )
         .max_results(200)
         .into_paginator()

@@ -10,10 +10,12 @@ pub mod instance_profile;
 pub mod instance_types;
 pub mod instances;
 pub mod interruption_message;
+pub mod launch_caches;
 pub mod launch_template;
 pub mod nodeclass;
 pub mod provider;
 pub mod queue;
+pub mod resource_names;
 pub mod user_data;
 
 pub use provider::{AwsCloud, CloudProvider, Measured};

@@ -12,6 +12,7 @@ use super::cluster::{self, ClusterFacts};
 use super::error::CloudError;
 use super::fleet::{self, FleetError, FleetRequest, LaunchedInstance};
 use super::instances::{self, InstanceSummary};
+use super::launch_caches::LaunchCaches;
 use super::launch_template::{self, LaunchTemplateSpec};
 use super::nodeclass::{self, ImageInfo, SecurityGroupInfo, SelectorTerm, SubnetInfo};
 use super::queue::{self, QueueMessage};
@@ -22,6 +23,8 @@ use crate::telemetry::Metrics;
 /// What the controller asks of the cloud.
 #[async_trait]
 pub trait CloudProvider: Send + Sync {
+    /// What this cloud remembers between launches (not an AWS call).
+    fn caches(&self) -> &LaunchCaches;
     /// The cluster's endpoint, CA and service range; `endpoint` overrides the reported endpoint.
     async fn describe_cluster(&self, name: &str, endpoint: Option<&str>) -> Result<ClusterFacts, CloudError>;
     /// The region's instance types with their zones.
@@ -73,6 +76,7 @@ pub struct AwsCloud {
     sqs: aws_sdk_sqs::Client,
     /// The region the controller works in (IAM's client has one too, but IAM itself is global).
     region: String,
+    caches: LaunchCaches,
 }
 
 impl AwsCloud {
@@ -84,12 +88,17 @@ impl AwsCloud {
             ssm: aws_sdk_ssm::Client::new(sdk),
             sqs: aws_sdk_sqs::Client::new(sdk),
             region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
+            caches: LaunchCaches::default(),
         }
     }
 }
 
 #[async_trait]
 impl CloudProvider for AwsCloud {
+    fn caches(&self) -> &LaunchCaches {
+        &self.caches
+    }
+
     async fn describe_cluster(&self, name: &str, endpoint: Option<&str>) -> Result<ClusterFacts, CloudError> {
         cluster::describe_cluster(&self.eks, name, endpoint).await
     }
@@ -226,6 +235,10 @@ macro_rules! measured {
 
 #[async_trait]
 impl CloudProvider for Measured {
+    fn caches(&self) -> &LaunchCaches {
+        self.inner.caches()
+    }
+
     async fn describe_cluster(&self, name: &str, endpoint: Option<&str>) -> Result<ClusterFacts, CloudError> {
         measured!(self, "DescribeCluster", self.inner.describe_cluster(name, endpoint))
     }

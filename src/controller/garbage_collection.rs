@@ -161,6 +161,7 @@ pub async fn collect(ctx: &Context) -> Result<(), Error> {
     }
 
     let recently_used: HashSet<String> = ctx
+        .caches()
         .templates_used
         .lock()
         .map(|used| used.iter().filter(|(_, at)| at.elapsed() < TEMPLATE_IDLE).map(|(name, _)| name.clone()).collect())
@@ -192,6 +193,7 @@ mod tests {
             nodepool: Some("default".into()),
             launch_time: Some(now - Duration::from_secs(age_secs)),
             owning_clusters: vec!["demo".into()],
+            owner: Some("demo".into()),
         }
     }
 

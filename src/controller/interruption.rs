@@ -9,12 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::leader::Leadership;
-use super::{Context, Error};
-use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
+use super::{Context, Error, events};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::catalog::{CapacityType, OfferingKey};
 use crate::cloud::CloudProvider;
@@ -22,6 +21,7 @@ use crate::cloud::error::CloudError;
 use crate::cloud::instances::instance_id_from_provider_id;
 use crate::cloud::interruption_message::{self, Interruption};
 use crate::cloud::queue::QueueMessage;
+use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
 
 /// Receive loops run side by side: a burst (a spot reclaim of a whole pool) is drained in parallel, 10 at a time
 /// each, rather than one receive after another.
@@ -236,7 +236,7 @@ fn mark_spot_offering_unavailable(ctx: &Context, claim: &NodeClaim) {
         return;
     }
     if let (Some(instance_type), Some(zone)) = (labels.get(INSTANCE_TYPE_LABEL), labels.get(ZONE_LABEL)) {
-        ctx.unavailable.mark(
+        ctx.caches().unavailable.mark(
             OfferingKey { instance_type: instance_type.clone(), zone: zone.clone(), capacity_type: CapacityType::Spot },
             "SpotInterruption",
         );
@@ -245,21 +245,12 @@ fn mark_spot_offering_unavailable(ctx: &Context, claim: &NodeClaim) {
 
 /// The same Event on the NodeClaim and on its Node.
 async fn publish(ctx: &Context, claim: &NodeClaim, reason: &str, note: &str) {
-    let event = Event {
-        type_: EventType::Warning,
-        reason: reason.into(),
-        note: Some(note.into()),
-        action: "Interruption".into(),
-        secondary: None,
-    };
     let mut references = vec![claim.object_ref(&())];
     if let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.as_deref()).and_then(|n| ctx.state.node(n)) {
         references.push(Node::object_ref(&node, &()));
     }
     for reference in references {
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            tracing::debug!("could not record an interruption event: {error}");
-        }
+        events::publish(&ctx.recorder, &reference, EventType::Warning, reason, "Interruption", note).await;
     }
 }
 

@@ -3,51 +3,27 @@
 //! already tagged for the NodeClaim is adopted instead: a retry or a restarted controller never launches twice.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube::ResourceExt;
 
 use super::Context;
-use super::provisioner::{cni_prefix_delegation, max_pods_settings};
 use crate::apis::ec2nodeclass::EC2NodeClass;
-use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, UNREGISTERED_TAINT_KEY, ZONE_LABEL};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::{CapacityType, OfferingKey};
 use crate::cloud::CloudProvider;
 use crate::cloud::error::CloudError;
 use crate::cloud::fleet::{FleetError, FleetOverride, FleetRequest, LaunchTemplateOverrides, MAX_OVERRIDES};
-use crate::cloud::instances::{self, NODECLAIM_TAG, NODECLASS_TAG, NODEPOOL_TAG, cluster_tag_key};
+use crate::cloud::instances;
 use crate::cloud::launch_template::{BlockDevice, LaunchTemplateSpec, MetadataOptions};
 use crate::cloud::nodeclass::{SubnetInfo, subnet_with_most_free_ips};
 use crate::cloud::user_data::{self, AmiFamily, BootstrapSettings, NodeTaint, UserDataError};
+use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, UNREGISTERED_TAINT_KEY, ZONE_LABEL};
+use crate::names::{NODECLAIM_TAG, NODECLASS_TAG, NODEPOOL_TAG, cluster_tag_key};
 
 /// The `controller` label of this module's cloud calls: launches run in the NodeClaim lifecycle.
 const CONTROLLER: &str = "nodeclaim.lifecycle";
-
-/// A launch counts against its subnet's free addresses until DescribeSubnets has caught up.
-const IN_FLIGHT_FOR: Duration = Duration::from_secs(60);
-
-/// Launches per subnet in the last minute.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    launches: HashMap<String, Vec<Instant>>,
-}
-
-impl InFlight {
-    pub fn debit(&mut self, subnet: &str) {
-        self.launches.entry(subnet.to_string()).or_default().push(Instant::now());
-    }
-
-    pub fn counts(&mut self) -> BTreeMap<String, i64> {
-        let now = Instant::now();
-        self.launches.retain(|_, times| {
-            times.retain(|t| now.duration_since(*t) < IN_FLIGHT_FOR);
-            !times.is_empty()
-        });
-        self.launches.iter().map(|(subnet, times)| (subnet.clone(), times.len() as i64)).collect()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -88,11 +64,6 @@ impl Launched {
     }
 }
 
-/// The values of a NodeClaim's `In` requirement on `key`, in order; `None` when it has none.
-pub fn requirement_values<'a>(claim: &'a NodeClaim, key: &str) -> Option<&'a [String]> {
-    claim.spec.requirements.iter().find(|r| r.key == key && r.operator == "In").map(|r| r.values.as_slice())
-}
-
 pub async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Launched, LaunchError> {
     let name = claim.name_any();
     if let Some(found) = ctx.cloud(CONTROLLER).find_instance_for_nodeclaim(&ctx.settings.cluster_name, &name).await? {
@@ -113,20 +84,13 @@ pub async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Launched, Launch
         .nodeclass(class_name)
         .ok_or_else(|| LaunchError::NodeClassNotReady(class_name.clone(), "it does not exist".into()))?;
 
-    let allowed_types: Vec<&InstanceTypeInfo> = match requirement_values(claim, INSTANCE_TYPE_LABEL) {
+    let allowed_types: Vec<&InstanceTypeInfo> = match claim.requirement_values(INSTANCE_TYPE_LABEL) {
         Some(names) => names.iter().filter_map(|n| ctx.instance_type(n)).collect(),
         None => ctx.instance_types.iter().collect(),
     };
-    let zones = requirement_values(claim, ZONE_LABEL);
-    let capacity_types: Vec<CapacityType> = match requirement_values(claim, CAPACITY_TYPE_LABEL) {
-        Some(values) => values
-            .iter()
-            .filter_map(|v| match v.as_str() {
-                "spot" => Some(CapacityType::Spot),
-                "on-demand" => Some(CapacityType::OnDemand),
-                _ => None,
-            })
-            .collect(),
+    let zones = claim.requirement_values(ZONE_LABEL);
+    let capacity_types: Vec<CapacityType> = match claim.requirement_values(CAPACITY_TYPE_LABEL) {
+        Some(values) => values.iter().filter_map(|v| v.parse().ok()).collect(),
         None => vec![CapacityType::OnDemand],
     };
     // Spot first when allowed; on-demand when spot has nothing left.
@@ -178,11 +142,12 @@ async fn launch_as(
         .clone()
         .or_else(|| class.spec.instance_profile.clone())
         .ok_or_else(|| LaunchError::NodeClassNotReady(class_name.clone(), "no instance profile".into()))?;
-    let settings = max_pods_settings(class, cni_prefix_delegation(ctx));
-    let unavailable = ctx.unavailable.snapshot();
+    let settings = class.max_pods_settings(ctx.state.cni_prefix_delegation());
+    let caches = ctx.caches();
+    let unavailable = caches.unavailable.snapshot();
 
     // One subnet per zone: the one with the most free addresses once recent launches are debited.
-    let in_flight = ctx.in_flight.lock().map(|mut f| f.counts()).unwrap_or_default();
+    let in_flight = caches.in_flight.lock().map(|mut f| f.counts()).unwrap_or_default();
     let subnet_free = subnet_free_addresses(ctx, &subnets).await;
     let mut subnet_by_zone: BTreeMap<String, SubnetInfo> = BTreeMap::new();
     for zone in subnet_free.iter().map(|s| s.zone.clone()).collect::<std::collections::BTreeSet<_>>() {
@@ -222,7 +187,7 @@ async fn launch_as(
             for zone in zones.unwrap_or_default() {
                 let key = OfferingKey { instance_type: t.name.clone(), zone: zone.clone(), capacity_type };
                 if !unavailable.contains(&key) {
-                    ctx.unavailable.mark(key, "NoLaunchableOffering");
+                    caches.unavailable.mark(key, "NoLaunchableOffering");
                 }
             }
         }
@@ -253,19 +218,19 @@ async fn launch_as(
             tags: template_tags(ctx, claim, class),
         };
         let template = ctx.cloud(CONTROLLER).ensure_launch_template(&spec).await?;
-        if let Ok(mut used) = ctx.templates_used.lock() {
+        if let Ok(mut used) = caches.templates_used.lock() {
             used.insert(template.clone(), Instant::now());
         }
         configs.push(LaunchTemplateOverrides { launch_template_name: template, overrides });
     }
 
-    let attempt = crate::controller::nodeclaim_lifecycle::launch_failures(claim);
+    let attempt = claim.launch_failures();
     let client_token = client_token(claim.metadata.uid.as_deref().unwrap_or(&name), attempt, capacity_type);
     let request = FleetRequest { configs, capacity_type, tags, client_token };
     match ctx.cloud(CONTROLLER).create_fleet(&request).await {
         Ok(launched) => {
             if let Some(subnet) = subnet_by_zone.get(&launched.zone)
-                && let Ok(mut in_flight) = ctx.in_flight.lock()
+                && let Ok(mut in_flight) = caches.in_flight.lock()
             {
                 in_flight.debit(&subnet.id);
             }
@@ -282,7 +247,7 @@ async fn launch_as(
         }
         Err(FleetError::InsufficientCapacity { offerings, codes }) => {
             for offering in &offerings {
-                ctx.unavailable.mark(offering.clone(), &codes);
+                caches.unavailable.mark(offering.clone(), &codes);
             }
             Err(LaunchError::Fleet(FleetError::InsufficientCapacity { offerings, codes }))
         }
@@ -404,9 +369,9 @@ fn owned_tags(ctx: &Context, claim: &NodeClaim, class: &EC2NodeClass) -> BTreeMa
     tags.insert(cluster_tag_key(cluster), "owned".into());
     tags.insert("eks:eks-cluster-name".into(), cluster.clone());
     // nodesmith's own mark: teardown deletes what carries it, not another controller's look-alikes.
-    tags.insert(crate::bootstrap::setup::OWNER_TAG.into(), cluster.clone());
+    tags.insert(crate::names::OWNER_TAG.into(), cluster.clone());
     tags.insert(NODECLASS_TAG.into(), class.name_any());
-    if let Some(pool) = claim.labels().get(crate::apis::labels::NODEPOOL_LABEL) {
+    if let Some(pool) = claim.labels().get(crate::names::NODEPOOL_LABEL) {
         tags.insert(NODEPOOL_TAG.into(), pool.clone());
     }
     tags
@@ -546,17 +511,6 @@ mod tests {
         assert_eq!(volume_size_gib("lots"), None);
     }
 
-    #[test]
-    fn in_flight_launches_are_counted_per_subnet() {
-        let mut in_flight = InFlight::default();
-        in_flight.debit("subnet-a");
-        in_flight.debit("subnet-a");
-        in_flight.debit("subnet-b");
-        let counts = in_flight.counts();
-        assert_eq!(counts.get("subnet-a"), Some(&2));
-        assert_eq!(counts.get("subnet-b"), Some(&1));
-    }
-
     fn class(spec: serde_json::Value) -> EC2NodeClass {
         let mut spec = spec;
         spec["role"] = "r".into();
@@ -596,5 +550,169 @@ mod tests {
         assert_eq!(own[0].volume_size_gib, Some(100));
         assert_eq!(own[0].volume_type.as_deref(), Some("io2"));
         assert_eq!(own[0].encrypted, None, "what the class did not say is left to EC2");
+    }
+}
+
+/// `launch` through the in-memory cloud: what reaches AWS, and what the caches learn.
+#[cfg(test)]
+mod fake_cloud_tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::cloud::fake::FakeCloud;
+    use crate::cloud::nodeclass::SubnetInfo;
+    use crate::controller::testing;
+
+    /// A ready class: two subnets in us-east-1a, one in us-east-1b, the standard AL2023 images.
+    fn ready_class() -> EC2NodeClass {
+        let amis = crate::controller::nodeclass_status::ami_statuses(&[crate::cloud::nodeclass::ImageInfo {
+            id: "ami-amd64".into(),
+            name: "al2023@latest".into(),
+            arch: "amd64".into(),
+            creation_date: String::new(),
+            variant: Some(crate::cloud::nodeclass::AmiVariant::Standard),
+        }]);
+        serde_json::from_value(json!({
+            "metadata": {"name": "default"},
+            "spec": {"amiSelectorTerms": [{"alias": "al2023@latest"}], "role": "r",
+                     "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": "demo"}}],
+                     "securityGroupSelectorTerms": [{"id": "sg-1"}]},
+            "status": {
+                "amis": amis,
+                "subnets": [{"id": "subnet-a1", "zone": "us-east-1a"}, {"id": "subnet-a2", "zone": "us-east-1a"},
+                            {"id": "subnet-b", "zone": "us-east-1b"}],
+                "securityGroups": [{"id": "sg-1"}],
+                "instanceProfile": "demo_default",
+            },
+        }))
+        .expect("an EC2NodeClass")
+    }
+
+    fn claim(name: &str, requirements: serde_json::Value) -> NodeClaim {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "labels": {"karpenter.sh/nodepool": "default"}},
+            "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"},
+                     "requirements": requirements},
+        }))
+        .expect("a NodeClaim")
+    }
+
+    fn m5_large(zones: &[&str], capacity_types: &[&str]) -> serde_json::Value {
+        json!([
+            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]},
+            {"key": "topology.kubernetes.io/zone", "operator": "In", "values": zones},
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": capacity_types},
+        ])
+    }
+
+    fn cloud_with_subnets(free: &[(&str, &str, i64)]) -> Arc<FakeCloud> {
+        let cloud = Arc::new(FakeCloud::default());
+        if let Ok(mut subnets) = cloud.subnets.lock() {
+            for (id, zone, available_ips) in free {
+                subnets.push(SubnetInfo {
+                    id: (*id).into(),
+                    zone: (*zone).into(),
+                    zone_id: String::new(),
+                    available_ips: *available_ips,
+                });
+            }
+        }
+        cloud
+    }
+
+    fn fleet_calls(cloud: &FakeCloud) -> Vec<String> {
+        cloud.calls().into_iter().filter(|c| c.starts_with("CreateFleet")).collect()
+    }
+
+    #[tokio::test]
+    async fn an_instance_already_launched_for_the_nodeclaim_is_adopted_and_nothing_is_launched() {
+        let cloud = cloud_with_subnets(&[("subnet-a1", "us-east-1a", 100)]);
+        cloud.add_instance("i-0123", Some("a"), std::time::Duration::from_secs(30));
+        let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![ready_class()]));
+        let launched = launch(&ctx, &claim("a", m5_large(&["us-east-1a"], &["on-demand"]))).await.expect("adopted");
+        assert_eq!(launched.instance_id, "i-0123");
+        assert!(fleet_calls(&cloud).is_empty(), "{:?}", cloud.calls());
+    }
+
+    #[tokio::test]
+    async fn spot_without_capacity_falls_back_to_on_demand_and_is_remembered_as_unavailable() {
+        let cloud = cloud_with_subnets(&[("subnet-a1", "us-east-1a", 100)]);
+        cloud.exhaust("m5.large", "us-east-1a", CapacityType::Spot);
+        let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![ready_class()]));
+        let launched =
+            launch(&ctx, &claim("a", m5_large(&["us-east-1a"], &["spot", "on-demand"]))).await.expect("launched");
+        assert_eq!(launched.capacity_type, CapacityType::OnDemand);
+        assert_eq!(launched.subnet_id.as_deref(), Some("subnet-a1"));
+        let spot = OfferingKey {
+            instance_type: "m5.large".into(),
+            zone: "us-east-1a".into(),
+            capacity_type: CapacityType::Spot,
+        };
+        assert!(ctx.caches().unavailable.snapshot().contains(&spot), "the spot offering is avoided from now on");
+        // Spot, then on-demand: two fleets, each with the token of its capacity type.
+        let calls = fleet_calls(&cloud);
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(calls[0], format!("CreateFleet {}", client_token("uid-a", 0, CapacityType::Spot)));
+        assert_eq!(calls[1], format!("CreateFleet {}", client_token("uid-a", 0, CapacityType::OnDemand)));
+
+        // The next NodeClaim does not ask for spot there again.
+        let next =
+            launch(&ctx, &claim("b", m5_large(&["us-east-1a"], &["spot", "on-demand"]))).await.expect("launched");
+        assert_eq!(next.capacity_type, CapacityType::OnDemand);
+        assert_eq!(fleet_calls(&cloud).len(), 3, "{:?}", cloud.calls());
+    }
+
+    #[tokio::test]
+    async fn a_retry_whose_outcome_was_lost_sends_the_same_client_token() {
+        let cloud = cloud_with_subnets(&[("subnet-a1", "us-east-1a", 100)]);
+        let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![ready_class()]));
+        let nodeclaim = claim("a", m5_large(&["us-east-1a"], &["on-demand"]));
+        cloud.fail_next("CreateFleet", "InternalError");
+        let failed = launch(&ctx, &nodeclaim).await.expect_err("CreateFleet failed");
+        assert!(!failed.is_insufficient_capacity(), "{failed}");
+        launch(&ctx, &nodeclaim).await.expect("launched");
+        let calls = fleet_calls(&cloud);
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(calls[0], calls[1], "the same attempt, the same token");
+    }
+
+    #[tokio::test]
+    async fn launches_are_debited_from_their_subnet_until_its_free_addresses_show_them() {
+        // As free as each other: the first launch takes subnet-a1 (the lower id breaks the tie); debited, it has
+        // one address less than subnet-a2 for the second, though DescribeSubnets still says ten for both.
+        let cloud = cloud_with_subnets(&[("subnet-a1", "us-east-1a", 10), ("subnet-a2", "us-east-1a", 10)]);
+        let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![ready_class()]));
+        let first = launch(&ctx, &claim("a", m5_large(&["us-east-1a"], &["on-demand"]))).await.expect("launched");
+        let second = launch(&ctx, &claim("b", m5_large(&["us-east-1a"], &["on-demand"]))).await.expect("launched");
+        assert_eq!(first.subnet_id.as_deref(), Some("subnet-a1"));
+        assert_eq!(second.subnet_id.as_deref(), Some("subnet-a2"));
+    }
+
+    #[tokio::test]
+    async fn a_nodeclaim_whose_offerings_are_all_unavailable_launches_nothing_and_says_so() {
+        let cloud = cloud_with_subnets(&[("subnet-a1", "us-east-1a", 100)]);
+        let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![ready_class()]));
+        // No subnet in us-east-1c: nothing of this NodeClaim can launch.
+        let error = launch(&ctx, &claim("a", m5_large(&["us-east-1c"], &["on-demand"]))).await.expect_err("nothing");
+        assert!(error.is_insufficient_capacity(), "{error}");
+        assert!(error.to_string().contains("no on-demand offering"), "{error}");
+        assert!(fleet_calls(&cloud).is_empty());
+        let key = OfferingKey {
+            instance_type: "m5.large".into(),
+            zone: "us-east-1c".into(),
+            capacity_type: CapacityType::OnDemand,
+        };
+        assert!(ctx.caches().unavailable.snapshot().contains(&key), "the next plan looks elsewhere");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_unresolved_class_is_an_error_naming_it() {
+        let cloud = cloud_with_subnets(&[]);
+        let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![]));
+        let error = launch(&ctx, &claim("a", m5_large(&["us-east-1a"], &["on-demand"]))).await.expect_err("no class");
+        assert!(error.to_string().contains("default"), "{error}");
+        assert!(fleet_calls(&cloud).is_empty());
     }
 }

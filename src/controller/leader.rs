@@ -10,7 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
 
-pub const LEASE_NAME: &str = "nodesmith-leader-election";
+use crate::names::LEASE_NAME;
+
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 const RENEW_EVERY: Duration = Duration::from_secs(2);
 
@@ -63,14 +64,27 @@ const STEP_DOWN_AFTER: Duration = Duration::from_secs(10);
 pub async fn run(client: kube::Client, namespace: String, identity: String, leadership: Leadership) {
     let api: Api<Lease> = Api::namespaced(client, &namespace);
     let mut renewed = None::<std::time::Instant>;
+    let mut namespace_missing = false;
     loop {
         // A renewal that hangs must not keep this replica leading while another takes over.
-        match tokio::time::timeout(RENEW_EVERY, step(&api, &identity)).await {
+        let stepped = tokio::time::timeout(RENEW_EVERY, step(&api, &identity)).await;
+        if namespace_missing && matches!(stepped, Ok(Ok(_))) {
+            namespace_missing = false;
+            tracing::info!(namespace, "the Lease namespace exists now");
+        }
+        match stepped {
             Ok(Ok(true)) => {
                 renewed = Some(std::time::Instant::now());
                 leadership.set(true);
             }
             Ok(Ok(false)) => leadership.set(false),
+            // Said once, not at every attempt; the attempts go on, so creating the namespace is enough.
+            Ok(Err(error)) if is_namespace_missing(&error) => {
+                if !namespace_missing {
+                    namespace_missing = true;
+                    tracing::error!(namespace, "{}", namespace_missing_message(&namespace));
+                }
+            }
             Ok(Err(error)) => tracing::warn!("leader election: {error}"),
             Err(_) => tracing::warn!("leader election: the Lease did not answer within {RENEW_EVERY:?}"),
         }
@@ -79,6 +93,20 @@ pub async fn run(client: kube::Client, namespace: String, identity: String, lead
         }
         tokio::time::sleep(RENEW_EVERY).await;
     }
+}
+
+/// The Lease could not be made because its namespace does not exist.
+fn is_namespace_missing(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status)
+        if status.code == 404 && status.details.as_ref().is_some_and(|d| d.kind == "namespaces"))
+}
+
+fn namespace_missing_message(namespace: &str) -> String {
+    format!(
+        "namespace {namespace:?}, where the leader-election Lease {LEASE_NAME} lives, does not exist, so this replica \
+         cannot lead and will change nothing. Create it (`kubectl create namespace {namespace}`) or start the \
+         controller with --namespace (SYSTEM_NAMESPACE) naming the namespace it runs in."
+    )
 }
 
 async fn step(api: &Api<Lease>, identity: &str) -> Result<bool, kube::Error> {
@@ -132,6 +160,29 @@ mod tests {
             renew_time: Some(MicroTime(now - SignedDuration::from_secs(renewed_secs_ago))),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_missing_namespace_is_told_from_other_refusals() {
+        use kube::core::response::StatusDetails;
+        let missing = |kind: &str| {
+            let details = StatusDetails {
+                name: "nodesmith".into(),
+                group: String::new(),
+                kind: kind.into(),
+                uid: String::new(),
+                causes: Vec::new(),
+                retry_after_seconds: 0,
+            };
+            let status = kube::core::Status::failure("namespaces \"nodesmith\" not found", "NotFound")
+                .with_code(404)
+                .with_details(details);
+            kube::Error::Api(status.boxed())
+        };
+        assert!(is_namespace_missing(&missing("namespaces")));
+        assert!(!is_namespace_missing(&missing("leases")));
+        let message = namespace_missing_message("nodesmith");
+        assert!(message.contains("kubectl create namespace nodesmith") && message.contains("--namespace"), "{message}");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! Every component reads the cluster from the same watch caches (`state`), and only the leader writes.
 
+pub mod cluster_snapshot;
 pub mod conditions;
 pub mod disruption;
+pub mod events;
 pub mod garbage_collection;
 pub mod interruption;
 pub mod launch;
@@ -12,12 +14,14 @@ pub mod node_metrics;
 pub mod nodeclaim_lifecycle;
 pub mod nodeclass_status;
 pub mod nodepool_status;
+pub mod nominations;
 pub mod pods;
 pub mod provisioner;
 pub mod slim;
 pub mod state;
 pub mod termination;
-pub mod unavailable;
+#[cfg(test)]
+pub mod testing;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,9 +32,9 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
 use crate::cloud::error::CloudError;
+use crate::cloud::launch_caches::LaunchCaches;
 use crate::cloud::{CloudProvider, Measured};
 use state::ClusterState;
-use unavailable::UnavailableOfferings;
 
 /// How the controller runs; from flags or the environment variables the Helm chart sets.
 #[derive(Debug, Clone)]
@@ -68,11 +72,6 @@ pub struct Context {
     pub state: ClusterState,
     pub instance_types: Vec<InstanceTypeInfo>,
     pub prices: PriceTable,
-    pub unavailable: UnavailableOfferings,
-    /// Launches per subnet not yet visible in its free-address count (debited when picking a subnet).
-    pub in_flight: Mutex<launch::InFlight>,
-    /// Launch templates used by a launch, and when: garbage collection keeps those used recently.
-    pub templates_used: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Nodes and NodeClaims that pods have just been planned onto (the provisioner's nominations): disruption
     /// leaves them alone.
     pub nominated: Mutex<std::collections::HashSet<String>>,
@@ -102,9 +101,6 @@ impl Context {
             state,
             instance_types,
             prices: PriceTable::embedded(),
-            unavailable: UnavailableOfferings::default(),
-            in_flight: Mutex::new(launch::InFlight::default()),
-            templates_used: Mutex::default(),
             nominated: Mutex::default(),
             metrics,
         })
@@ -113,6 +109,11 @@ impl Context {
     /// The cloud, as `controller` calls it: each call is timed and its errors counted under that controller.
     pub fn cloud(&self, controller: &'static str) -> Measured {
         Measured::new(self.cloud.clone(), self.metrics.clone(), controller)
+    }
+
+    /// What the cloud remembers between launches (unavailable offerings, subnet debits, templates used).
+    pub fn caches(&self) -> &LaunchCaches {
+        self.cloud.caches()
     }
 
     /// A recorder with a cache of its own. The shared one folds an Event into an earlier one of the same reason
@@ -179,7 +180,7 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
             crate::catalog::embedded_instance_types().to_vec()
         }
     };
-    let state = state::ClusterState::start(&kube);
+    let (state, subscriptions) = state::ClusterState::start(&kube);
     let ctx =
         Context::new(settings.clone(), cluster, kube.clone(), kube_evictions, aws, metrics, state, instance_types);
 
@@ -201,9 +202,9 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
         None => tracing::info!("no interruption queue configured (INTERRUPTION_QUEUE): interruption handling is off"),
     }
     tokio::select! {
-        () = provisioner::run(ctx.clone(), leadership.clone()) => tracing::error!("the provisioner stopped"),
-        () = nodeclaim_lifecycle::run(ctx.clone(), leadership.clone()) => tracing::error!("the NodeClaim controller stopped"),
-        () = nodeclass_status::run(ctx.clone(), leadership.clone()) => tracing::error!("the EC2NodeClass controller stopped"),
+        () = provisioner::run(ctx.clone(), leadership.clone(), subscriptions.provisioner) => tracing::error!("the provisioner stopped"),
+        () = nodeclaim_lifecycle::run(ctx.clone(), leadership.clone(), subscriptions.nodeclaims, subscriptions.nodes) => tracing::error!("the NodeClaim controller stopped"),
+        () = nodeclass_status::run(ctx.clone(), leadership.clone(), subscriptions.nodeclasses) => tracing::error!("the EC2NodeClass controller stopped"),
         () = garbage_collection::run(ctx.clone(), leadership.clone()) => tracing::error!("garbage collection stopped"),
         () = node_metrics::run(ctx.clone(), leadership.clone()) => tracing::error!("node metrics stopped"),
         () = disruption::run(ctx.clone(), leadership.clone()) => tracing::error!("disruption stopped"),

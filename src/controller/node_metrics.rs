@@ -10,10 +10,11 @@ use kube::ResourceExt;
 
 use super::Context;
 use super::leader::Leadership;
-use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
 use crate::apis::scheduling_input::pod_requests;
+use crate::catalog::CapacityType;
 use crate::catalog::pricing::PriceTable;
 use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
+use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
 use crate::telemetry::{NodeLabels, NodeSample};
 
 const INTERVAL: Duration = Duration::from_secs(15);
@@ -75,8 +76,8 @@ pub fn node_sample(node: &Node, pods: &[Arc<Pod>], prices: &PriceTable) -> Optio
             requested += requests;
         }
     }
-    let price_per_hour = match node_labels.capacity_type.as_str() {
-        "spot" => prices.spot(&node_labels.instance_type, &node_labels.zone),
+    let price_per_hour = match node_labels.capacity_type.parse() {
+        Ok(CapacityType::Spot) => prices.spot(&node_labels.instance_type, &node_labels.zone),
         _ => prices.on_demand(&node_labels.instance_type),
     };
     let resources = REPORTED

@@ -11,37 +11,54 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Taint};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
 use serde_json::json;
 
 use super::leader::Leadership;
-use super::{Context, Error, conditions, launch, termination};
+use super::{Context, Error, conditions, events, launch, termination};
 use crate::apis::finalizers;
-use crate::apis::labels::{
+use crate::apis::nodeclaim::NodeClaim;
+use crate::apis::scheduling_input::resource_quantities;
+use crate::names::{
     CAPACITY_TYPE_LABEL, LAST_LAUNCH_FAILURE_ANNOTATION, LAUNCH_FAILURES_ANNOTATION, SECURITY_GROUPS_ANNOTATION,
     SUBNET_ANNOTATION, TERMINATION_FINALIZER, UNREGISTERED_TAINT_KEY, ZONE_LABEL,
 };
-use crate::apis::nodeclaim::NodeClaim;
-use crate::apis::scheduling_input::resource_quantities;
 
 pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Waiting for a Node to register or become ready: its own events reconcile the NodeClaim at once (see `run`),
+/// so this is only a safety net.
+const NODE_WAIT_RECHECK: Duration = Duration::from_secs(10);
 
 pub struct Reconciler {
     pub ctx: Arc<Context>,
     pub leadership: Leadership,
 }
 
-pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
-    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
-    Controller::new(api, watcher::Config::default())
+/// Reconciles every NodeClaim as it changes, and as the Node launched for it appears and changes (registration
+/// and initialization wait for the Node, not a timer).
+pub async fn run(
+    ctx: Arc<Context>,
+    leadership: Leadership,
+    nodeclaims: ReflectHandle<NodeClaim>,
+    nodes: ReflectHandle<Node>,
+) {
+    let claims = ctx.state.nodeclaims.clone();
+    Controller::for_shared_stream(nodeclaims, ctx.state.nodeclaims.clone())
+        .watches_shared_stream(nodes, move |node| claim_of(&claims, &node).map(|claim| ObjectRef::from_obj(&*claim)))
         .run(reconcile, error_policy, Arc::new(Reconciler { ctx, leadership }))
         .for_each(|_| async {})
         .await;
+}
+
+/// The NodeClaim whose instance `node` runs on (same provider id).
+fn claim_of(claims: &Store<NodeClaim>, node: &Node) -> Option<Arc<NodeClaim>> {
+    let provider_id = node.spec.as_ref()?.provider_id.as_deref()?;
+    claims.find(|c| c.status.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(provider_id))
 }
 
 fn error_policy(claim: Arc<NodeClaim>, error: &Error, _: Arc<Reconciler>) -> Action {
@@ -83,7 +100,7 @@ async fn reconcile(claim: Arc<NodeClaim>, r: Arc<Reconciler>) -> Result<Action, 
                 api.delete(&name, &DeleteParams::default()).await?;
                 return Ok(Action::await_change());
             }
-            return Ok(Action::requeue(Duration::from_secs(1)));
+            return Ok(Action::requeue(NODE_WAIT_RECHECK));
         };
         register(ctx, &claim, &node).await?;
         let mut conds = status.conditions.clone();
@@ -112,7 +129,7 @@ async fn reconcile(claim: Arc<NodeClaim>, r: Arc<Reconciler>) -> Result<Action, 
             patch_status(&api, &name, json!({"conditions": conds})).await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Ok(Action::requeue(NODE_WAIT_RECHECK));
     }
     Ok(Action::requeue(Duration::from_secs(30)))
 }
@@ -128,15 +145,10 @@ pub fn launch_backoff(failures: u32) -> Duration {
     (Duration::from_secs(5) * 2u32.pow(doublings)).min(Duration::from_secs(300))
 }
 
-/// The NodeClaim's failed launches so far, as recorded on it (also its launch attempt: see `launch::client_token`).
-pub fn launch_failures(claim: &NodeClaim) -> u32 {
-    claim.annotations().get(LAUNCH_FAILURES_ANNOTATION).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
 /// The NodeClaim's failed launches so far, and how long until the next may start (zero: now).
 fn launch_wait(claim: &NodeClaim, now: k8s_openapi::jiff::Timestamp) -> (u32, Duration) {
     let annotations = claim.annotations();
-    let failures = launch_failures(claim);
+    let failures = claim.launch_failures();
     let last =
         annotations.get(LAST_LAUNCH_FAILURE_ANNOTATION).and_then(|v| v.parse::<k8s_openapi::jiff::Timestamp>().ok());
     let Some(last) = last.filter(|_| failures > 0) else { return (failures, Duration::ZERO) };
@@ -157,9 +169,7 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
                 return Err(Error::Invalid(format!("launched unknown instance type {}", launched.instance_type)));
             };
             let class = ctx.state.nodeclass(&claim.spec.node_class_ref.name);
-            let settings = class
-                .map(|c| super::provisioner::max_pods_settings(&c, super::provisioner::cni_prefix_delegation(ctx)))
-                .unwrap_or_default();
+            let settings = class.map(|c| c.max_pods_settings(ctx.state.cni_prefix_delegation())).unwrap_or_default();
             let mut labels: BTreeMap<String, String> =
                 info.labels().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
             labels.insert(ZONE_LABEL.into(), launched.zone.clone());
@@ -199,7 +209,14 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Err(error) if error.is_insufficient_capacity() => {
-            publish(ctx, claim, EventType::Warning, "InsufficientCapacityError", &error.to_string()).await;
+            events::on_nodeclaim(
+                &ctx.recorder,
+                claim,
+                EventType::Warning,
+                "InsufficientCapacityError",
+                &error.to_string(),
+            )
+            .await;
             tracing::info!(nodeclaim = %name, "{error}; deleting it so the next round plans elsewhere");
             api.delete(&name, &DeleteParams::default()).await?;
             Ok(Action::await_change())
@@ -221,7 +238,7 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
             let backoff = launch_backoff(failures);
             let note = format!("{error}; launch {failures} failed, the next in {}s", backoff.as_secs());
             tracing::warn!(nodeclaim = %name, "{note}");
-            publish(ctx, claim, EventType::Warning, "LaunchFailed", &note).await;
+            events::on_nodeclaim(&ctx.recorder, claim, EventType::Warning, "LaunchFailed", &note).await;
             let annotations = json!({"metadata": {"annotations": {
                 LAUNCH_FAILURES_ANNOTATION: failures.to_string(),
                 LAST_LAUNCH_FAILURE_ANNOTATION: k8s_openapi::jiff::Timestamp::now().to_string(),
@@ -291,27 +308,33 @@ fn initialized(claim: &NodeClaim, node: &Node) -> bool {
     ready && !startup_left && extended_present
 }
 
-pub async fn publish(ctx: &Context, claim: &NodeClaim, type_: EventType, reason: &str, note: &str) {
-    publish_with(&ctx.recorder, claim, type_, reason, note).await;
-}
-
-/// `publish` through another recorder (see `Context::fresh_recorder`).
-pub async fn publish_with(recorder: &Recorder, claim: &NodeClaim, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &claim.object_ref(&())).await {
-        tracing::debug!("could not record an event on NodeClaim {}: {error}", claim.name_any());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_reconciles_the_nodeclaim_whose_instance_it_runs_on() {
+        let (store, mut writer) = kube::runtime::reflector::store::<NodeClaim>();
+        for (name, provider_id) in
+            [("a", Some("aws:///us-east-1a/i-1")), ("b", Some("aws:///us-east-1b/i-2")), ("c", None)]
+        {
+            let claim: NodeClaim = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "d"}},
+                "status": {"providerID": provider_id},
+            }))
+            .expect("a NodeClaim");
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(claim));
+        }
+        let node = |provider_id: Option<&str>| -> Node {
+            serde_json::from_value(json!({"metadata": {"name": "n"}, "spec": {"providerID": provider_id}}))
+                .expect("a Node")
+        };
+        let claimed = |provider_id| claim_of(&store, &node(provider_id)).map(|c| c.name_any());
+        assert_eq!(claimed(Some("aws:///us-east-1b/i-2")).as_deref(), Some("b"));
+        assert_eq!(claimed(Some("aws:///us-east-1a/i-9")), None);
+        assert_eq!(claimed(None), None);
+    }
 
     #[test]
     fn a_failed_launch_waits_longer_each_time_up_to_five_minutes() {

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::NodeSelectorRequirement;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::ReflectHandle;
 use serde_json::json;
 
 use super::leader::Leadership;
@@ -31,9 +31,8 @@ pub struct Reconciler {
     pub leadership: Leadership,
 }
 
-pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
-    let api: Api<EC2NodeClass> = Api::all(ctx.kube.clone());
-    Controller::new(api, watcher::Config::default())
+pub async fn run(ctx: Arc<Context>, leadership: Leadership, nodeclasses: ReflectHandle<EC2NodeClass>) {
+    Controller::for_shared_stream(nodeclasses, ctx.state.nodeclasses.clone())
         .run(reconcile, error_policy, Arc::new(Reconciler { ctx, leadership }))
         .for_each(|_| async {})
         .await;

@@ -9,13 +9,13 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::provisioner::quantities_to_resources;
+use super::cluster_snapshot::quantities_to_resources;
 use super::{Context, Error, conditions};
-use crate::apis::labels::NODEPOOL_LABEL;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
 use crate::apis::scheduling_input::resource_quantities;
 use crate::catalog::resources::Resources;
+use crate::names::NODEPOOL_LABEL;
 
 /// Writes each NodePool's node count and summed capacity where they changed.
 pub async fn update(ctx: &Context) -> Result<(), Error> {

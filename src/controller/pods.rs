@@ -9,7 +9,7 @@ pub fn is_daemonset_pod(pod: &Pod) -> bool {
 
 /// A static pod's mirror: the kubelet owns it, eviction cannot move it.
 pub fn is_mirror_pod(pod: &Pod) -> bool {
-    pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
+    pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(crate::names::MIRROR_POD_ANNOTATION))
 }
 
 /// Finished (Succeeded or Failed): it holds no resources.
@@ -49,7 +49,7 @@ pub fn is_do_not_disrupt(pod: &Pod) -> bool {
     pod.metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(crate::apis::labels::DO_NOT_DISRUPT_ANNOTATION))
+        .and_then(|a| a.get(crate::names::DO_NOT_DISRUPT_ANNOTATION))
         .is_some_and(|v| v == "true")
 }
 

@@ -5,6 +5,8 @@
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use kube::api::ObjectMeta;
 
+use crate::names::{DO_NOT_DISRUPT_ANNOTATION, MIRROR_POD_ANNOTATION, POD_DELETION_COST_ANNOTATION};
+
 /// The annotation `kubectl apply` keeps a whole copy of the object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -32,14 +34,40 @@ fn container(container: &mut Container) {
     container.working_dir = None;
     container.termination_message_path = None;
     container.termination_message_policy = None;
+    container.image = None;
+    container.image_pull_policy = None;
+    container.resize_policy = None;
 }
+
+/// The pod annotations the controller reads; a pod keeps no other (real pods carry many, some large).
+const POD_ANNOTATIONS_READ: [&str; 3] =
+    [DO_NOT_DISRUPT_ANNOTATION, POD_DELETION_COST_ANNOTATION, MIRROR_POD_ANNOTATION];
 
 pub fn pod(pod: &mut Pod) {
     metadata(&mut pod.metadata);
+    let meta = &mut pod.metadata;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| POD_ANNOTATIONS_READ.contains(&key.as_str()));
+    }
+    meta.generate_name = None;
+    meta.resource_version = None;
+    meta.finalizers = None;
     if let Some(spec) = pod.spec.as_mut() {
         spec.containers.iter_mut().for_each(container);
         spec.init_containers.iter_mut().flatten().for_each(container);
         spec.ephemeral_containers = None;
+        spec.security_context = None;
+        spec.dns_config = None;
+        spec.dns_policy = None;
+        spec.host_aliases = None;
+        spec.image_pull_secrets = None;
+        spec.readiness_gates = None;
+        spec.hostname = None;
+        spec.subdomain = None;
+        spec.service_account = None;
+        spec.service_account_name = None;
+        spec.automount_service_account_token = None;
+        spec.enable_service_links = None;
         // Only claims of storage may ever matter to where a pod can go; the service-account token, config maps
         // and secrets every pod mounts do not.
         if let Some(volumes) = spec.volumes.as_mut() {
@@ -47,9 +75,26 @@ pub fn pod(pod: &mut Pod) {
         }
     }
     if let Some(status) = pod.status.as_mut() {
+        // What is read: the phase, whether the scheduler found no node (PodScheduled), and a nomination.
         status.container_statuses = None;
         status.init_container_statuses = None;
         status.ephemeral_container_statuses = None;
+        if let Some(conditions) = status.conditions.as_mut() {
+            conditions.retain(|c| c.type_ == "PodScheduled");
+            for condition in conditions.iter_mut() {
+                condition.message = None;
+            }
+        }
+        status.host_ip = None;
+        status.host_ips = None;
+        status.pod_ip = None;
+        status.pod_ips = None;
+        status.qos_class = None;
+        status.start_time = None;
+        status.message = None;
+        status.reason = None;
+        status.resize = None;
+        status.resource_claim_statuses = None;
     }
 }
 
@@ -100,6 +145,7 @@ mod tests {
                 labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
                 annotations: Some(BTreeMap::from([
                     ("karpenter.sh/do-not-disrupt".to_string(), "true".to_string()),
+                    ("prometheus.io/scrape".to_string(), "true".to_string()),
                     (LAST_APPLIED.to_string(), "{\"a whole copy\": true}".to_string()),
                 ])),
                 managed_fields: Some(vec![ManagedFieldsEntry::default()]),
@@ -113,12 +159,17 @@ mod tests {
             }),
             status: Some(PodStatus {
                 phase: Some("Pending".into()),
-                conditions: Some(vec![PodCondition {
-                    type_: "PodScheduled".into(),
-                    status: "False".into(),
-                    reason: Some("Unschedulable".into()),
-                    ..PodCondition::default()
-                }]),
+                conditions: Some(vec![
+                    PodCondition {
+                        type_: "PodScheduled".into(),
+                        status: "False".into(),
+                        reason: Some("Unschedulable".into()),
+                        message: Some("0/3 nodes are available: 3 Insufficient cpu.".into()),
+                        ..PodCondition::default()
+                    },
+                    PodCondition { type_: "Ready".into(), status: "False".into(), ..PodCondition::default() },
+                ]),
+                pod_ip: Some("10.0.0.1".into()),
                 container_statuses: Some(vec![Default::default()]),
                 ..PodStatus::default()
             }),
@@ -145,6 +196,10 @@ mod tests {
         let app = &slim.spec.as_ref().expect("spec").containers[0];
         assert!(app.env.is_none() && app.command.is_none() && app.liveness_probe.is_none());
         assert!(slim.status.as_ref().expect("status").container_statuses.is_none());
+        let annotations = slim.metadata.annotations.as_ref().expect("annotations");
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["karpenter.sh/do-not-disrupt"]);
+        assert_eq!(slim.status.as_ref().and_then(|s| s.conditions.as_ref()).map(Vec::len), Some(1));
+        assert!(app.image.is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The cluster as the controller sees it: watch-fed caches of pods, nodes, DaemonSets and the Karpenter objects.
-//! Every replica keeps them warm, so a new leader starts with a full picture.
+//! The cluster as the controller sees it: one watch per kind, feeding both the caches every component reads and
+//! the controllers' triggers (shared streams), so no kind is watched twice. Every replica keeps them warm, so a
+//! new leader starts with a full picture.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
@@ -17,6 +18,9 @@ use super::slim;
 use crate::apis::ec2nodeclass::EC2NodeClass;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
+
+/// Changes a subscriber may fall behind by before the watch waits for it.
+const SUBSCRIBER_BUFFER: usize = 1024;
 
 #[derive(Clone)]
 pub struct ClusterState {
@@ -30,23 +34,128 @@ pub struct ClusterState {
     pub pdbs: Store<PodDisruptionBudget>,
 }
 
-/// A cache of `api`'s objects, each slimmed by `slim` before it is stored (see `super::slim`).
-fn watch<K>(api: Api<K>, config: watcher::Config, slim: fn(&mut K)) -> Store<K>
+/// The change streams of the shared watches, one per consumer. Each must be polled for as long as the controller
+/// runs: a subscriber that stops reading makes its watch wait (see `SUBSCRIBER_BUFFER`).
+pub struct Subscriptions {
+    /// Wake the provisioner's batcher.
+    pub provisioner: Triggers,
+    /// Drive the NodeClaim controller: its NodeClaims, and Nodes appearing and changing (registration).
+    pub nodeclaims: ReflectHandle<NodeClaim>,
+    pub nodes: ReflectHandle<Node>,
+    /// Drives the EC2NodeClass controller.
+    pub nodeclasses: ReflectHandle<EC2NodeClass>,
+}
+
+/// What may make a pod need a new place: pods changing, nodes being tainted or going away, NodeClaims changing.
+pub struct Triggers {
+    pub pods: ReflectHandle<Pod>,
+    pub nodes: ReflectHandle<Node>,
+    pub nodeclaims: ReflectHandle<NodeClaim>,
+}
+
+/// A watch of `api`'s objects into a cache, each slimmed by `slim` before it is stored (see `super::slim`), and
+/// `N` change streams of it, which must be read (see `Subscriptions`).
+fn watch<K, const N: usize>(api: Api<K>, slim: fn(&mut K)) -> (Store<K>, [ReflectHandle<K>; N])
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff().modify(slim)).applied_objects();
+    let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+    let handles = std::array::from_fn(|_| writer.subscribe().expect("a shared store's writer is subscribable"));
+    let watch = watcher(api, watcher::Config::default()).default_backoff().modify(slim);
+    // Every event, not only objects: a kind with no objects still tells that it is served again.
+    let stream = reflector::reflector(writer, watch);
     tokio::spawn(async move {
+        let mut health = WatchHealth::<K>::default();
         stream
-            .for_each(|event| async move {
-                if let Err(error) = event {
-                    tracing::warn!(kind = K::kind(&()).as_ref(), "watch error (retrying): {error}");
-                }
+            .for_each(|event| {
+                health.observe(event);
+                std::future::ready(())
             })
             .await;
     });
-    store
+    (store, handles)
+}
+
+/// Says once, plainly, that a kind is not served (its CRD is missing), rather than at every retry; says when it
+/// is served again. Other watch errors are retried and logged each time.
+struct WatchHealth<K> {
+    missing: bool,
+    kind: std::marker::PhantomData<K>,
+}
+
+/// What one watch event gives to say.
+#[derive(Debug, PartialEq, Eq)]
+enum Said {
+    Nothing,
+    NotServed(String),
+    ServedAgain(String),
+    Retrying(String),
+}
+
+impl<K> Default for WatchHealth<K> {
+    fn default() -> Self {
+        Self { missing: false, kind: std::marker::PhantomData }
+    }
+}
+
+impl<K: kube::Resource<DynamicType = ()>> WatchHealth<K> {
+    fn observe(&mut self, event: watcher::Result<watcher::Event<K>>) {
+        let kind = K::kind(&());
+        let said = match event {
+            // Said before each (re)list starts: no proof yet that the kind is served.
+            Ok(watcher::Event::Init) => return,
+            Ok(_) => self.said(None),
+            Err(error) => self.said(Some(error)),
+        };
+        match said {
+            Said::Nothing => {}
+            Said::NotServed(message) => tracing::error!(kind = kind.as_ref(), "{message}"),
+            Said::ServedAgain(message) => tracing::info!(kind = kind.as_ref(), "{message}"),
+            Said::Retrying(message) => tracing::warn!(kind = kind.as_ref(), "{message}"),
+        }
+    }
+
+    fn said(&mut self, error: Option<watcher::Error>) -> Said {
+        let (kind, api_version) = (K::kind(&()), K::api_version(&()));
+        match error {
+            None if self.missing => {
+                self.missing = false;
+                Said::ServedAgain(format!("{api_version} {kind} is served now; watching it"))
+            }
+            Some(error) if is_not_served(&error) => {
+                if self.missing {
+                    return Said::Nothing;
+                }
+                self.missing = true;
+                Said::NotServed(not_served_message(&api_version, &kind))
+            }
+            Some(error) => Said::Retrying(format!("watch error (retrying): {error}")),
+            None => Said::Nothing,
+        }
+    }
+}
+
+/// The API server answered 404 to the list or watch: the kind's API is not there.
+fn is_not_served(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(error)
+        | watcher::Error::WatchStartFailed(error)
+        | watcher::Error::WatchFailed(error) => super::is_not_found(error),
+        watcher::Error::WatchError(status) => status.code == 404,
+        watcher::Error::NoResourceVersion => false,
+    }
+}
+
+fn not_served_message(api_version: &str, kind: &str) -> String {
+    if api_version.starts_with("karpenter.") {
+        format!(
+            "{api_version} {kind} is not served by this cluster: the Karpenter v1 CRDs are not installed. Install them \
+             with `nodesmith crds | kubectl apply --server-side -f -` (or the Helm chart, which carries them). The \
+             controller stays unready until they are; it keeps watching and starts on its own."
+        )
+    } else {
+        format!("{api_version} {kind} is not served by this cluster; the controller stays unready until it is")
+    }
 }
 
 /// Slims any object to its metadata's needs.
@@ -55,18 +164,24 @@ fn metadata_only<K: kube::Resource>(object: &mut K) {
 }
 
 impl ClusterState {
-    /// Starts every watch; `wait_synced` tells when the caches are complete.
-    pub fn start(client: &kube::Client) -> Self {
-        let all = watcher::Config::default;
-        Self {
-            pods: watch(Api::all(client.clone()), all(), slim::pod),
-            nodes: watch(Api::all(client.clone()), all(), slim::node),
-            daemonsets: watch(Api::all(client.clone()), all(), metadata_only),
-            nodeclaims: watch(Api::all(client.clone()), all(), metadata_only),
-            nodepools: watch(Api::all(client.clone()), all(), metadata_only),
-            nodeclasses: watch(Api::all(client.clone()), all(), metadata_only),
-            pdbs: watch(Api::all(client.clone()), all(), metadata_only),
-        }
+    /// Starts every watch; `wait_synced` tells when the caches are complete. The subscriptions must all be read.
+    pub fn start(client: &kube::Client) -> (Self, Subscriptions) {
+        let c = client;
+        let (pods, [pod_changes]) = watch(Api::all(c.clone()), slim::pod);
+        let (nodes, [node_changes, node_registrations]) = watch(Api::all(c.clone()), slim::node);
+        let (nodeclaims, [nodeclaim_changes, nodeclaim_reconciles]) = watch(Api::all(c.clone()), metadata_only);
+        let (nodeclasses, [nodeclass_reconciles]) = watch(Api::all(c.clone()), metadata_only);
+        let (daemonsets, []) = watch(Api::all(c.clone()), metadata_only);
+        let (nodepools, []) = watch(Api::all(c.clone()), metadata_only);
+        let (pdbs, []) = watch(Api::all(c.clone()), metadata_only);
+        let state = Self { pods, nodes, daemonsets, nodeclaims, nodepools, nodeclasses, pdbs };
+        let subscriptions = Subscriptions {
+            provisioner: Triggers { pods: pod_changes, nodes: node_changes, nodeclaims: nodeclaim_changes },
+            nodeclaims: nodeclaim_reconciles,
+            nodes: node_registrations,
+            nodeclasses: nodeclass_reconciles,
+        };
+        (state, subscriptions)
     }
 
     pub async fn wait_synced(&self) {
@@ -100,6 +215,22 @@ impl ClusterState {
         self.nodepools.get(&reflector::ObjectRef::new(name))
     }
 
+    /// `ENABLE_PREFIX_DELEGATION` of the VPC CNI's DaemonSet (`kube-system/aws-node`).
+    pub fn cni_prefix_delegation(&self) -> bool {
+        self.daemonsets.state().iter().any(|ds| {
+            ds.metadata.namespace.as_deref() == Some("kube-system")
+                && ds.metadata.name.as_deref() == Some("aws-node")
+                && ds
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.spec.as_ref())
+                    .into_iter()
+                    .flat_map(|s| &s.containers)
+                    .flat_map(|c| c.env.iter().flatten())
+                    .any(|e| e.name == "ENABLE_PREFIX_DELEGATION" && e.value.as_deref() == Some("true"))
+        })
+    }
+
     /// Pods bound to each node, by node name.
     pub fn pods_by_node(&self) -> BTreeMap<String, Vec<Arc<Pod>>> {
         let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
@@ -109,5 +240,43 @@ impl ClusterState {
             }
         }
         by_node
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn not_found() -> watcher::Error {
+        let status = Status::failure("404 page not found", "NotFound").with_code(404);
+        watcher::Error::InitialListFailed(kube::Error::Api(status.boxed()))
+    }
+
+    #[test]
+    fn a_missing_crd_is_said_once_with_how_to_install_it_and_its_return_once() {
+        let mut health = WatchHealth::<NodeClaim>::default();
+        let Said::NotServed(message) = health.said(Some(not_found())) else { panic!("not said") };
+        assert!(message.starts_with("karpenter.sh/v1 NodeClaim is not served"), "{message}");
+        assert!(message.contains("nodesmith crds | kubectl apply") && message.contains("Helm chart"), "{message}");
+        assert_eq!(health.said(Some(not_found())), Said::Nothing);
+        assert_eq!(health.said(None), Said::ServedAgain("karpenter.sh/v1 NodeClaim is served now; watching it".into()));
+        assert_eq!(health.said(None), Said::Nothing);
+        // Missing again later: said again, once.
+        assert!(matches!(health.said(Some(not_found())), Said::NotServed(_)));
+    }
+
+    #[test]
+    fn other_watch_errors_are_said_each_time() {
+        let mut health = WatchHealth::<Pod>::default();
+        let forbidden = || {
+            let status = Status::failure("pods is forbidden", "Forbidden").with_code(403);
+            watcher::Error::WatchFailed(kube::Error::Api(status.boxed()))
+        };
+        assert!(matches!(health.said(Some(forbidden())), Said::Retrying(m) if m.contains("forbidden")));
+        assert!(matches!(health.said(Some(forbidden())), Said::Retrying(_)));
+        assert_eq!(health.said(None), Said::Nothing);
+        assert!(!not_served_message("v1", "Pod").contains("Karpenter"));
     }
 }

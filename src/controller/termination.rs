@@ -13,14 +13,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use serde_json::json;
 
-use super::nodeclaim_lifecycle::publish;
-use super::{Context, Error, pods};
+use super::{Context, Error, events, pods};
 use crate::apis::finalizers;
-use crate::apis::labels::{DISRUPTED_TAINT_KEY, NODEPOOL_LABEL, TERMINATION_FINALIZER};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::cloud::CloudProvider;
 use crate::cloud::error::CloudError;
 use crate::cloud::instances::{self, InstanceSummary};
+use crate::names::{DISRUPTED_TAINT_KEY, NODEPOOL_LABEL, TERMINATION_FINALIZER};
 
 /// Terminates what is left of the NodeClaim `name`'s instance; returns the instance terminated, None when there
 /// is nothing left to terminate. `provider_id` is what the NodeClaim recorded, `instance` its instance as EC2
@@ -102,7 +101,8 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
         terminate_instance(&cloud, &ctx.settings.cluster_name, &name, provider_id, instance).await?
     {
         if provider_id.is_some() {
-            publish(ctx, claim, EventType::Normal, "Terminating", &format!("terminating instance {terminated}")).await;
+            let note = format!("terminating instance {terminated}");
+            events::on_nodeclaim(&ctx.recorder, claim, EventType::Normal, "Terminating", &note).await;
         }
         tracing::info!(nodeclaim = %name, instance = terminated, "terminating instance");
         return Ok(Action::requeue(POLL));

@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::bitset::BitSet;
 use super::model::{NodePoolSpec, tolerates_all};
 use super::requirements::{Operator, Requirement};
-use super::solver::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, SchedulingInput, ZONE_LABEL};
+use super::solver::SchedulingInput;
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
 use crate::catalog::resources::{ResourceName, Resources};
 use crate::catalog::{CapacityType, OfferingKey, offerings};
+use crate::names::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
 
 /// Capacity types as bits: spot = 1, on-demand = 2.
 pub(super) const SPOT: u8 = 1;

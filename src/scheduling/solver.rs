@@ -19,10 +19,8 @@ use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
 use crate::catalog::resources::{ResourceName, Resources};
 use crate::catalog::{CapacityType, OfferingKey};
+use crate::names::{CAPACITY_TYPE_LABEL, ZONE_LABEL};
 
-pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
-pub const CAPACITY_TYPE_LABEL: &str = "karpenter.sh/capacity-type";
-pub const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
 /// A NodeClaim carries at most this many instance types to CreateFleet.
 pub const MAX_INSTANCE_TYPE_OPTIONS: usize = 60;
 
@@ -125,9 +123,9 @@ fn domains_of(existing: &[ExistingNode], catalog: &Catalog) -> Vec<(Option<usize
         .iter()
         .map(|n| {
             let zone = n.labels.get(ZONE_LABEL).and_then(|z| catalog.zone_index(z));
-            let capacity_type = match n.labels.get(CAPACITY_TYPE_LABEL).map(String::as_str) {
-                Some("spot") => Some(0),
-                Some("on-demand") => Some(1),
+            let capacity_type = match n.labels.get(CAPACITY_TYPE_LABEL).map(|v| v.parse()) {
+                Some(Ok(CapacityType::Spot)) => Some(0),
+                Some(Ok(CapacityType::OnDemand)) => Some(1),
                 _ => None,
             };
             (zone, capacity_type)

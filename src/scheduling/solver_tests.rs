@@ -8,15 +8,13 @@ use proptest::prelude::*;
 use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, Toleration, tolerates_all};
 use super::plan::Plan;
 use super::requirements::{Operator, Requirement};
-use super::solver::{
-    CAPACITY_TYPE_LABEL, MAX_INSTANCE_TYPE_OPTIONS, Pass, Prepared, SchedulingInput, ZONE_LABEL, solve, solve_prepared,
-    solve_with,
-};
+use super::solver::{MAX_INSTANCE_TYPE_OPTIONS, Pass, Prepared, SchedulingInput, solve, solve_prepared, solve_with};
 use super::topology::{PodAffinityTerm, TopologyKey, TopologySpread};
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
 use crate::catalog::resources::{ResourceName, Resources};
 use crate::catalog::{CapacityType, OfferingKey, embedded_instance_types};
+use crate::names::{CAPACITY_TYPE_LABEL, ZONE_LABEL};
 
 const GI: i64 = 1 << 30;
 

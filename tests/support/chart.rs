@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+use super::yaml::parse_documents;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
@@ -73,18 +75,6 @@ pub fn render_with_files(
         Err(error) => bail!("helm template failed: {error}"),
     };
     parse_documents(&yaml)
-}
-
-/// Every non-empty document of a multi-document YAML stream.
-pub fn parse_documents(yaml: &str) -> Result<Vec<serde_json::Value>> {
-    let mut objects = Vec::new();
-    for document in serde_yaml_ng::Deserializer::from_str(yaml) {
-        let value: serde_json::Value = serde::Deserialize::deserialize(document)?;
-        if !value.is_null() {
-            objects.push(value);
-        }
-    }
-    Ok(objects)
 }
 
 /// Server-side applies `object` (with `dry_run`, only validates it: admission, schema, CEL).

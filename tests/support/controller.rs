@@ -1,7 +1,7 @@
 //! The controller under test: its process, its namespace and identity, the CRDs, and the NodePools, workloads
 //! and clean-up the controller tests share (tests/sandbox_controller.rs, tests/sandbox_disruption.rs).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -33,6 +33,7 @@ pub struct ControllerProcess {
     pub child: Child,
     pub log: std::path::PathBuf,
     pub metrics_port: u16,
+    pub health_port: u16,
 }
 
 impl ControllerProcess {
@@ -52,6 +53,11 @@ impl ControllerProcess {
             .unwrap_or(0.0))
     }
 
+    /// Whether `/readyz` answers 200.
+    pub async fn is_ready(&self) -> Result<bool> {
+        Ok(http_status(self.health_port, "/readyz").await? == 200)
+    }
+
     pub fn log_lines_with(&self, text: &str) -> usize {
         std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains(text)).count()
     }
@@ -65,12 +71,24 @@ impl Drop for ControllerProcess {
 
 /// A plain HTTP GET on loopback (the controller's metrics and health servers).
 pub async fn http_get(port: u16, path: &str) -> Result<String> {
+    let response = http_response(port, path).await?;
+    Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+}
+
+/// The status code of a plain HTTP GET on loopback.
+pub async fn http_status(port: u16, path: &str) -> Result<u16> {
+    let response = http_response(port, path).await?;
+    let code = response.split(' ').nth(1).and_then(|c| c.parse().ok());
+    code.with_context(|| format!("no HTTP status in {response:?}"))
+}
+
+async fn http_response(port: u16, path: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+    Ok(response)
 }
 
 pub fn free_port() -> Result<u16> {
@@ -91,8 +109,9 @@ pub fn start_controller_with_aws(
     start_controller_with(cluster, namespace, identity, aws_endpoint, None, &[])
 }
 
-/// `kube_endpoint` replaces the API server with a proxy in front of it that already acts as the controller's
-/// ServiceAccount (e.g. `nodesmith_sandbox::kube_fault_proxy`, given `controller_kube_client`).
+/// `kube_endpoint` replaces the API server with a proxy in front of it that already acts as some identity (e.g.
+/// `nodesmith_sandbox::kube_fault_proxy`, given `controller_kube_client` for the controller's ServiceAccount);
+/// `namespace` is then only the Lease namespace, and need not exist.
 pub fn start_controller_with(
     cluster: &str,
     namespace: &str,
@@ -105,7 +124,7 @@ pub fn start_controller_with(
     // The controller runs as the Helm chart's ServiceAccount, bound by the chart's RBAC: these tests show that
     // RBAC suffices (and tests/sandbox_chart.rs, from the audit log, that it grants nothing unused).
     let mut kubeconfig = super::chart::kubeconfig_path(namespace);
-    if !kubeconfig.exists() {
+    if kube_endpoint.is_none() && !kubeconfig.exists() {
         bail!("no ServiceAccount kubeconfig for {namespace}: create the namespace with controller_namespace()");
     }
     if let Some(server) = kube_endpoint {
@@ -132,17 +151,17 @@ pub fn start_controller_with(
     }
     let log_path = std::path::PathBuf::from(format!("{}/target/controller-{identity}.log", env!("CARGO_MANIFEST_DIR")));
     let log = std::fs::File::create(&log_path)?;
-    let metrics_port = free_port()?;
-    let child = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+    let (metrics_port, health_port) = (free_port()?, free_port()?);
+    let child = super::nodesmith_binary()
         .args(["controller", "--cluster-name", cluster, "--namespace", namespace, "--identity", identity])
-        .args(["--metrics-port", &metrics_port.to_string(), "--health-port", &free_port()?.to_string()])
+        .args(["--metrics-port", &metrics_port.to_string(), "--health-port", &health_port.to_string()])
         .args(extra_args)
         .args(["--batch-idle-duration", "500ms", "--batch-max-duration", "3s", "--log-level", "nodesmith=info"])
         .envs(env)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?;
-    Ok(ControllerProcess { child, log: log_path, metrics_port })
+    Ok(ControllerProcess { child, log: log_path, metrics_port, health_port })
 }
 
 /// A client acting as the controller's ServiceAccount in `namespace` (what a proxy in front of the API server
@@ -223,15 +242,7 @@ pub async fn install_crds(sandbox: &Sandbox) -> Result<()> {
     for crd in nodesmith::apis::crds::all() {
         let name = crd.crd.name_any();
         api.patch(&name, &PatchParams::apply("nodesmith").force(), &Patch::Apply(&crd.crd)).await?;
-        wait_until(&format!("CRD {name} established"), Duration::from_secs(30), || async {
-            let crd = api.get(&name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-            Ok(established.then_some(()))
-        })
-        .await?;
+        super::wait_established(&sandbox.kube, &name).await?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 pub mod chart;
 pub mod controller;
 pub mod iam;
+pub mod yaml;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -95,7 +96,6 @@ impl Sandbox {
     }
 }
 
-/// The sandbox environment: `target/sandbox/env`, overridden by the process environment.
 /// The fault-injecting proxy in front of the sandbox's moto, with this plan: its URL and what it records.
 pub async fn aws_fault_proxy(
     plan: nodesmith_sandbox::fault_proxy::FaultPlan,
@@ -105,11 +105,36 @@ pub async fn aws_fault_proxy(
 }
 
 /// The names setup gives `cluster`'s resources in the sandbox's region.
-pub fn names(cluster: &str) -> nodesmith::bootstrap::names::ClusterNames {
+pub fn names(cluster: &str) -> nodesmith::cloud::resource_names::ClusterNames {
     let region = sandbox_env().ok().and_then(|e| e.get("AWS_REGION").cloned()).unwrap_or_else(|| "us-east-1".into());
-    nodesmith::bootstrap::names::ClusterNames::for_cluster(cluster, &region)
+    nodesmith::cloud::resource_names::ClusterNames::for_cluster(cluster, &region)
 }
 
+/// Waits until the API server serves the CRD `name` (its `Established` condition).
+pub async fn wait_established(kube: &kube::Client, name: &str) -> Result<()> {
+    let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(kube.clone());
+    wait_until(&format!("CRD {name} established"), Duration::from_secs(60), || async {
+        let crd = api.get(name).await?;
+        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+        Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
+    })
+    .await
+}
+
+/// The nodesmith binary under test.
+pub fn nodesmith_binary() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+}
+
+/// The nodesmith binary under test, in the sandbox's environment (moto's endpoint and keys, the kubeconfig).
+pub fn nodesmith() -> Result<std::process::Command> {
+    let mut command = nodesmith_binary();
+    command.envs(sandbox_env()?);
+    Ok(command)
+}
+
+/// The sandbox environment: `target/sandbox/env`, overridden by the process environment.
 pub fn sandbox_env() -> Result<HashMap<String, String>> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sandbox/env");
     let mut env = HashMap::new();

@@ -3,11 +3,12 @@
 
 use serde_json::json;
 
-use super::{NodeAccess, OWNER_TAG, Setup, SetupError};
+use super::{NodeAccess, Setup, SetupError};
 use crate::bootstrap::aws_auth;
 use crate::bootstrap::propagation::retry_while_propagating;
 use crate::bootstrap::report::Action;
 use crate::cloud::error::CloudError;
+use crate::names::OWNER_TAG;
 
 impl Setup<'_> {
     /// Lets nodes with the node role join: an access entry of type EC2_LINUX, or an aws-auth mapping.

@@ -4,12 +4,14 @@
 use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 
-use super::{OWNER_TAG, Setup, SetupError};
+use super::{Setup, SetupError};
 use crate::bootstrap::policies::{self, PolicyContext};
 use crate::bootstrap::propagation::retry_while_propagating;
 use crate::bootstrap::report::Action;
 use crate::cloud::error::CloudError;
-use crate::cloud::instance_profile::{REGION_TAG, other_region};
+use crate::cloud::instance_profile::other_region;
+use crate::names::OWNER_TAG;
+use crate::names::REGION_TAG;
 
 /// AWS managed policies a node needs.
 const NODE_MANAGED_POLICIES: [&str; 4] = [

@@ -10,10 +10,11 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{OWNER_TAG, Setup, SetupError};
+use super::{Setup, SetupError};
 use crate::apis::ec2nodeclass::EC2NodeClass;
 use crate::apis::nodepool::NodePool;
 use crate::bootstrap::report::Action;
+use crate::names::OWNER_TAG;
 use crate::render::{NodeClassValues, render_nodeclasses};
 
 const FIELD_MANAGER: &str = "nodesmith-setup";

@@ -11,15 +11,10 @@ use aws_sdk_ec2::types::Tag as Ec2Tag;
 
 use super::aws_auth::MapRolesError;
 use super::kube_target::{KubeTarget, KubeTargetError};
-use super::names::ClusterNames;
 use super::report::{Ledger, ProgressObserver};
 use crate::cloud::error::CloudError;
-
-/// Every resource setup creates carries this tag with the cluster's name: teardown needs no state file.
-pub const OWNER_TAG: &str = "nodesmith.io/cluster";
-pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
-/// Put beside a discovery tag setup added, so teardown removes only the tags it added.
-pub const DISCOVERY_SET_BY_TAG: &str = "nodesmith.io/discovery-set-by";
+use crate::cloud::resource_names::ClusterNames;
+use crate::names::{DISCOVERY_TAG, OWNER_TAG};
 
 #[derive(Debug, Clone)]
 pub enum DiscoveryValue {

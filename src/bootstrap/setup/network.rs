@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Subnet, Tag, TagSpecification};
 
-use super::{DISCOVERY_SET_BY_TAG, DISCOVERY_TAG, DiscoveryValue, OWNER_TAG, Setup, SetupError};
+use super::{DiscoveryValue, Setup, SetupError};
 use crate::bootstrap::cidr::{Ipv4Block, free_blocks, free_ranges};
 use crate::bootstrap::report::Action;
 use crate::cloud::error::CloudError;
+use crate::names::{DISCOVERY_SET_BY_TAG, DISCOVERY_TAG, OWNER_TAG};
 
 fn tag_value<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
     tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())

@@ -6,10 +6,11 @@ use aws_sdk_eventbridge::types::{Tag as RuleTag, Target};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
-use super::{OWNER_TAG, Setup, SetupError};
+use super::{Setup, SetupError};
 use crate::bootstrap::ownership::{queue_is_ours, rule_is_ours};
 use crate::bootstrap::report::Action;
 use crate::cloud::error::CloudError;
+use crate::names::OWNER_TAG;
 
 /// Messages older than the spot warning's two minutes are of no use; five minutes leaves room for retries.
 const RETENTION_SECONDS: &str = "300";

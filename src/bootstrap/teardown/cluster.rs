@@ -13,13 +13,13 @@ use kube::{Resource, ResourceExt};
 use super::{Teardown, TeardownError};
 use crate::apis::ec2nodeclass::EC2NodeClass;
 use crate::apis::finalizers;
-use crate::apis::labels::{NODEPOOL_LABEL, TERMINATION_FINALIZER};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
 use crate::bootstrap::aws_auth;
 use crate::bootstrap::report::Action;
-use crate::bootstrap::setup::OWNER_TAG;
 use crate::cloud::error::CloudError;
+use crate::names::OWNER_TAG;
+use crate::names::{NODEPOOL_LABEL, TERMINATION_FINALIZER};
 
 /// How long teardown lets the controller drain and terminate the NodePools' nodes before it terminates what is
 /// left itself.
@@ -326,7 +326,7 @@ pub(super) struct KubernetesSide {
 /// Whether a nodesmith controller holds its Lease: renewed within the last 30 seconds, in any namespace.
 async fn controller_alive(client: &kube::Client) -> Result<bool, CloudError> {
     let leases: Api<Lease> = Api::all(client.clone());
-    let params = ListParams::default().fields(&format!("metadata.name={}", crate::controller::leader::LEASE_NAME));
+    let params = ListParams::default().fields(&format!("metadata.name={}", crate::names::LEASE_NAME));
     let listed = leases.list(&params).await.map_err(|e| kube_error("listing Leases", e))?;
     let now = k8s_openapi::jiff::Timestamp::now();
     Ok(listed.items.iter().any(|lease| {

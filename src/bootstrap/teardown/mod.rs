@@ -8,13 +8,13 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 
 use super::kube_target::KubeTarget;
-use super::names::ClusterNames;
 use super::ownership::{queue_is_ours, rule_is_ours};
 use super::report::{Action, Ledger, ProgressObserver};
 use super::setup::queue::INTERRUPTION_EVENTS;
-use super::setup::{DISCOVERY_SET_BY_TAG, DISCOVERY_TAG, OWNER_TAG};
 use crate::cloud::error::CloudError;
-use crate::cloud::instance_profile::{self, REGION_TAG};
+use crate::cloud::resource_names::ClusterNames;
+use crate::cloud::{instance_profile, instances};
+use crate::names::{DISCOVERY_SET_BY_TAG, DISCOVERY_TAG, OWNER_TAG, REGION_TAG};
 
 /// How long teardown waits for terminated instances to go before it moves on.
 const INSTANCE_WAIT: Duration = Duration::from_secs(120);
@@ -52,8 +52,6 @@ struct Teardown<'a> {
 const INTERFACE_WAIT: Duration = Duration::from_secs(60);
 /// Results per page of the EC2 lists teardown walks (every page is read).
 const PAGE_SIZE: i32 = 100;
-/// Instances per TerminateInstances / DescribeInstances call.
-const TERMINATE_BATCH: usize = 500;
 
 fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
@@ -127,45 +125,19 @@ impl Teardown<'_> {
     /// cluster's. Another controller's of the same cluster name (Karpenter's carry the same cluster and node pool
     /// tags) are reported and left.
     async fn instances(&mut self) -> Result<(), CloudError> {
-        let owned = format!("tag:kubernetes.io/cluster/{}", self.options.cluster);
-        let mut pages = self
-            .ec2
-            .describe_instances()
-            .filters(filter(&owned, "owned"))
-            .filters(Filter::builder().name("tag-key").values("karpenter.sh/nodepool").build())
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .values("pending")
-                    .values("running")
-                    .values("stopping")
-                    .values("stopped")
-                    .build(),
-            )
-            .max_results(PAGE_SIZE)
-            .into_paginator()
-            .send();
         let mut ids: Vec<String> = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", None, e))?;
-            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
-                let Some(id) = instance.instance_id() else { continue };
-                if instance.tags().iter().any(|t| self.ours(t.key(), t.value())) {
-                    ids.push(id.to_string());
-                } else {
-                    self.ledger.keep("ec2-instance", id, self.not_ours_note());
-                }
+        for instance in instances::cluster_node_pool_instances(&self.ec2, &self.options.cluster).await? {
+            if instance.owner.as_deref() == Some(self.options.cluster.as_str()) {
+                ids.push(instance.instance_id);
+            } else {
+                self.ledger.keep("ec2-instance", &instance.instance_id, self.not_ours_note());
             }
         }
         if ids.is_empty() {
             return Ok(());
         }
         if self.ledger.may_mutate() {
-            for batch in ids.chunks(TERMINATE_BATCH) {
-                self.ec2.terminate_instances().set_instance_ids(Some(batch.to_vec())).send().await.map_err(|e| {
-                    CloudError::from_sdk("ec2:TerminateInstances", batch.first().map(String::as_str), e)
-                })?;
-            }
+            instances::terminate_all(&self.ec2, &ids).await?;
             self.wait_terminated(&ids).await?;
         }
         for id in ids {
@@ -183,22 +155,10 @@ impl Teardown<'_> {
         )
     }
 
-    /// The states of these instances, as DescribeInstances gives them (in batches).
+    /// The states of these instances, as DescribeInstances gives them.
     async fn instance_states(&self, ids: &[String]) -> Result<Vec<Option<InstanceStateName>>, CloudError> {
-        let mut states = Vec::with_capacity(ids.len());
-        for batch in ids.chunks(TERMINATE_BATCH) {
-            let described = self
-                .ec2
-                .describe_instances()
-                .set_instance_ids(Some(batch.to_vec()))
-                .send()
-                .await
-                .map_err(|e| CloudError::from_sdk("ec2:DescribeInstances", batch.first().map(String::as_str), e))?;
-            states.extend(
-                described.reservations().iter().flat_map(|r| r.instances()).map(|i| i.state()?.name().cloned()),
-            );
-        }
-        Ok(states)
+        let described = instances::describe_many(&self.ec2, ids).await?;
+        Ok(described.iter().map(|i| (!i.state.is_empty()).then(|| InstanceStateName::from(i.state.as_str()))).collect())
     }
 
     async fn wait_terminated(&self, ids: &[String]) -> Result<(), CloudError> {

@@ -8,13 +8,13 @@ use kube::ResourceExt;
 
 use super::super::Context;
 use crate::apis::drift_hash::{EC2NODECLASS_HASH_VERSION, NODEPOOL_HASH_VERSION, nodeclass_hash, nodepool_hash};
-use crate::apis::labels::{
-    EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION, NODEPOOL_HASH_ANNOTATION,
-    NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL, SECURITY_GROUPS_ANNOTATION, SUBNET_ANNOTATION,
-};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::scheduling_input::nodepool as scheduling_nodepool;
 use crate::disruption::drift::{DriftInput, drift_reason};
+use crate::names::{
+    EC2NODECLASS_HASH_ANNOTATION, EC2NODECLASS_HASH_VERSION_ANNOTATION, NODEPOOL_HASH_ANNOTATION,
+    NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL, SECURITY_GROUPS_ANNOTATION, SUBNET_ANNOTATION,
+};
 use crate::scheduling::Requirement;
 
 struct PoolNow {

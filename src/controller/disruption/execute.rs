@@ -10,12 +10,13 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::events::EventType;
 
-use super::super::nodeclaim_lifecycle::{LAUNCH_TIMEOUT, publish};
-use super::super::{Context, Error, conditions, is_not_found, provisioner};
+use super::super::events;
+use super::super::nodeclaim_lifecycle::LAUNCH_TIMEOUT;
+use super::super::{Context, Error, conditions, is_not_found};
 use super::snapshot::Gathered;
-use crate::apis::labels::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, REPLACES_ANNOTATION};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::disruption::{Command, Method};
+use crate::names::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, REPLACES_ANNOTATION};
 
 /// How long replacements may take to be Initialized before the command is given up.
 const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(LAUNCH_TIMEOUT.as_secs() + 5 * 60);
@@ -40,7 +41,7 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
             return Err(Error::Invalid(format!("NodePool {} of a replacement is gone", node.nodepool)));
         };
         let class = ctx.state.nodeclass(&pool.spec.template.spec.node_class_ref.name);
-        let mut claim = provisioner::nodeclaim_for(node, pool, class.as_deref());
+        let mut claim = crate::apis::planned_nodeclaim::for_planned_node(node, pool, class.as_deref());
         claim.annotations_mut().insert(REPLACES_ANNOTATION.into(), command.candidates.join(","));
         let created = api.create(&PostParams::default(), &claim).await?;
         ctx.metrics.nodeclaim_created(&node.nodepool);
@@ -50,13 +51,13 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
     if !replacements.is_empty() {
         for candidate in &candidates {
             let note = format!("launching {} to replace it: {what}", replacements.join(", "));
-            publish(ctx, candidate, EventType::Normal, "DisruptionLaunching", &note).await;
+            events::on_nodeclaim(&ctx.recorder, candidate, EventType::Normal, "DisruptionLaunching", &note).await;
         }
         if let Err(why) = wait_initialized(ctx, &replacements).await {
             tracing::warn!(candidates = ?command.candidates, "replacement failed, leaving the candidates alone: {why}");
             for candidate in &candidates {
                 let note = format!("not disrupted: its replacement {why}");
-                publish(ctx, candidate, EventType::Warning, "DisruptionBlocked", &note).await;
+                events::on_nodeclaim(&ctx.recorder, candidate, EventType::Warning, "DisruptionBlocked", &note).await;
             }
             return Ok(());
         }
@@ -75,7 +76,14 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
             label(NODEPOOL_LABEL),
             label(CAPACITY_TYPE_LABEL),
         );
-        publish(ctx, candidate, EventType::Normal, "DisruptionTerminating", &format!("disrupting: {what}")).await;
+        events::on_nodeclaim(
+            &ctx.recorder,
+            candidate,
+            EventType::Normal,
+            "DisruptionTerminating",
+            &format!("disrupting: {what}"),
+        )
+        .await;
         tracing::info!(nodeclaim = %name, reason = command.reason.as_str(), method = ?command.method, "disrupting");
     }
     ctx.metrics.disruption_decision(

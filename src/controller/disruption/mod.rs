@@ -15,17 +15,16 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::leader::Leadership;
-use super::nodeclaim_lifecycle::{publish, publish_with};
-use super::{Context, Error, is_not_found};
-use crate::apis::labels::{CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODEPOOL_LABEL};
+use super::{Context, Error, events, is_not_found};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::disruption::expiration::is_expired;
 use crate::disruption::{decide, is_consolidatable, still_valid};
+use crate::names::{CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODEPOOL_LABEL};
 use drift::DriftReference;
 
 const POD_EVENTS_EVERY: Duration = Duration::from_secs(2);
@@ -88,16 +87,9 @@ async fn pass(
     for (pool, why) in &gathered.refused_pools {
         if said.first_time(&format!("nodepool/{}", pool.name_any()), why) {
             tracing::warn!(nodepool = %pool.name_any(), "disruption is off for this NodePool: {why}");
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "DisruptionSettingsInvalid".into(),
-                note: Some(format!("nothing of this NodePool is disrupted until this is fixed: {why}")),
-                action: "Disrupting".into(),
-                secondary: None,
-            };
-            if let Err(error) = ctx.recorder.publish(&event, &pool.object_ref(&())).await {
-                tracing::debug!("could not record an event: {error}");
-            }
+            let note = format!("nothing of this NodePool is disrupted until this is fixed: {why}");
+            let (reason, action) = ("DisruptionSettingsInvalid", "Disrupting");
+            events::publish(&ctx.recorder, &pool.object_ref(&()), EventType::Warning, reason, action, &note).await;
         }
     }
     let snapshot = gathered.snapshot(ctx);
@@ -139,7 +131,7 @@ async fn pass(
             } else {
                 "DisruptionBlocked"
             };
-            publish_with(&recorder, claim, EventType::Normal, reason, &note).await;
+            events::on_nodeclaim(&recorder, claim, EventType::Normal, reason, &note).await;
         }
     }
     let Some(command) = decision.command else { return Ok(()) };
@@ -195,7 +187,7 @@ async fn expire(ctx: &Context) -> Result<(), Error> {
         ctx.metrics.nodeclaim_disrupted("expired", &label(NODEPOOL_LABEL), &label(CAPACITY_TYPE_LABEL));
         let note =
             format!("expired: created {created}, expireAfter {}", claim.spec.expire_after.as_deref().unwrap_or(""));
-        publish(ctx, &claim, EventType::Normal, "DisruptionTerminating", &note).await;
+        events::on_nodeclaim(&ctx.recorder, &claim, EventType::Normal, "DisruptionTerminating", &note).await;
         tracing::info!(nodeclaim = %claim.name_any(), "expired; deleting");
     }
     Ok(())

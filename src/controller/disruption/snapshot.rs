@@ -8,17 +8,17 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 
-use super::super::{Context, conditions, pods, provisioner};
-use crate::apis::labels::{
-    CAPACITY_TYPE_LABEL, CAPACITY_TYPE_SPOT, DISRUPTED_TAINT_KEY, DO_NOT_DISRUPT_ANNOTATION, INSTANCE_TYPE_LABEL,
-    NODEPOOL_LABEL, POD_DELETION_COST_ANNOTATION, REPLACES_ANNOTATION, ZONE_LABEL,
-};
+use super::super::{Context, cluster_snapshot, conditions, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::{ConsolidationPolicy, DisruptionReason, NodePool};
 use crate::apis::scheduling_input::{label_selector, pod_request};
 use crate::catalog::{CapacityType, OfferingKey};
 use crate::disruption::budgets::{Budget, Nodes};
 use crate::disruption::{ManagedNode, MovablePod, Policy, PoolPolicy, Reason, Snapshot};
+use crate::names::{
+    CAPACITY_TYPE_LABEL, CAPACITY_TYPE_SPOT, DISRUPTED_TAINT_KEY, DO_NOT_DISRUPT_ANNOTATION, INSTANCE_TYPE_LABEL,
+    NODEPOOL_LABEL, POD_DELETION_COST_ANNOTATION, REPLACES_ANNOTATION, ZONE_LABEL,
+};
 use crate::scheduling::{DaemonSetPod, ExistingNode, NodePoolSpec};
 
 /// What a snapshot borrows from: gathered once per pass.
@@ -159,7 +159,7 @@ fn timestamp(time: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>
 
 /// Reads everything a pass needs. `drifted` gives the drift reason of a NodeClaim (computed by the caller).
 pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<String>) -> Gathered {
-    let (nodepools, pool_objects) = provisioner::ready_nodepools(ctx);
+    let (nodepools, pool_objects) = cluster_snapshot::ready_nodepools(ctx);
     let mut pools = Vec::new();
     let mut refused_pools = Vec::new();
     for pool in ctx.state.nodepools.state() {
@@ -190,14 +190,14 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         let status = claim.status.clone().unwrap_or_default();
         let Some(node) = status.node_name.as_deref().and_then(|n| ctx.state.node(n)) else {
             // Still launching: room for pods, not a candidate.
-            if let Some(room) = provisioner::in_flight_capacity(ctx, claim, &Default::default()) {
+            if let Some(room) = cluster_snapshot::in_flight_capacity(ctx, claim, &Default::default()) {
                 other_room.push(room);
             }
             continue;
         };
         let node_name = node.name_any();
         let bound = pods_by_node.get(&node_name).map(Vec::as_slice).unwrap_or_default();
-        let Some(room) = provisioner::node_room(&node, bound) else { continue };
+        let Some(room) = cluster_snapshot::node_room(&node, bound) else { continue };
         let mut movable_pods = Vec::new();
         for pod in bound.iter().filter(|p| pods::is_evictable(p)) {
             let Some(spec) = pod.spec.as_ref() else { continue };
@@ -258,13 +258,13 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
     // Nodes nodesmith does not manage: room for pods to move to.
     for node in ctx.state.nodes.state().iter().filter(|n| !claimed_nodes.contains(&n.name_any())) {
         let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
-        other_room.extend(provisioner::node_room(node, bound));
+        other_room.extend(cluster_snapshot::node_room(node, bound));
     }
     Gathered {
         nodepools,
         pool_objects,
-        daemonsets: provisioner::daemonset_pods(ctx),
-        unavailable: ctx.unavailable.snapshot(),
+        daemonsets: cluster_snapshot::daemonset_pods(ctx),
+        unavailable: ctx.caches().unavailable.snapshot(),
         pools,
         refused_pools,
         nodes,

@@ -10,8 +10,8 @@ use super::super::{Context, Error, conditions};
 use crate::apis::drift_hash::{
     EC2NODECLASS_HASH_VERSION, NODEPOOL_HASH_VERSION, nodeclass_annotations, nodepool_annotations,
 };
-use crate::apis::labels::{EC2NODECLASS_HASH_VERSION_ANNOTATION, NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL};
 use crate::apis::nodeclaim::NodeClaim;
+use crate::names::{EC2NODECLASS_HASH_VERSION_ANNOTATION, NODEPOOL_HASH_VERSION_ANNOTATION, NODEPOOL_LABEL};
 
 /// Stamps the current hashes on a NodeClaim that has none of this version (adopted from Karpenter, or made before
 /// nodesmith hashed), so that later changes show as drift and earlier ones do not.

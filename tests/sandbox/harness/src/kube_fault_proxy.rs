@@ -2,6 +2,7 @@
 //! request as that client's own identity (watches stream through), and can lose a chosen write the way a real API
 //! server sometimes does (an etcd timeout, a restart): the first NodeClaim status write that records a launch
 //! (`providerID`) is answered 500 and never reaches the API server. The controller must then not launch again.
+//! It can also hide the Karpenter API groups, answering 404 as an API server without the CRDs does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub struct KubeFaults {
     pub lose_launch_status_writes: AtomicU32,
     /// Those lost so far: the NodeClaim names.
     pub lost: std::sync::Mutex<Vec<String>>,
+    /// Answer every request under `karpenter.sh` and `karpenter.k8s.aws` as if their CRDs were not installed.
+    pub hide_karpenter_apis: std::sync::atomic::AtomicBool,
 }
 
 struct Proxy {
@@ -44,8 +47,18 @@ fn nodeclaim_of_status_path(path: &str) -> Option<&str> {
     path.strip_prefix("/apis/karpenter.sh/v1/nodeclaims/")?.strip_suffix("/status").filter(|n| !n.contains('/'))
 }
 
+/// A path under one of the Karpenter API groups.
+fn is_karpenter_api(path: &str) -> bool {
+    ["/apis/karpenter.sh/", "/apis/karpenter.k8s.aws/"].iter().any(|group| path.starts_with(group))
+}
+
 async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if proxy.faults.hide_karpenter_apis.load(Ordering::SeqCst) && is_karpenter_api(parts.uri.path()) {
+        // What the API server answers for a group it does not serve: not a Status, a plain-text page.
+        return (StatusCode::NOT_FOUND, [("content-type", "text/plain; charset=utf-8")], "404 page not found\n")
+            .into_response();
+    }
     let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
         return (StatusCode::BAD_REQUEST, "unreadable body").into_response();
     };
@@ -104,5 +117,13 @@ mod tests {
         assert_eq!(nodeclaim_of_status_path("/apis/karpenter.sh/v1/nodeclaims/pool-abc"), None);
         assert_eq!(nodeclaim_of_status_path("/apis/karpenter.sh/v1/nodepools/p/status"), None);
         assert_eq!(nodeclaim_of_status_path("/apis/karpenter.sh/v1/nodeclaims/a/b/status"), None);
+    }
+
+    #[test]
+    fn both_karpenter_groups_and_nothing_else_are_hidden() {
+        assert!(is_karpenter_api("/apis/karpenter.sh/v1/nodeclaims"));
+        assert!(is_karpenter_api("/apis/karpenter.k8s.aws/v1/ec2nodeclasses"));
+        assert!(!is_karpenter_api("/api/v1/pods"));
+        assert!(!is_karpenter_api("/apis/coordination.k8s.io/v1/namespaces/a/leases"));
     }
 }

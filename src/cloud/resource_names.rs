@@ -1,5 +1,6 @@
-//! Names of what `setup` creates, derived from the cluster name and kept within AWS's limits: a name that would
-//! be too long is cut and given a short hash of the full name, so it stays unique and the same on every run.
+//! Names of the AWS resources nodesmith creates (setup's, and the controller's instance profiles), derived from
+//! the cluster name and kept within AWS's limits: a name that would be too long is cut and given a short hash of
+//! the full name, so it stays unique and the same on every run.
 
 use sha2::{Digest, Sha256};
 

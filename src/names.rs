@@ -1,12 +1,12 @@
-//! The well-known names Karpenter v1 puts on Kubernetes objects, which nodesmith uses unchanged so that
-//! nodeSelectors, dashboards and scripts written for Karpenter keep working.
-//!
-//! Labels the scheduler already needs live in `scheduling::solver` and are re-exported here; AWS tags on
-//! instances are in `cloud::instances`.
-
-pub use crate::scheduling::solver::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
+//! Every well-known name nodesmith writes or reads: labels, annotations, taints and finalizers on Kubernetes
+//! objects, tags on AWS resources, and the Lease. Karpenter v1's are used unchanged, so that nodeSelectors,
+//! dashboards, IAM policies and scripts written for Karpenter keep working. Pure constants, at the bottom of
+//! the module graph: every layer imports them from here.
 
 // Labels on Nodes and NodeClaims.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+pub const CAPACITY_TYPE_LABEL: &str = "karpenter.sh/capacity-type";
+pub const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
 /// Set on a Node once it has registered (joined the cluster) for its NodeClaim.
 pub const NODE_REGISTERED_LABEL: &str = "karpenter.sh/registered";
 /// Set on a Node once it is initialized (ready, startup taints gone, resources reported).
@@ -50,6 +50,8 @@ pub const LAST_LAUNCH_FAILURE_ANNOTATION: &str = "nodesmith.dev/last-launch-fail
 /// On a pod: how much its controller prefers to delete it (Kubernetes' ReplicaSet scale-down hint); consolidation
 /// weighs it, as Karpenter does, when choosing whose pods to move.
 pub const POD_DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// On a static pod's mirror (the kubelet owns it; eviction cannot move it).
+pub const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
 /// On a NodeClaim: its instance has been tagged with the NodeClaim's name.
 pub const TAGGED_ANNOTATION: &str = "karpenter.k8s.aws/tagged";
 
@@ -66,3 +68,28 @@ pub const DISRUPTED_TAINT_KEY: &str = "karpenter.sh/disrupted";
 // Label domains users may not set in a NodePool's requirements or labels, except for the listed keys.
 pub const KARPENTER_DOMAIN: &str = "karpenter.sh";
 pub const KARPENTER_AWS_DOMAIN: &str = "karpenter.k8s.aws";
+
+// Tags on AWS resources.
+/// On every instance (and what it launches with) of a NodeClaim: its name, pool and class.
+pub const NODECLAIM_TAG: &str = "karpenter.sh/nodeclaim";
+pub const NODEPOOL_TAG: &str = "karpenter.sh/nodepool";
+pub const NODECLASS_TAG: &str = "karpenter.k8s.aws/ec2nodeclass";
+/// Every resource nodesmith creates (setup, and the controller's instances and templates) carries this tag with
+/// the cluster's name: teardown needs no state file.
+pub const OWNER_TAG: &str = "nodesmith.io/cluster";
+/// On subnets and security groups an EC2NodeClass may select.
+pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
+/// Put beside a discovery tag setup added, so teardown removes only the tags it added.
+pub const DISCOVERY_SET_BY_TAG: &str = "nodesmith.io/discovery-set-by";
+/// On IAM roles, policies and instance profiles: the region they were made for (IAM is global).
+pub const REGION_TAG: &str = REGION_LABEL;
+
+/// The tag every instance of a cluster carries: `kubernetes.io/cluster/<cluster>=owned`.
+pub fn cluster_tag_key(cluster: &str) -> String {
+    format!("{CLUSTER_TAG_PREFIX}{cluster}")
+}
+pub const CLUSTER_TAG_PREFIX: &str = "kubernetes.io/cluster/";
+
+// Leader election.
+/// The `coordination.k8s.io/v1` Lease the controller's replicas elect a leader with.
+pub const LEASE_NAME: &str = "nodesmith-leader-election";

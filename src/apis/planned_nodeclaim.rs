@@ -1,0 +1,75 @@
+//! The NodeClaim the provisioner (and disruption, for a replacement) creates for one planned node.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use super::drift_hash;
+use super::ec2nodeclass::EC2NodeClass;
+use super::nodeclaim::{NodeClaim, NodeClaimResources, NodeClaimSpec};
+use super::nodepool::{NodePool, NodeSelectorRequirementWithMinValues};
+use super::scheduling_input::resource_quantities;
+use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
+use crate::scheduling::NewNode;
+
+/// The NodeClaim for one planned node: the NodePool's template, narrowed to the instance types, zones and capacity
+/// types the plan allows, and the plan's requests; stamped with the NodePool's and EC2NodeClass's hashes, so
+/// that drift can tell when either changes.
+pub fn for_planned_node(node: &NewNode, pool: &NodePool, class: Option<&EC2NodeClass>) -> NodeClaim {
+    let template = &pool.spec.template;
+    let narrowed = [INSTANCE_TYPE_LABEL, ZONE_LABEL, CAPACITY_TYPE_LABEL];
+    let mut requirements: Vec<NodeSelectorRequirementWithMinValues> =
+        template.spec.requirements.iter().filter(|r| !narrowed.contains(&r.key.as_str())).cloned().collect();
+    let min_values = |key: &str| template.spec.requirements.iter().find(|r| r.key == key).and_then(|r| r.min_values);
+    requirements.push(NodeSelectorRequirementWithMinValues {
+        key: INSTANCE_TYPE_LABEL.into(),
+        operator: "In".into(),
+        values: node.instance_type_options.clone(),
+        min_values: min_values(INSTANCE_TYPE_LABEL),
+    });
+    requirements.push(NodeSelectorRequirementWithMinValues {
+        key: ZONE_LABEL.into(),
+        operator: "In".into(),
+        values: node.zones.clone(),
+        min_values: None,
+    });
+    requirements.push(NodeSelectorRequirementWithMinValues {
+        key: CAPACITY_TYPE_LABEL.into(),
+        operator: "In".into(),
+        values: node.capacity_types.iter().map(|c| c.as_str().to_string()).collect(),
+        min_values: None,
+    });
+    let mut labels = template.metadata.labels.clone();
+    labels.insert(NODEPOOL_LABEL.into(), pool.name_any());
+    let owner = OwnerReference {
+        api_version: NodePool::api_version(&()).into_owned(),
+        kind: NodePool::kind(&()).into_owned(),
+        name: pool.name_any(),
+        uid: pool.metadata.uid.clone().unwrap_or_default(),
+        block_owner_deletion: Some(true),
+        controller: None,
+    };
+    let mut annotations = template.metadata.annotations.clone();
+    let stamps = class.into_iter().flat_map(|c| drift_hash::nodeclass_annotations(&c.spec));
+    for (key, value) in drift_hash::nodepool_annotations(&pool.spec).into_iter().chain(stamps) {
+        annotations.insert(key.into(), value);
+    }
+    NodeClaim {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", pool.name_any())),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: NodeClaimSpec {
+            taints: template.spec.taints.clone(),
+            startup_taints: template.spec.startup_taints.clone(),
+            requirements,
+            resources: NodeClaimResources { requests: resource_quantities(&node.requests) },
+            node_class_ref: template.spec.node_class_ref.clone(),
+            termination_grace_period: template.spec.termination_grace_period.clone(),
+            expire_after: template.spec.expire_after.clone(),
+        },
+        status: None,
+    }
+}

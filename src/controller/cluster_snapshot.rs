@@ -1,0 +1,378 @@
+//! The cluster as the scheduler's input, read from the watch caches: which pods need a place (pending, or on a
+//! node being taken away), which nodes are leaving, the room on every node and in-flight NodeClaim (with what is
+//! nominated to it), the NodePools new nodes may come from, and the DaemonSet pods every new node carries.
+//! Provisioning and disruption both plan from it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::ResourceExt;
+
+use super::nominations::Nominations;
+use super::{Context, conditions, pods};
+use crate::apis::nodeclaim::NodeClaim;
+use crate::apis::nodepool::NodePool;
+use crate::apis::scheduling_input::{daemonset_pod, existing_node, nodepool, pod_requests};
+use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
+use crate::names::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
+use crate::scheduling::{self, ExistingNode, Operator, Requirement};
+
+/// Pods that need a place: those the scheduler found no node for, and those on nodes being taken away
+/// (interrupted, drained), so their replacement capacity launches while the old node still drains.
+pub fn pending_pods(ctx: &Context, nominations: &Nominations) -> Vec<Arc<Pod>> {
+    let leaving = leaving_nodes(ctx);
+    ctx.state
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| {
+            let on_leaving_node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| leaving.contains(n) && pods::is_evictable(p));
+            (pods::is_provisionable(p) || on_leaving_node) && nominations.target_of(&pods::key(p)).is_none()
+        })
+        .collect()
+}
+
+/// Nodes being taken away: tainted `karpenter.sh/disrupted`, or whose NodeClaim is being deleted.
+pub fn leaving_nodes(ctx: &Context) -> HashSet<String> {
+    let mut leaving: HashSet<String> = ctx
+        .state
+        .nodeclaims
+        .state()
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_some())
+        .filter_map(|c| c.status.as_ref()?.node_name.clone())
+        .collect();
+    // Not cordoned nodes: a person cordoning a node has not asked for its pods to move.
+    leaving.extend(ctx.state.nodes.state().iter().filter(|n| is_disrupted(n)).map(|n| n.name_any()));
+    leaving
+}
+
+/// Tainted `karpenter.sh/disrupted`, or being deleted.
+fn is_disrupted(node: &Node) -> bool {
+    node.metadata.deletion_timestamp.is_some()
+        || node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == crate::names::DISRUPTED_TAINT_KEY))
+}
+
+/// What these pods hold: finished pods and pods being deleted (their replacements are counted instead) hold nothing.
+pub fn requests_of(pods: &[Arc<Pod>]) -> Resources {
+    pods.iter()
+        .filter(|p| !pods::is_terminal(p) && !pods::is_terminating(p))
+        .filter_map(|p| p.spec.as_ref().and_then(|s| pod_requests(s).ok()))
+        .fold(Resources::ZERO, |sum, r| sum + r)
+}
+
+pub fn quantities_to_resources(map: &BTreeMap<String, Quantity>) -> Resources {
+    let mut resources = Resources::ZERO;
+    for (key, quantity) in map {
+        if let Some(name) = ResourceName::from_kubernetes(key)
+            && let Ok(value) = parse_quantity(&quantity.0, name)
+        {
+            resources.set(name, value);
+        }
+    }
+    resources
+}
+
+/// A NodeClaim whose node has not registered yet, as capacity: once launched, its allocatable minus the pods
+/// nominated to it; before that, the room the smallest type it may become leaves after what it was made for
+/// (which holds even when the nominations were lost in a restart), and the largest type it may become counts
+/// against its NodePool's limits.
+pub fn in_flight_capacity(ctx: &Context, claim: &NodeClaim, nominated: &Resources) -> Option<ExistingNode> {
+    let status = claim.status.clone().unwrap_or_default();
+    if status.node_name.is_some() {
+        return None;
+    }
+    let mut labels = claim.labels().clone();
+    // Single-valued requirements are labels the node will carry.
+    for r in &claim.spec.requirements {
+        if r.operator == "In" && r.values.len() == 1 {
+            labels.entry(r.key.clone()).or_insert_with(|| r.values[0].clone());
+        }
+    }
+    let launched = !status.allocatable.is_empty() && claim.metadata.deletion_timestamp.is_none();
+    let (available, capacity) = if launched {
+        (quantities_to_resources(&status.allocatable) - *nominated, quantities_to_resources(&status.capacity))
+    } else {
+        let settings = ctx
+            .state
+            .nodeclass(&claim.spec.node_class_ref.name)
+            .map(|c| c.max_pods_settings(ctx.state.cni_prefix_delegation()))
+            .unwrap_or_default();
+        let options: Vec<_> = claim
+            .requirement_values(INSTANCE_TYPE_LABEL)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| ctx.instance_type(t))
+            .collect();
+        let largest = options.iter().fold(Resources::ZERO, |max, t| max.max(&t.capacity(settings)));
+        let smallest = options.iter().map(|t| t.allocatable(settings)).reduce(|a, b| a.min(&b));
+        // What it was made for, or what has been planned onto it since, whichever is more.
+        let held = quantities_to_resources(&claim.spec.resources.requests).max(nominated);
+        let room = match smallest {
+            Some(smallest) if claim.metadata.deletion_timestamp.is_none() && held.fits_in(&smallest) => smallest - held,
+            _ => Resources::ZERO,
+        };
+        (room, largest)
+    };
+    Some(ExistingNode {
+        name: claim.name_any(),
+        nodepool: labels.get(NODEPOOL_LABEL).cloned(),
+        taints: claim.spec.taints.iter().map(crate::apis::scheduling_input::taint).collect(),
+        available,
+        capacity,
+        labels,
+    })
+}
+
+/// The NodePools new nodes may come from, as the scheduler sees them (those whose EC2NodeClass is Ready, limited
+/// to the zones of its subnets), and the objects by name.
+pub fn ready_nodepools(ctx: &Context) -> (Vec<scheduling::NodePoolSpec>, HashMap<String, Arc<NodePool>>) {
+    let cni_pd = ctx.state.cni_prefix_delegation();
+    let mut pools = Vec::new();
+    let mut pool_objects: HashMap<String, Arc<NodePool>> = HashMap::new();
+    for pool in ctx.state.nodepools.state() {
+        if pool.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let class_name = &pool.spec.template.spec.node_class_ref.name;
+        let Some(class) = ctx.state.nodeclass(class_name) else {
+            tracing::warn!(nodepool = %pool.name_any(), nodeclass = %class_name, "NodePool refers to a missing EC2NodeClass");
+            continue;
+        };
+        if !class.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, "Ready")) {
+            tracing::debug!(nodepool = %pool.name_any(), nodeclass = %class_name, "EC2NodeClass not ready yet");
+            continue;
+        }
+        match nodepool(&pool.name_any(), &pool.spec, class.max_pods_settings(cni_pd)) {
+            Ok(mut spec) => {
+                // Only zones where the EC2NodeClass has a subnet can be launched into.
+                let zones: Vec<&str> = class.status.iter().flat_map(|s| &s.subnets).map(|s| s.zone.as_str()).collect();
+                spec.requirements.push(Requirement::new(ZONE_LABEL, Operator::In, &zones));
+                pools.push(spec);
+                pool_objects.insert(pool.name_any(), pool);
+            }
+            Err(error) => tracing::warn!("skipping NodePool: {error}"),
+        }
+    }
+    (pools, pool_objects)
+}
+
+/// The pod every DaemonSet would put on a new node.
+pub fn daemonset_pods(ctx: &Context) -> Vec<scheduling::DaemonSetPod> {
+    ctx.state
+        .daemonsets
+        .state()
+        .iter()
+        .filter_map(|ds| daemonset_pod(ds.spec.as_ref()?.template.spec.as_ref()?).ok())
+        .collect()
+}
+
+/// A Node as room for pods: its allocatable minus what the pods bound to it request. Going away or cordoned: no
+/// room, but its capacity still counts against its NodePool's limits.
+pub fn node_room(node: &Node, bound: &[Arc<Pod>]) -> Option<ExistingNode> {
+    let mut room = existing_node(node).ok()?;
+    room.available = if usable(node) { room.available - requests_of(bound) } else { Resources::ZERO };
+    Some(room)
+}
+
+/// A node the scheduler may place pods on: not going away, not cordoned.
+pub fn usable(node: &Node) -> bool {
+    !is_disrupted(node) && !node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+}
+
+/// Room for pods on every Node and every NodeClaim not yet registered, less what `nominated_to` each holds.
+pub fn existing_capacity(ctx: &Context, nominated_to: &dyn Fn(&str) -> Resources) -> Vec<ExistingNode> {
+    let pods_by_node = ctx.state.pods_by_node();
+    let mut existing: Vec<ExistingNode> = Vec::new();
+    for node in ctx.state.nodes.state() {
+        let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
+        let Some(mut capacity) = node_room(&node, bound) else { continue };
+        if usable(&node) {
+            capacity.available = capacity.available - nominated_to(&capacity.name);
+        }
+        existing.push(capacity);
+    }
+    for claim in ctx.state.nodeclaims.state() {
+        if let Some(capacity) = in_flight_capacity(ctx, &claim, &nominated_to(&claim.name_any())) {
+            existing.push(capacity);
+        }
+    }
+    existing
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::catalog::resources::ResourceName;
+    use crate::cloud::fake::FakeCloud;
+    use crate::controller::testing::{self, Objects, object};
+
+    fn node(name: &str, taints: serde_json::Value, unschedulable: bool) -> Node {
+        object(json!({
+            "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": "us-east-1a"}},
+            "spec": {"taints": taints, "unschedulable": unschedulable},
+            "status": {"allocatable": {"cpu": "4", "memory": "16Gi", "pods": "58"},
+                       "capacity": {"cpu": "4", "memory": "16Gi", "pods": "58"}},
+        }))
+    }
+
+    fn pod(name: &str, node: Option<&str>, cpu: &str) -> Pod {
+        let scheduled = match node {
+            Some(_) => json!([{"type": "PodScheduled", "status": "True"}]),
+            None => json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]),
+        };
+        object(json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "resources": {"requests": {"cpu": cpu}}}]},
+            "status": {"phase": if node.is_some() { "Running" } else { "Pending" }, "conditions": scheduled},
+        }))
+    }
+
+    fn claim(name: &str, status: serde_json::Value) -> NodeClaim {
+        object(json!({
+            "metadata": {"name": name, "labels": {"karpenter.sh/nodepool": "default"}},
+            "spec": {
+                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"},
+                "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
+                                  "values": ["m5.large", "m5.xlarge"]}],
+                "resources": {"requests": {"cpu": "1"}},
+            },
+            "status": status,
+        }))
+    }
+
+    fn cpu(resources: &Resources) -> i64 {
+        resources.get(ResourceName::Cpu)
+    }
+
+    fn context(objects: Objects) -> Arc<Context> {
+        testing::context(Arc::new(FakeCloud::default()), objects.into_state())
+    }
+
+    #[test]
+    fn a_node_has_the_room_its_pods_leave_and_a_cordoned_or_leaving_one_none() {
+        let bound = [Arc::new(pod("a", Some("n1"), "1")), Arc::new(pod("b", Some("n1"), "500m"))];
+        let open = node_room(&node("n1", json!([]), false), &bound).expect("room");
+        assert_eq!(cpu(&open.available), 2500);
+        assert_eq!(cpu(&open.capacity), 4000);
+        let cordoned = node_room(&node("n2", json!([]), true), &[]).expect("room");
+        assert!(cordoned.available.is_zero());
+        assert_eq!(cpu(&cordoned.capacity), 4000, "its capacity still counts against its pool's limits");
+        let leaving =
+            node_room(&node("n3", json!([{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]), false), &[]);
+        assert!(leaving.expect("room").available.is_zero());
+    }
+
+    #[tokio::test]
+    async fn a_nodeclaim_in_flight_offers_the_room_of_the_smallest_type_it_may_become() {
+        let ctx = context(Objects::default());
+        let m5_large = ctx.instance_type("m5.large").expect("m5.large").allocatable(Default::default());
+        let m5_xlarge = ctx.instance_type("m5.xlarge").expect("m5.xlarge").capacity(Default::default());
+        let unlaunched = in_flight_capacity(&ctx, &claim("c1", json!({})), &Resources::ZERO).expect("in flight");
+        assert_eq!(cpu(&unlaunched.available), cpu(&m5_large) - 1000, "what it was made for is taken");
+        assert_eq!(cpu(&unlaunched.capacity), cpu(&m5_xlarge), "the largest counts against the limits");
+        assert_eq!(unlaunched.nodepool.as_deref(), Some("default"));
+
+        // Launched: its own allocatable, less what was nominated to it since.
+        let launched = claim("c2", json!({"providerID": "aws:///us-east-1a/i-1", "allocatable": {"cpu": "1930m"}}));
+        let mut nominated = Resources::ZERO;
+        nominated.set(ResourceName::Cpu, 1000);
+        assert_eq!(cpu(&in_flight_capacity(&ctx, &launched, &nominated).expect("in flight").available), 930);
+
+        // Registered: its Node stands for it.
+        assert!(in_flight_capacity(&ctx, &claim("c3", json!({"nodeName": "n1"})), &Resources::ZERO).is_none());
+    }
+
+    #[tokio::test]
+    async fn unschedulable_pods_and_pods_of_leaving_nodes_need_a_place_unless_nominated() {
+        let disrupted = json!([{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]);
+        let ctx = context(Objects {
+            pods: vec![
+                pod("unschedulable", None, "1"),
+                pod("nominated", None, "1"),
+                pod("on-leaving-node", Some("leaving"), "1"),
+                pod("on-cordoned-node", Some("cordoned"), "1"),
+                pod("running", Some("n1"), "1"),
+            ],
+            nodes: vec![
+                node("leaving", disrupted, false),
+                node("cordoned", json!([]), true),
+                node("n1", json!([]), false),
+            ],
+            ..Objects::default()
+        });
+        let mut nominations = Nominations::default();
+        nominations.nominate("shop/nominated", "some-nodeclaim");
+        let mut pending: Vec<String> = pending_pods(&ctx, &nominations).iter().map(|p| pods::key(p)).collect();
+        pending.sort();
+        assert_eq!(pending, ["shop/on-leaving-node", "shop/unschedulable"]);
+        assert_eq!(leaving_nodes(&ctx), HashSet::from(["leaving".to_string()]), "a cordon is not a request to move");
+    }
+
+    #[tokio::test]
+    async fn nominations_are_taken_from_the_room_of_their_node_or_nodeclaim() {
+        let ctx = context(Objects {
+            pods: vec![pod("a", Some("n1"), "1")],
+            nodes: vec![node("n1", json!([]), false)],
+            nodeclaims: vec![claim("c1", json!({})), claim("c2", json!({"nodeName": "n1"}))],
+            ..Objects::default()
+        });
+        let one_cpu = |target: &str| {
+            let mut held = Resources::ZERO;
+            if target == "n1" {
+                held.set(ResourceName::Cpu, 2000);
+            }
+            held
+        };
+        let existing = existing_capacity(&ctx, &one_cpu);
+        let names: Vec<&str> = existing.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["n1", "c1"], "a registered NodeClaim is its Node");
+        assert_eq!(cpu(&existing[0].available), 1000, "4 CPUs, 1 bound, 2 nominated");
+    }
+
+    #[tokio::test]
+    async fn only_pools_of_ready_classes_are_planned_and_only_in_their_subnets_zones() {
+        let class = |name: &str, ready: &str| -> crate::apis::ec2nodeclass::EC2NodeClass {
+            object(json!({
+                "metadata": {"name": name},
+                "spec": {"amiSelectorTerms": [{"alias": "al2023@latest"}], "role": "r",
+                         "subnetSelectorTerms": [{"id": "subnet-b"}], "securityGroupSelectorTerms": [{"id": "sg-1"}]},
+                "status": {"subnets": [{"id": "subnet-b", "zone": "us-east-1b"}],
+                           "conditions": [{"type": "Ready", "status": ready, "reason": "R", "message": "",
+                                           "lastTransitionTime": "2026-12-02T00:00:00Z"}]},
+            }))
+        };
+        let pool = |name: &str, class: &str| -> NodePool {
+            object(json!({
+                "metadata": {"name": name},
+                "spec": {"template": {"spec": {
+                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": class},
+                    "requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}}},
+            }))
+        };
+        let ctx = context(Objects {
+            nodepools: vec![pool("ready", "ready"), pool("waiting", "waiting"), pool("orphan", "missing")],
+            nodeclasses: vec![class("ready", "True"), class("waiting", "False")],
+            ..Objects::default()
+        });
+        let (pools, objects) = ready_nodepools(&ctx);
+        assert_eq!(pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["ready"]);
+        assert!(objects.contains_key("ready") && objects.len() == 1);
+        let zone = pools[0].requirements.iter().find(|r| r.key == ZONE_LABEL).expect("a zone requirement");
+        assert!(zone.matches(Some("us-east-1b")) && !zone.matches(Some("us-east-1a")), "{zone:?}");
+    }
+}

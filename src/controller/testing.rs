@@ -1,0 +1,91 @@
+//! A `Context` for the controller's unit tests: the in-memory cloud (`cloud::fake`), caches filled from plain
+//! objects, and a Kubernetes client that points nowhere (a test that reaches the API server fails at once,
+//! so only code that acts through the cloud and reads the caches is tested this way).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+
+use super::state::ClusterState;
+use super::{Context, Settings, interruption};
+use crate::apis::ec2nodeclass::EC2NodeClass;
+use crate::apis::nodeclaim::NodeClaim;
+use crate::apis::nodepool::NodePool;
+use crate::cloud::fake::{FAKE_CLUSTER, FakeCloud};
+
+/// A cache holding `objects`.
+pub fn store<K>(objects: Vec<K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+/// What the caches hold in a test.
+#[derive(Default)]
+pub struct Objects {
+    pub pods: Vec<Pod>,
+    pub nodes: Vec<Node>,
+    pub nodeclaims: Vec<NodeClaim>,
+    pub nodepools: Vec<NodePool>,
+    pub nodeclasses: Vec<EC2NodeClass>,
+}
+
+impl Objects {
+    pub fn into_state(self) -> ClusterState {
+        ClusterState {
+            pods: store(self.pods),
+            nodes: store(self.nodes),
+            daemonsets: store(vec![]),
+            nodeclaims: store(self.nodeclaims),
+            nodepools: store(self.nodepools),
+            nodeclasses: store(self.nodeclasses),
+            pdbs: store(vec![]),
+        }
+    }
+}
+
+/// Caches with these NodeClaims and EC2NodeClasses, and nothing else.
+pub fn state(nodeclaims: Vec<NodeClaim>, nodeclasses: Vec<EC2NodeClass>) -> ClusterState {
+    Objects { nodeclaims, nodeclasses, ..Objects::default() }.into_state()
+}
+
+/// Any object from JSON (tests' fixtures).
+pub fn object<K: serde::de::DeserializeOwned>(json: serde_json::Value) -> K {
+    serde_json::from_value(json).expect("a valid object")
+}
+
+pub fn settings() -> Settings {
+    Settings {
+        cluster_name: FAKE_CLUSTER.into(),
+        cluster_endpoint: None,
+        interruption_queue: None,
+        rebalance: interruption::RebalancePolicy::Event,
+        batch_idle: Duration::from_secs(1),
+        batch_max: Duration::from_secs(10),
+        metrics_port: 0,
+        health_port: 0,
+        identity: "unit-test".into(),
+        namespace: "nodesmith".into(),
+        disruption: crate::disruption::Settings::default(),
+    }
+}
+
+/// A context over `cloud` and `state`, with the embedded instance catalog.
+pub fn context(cloud: Arc<FakeCloud>, state: ClusterState) -> Arc<Context> {
+    let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+    let kube = kube::Client::try_from(config).expect("a client that points nowhere");
+    let cluster = crate::cloud::fake::cluster_facts(FAKE_CLUSTER, None);
+    let instance_types = crate::catalog::embedded_instance_types().to_vec();
+    let metrics = Arc::new(crate::telemetry::Metrics::default());
+    Context::new(settings(), cluster, kube.clone(), kube, cloud, metrics, state, instance_types)
+}
