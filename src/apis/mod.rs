@@ -9,4 +9,5 @@ pub mod finalizers;
 pub mod nodeclaim;
 pub mod nodepool;
 pub mod planned_nodeclaim;
+pub mod pod;
 pub mod scheduling_input;

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodAffinityTerm as KubePodAffinityTerm;
 use k8s_openapi::api::core::v1::{
-    Container, Node, NodeSelectorRequirement, PodSpec, ResourceRequirements, Taint as KubeTaint,
-    Toleration as KubeToleration,
+    Node, NodeSelectorRequirement, ResourceRequirements, Taint as KubeTaint, Toleration as KubeToleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::nodepool::{NodePoolSpec as KubeNodePoolSpec, NodeSelectorRequirementWithMinValues};
+use super::pod::{Container, PodSpec};
 use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::resources::{ResourceName, Resources, kubernetes_quantity, parse_quantity};
 use crate::scheduling::{
@@ -208,8 +208,10 @@ pub fn taint(t: &KubeTaint) -> Taint {
     Taint { key: t.key.clone(), value: t.value.clone(), effect: t.effect.clone() }
 }
 
-pub fn daemonset_pod(spec: &PodSpec) -> Result<DaemonSetPod, ConversionError> {
-    let pod = pod_request("daemonset", &BTreeMap::new(), spec)?;
+/// What a DaemonSet's pod needs on every node, from its template.
+pub fn daemonset_pod(template: &k8s_openapi::api::core::v1::PodSpec) -> Result<DaemonSetPod, ConversionError> {
+    let spec = PodSpec::from_template(template).map_err(|e| ConversionError(e.to_string()))?;
+    let pod = pod_request("daemonset", &BTreeMap::new(), &spec)?;
     Ok(DaemonSetPod { requests: pod.requests, requirements: pod.requirements, tolerations: pod.tolerations })
 }
 

@@ -185,6 +185,7 @@ fn workload_pods(doc: &Document) -> Result<Vec<PodRequest>, CliError> {
         }
     };
     let spec = spec.ok_or_else(|| doc.error(format!("{} {} has no pod spec", doc.kind, doc.name)))?;
+    let spec = crate::apis::pod::PodSpec::from_template(&spec).map_err(|e| doc.error(e.to_string()))?;
     let prefix = format!("{}/{}", doc.namespace, doc.name);
     (0..count.max(0))
         .map(|i| {

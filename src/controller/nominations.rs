@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::apis::pod::Pod;
 use kube::ResourceExt;
 
 use super::{Context, cluster_snapshot, conditions, pods};

@@ -1,6 +1,6 @@
 //! What the controller asks of a pod: is it waiting for a node, may it be evicted, does it matter more.
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::apis::pod::Pod;
 
 /// Owned by a DaemonSet: it runs on every node, so it neither asks for nodes nor is evicted from them.
 pub fn is_daemonset_pod(pod: &Pod) -> bool {

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use crate::apis::pod::Pod;
+use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -189,7 +190,7 @@ async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Re
     let batch = if non_critical.is_empty() { movable.clone() } else { non_critical };
     for pod in batch {
         let namespace = pod.namespace().unwrap_or_else(|| "default".into());
-        let api: Api<Pod> = Api::namespaced(ctx.kube_evictions.clone(), &namespace);
+        let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.kube_evictions.clone(), &namespace);
         let result = if grace_over {
             api.delete(&pod.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
                 .await

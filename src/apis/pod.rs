@@ -1,0 +1,247 @@
+//! A Pod as nodesmith reads it: the fields scheduling, draining and disruption look at, and nothing else. The
+//! controller caches every pod of the cluster; `k8s_openapi`'s Pod spends about 4.5 KiB inline on one pod with one
+//! container before a single string is stored, most of it on fields nobody here reads (probes, environments,
+//! mounts, security contexts). Deserializing into this type skips those fields instead of allocating them.
+//!
+//! The field names and JSON shapes are Kubernetes' own, so a `core/v1` Pod (or a pod template's spec) reads as
+//! one of these; code that reads a pod is written as it would be against `k8s_openapi`'s type.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct Pod {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<PodSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PodStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default)]
+    pub containers: Vec<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_containers: Option<Vec<Container>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead: Option<BTreeMap<String, Quantity>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<core::Affinity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<core::Toleration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<core::TopologySpreadConstraint>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Only claims of storage: they may decide where a pod can go. Config maps, secrets and the projected
+    /// service-account token every pod mounts do not, and are not kept.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "storage_volumes")]
+    pub volumes: Option<Vec<Volume>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<core::ResourceRequirements>,
+    /// `Always` on an init container makes it a sidecar, whose requests add to the app containers'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<core::ContainerPort>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<core::PersistentVolumeClaimVolumeSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<core::EphemeralVolumeSource>,
+}
+
+impl Volume {
+    fn claims_storage(&self) -> bool {
+        self.persistent_volume_claim.is_some() || self.ephemeral.is_some()
+    }
+}
+
+fn storage_volumes<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<Volume>>, D::Error> {
+    let volumes: Option<Vec<Volume>> = Option::deserialize(deserializer)?;
+    Ok(volumes.map(|mut v| {
+        v.retain(Volume::claims_storage);
+        v
+    }))
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Only `PodScheduled` is kept: whether kube-scheduler found no node for the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "scheduled_condition")]
+    pub conditions: Option<Vec<PodCondition>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nominated_node_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn scheduled_condition<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<PodCondition>>, D::Error> {
+    let conditions: Option<Vec<PodCondition>> = Option::deserialize(deserializer)?;
+    Ok(conditions.map(|mut c| {
+        c.retain(|c| c.type_ == "PodScheduled");
+        c
+    }))
+}
+
+impl kube::Resource for Pod {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        <core::Pod as k8s_openapi::Resource>::KIND.into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        <core::Pod as k8s_openapi::Resource>::GROUP.into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        <core::Pod as k8s_openapi::Resource>::VERSION.into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        <core::Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT.into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Why a Kubernetes pod spec could not be read as this one: only a spec that does not serialize, which
+/// `k8s_openapi`'s types never do; kept as an error rather than a panic all the same.
+#[derive(Debug, thiserror::Error)]
+#[error("pod spec cannot be read: {0}")]
+pub struct UnreadableSpec(#[from] serde_json::Error);
+
+impl PodSpec {
+    /// A pod template's spec (a DaemonSet's, a Deployment's in `nodesmith plan`) as the scheduler reads it.
+    pub fn from_template(spec: &core::PodSpec) -> Result<Self, UnreadableSpec> {
+        Ok(serde_json::from_value(serde_json::to_value(spec)?)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pod as the API server sends it, with the many fields this type does not keep.
+    const WHOLE_POD: &str = r#"{
+      "apiVersion": "v1", "kind": "Pod",
+      "metadata": {"name": "web-1", "namespace": "shop", "labels": {"app": "web"}, "uid": "u-1"},
+      "spec": {
+        "nodeName": "n1",
+        "nodeSelector": {"kubernetes.io/arch": "arm64"},
+        "priority": 1000, "priorityClassName": "high",
+        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+          {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}]}]}}},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+          "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}],
+        "overhead": {"cpu": "10m"},
+        "containers": [{"name": "app", "image": "app:1", "command": ["/bin/app"],
+          "env": [{"name": "MODE", "value": "production"}], "livenessProbe": {"httpGet": {"port": 80}},
+          "ports": [{"containerPort": 80, "hostPort": 8080}],
+          "resources": {"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}},
+          "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+        "initContainers": [{"name": "proxy", "image": "proxy:1", "restartPolicy": "Always",
+          "resources": {"requests": {"cpu": "100m"}}}],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-web-1"}},
+                    {"name": "token", "projected": {"sources": []}},
+                    {"name": "config", "configMap": {"name": "web"}}],
+        "dnsPolicy": "ClusterFirst", "serviceAccountName": "web", "securityContext": {"runAsUser": 1000}
+      },
+      "status": {
+        "phase": "Pending", "nominatedNodeName": "n2", "podIP": "10.0.0.1",
+        "conditions": [
+          {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"},
+          {"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": "app", "image": "app:1", "imageID": "", "ready": false, "restartCount": 0}]
+      }
+    }"#;
+
+    #[test]
+    fn a_whole_pod_reads_as_the_fields_nodesmith_uses() {
+        let pod: Pod = serde_json::from_str(WHOLE_POD).expect("reads");
+        let whole: core::Pod = serde_json::from_str(WHOLE_POD).expect("reads");
+        let (spec, whole_spec) = (pod.spec.as_ref().expect("spec"), whole.spec.as_ref().expect("spec"));
+        assert_eq!(pod.metadata, whole.metadata);
+        assert_eq!(spec.node_name, whole_spec.node_name);
+        assert_eq!(spec.node_selector, whole_spec.node_selector);
+        assert_eq!(spec.affinity, whole_spec.affinity);
+        assert_eq!(spec.tolerations, whole_spec.tolerations);
+        assert_eq!(spec.topology_spread_constraints, whole_spec.topology_spread_constraints);
+        assert_eq!(spec.overhead, whole_spec.overhead);
+        assert_eq!((spec.priority, spec.priority_class_name.as_deref()), (Some(1000), Some("high")));
+        let app = &spec.containers[0];
+        assert_eq!((app.name.as_str(), &app.resources), ("app", &whole_spec.containers[0].resources));
+        assert_eq!(app.ports.as_ref().and_then(|p| p[0].host_port), Some(8080));
+        let sidecar = &spec.init_containers.as_ref().expect("init containers")[0];
+        assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+        let volumes: Vec<&str> = spec.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+        assert_eq!(volumes, ["data"], "only storage claims are kept");
+
+        let status = pod.status.as_ref().expect("status");
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        assert_eq!(status.nominated_node_name.as_deref(), Some("n2"));
+        let conditions = status.conditions.as_ref().expect("conditions");
+        assert_eq!(conditions.len(), 1, "only PodScheduled is kept");
+        assert_eq!((conditions[0].status.as_str(), conditions[0].reason.as_deref()), ("False", Some("Unschedulable")));
+    }
+
+    #[test]
+    fn a_template_spec_reads_as_the_same_pod_would() {
+        let pod: Pod = serde_json::from_str(WHOLE_POD).expect("reads");
+        let whole: core::Pod = serde_json::from_str(WHOLE_POD).expect("reads");
+        let from_template = PodSpec::from_template(whole.spec.as_ref().expect("spec")).expect("converts");
+        assert_eq!(Some(from_template), pod.spec);
+    }
+
+    #[test]
+    fn it_is_served_where_core_v1_pods_are() {
+        use kube::Resource;
+        assert_eq!(Pod::api_version(&()), core::Pod::api_version(&()));
+        assert_eq!(Pod::url_path(&(), Some("shop")), core::Pod::url_path(&(), Some("shop")));
+        assert_eq!(Pod::kind(&()), "Pod");
+    }
+}
