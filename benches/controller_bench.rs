@@ -4,7 +4,7 @@
 //!   that needed a new node, the time from the moment it was seen Unschedulable to the CreateFleet call that
 //!   launched its node (timed by a recording proxy in front of moto). Prints p50, p99 and max.
 //! - `memory [NODES] [PODS]`: NODES KWOK nodes and PODS pods bound to them, then the controller's resident memory
-//!   once its caches have synced (VmRSS and VmHWM from /proc).
+//!   once its caches have synced (VmRSS, split into anonymous and file-backed pages, and VmHWM from /proc).
 //! - `interruptions [N]`: N instances with N registered NodeClaims, then a burst of N spot interruption messages
 //!   in the queue: the time until every NodeClaim is marked for deletion, and per message the time from its
 //!   sending to its NodeClaim's deletion (p50, p99).
@@ -302,7 +302,7 @@ fn rss_kib(pid: u32) -> Result<BTreeMap<String, u64>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     Ok(status
         .lines()
-        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+        .filter(|l| ["VmRSS", "VmHWM", "RssAnon", "RssFile"].iter().any(|k| l.starts_with(k)))
         .filter_map(|l| {
             let (key, value) = l.split_once(':')?;
             Some((key.to_string(), value.trim().trim_end_matches(" kB").parse().ok()?))
@@ -378,9 +378,12 @@ async fn memory(kube: &kube::Client, node_count: usize, pod_count: usize) -> Res
     tokio::time::sleep(Duration::from_secs(10)).await;
     let memory = rss_kib(controller.0.id())?;
     println!(
-        "controller with {node_count} nodes and {pod_count} pods cached: ready in {:.1} s, VmRSS {} MiB, VmHWM {} MiB",
+        "controller with {node_count} nodes and {pod_count} pods cached: ready in {:.1} s, VmRSS {} MiB (anonymous \
+         {} MiB, the binary and other files {} MiB), VmHWM {} MiB",
         synced.as_secs_f64(),
         memory.get("VmRSS").copied().unwrap_or(0) / 1024,
+        memory.get("RssAnon").copied().unwrap_or(0) / 1024,
+        memory.get("RssFile").copied().unwrap_or(0) / 1024,
         memory.get("VmHWM").copied().unwrap_or(0) / 1024
     );
     drop(controller);
