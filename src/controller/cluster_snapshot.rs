@@ -29,11 +29,7 @@ pub fn pending_pods(ctx: &Context, nominations: &Nominations) -> Vec<Arc<Pod>> {
         .state()
         .into_iter()
         .filter(|p| {
-            let on_leaving_node = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .is_some_and(|n| leaving.contains(n) && pods::is_evictable(p));
+            let on_leaving_node = p.node_name().is_some_and(|n| leaving.contains(n) && pods::is_evictable(p));
             (pods::is_provisionable(p) || on_leaving_node) && nominations.target_of(&pods::key(p)).is_none()
         })
         .collect()

@@ -59,7 +59,7 @@ impl Nominations {
             .state()
             .into_iter()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !leaving.contains(n)))
+            .filter(|p| p.node_name().is_some_and(|n| !leaving.contains(n)))
             .map(|p| (pods::key(&p), p))
             .collect();
         // A pod deleted while it waited wants nothing any more.

@@ -236,8 +236,8 @@ impl ClusterState {
     pub fn pods_by_node(&self) -> BTreeMap<String, Vec<Arc<Pod>>> {
         let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
         for pod in self.pods.state() {
-            if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                by_node.entry(node).or_default().push(pod);
+            if let Some(node) = pod.node_name() {
+                by_node.entry(node.to_string()).or_default().push(pod);
             }
         }
         by_node

@@ -159,13 +159,8 @@ async fn taint_disrupted(ctx: &Context, node: &Node) -> Result<(), Error> {
 /// grace period is over, or the instance is gone (`force`), pods are deleted instead, without a grace period.
 async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Result<usize, Error> {
     let node_name = node.name_any();
-    let on_node: Vec<Arc<Pod>> = ctx
-        .state
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_name.as_str()))
-        .collect();
+    let on_node: Vec<Arc<Pod>> =
+        ctx.state.pods.state().into_iter().filter(|p| p.node_name() == Some(node_name.as_str())).collect();
     let evictable: Vec<&Arc<Pod>> = on_node.iter().filter(|p| pods::is_evictable(p)).collect();
     let terminating = on_node.iter().filter(|p| pods::is_terminating(p) && !pods::is_daemonset_pod(p)).count();
     if evictable.is_empty() {
