@@ -2,7 +2,7 @@
 //! with KWOK as the kubelets and the registrar turning instances into Nodes. Needs `make sandbox-up`.
 //!
 //! The tests of this file share one cluster (`demo`, the one the registrar serves) and each runs its own
-//! controller process, so they take turns (`CONTROLLER_TURN`).
+//! controller process, so they take turns: each runs in a `ControllerTest`, which also cleans up after it.
 
 mod support;
 
@@ -17,35 +17,30 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use nodesmith::apis::ec2nodeclass::EC2NodeClass;
 use nodesmith::apis::nodeclaim::NodeClaim;
 use nodesmith::apis::nodepool::NodePool;
-use nodesmith::bootstrap::setup;
 use nodesmith::catalog::embedded_instance_types;
 use nodesmith::catalog::max_pods::MaxPodsSettings;
 use nodesmith::cloud::instances::instance_id_from_provider_id;
 use nodesmith_sandbox::fault_proxy::FaultPlan;
 use std::sync::atomic::Ordering;
 use support::controller::*;
-use support::{Sandbox, setup_options, unique_name, wait_until};
+use support::{Sandbox, unique_name, wait_until};
 
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn a_deployment_gets_nodes_launched_registered_and_running() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
-    setup::run(&sandbox.sdk, &setup_options(&sandbox, &sandbox.cluster)).await?;
-    install_crds(&sandbox).await?;
-    let test = unique_name("ctl-deploy");
-    let namespace = sandbox.namespace("ctl-deploy").await?;
-    rendered_nodeclass_and_pool(&sandbox, &test).await?;
-    let controller_namespace = controller_namespace(&sandbox).await?;
-    let _controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
-    let launched = deployment_story(&sandbox, &namespace, &test).await;
-    // Clean up whatever happened, while the controller still runs to drain and terminate.
-    let cleaned = clean_up(&sandbox, &namespace, &test).await;
-    sandbox.delete_namespace(&controller_namespace).await?;
-    let launched = launched?;
-    cleaned?;
-    // Deleting the NodeClaims drained and terminated: no instance of the test is left running.
-    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    let test = ControllerTest::new("ctl-deploy").await?;
+    rendered_nodeclass_and_pool(&test.sandbox, &test.name).await?;
+    test.start_controller()?;
+    let sdk = test.sandbox.sdk.clone();
+    let mut launched = Vec::new();
+    test.run(async |t| {
+        launched = deployment_story(&t.sandbox, &t.namespace, &t.name).await?;
+        Ok(())
+    })
+    .await?;
+    // Deleting the NodeClaims (the fixture's clean-up) drained and terminated: no instance of the test is left
+    // running.
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
     let described = ec2.describe_instances().set_instance_ids(Some(launched)).send().await?;
     for instance in described.reservations().iter().flat_map(|r| r.instances()) {
         let state = instance.state().and_then(|s| s.name()).map(|s| s.as_str().to_string()).unwrap_or_default();
@@ -129,24 +124,22 @@ async fn nodes_of(sandbox: &Sandbox, pool: &str) -> Result<Vec<Node>> {
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn nodepool_architecture_capacity_type_and_limits_are_obeyed() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
-    setup::run(&sandbox.sdk, &setup_options(&sandbox, &sandbox.cluster)).await?;
-    install_crds(&sandbox).await?;
+    let test = ControllerTest::new("ctl-arm").await?;
+    let sandbox = &test.sandbox;
     let on_demand = serde_json::json!({"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]});
     let general =
         serde_json::json!({"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m"]});
-    let arm = unique_name("ctl-arm");
+    let arm = test.name.clone();
     nodeclass_and_pool(
-        &sandbox,
+        sandbox,
         &arm,
         serde_json::json!([on_demand, general, {"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]),
         "1000",
     )
     .await?;
-    let spot = unique_name("ctl-spot");
+    let (spot, spot_namespace) = test.another_pool("ctl-spot").await?;
     nodeclass_and_pool(
-        &sandbox,
+        sandbox,
         &spot,
         serde_json::json!([
             general,
@@ -156,28 +149,17 @@ async fn nodepool_architecture_capacity_type_and_limits_are_obeyed() -> Result<(
         "1000",
     )
     .await?;
-    let limited = unique_name("ctl-limited");
+    let (limited, limited_namespace) = test.another_pool("ctl-limited").await?;
     nodeclass_and_pool(
-        &sandbox,
+        sandbox,
         &limited,
         serde_json::json!([on_demand, general, {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]),
         "4",
     )
     .await?;
-    let namespaces = [
-        sandbox.namespace("ctl-arm").await?,
-        sandbox.namespace("ctl-spot").await?,
-        sandbox.namespace("ctl-limited").await?,
-    ];
-    let controller_namespace = controller_namespace(&sandbox).await?;
-    let _controller = start_controller(&sandbox.cluster, &controller_namespace, &arm)?;
-    let result = constraints_story(&sandbox, &namespaces, [&arm, &spot, &limited]).await;
-    let mut cleaned = Ok(());
-    for (namespace, pool) in namespaces.iter().zip([&arm, &spot, &limited]) {
-        cleaned = cleaned.and(clean_up(&sandbox, namespace, pool).await);
-    }
-    sandbox.delete_namespace(&controller_namespace).await?;
-    result.and(cleaned)
+    let namespaces = [test.namespace.clone(), spot_namespace, limited_namespace];
+    test.start_controller()?;
+    test.run(async |t| constraints_story(&t.sandbox, &namespaces, [&arm, &spot, &limited]).await).await
 }
 
 async fn constraints_story(sandbox: &Sandbox, namespaces: &[String; 3], pools: [&String; 3]) -> Result<()> {
@@ -239,15 +221,9 @@ async fn constraints_story(sandbox: &Sandbox, namespaces: &[String; 3], pools: [
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn deleting_a_nodeclaim_drains_it_within_its_pod_disruption_budget() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
-    let (test, namespace) = simple_pool(&sandbox, "ctl-drain").await?;
-    let controller_namespace = controller_namespace(&sandbox).await?;
-    let _controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
-    let result = drain_story(&sandbox, &namespace, &test).await;
-    let cleaned = clean_up(&sandbox, &namespace, &test).await;
-    sandbox.delete_namespace(&controller_namespace).await?;
-    result.and(cleaned)
+    let test = ControllerTest::with_simple_pool("ctl-drain").await?;
+    test.start_controller()?;
+    test.run(async |t| drain_story(&t.sandbox, &t.namespace, &t.name).await).await
 }
 
 async fn drain_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<()> {
@@ -311,18 +287,14 @@ async fn drain_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<(
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn a_budget_blocks_a_drain_until_the_termination_grace_period_runs_out() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
-    let (test, namespace) = simple_pool(&sandbox, "ctl-grace").await?;
+    let test = ControllerTest::with_simple_pool("ctl-grace").await?;
     // Before any NodeClaim exists: a NodeClaim's spec is fixed when it is made.
     let grace = serde_json::json!({"spec": {"template": {"spec": {"terminationGracePeriod": "20s"}}}});
-    Api::<NodePool>::all(sandbox.kube.clone()).patch(&test, &PatchParams::default(), &Patch::Merge(&grace)).await?;
-    let controller_namespace = controller_namespace(&sandbox).await?;
-    let _controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
-    let result = grace_story(&sandbox, &namespace, &test).await;
-    let cleaned = clean_up(&sandbox, &namespace, &test).await;
-    sandbox.delete_namespace(&controller_namespace).await?;
-    result.and(cleaned)
+    Api::<NodePool>::all(test.sandbox.kube.clone())
+        .patch(&test.name, &PatchParams::default(), &Patch::Merge(&grace))
+        .await?;
+    test.start_controller()?;
+    test.run(async |t| grace_story(&t.sandbox, &t.namespace, &t.name).await).await
 }
 
 async fn grace_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<()> {
@@ -399,30 +371,27 @@ async fn grace_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<(
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn a_controller_killed_during_a_launch_leaves_no_duplicate_and_no_orphan() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
-    let (test, namespace) = simple_pool(&sandbox, "ctl-kill").await?;
-    let controller_namespace = controller_namespace(&sandbox).await?;
-    let mut first = start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-a"))?;
-    // Outlives the story: clean-up needs a controller to drain and terminate.
-    let mut second: Option<ControllerProcess> = None;
-    let result = async {
-        deployment(&sandbox, &namespace, &test, 3, "1", "1Gi").await?;
+    let test = ControllerTest::with_simple_pool("ctl-kill").await?;
+    let first = test.start(Start { identity: Some(&format!("{}-a", test.name)), ..Start::default() })?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
+        deployment(sandbox, namespace, test, 3, "1", "1Gi").await?;
         // SIGKILL as soon as a NodeClaim exists: its launch is somewhere between not started and recorded.
         wait_until("a NodeClaim", RUN_WAIT, || async {
-            Ok((!nodeclaims_of(&sandbox, &test).await?.is_empty()).then_some(()))
+            Ok((!nodeclaims_of(sandbox, test).await?.is_empty()).then_some(()))
         })
         .await?;
         first.kill();
-        second = Some(start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-b"))?);
+        // It runs on through the fixture's clean-up, which needs a controller to drain and terminate.
+        t.start(Start { identity: Some(&format!("{test}-b")), ..Start::default() })?;
         wait_until("3 pods Running after the restart", RUN_WAIT, || async {
-            Ok((running_pods(&sandbox, &namespace).await?.len() == 3).then_some(()))
+            Ok((running_pods(sandbox, namespace).await?.len() == 3).then_some(()))
         })
         .await?;
         // Every live instance belongs to a NodeClaim, and each NodeClaim has exactly one.
         wait_until("one live instance per NodeClaim", RUN_WAIT, || async {
-            let claims: Vec<String> = nodeclaims_of(&sandbox, &test).await?.iter().map(|c| c.name_any()).collect();
-            let instances = live_instances(&sandbox, &test).await?;
+            let claims: Vec<String> = nodeclaims_of(sandbox, test).await?.iter().map(|c| c.name_any()).collect();
+            let instances = live_instances(sandbox, test).await?;
             let mut per_claim: BTreeMap<&str, usize> = BTreeMap::new();
             for (_, claim) in &instances {
                 *per_claim.entry(claim.as_str()).or_default() += 1;
@@ -431,39 +400,32 @@ async fn a_controller_killed_during_a_launch_leaves_no_duplicate_and_no_orphan()
             Ok(exact.then_some(()))
         })
         .await?;
-        anyhow::Ok(())
-    }
-    .await;
-    let cleaned = clean_up(&sandbox, &namespace, &test).await;
-    sandbox.delete_namespace(&controller_namespace).await?;
-    result.and(cleaned)
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn of_two_replicas_only_the_leader_launches_and_the_other_takes_over() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
-    let (test, namespace) = simple_pool(&sandbox, "ctl-leader").await?;
-    let controller_namespace = controller_namespace(&sandbox).await?;
-    let mut first = start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-a"))?;
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(sandbox.kube.clone(), &controller_namespace);
-    let holder = || async {
-        let lease = leases.get_opt(nodesmith::names::LEASE_NAME).await?;
-        anyhow::Ok(lease.and_then(|l| l.spec?.holder_identity))
-    };
-    // Outlives the story: clean-up needs a controller to drain and terminate.
-    let mut second: Option<ControllerProcess> = None;
-    let result = async {
+    let test = ControllerTest::with_simple_pool("ctl-leader").await?;
+    let first = test.start(Start { identity: Some(&format!("{}-a", test.name)), ..Start::default() })?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(sandbox.kube.clone(), &t.controller_namespace);
+        let holder = || async {
+            let lease = leases.get_opt(nodesmith::names::LEASE_NAME).await?;
+            anyhow::Ok(lease.and_then(|l| l.spec?.holder_identity))
+        };
         wait_until("the first replica to lead", RUN_WAIT, || async {
             Ok(holder().await?.filter(|h| h.ends_with("-a")))
         })
         .await?;
-        let second = second.insert(start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-b"))?);
-        deployment(&sandbox, &namespace, &test, 2, "1", "1Gi").await?;
+        let second = t.start(Start { identity: Some(&format!("{test}-b")), ..Start::default() })?;
+        deployment(sandbox, namespace, test, 2, "1", "1Gi").await?;
         wait_until("2 pods Running", RUN_WAIT, || async {
-            Ok((running_pods(&sandbox, &namespace).await?.len() == 2).then_some(()))
+            Ok((running_pods(sandbox, namespace).await?.len() == 2).then_some(()))
         })
         .await?;
         assert!(first.log_lines_with("\"launched\"") > 0, "the leader launched");
@@ -474,60 +436,52 @@ async fn of_two_replicas_only_the_leader_launches_and_the_other_takes_over() -> 
             Ok(holder().await?.filter(|h| h.ends_with("-b")))
         })
         .await?;
-        let deployments: Api<Deployment> = Api::namespaced(sandbox.kube.clone(), &namespace);
+        let deployments: Api<Deployment> = Api::namespaced(sandbox.kube.clone(), namespace);
         deployments
             .patch("web", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": 6}})))
             .await?;
         wait_until("6 pods Running under the new leader", RUN_WAIT, || async {
-            Ok((running_pods(&sandbox, &namespace).await?.len() == 6).then_some(()))
+            Ok((running_pods(sandbox, namespace).await?.len() == 6).then_some(()))
         })
         .await?;
         assert!(second.log_lines_with("\"launched\"") > 0, "the new leader launched");
-        anyhow::Ok(())
-    }
-    .await;
-    let cleaned = clean_up(&sandbox, &namespace, &test).await;
-    sandbox.delete_namespace(&controller_namespace).await?;
-    result.and(cleaned)
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn insufficient_capacity_and_throttling_still_get_every_pod_running() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
-    let (test, namespace) = simple_pool(&sandbox, "ctl-faults").await?;
+    let test = ControllerTest::with_simple_pool("ctl-faults").await?;
     let plan = FaultPlan { fail_first_preferred_type: true, throttle_one_in: 5, ..FaultPlan::default() };
     let (proxy, faults) = support::aws_fault_proxy(plan).await?;
-    let controller_namespace = controller_namespace(&sandbox).await?;
-    let _controller = start_controller_with_aws(&sandbox.cluster, &controller_namespace, &test, Some(&proxy))?;
-    let result = async {
-        deployment(&sandbox, &namespace, &test, 6, "1", "1Gi").await?;
+    test.start(Start { aws_endpoint: Some(&proxy), ..Start::default() })?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
+        deployment(sandbox, namespace, test, 6, "1", "1Gi").await?;
         wait_until("6 pods Running despite the faults", RUN_WAIT, || async {
-            Ok((running_pods(&sandbox, &namespace).await?.len() == 6).then_some(()))
+            Ok((running_pods(sandbox, namespace).await?.len() == 6).then_some(()))
         })
         .await?;
         let refused = faults.insufficient_capacity_types.lock().map(|t| t.clone()).unwrap_or_default();
         assert!(faults.capacity_errors.load(Ordering::Relaxed) > 0, "the proxy refused a launch for capacity");
         assert!(faults.throttled.load(Ordering::Relaxed) > 0, "the proxy throttled some requests");
         // No node of the refused type, one instance per NodeClaim, none without one.
-        let claims = initialized_nodeclaims(&sandbox, &test).await?;
+        let claims = initialized_nodeclaims(sandbox, test).await?;
         for claim in &claims {
             let instance_type = claim.labels().get("node.kubernetes.io/instance-type").cloned().unwrap_or_default();
             assert!(!refused.contains(&instance_type), "launched {instance_type}, which had no capacity");
         }
-        let instances = live_instances(&sandbox, &test).await?;
+        let instances = live_instances(sandbox, test).await?;
         let mut claimed: Vec<&str> = instances.iter().map(|(_, c)| c.as_str()).collect();
         claimed.sort_unstable();
         let mut names: Vec<String> = claims.iter().map(|c| c.name_any()).collect();
         names.sort_unstable();
         assert_eq!(claimed, names, "exactly one live instance per NodeClaim");
-        anyhow::Ok(())
-    }
-    .await;
-    let cleaned = clean_up(&sandbox, &namespace, &test).await;
-    sandbox.delete_namespace(&controller_namespace).await?;
-    result.and(cleaned)
+        Ok(())
+    })
+    .await
 }
 
 /// An event as EC2 or AWS Health would put it on the bus, for `instance_id`.
@@ -577,18 +531,25 @@ fn event_entry(kind: &str, instance_id: &str) -> aws_sdk_eventbridge::types::Put
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn a_denied_launch_backs_off_says_why_and_launches_once_allowed() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
-    let controller_namespace = controller_namespace(&sandbox).await?;
-    let (test, namespace) = simple_pool(&sandbox, "ctl-denied").await?;
+    let test = ControllerTest::with_simple_pool("ctl-denied").await?;
     let plan = FaultPlan::default();
     plan.deny_create_fleet.store(true, Ordering::Relaxed);
     let (proxy, faults) = support::aws_fault_proxy(plan.clone()).await?;
-    let _controller = start_controller_with_aws(&sandbox.cluster, &controller_namespace, &test, Some(&proxy))?;
-    deployment(&sandbox, &namespace, &test, 1, "1", "1Gi").await?;
+    test.start(Start { aws_endpoint: Some(&proxy), ..Start::default() })?;
+    test.run(async |t| denied_story(&t.sandbox, &t.namespace, &t.name, &plan, &faults).await).await
+}
+
+async fn denied_story(
+    sandbox: &Sandbox,
+    namespace: &str,
+    test: &str,
+    plan: &FaultPlan,
+    faults: &nodesmith_sandbox::fault_proxy::FaultLog,
+) -> Result<()> {
+    deployment(sandbox, namespace, test, 1, "1", "1Gi").await?;
 
     let claim = wait_until("a NodeClaim saying its launch was denied", RUN_WAIT, || async {
-        let claims = nodeclaims_of(&sandbox, &test).await?;
+        let claims = nodeclaims_of(sandbox, test).await?;
         Ok(claims.into_iter().find(|c| {
             c.status.as_ref().is_some_and(|s| {
                 s.conditions.iter().any(|c| {
@@ -606,7 +567,7 @@ async fn a_denied_launch_backs_off_says_why_and_launches_once_allowed() -> Resul
     tokio::time::sleep(std::time::Duration::from_secs(60)).await;
     let denied = faults.denied.load(Ordering::Relaxed);
     assert!((2..=5).contains(&denied), "{denied} launches in about a minute");
-    assert_eq!(nodeclaims_of(&sandbox, &test).await?.len(), 1, "no second NodeClaim for the same pod");
+    assert_eq!(nodeclaims_of(sandbox, test).await?.len(), 1, "no second NodeClaim for the same pod");
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::all(sandbox.kube.clone());
     let said = events.list(&ListParams::default()).await?.items.into_iter().any(|e| {
         e.reason.as_deref() == Some("LaunchFailed")
@@ -620,7 +581,7 @@ async fn a_denied_launch_backs_off_says_why_and_launches_once_allowed() -> Resul
     };
     let pools: Api<NodePool> = Api::all(sandbox.kube.clone());
     wait_until("the NodePool to say it cannot launch", RUN_WAIT, || async {
-        let said = launchable(pools.get(&test).await?);
+        let said = launchable(pools.get(test).await?);
         Ok(said.filter(|(status, message)| {
             status == "False" && message.contains(&claim.name_any()) && message.contains("ec2:CreateFleet")
         }))
@@ -629,18 +590,18 @@ async fn a_denied_launch_backs_off_says_why_and_launches_once_allowed() -> Resul
 
     plan.deny_create_fleet.store(false, Ordering::Relaxed);
     wait_until("the pod to run once launches are allowed", RUN_WAIT, || async {
-        Ok((running_pods(&sandbox, &namespace).await?.len() == 1).then_some(()))
+        Ok((running_pods(sandbox, namespace).await?.len() == 1).then_some(()))
     })
     .await?;
-    let launched = nodeclaims_of(&sandbox, &test).await?;
+    let launched = nodeclaims_of(sandbox, test).await?;
     assert_eq!(launched.len(), 1);
     assert_eq!(launched[0].name_any(), claim.name_any(), "the same NodeClaim launched, none was replaced");
     assert!(first_denied.elapsed() < std::time::Duration::from_secs(300));
     wait_until("the NodePool to say it launches again", RUN_WAIT, || async {
-        Ok(launchable(pools.get(&test).await?).filter(|(status, _)| status == "True"))
+        Ok(launchable(pools.get(test).await?).filter(|(status, _)| status == "True"))
     })
     .await?;
-    clean_up(&sandbox, &namespace, &test).await
+    Ok(())
 }
 
 /// The API server loses the status write that records a launch (answered 500, never stored): the controller
@@ -650,38 +611,29 @@ async fn a_denied_launch_backs_off_says_why_and_launches_once_allowed() -> Resul
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn a_lost_status_write_after_a_launch_launches_nothing_twice() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
-    let controller_namespace = controller_namespace(&sandbox).await?;
-    let (test, namespace) = simple_pool(&sandbox, "ctl-lost").await?;
+    let test = ControllerTest::with_simple_pool("ctl-lost").await?;
     let (aws_proxy, aws_log) = support::aws_fault_proxy(FaultPlan::default()).await?;
     let kube_faults = std::sync::Arc::new(nodesmith_sandbox::kube_fault_proxy::KubeFaults::default());
     kube_faults.lose_launch_status_writes.store(1, Ordering::SeqCst);
     let kube_proxy = nodesmith_sandbox::kube_fault_proxy::start(
-        controller_kube_client(&controller_namespace).await?,
+        controller_kube_client(&test.controller_namespace).await?,
         kube_faults.clone(),
     )
     .await?;
-    let _controller = start_controller_with(
-        &sandbox.cluster,
-        &controller_namespace,
-        &test,
-        Some(&aws_proxy),
-        Some(&kube_proxy),
-        &[],
-    )?;
-    let story = async {
-        deployment(&sandbox, &namespace, &test, 1, "1", "1Gi").await?;
+    test.start(Start { aws_endpoint: Some(&aws_proxy), kube_endpoint: Some(&kube_proxy), ..Start::default() })?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
+        deployment(sandbox, namespace, test, 1, "1", "1Gi").await?;
         // The pod may run before the retry (the node registers on its own); the NodeClaim is whole only once the
         // retry has found the instance and recorded it.
         wait_until("the pod Running and its NodeClaim initialized", RUN_WAIT, || async {
-            let running = running_pods(&sandbox, &namespace).await?.len() == 1;
-            Ok((running && initialized_nodeclaims(&sandbox, &test).await?.len() == 1).then_some(()))
+            let running = running_pods(sandbox, namespace).await?.len() == 1;
+            Ok((running && initialized_nodeclaims(sandbox, test).await?.len() == 1).then_some(()))
         })
         .await?;
         let lost = kube_faults.lost.lock().map(|l| l.clone()).unwrap_or_default();
         ensure!(lost.len() == 1, "the proxy lost {lost:?}, not one launch's status write");
-        let claims = nodeclaims_of(&sandbox, &test).await?;
+        let claims = nodeclaims_of(sandbox, test).await?;
         ensure!(claims.len() == 1 && claims[0].name_any() == lost[0], "one NodeClaim, the one whose write was lost");
         let answers = aws_log.fleet_answers.lock().map(|a| a.clone()).unwrap_or_default();
         let launched: std::collections::BTreeSet<&String> =
@@ -699,11 +651,9 @@ async fn a_lost_status_write_after_a_launch_launches_nothing_twice() -> Result<(
         ensure!(aws_log.terminations.load(Ordering::Relaxed) == 0, "nothing was terminated on the way");
         let recorded = claims[0].status.as_ref().and_then(|s| s.provider_id.clone()).unwrap_or_default();
         ensure!(recorded.ends_with(instances[0]), "the NodeClaim records {recorded:?}, not {}", instances[0]);
-        anyhow::Ok(())
-    }
-    .await;
-    let cleaned = clean_up(&sandbox, &namespace, &test).await;
-    story.and(cleaned)
+        Ok(())
+    })
+    .await
 }
 
 /// The one NodeClaim of the pool that runs pods now, with its instance id.
@@ -718,15 +668,11 @@ async fn serving_nodeclaim(sandbox: &Sandbox, pool: &str) -> Result<(NodeClaim, 
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn interruptions_through_eventbridge_and_the_queue_move_pods_before_the_instance_goes() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
-    setup::run(&sandbox.sdk, &setup_options(&sandbox, &sandbox.cluster)).await?;
-    let queue = support::names(&sandbox.cluster).queue;
-    install_crds(&sandbox).await?;
-    let test = unique_name("ctl-interrupt");
+    let test = ControllerTest::new("ctl-interrupt").await?;
+    let queue = support::names(&test.sandbox.cluster).queue;
     nodeclass_and_pool(
-        &sandbox,
-        &test,
+        &test.sandbox,
+        &test.name,
         serde_json::json!([
             {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
             {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m"]},
@@ -735,20 +681,8 @@ async fn interruptions_through_eventbridge_and_the_queue_move_pods_before_the_in
         "1000",
     )
     .await?;
-    let namespace = sandbox.namespace("ctl-interrupt").await?;
-    let controller_namespace = controller_namespace(&sandbox).await?;
-    let controller = start_controller_with(
-        &sandbox.cluster,
-        &controller_namespace,
-        &test,
-        None,
-        None,
-        &["--interruption-queue", &queue],
-    )?;
-    let result = interruption_story(&sandbox, &controller, &namespace, &test, &queue).await;
-    let cleaned = clean_up(&sandbox, &namespace, &test).await;
-    sandbox.delete_namespace(&controller_namespace).await?;
-    result.and(cleaned)
+    let controller = test.start(Start { args: &["--interruption-queue", &queue], ..Start::default() })?;
+    test.run(async |t| interruption_story(&t.sandbox, &controller, &t.namespace, &t.name, &queue).await).await
 }
 
 async fn interruption_story(
@@ -856,27 +790,25 @@ async fn interruption_story(
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn prefix_delegation_gives_nodes_the_prefix_delegated_pod_capacity() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
-    let (test, namespace) = simple_pool(&sandbox, "ctl-prefix").await?;
-    let classes: Api<EC2NodeClass> = Api::all(sandbox.kube.clone());
+    let test = ControllerTest::with_simple_pool("ctl-prefix").await?;
+    let classes: Api<EC2NodeClass> = Api::all(test.sandbox.kube.clone());
     classes
         .patch(
-            &test,
+            &test.name,
             &PatchParams::default(),
             &Patch::Merge(serde_json::json!({"spec": {"prefixDelegation": "Enabled"}})),
         )
         .await?;
-    let controller_namespace = controller_namespace(&sandbox).await?;
-    let _controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
-    let result = async {
-        deployment(&sandbox, &namespace, &test, 2, "1", "1Gi").await?;
+    test.start_controller()?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
+        deployment(sandbox, namespace, test, 2, "1", "1Gi").await?;
         wait_until("2 pods Running", RUN_WAIT, || async {
-            Ok((running_pods(&sandbox, &namespace).await?.len() == 2).then_some(()))
+            Ok((running_pods(sandbox, namespace).await?.len() == 2).then_some(()))
         })
         .await?;
         let delegated = MaxPodsSettings { prefix_delegation: true, ..Default::default() };
-        for node in nodes_of(&sandbox, &test).await? {
+        for node in nodes_of(sandbox, test).await? {
             let instance_type = node.labels().get("node.kubernetes.io/instance-type").cloned().unwrap_or_default();
             let info = embedded_instance_types().iter().find(|t| t.name == instance_type).context("unknown type")?;
             let pods = node.status.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("pods")).cloned();
@@ -884,12 +816,9 @@ async fn prefix_delegation_gives_nodes_the_prefix_delegated_pod_capacity() -> Re
             assert_eq!(pods.map(|q| q.0), Some(expected.to_string()), "{instance_type} under prefix delegation");
             assert_ne!(expected, info.max_pods(MaxPodsSettings::default()), "{instance_type}: the two must differ");
         }
-        anyhow::Ok(())
-    }
-    .await;
-    let cleaned = clean_up(&sandbox, &namespace, &test).await;
-    sandbox.delete_namespace(&controller_namespace).await?;
-    result.and(cleaned)
+        Ok(())
+    })
+    .await
 }
 
 /// Started where the Karpenter v1 CRDs are not served, the controller says so once per kind, with how to install

@@ -2,7 +2,8 @@
 //! within budgets, and a controller killed midway converges. The real binary against moto and the real control
 //! plane, KWOK as the kubelets. Needs `make sandbox-up`.
 //!
-//! Each test runs its own controller on the shared `demo` cluster, so they take turns (`CONTROLLER_TURN`).
+//! Each test runs its own controller on the shared `demo` cluster, so they take turns: each runs in a
+//! `ControllerTest`, which also cleans up after it.
 
 mod support;
 
@@ -19,9 +20,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use nodesmith::apis::ec2nodeclass::EC2NodeClass;
 use nodesmith::apis::nodeclaim::NodeClaim;
 use nodesmith::apis::nodepool::NodePool;
-use nodesmith::bootstrap::setup;
 use support::controller::*;
-use support::{Sandbox, setup_options, unique_name, wait_until};
+use support::{Sandbox, wait_until};
 
 /// A disruption pass runs every 10 s and waits 15 s before it acts; a few of those.
 const SETTLE: Duration = Duration::from_secs(180);
@@ -54,18 +54,11 @@ async fn shrink_to_half_a_cpu(sandbox: &Sandbox, namespace: &str) -> Result<()> 
     .await
 }
 
-/// A pool for disruption tests: `disruption` as given, on `requirements`.
-async fn pool(
-    sandbox: &Sandbox,
-    prefix: &str,
-    requirements: serde_json::Value,
-    disruption: serde_json::Value,
-) -> Result<(String, String)> {
-    setup::run(&sandbox.sdk, &setup_options(sandbox, &sandbox.cluster)).await?;
-    install_crds(sandbox).await?;
-    let test = unique_name(prefix);
-    nodeclass_and_pool_with(sandbox, &test, requirements, "1000", disruption).await?;
-    Ok((test.clone(), sandbox.namespace(prefix).await?))
+/// A disruption test with its pool: `disruption` as given, on `requirements`.
+async fn pool(prefix: &str, requirements: serde_json::Value, disruption: serde_json::Value) -> Result<ControllerTest> {
+    let test = ControllerTest::new(prefix).await?;
+    nodeclass_and_pool_with(&test.sandbox, &test.name, requirements, "1000", disruption).await?;
+    Ok(test)
 }
 
 /// A Deployment `web` of `replicas` pods requesting `cpu`, on the test's nodes; `extra` is merged into the pod
@@ -206,38 +199,23 @@ impl Sampler {
     }
 }
 
-/// Runs `story` with a fresh controller, then cleans up whatever happened.
-async fn with_controller<F, Fut>(sandbox: &Sandbox, test: &str, namespace: &str, story: F) -> Result<()>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let controller_namespace = controller_namespace(sandbox).await?;
-    let controller = start_controller(&sandbox.cluster, &controller_namespace, test)?;
-    let result = story().await;
-    let cleaned = clean_up(sandbox, namespace, test).await;
-    drop(controller);
-    sandbox.delete_namespace(&controller_namespace).await?;
-    result.and(cleaned)
-}
-
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn scaling_to_zero_terminates_every_instance_by_emptiness() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
     let disruption = serde_json::json!({"consolidateAfter": "10s", "budgets": [{"nodes": "100%"}]});
-    let (test, namespace) = pool(&sandbox, "dis-empty", small_nodes(), disruption).await?;
-    with_controller(&sandbox, &test, &namespace, || async {
-        web(&sandbox, &namespace, &test, 10, "1500m", serde_json::json!({})).await?;
-        let claims = running_on(&sandbox, &namespace, &test, 10).await?;
+    let test = pool("dis-empty", small_nodes(), disruption).await?;
+    test.start_controller()?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
+        web(sandbox, namespace, test, 10, "1500m", serde_json::json!({})).await?;
+        let claims = running_on(sandbox, namespace, test, 10).await?;
         ensure!(claims.len() == 10, "one c5.large per 1.5-CPU pod: {} NodeClaims", claims.len());
-        let launched: Vec<String> = live_instances(&sandbox, &test).await?.into_iter().map(|(i, _)| i).collect();
-        patch_deployment(&sandbox, &namespace, serde_json::json!({"spec": {"replicas": 0}})).await?;
+        let launched: Vec<String> = live_instances(sandbox, test).await?.into_iter().map(|(i, _)| i).collect();
+        patch_deployment(sandbox, namespace, serde_json::json!({"spec": {"replicas": 0}})).await?;
         let scaled = Instant::now();
         // Within consolidateAfter (10 s) + 60 s, and no teardown or NodePool deletion involved.
         wait_until("every instance terminated by emptiness", Duration::from_secs(70), || async {
-            Ok(live_instances(&sandbox, &test).await?.is_empty().then_some(()))
+            Ok(live_instances(sandbox, test).await?.is_empty().then_some(()))
         })
         .await?;
         eprintln!(
@@ -245,7 +223,7 @@ async fn scaling_to_zero_terminates_every_instance_by_emptiness() -> Result<()> 
             launched.len(),
             scaled.elapsed().as_secs_f64()
         );
-        wait_claims_gone(&sandbox, &test).await
+        wait_claims_gone(sandbox, test).await
     })
     .await
 }
@@ -260,33 +238,33 @@ async fn wait_claims_gone(sandbox: &Sandbox, test: &str) -> Result<()> {
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn six_underutilized_nodes_are_consolidated_within_a_pod_disruption_budget() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
     // 30 s of quiet: nothing is consolidated while the rollout below still moves pods.
     let disruption = serde_json::json!({"consolidateAfter": "30s", "budgets": [{"nodes": "50%"}]});
-    let (test, namespace) = pool(&sandbox, "dis-under", small_nodes(), disruption).await?;
-    with_controller(&sandbox, &test, &namespace, || async {
+    let test = pool("dis-under", small_nodes(), disruption).await?;
+    test.start_controller()?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
         // One pod per node, forced by hostname anti-affinity.
         let spread = serde_json::json!({"spec": {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
             {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "web"}}}
         ]}}}});
-        web(&sandbox, &namespace, &test, 6, "250m", spread).await?;
-        let claims = running_on(&sandbox, &namespace, &test, 6).await?;
+        web(sandbox, namespace, test, 6, "250m", spread).await?;
+        let claims = running_on(sandbox, namespace, test, 6).await?;
         ensure!(claims.len() == 6, "six nodes, one pod each: {} NodeClaims", claims.len());
         let pdb: PodDisruptionBudget = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web"},
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}},
         }))?;
-        Api::<PodDisruptionBudget>::namespaced(sandbox.kube.clone(), &namespace).create(&PostParams::default(), &pdb).await?;
-        let before = pool_price(&sandbox, &test).await?;
+        Api::<PodDisruptionBudget>::namespaced(sandbox.kube.clone(), namespace).create(&PostParams::default(), &pdb).await?;
+        let before = pool_price(sandbox, test).await?;
         // A rollout without the anti-affinity: the pods may now share nodes.
         patch_deployment(
-            &sandbox,
-            &namespace,
+            sandbox,
+            namespace,
             serde_json::json!({"spec": {"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}, "template": {"spec": {"affinity": null}}}}),
         )
         .await?;
-        let deployments: Api<Deployment> = Api::namespaced(sandbox.kube.clone(), &namespace);
+        let deployments: Api<Deployment> = Api::namespaced(sandbox.kube.clone(), namespace);
         wait_until("the rollout done", RUN_WAIT, || async {
             let status = deployments.get("web").await?.status.unwrap_or_default();
             let done = status.updated_replicas == Some(6) && status.ready_replicas == Some(6) && status.replicas == Some(6);
@@ -294,16 +272,16 @@ async fn six_underutilized_nodes_are_consolidated_within_a_pod_disruption_budget
         })
         .await?;
         // From here on only consolidation moves pods, and only through the Eviction API.
-        let sampler = Sampler::start(&sandbox, &namespace, &test, 6);
+        let sampler = Sampler::start(sandbox, namespace, test, 6);
         let consolidated = wait_until("the pool consolidated to at most two nodes, every pod Running", SETTLE, || async {
-            let live: Vec<NodeClaim> = nodeclaims_of(&sandbox, &test).await?;
-            let running = running_pods(&sandbox, &namespace).await?.len();
+            let live: Vec<NodeClaim> = nodeclaims_of(sandbox, test).await?;
+            let running = running_pods(sandbox, namespace).await?.len();
             Ok((live.len() <= 2 && running == 6).then_some(live.len()))
         })
         .await;
         let (fewest_ready, _) = sampler.finish().await;
         let nodes = consolidated?;
-        let after = pool_price(&sandbox, &test).await?;
+        let after = pool_price(sandbox, test).await?;
         eprintln!("consolidated 6 nodes to {nodes}: ${before:.3}/h -> ${after:.3}/h; fewest ready pods {fewest_ready}");
         ensure!(fewest_ready >= 5, "the PodDisruptionBudget allows one pod down; {fewest_ready} of 6 were ready");
         ensure!(after < before, "the pool's $/h went down ({before} -> {after})");
@@ -315,21 +293,21 @@ async fn six_underutilized_nodes_are_consolidated_within_a_pod_disruption_budget
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn a_node_whose_pods_fit_a_cheaper_type_is_replaced_once_the_new_one_is_initialized() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
     let disruption = serde_json::json!({"consolidateAfter": "10s"});
-    let (test, namespace) = pool(&sandbox, "dis-replace", c5_nodes(), disruption).await?;
-    with_controller(&sandbox, &test, &namespace, || async {
-        web(&sandbox, &namespace, &test, 1, "6", serde_json::json!({})).await?;
-        let claims = running_on(&sandbox, &namespace, &test, 1).await?;
+    let test = pool("dis-replace", c5_nodes(), disruption).await?;
+    test.start_controller()?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
+        web(sandbox, namespace, test, 1, "6", serde_json::json!({})).await?;
+        let claims = running_on(sandbox, namespace, test, 1).await?;
         let big = claims.first().context("a NodeClaim")?.clone();
         let big_type = big.labels().get("node.kubernetes.io/instance-type").cloned().unwrap_or_default();
         // The workload shrinks; its one pod now fits a far cheaper c5.
-        shrink_to_half_a_cpu(&sandbox, &namespace).await?;
+        shrink_to_half_a_cpu(sandbox, namespace).await?;
         let api: Api<NodeClaim> = Api::all(sandbox.kube.clone());
         let (replacement, deleted_at) =
             wait_until(&format!("{} ({big_type}) replaced", big.name_any()), SETTLE, || async {
-                let claims = nodeclaims_of(&sandbox, &test).await?;
+                let claims = nodeclaims_of(sandbox, test).await?;
                 let old = api.get_opt(&big.name_any()).await?;
                 let deleted_at = match &old {
                     Some(old) => old.metadata.deletion_timestamp.clone().map(|t| t.0),
@@ -355,7 +333,7 @@ async fn a_node_whose_pods_fit_a_cheaper_type_is_replaced_once_the_new_one_is_in
             "replacement initialized at {initialized_at}, old deleted at {deleted_at}"
         );
         wait_until("the pod running on the replacement", RUN_WAIT, || async {
-            let pods = running_pods(&sandbox, &namespace).await?;
+            let pods = running_pods(sandbox, namespace).await?;
             let node = replacement.status.as_ref().and_then(|s| s.node_name.clone());
             Ok((pods.len() == 1 && pods[0].spec.as_ref().and_then(|s| s.node_name.clone()) == node).then_some(()))
         })
@@ -368,21 +346,21 @@ async fn a_node_whose_pods_fit_a_cheaper_type_is_replaced_once_the_new_one_is_in
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn a_changed_nodeclass_rolls_every_node_within_the_budget() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
     let disruption = serde_json::json!({"consolidateAfter": "Never", "budgets": [{"nodes": "1"}]});
-    let (test, namespace) = pool(&sandbox, "dis-drift", small_nodes(), disruption).await?;
-    with_controller(&sandbox, &test, &namespace, || async {
-        web(&sandbox, &namespace, &test, 3, "1500m", serde_json::json!({})).await?;
-        let before: Vec<String> = running_on(&sandbox, &namespace, &test, 3).await?.iter().map(|c| c.name_any()).collect();
-        let sampler = Sampler::start(&sandbox, &namespace, &test, 3);
+    let test = pool("dis-drift", small_nodes(), disruption).await?;
+    test.start_controller()?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
+        web(sandbox, namespace, test, 3, "1500m", serde_json::json!({})).await?;
+        let before: Vec<String> = running_on(sandbox, namespace, test, 3).await?.iter().map(|c| c.name_any()).collect();
+        let sampler = Sampler::start(sandbox, namespace, test, 3);
         // New tags (the class's hash) and another AMI (what it resolves).
         let patch = serde_json::json!({"spec": {"tags": {"rollout": "2"}, "amiSelectorTerms": [{"id": AL2023_X86_AMI}, {"id": ARM_AMI}]}});
-        Api::<EC2NodeClass>::all(sandbox.kube.clone()).patch(&test, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Api::<EC2NodeClass>::all(sandbox.kube.clone()).patch(test, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         let rolled = wait_until("every drifted node replaced, pods Running", Duration::from_secs(420), || async {
-            let claims = nodeclaims_of(&sandbox, &test).await?;
+            let claims = nodeclaims_of(sandbox, test).await?;
             let fresh = claims.iter().filter(|c| !before.contains(&c.name_any()) && is_initialized(c)).count();
-            let running = running_pods(&sandbox, &namespace).await?.len();
+            let running = running_pods(sandbox, namespace).await?.len();
             Ok((claims.len() == 3 && fresh == 3 && running == 3).then_some(claims))
         })
         .await;
@@ -402,34 +380,34 @@ async fn a_changed_nodeclass_rolls_every_node_within_the_budget() -> Result<()> 
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn expiry_recycles_a_node_that_a_do_not_disrupt_pod_keeps_from_consolidation() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
     let disruption = serde_json::json!({"consolidateAfter": "10s"});
-    let (test, namespace) = pool(&sandbox, "dis-expire", c5_nodes(), disruption).await?;
+    let test = pool("dis-expire", c5_nodes(), disruption).await?;
     // Before any NodeClaim exists: expireAfter and terminationGracePeriod are copied into each one.
     patch_pool(
-        &sandbox,
-        &test,
+        &test.sandbox,
+        &test.name,
         serde_json::json!({"spec": {"template": {"spec": {"expireAfter": "2m", "terminationGracePeriod": "30s"}}}}),
     )
     .await?;
-    with_controller(&sandbox, &test, &namespace, || async {
+    test.start_controller()?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
         web(
-            &sandbox,
-            &namespace,
-            &test,
+            sandbox,
+            namespace,
+            test,
             1,
             "6",
             serde_json::json!({"metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}}),
         )
         .await?;
-        let first = running_on(&sandbox, &namespace, &test, 1).await?.first().context("a NodeClaim")?.clone();
+        let first = running_on(sandbox, namespace, test, 1).await?.first().context("a NodeClaim")?.clone();
         let created = first.metadata.creation_timestamp.clone().context("created")?.0;
         // Shrunk, it would be replaced by a cheaper node (as in the replace test), but its pod says do-not-disrupt.
-        shrink_to_half_a_cpu(&sandbox, &namespace).await?;
+        shrink_to_half_a_cpu(sandbox, namespace).await?;
         wait_until("a DisruptionBlocked Event naming the do-not-disrupt pod", RUN_WAIT, || async {
-            let notes = events_with_reason(&sandbox, "DisruptionBlocked").await?;
-            Ok(notes.iter().any(|n| n.contains("do-not-disrupt") && n.contains(&namespace)).then_some(()))
+            let notes = events_with_reason(sandbox, "DisruptionBlocked").await?;
+            Ok(notes.iter().any(|n| n.contains("do-not-disrupt") && n.contains(namespace.as_str())).then_some(()))
         })
         .await?;
         let api: Api<NodeClaim> = Api::all(sandbox.kube.clone());
@@ -444,7 +422,7 @@ async fn expiry_recycles_a_node_that_a_do_not_disrupt_pod_keeps_from_consolidati
         ensure!(lived >= 120, "expired after {lived} s, not before expireAfter (2m)");
         // The do-not-disrupt pod holds the drain until terminationGracePeriod (30 s), then runs elsewhere.
         wait_until("the pod running on a new node", Duration::from_secs(180), || async {
-            let pods = running_pods(&sandbox, &namespace).await?;
+            let pods = running_pods(sandbox, namespace).await?;
             let old_node = first.status.as_ref().and_then(|s| s.node_name.clone());
             Ok((pods.len() == 1 && pods[0].spec.as_ref().and_then(|s| s.node_name.clone()) != old_node).then_some(()))
         })
@@ -462,18 +440,18 @@ async fn wait_gone(api: &Api<NodeClaim>, name: &str) -> Result<()> {
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn budgets_of_zero_hold_nodes_and_reasons_scope_them() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
     let disruption = serde_json::json!({"consolidateAfter": "5s", "budgets": [{"nodes": "0"}]});
-    let (test, namespace) = pool(&sandbox, "dis-budget", small_nodes(), disruption).await?;
-    with_controller(&sandbox, &test, &namespace, || async {
-        web(&sandbox, &namespace, &test, 2, "1500m", serde_json::json!({})).await?;
-        let claims = running_on(&sandbox, &namespace, &test, 2).await?;
+    let test = pool("dis-budget", small_nodes(), disruption).await?;
+    test.start_controller()?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
+        web(sandbox, namespace, test, 2, "1500m", serde_json::json!({})).await?;
+        let claims = running_on(sandbox, namespace, test, 2).await?;
         // Drift under a zero budget: marked Drifted, not replaced.
         let patch = serde_json::json!({"spec": {"tags": {"rollout": "2"}}});
-        Api::<EC2NodeClass>::all(sandbox.kube.clone()).patch(&test, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Api::<EC2NodeClass>::all(sandbox.kube.clone()).patch(test, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         wait_until("the NodeClaims marked Drifted", RUN_WAIT, || async {
-            let claims = nodeclaims_of(&sandbox, &test).await?;
+            let claims = nodeclaims_of(sandbox, test).await?;
             let drifted = claims.iter().all(|c| {
                 c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Drifted" && c.status == "True"))
             });
@@ -481,14 +459,14 @@ async fn budgets_of_zero_hold_nodes_and_reasons_scope_them() -> Result<()> {
         })
         .await?;
         // Empty under a zero budget: kept, and the Event says which budget.
-        patch_deployment(&sandbox, &namespace, serde_json::json!({"spec": {"replicas": 0}})).await?;
+        patch_deployment(sandbox, namespace, serde_json::json!({"spec": {"replicas": 0}})).await?;
         wait_until("a DisruptionBlocked Event naming the budget", RUN_WAIT, || async {
-            let notes = events_with_reason(&sandbox, "DisruptionBlocked").await?;
+            let notes = events_with_reason(sandbox, "DisruptionBlocked").await?;
             Ok(notes.iter().any(|n| n.contains(&format!("budget of NodePool {test}"))).then_some(()))
         })
         .await?;
         tokio::time::sleep(Duration::from_secs(30)).await;
-        let kept = nodeclaims_of(&sandbox, &test).await?;
+        let kept = nodeclaims_of(sandbox, test).await?;
         ensure!(
             kept.len() == claims.len() && kept.iter().all(|c| c.metadata.deletion_timestamp.is_none()),
             "a zero budget disrupts nothing: {} of {} NodeClaims left",
@@ -496,8 +474,8 @@ async fn budgets_of_zero_hold_nodes_and_reasons_scope_them() -> Result<()> {
             claims.len()
         );
         // Scoped to drift only, the zero budget lets emptiness through.
-        patch_pool(&sandbox, &test, serde_json::json!({"spec": {"disruption": {"budgets": [{"nodes": "0", "reasons": ["Drifted"]}, {"nodes": "100%"}]}}})).await?;
-        wait_claims_gone(&sandbox, &test).await?;
+        patch_pool(sandbox, test, serde_json::json!({"spec": {"disruption": {"budgets": [{"nodes": "0", "reasons": ["Drifted"]}, {"nodes": "100%"}]}}})).await?;
+        wait_claims_gone(sandbox, test).await?;
         Ok(())
     })
     .await
@@ -506,17 +484,13 @@ async fn budgets_of_zero_hold_nodes_and_reasons_scope_them() -> Result<()> {
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn a_controller_killed_mid_disruption_converges_after_restart() -> Result<()> {
-    let _turn = CONTROLLER_TURN.lock().await;
-    let sandbox = Sandbox::connect().await?;
     let disruption = serde_json::json!({"consolidateAfter": "5s", "budgets": [{"nodes": "100%"}]});
-    let (test, namespace) = pool(&sandbox, "dis-kill", small_nodes(), disruption).await?;
-    let controller_namespace = controller_namespace(&sandbox).await?;
-    // The controller that runs last stays up through the clean-up, which needs it to drain and terminate.
-    let mut last_controller = None;
-    let result = async {
-        let mut controller = start_controller(&sandbox.cluster, &controller_namespace, &test)?;
-        web(&sandbox, &namespace, &test, 4, "1500m", serde_json::json!({})).await?;
-        let claims = running_on(&sandbox, &namespace, &test, 4).await?;
+    let test = pool("dis-kill", small_nodes(), disruption).await?;
+    let controller = test.start_controller()?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
+        web(sandbox, namespace, test, 4, "1500m", serde_json::json!({})).await?;
+        let claims = running_on(sandbox, namespace, test, 4).await?;
         // A node left tainted by a disruption that never deleted its NodeClaim (as a crash between the two would).
         let stray = claims[0].status.as_ref().and_then(|s| s.node_name.clone()).context("a node")?;
         let nodes: Api<Node> = Api::all(sandbox.kube.clone());
@@ -528,7 +502,7 @@ async fn a_controller_killed_mid_disruption_converges_after_restart() -> Result<
         let claims_api: Api<NodeClaim> = Api::all(sandbox.kube.clone());
         let config = kube::runtime::watcher::Config::default().labels(&format!("karpenter.sh/nodepool={test}"));
         let mut deletions = Box::pin(kube::runtime::watcher(claims_api, config));
-        patch_deployment(&sandbox, &namespace, serde_json::json!({"spec": {"replicas": 2}})).await?;
+        patch_deployment(sandbox, namespace, serde_json::json!({"spec": {"replicas": 2}})).await?;
         let begun = async {
             use futures::StreamExt;
             while let Some(event) = deletions.next().await {
@@ -547,10 +521,11 @@ async fn a_controller_killed_mid_disruption_converges_after_restart() -> Result<
         tokio::time::timeout(SETTLE, begun).await.context("timed out waiting for a disruption to begin")??;
         controller.kill();
         tokio::time::sleep(Duration::from_secs(5)).await;
-        last_controller = Some(start_controller(&sandbox.cluster, &controller_namespace, &format!("{test}-again"))?);
+        // It stays up through the fixture's clean-up, which needs a controller to drain and terminate.
+        t.start(Start { identity: Some(&format!("{test}-again")), ..Start::default() })?;
         wait_until("two nodes left, no node tainted, both pods Running", SETTLE, || async {
-            let claims = nodeclaims_of(&sandbox, &test).await?;
-            let running = running_pods(&sandbox, &namespace).await?.len();
+            let claims = nodeclaims_of(sandbox, test).await?;
+            let running = running_pods(sandbox, namespace).await?.len();
             let tainted = nodes
                 .list(&ListParams::default().labels(&format!("karpenter.sh/nodepool={test}")))
                 .await?
@@ -563,14 +538,10 @@ async fn a_controller_killed_mid_disruption_converges_after_restart() -> Result<
                         .is_some_and(|t| t.iter().any(|t| t.key == "karpenter.sh/disrupted"))
                 })
                 .count();
-            let instances = live_instances(&sandbox, &test).await?.len();
+            let instances = live_instances(sandbox, test).await?.len();
             Ok((claims.len() == 2 && running == 2 && tainted == 0 && instances == 2).then_some(()))
         })
         .await
-    }
-    .await;
-    let cleaned = clean_up(&sandbox, &namespace, &test).await;
-    drop(last_controller);
-    sandbox.delete_namespace(&controller_namespace).await?;
-    result.and(cleaned)
+    })
+    .await
 }

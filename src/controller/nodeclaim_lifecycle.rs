@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -19,6 +20,7 @@ use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
 use serde_json::json;
 
 use super::leader::Leadership;
+use super::state::ClusterState;
 use super::{Context, Error, conditions, events, launch, termination};
 use crate::apis::finalizers;
 use crate::apis::nodeclaim::NodeClaim;
@@ -66,10 +68,66 @@ fn error_policy(claim: Arc<NodeClaim>, error: &Error, _: Arc<Reconciler>) -> Act
     Action::requeue(Duration::from_secs(5))
 }
 
-fn age(claim: &NodeClaim) -> Duration {
+fn age(claim: &NodeClaim, now: Timestamp) -> Duration {
     let Some(created) = claim.metadata.creation_timestamp.as_ref() else { return Duration::ZERO };
-    let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
-    Duration::try_from(elapsed).unwrap_or(Duration::ZERO)
+    Duration::try_from(now.duration_since(created.0)).unwrap_or(Duration::ZERO)
+}
+
+/// What a NodeClaim needs next, read from it and the caches alone: `reconcile` carries it out. Kept free of I/O
+/// so that every turn of a NodeClaim's life is a plain unit test.
+#[derive(Debug)]
+enum Step {
+    /// Deletion was asked for: drain, terminate, lift the finalizer (`termination`).
+    Terminate,
+    /// Not ours to terminate yet: the finalizer goes on first.
+    AddFinalizer,
+    /// No instance recorded yet.
+    Launch,
+    /// Launched; its Node has not appeared.
+    AwaitNode,
+    /// Launched long ago and no Node ever appeared: the NodeClaim goes, so the pods are planned again.
+    ReplaceUnregistered,
+    /// Its Node appeared: give it the NodeClaim's labels, taints and finalizer.
+    Register(Arc<Node>),
+    /// Its Node went away under it (deleted by hand, by the cloud) or is being deleted: the NodeClaim goes too.
+    DeleteWithNode { node: String, reason: &'static str },
+    /// Registered; its Node is not Ready yet or still carries a startup taint.
+    AwaitInitialization,
+    /// Registered and its Node is now initialized: say so.
+    Initialize,
+    /// Running: nothing to do.
+    Running,
+}
+
+fn next_step(claim: &NodeClaim, state: &ClusterState, now: Timestamp) -> Step {
+    if claim.metadata.deletion_timestamp.is_some() {
+        return Step::Terminate;
+    }
+    if !claim.finalizers().iter().any(|f| f == TERMINATION_FINALIZER) {
+        return Step::AddFinalizer;
+    }
+    let Some(status) = claim.status.as_ref() else { return Step::Launch };
+    let Some(provider_id) = status.provider_id.as_deref() else { return Step::Launch };
+    let Some(node_name) = status.node_name.as_deref() else {
+        return match state.node_by_provider_id(provider_id) {
+            Some(node) => Step::Register(node),
+            None if age(claim, now) > REGISTRATION_TIMEOUT => Step::ReplaceUnregistered,
+            None => Step::AwaitNode,
+        };
+    };
+    let Some(node) = state.node(node_name) else {
+        return Step::DeleteWithNode { node: node_name.into(), reason: "its Node is gone" };
+    };
+    if node.metadata.deletion_timestamp.is_some() {
+        return Step::DeleteWithNode { node: node_name.into(), reason: "its Node is being deleted" };
+    }
+    if conditions::is_true(&status.conditions, "Initialized") {
+        Step::Running
+    } else if initialized(claim, &node) {
+        Step::Initialize
+    } else {
+        Step::AwaitInitialization
+    }
 }
 
 async fn reconcile(claim: Arc<NodeClaim>, r: Arc<Reconciler>) -> Result<Action, Error> {
@@ -77,61 +135,47 @@ async fn reconcile(claim: Arc<NodeClaim>, r: Arc<Reconciler>) -> Result<Action, 
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let ctx = &r.ctx;
-    if claim.metadata.deletion_timestamp.is_some() {
-        return termination::finalize(ctx, &claim).await;
-    }
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
     let name = claim.name_any();
-    if let Some(patch) = finalizers::adding(claim.as_ref(), TERMINATION_FINALIZER) {
-        // A 409 (the claim changed since it was read) fails this reconcile, which runs again on the newer one.
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
-        return Ok(Action::requeue(Duration::from_millis(100)));
-    }
-    let status = claim.status.clone().unwrap_or_default();
-
-    let Some(provider_id) = status.provider_id.clone() else {
-        return launch_step(ctx, &api, &claim).await;
-    };
-
-    if status.node_name.is_none() {
-        let Some(node) = ctx.state.node_by_provider_id(&provider_id) else {
-            if age(&claim) > REGISTRATION_TIMEOUT {
-                tracing::warn!(nodeclaim = %name, "no node registered within 15 minutes; replacing the NodeClaim");
-                api.delete(&name, &DeleteParams::default()).await?;
-                return Ok(Action::await_change());
+    let conditions_now = || claim.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    match next_step(&claim, &ctx.state, Timestamp::now()) {
+        Step::Terminate => termination::finalize(ctx, &claim).await,
+        Step::AddFinalizer => {
+            if let Some(patch) = finalizers::adding(claim.as_ref(), TERMINATION_FINALIZER) {
+                // A 409 (the claim changed since it was read) fails this reconcile, which runs again on the newer
+                // one.
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
             }
-            return Ok(Action::requeue(NODE_WAIT_RECHECK));
-        };
-        register(ctx, &claim, &node).await?;
-        let mut conds = status.conditions.clone();
-        conditions::set(&mut conds, "Registered", true, "Registered", "");
-        patch_status(&api, &name, json!({"nodeName": node.name_any(), "conditions": conds})).await?;
-        return Ok(Action::requeue(Duration::from_millis(500)));
-    }
-
-    let node_name = status.node_name.clone().unwrap_or_default();
-    let Some(node) = ctx.state.node(&node_name) else {
-        // The Node went away under a live NodeClaim (deleted by hand or by the cloud): the NodeClaim goes too.
-        tracing::info!(nodeclaim = %name, node = %node_name, "its Node is gone; deleting the NodeClaim");
-        api.delete(&name, &DeleteParams::default()).await?;
-        return Ok(Action::await_change());
-    };
-    if node.metadata.deletion_timestamp.is_some() {
-        tracing::info!(nodeclaim = %name, node = %node_name, "its Node is being deleted; deleting the NodeClaim");
-        api.delete(&name, &DeleteParams::default()).await?;
-        return Ok(Action::await_change());
-    }
-    if !conditions::is_true(&status.conditions, "Initialized") {
-        if initialized(&claim, &node) {
-            let mut conds = status.conditions.clone();
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        Step::Launch => launch_step(ctx, &api, &claim).await,
+        Step::AwaitNode | Step::AwaitInitialization => Ok(Action::requeue(NODE_WAIT_RECHECK)),
+        Step::ReplaceUnregistered => {
+            tracing::warn!(nodeclaim = %name, "no node registered within 15 minutes; replacing the NodeClaim");
+            api.delete(&name, &DeleteParams::default()).await?;
+            Ok(Action::await_change())
+        }
+        Step::Register(node) => {
+            register(ctx, &claim, &node).await?;
+            let mut conds = conditions_now();
+            conditions::set(&mut conds, "Registered", true, "Registered", "");
+            patch_status(&api, &name, json!({"nodeName": node.name_any(), "conditions": conds})).await?;
+            Ok(Action::requeue(Duration::from_millis(500)))
+        }
+        Step::DeleteWithNode { node, reason } => {
+            tracing::info!(nodeclaim = %name, node = %node, "{reason}; deleting the NodeClaim");
+            api.delete(&name, &DeleteParams::default()).await?;
+            Ok(Action::await_change())
+        }
+        Step::Initialize => {
+            let mut conds = conditions_now();
             conditions::set(&mut conds, "Initialized", true, "Initialized", "");
             conditions::set(&mut conds, "Ready", true, "Ready", "");
             patch_status(&api, &name, json!({"conditions": conds})).await?;
-            return Ok(Action::requeue(Duration::from_secs(30)));
+            Ok(Action::requeue(Duration::from_secs(30)))
         }
-        return Ok(Action::requeue(NODE_WAIT_RECHECK));
+        Step::Running => Ok(Action::requeue(Duration::from_secs(30))),
     }
-    Ok(Action::requeue(Duration::from_secs(30)))
 }
 
 async fn patch_status(api: &Api<NodeClaim>, name: &str, status: serde_json::Value) -> Result<(), Error> {
@@ -146,11 +190,10 @@ pub fn launch_backoff(failures: u32) -> Duration {
 }
 
 /// The NodeClaim's failed launches so far, and how long until the next may start (zero: now).
-fn launch_wait(claim: &NodeClaim, now: k8s_openapi::jiff::Timestamp) -> (u32, Duration) {
+fn launch_wait(claim: &NodeClaim, now: Timestamp) -> (u32, Duration) {
     let annotations = claim.annotations();
     let failures = claim.launch_failures();
-    let last =
-        annotations.get(LAST_LAUNCH_FAILURE_ANNOTATION).and_then(|v| v.parse::<k8s_openapi::jiff::Timestamp>().ok());
+    let last = annotations.get(LAST_LAUNCH_FAILURE_ANNOTATION).and_then(|v| v.parse::<Timestamp>().ok());
     let Some(last) = last.filter(|_| failures > 0) else { return (failures, Duration::ZERO) };
     let since = Duration::try_from(now.duration_since(last)).unwrap_or(Duration::ZERO);
     (failures, launch_backoff(failures).saturating_sub(since))
@@ -159,7 +202,7 @@ fn launch_wait(claim: &NodeClaim, now: k8s_openapi::jiff::Timestamp) -> (u32, Du
 async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> Result<Action, Error> {
     let name = claim.name_any();
     // Every change of the NodeClaim (our own patches included) brings it back here: the backoff holds anyway.
-    let (failures, wait) = launch_wait(claim, k8s_openapi::jiff::Timestamp::now());
+    let (failures, wait) = launch_wait(claim, Timestamp::now());
     if !wait.is_zero() {
         return Ok(Action::requeue(wait));
     }
@@ -229,7 +272,7 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
             // Kept while pods wait for it: a replacement would fail the same way, and each new NodeClaim would
             // start its backoff over. Once no pod is planned onto it any more, it goes.
             let wanted = ctx.nominated.lock().map(|n| n.contains(&name)).unwrap_or(true);
-            if age(claim) > LAUNCH_TIMEOUT && !wanted {
+            if age(claim, Timestamp::now()) > LAUNCH_TIMEOUT && !wanted {
                 tracing::warn!(nodeclaim = %name, "not launched within 5 minutes ({error}) and no pod waits for it; deleting it");
                 api.delete(&name, &DeleteParams::default()).await?;
                 return Ok(Action::await_change());
@@ -241,7 +284,7 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
             events::on_nodeclaim(&ctx.recorder, claim, EventType::Warning, "LaunchFailed", &note).await;
             let annotations = json!({"metadata": {"annotations": {
                 LAUNCH_FAILURES_ANNOTATION: failures.to_string(),
-                LAST_LAUNCH_FAILURE_ANNOTATION: k8s_openapi::jiff::Timestamp::now().to_string(),
+                LAST_LAUNCH_FAILURE_ANNOTATION: Timestamp::now().to_string(),
             }}});
             api.patch(&name, &PatchParams::default(), &Patch::Merge(annotations)).await?;
             Ok(Action::requeue(backoff))
@@ -311,6 +354,95 @@ fn initialized(claim: &NodeClaim, node: &Node) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::testing::{Objects, object};
+
+    const NOW: &str = "2026-12-02T15:00:00Z";
+
+    /// A NodeClaim `created` (RFC 3339) with these finalizers and this status.
+    fn nodeclaim(created: &str, finalizers: &[&str], status: serde_json::Value) -> NodeClaim {
+        object(json!({
+            "metadata": {"name": "c", "creationTimestamp": created, "finalizers": finalizers},
+            "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "d"},
+                     "startupTaints": [{"key": "cni-starting", "effect": "NoSchedule"}]},
+            "status": status,
+        }))
+    }
+
+    fn node(name: &str, ready: bool, taints: serde_json::Value) -> Node {
+        object(json!({
+            "metadata": {"name": name},
+            "spec": {"providerID": "aws:///us-east-1a/i-1", "taints": taints},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        }))
+    }
+
+    fn step(claim: &NodeClaim, nodes: Vec<Node>) -> Step {
+        let state = Objects { nodes, ..Objects::default() }.into_state();
+        next_step(claim, &state, NOW.parse().expect("a time"))
+    }
+
+    #[test]
+    fn a_nodeclaim_is_launched_once_it_carries_the_termination_finalizer() {
+        let fresh = nodeclaim("2026-12-02T14:59:59Z", &[], json!({}));
+        assert!(matches!(step(&fresh, vec![]), Step::AddFinalizer), "{:?}", step(&fresh, vec![]));
+        let ours = nodeclaim("2026-12-02T14:59:59Z", &[TERMINATION_FINALIZER], json!({}));
+        assert!(matches!(step(&ours, vec![]), Step::Launch));
+        let mut deleted = ours.clone();
+        deleted.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(NOW.parse().expect("a time")));
+        assert!(matches!(step(&deleted, vec![node("n", true, json!([]))]), Step::Terminate));
+    }
+
+    #[test]
+    fn a_launched_nodeclaim_waits_for_its_node_and_is_replaced_after_fifteen_minutes_without_one() {
+        let launched = json!({"providerID": "aws:///us-east-1a/i-1"});
+        let recent = nodeclaim("2026-12-02T14:50:00Z", &[TERMINATION_FINALIZER], launched.clone());
+        assert!(matches!(step(&recent, vec![]), Step::AwaitNode));
+        let old = nodeclaim("2026-12-02T14:40:00Z", &[TERMINATION_FINALIZER], launched);
+        assert!(matches!(step(&old, vec![]), Step::ReplaceUnregistered));
+        // Its Node appears (same provider id, any name): it registers, however old.
+        match step(&old, vec![node("ip-10-0-0-1", false, json!([]))]) {
+            Step::Register(node) => assert_eq!(node.name_any(), "ip-10-0-0-1"),
+            other => panic!("expected Register, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_registered_nodeclaim_is_initialized_when_its_node_is_ready_without_startup_taints() {
+        let registered = |conditions: serde_json::Value| {
+            nodeclaim(
+                "2026-12-02T14:50:00Z",
+                &[TERMINATION_FINALIZER],
+                json!({"providerID": "aws:///us-east-1a/i-1", "nodeName": "n", "conditions": conditions}),
+            )
+        };
+        let claim = registered(json!([]));
+        let startup_taint = json!([{"key": "cni-starting", "effect": "NoSchedule"}]);
+        assert!(matches!(step(&claim, vec![node("n", false, json!([]))]), Step::AwaitInitialization));
+        assert!(matches!(step(&claim, vec![node("n", true, startup_taint)]), Step::AwaitInitialization));
+        assert!(matches!(step(&claim, vec![node("n", true, json!([]))]), Step::Initialize));
+        let initialized =
+            registered(json!([{"type": "Initialized", "status": "True", "reason": "Initialized", "message": "",
+                  "lastTransitionTime": NOW}]));
+        assert!(matches!(step(&initialized, vec![node("n", true, json!([]))]), Step::Running));
+    }
+
+    #[test]
+    fn a_nodeclaim_whose_node_is_gone_or_going_goes_too() {
+        let claim = nodeclaim(
+            "2026-12-02T14:50:00Z",
+            &[TERMINATION_FINALIZER],
+            json!({"providerID": "aws:///us-east-1a/i-1", "nodeName": "n",
+                   "conditions": [{"type": "Initialized", "status": "True", "reason": "Initialized", "message": "",
+                  "lastTransitionTime": NOW}]}),
+        );
+        assert!(matches!(step(&claim, vec![]), Step::DeleteWithNode { reason: "its Node is gone", .. }));
+        let mut going = node("n", true, json!([]));
+        going.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(NOW.parse().expect("a time")));
+        going.metadata.finalizers = Some(vec![TERMINATION_FINALIZER.into()]);
+        assert!(matches!(step(&claim, vec![going]), Step::DeleteWithNode { reason: "its Node is being deleted", .. }));
+    }
 
     #[test]
     fn a_node_reconciles_the_nodeclaim_whose_instance_it_runs_on() {
@@ -344,7 +476,7 @@ mod tests {
 
     #[test]
     fn the_wait_counts_from_the_last_failure() {
-        let now: k8s_openapi::jiff::Timestamp = "2026-12-02T15:00:00Z".parse().expect("a time");
+        let now: Timestamp = "2026-12-02T15:00:00Z".parse().expect("a time");
         let claim = |failures: &str, last: &str| -> NodeClaim {
             serde_json::from_value(json!({
                 "metadata": {"name": "c", "annotations": {

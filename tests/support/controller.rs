@@ -2,6 +2,7 @@
 //! and clean-up the controller tests share (tests/sandbox_controller.rs, tests/sandbox_disruption.rs).
 
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -30,7 +31,7 @@ pub const RUN_WAIT: Duration = Duration::from_secs(120);
 
 /// The controller binary, killed when dropped.
 pub struct ControllerProcess {
-    pub child: Child,
+    child: std::sync::Mutex<Child>,
     pub log: std::path::PathBuf,
     pub metrics_port: u16,
     pub health_port: u16,
@@ -38,9 +39,11 @@ pub struct ControllerProcess {
 
 impl ControllerProcess {
     /// SIGKILL: no chance to finish anything.
-    pub fn kill(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
+    pub fn kill(&self) {
+        if let Ok(mut child) = self.child.lock() {
+            child.kill().ok();
+            child.wait().ok();
+        }
     }
 
     /// One sample of the controller's `/metrics`, 0 when absent.
@@ -95,20 +98,6 @@ pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-pub fn start_controller(cluster: &str, namespace: &str, identity: &str) -> Result<ControllerProcess> {
-    start_controller_with_aws(cluster, namespace, identity, None)
-}
-
-/// `aws_endpoint` replaces the sandbox's moto endpoint (e.g. with the fault-injecting proxy in front of it).
-pub fn start_controller_with_aws(
-    cluster: &str,
-    namespace: &str,
-    identity: &str,
-    aws_endpoint: Option<&str>,
-) -> Result<ControllerProcess> {
-    start_controller_with(cluster, namespace, identity, aws_endpoint, None, &[])
-}
-
 /// `kube_endpoint` replaces the API server with a proxy in front of it that already acts as some identity (e.g.
 /// `nodesmith_sandbox::kube_fault_proxy`, given `controller_kube_client` for the controller's ServiceAccount);
 /// `namespace` is then only the Lease namespace, and need not exist.
@@ -161,7 +150,7 @@ pub fn start_controller_with(
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?;
-    Ok(ControllerProcess { child, log: log_path, metrics_port, health_port })
+    Ok(ControllerProcess { child: std::sync::Mutex::new(child), log: log_path, metrics_port, health_port })
 }
 
 /// A client acting as the controller's ServiceAccount in `namespace` (what a proxy in front of the API server
@@ -412,22 +401,116 @@ pub async fn clean_up(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<
     Ok(())
 }
 
-pub async fn simple_pool(sandbox: &Sandbox, prefix: &str) -> Result<(String, String)> {
-    setup::run(&sandbox.sdk, &setup_options(sandbox, &sandbox.cluster)).await?;
-    install_crds(sandbox).await?;
-    let test = unique_name(prefix);
-    nodeclass_and_pool(
-        sandbox,
-        &test,
-        serde_json::json!([
-            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-            {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m"]},
-            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-        ]),
-        "1000",
-    )
-    .await?;
-    Ok((test.clone(), sandbox.namespace(prefix).await?))
+/// The pool most controller tests use: on-demand c and m, amd64.
+pub fn on_demand_general_purpose() -> serde_json::Value {
+    serde_json::json!([
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+        {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m"]},
+        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+    ])
+}
+
+/// One controller test on the shared cluster (linkerd's `with_temp_ns`, for a controller): its turn, the sandbox
+/// with setup run and the CRDs served, a name for its EC2NodeClass and NodePool, a namespace for its pods and one
+/// for its controllers (the chart's ServiceAccount and RBAC). `run` cleans all of it up, whatever the story did.
+pub struct ControllerTest {
+    pub sandbox: Sandbox,
+    /// The test's EC2NodeClass and NodePool, and the `TEST_LABEL` value its pods select.
+    pub name: String,
+    /// Where the test's pods go.
+    pub namespace: String,
+    /// Where its controllers run and lead (their Lease).
+    pub controller_namespace: String,
+    /// Running until the test is cleaned up: clean-up needs a controller to drain and terminate.
+    controllers: std::sync::Mutex<Vec<Arc<ControllerProcess>>>,
+    /// Pools and namespaces beside the test's own, cleaned up with it.
+    more_pools: std::sync::Mutex<Vec<(String, String)>>,
+    // Last: the next test starts once this one is cleaned up.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// How `ControllerTest::start` runs a controller; the default is the plain sandbox controller named for the test.
+#[derive(Default)]
+pub struct Start<'a> {
+    /// Its leader-election identity (default: the test's name).
+    pub identity: Option<&'a str>,
+    /// In place of moto (e.g. the fault proxy).
+    pub aws_endpoint: Option<&'a str>,
+    /// In place of the API server (see `start_controller_with`).
+    pub kube_endpoint: Option<&'a str>,
+    pub args: &'a [&'a str],
+}
+
+impl ControllerTest {
+    /// Waits for its turn, runs setup, installs the CRDs and makes the test's namespaces; no pool yet.
+    pub async fn new(prefix: &str) -> Result<Self> {
+        let turn = CONTROLLER_TURN.lock().await;
+        let sandbox = Sandbox::connect().await?;
+        setup::run(&sandbox.sdk, &setup_options(&sandbox, &sandbox.cluster)).await?;
+        install_crds(&sandbox).await?;
+        let name = unique_name(prefix);
+        let namespace = sandbox.namespace(prefix).await?;
+        let controller_namespace = controller_namespace(&sandbox).await?;
+        Ok(Self {
+            sandbox,
+            name,
+            namespace,
+            controller_namespace,
+            controllers: std::sync::Mutex::default(),
+            more_pools: std::sync::Mutex::default(),
+            _turn: turn,
+        })
+    }
+
+    /// `new`, with the test's pool over `on_demand_general_purpose`.
+    pub async fn with_simple_pool(prefix: &str) -> Result<Self> {
+        let test = Self::new(prefix).await?;
+        nodeclass_and_pool(&test.sandbox, &test.name, on_demand_general_purpose(), "1000").await?;
+        Ok(test)
+    }
+
+    /// A name for another EC2NodeClass and NodePool, and a namespace for its pods, cleaned up with the test's.
+    pub async fn another_pool(&self, prefix: &str) -> Result<(String, String)> {
+        let pool = (unique_name(prefix), self.sandbox.namespace(prefix).await?);
+        self.more_pools.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(pool.clone());
+        Ok(pool)
+    }
+
+    /// The plain controller of the test.
+    pub fn start_controller(&self) -> Result<Arc<ControllerProcess>> {
+        self.start(Start::default())
+    }
+
+    /// A controller that runs until the test is cleaned up (or is killed).
+    pub fn start(&self, start: Start<'_>) -> Result<Arc<ControllerProcess>> {
+        let controller = Arc::new(start_controller_with(
+            &self.sandbox.cluster,
+            &self.controller_namespace,
+            start.identity.unwrap_or(&self.name),
+            start.aws_endpoint,
+            start.kube_endpoint,
+            start.args,
+        )?);
+        self.controllers.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(controller.clone());
+        Ok(controller)
+    }
+
+    /// Runs `story`, then, whatever it returned, deletes every pool and namespace of the test while its controllers
+    /// still run, waits until their NodeClaims (and so instances and nodes) are gone, and stops the controllers.
+    /// The story's error comes first.
+    pub async fn run(self, story: impl AsyncFnOnce(&Self) -> Result<()>) -> Result<()> {
+        let result = story(&self).await;
+        let more = self.more_pools.lock().map(|p| p.clone()).unwrap_or_default();
+        let mut cleaned = clean_up(&self.sandbox, &self.namespace, &self.name).await;
+        for (pool, namespace) in more {
+            cleaned = cleaned.and(clean_up(&self.sandbox, &namespace, &pool).await);
+        }
+        if let Ok(mut controllers) = self.controllers.lock() {
+            controllers.clear();
+        }
+        let deleted = self.sandbox.delete_namespace(&self.controller_namespace).await;
+        result.and(cleaned).and(deleted)
+    }
 }
 
 /// Live instances (pending or running) launched for this pool, by NodeClaim tag.
