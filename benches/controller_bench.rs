@@ -387,10 +387,31 @@ async fn memory(kube: &kube::Client, node_count: usize, pod_count: usize) -> Res
         memory.get("VmHWM").copied().unwrap_or(0) / 1024
     );
     drop(controller);
-    Api::<Namespace>::all(kube.clone()).delete(&bench, &DeleteParams::default()).await?;
-    nodes
-        .delete_collection(&DeleteParams::default(), &ListParams::default().labels(&format!("{BENCH_LABEL}={bench}")))
-        .await?;
+    // At 50,000 pods the API server may close a pooled connection under the request ("connection closed before
+    // message completed"): each clean-up call is tried again until it is answered.
+    let namespaces = Api::<Namespace>::all(kube.clone());
+    wait_until("the bench namespace deleted", Duration::from_secs(120), || async {
+        match namespaces.delete(&bench, &DeleteParams::default()).await {
+            Ok(_) => Ok(Some(())),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(Some(())),
+            Err(error) => {
+                eprintln!("deleting the bench namespace, trying again: {error}");
+                Ok(None)
+            }
+        }
+    })
+    .await?;
+    let selector = format!("{BENCH_LABEL}={bench}");
+    wait_until("the bench nodes deleted", Duration::from_secs(120), || async {
+        match nodes.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector)).await {
+            Ok(_) => Ok(Some(())),
+            Err(error) => {
+                eprintln!("deleting the bench nodes, trying again: {error}");
+                Ok(None)
+            }
+        }
+    })
+    .await?;
     Ok(())
 }
 

@@ -18,6 +18,48 @@ pub struct LaunchCaches {
     pub in_flight: Mutex<InFlight>,
     /// Launch templates used by a launch, and when: garbage collection keeps those used recently.
     pub templates_used: Mutex<HashMap<String, Instant>>,
+    /// Launch templates known to exist, so that a launch need not ask EC2 again.
+    pub templates_known: KnownTemplates,
+}
+
+/// A launch template made or found this recently is trusted to exist without a DescribeLaunchTemplates. Our own
+/// garbage collection keeps templates used within the hour; one deleted by someone else fails its CreateFleet,
+/// which forgets it, so the retry makes it again.
+pub const TEMPLATE_KNOWN_FOR: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Default)]
+pub struct KnownTemplates {
+    since: Mutex<HashMap<String, Instant>>,
+}
+
+impl KnownTemplates {
+    pub fn remember(&self, name: &str) {
+        self.remember_at(name, Instant::now());
+    }
+
+    fn remember_at(&self, name: &str, now: Instant) {
+        if let Ok(mut since) = self.since.lock() {
+            since.insert(name.to_string(), now);
+        }
+    }
+
+    pub fn is_known(&self, name: &str) -> bool {
+        self.is_known_at(name, Instant::now())
+    }
+
+    fn is_known_at(&self, name: &str, now: Instant) -> bool {
+        let Ok(mut since) = self.since.lock() else { return false };
+        since.retain(|_, at| now.duration_since(*at) < TEMPLATE_KNOWN_FOR);
+        since.contains_key(name)
+    }
+
+    pub fn forget<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        if let Ok(mut since) = self.since.lock() {
+            for name in names {
+                since.remove(name);
+            }
+        }
+    }
 }
 
 /// Launches per subnet in the last minute.
@@ -99,6 +141,19 @@ mod tests {
         let counts = in_flight.counts();
         assert_eq!(counts.get("subnet-a"), Some(&2));
         assert_eq!(counts.get("subnet-b"), Some(&1));
+    }
+
+    #[test]
+    fn a_template_is_known_for_a_while_unless_a_launch_from_it_failed() {
+        let known = KnownTemplates::default();
+        let start = Instant::now();
+        known.remember_at("nodesmith/demo/a", start);
+        known.remember_at("nodesmith/demo/b", start);
+        assert!(known.is_known_at("nodesmith/demo/a", start + Duration::from_secs(60)));
+        assert!(!known.is_known_at("nodesmith/demo/c", start));
+        known.forget(["nodesmith/demo/b"]);
+        assert!(!known.is_known_at("nodesmith/demo/b", start + Duration::from_secs(1)));
+        assert!(!known.is_known_at("nodesmith/demo/a", start + TEMPLATE_KNOWN_FOR + Duration::from_secs(1)));
     }
 
     #[test]

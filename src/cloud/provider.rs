@@ -128,7 +128,13 @@ impl CloudProvider for AwsCloud {
     }
 
     async fn ensure_launch_template(&self, spec: &LaunchTemplateSpec) -> Result<String, CloudError> {
-        launch_template::ensure(&self.ec2, spec).await
+        let name = spec.name();
+        if self.caches.templates_known.is_known(&name) {
+            return Ok(name);
+        }
+        let name = launch_template::ensure(&self.ec2, spec).await?;
+        self.caches.templates_known.remember(&name);
+        Ok(name)
     }
 
     async fn delete_unused_launch_templates(
@@ -141,7 +147,14 @@ impl CloudProvider for AwsCloud {
     }
 
     async fn create_fleet(&self, request: &FleetRequest) -> Result<LaunchedInstance, FleetError> {
-        fleet::create_fleet(&self.ec2, request).await
+        let launched = fleet::create_fleet(&self.ec2, request).await;
+        if let Err(error) = &launched
+            && !matches!(error, FleetError::InsufficientCapacity { .. })
+        {
+            // A template deleted behind our back is one cause: the retry asks EC2 again.
+            self.caches.templates_known.forget(request.configs.iter().map(|c| c.launch_template_name.as_str()));
+        }
+        launched
     }
 
     async fn describe_instance(&self, instance_id: &str) -> Result<Option<InstanceSummary>, CloudError> {

@@ -66,7 +66,17 @@ impl Launched {
 
 pub async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Launched, LaunchError> {
     let name = claim.name_any();
-    if let Some(found) = ctx.cloud(CONTROLLER).find_instance_for_nodeclaim(&ctx.settings.cluster_name, &name).await? {
+    let class_name = &claim.spec.node_class_ref.name;
+    let class = ctx.state.nodeclass(class_name);
+    // The lookup for an instance launched before (a lost status write, a restart) and the subnets' free addresses
+    // do not depend on each other: asked at once, they cost one round trip before CreateFleet, not two.
+    let resolved_subnets = class.as_deref().map(class_subnets).unwrap_or_default();
+    let cloud = ctx.cloud(CONTROLLER);
+    let (found, subnet_free) = tokio::join!(
+        cloud.find_instance_for_nodeclaim(&ctx.settings.cluster_name, &name),
+        subnet_free_addresses(ctx, &resolved_subnets)
+    );
+    if let Some(found) = found? {
         tracing::info!(nodeclaim = %name, instance = %found.instance_id, "adopting the instance already launched");
         return Ok(Launched {
             instance_id: found.instance_id,
@@ -78,11 +88,7 @@ pub async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Launched, Launch
             security_group_ids: found.security_group_ids,
         });
     }
-    let class_name = &claim.spec.node_class_ref.name;
-    let class = ctx
-        .state
-        .nodeclass(class_name)
-        .ok_or_else(|| LaunchError::NodeClassNotReady(class_name.clone(), "it does not exist".into()))?;
+    let class = class.ok_or_else(|| LaunchError::NodeClassNotReady(class_name.clone(), "it does not exist".into()))?;
 
     let allowed_types: Vec<&InstanceTypeInfo> = match claim.requirement_values(INSTANCE_TYPE_LABEL) {
         Some(names) => names.iter().filter_map(|n| ctx.instance_type(n)).collect(),
@@ -98,7 +104,7 @@ pub async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Launched, Launch
     order.sort_by_key(|c| if *c == CapacityType::Spot { 0 } else { 1 });
     let mut last_error = None;
     for capacity_type in order {
-        match launch_as(ctx, claim, &class, &allowed_types, zones, capacity_type).await {
+        match launch_as(ctx, claim, &class, &subnet_free, &allowed_types, zones, capacity_type).await {
             Ok(launched) => return Ok(launched),
             Err(error) if error.is_insufficient_capacity() => {
                 tracing::info!(nodeclaim = %name, capacity_type = capacity_type.as_str(), "{error}");
@@ -110,10 +116,25 @@ pub async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Launched, Launch
     Err(last_error.unwrap_or(LaunchError::NoOffering { nodeclaim: name, why: "no capacity type allowed".into() }))
 }
 
+/// The subnets the class resolved, free addresses not known yet.
+fn class_subnets(class: &EC2NodeClass) -> Vec<SubnetInfo> {
+    let resolved = class.status.as_ref().map(|s| s.subnets.as_slice()).unwrap_or_default();
+    resolved
+        .iter()
+        .map(|s| SubnetInfo {
+            id: s.id.clone(),
+            zone: s.zone.clone(),
+            zone_id: s.zone_id.clone().unwrap_or_default(),
+            available_ips: i64::MAX / 4,
+        })
+        .collect()
+}
+
 async fn launch_as(
     ctx: &Context,
     claim: &NodeClaim,
     class: &EC2NodeClass,
+    subnet_free: &[SubnetInfo],
     allowed_types: &[&InstanceTypeInfo],
     zones: Option<&[String]>,
     capacity_type: CapacityType,
@@ -124,17 +145,7 @@ async fn launch_as(
         .status
         .as_ref()
         .ok_or_else(|| LaunchError::NodeClassNotReady(class_name.clone(), "no status yet".into()))?;
-    let subnets: Vec<SubnetInfo> = status
-        .subnets
-        .iter()
-        .map(|s| SubnetInfo {
-            id: s.id.clone(),
-            zone: s.zone.clone(),
-            zone_id: s.zone_id.clone().unwrap_or_default(),
-            available_ips: i64::MAX / 4,
-        })
-        .collect();
-    if subnets.is_empty() || status.security_groups.is_empty() || status.amis.is_empty() {
+    if status.subnets.is_empty() || status.security_groups.is_empty() || status.amis.is_empty() {
         return Err(LaunchError::NodeClassNotReady(class_name, "no subnets, security groups or AMIs resolved".into()));
     }
     let instance_profile = status
@@ -148,13 +159,12 @@ async fn launch_as(
 
     // One subnet per zone: the one with the most free addresses once recent launches are debited.
     let in_flight = caches.in_flight.lock().map(|mut f| f.counts()).unwrap_or_default();
-    let subnet_free = subnet_free_addresses(ctx, &subnets).await;
     let mut subnet_by_zone: BTreeMap<String, SubnetInfo> = BTreeMap::new();
     for zone in subnet_free.iter().map(|s| s.zone.clone()).collect::<std::collections::BTreeSet<_>>() {
         if zones.is_some_and(|allowed| !allowed.contains(&zone)) {
             continue;
         }
-        if let Some(subnet) = subnet_with_most_free_ips(&subnet_free, &zone, &in_flight, settings.prefix_delegation) {
+        if let Some(subnet) = subnet_with_most_free_ips(subnet_free, &zone, &in_flight, settings.prefix_delegation) {
             subnet_by_zone.insert(zone, subnet.clone());
         }
     }
@@ -268,6 +278,9 @@ pub fn client_token(uid: &str, attempt: u32, capacity_type: CapacityType) -> Str
 
 /// Free addresses per subnet now (DescribeSubnets); the resolved list when the call fails.
 async fn subnet_free_addresses(ctx: &Context, subnets: &[SubnetInfo]) -> Vec<SubnetInfo> {
+    if subnets.is_empty() {
+        return Vec::new();
+    }
     let terms: Vec<crate::cloud::nodeclass::SelectorTerm> = subnets
         .iter()
         .map(|s| crate::cloud::nodeclass::SelectorTerm { id: Some(s.id.clone()), ..Default::default() })
