@@ -39,7 +39,7 @@ pub struct PodSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_containers: Option<Vec<Container>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overhead: Option<BTreeMap<String, Quantity>>,
+    pub overhead: Option<ResourceList>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,12 +66,81 @@ pub struct Container {
     #[serde(default)]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<core::ResourceRequirements>,
+    pub resources: Option<ResourceRequirements>,
     /// `Always` on an init container makes it a sidecar, whose requests add to the app containers'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<core::ContainerPort>>,
+}
+
+/// A container's requests and limits (its resource claims are not read).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct ResourceRequirements {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ResourceList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<ResourceList>,
+}
+
+/// A resource name → quantity map, as a list: a pod names two or three resources, and a `BTreeMap` leaf spends
+/// room for eleven (over 500 bytes) on them. Ten thousand cached pods make that megabytes. Read and written as the
+/// JSON object Kubernetes uses; a name given twice keeps its last quantity, as a map would.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResourceList(Vec<(String, Quantity)>);
+
+impl ResourceList {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Quantity)> {
+        self.0.iter().map(|(name, quantity)| (name, quantity))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Quantity> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, quantity)| quantity)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+impl FromIterator<(String, Quantity)> for ResourceList {
+    fn from_iter<I: IntoIterator<Item = (String, Quantity)>>(entries: I) -> Self {
+        let mut list: Vec<(String, Quantity)> = Vec::new();
+        for (name, quantity) in entries {
+            match list.iter_mut().find(|(n, _)| *n == name) {
+                Some(entry) => entry.1 = quantity,
+                None => list.push((name, quantity)),
+            }
+        }
+        list.shrink_to_fit();
+        Self(list)
+    }
+}
+
+impl Serialize for ResourceList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for ResourceList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = ResourceList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of resource names to quantities")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ResourceList, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(2));
+                while let Some(entry) = map.next_entry::<String, Quantity>()? {
+                    entries.push(entry);
+                }
+                Ok(entries.into_iter().collect())
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -218,10 +287,16 @@ mod tests {
         assert_eq!(spec.affinity, whole_spec.affinity);
         assert_eq!(spec.tolerations, whole_spec.tolerations);
         assert_eq!(spec.topology_spread_constraints, whole_spec.topology_spread_constraints);
-        assert_eq!(spec.overhead, whole_spec.overhead);
+        assert_eq!(serde_json::to_value(&spec.overhead).ok(), serde_json::to_value(&whole_spec.overhead).ok());
         assert_eq!((spec.priority, spec.priority_class_name.as_deref()), (Some(1000), Some("high")));
         let app = &spec.containers[0];
-        assert_eq!((app.name.as_str(), &app.resources), ("app", &whole_spec.containers[0].resources));
+        let whole_app = &whole_spec.containers[0];
+        assert_eq!(app.name, "app");
+        let requests = app.resources.as_ref().and_then(|r| r.requests.as_ref()).expect("requests");
+        let limits = app.resources.as_ref().and_then(|r| r.limits.as_ref()).expect("limits");
+        let whole_resources = whole_app.resources.as_ref().expect("resources");
+        assert_eq!(requests.iter().collect::<Vec<_>>(), whole_resources.requests.iter().flatten().collect::<Vec<_>>());
+        assert_eq!(limits.iter().collect::<Vec<_>>(), whole_resources.limits.iter().flatten().collect::<Vec<_>>());
         assert_eq!(app.ports.as_ref().and_then(|p| p[0].host_port), Some(8080));
         let sidecar = &spec.init_containers.as_ref().expect("init containers")[0];
         assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
@@ -242,6 +317,16 @@ mod tests {
         let whole: core::Pod = serde_json::from_str(WHOLE_POD).expect("reads");
         let from_template = PodSpec::from_template(whole.spec.as_ref().expect("spec")).expect("converts");
         assert_eq!(Some(from_template), pod.spec);
+    }
+
+    #[test]
+    fn a_resource_list_reads_and_writes_as_the_map_kubernetes_sends() {
+        let list: ResourceList =
+            serde_json::from_str(r#"{"cpu": "500m", "memory": "1Gi", "cpu": "1"}"#).expect("reads");
+        assert_eq!(list.get("cpu").map(|q| q.0.as_str()), Some("1"), "the last of a repeated name wins");
+        assert!(list.contains_key("memory") && !list.contains_key("nvidia.com/gpu"));
+        assert_eq!(serde_json::to_value(&list).expect("writes"), serde_json::json!({"cpu": "1", "memory": "1Gi"}));
+        assert!(serde_json::from_str::<ResourceList>(r#"["cpu"]"#).is_err(), "a list is not a resource map");
     }
 
     #[test]

@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodAffinityTerm as KubePodAffinityTerm;
-use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, ResourceRequirements, Taint as KubeTaint, Toleration as KubeToleration,
-};
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Taint as KubeTaint, Toleration as KubeToleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -151,7 +149,7 @@ pub fn pod_requests(spec: &PodSpec) -> Result<Resources, ConversionError> {
         }
     }
     let mut total = (running + sidecars).max(&init_peak);
-    total += quantities(spec.overhead.as_ref(), "overhead")?;
+    total += quantities(spec.overhead.iter().flat_map(|o| o.iter()), "overhead")?;
     total.set(ResourceName::Pods, 1);
     Ok(total)
 }
@@ -159,13 +157,13 @@ pub fn pod_requests(spec: &PodSpec) -> Result<Resources, ConversionError> {
 /// A container's requests; where it sets a limit but no request, the limit is its request (API defaulting).
 fn container_requests(container: &Container) -> Result<Resources, ConversionError> {
     let resources = container.resources.as_ref();
-    let limits = quantities(resources.and_then(|r| r.limits.as_ref()), &container.name)?;
-    let requests = quantities(resources.and_then(|r| r.requests.as_ref()), &container.name)?;
+    let limits =
+        quantities(resources.and_then(|r| r.limits.as_ref()).into_iter().flat_map(|l| l.iter()), &container.name)?;
+    let requests =
+        quantities(resources.and_then(|r| r.requests.as_ref()).into_iter().flat_map(|r| r.iter()), &container.name)?;
     let mut out = requests;
     for name in ResourceName::ALL {
-        let has_request = resources
-            .and_then(|r: &ResourceRequirements| r.requests.as_ref())
-            .is_some_and(|r| r.contains_key(name.as_str()));
+        let has_request = resources.and_then(|r| r.requests.as_ref()).is_some_and(|r| r.contains_key(name.as_str()));
         if !has_request {
             out.set(name, limits.get(name));
         }
@@ -173,9 +171,12 @@ fn container_requests(container: &Container) -> Result<Resources, ConversionErro
     Ok(out)
 }
 
-fn quantities(map: Option<&BTreeMap<String, Quantity>>, owner: &str) -> Result<Resources, ConversionError> {
+fn quantities<'a>(
+    entries: impl IntoIterator<Item = (&'a String, &'a Quantity)>,
+    owner: &str,
+) -> Result<Resources, ConversionError> {
     let mut out = Resources::ZERO;
-    for (name, quantity) in map.into_iter().flatten() {
+    for (name, quantity) in entries {
         // Resources the scheduler does not model (hugepages, other extended resources) are not counted.
         let Some(resource) = ResourceName::from_kubernetes(name) else { continue };
         let value =
@@ -265,8 +266,9 @@ pub fn nodepool(
 pub fn existing_node(node: &Node) -> Result<ExistingNode, ConversionError> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let status = node.status.as_ref();
-    let allocatable = quantities(status.and_then(|s| s.allocatable.as_ref()), &format!("node {name}"))?;
-    let capacity = quantities(status.and_then(|s| s.capacity.as_ref()), &format!("node {name}"))?;
+    let allocatable =
+        quantities(status.and_then(|s| s.allocatable.as_ref()).into_iter().flatten(), &format!("node {name}"))?;
+    let capacity = quantities(status.and_then(|s| s.capacity.as_ref()).into_iter().flatten(), &format!("node {name}"))?;
     let labels = node.metadata.labels.clone().unwrap_or_default();
     Ok(ExistingNode {
         nodepool: labels.get("karpenter.sh/nodepool").cloned(),
