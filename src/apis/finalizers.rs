@@ -12,12 +12,17 @@ use serde_json::{Value, json};
 /// How many times a removal re-reads the object after losing a race before it gives up.
 const CONFLICT_RETRIES: usize = 5;
 
+/// Whether `object` carries `finalizer`.
+pub fn has<K: Resource>(object: &K, finalizer: &str) -> bool {
+    object.finalizers().iter().any(|f| f == finalizer)
+}
+
 /// The merge patch that adds `finalizer` to `object`, or None if it has it already.
 pub fn adding<K: Resource>(object: &K, finalizer: &str) -> Option<Value> {
-    let finalizers = object.finalizers();
-    if finalizers.iter().any(|f| f == finalizer) {
+    if has(object, finalizer) {
         return None;
     }
+    let finalizers = object.finalizers();
     let mut finalizers = finalizers.to_vec();
     finalizers.push(finalizer.to_string());
     Some(json!({"metadata": {"finalizers": finalizers, "resourceVersion": object.resource_version()}}))
@@ -25,10 +30,10 @@ pub fn adding<K: Resource>(object: &K, finalizer: &str) -> Option<Value> {
 
 /// The merge patch that removes `finalizer` from `object`, or None if it does not have it.
 pub fn removing<K: Resource>(object: &K, finalizer: &str) -> Option<Value> {
-    let finalizers = object.finalizers();
-    if !finalizers.iter().any(|f| f == finalizer) {
+    if !has(object, finalizer) {
         return None;
     }
+    let finalizers = object.finalizers();
     let kept: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
     Some(json!({"metadata": {"finalizers": kept, "resourceVersion": object.resource_version()}}))
 }

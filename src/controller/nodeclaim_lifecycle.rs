@@ -103,7 +103,7 @@ fn next_step(claim: &NodeClaim, state: &ClusterState, now: Timestamp) -> Step {
     if claim.metadata.deletion_timestamp.is_some() {
         return Step::Terminate;
     }
-    if !claim.finalizers().iter().any(|f| f == TERMINATION_FINALIZER) {
+    if !finalizers::has(claim, TERMINATION_FINALIZER) {
         return Step::AddFinalizer;
     }
     let Some(status) = claim.status.as_ref() else { return Step::Launch };

@@ -68,7 +68,7 @@ fn since_deletion(claim: &NodeClaim) -> Duration {
 
 /// One step of the termination; requeues until everything is done, then removes the finalizer.
 pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error> {
-    if !claim.finalizers().iter().any(|f| f == TERMINATION_FINALIZER) {
+    if !finalizers::has(claim, TERMINATION_FINALIZER) {
         return Ok(Action::await_change());
     }
     let name = claim.name_any();

@@ -164,7 +164,7 @@ impl Teardown<'_> {
         let claims: Api<NodeClaim> = Api::all(client.clone());
         let nodes: Api<Node> = Api::all(client.clone());
         for claim in self.nodeclaims_of(&claims, pools).await? {
-            if !claim.finalizers().iter().any(|f| f == TERMINATION_FINALIZER) {
+            if !finalizers::has(&claim, TERMINATION_FINALIZER) {
                 continue;
             }
             if self.ledger.may_mutate() {
