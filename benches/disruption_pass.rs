@@ -70,6 +70,7 @@ fn pod(rng: &mut Rng, id: String) -> PodRequest {
             selector,
             hard: true,
             min_domains: None,
+            counted_nodes: Default::default(),
         }),
         2 => request.anti_affinity.push(PodAffinityTerm { key: TopologyKey::Hostname, selector }),
         _ => {}
@@ -155,6 +156,7 @@ fn cluster(nodes: usize, shape: &Shape) -> (Vec<ManagedNode>, PriceTable) {
                 },
                 capacity: info.capacity(Default::default()),
                 nodepool: Some("default".into()),
+                pods: Vec::new(),
             },
         });
     }

@@ -166,8 +166,14 @@ pub fn diverse_pods(count: usize, seed: u64) -> Vec<PodRequest> {
             let mut pod = random_pod(&mut rng, id(), labels);
             // The selector is drawn independently of the pod's own labels, as Karpenter's benchmark does.
             let spread_selector = selector(&random_labels(&mut rng, "my-label"));
-            pod.spreads =
-                vec![TopologySpread { key, max_skew: 1, min_domains: None, hard: true, selector: spread_selector }];
+            pod.spreads = vec![TopologySpread {
+                key,
+                max_skew: 1,
+                min_domains: None,
+                hard: true,
+                selector: spread_selector,
+                counted_nodes: Default::default(),
+            }];
             pods.push(pod);
         }
     }

@@ -11,6 +11,16 @@ use super::scheduling_input::resource_quantities;
 use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, TERMINATION_FINALIZER, ZONE_LABEL};
 use crate::scheduling::NewNode;
 
+/// Characters of a generated name's suffix: the API server's own (no vowels, so no words, and no look-alikes).
+const NAME_SUFFIX_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// `POOL-xxxxx`, as the API server's generateName makes it.
+pub fn fresh_name(pool: &str) -> String {
+    let suffix: String =
+        (0..5).map(|_| char::from(NAME_SUFFIX_CHARS[fastrand::usize(..NAME_SUFFIX_CHARS.len())])).collect();
+    format!("{pool}-{suffix}")
+}
+
 /// The NodeClaim for one planned node: the NodePool's template, narrowed to the instance types, zones and capacity
 /// types the plan allows, and the plan's requests; stamped with the NodePool's and EC2NodeClass's hashes, so
 /// that drift can tell when either changes.
@@ -55,7 +65,9 @@ pub fn for_planned_node(node: &NewNode, pool: &NodePool, class: Option<&EC2NodeC
     }
     NodeClaim {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", pool.name_any())),
+            // Named here, as the API server's generateName would: the launch may then be prepared under this name
+            // before the create is answered.
+            name: Some(fresh_name(&pool.name_any())),
             labels: Some(labels),
             annotations: Some(annotations),
             owner_references: Some(vec![owner]),

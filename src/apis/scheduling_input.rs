@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodAffinityTerm as KubePodAffinityTerm;
+use k8s_openapi::api::core::v1::WeightedPodAffinityTerm;
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Taint as KubeTaint, Toleration as KubeToleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -12,8 +13,8 @@ use super::pod::{Container, PodSpec};
 use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::resources::{ResourceName, Resources, kubernetes_quantity, parse_quantity};
 use crate::scheduling::{
-    DaemonSetPod, ExistingNode, NodePoolSpec, Operator, PodAffinityTerm, PodRequest, Requirement, Taint, Toleration,
-    TopologyKey, TopologySpread,
+    CountedNodes, DaemonSetPod, ExistingNode, NodePoolSpec, Operator, PodAffinityTerm, PodRequest, PreferredPodTerm,
+    Requirement, Taint, Toleration, TopologyKey, TopologySpread,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,57 +44,139 @@ pub fn pod_request(id: &str, labels: &BTreeMap<String, String>, spec: &PodSpec) 
             preferences.push((preferred.weight, expressions(preferred.preference.match_expressions.as_deref())?));
         }
     }
+    let tolerations: Vec<Toleration> = spec.tolerations.iter().flatten().map(toleration).collect();
+    // The nodes the pod may go to, for spreads that count only pods on such nodes (nodeAffinityPolicy: Honor).
+    let node_terms = (!requirements.is_empty() || !alternative_requirements.is_empty())
+        .then(|| std::iter::once(&requirements).chain(&alternative_requirements).cloned().collect());
     Ok(PodRequest {
         id: id.to_string(),
         requests: pod_requests(spec).map_err(|e| ConversionError(format!("pod {id}: {e}")))?,
+        spreads: spreads(spec, labels, node_terms, &tolerations)?,
         requirements,
         alternative_requirements,
         preferences,
-        tolerations: spec.tolerations.iter().flatten().map(toleration).collect(),
+        tolerations,
         labels: labels.clone(),
-        spreads: spreads(spec)?,
         affinity: pod_affinity_terms(
             spec.affinity
                 .as_ref()
                 .and_then(|a| a.pod_affinity.as_ref())
                 .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref()),
+            labels,
         )?,
         anti_affinity: pod_affinity_terms(
             spec.affinity
                 .as_ref()
                 .and_then(|a| a.pod_anti_affinity.as_ref())
                 .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref()),
+            labels,
         )?,
+        preferred_pod_terms: preferred_pod_terms(spec, labels)?,
     })
 }
 
-/// Topology spread constraints on the keys nodesmith plans for (zone, hostname, capacity type); a constraint
-/// without a selector selects no pod and so constrains nothing.
-fn spreads(spec: &PodSpec) -> Result<Vec<TopologySpread>, ConversionError> {
+/// Preferred pod affinity and anti-affinity terms with their weights.
+fn preferred_pod_terms(
+    spec: &PodSpec,
+    labels: &BTreeMap<String, String>,
+) -> Result<Vec<PreferredPodTerm>, ConversionError> {
+    let affinity = spec.affinity.as_ref();
+    let wanted: &[WeightedPodAffinityTerm] = affinity
+        .and_then(|a| a.pod_affinity.as_ref())
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_deref())
+        .unwrap_or_default();
+    let unwanted: &[WeightedPodAffinityTerm] = affinity
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_deref())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (terms, anti) in [(wanted, false), (unwanted, true)] {
+        for weighted in terms {
+            let converted = pod_affinity_terms(Some(std::slice::from_ref(&weighted.pod_affinity_term)), labels)?;
+            out.extend(converted.into_iter().map(|term| PreferredPodTerm { weight: weighted.weight, anti, term }));
+        }
+    }
+    Ok(out)
+}
+
+/// A running pod's required anti-affinity terms, which keep the pods they select away from it. A term that cannot
+/// be read is left out: the API server admitted the pod, so the fault is nodesmith's reading, and one pod must not
+/// stop every plan.
+pub fn anti_affinity_terms(spec: &PodSpec, labels: &BTreeMap<String, String>) -> Vec<PodAffinityTerm> {
+    let terms = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref());
+    terms
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|term| pod_affinity_terms(Some(std::slice::from_ref(term)), labels).ok())
+        .flatten()
+        .collect()
+}
+
+/// Topology spread constraints on the keys nodesmith plans for (zone, hostname, capacity type), as kube-scheduler
+/// reads them: `matchLabelKeys` narrow the selector to the pod's own values of those labels; `nodeAffinityPolicy`
+/// (Honor unless Ignore) counts only pods on nodes the pod's node selector and affinity allow; `nodeTaintsPolicy`
+/// (Ignore unless Honor) only those on nodes whose taints it tolerates. A constraint without a selector selects no
+/// pod and so constrains nothing.
+fn spreads(
+    spec: &PodSpec,
+    labels: &BTreeMap<String, String>,
+    node_terms: Option<Vec<Vec<Requirement>>>,
+    tolerations: &[Toleration],
+) -> Result<Vec<TopologySpread>, ConversionError> {
     let mut out = Vec::new();
     for c in spec.topology_spread_constraints.iter().flatten() {
         let (Some(key), Some(selector)) = (TopologyKey::from_label(&c.topology_key), c.label_selector.as_ref()) else {
             continue;
         };
+        let mut selector = label_selector(selector)?;
+        selector.extend(own_values(c.match_label_keys.as_deref(), labels, Operator::In));
+        let honour_affinity = c.node_affinity_policy.as_deref() != Some("Ignore");
+        let honour_taints = c.node_taints_policy.as_deref() == Some("Honor");
         out.push(TopologySpread {
             key,
             max_skew: u32::try_from(c.max_skew).unwrap_or(1),
             min_domains: c.min_domains.and_then(|m| u32::try_from(m).ok()),
             hard: c.when_unsatisfiable != "ScheduleAnyway",
-            selector: label_selector(selector)?,
+            selector,
+            counted_nodes: CountedNodes {
+                affinity: if honour_affinity { node_terms.clone() } else { None },
+                tolerations: honour_taints.then(|| tolerations.to_vec()),
+            },
         });
     }
     Ok(out)
 }
 
-fn pod_affinity_terms(terms: Option<&[KubePodAffinityTerm]>) -> Result<Vec<PodAffinityTerm>, ConversionError> {
+/// `matchLabelKeys` (and, with NotIn, `mismatchLabelKeys`): a requirement on each key the pod carries, with the
+/// pod's own value. Keys the pod lacks are ignored, as kube-scheduler ignores them.
+fn own_values<'a>(
+    keys: Option<&'a [String]>,
+    labels: &'a BTreeMap<String, String>,
+    operator: Operator,
+) -> impl Iterator<Item = Requirement> + 'a {
+    keys.unwrap_or_default()
+        .iter()
+        .filter_map(move |key| Some(Requirement::new(key, operator, &[labels.get(key)?.as_str()])))
+}
+
+fn pod_affinity_terms(
+    terms: Option<&[KubePodAffinityTerm]>,
+    labels: &BTreeMap<String, String>,
+) -> Result<Vec<PodAffinityTerm>, ConversionError> {
     let mut out = Vec::new();
     for term in terms.unwrap_or_default() {
         let (Some(key), Some(selector)) = (TopologyKey::from_label(&term.topology_key), term.label_selector.as_ref())
         else {
             continue;
         };
-        out.push(PodAffinityTerm { key, selector: label_selector(selector)? });
+        let mut selector = label_selector(selector)?;
+        selector.extend(own_values(term.match_label_keys.as_deref(), labels, Operator::In));
+        selector.extend(own_values(term.mismatch_label_keys.as_deref(), labels, Operator::NotIn));
+        out.push(PodAffinityTerm { key, selector });
     }
     Ok(out)
 }
@@ -262,7 +345,7 @@ pub fn nodepool(
 }
 
 /// A Node as capacity the scheduler may use: its allocatable, labels and taints. The pods already on it are not
-/// known here, so it counts as empty.
+/// known here (the cluster snapshot adds them), so it counts as empty.
 pub fn existing_node(node: &Node) -> Result<ExistingNode, ConversionError> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let status = node.status.as_ref();
@@ -272,6 +355,7 @@ pub fn existing_node(node: &Node) -> Result<ExistingNode, ConversionError> {
     let labels = node.metadata.labels.clone().unwrap_or_default();
     Ok(ExistingNode {
         nodepool: labels.get("karpenter.sh/nodepool").cloned(),
+        pods: Vec::new(),
         name,
         taints: node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().map(taint).collect(),
         available: allocatable,
@@ -337,6 +421,85 @@ tolerations: [{operator: Exists}]
         assert_eq!(request.alternative_requirements[0][0], Requirement::equals("kubernetes.io/arch", "arm64"));
         assert_eq!(request.preferences[0].0, 10);
         assert_eq!(request.tolerations[0].key, None);
+    }
+
+    #[test]
+    fn spreads_read_match_label_keys_and_the_node_policies_as_kube_scheduler_does() {
+        let pod = spec(
+            r#"
+containers: [{name: app}]
+nodeSelector: {kubernetes.io/arch: amd64}
+tolerations: [{key: dedicated, operator: Exists}]
+topologySpreadConstraints:
+- {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule,
+   labelSelector: {matchLabels: {app: web}}, matchLabelKeys: [pod-template-hash, absent]}
+- {maxSkew: 2, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway,
+   labelSelector: {matchLabels: {app: web}}, nodeAffinityPolicy: Ignore, nodeTaintsPolicy: Honor}
+"#,
+        );
+        let labels =
+            BTreeMap::from([("app".to_string(), "web".to_string()), ("pod-template-hash".into(), "5d8f".into())]);
+        let request = pod_request("ns/p", &labels, &pod).expect("converts");
+        let [zone, hostname] = request.spreads.as_slice() else { panic!("two spreads: {:?}", request.spreads) };
+        // matchLabelKeys: this revision's pods only; a key the pod lacks is ignored.
+        assert_eq!(
+            zone.selector,
+            [Requirement::equals("app", "web"), Requirement::equals("pod-template-hash", "5d8f")]
+        );
+        // Defaults: node affinity honoured (only amd64 nodes' pods count), taints ignored.
+        assert_eq!(zone.counted_nodes.affinity, Some(vec![vec![Requirement::equals("kubernetes.io/arch", "amd64")]]));
+        assert_eq!(zone.counted_nodes.tolerations, None);
+        assert!(zone.hard && !hostname.hard);
+        assert_eq!(hostname.counted_nodes.affinity, None, "nodeAffinityPolicy: Ignore");
+        assert_eq!(hostname.counted_nodes.tolerations.as_ref().map(Vec::len), Some(1), "nodeTaintsPolicy: Honor");
+    }
+
+    #[test]
+    fn affinity_terms_read_match_and_mismatch_label_keys() {
+        let pod = spec(
+            r#"
+containers: [{name: app}]
+affinity:
+  podAntiAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+    - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: db}},
+       matchLabelKeys: [tenant], mismatchLabelKeys: [shard]}
+"#,
+        );
+        let labels = BTreeMap::from([("tenant".to_string(), "t1".to_string()), ("shard".into(), "s1".into())]);
+        let request = pod_request("ns/p", &labels, &pod).expect("converts");
+        assert_eq!(
+            request.anti_affinity[0].selector,
+            [
+                Requirement::equals("app", "db"),
+                Requirement::equals("tenant", "t1"),
+                Requirement::new("shard", Operator::NotIn, &["s1"]),
+            ]
+        );
+        assert_eq!(anti_affinity_terms(&pod, &labels), request.anti_affinity, "a running pod's terms read the same");
+    }
+
+    #[test]
+    fn preferred_pod_terms_keep_their_weights_and_kind() {
+        let pod = spec(
+            r#"
+containers: [{name: app}]
+affinity:
+  podAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 20
+      podAffinityTerm: {topologyKey: topology.kubernetes.io/zone, labelSelector: {matchLabels: {app: cache}}}
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 80
+      podAffinityTerm: {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}
+"#,
+        );
+        let request = pod_request("ns/p", &BTreeMap::new(), &pod).expect("converts");
+        let terms: Vec<(i32, bool, TopologyKey)> =
+            request.preferred_pod_terms.iter().map(|p| (p.weight, p.anti, p.term.key)).collect();
+        assert_eq!(terms, [(20, false, TopologyKey::Zone), (80, true, TopologyKey::Hostname)]);
+        assert!(request.affinity.is_empty() && request.anti_affinity.is_empty(), "preferred, not required");
     }
 
     #[test]

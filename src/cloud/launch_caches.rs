@@ -1,12 +1,14 @@
 //! What the cloud remembers between launches, owned by the cloud type (`CloudProvider::caches`): offerings that
 //! just failed for lack of capacity (or were just interrupted), launches not yet visible in their subnet's free
-//! addresses, and the launch templates launches used recently.
+//! addresses, the subnets' free addresses as last read, the launch templates launches used recently, and the
+//! NodeClaims made here that no launch has been tried for.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::catalog::OfferingKey;
+use crate::cloud::nodeclass::SubnetInfo;
 
 /// A launch counts against its subnet's free addresses until DescribeSubnets has caught up.
 const IN_FLIGHT_FOR: Duration = Duration::from_secs(60);
@@ -20,6 +22,93 @@ pub struct LaunchCaches {
     pub templates_used: Mutex<HashMap<String, Instant>>,
     /// Launch templates known to exist, so that a launch need not ask EC2 again.
     pub templates_known: KnownTemplates,
+    /// Free addresses per subnet as last read, so that a launch need not wait for DescribeSubnets.
+    pub subnet_addresses: SubnetAddresses,
+    /// NodeClaims this process made that no launch has been tried for yet.
+    pub untried: UntriedNodeClaims,
+}
+
+/// Free addresses read this recently serve a launch without DescribeSubnets. Launches since the read are debited
+/// (`InFlight` keeps them longer than this), and the provisioner reads afresh while a batch gathers.
+pub const SUBNET_ADDRESSES_FOR: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Default)]
+pub struct SubnetAddresses {
+    read: Mutex<HashMap<String, (SubnetInfo, Instant)>>,
+}
+
+impl SubnetAddresses {
+    pub fn store(&self, subnets: &[SubnetInfo]) {
+        self.store_at(subnets, Instant::now());
+    }
+
+    fn store_at(&self, subnets: &[SubnetInfo], now: Instant) {
+        if let Ok(mut read) = self.read.lock() {
+            read.retain(|_, (_, at)| now.duration_since(*at) < SUBNET_ADDRESSES_FOR);
+            for subnet in subnets {
+                read.insert(subnet.id.clone(), (subnet.clone(), now));
+            }
+        }
+    }
+
+    /// Every one of `ids` as read recently, in that order; None if any was not (then ask EC2).
+    pub fn recent(&self, ids: &[&str]) -> Option<Vec<SubnetInfo>> {
+        self.recent_at(ids, Instant::now())
+    }
+
+    fn recent_at(&self, ids: &[&str], now: Instant) -> Option<Vec<SubnetInfo>> {
+        let read = self.read.lock().ok()?;
+        ids.iter()
+            .map(|id| {
+                let (subnet, at) = read.get(*id)?;
+                (now.duration_since(*at) < SUBNET_ADDRESSES_FOR).then(|| subnet.clone())
+            })
+            .collect()
+    }
+}
+
+/// How long a NodeClaim made here counts as untried: far longer than a batch takes to reach its launch, and short
+/// enough that NodeClaims deleted before any launch do not pile up.
+const UNTRIED_FOR: Duration = Duration::from_secs(300);
+
+/// NodeClaims (by name) this process is creating or created and has not yet tried to launch. No instance can exist
+/// for one unless another replica led in between and launched it; then CreateFleet's ClientToken (the same UID and
+/// attempt) answers with that instance. So their first launch skips the lookup for an earlier instance, one round
+/// trip. Named before the create is sent, so that a launch started by the watch event, which may come before the
+/// create's answer, finds it.
+#[derive(Debug, Default)]
+pub struct UntriedNodeClaims {
+    since: Mutex<HashMap<String, Instant>>,
+}
+
+impl UntriedNodeClaims {
+    pub fn add(&self, name: &str) {
+        self.add_at(name, Instant::now());
+    }
+
+    fn add_at(&self, name: &str, now: Instant) {
+        if let Ok(mut since) = self.since.lock() {
+            since.retain(|_, at| now.duration_since(*at) < UNTRIED_FOR);
+            since.insert(name.to_string(), now);
+        }
+    }
+
+    /// Whether `name` was untried; from now on it is not.
+    pub fn take(&self, name: &str) -> bool {
+        self.take_at(name, Instant::now())
+    }
+
+    fn take_at(&self, name: &str, now: Instant) -> bool {
+        let Ok(mut since) = self.since.lock() else { return false };
+        since.remove(name).is_some_and(|at| now.duration_since(at) < UNTRIED_FOR)
+    }
+
+    /// A create that failed: nothing of that name is coming.
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut since) = self.since.lock() {
+            since.remove(name);
+        }
+    }
 }
 
 /// A launch template made or found this recently is trusted to exist without a DescribeLaunchTemplates. Our own
@@ -154,6 +243,43 @@ mod tests {
         known.forget(["nodesmith/demo/b"]);
         assert!(!known.is_known_at("nodesmith/demo/b", start + Duration::from_secs(1)));
         assert!(!known.is_known_at("nodesmith/demo/a", start + TEMPLATE_KNOWN_FOR + Duration::from_secs(1)));
+    }
+
+    fn subnet(id: &str, available_ips: i64) -> SubnetInfo {
+        SubnetInfo { id: id.into(), zone: "us-east-1a".into(), zone_id: String::new(), available_ips }
+    }
+
+    #[test]
+    fn subnet_addresses_serve_only_when_every_subnet_was_read_recently() {
+        let cache = SubnetAddresses::default();
+        let start = Instant::now();
+        cache.store_at(&[subnet("subnet-a", 10), subnet("subnet-b", 20)], start);
+        let later = start + Duration::from_secs(5);
+        let recent = cache.recent_at(&["subnet-b", "subnet-a"], later).expect("both read recently");
+        assert_eq!(
+            recent.iter().map(|s| (s.id.as_str(), s.available_ips)).collect::<Vec<_>>(),
+            [("subnet-b", 20), ("subnet-a", 10)]
+        );
+        assert!(cache.recent_at(&["subnet-a", "subnet-c"], later).is_none(), "subnet-c was never read");
+        assert!(cache.recent_at(&["subnet-a"], start + SUBNET_ADDRESSES_FOR).is_none(), "too old");
+        cache.store_at(&[subnet("subnet-a", 9)], later);
+        let reread = cache.recent_at(&["subnet-a"], later).expect("read again");
+        assert_eq!(reread[0].available_ips, 9);
+    }
+
+    #[test]
+    fn a_nodeclaim_is_untried_once_and_only_for_a_while() {
+        let untried = UntriedNodeClaims::default();
+        let start = Instant::now();
+        untried.add_at("default-b7x4k", start);
+        untried.add_at("default-q2m9z", start);
+        untried.add_at("default-zz5gh", start);
+        assert!(untried.take_at("default-b7x4k", start + Duration::from_secs(1)));
+        assert!(!untried.take_at("default-b7x4k", start + Duration::from_secs(2)), "its first launch was tried");
+        assert!(!untried.take_at("default-c4f6n", start), "not made here");
+        assert!(!untried.take_at("default-q2m9z", start + UNTRIED_FOR), "made long ago: forgotten");
+        untried.forget("default-zz5gh");
+        assert!(!untried.take_at("default-zz5gh", start), "its create failed");
     }
 
     #[test]

@@ -15,10 +15,10 @@ use super::nominations::Nominations;
 use super::{Context, conditions, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
-use crate::apis::scheduling_input::{daemonset_pod, existing_node, nodepool, pod_requests};
+use crate::apis::scheduling_input::{anti_affinity_terms, daemonset_pod, existing_node, nodepool, pod_requests};
 use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
 use crate::names::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
-use crate::scheduling::{self, ExistingNode, Operator, Requirement};
+use crate::scheduling::{self, ExistingNode, Operator, PlacedPod, Requirement};
 
 /// Pods that need a place: those the scheduler found no node for, and those on nodes being taken away
 /// (interrupted, drained), so their replacement capacity launches while the old node still drains.
@@ -124,6 +124,7 @@ pub fn in_flight_capacity(ctx: &Context, claim: &NodeClaim, nominated: &Resource
     Some(ExistingNode {
         name: claim.name_any(),
         nodepool: labels.get(NODEPOOL_LABEL).cloned(),
+        pods: Vec::new(),
         taints: claim.spec.taints.iter().map(crate::apis::scheduling_input::taint).collect(),
         available,
         capacity,
@@ -174,12 +175,28 @@ pub fn daemonset_pods(ctx: &Context) -> Vec<scheduling::DaemonSetPod> {
         .collect()
 }
 
-/// A Node as room for pods: its allocatable minus what the pods bound to it request. Going away or cordoned: no
-/// room, but its capacity still counts against its NodePool's limits.
+/// A Node as room for pods: its allocatable minus what the pods bound to it request, and those pods for topology.
+/// Going away or cordoned: no room, but its capacity still counts against its NodePool's limits. Going away, its
+/// pods no longer count where they are: they are being planned elsewhere.
 pub fn node_room(node: &Node, bound: &[Arc<Pod>]) -> Option<ExistingNode> {
     let mut room = existing_node(node).ok()?;
     room.available = if usable(node) { room.available - requests_of(bound) } else { Resources::ZERO };
+    if !is_disrupted(node) {
+        room.pods = placed_pods(bound);
+    }
     Some(room)
+}
+
+/// Pods on a node (or nominated to it) as topology sees them; finished and terminating pods are not there.
+pub fn placed_pods(pods: &[Arc<Pod>]) -> Vec<PlacedPod> {
+    pods.iter()
+        .filter(|p| !pods::is_terminal(p) && !pods::is_terminating(p))
+        .map(|p| PlacedPod {
+            namespace: p.namespace().unwrap_or_default(),
+            labels: p.labels().clone(),
+            anti_affinity: p.spec.as_ref().map(|s| anti_affinity_terms(s, p.labels())).unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// A node the scheduler may place pods on: not going away, not cordoned.
@@ -187,20 +204,25 @@ pub fn usable(node: &Node) -> bool {
     !is_disrupted(node) && !node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
 }
 
-/// Room for pods on every Node and every NodeClaim not yet registered, less what `nominated_to` each holds.
-pub fn existing_capacity(ctx: &Context, nominated_to: &dyn Fn(&str) -> Resources) -> Vec<ExistingNode> {
+/// Room for pods on every Node and every NodeClaim not yet registered, less what the pods `nominated_to` each
+/// hold; the pods there and nominated there count in topology.
+pub fn existing_capacity(ctx: &Context, nominated_to: &dyn Fn(&str) -> Vec<Arc<Pod>>) -> Vec<ExistingNode> {
     let pods_by_node = ctx.state.pods_by_node();
     let mut existing: Vec<ExistingNode> = Vec::new();
     for node in ctx.state.nodes.state() {
         let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
         let Some(mut capacity) = node_room(&node, bound) else { continue };
         if usable(&node) {
-            capacity.available = capacity.available - nominated_to(&capacity.name);
+            let nominated = nominated_to(&capacity.name);
+            capacity.available = capacity.available - requests_of(&nominated);
+            capacity.pods.extend(placed_pods(&nominated));
         }
         existing.push(capacity);
     }
     for claim in ctx.state.nodeclaims.state() {
-        if let Some(capacity) = in_flight_capacity(ctx, &claim, &nominated_to(&claim.name_any())) {
+        let nominated = nominated_to(&claim.name_any());
+        if let Some(mut capacity) = in_flight_capacity(ctx, &claim, &requests_of(&nominated)) {
+            capacity.pods = placed_pods(&nominated);
             existing.push(capacity);
         }
     }
@@ -233,7 +255,7 @@ mod tests {
             None => json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]),
         };
         object(json!({
-            "metadata": {"name": name, "namespace": "shop"},
+            "metadata": {"name": name, "namespace": "shop", "labels": {"name": name}},
             "spec": {"nodeName": node, "containers": [{"name": "app", "resources": {"requests": {"cpu": cpu}}}]},
             "status": {"phase": if node.is_some() { "Running" } else { "Pending" }, "conditions": scheduled},
         }))
@@ -328,17 +350,43 @@ mod tests {
             nodeclaims: vec![claim("c1", json!({})), claim("c2", json!({"nodeName": "n1"}))],
             ..Objects::default()
         });
-        let one_cpu = |target: &str| {
-            let mut held = Resources::ZERO;
-            if target == "n1" {
-                held.set(ResourceName::Cpu, 2000);
-            }
-            held
-        };
-        let existing = existing_capacity(&ctx, &one_cpu);
+        let nominated = Arc::new(pod("nominated", None, "2"));
+        let nominated_to = |target: &str| if target == "n1" { vec![nominated.clone()] } else { vec![] };
+        let existing = existing_capacity(&ctx, &nominated_to);
         let names: Vec<&str> = existing.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["n1", "c1"], "a registered NodeClaim is its Node");
         assert_eq!(cpu(&existing[0].available), 1000, "4 CPUs, 1 bound, 2 nominated");
+        let placed: Vec<&str> =
+            existing[0].pods.iter().filter_map(|p| p.labels.get("name").map(String::as_str)).collect();
+        assert_eq!(placed, ["a", "nominated"], "the bound pod and the nominated one count in topology there");
+    }
+
+    #[test]
+    fn pods_count_where_they_run_unless_finished_terminating_or_on_a_leaving_node() {
+        let mut finished = pod("finished", Some("n1"), "1");
+        finished.status.get_or_insert_default().phase = Some("Succeeded".into());
+        let mut terminating = pod("terminating", Some("n1"), "1");
+        terminating.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        let mut anti = pod("db", Some("n1"), "1");
+        anti.spec.get_or_insert_default().affinity = Some(object(json!({"podAntiAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "db"}}}
+        ]}})));
+        let bound =
+            [Arc::new(pod("running", Some("n1"), "1")), Arc::new(finished), Arc::new(terminating), Arc::new(anti)];
+        let room = node_room(&node("n1", json!([]), false), &bound).expect("room");
+        let names: Vec<&str> = room.pods.iter().filter_map(|p| p.labels.get("name").map(String::as_str)).collect();
+        assert_eq!(names, ["running", "db"]);
+        assert_eq!(room.pods[0].namespace, "shop");
+        assert_eq!(room.pods[1].anti_affinity.len(), 1, "its anti-affinity keeps db pods off this node");
+        assert!(room.pods[0].anti_affinity.is_empty());
+
+        let disrupted = json!([{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]);
+        let leaving = node_room(&node("n2", disrupted, false), &bound).expect("room");
+        assert!(leaving.pods.is_empty(), "its pods are being planned elsewhere");
+        let cordoned = node_room(&node("n3", json!([]), true), &bound).expect("room");
+        assert_eq!(cordoned.pods.len(), 2, "a cordon moves no pod: they still count there");
     }
 
     #[tokio::test]

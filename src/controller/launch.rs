@@ -21,6 +21,7 @@ use crate::cloud::nodeclass::{SubnetInfo, subnet_with_most_free_ips};
 use crate::cloud::user_data::{self, AmiFamily, BootstrapSettings, NodeTaint, UserDataError};
 use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, UNREGISTERED_TAINT_KEY, ZONE_LABEL};
 use crate::names::{NODECLAIM_TAG, NODECLASS_TAG, NODEPOOL_TAG, cluster_tag_key};
+use crate::scheduling::{Operator, Requirement};
 
 /// The `controller` label of this module's cloud calls: launches run in the NodeClaim lifecycle.
 const CONTROLLER: &str = "nodeclaim.lifecycle";
@@ -69,13 +70,17 @@ pub async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Launched, Launch
     let class_name = &claim.spec.node_class_ref.name;
     let class = ctx.state.nodeclass(class_name);
     // The lookup for an instance launched before (a lost status write, a restart) and the subnets' free addresses
-    // do not depend on each other: asked at once, they cost one round trip before CreateFleet, not two.
+    // do not depend on each other: asked at once, they cost one round trip before CreateFleet, not two. A first
+    // launch of a NodeClaim made here needs no lookup, and addresses read recently need no DescribeSubnets: then
+    // nothing stands before CreateFleet.
     let resolved_subnets = class.as_deref().map(class_subnets).unwrap_or_default();
+    let untried = ctx.caches().untried.take(&name);
+    tracing::debug!(nodeclaim = %name, untried, "launching");
     let cloud = ctx.cloud(CONTROLLER);
-    let (found, subnet_free) = tokio::join!(
-        cloud.find_instance_for_nodeclaim(&ctx.settings.cluster_name, &name),
-        subnet_free_addresses(ctx, &resolved_subnets)
-    );
+    let lookup = async {
+        if untried { Ok(None) } else { cloud.find_instance_for_nodeclaim(&ctx.settings.cluster_name, &name).await }
+    };
+    let (found, subnet_free) = tokio::join!(lookup, subnet_free_addresses(ctx, &resolved_subnets));
     if let Some(found) = found? {
         tracing::info!(nodeclaim = %name, instance = %found.instance_id, "adopting the instance already launched");
         return Ok(Launched {
@@ -117,7 +122,7 @@ pub async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Launched, Launch
 }
 
 /// The subnets the class resolved, free addresses not known yet.
-fn class_subnets(class: &EC2NodeClass) -> Vec<SubnetInfo> {
+pub fn class_subnets(class: &EC2NodeClass) -> Vec<SubnetInfo> {
     let resolved = class.status.as_ref().map(|s| s.subnets.as_slice()).unwrap_or_default();
     resolved
         .iter()
@@ -237,6 +242,7 @@ async fn launch_as(
     let attempt = claim.launch_failures();
     let client_token = client_token(claim.metadata.uid.as_deref().unwrap_or(&name), attempt, capacity_type);
     let request = FleetRequest { configs, capacity_type, tags, client_token };
+    tracing::debug!(nodeclaim = %name, capacity_type = capacity_type.as_str(), "creating a fleet");
     match ctx.cloud(CONTROLLER).create_fleet(&request).await {
         Ok(launched) => {
             if let Some(subnet) = subnet_by_zone.get(&launched.zone)
@@ -276,8 +282,18 @@ pub fn client_token(uid: &str, attempt: u32, capacity_type: CapacityType) -> Str
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Free addresses per subnet now (DescribeSubnets); the resolved list when the call fails.
+/// Free addresses per subnet: as read recently, or now.
 async fn subnet_free_addresses(ctx: &Context, subnets: &[SubnetInfo]) -> Vec<SubnetInfo> {
+    let ids: Vec<&str> = subnets.iter().map(|s| s.id.as_str()).collect();
+    match ctx.caches().subnet_addresses.recent(&ids) {
+        Some(recent) => recent,
+        None => read_subnet_addresses(ctx, subnets).await,
+    }
+}
+
+/// Free addresses per subnet now (DescribeSubnets), remembered for the next launches; the resolved list when the
+/// call fails.
+pub async fn read_subnet_addresses(ctx: &Context, subnets: &[SubnetInfo]) -> Vec<SubnetInfo> {
     if subnets.is_empty() {
         return Vec::new();
     }
@@ -286,7 +302,10 @@ async fn subnet_free_addresses(ctx: &Context, subnets: &[SubnetInfo]) -> Vec<Sub
         .map(|s| crate::cloud::nodeclass::SelectorTerm { id: Some(s.id.clone()), ..Default::default() })
         .collect();
     match ctx.cloud(CONTROLLER).subnets(&terms).await {
-        Ok(found) if !found.is_empty() => found,
+        Ok(found) if !found.is_empty() => {
+            ctx.caches().subnet_addresses.store(&found);
+            found
+        }
         Ok(_) => subnets.to_vec(),
         Err(error) => {
             tracing::warn!("could not read the subnets' free addresses: {error}");
@@ -304,22 +323,18 @@ fn image_for_type(class: &EC2NodeClass, instance_type: &InstanceTypeInfo) -> Opt
         .amis
         .iter()
         .find(|ami| {
-            ami.requirements
-                .iter()
-                .all(|r| requirement_met(&r.operator, r.values.as_deref(), labels.get(r.key.as_str())))
+            ami.requirements.iter().all(|r| ami_requirement_met(&r.key, &r.operator, r.values.as_deref(), &labels))
         })
         .map(|ami| ami.id.clone())
 }
 
-fn requirement_met(operator: &str, values: Option<&[String]>, label: Option<&String>) -> bool {
-    let listed = |v: &String| values.unwrap_or_default().contains(v);
-    match operator {
-        "In" => label.is_some_and(listed),
-        "NotIn" => !label.is_some_and(listed),
-        "Exists" => label.is_some(),
-        "DoesNotExist" => label.is_none(),
-        _ => true,
-    }
+/// An AMI's requirement (as the status lists it) against an instance type's labels. An operator nodesmith does not
+/// know constrains nothing: the status is ours, so that would be a newer writer's term.
+fn ami_requirement_met(key: &str, operator: &str, values: Option<&[String]>, labels: &BTreeMap<&str, String>) -> bool {
+    let Some(operator) = Operator::parse(operator) else { return true };
+    let requirement =
+        Requirement { key: key.to_string(), operator, values: values.unwrap_or_default().to_vec(), min_values: None };
+    requirement.matches(labels.get(key).map(String::as_str))
 }
 
 fn ami_family(class: &EC2NodeClass) -> AmiFamily {
@@ -699,6 +714,45 @@ mod fake_cloud_tests {
         let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![ready_class()]));
         let first = launch(&ctx, &claim("a", m5_large(&["us-east-1a"], &["on-demand"]))).await.expect("launched");
         let second = launch(&ctx, &claim("b", m5_large(&["us-east-1a"], &["on-demand"]))).await.expect("launched");
+        assert_eq!(first.subnet_id.as_deref(), Some("subnet-a1"));
+        assert_eq!(second.subnet_id.as_deref(), Some("subnet-a2"));
+    }
+
+    fn calls_of(cloud: &FakeCloud, method: &str) -> usize {
+        cloud.calls().iter().filter(|c| c.split(' ').next() == Some(method)).count()
+    }
+
+    #[tokio::test]
+    async fn the_first_launch_of_a_nodeclaim_made_here_looks_for_no_earlier_instance_and_a_retry_does() {
+        let cloud = cloud_with_subnets(&[("subnet-a1", "us-east-1a", 100)]);
+        let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![ready_class()]));
+        let nodeclaim = claim("a", m5_large(&["us-east-1a"], &["on-demand"]));
+        ctx.caches().untried.add("a");
+        cloud.fail_next("CreateFleet", "InternalError");
+        launch(&ctx, &nodeclaim).await.expect_err("CreateFleet failed");
+        assert_eq!(calls_of(&cloud, "FindInstanceForNodeClaim"), 0, "{:?}", cloud.calls());
+        // The retry cannot know whether the failed call launched anything: it looks.
+        launch(&ctx, &nodeclaim).await.expect("launched");
+        assert_eq!(calls_of(&cloud, "FindInstanceForNodeClaim"), 1, "{:?}", cloud.calls());
+        // One made elsewhere (another replica, before a restart) is looked for at once.
+        launch(&ctx, &claim("b", m5_large(&["us-east-1a"], &["on-demand"]))).await.expect("launched");
+        assert_eq!(calls_of(&cloud, "FindInstanceForNodeClaim"), 2, "{:?}", cloud.calls());
+    }
+
+    #[tokio::test]
+    async fn subnets_read_recently_are_not_read_again_for_a_launch() {
+        let cloud = cloud_with_subnets(&[
+            ("subnet-a1", "us-east-1a", 10),
+            ("subnet-a2", "us-east-1a", 10),
+            ("subnet-b", "us-east-1b", 10),
+        ]);
+        let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![ready_class()]));
+        read_subnet_addresses(&ctx, &class_subnets(&ready_class())).await;
+        assert_eq!(calls_of(&cloud, "DescribeSubnets"), 1);
+        let first = launch(&ctx, &claim("a", m5_large(&["us-east-1a"], &["on-demand"]))).await.expect("launched");
+        let second = launch(&ctx, &claim("b", m5_large(&["us-east-1a"], &["on-demand"]))).await.expect("launched");
+        assert_eq!(calls_of(&cloud, "DescribeSubnets"), 1, "{:?}", cloud.calls());
+        // The addresses read before both launches still spread them: the first is debited.
         assert_eq!(first.subnet_id.as_deref(), Some("subnet-a1"));
         assert_eq!(second.subnet_id.as_deref(), Some("subnet-a2"));
     }

@@ -146,6 +146,14 @@ pub enum Error {
     Invalid(String),
 }
 
+impl Error {
+    /// Another writer changed the object after it was read (409 Conflict): expected now and then, and the retry
+    /// works from the fresh copy.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Kube(kube::Error::Api(status)) if status.code == 409)
+    }
+}
+
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -254,5 +262,16 @@ mod tests {
         assert_eq!(cluster_dns_ip("10.100.0.0/16").as_deref(), Some("10.100.0.10"));
         assert_eq!(cluster_dns_ip("172.20.0.0/16").as_deref(), Some("172.20.0.10"));
         assert_eq!(cluster_dns_ip("not a cidr"), None);
+    }
+
+    #[test]
+    fn only_a_409_is_a_conflict() {
+        let api_error = |code: u16, reason: &str| {
+            Error::Kube(kube::Error::Api(kube::core::Status::failure("refused", reason).with_code(code).boxed()))
+        };
+        assert!(api_error(409, "Conflict").is_conflict());
+        assert!(!api_error(404, "NotFound").is_conflict());
+        assert!(!api_error(422, "Invalid").is_conflict());
+        assert!(!Error::Invalid("bad".into()).is_conflict());
     }
 }

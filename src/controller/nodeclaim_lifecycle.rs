@@ -63,10 +63,19 @@ fn claim_of(claims: &Store<NodeClaim>, node: &Node) -> Option<Arc<NodeClaim>> {
     claims.find(|c| c.status.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(provider_id))
 }
 
+/// A lost race (the Node changed while it was being registered, the kubelet updating its status) is retried at
+/// once and quietly; anything else is worth a warning and a pause.
 fn error_policy(claim: Arc<NodeClaim>, error: &Error, _: Arc<Reconciler>) -> Action {
+    if error.is_conflict() {
+        tracing::debug!(nodeclaim = %claim.name_any(), "changed by another writer meanwhile, retrying: {error}");
+        return Action::requeue(CONFLICT_RETRY);
+    }
     tracing::warn!(nodeclaim = %claim.name_any(), "reconcile failed, retrying: {error}");
     Action::requeue(Duration::from_secs(5))
 }
+
+/// Long enough for the watch to bring the fresh copy the retry works from.
+const CONFLICT_RETRY: Duration = Duration::from_millis(250);
 
 fn age(claim: &NodeClaim, now: Timestamp) -> Duration {
     let Some(created) = claim.metadata.creation_timestamp.as_ref() else { return Duration::ZERO };

@@ -14,15 +14,16 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
-use super::cluster_snapshot::{daemonset_pods, existing_capacity, pending_pods, ready_nodepools, requests_of};
+use super::cluster_snapshot::{daemonset_pods, existing_capacity, pending_pods, ready_nodepools};
 use super::nominations::Nominations;
 use super::state::Triggers;
-use super::{Context, Error, events, leader::Leadership, pods};
+use super::{Context, Error, events, launch, leader::Leadership, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::planned_nodeclaim;
 use crate::apis::scheduling_input::pod_request;
-use crate::catalog::resources::Resources;
-use crate::scheduling::{self, SchedulingInput};
+use crate::cloud::nodeclass::SubnetInfo;
+use crate::names::NODEPOOL_LABEL;
+use crate::scheduling::{self, PreparedCatalog, SchedulingInput};
 
 /// The batcher looks again this often without a change: nominations expire, leadership comes.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -33,6 +34,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
     let wake = Arc::new(Notify::new());
     tokio::spawn(relay(triggers, wake.clone()));
     let mut nominations = Nominations::default();
+    let mut catalog: Option<PreparedCatalog<'_>> = None;
     let mut batch: Option<(Instant, Instant, HashSet<String>)> = None;
     loop {
         let due = batch.as_ref().map(|(started, last_change, _)| {
@@ -55,6 +57,9 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
             continue;
         }
         let now = Instant::now();
+        if batch.is_none() {
+            read_subnet_addresses_meanwhile(&ctx);
+        }
         let (started, last_change, seen) = batch.get_or_insert_with(|| (now, now, pending.clone()));
         if *seen != pending {
             *last_change = now;
@@ -67,7 +72,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
         }
         batch = None;
         let timer = Instant::now();
-        let provisioned = provision(&ctx, &mut nominations).await;
+        let provisioned = provision(&ctx, &mut nominations, &mut catalog).await;
         nominations.publish(&ctx);
         match provisioned {
             Ok(created) => {
@@ -79,6 +84,19 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
             Err(error) => tracing::warn!("provisioning failed, retrying next batch: {error}"),
         }
     }
+}
+
+/// While a batch gathers, its launches' subnets are read (DescribeSubnets), so that when it closes nothing but
+/// CreateFleet stands between a NodeClaim and its instance.
+fn read_subnet_addresses_meanwhile(ctx: &Arc<Context>) {
+    let mut subnets: Vec<SubnetInfo> =
+        ctx.state.nodeclasses.state().iter().flat_map(|class| launch::class_subnets(class)).collect();
+    subnets.sort_by(|a, b| a.id.cmp(&b.id));
+    subnets.dedup_by(|a, b| a.id == b.id);
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        launch::read_subnet_addresses(&ctx, &subnets).await;
+    });
 }
 
 /// Wakes the batcher at every change of a pod, node or NodeClaim; changes that arrive while it works fold into one
@@ -95,8 +113,13 @@ async fn relay(triggers: Triggers, wake: Arc<Notify>) {
         .await;
 }
 
-/// One batch: snapshot, plan, create NodeClaims. Returns how many were created.
-async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize, Error> {
+/// One batch: snapshot, plan, create NodeClaims. Returns how many were created. `catalog` is kept between batches
+/// and prepared again only when the offerings out of capacity change.
+async fn provision<'c>(
+    ctx: &'c Context,
+    nominations: &mut Nominations,
+    catalog: &mut Option<PreparedCatalog<'c>>,
+) -> Result<usize, Error> {
     let pending = pending_pods(ctx, nominations);
     let mut requests = Vec::with_capacity(pending.len());
     for pod in &pending {
@@ -124,9 +147,8 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
     }
 
     let all_pods: HashMap<String, Arc<Pod>> = ctx.state.pods.state().into_iter().map(|p| (pods::key(&p), p)).collect();
-    let nominated_to = |target: &str| -> Resources {
-        let pods: Vec<Arc<Pod>> = nominations.pods_of(target).filter_map(|p| all_pods.get(p).cloned()).collect();
-        requests_of(&pods)
+    let nominated_to = |target: &str| -> Vec<Arc<Pod>> {
+        nominations.pods_of(target).filter_map(|p| all_pods.get(p).cloned()).collect()
     };
     let existing = existing_capacity(ctx, &nominated_to);
     let daemonsets = daemonset_pods(ctx);
@@ -138,7 +160,7 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
         with_room = existing.iter().filter(|n| !n.available.is_zero()).count(),
         "planning"
     );
-    let plan = scheduling::solve(&SchedulingInput {
+    let input = SchedulingInput {
         pods: &requests,
         nodepools: &pools,
         instance_types: &ctx.instance_types,
@@ -146,7 +168,13 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
         existing: &existing,
         daemonsets: &daemonsets,
         unavailable: &unavailable,
-    });
+    };
+    let prepared = match catalog.take() {
+        Some(prepared) if prepared.is_for(&input) => prepared,
+        _ => PreparedCatalog::new(&ctx.instance_types, &ctx.prices, &unavailable),
+    };
+    let plan = scheduling::solve_on(&input, &prepared);
+    *catalog = Some(prepared);
 
     for (target, planned) in &plan.existing_placements {
         for pod in planned {
@@ -160,7 +188,7 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
         let api = api.clone();
         let class = ctx.state.nodeclass(&pool.spec.template.spec.node_class_ref.name);
         let claim = planned_nodeclaim::for_planned_node(node, pool, class.as_deref());
-        Some(async move { (node, api.create(&PostParams::default(), &claim).await) })
+        Some(async move { (node, create_nodeclaim(ctx, &api, claim).await) })
     });
     let mut created = 0;
     for (node, result) in futures::future::join_all(creations).await {
@@ -191,6 +219,30 @@ async fn provision(ctx: &Context, nominations: &mut Nominations) -> Result<usize
     });
     futures::future::join_all(events).await;
     Ok(created)
+}
+
+/// Creates a NodeClaim under the name `for_planned_node` gave it, marked untried first (its launch may start from
+/// the watch event before this create is answered). A name already taken gets one more try under another.
+async fn create_nodeclaim(ctx: &Context, api: &Api<NodeClaim>, mut claim: NodeClaim) -> Result<NodeClaim, kube::Error> {
+    let pool = claim.labels().get(NODEPOOL_LABEL).cloned().unwrap_or_default();
+    let mut tries = 0;
+    loop {
+        let name = claim.name_any();
+        ctx.caches().untried.add(&name);
+        let created = api.create(&PostParams::default(), &claim).await;
+        match created {
+            Err(kube::Error::Api(status)) if status.code == 409 && tries == 0 => {
+                ctx.caches().untried.forget(&name);
+                claim.metadata.name = Some(planned_nodeclaim::fresh_name(&pool));
+                tries += 1;
+            }
+            Err(error) => {
+                ctx.caches().untried.forget(&name);
+                return Err(error);
+            }
+            Ok(claim) => return Ok(claim),
+        }
+    }
 }
 
 async fn publish_pod_event(ctx: &Context, pod: &Pod, reason: &str, note: &str) {

@@ -137,6 +137,7 @@ impl Cluster {
                 available: info.allocatable(Default::default()) - used,
                 capacity: info.capacity(Default::default()),
                 nodepool: Some(pool.into()),
+                pods: Vec::new(),
             },
         });
         self.nodes.last_mut().expect("just pushed")
@@ -449,7 +450,7 @@ proptest! {
             labels.insert("karpenter.sh/capacity-type".into(), r.capacity_type.as_str().into());
             labels.insert("topology.kubernetes.io/zone".into(), ZONE.into());
             let allocatable = cluster.types.iter().find(|t| t.name == r.instance_type).expect("type").allocatable(Default::default());
-            existing.push(ExistingNode { name: format!("replacement-{k}"), labels, taints: vec![], available: allocatable, capacity: allocatable, nodepool: Some("default".into()) });
+            existing.push(ExistingNode { name: format!("replacement-{k}"), labels, taints: vec![], available: allocatable, capacity: allocatable, nodepool: Some("default".into()) , pods: Vec::new() });
         }
         let plan = solve(&crate::scheduling::SchedulingInput {
             pods: &pods, nodepools: &[], instance_types: &cluster.types, prices: &cluster.prices,

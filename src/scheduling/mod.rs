@@ -10,11 +10,13 @@ pub mod requirements;
 pub mod solver;
 pub mod topology;
 
-pub use model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, Toleration};
+pub use model::{DaemonSetPod, ExistingNode, NodePoolSpec, PlacedPod, PodRequest, Taint, Toleration};
 pub use plan::{NewNode, Plan, UnschedulablePod};
 pub use requirements::{Operator, Requirement};
-pub use solver::{Prepared, SchedulingInput, solve, solve_prepared};
-pub use topology::{PodAffinityTerm, TopologyKey, TopologySpread};
+pub use solver::{Prepared, PreparedCatalog, SchedulingInput, solve, solve_on, solve_prepared};
+pub use topology::{CountedNodes, PodAffinityTerm, PreferredPodTerm, TopologyKey, TopologySpread};
 
+#[cfg(test)]
+mod running_pods_tests;
 #[cfg(test)]
 mod solver_tests;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::requirements::Requirement;
-use super::topology::{PodAffinityTerm, TopologySpread};
+use super::topology::{PodAffinityTerm, PreferredPodTerm, TopologySpread};
 use crate::catalog::allocatable::NodeOverhead;
 use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::resources::Resources;
@@ -81,6 +81,10 @@ pub struct PodRequest {
     /// Required pod anti-affinity terms.
     #[serde(default)]
     pub anti_affinity: Vec<PodAffinityTerm>,
+    /// Preferred pod affinity and anti-affinity terms: honoured first, dropped lightest first when the pod fits
+    /// nowhere with them.
+    #[serde(default)]
+    pub preferred_pod_terms: Vec<PreferredPodTerm>,
 }
 
 impl PodRequest {
@@ -97,6 +101,7 @@ impl PodRequest {
             spreads: vec![],
             affinity: vec![],
             anti_affinity: vec![],
+            preferred_pod_terms: vec![],
         }
     }
 
@@ -133,7 +138,7 @@ pub struct NodePoolSpec {
     pub overhead: NodeOverhead,
 }
 
-/// A node that exists or is being launched: what is still free on it.
+/// A node that exists or is being launched: what is still free on it, and the pods on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExistingNode {
     pub name: String,
@@ -144,6 +149,20 @@ pub struct ExistingNode {
     /// Capacity, counted against its NodePool's limits.
     pub capacity: Resources,
     pub nodepool: Option<String>,
+    /// The pods running there or nominated to it: they count in topology spread and pod (anti-)affinity.
+    #[serde(default)]
+    pub pods: Vec<PlacedPod>,
+}
+
+/// A pod already on a node, or nominated to one. Its requests are out of the node's `available` already.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacedPod {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// Its required anti-affinity terms: the pods they select may not join it (kube-scheduler checks them both
+    /// ways).
+    #[serde(default)]
+    pub anti_affinity: Vec<PodAffinityTerm>,
 }
 
 /// A DaemonSet's pod, which every node it can run on will carry.

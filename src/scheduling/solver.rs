@@ -14,7 +14,9 @@ use super::options::{
 use super::plan::{NewNode, Plan, UnschedulablePod};
 use super::repack::{repack_by_shape, right_size};
 use super::requirements::Requirement;
-use super::topology::{PodTopology, PodTopologyInput, Topology, TopologyKey};
+use super::topology::{
+    Honour, PlacedMembership, PlacedTopologyInput, PodTopology, PodTopologyInput, Topology, TopologyKey,
+};
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
 use crate::catalog::resources::{ResourceName, Resources};
@@ -58,24 +60,38 @@ struct HostState {
 
 impl HostState {
     fn add(&mut self, pod: &PodTopology, topology: &Topology) {
-        for &g in &pod.member_of {
-            match self.counts.iter_mut().find(|(group, _)| *group == g) {
-                Some((_, n)) => *n += 1,
-                None => self.counts.push((g, 1)),
-            }
-        }
+        self.count(&pod.member_of);
         for &g in &pod.anti_affinity {
             if topology.key_of(g) == TopologyKey::Hostname && !self.anti_affinity.contains(&g) {
                 self.anti_affinity.push(g);
             }
         }
     }
+
+    /// A pod already on the node.
+    fn add_placed(&mut self, placed: &PlacedMembership) {
+        self.count(&placed.member_of);
+        for &g in &placed.hostname_anti_affinity {
+            if !self.anti_affinity.contains(&g) {
+                self.anti_affinity.push(g);
+            }
+        }
+    }
+
+    fn count(&mut self, member_of: &[usize]) {
+        for &g in member_of {
+            match self.counts.iter_mut().find(|(group, _)| *group == g) {
+                Some((_, n)) => *n += 1,
+                None => self.counts.push((g, 1)),
+            }
+        }
+    }
 }
 
-/// One way to try a pod: a set of node requirements, and whether `ScheduleAnyway` spreads are still honoured.
+/// One way to try a pod: a set of node requirements, and which soft topology constraints are still honoured.
 struct Attempt {
     requirements: Vec<Requirement>,
-    soft_spreads: bool,
+    honour: Honour,
 }
 
 pub fn solve(input: &SchedulingInput<'_>) -> Plan {
@@ -115,6 +131,40 @@ impl<'a> Prepared<'a> {
     fn fits(&self, input: &SchedulingInput<'_>) -> bool {
         std::ptr::eq(self.catalog.types, input.instance_types) && self.domains.len() == input.existing.len()
     }
+}
+
+/// A catalog prepared for solves that differ in everything else (pods, pools, existing nodes): the provisioner keeps
+/// one between batches while the same offerings are out of capacity, rather than prepare a thousand instance types
+/// for every batch of a few pods.
+pub struct PreparedCatalog<'a> {
+    catalog: Catalog<'a>,
+    prices: &'a PriceTable,
+    unavailable: HashSet<OfferingKey>,
+}
+
+impl<'a> PreparedCatalog<'a> {
+    pub fn new(
+        instance_types: &'a [InstanceTypeInfo],
+        prices: &'a PriceTable,
+        unavailable: &HashSet<OfferingKey>,
+    ) -> Self {
+        Self { catalog: Catalog::new(instance_types, prices, unavailable), prices, unavailable: unavailable.clone() }
+    }
+
+    /// Whether it was prepared from these instance types, prices and unavailable offerings.
+    pub fn is_for(&self, input: &SchedulingInput<'_>) -> bool {
+        std::ptr::eq(self.catalog.types, input.instance_types)
+            && std::ptr::eq(self.prices, input.prices)
+            && &self.unavailable == input.unavailable
+    }
+}
+
+/// `solve`, on a catalog prepared beforehand (see `PreparedCatalog`); as `solve` if it was prepared for another.
+pub fn solve_on(input: &SchedulingInput<'_>, prepared: &PreparedCatalog<'_>) -> Plan {
+    if !prepared.is_for(input) {
+        return solve(input);
+    }
+    solve_in(input, Pass::Full, &prepared.catalog, &domains_of(input.existing, &prepared.catalog))
 }
 
 /// Per existing node: its zone (index into the catalog's zones) and capacity type (0 spot, 1 on-demand).
@@ -189,11 +239,32 @@ fn solve_in(
             spreads: &p.spreads,
             affinity: &p.affinity,
             anti_affinity: &p.anti_affinity,
+            preferred: &p.preferred_pod_terms,
         })
         .collect();
-    let (mut topology, pod_topology) = Topology::new(&topology_inputs);
+    let placed_inputs: Vec<PlacedTopologyInput> = input
+        .existing
+        .iter()
+        .enumerate()
+        .flat_map(|(n, node)| {
+            node.pods.iter().map(move |p| PlacedTopologyInput {
+                namespace: &p.namespace,
+                labels: &p.labels,
+                anti_affinity: &p.anti_affinity,
+                node: n,
+                node_labels: &node.labels,
+                node_taints: &node.taints,
+                zone: domains.get(n).and_then(|d| d.0),
+                capacity_type: domains.get(n).and_then(|d| d.1),
+            })
+        })
+        .collect();
+    let (mut topology, pod_topology, placed) = Topology::new(&topology_inputs, &placed_inputs);
 
     let mut existing = ExistingState::new(input.existing, domains);
+    for membership in placed {
+        existing.hosts.entry(membership.node).or_default().add_placed(&membership);
+    }
     let mut planned: Vec<PlannedNode> = Vec::new();
     let mut compat_cache: HashMap<(usize, Vec<Requirement>), Option<Compat>> = HashMap::new();
     let mut unschedulable = Vec::new();
@@ -298,21 +369,30 @@ fn solve_in(
     Plan { new_nodes, existing_placements, unschedulable }
 }
 
-/// The ways to try a pod, in order: each required term with all preferences (and soft spreads), then with
-/// preferences dropped one at a time, lightest first, then without soft spreads.
+/// The ways to try a pod, in order, for each required term: with every preference (preferred pod terms, preferred
+/// node terms, `ScheduleAnyway` spreads); then preferred pod terms dropped one at a time, lightest first; then
+/// preferred node terms likewise; then without soft spreads. Karpenter relaxes in this order too.
 fn attempts(pod: &PodRequest) -> Vec<Attempt> {
     let mut attempts = Vec::new();
     let mut preferences: Vec<&(i32, Vec<Requirement>)> = pod.preferences.iter().collect();
     preferences.sort_by_key(|p| std::cmp::Reverse(p.0));
     let has_soft_spreads = pod.spreads.iter().any(|s| !s.hard);
+    let pod_terms = pod.preferred_pod_terms.len();
     for required in std::iter::once(&pod.requirements).chain(pod.alternative_requirements.iter()) {
-        for kept in (0..=preferences.len()).rev() {
+        let with_preferences = |kept: usize| {
             let mut requirements = required.clone();
             requirements.extend(preferences[..kept].iter().flat_map(|(_, terms)| terms.iter().cloned()));
-            attempts.push(Attempt { requirements, soft_spreads: true });
+            requirements
+        };
+        for preferred in (1..=pod_terms).rev() {
+            let honour = Honour { soft_spreads: true, preferred };
+            attempts.push(Attempt { requirements: with_preferences(preferences.len()), honour });
+        }
+        for kept in (0..=preferences.len()).rev() {
+            attempts.push(Attempt { requirements: with_preferences(kept), honour: Honour::SOFT_SPREADS });
         }
         if has_soft_spreads {
-            attempts.push(Attempt { requirements: required.clone(), soft_spreads: false });
+            attempts.push(Attempt { requirements: required.clone(), honour: Honour::REQUIRED });
         }
     }
     attempts
@@ -372,7 +452,7 @@ impl<'a> ExistingState<'a> {
                     shape,
                     host.map_or(&[][..], |h| &h.counts),
                     host.map_or(&[][..], |h| &h.anti_affinity),
-                    attempt.soft_spreads,
+                    attempt.honour,
                 )
             {
                 continue;
@@ -381,18 +461,18 @@ impl<'a> ExistingState<'a> {
             let (zone, capacity_type) = self.domains[n];
             let zone_ok = !topology.constrains(shape, TopologyKey::Zone)
                 || zone.is_some_and(|z| {
-                    topology.allowed_zones(shape, catalog.all_zones(), attempt.soft_spreads) & (1 << z) != 0
+                    topology.allowed_zones(shape, catalog.all_zones(), attempt.honour) & (1 << z) != 0
                 });
             let ct_ok = !topology.constrains(shape, TopologyKey::CapacityType)
                 || capacity_type.is_some_and(|c| {
-                    topology.allowed_capacity_types(shape, SPOT | ON_DEMAND, attempt.soft_spreads) & (1 << c) != 0
+                    topology.allowed_capacity_types(shape, SPOT | ON_DEMAND, attempt.honour) & (1 << c) != 0
                 });
             if !zone_ok || !ct_ok {
                 continue;
             }
             self.available[n] = self.available[n] - pod.requests;
             self.hosts.entry(n).or_default().add(shape, topology);
-            topology.record(&shape.member_of, zone, capacity_type);
+            topology.record(shape, zone, capacity_type);
             topology.record_total(&shape.member_of);
             self.pods.entry(n).or_default().push(pod_index);
             return true;
@@ -410,16 +490,16 @@ fn topology_domains(
     eligible_cts: u8,
     node_zones: u64,
     node_cts: u8,
-    soft: bool,
+    honour: Honour,
 ) -> Option<(u64, u8)> {
     let mut zones = node_zones & eligible_zones;
     let mut cts = node_cts & eligible_cts;
     if topology.constrains(shape, TopologyKey::Zone) || topology.counted_on(shape, TopologyKey::Zone) {
-        zones &= topology.allowed_zones(shape, eligible_zones, soft);
+        zones &= topology.allowed_zones(shape, eligible_zones, honour);
         zones = 1u64 << topology.pick_domain(shape, TopologyKey::Zone, zones)?;
     }
     if topology.constrains(shape, TopologyKey::CapacityType) || topology.counted_on(shape, TopologyKey::CapacityType) {
-        cts &= topology.allowed_capacity_types(shape, eligible_cts, soft);
+        cts &= topology.allowed_capacity_types(shape, eligible_cts, honour);
         cts = 1u8 << topology.pick_domain(shape, TopologyKey::CapacityType, u64::from(cts))?;
     }
     (zones != 0 && cts != 0).then_some((zones, cts))
@@ -444,22 +524,16 @@ fn place_on_planned(
         return false;
     }
     if !shape.is_empty()
-        && !topology.hostname_allows(shape, &node.host.counts, &node.host.anti_affinity, attempt.soft_spreads)
+        && !topology.hostname_allows(shape, &node.host.counts, &node.host.anti_affinity, attempt.honour)
     {
         return false;
     }
     let Some(compat) = cached_compat(compat_cache, node.pool, &attempt.requirements, pool, catalog) else {
         return false;
     };
-    let Some((zones, cts)) = topology_domains(
-        shape,
-        topology,
-        compat.zones,
-        compat.cts,
-        node.compat.zones,
-        node.compat.cts,
-        attempt.soft_spreads,
-    ) else {
+    let Some((zones, cts)) =
+        topology_domains(shape, topology, compat.zones, compat.cts, node.compat.zones, node.compat.cts, attempt.honour)
+    else {
         return false;
     };
     let was_pinned = (pinned(node.compat.zones), pinned_ct(node.compat.cts));
@@ -476,11 +550,11 @@ fn place_on_planned(
         let zone = if was_pinned.0.is_none() { now_pinned.0 } else { None };
         let ct = if was_pinned.1.is_none() { now_pinned.1 } else { None };
         for &earlier in &node.pods {
-            topology.record(&shapes[earlier].member_of, zone, ct);
+            topology.record(&shapes[earlier], zone, ct);
         }
     }
     node.host.add(shape, topology);
-    topology.record(&shape.member_of, now_pinned.0, now_pinned.1);
+    topology.record(shape, now_pinned.0, now_pinned.1);
     topology.record_total(&shape.member_of);
     node.pods.push(pod_index);
     true
@@ -498,6 +572,10 @@ fn new_node(
     topology: &mut Topology,
     compat_cache: &mut HashMap<(usize, Vec<Requirement>), Option<Compat>>,
 ) -> Option<PlannedNode> {
+    // A new node holds no pod yet: hostname affinity to pods that run (or are planned) elsewhere rules it out.
+    if !shape.is_empty() && !topology.hostname_allows(shape, &[], &[], attempt.honour) {
+        return None;
+    }
     for (p, pool) in pools.iter_mut().enumerate() {
         if !tolerates_all(&pod.tolerations, &pool.spec.taints) {
             continue;
@@ -509,15 +587,9 @@ fn new_node(
         if let Some(remaining) = pool.remaining_limits {
             start.types.retain(|t| pool.capacity[t].fits_in(&remaining));
         }
-        let Some((zones, cts)) = topology_domains(
-            shape,
-            topology,
-            compat.zones,
-            compat.cts,
-            u64::MAX,
-            SPOT | ON_DEMAND,
-            attempt.soft_spreads,
-        ) else {
+        let Some((zones, cts)) =
+            topology_domains(shape, topology, compat.zones, compat.cts, u64::MAX, SPOT | ON_DEMAND, attempt.honour)
+        else {
             continue;
         };
         // A new node may grow only into the types that give the most per dollar, so it never swells into a
@@ -541,7 +613,7 @@ fn new_node(
         }
         let mut host = HostState::default();
         host.add(shape, topology);
-        topology.record(&shape.member_of, pinned(narrowed.zones), pinned_ct(narrowed.cts));
+        topology.record(shape, pinned(narrowed.zones), pinned_ct(narrowed.cts));
         topology.record_total(&shape.member_of);
         return Some(PlannedNode {
             pool: p,

@@ -8,7 +8,10 @@ use proptest::prelude::*;
 use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, Taint, Toleration, tolerates_all};
 use super::plan::Plan;
 use super::requirements::{Operator, Requirement};
-use super::solver::{MAX_INSTANCE_TYPE_OPTIONS, Pass, Prepared, SchedulingInput, solve, solve_prepared, solve_with};
+use super::solver::{
+    MAX_INSTANCE_TYPE_OPTIONS, Pass, Prepared, PreparedCatalog, SchedulingInput, solve, solve_on, solve_prepared,
+    solve_with,
+};
 use super::topology::{PodAffinityTerm, TopologyKey, TopologySpread};
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::pricing::PriceTable;
@@ -16,9 +19,9 @@ use crate::catalog::resources::{ResourceName, Resources};
 use crate::catalog::{CapacityType, OfferingKey, embedded_instance_types};
 use crate::names::{CAPACITY_TYPE_LABEL, ZONE_LABEL};
 
-const GI: i64 = 1 << 30;
+pub(super) const GI: i64 = 1 << 30;
 
-fn types_of(families: &[&str]) -> Vec<InstanceTypeInfo> {
+pub(super) fn types_of(families: &[&str]) -> Vec<InstanceTypeInfo> {
     embedded_instance_types().iter().filter(|t| families.contains(&t.family())).cloned().collect()
 }
 
@@ -26,7 +29,7 @@ fn general_purpose() -> Vec<InstanceTypeInfo> {
     types_of(&["m5", "c5", "r5", "m6g", "t3"])
 }
 
-fn pod(id: &str, cpu_millis: i64, memory: i64) -> PodRequest {
+pub(super) fn pod(id: &str, cpu_millis: i64, memory: i64) -> PodRequest {
     PodRequest::new(
         id,
         Resources::ZERO
@@ -36,7 +39,7 @@ fn pod(id: &str, cpu_millis: i64, memory: i64) -> PodRequest {
     )
 }
 
-fn pool(name: &str) -> NodePoolSpec {
+pub(super) fn pool(name: &str) -> NodePoolSpec {
     NodePoolSpec {
         name: name.to_string(),
         weight: 0,
@@ -50,16 +53,16 @@ fn pool(name: &str) -> NodePoolSpec {
     }
 }
 
-struct Fixture {
+pub(super) struct Fixture {
     types: Vec<InstanceTypeInfo>,
     prices: PriceTable,
-    existing: Vec<ExistingNode>,
+    pub(super) existing: Vec<ExistingNode>,
     daemonsets: Vec<DaemonSetPod>,
     unavailable: std::collections::HashSet<OfferingKey>,
 }
 
 impl Fixture {
-    fn new(types: Vec<InstanceTypeInfo>) -> Self {
+    pub(super) fn new(types: Vec<InstanceTypeInfo>) -> Self {
         Self {
             types,
             prices: PriceTable::embedded(),
@@ -69,7 +72,7 @@ impl Fixture {
         }
     }
 
-    fn solve(&self, pods: &[PodRequest], pools: &[NodePoolSpec]) -> Plan {
+    pub(super) fn solve(&self, pods: &[PodRequest], pools: &[NodePoolSpec]) -> Plan {
         solve(&SchedulingInput {
             pods,
             nodepools: pools,
@@ -81,7 +84,7 @@ impl Fixture {
         })
     }
 
-    fn find(&self, name: &str) -> &InstanceTypeInfo {
+    pub(super) fn find(&self, name: &str) -> &InstanceTypeInfo {
         self.types.iter().find(|t| t.name == name).expect(name)
     }
 }
@@ -170,6 +173,7 @@ fn existing_capacity_is_used_before_new_nodes() {
             .with(ResourceName::Pods, 10),
         capacity: Resources::ZERO,
         nodepool: None,
+        pods: Vec::new(),
     });
     let plan = fixture.solve(&[pod("default/a", 1000, GI), pod("default/b", 1000, GI)], &[pool("default")]);
     assert_eq!(plan.existing_placements["ip-10-0-1-1"], vec!["default/a"]);
@@ -535,6 +539,7 @@ fn existing_nodes(free: &[(i64, i64)]) -> Vec<ExistingNode> {
                 .with(ResourceName::Pods, 20),
             capacity: Resources::ZERO.with(ResourceName::Cpu, 4000).with(ResourceName::Memory, 16 * GI),
             nodepool: Some("pool-0".into()),
+            pods: Vec::new(),
         })
         .collect()
 }
@@ -572,26 +577,59 @@ proptest! {
             prop_assert_eq!(solve_prepared(&input, &prepared), solve(&input));
         }
     }
+
+    /// A catalog kept between batches plans what a fresh solve plans, whatever the batch and the existing nodes;
+    /// once offerings go out of capacity, the kept catalog no longer serves and the solve sees them gone.
+    #[test]
+    fn a_kept_catalog_plans_what_a_fresh_solve_does(
+        (pods, pools) in arb_input(),
+        free in prop::collection::vec((0i64..4000, 0i64..(16 * GI)), 0..12),
+    ) {
+        let fixture = fixture_for_properties();
+        let existing = existing_nodes(&free);
+        let input = SchedulingInput {
+            pods: &pods,
+            nodepools: &pools,
+            instance_types: &fixture.types,
+            prices: &fixture.prices,
+            existing: &existing,
+            daemonsets: &fixture.daemonsets,
+            unavailable: &fixture.unavailable,
+        };
+        let kept = PreparedCatalog::new(&fixture.types, &fixture.prices, &fixture.unavailable);
+        prop_assert!(kept.is_for(&input));
+        let plan = solve_on(&input, &kept);
+        prop_assert_eq!(&plan, &solve(&input));
+        let out: std::collections::HashSet<OfferingKey> = plan
+            .new_nodes
+            .iter()
+            .map(|n| OfferingKey { instance_type: n.instance_type.clone(), zone: n.zone.clone(), capacity_type: n.capacity_type })
+            .collect();
+        let later = SchedulingInput { unavailable: &out, ..input };
+        prop_assert!(out.is_empty() || !kept.is_for(&later));
+        prop_assert_eq!(solve_on(&later, &kept), solve(&later));
+    }
 }
 
 // --------------------------------------------------------------------------------------------------- topology
 
-fn labelled(mut p: PodRequest, app: &str) -> PodRequest {
+pub(super) fn labelled(mut p: PodRequest, app: &str) -> PodRequest {
     p.labels.insert("app".into(), app.into());
     p
 }
 
-fn zone_spread(app: &str, max_skew: u32) -> TopologySpread {
+pub(super) fn zone_spread(app: &str, max_skew: u32) -> TopologySpread {
     TopologySpread {
         key: TopologyKey::Zone,
         max_skew,
         min_domains: None,
         hard: true,
         selector: vec![Requirement::equals("app", app)],
+        counted_nodes: Default::default(),
     }
 }
 
-fn pods_per(plan: &Plan, by: impl Fn(&super::plan::NewNode) -> String) -> BTreeMap<String, usize> {
+pub(super) fn pods_per(plan: &Plan, by: impl Fn(&super::plan::NewNode) -> String) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for node in &plan.new_nodes {
         *counts.entry(by(node)).or_insert(0) += node.pods.len();
