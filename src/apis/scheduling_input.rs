@@ -13,8 +13,8 @@ use super::pod::{Container, PodSpec};
 use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::resources::{ResourceName, Resources, kubernetes_quantity, parse_quantity};
 use crate::scheduling::{
-    CountedNodes, DaemonSetPod, ExistingNode, NodePoolSpec, Operator, PodAffinityTerm, PodRequest, PreferredPodTerm,
-    Requirement, Taint, Toleration, TopologyKey, TopologySpread,
+    CountedNodes, DaemonSetPod, ExistingNode, HostPort, NodePoolSpec, Operator, PodAffinityTerm, PodRequest,
+    PreferredPodTerm, Requirement, Taint, Toleration, TopologyKey, TopologySpread,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -72,7 +72,26 @@ pub fn pod_request(id: &str, labels: &BTreeMap<String, String>, spec: &PodSpec) 
             labels,
         )?,
         preferred_pod_terms: preferred_pod_terms(spec, labels)?,
+        host_ports: host_ports(spec),
     })
+}
+
+/// The ports a pod takes on its node: its containers' and sidecars' `hostPort`s, with kube-scheduler's defaults
+/// (TCP, every address).
+pub fn host_ports(spec: &PodSpec) -> Vec<HostPort> {
+    let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    spec.containers
+        .iter()
+        .chain(sidecars)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            Some(HostPort {
+                port: p.host_port.filter(|port| *port > 0)?,
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                ip: p.host_ip.clone().filter(|ip| !ip.is_empty()).unwrap_or_else(|| "0.0.0.0".into()),
+            })
+        })
+        .collect()
 }
 
 /// Preferred pod affinity and anti-affinity terms with their weights.
@@ -206,7 +225,7 @@ fn requirement(
 ) -> Result<Requirement, ConversionError> {
     let operator = Operator::parse(operator).ok_or_else(|| {
         ConversionError(format!(
-            "requirement on {key}: operator {operator:?} is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt"
+            "requirement on {key}: operator {operator:?} is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt, Gte, Lte"
         ))
     })?;
     Ok(Requirement { key: key.to_string(), operator, values: values.to_vec(), min_values })
@@ -500,6 +519,23 @@ affinity:
             request.preferred_pod_terms.iter().map(|p| (p.weight, p.anti, p.term.key)).collect();
         assert_eq!(terms, [(20, false, TopologyKey::Zone), (80, true, TopologyKey::Hostname)]);
         assert!(request.affinity.is_empty() && request.anti_affinity.is_empty(), "preferred, not required");
+    }
+
+    #[test]
+    fn host_ports_of_containers_and_sidecars_with_kube_scheduler_defaults() {
+        let pod = spec(
+            r#"
+containers:
+- {name: app, ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 9090}]}
+initContainers:
+- {name: proxy, restartPolicy: Always, ports: [{containerPort: 53, hostPort: 53, protocol: UDP, hostIP: 10.0.0.5}]}
+- {name: setup, ports: [{containerPort: 1, hostPort: 1}]}
+"#,
+        );
+        let ports = host_ports(&pod);
+        let ports: Vec<(i32, &str, &str)> =
+            ports.iter().map(|p| (p.port, p.protocol.as_str(), p.ip.as_str())).collect();
+        assert_eq!(ports, [(8080, "TCP", "0.0.0.0"), (53, "UDP", "10.0.0.5")], "a plain init container has ended");
     }
 
     #[test]

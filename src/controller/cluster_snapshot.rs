@@ -15,7 +15,9 @@ use super::nominations::Nominations;
 use super::{Context, conditions, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
-use crate::apis::scheduling_input::{anti_affinity_terms, daemonset_pod, existing_node, nodepool, pod_requests};
+use crate::apis::scheduling_input::{
+    anti_affinity_terms, daemonset_pod, existing_node, host_ports, nodepool, pod_requests,
+};
 use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
 use crate::names::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
 use crate::scheduling::{self, ExistingNode, Operator, PlacedPod, Requirement};
@@ -195,6 +197,7 @@ pub fn placed_pods(pods: &[Arc<Pod>]) -> Vec<PlacedPod> {
             namespace: p.namespace().unwrap_or_default(),
             labels: p.labels().clone(),
             anti_affinity: p.spec.as_ref().map(|s| anti_affinity_terms(s, p.labels())).unwrap_or_default(),
+            host_ports: p.spec.as_ref().map(host_ports).unwrap_or_default(),
         })
         .collect()
 }

@@ -7,12 +7,14 @@ use super::options::{Catalog, Compat, Pool, apply_requirements, cached_compat, m
 use super::requirements::Requirement;
 use crate::catalog::resources::{ResourceName, format_quantity};
 
-/// A reason a person can act on, for each NodePool, from the pod's own requirements.
+/// A reason a person can act on, for each NodePool, from the pod's own requirements; where none of them stands in
+/// the way, its `topology` (pod affinity, anti-affinity, spread) is why.
 pub(super) fn why_unschedulable(
     pod: &PodRequest,
     pools: &[Pool],
     catalog: &Catalog,
     cache: &mut HashMap<(usize, Vec<Requirement>), Option<Compat>>,
+    topology: Option<String>,
 ) -> String {
     if pools.is_empty() {
         return "no NodePool to launch a node from, and no existing node fits".to_string();
@@ -47,6 +49,9 @@ pub(super) fn why_unschedulable(
                     format_quantity(resource, pod.requests.get(resource)),
                     format_quantity(resource, largest.get(resource)),
                 );
+            }
+            if let Some(topology) = &topology {
+                return format!("NodePool {name}: {topology}");
             }
             if pool.remaining_limits.is_some() {
                 return format!("NodePool {name}: its limits leave no room for a node that fits the pod");

@@ -85,6 +85,34 @@ pub struct PodRequest {
     /// nowhere with them.
     #[serde(default)]
     pub preferred_pod_terms: Vec<PreferredPodTerm>,
+    /// Ports it takes on its node (`hostPort`): no two pods on one node may take the same.
+    #[serde(default)]
+    pub host_ports: Vec<HostPort>,
+}
+
+/// A port a pod takes on its node's network (a container's `hostPort`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostPort {
+    pub port: i32,
+    /// `TCP` (the default), `UDP` or `SCTP`.
+    pub protocol: String,
+    /// The address it binds; `0.0.0.0` (the default) is every address.
+    pub ip: String,
+}
+
+impl HostPort {
+    /// Whether two pods taking these could not share a node, as kube-scheduler's NodePorts judges it.
+    pub fn conflicts(&self, other: &HostPort) -> bool {
+        const ANY: &str = "0.0.0.0";
+        self.port == other.port
+            && self.protocol == other.protocol
+            && (self.ip == other.ip || self.ip == ANY || other.ip == ANY)
+    }
+}
+
+/// Whether any of `wanted` conflicts with any of `taken`.
+pub fn ports_conflict(wanted: &[HostPort], taken: &[HostPort]) -> bool {
+    wanted.iter().any(|w| taken.iter().any(|t| w.conflicts(t)))
 }
 
 impl PodRequest {
@@ -102,6 +130,7 @@ impl PodRequest {
             affinity: vec![],
             anti_affinity: vec![],
             preferred_pod_terms: vec![],
+            host_ports: vec![],
         }
     }
 
@@ -163,6 +192,9 @@ pub struct PlacedPod {
     /// ways).
     #[serde(default)]
     pub anti_affinity: Vec<PodAffinityTerm>,
+    /// The ports it takes on the node.
+    #[serde(default)]
+    pub host_ports: Vec<HostPort>,
 }
 
 /// A DaemonSet's pod, which every node it can run on will carry.
@@ -179,6 +211,18 @@ mod tests {
 
     fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {
         Taint { key: key.into(), value: value.map(Into::into), effect: effect.into() }
+    }
+
+    #[test]
+    fn host_ports_conflict_on_the_same_port_protocol_and_address_or_any_address() {
+        let port = |port: i32, protocol: &str, ip: &str| HostPort { port, protocol: protocol.into(), ip: ip.into() };
+        let web = port(8080, "TCP", "0.0.0.0");
+        assert!(web.conflicts(&port(8080, "TCP", "10.0.0.5")), "every address includes this one");
+        assert!(!web.conflicts(&port(8080, "UDP", "0.0.0.0")), "another protocol");
+        assert!(!web.conflicts(&port(8081, "TCP", "0.0.0.0")));
+        assert!(!port(53, "UDP", "10.0.0.5").conflicts(&port(53, "UDP", "10.0.0.6")), "two addresses");
+        assert!(ports_conflict(&[port(1, "TCP", "0.0.0.0"), web.clone()], &[port(8080, "TCP", "0.0.0.0")]));
+        assert!(!ports_conflict(&[web], &[]));
     }
 
     #[test]

@@ -45,8 +45,8 @@ impl Supply {
 
 /// First-fit takes pods in a fixed order and its nodes grow into whichever type still holds them, so nodes end
 /// up full in one resource and part-empty in another, and no instance family may have the batch's ratio (c is
-/// 1:2, m 1:4, r 1:8 GiB per vCPU). For each pool whose nodes hold only pods without topology constraints (and
-/// that has no limits, which separate re-plans could not share), the pods are planned again node by node
+/// 1:2, m 1:4, r 1:8 GiB per vCPU). For each pool whose nodes hold only pods without topology constraints or host
+/// ports (and that has no limits, which separate re-plans could not share), the pods are planned again node by node
 /// (`pack_node_by_node`): as one part, and split by memory per CPU where a CPU-heavy and a memory-heavy part are
 /// cheapest to buy fractionally (the two parts also as first-fit plans them). The cheapest result replaces the
 /// pool's nodes when it is cheaper.
@@ -65,7 +65,7 @@ pub(super) fn repack_by_shape(
             planned.iter().filter(|n| n.pool == pool_index).flat_map(|n| n.pods.iter().copied()).collect();
         let eligible = pool.spec.limits.is_none()
             && (REPACK_MIN_PODS..=REPACK_MAX_PODS).contains(&pods.len())
-            && pods.iter().all(|&p| shapes[p].is_empty());
+            && pods.iter().all(|&p| shapes[p].is_empty() && input.pods[p].host_ports.is_empty());
         if !eligible {
             continue;
         }
@@ -405,7 +405,8 @@ pub(super) fn right_size(
     let Some(chosen) = input.instance_types.iter().find(|t| t.name == node.instance_type) else { return vec![node] };
     let share = |r: ResourceName| node.requests.get(r) as f64 / node.allocatable.get(r).max(1) as f64;
     let utilisation = share(ResourceName::Cpu).max(share(ResourceName::Memory));
-    if utilisation >= RIGHT_SIZE_BELOW || spec.limits.is_some() || !planned.pods.iter().all(|&p| shapes[p].is_empty()) {
+    let unconstrained = planned.pods.iter().all(|&p| shapes[p].is_empty() && input.pods[p].host_ports.is_empty());
+    if utilisation >= RIGHT_SIZE_BELOW || spec.limits.is_some() || !unconstrained {
         return vec![node];
     }
     let smaller: Vec<InstanceTypeInfo> =

@@ -13,6 +13,10 @@ pub enum Operator {
     DoesNotExist,
     Gt,
     Lt,
+    /// Karpenter's: at least the value (NodePool requirements only; Kubernetes has Gt and Lt).
+    Gte,
+    /// Karpenter's: at most the value.
+    Lte,
 }
 
 impl Operator {
@@ -24,6 +28,8 @@ impl Operator {
             "DoesNotExist" => Self::DoesNotExist,
             "Gt" => Self::Gt,
             "Lt" => Self::Lt,
+            "Gte" => Self::Gte,
+            "Lte" => Self::Lte,
             _ => return None,
         })
     }
@@ -62,13 +68,18 @@ impl Requirement {
             (Operator::NotIn, None) => true,
             (Operator::Exists, value) => value.is_some(),
             (Operator::DoesNotExist, value) => value.is_none(),
-            (Operator::Gt | Operator::Lt, None) => false,
+            (Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte, None) => false,
             (operator, Some(v)) => {
                 let (Ok(actual), Some(Ok(bound))) = (v.parse::<i64>(), self.values.first().map(|b| b.parse::<i64>()))
                 else {
                     return false;
                 };
-                if operator == Operator::Gt { actual > bound } else { actual < bound }
+                match operator {
+                    Operator::Gt => actual > bound,
+                    Operator::Lt => actual < bound,
+                    Operator::Gte => actual >= bound,
+                    _ => actual <= bound,
+                }
             }
         }
     }
@@ -104,6 +115,11 @@ mod tests {
         assert!(r(Operator::Lt, &["4"]).matches(Some("3")));
         assert!(!r(Operator::Lt, &["4"]).matches(Some("x")));
         assert!(!r(Operator::Lt, &["4"]).matches(None));
+        assert!(r(Operator::Gte, &["4"]).matches(Some("4")) && !r(Operator::Gte, &["4"]).matches(Some("3")));
+        assert!(r(Operator::Lte, &["4"]).matches(Some("4")) && !r(Operator::Lte, &["4"]).matches(Some("5")));
+        assert!(!r(Operator::Gte, &["4"]).matches(None));
+        assert_eq!(Operator::parse("Gte"), Some(Operator::Gte));
+        assert_eq!(Operator::parse("Lte"), Some(Operator::Lte));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use super::model::{ExistingNode, PlacedPod, PodRequest};
+use super::model::{ExistingNode, HostPort, PlacedPod, PodRequest};
 use super::requirements::{Operator, Requirement};
 use super::solver_tests::{Fixture, GI, labelled, pod, pods_per, pool, types_of, zone_spread};
 use super::topology::{CountedNodes, PodAffinityTerm, PreferredPodTerm, TopologyKey};
@@ -27,6 +27,7 @@ fn placed(app: &str) -> PlacedPod {
         namespace: "ns".into(),
         labels: BTreeMap::from([("app".to_string(), app.to_string())]),
         anti_affinity: vec![],
+        host_ports: vec![],
     }
 }
 
@@ -174,9 +175,17 @@ fn affinity_to_a_running_pod_follows_it_to_its_node_or_zone() {
 
     // No room beside it: no new node can hold the cache pod, so the pod waits.
     fixture.existing[0].available = Resources::ZERO;
-    let plan = fixture.solve(&[beside], &[three_zone_pool()]);
+    let plan = fixture.solve(&[beside.clone()], &[three_zone_pool()]);
     assert!(plan.new_nodes.is_empty(), "{plan:?}");
     assert_eq!(plan.unschedulable.len(), 1);
+    let reason = &plan.unschedulable[0].reason;
+    assert!(reason.contains("affinity to kubernetes.io/hostname of pods app=cache"), "{reason}");
+
+    // Affinity to a pod that runs nowhere: said as such.
+    beside.affinity = vec![term(TopologyKey::Hostname, "absent")];
+    let plan = fixture.solve(&[beside], &[three_zone_pool()]);
+    let reason = &plan.unschedulable[0].reason;
+    assert!(reason.contains("selects no pod that runs or is planned"), "{reason}");
 
     // Zone affinity: a new node, in the cache pod's zone.
     let mut near = labelled(pod("ns/near", 500, GI), "app");
@@ -306,4 +315,28 @@ fn preferred_affinity_to_a_running_pod_puts_the_pod_beside_it() {
     p.preferred_pod_terms = vec![preferred(100, false, TopologyKey::Hostname, "cache")];
     let plan = fixture.solve(&[p], &[three_zone_pool()]);
     assert_eq!(plan.existing_placements.get("near"), Some(&vec!["ns/p".to_string()]), "{plan:?}");
+}
+
+fn taking_port(mut p: PodRequest, port: i32) -> PodRequest {
+    p.host_ports = vec![HostPort { port, protocol: "TCP".into(), ip: "0.0.0.0".into() }];
+    p
+}
+
+#[test]
+fn two_pods_taking_one_host_port_never_share_a_node() {
+    let mut fixture = Fixture::new(types_of(&["m5"]));
+    let mut running = placed("ingress");
+    running.host_ports = vec![HostPort { port: 443, protocol: "TCP".into(), ip: "0.0.0.0".into() }];
+    fixture.existing = vec![node("n1", ZONES[0], 4000, vec![running])];
+    let pods = [
+        taking_port(labelled(pod("ns/ingress-1", 250, GI / 2), "ingress"), 443),
+        taking_port(labelled(pod("ns/ingress-2", 250, GI / 2), "ingress"), 443),
+        taking_port(labelled(pod("ns/metrics", 250, GI / 2), "metrics"), 9100),
+    ];
+    let plan = fixture.solve(&pods, &[three_zone_pool()]);
+    assert!(plan.unschedulable.is_empty(), "{plan:?}");
+    // Port 443 is taken on n1, and each new node holds one of the two: only the other port joins n1.
+    assert_eq!(plan.existing_placements.get("n1"), Some(&vec!["ns/metrics".to_string()]), "{plan:?}");
+    assert_eq!(plan.new_nodes.len(), 2, "{plan:?}");
+    assert!(plan.new_nodes.iter().all(|n| n.pods.len() == 1));
 }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::explain::why_unschedulable;
-use super::model::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest, tolerates_all};
+use super::model::{DaemonSetPod, ExistingNode, HostPort, NodePoolSpec, PodRequest, ports_conflict, tolerates_all};
 use super::options::{
     Catalog, Compat, ON_DEMAND, Pool, SPOT, cached_compat, capacity_type_bit, max_allocatable, max_capacity, narrow,
     prepare_pool,
@@ -51,11 +51,13 @@ pub(super) struct PlannedNode {
     bin: usize,
 }
 
-/// What hostname topology needs of a node: pods per group on it, and the anti-affinity groups of its pods.
+/// What hostname topology needs of a node: pods per group on it, the anti-affinity groups of its pods, and the
+/// host ports they take.
 #[derive(Debug, Default, Clone)]
 struct HostState {
     counts: Vec<(usize, u32)>,
     anti_affinity: Vec<usize>,
+    ports: Vec<HostPort>,
 }
 
 impl HostState {
@@ -265,6 +267,11 @@ fn solve_in(
     for membership in placed {
         existing.hosts.entry(membership.node).or_default().add_placed(&membership);
     }
+    for (n, node) in input.existing.iter().enumerate() {
+        for pod in node.pods.iter().filter(|p| !p.host_ports.is_empty()) {
+            existing.hosts.entry(n).or_default().ports.extend(pod.host_ports.iter().cloned());
+        }
+    }
     let mut planned: Vec<PlannedNode> = Vec::new();
     let mut compat_cache: HashMap<(usize, Vec<Requirement>), Option<Compat>> = HashMap::new();
     let mut unschedulable = Vec::new();
@@ -344,7 +351,13 @@ fn solve_in(
         if !placed {
             unschedulable.push(UnschedulablePod {
                 pod: pod.id.clone(),
-                reason: why_unschedulable(pod, &pools, catalog, &mut compat_cache),
+                reason: why_unschedulable(
+                    pod,
+                    &pools,
+                    catalog,
+                    &mut compat_cache,
+                    topology.describe_constraints(shape),
+                ),
             });
         }
     }
@@ -446,6 +459,7 @@ impl<'a> ExistingState<'a> {
             let node = &self.nodes[n];
             let host = self.hosts.get(&n);
             if !pod.requests.fits_in(&self.available[n])
+                || host.is_some_and(|h| ports_conflict(&pod.host_ports, &h.ports))
                 || !tolerates_all(&pod.tolerations, &node.taints)
                 || !attempt.requirements.iter().all(|r| r.matches(node.labels.get(&r.key).map(String::as_str)))
                 || !topology.hostname_allows(
@@ -471,7 +485,9 @@ impl<'a> ExistingState<'a> {
                 continue;
             }
             self.available[n] = self.available[n] - pod.requests;
-            self.hosts.entry(n).or_default().add(shape, topology);
+            let host = self.hosts.entry(n).or_default();
+            host.add(shape, topology);
+            host.ports.extend(pod.host_ports.iter().cloned());
             topology.record(shape, zone, capacity_type);
             topology.record_total(&shape.member_of);
             self.pods.entry(n).or_default().push(pod_index);
@@ -520,7 +536,10 @@ fn place_on_planned(
     let pool = &pools[node.pool];
     let shape = &shapes[pod_index];
     let used = node.used + pod.requests;
-    if !used.fits_in(&node.max_allocatable) || !tolerates_all(&pod.tolerations, &pool.spec.taints) {
+    if !used.fits_in(&node.max_allocatable)
+        || !tolerates_all(&pod.tolerations, &pool.spec.taints)
+        || ports_conflict(&pod.host_ports, &node.host.ports)
+    {
         return false;
     }
     if !shape.is_empty()
@@ -554,6 +573,7 @@ fn place_on_planned(
         }
     }
     node.host.add(shape, topology);
+    node.host.ports.extend(pod.host_ports.iter().cloned());
     topology.record(shape, now_pinned.0, now_pinned.1);
     topology.record_total(&shape.member_of);
     node.pods.push(pod_index);
@@ -611,7 +631,7 @@ fn new_node(
         if let Some(remaining) = pool.remaining_limits.as_mut() {
             *remaining = *remaining - largest;
         }
-        let mut host = HostState::default();
+        let mut host = HostState { ports: pod.host_ports.clone(), ..HostState::default() };
         host.add(shape, topology);
         topology.record(shape, pinned(narrowed.zones), pinned_ct(narrowed.cts));
         topology.record_total(&shape.member_of);

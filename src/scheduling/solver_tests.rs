@@ -837,3 +837,17 @@ fn mixed_pods_cost_within_a_few_percent_of_buying_each_resource_at_its_best_pric
     assert!(price >= bound, "the bound is not a bound: {price} < {bound}");
     assert!(price <= bound * 1.05, "{price:.4} USD/hour is {:.1}% above {bound:.4}", (price / bound - 1.0) * 100.0);
 }
+
+#[test]
+fn a_pool_may_bound_instance_sizes_with_gte_and_lte() {
+    let fixture = Fixture::new(general_purpose());
+    let mut bounded = pool("default");
+    bounded.requirements.push(Requirement::new("karpenter.k8s.aws/instance-cpu", Operator::Gte, &["8"]));
+    bounded.requirements.push(Requirement::new("karpenter.k8s.aws/instance-cpu", Operator::Lte, &["16"]));
+    let plan = fixture.solve(&[pod("default/a", 500, GI)], &[bounded]);
+    assert!(plan.unschedulable.is_empty(), "the pool is not dropped: {:?}", plan.unschedulable);
+    for name in &plan.new_nodes[0].instance_type_options {
+        let vcpus = fixture.find(name).vcpus;
+        assert!((8..=16).contains(&vcpus), "{name} has {vcpus} vCPUs");
+    }
+}

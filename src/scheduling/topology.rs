@@ -34,6 +34,15 @@ impl TopologyKey {
     }
 }
 
+/// The label a topology key stands for, as a person wrote it.
+fn key_label(key: TopologyKey) -> &'static str {
+    match key {
+        TopologyKey::Zone => "topology.kubernetes.io/zone",
+        TopologyKey::Hostname => "kubernetes.io/hostname",
+        TopologyKey::CapacityType => "karpenter.sh/capacity-type",
+    }
+}
+
 /// `topologySpreadConstraints` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TopologySpread {
@@ -535,6 +544,29 @@ impl Topology {
             .chain(pod.preferred.iter().map(|p| p.0))
             .any(|g| self.key_of(g) == key)
             || pod.member_of.iter().any(|&g| self.is_anti[g] && self.key_of(g) == key)
+    }
+
+    /// Why the pod's required topology may leave it nowhere to go, in words, once it was found to fit nowhere:
+    /// an affinity term that selects no pod anywhere, else the constraints it has.
+    pub fn describe_constraints(&self, pod: &PodTopology) -> Option<String> {
+        let describe = |g: usize| {
+            let group = &self.groups[g];
+            let selector: Vec<String> = group.selector.iter().map(ToString::to_string).collect();
+            format!("{} of pods {}", key_label(group.key), selector.join(","))
+        };
+        for (&g, &self_affine) in pod.affinity.iter().zip(&pod.self_affine) {
+            if self.totals[g] == 0 && !self_affine {
+                return Some(format!("its pod affinity to {} selects no pod that runs or is planned", describe(g)));
+            }
+        }
+        let mut terms: Vec<String> = Vec::new();
+        terms.extend(pod.spreads.iter().filter(|s| s.3).map(|s| format!("spread over {}", describe(s.0))));
+        terms.extend(pod.affinity.iter().map(|&g| format!("affinity to {}", describe(g))));
+        terms.extend(pod.anti_affinity.iter().map(|&g| format!("anti-affinity to {}", describe(g))));
+        if pod.member_of.iter().any(|&g| self.is_anti[g]) {
+            terms.push("the anti-affinity of other pods".to_string());
+        }
+        (!terms.is_empty()).then(|| format!("its topology ({}) leaves no zone or node it may use", terms.join("; ")))
     }
 
     /// Whether the pod counts in any group on `key` (so the node's domain on it must be known).

@@ -1,0 +1,184 @@
+//! The solver's plans against the real kube-scheduler, on a cluster that already runs pods: a plan that ignores
+//! them (a spread skewed by pods already running, anti-affinity to a running pod, affinity to one) is a plan
+//! kube-scheduler refuses, and its pods stay Pending. Needs `make sandbox-up`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::controller::*;
+use support::{Sandbox, wait_until};
+
+const ZONE: &str = "topology.kubernetes.io/zone";
+const HOSTNAME: &str = "kubernetes.io/hostname";
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn kube_scheduler_binds_every_pod_where_the_plan_put_room_for_it_around_running_pods() -> Result<()> {
+    let test = ControllerTest::with_simple_pool("ctl-topology").await?;
+    test.start_controller()?;
+    test.run(async |t| running_pods_story(&t.sandbox, &t.namespace, &t.name).await).await
+}
+
+/// A Deployment of 500m / 512Mi pause pods on the test's pool, with `labels` and `extra` merged into its pod spec.
+async fn deployment_of(
+    apps: &Api<Deployment>,
+    test: &str,
+    name: &str,
+    replicas: i32,
+    labels: Value,
+    extra: Value,
+) -> Result<()> {
+    let mut spec = json!({
+        "nodeSelector": {TEST_LABEL: test},
+        "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}],
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        for (key, value) in extra {
+            match (spec.get_mut(key), value) {
+                (Some(Value::Object(mine)), Value::Object(more)) => mine.extend(more.clone()),
+                _ => {
+                    spec.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"deployment": name}},
+            "template": {"metadata": {"labels": merged(&labels, json!({"deployment": name}))}, "spec": spec},
+        }
+    }))?;
+    apps.create(&PostParams::default(), &deployment).await?;
+    Ok(())
+}
+
+fn merged(a: &Value, b: Value) -> Value {
+    let mut out = a.clone();
+    if let (Some(out), Some(b)) = (out.as_object_mut(), b.as_object()) {
+        out.extend(b.clone());
+    }
+    out
+}
+
+fn term(key: &str, labels: Value) -> Value {
+    json!({"topologyKey": key, "labelSelector": {"matchLabels": labels}})
+}
+
+async fn pods(sandbox: &Sandbox, namespace: &str) -> Result<Vec<Pod>> {
+    Ok(Api::<Pod>::namespaced(sandbox.kube.clone(), namespace).list(&ListParams::default()).await?.items)
+}
+
+fn is_running(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.labels().get(key).map(String::as_str)
+}
+
+/// Waits until `count` pods of the namespace run (kube-scheduler bound each where it allowed).
+async fn until_running(sandbox: &Sandbox, namespace: &str, count: usize, what: &str) -> Result<Vec<Pod>> {
+    wait_until(what, RUN_WAIT, || async {
+        let all = pods(sandbox, namespace).await?;
+        Ok((all.iter().filter(|p| is_running(p)).count() >= count).then_some(all))
+    })
+    .await
+}
+
+async fn running_pods_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<()> {
+    let apps: Api<Deployment> = Api::namespaced(sandbox.kube.clone(), namespace);
+
+    // Wave 1: two web pods run in us-east-1a.
+    let in_1a = json!({"nodeSelector": {ZONE: "us-east-1a"}});
+    deployment_of(&apps, test, "web-a", 2, json!({"app": "web", "tier": "a"}), in_1a).await?;
+    until_running(sandbox, namespace, 2, "wave 1: two web pods in us-east-1a").await?;
+
+    // Wave 2, onto that cluster:
+    let spread = json!({"topologySpreadConstraints": [{
+        "maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app": "web"}}}]});
+    // - a zone spread over every web pod: us-east-1a has two already, so none of these three may go there;
+    deployment_of(&apps, test, "web", 3, json!({"app": "web"}), spread).await?;
+    // - pods that may share no node with a web pod, running or new;
+    let apart = json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        term(HOSTNAME, json!({"app": "web"}))]}}});
+    deployment_of(&apps, test, "apart", 2, json!({"app": "apart"}), apart).await?;
+    // - a pod that must be in the zone of the running tier-a pods;
+    let near = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        term(ZONE, json!({"tier": "a"}))]}}});
+    deployment_of(&apps, test, "near", 1, json!({"app": "near"}), near).await?;
+    // - a pod that would rather not share a node with a web pod;
+    let alone = json!({"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": term(HOSTNAME, json!({"app": "web"}))}]}}});
+    deployment_of(&apps, test, "alone", 1, json!({"app": "alone"}), alone).await?;
+    // - two pods that take the same host port, so never one node;
+    let port = json!({"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+        "ports": [{"containerPort": 8443, "hostPort": 8443}],
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}]});
+    deployment_of(&apps, test, "ports", 2, json!({"app": "ports"}), port).await?;
+    // - and one that must sit beside a pod that runs nowhere: no node can be launched for it.
+    let orphan = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        term(HOSTNAME, json!({"app": "nobody"}))]}}});
+    deployment_of(&apps, test, "orphan", 1, json!({"app": "orphan"}), orphan).await?;
+    until_running(sandbox, namespace, 2 + 3 + 2 + 1 + 1 + 2, "wave 2 bound by kube-scheduler").await?;
+
+    // Wave 3: the spread Deployment scaled 3 → 9, around everything running now (the apart pods' anti-affinity
+    // keeps web pods off their nodes, both ways).
+    apps.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 9}}))).await?;
+    let all = until_running(sandbox, namespace, 2 + 9 + 2 + 1 + 1 + 2, "wave 3 bound by kube-scheduler").await?;
+
+    let node_of = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone());
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(sandbox.kube.clone());
+    let mut zone_of_node = BTreeMap::new();
+    for node in nodes.list(&ListParams::default().labels(&format!("{TEST_LABEL}={test}"))).await?.items {
+        zone_of_node.insert(node.name_any(), node.labels().get(ZONE).cloned().unwrap_or_default());
+    }
+    let mut web_per_zone: BTreeMap<String, usize> = BTreeMap::new();
+    for pod in all.iter().filter(|p| label(p, "app") == Some("web")) {
+        let zone = node_of(pod).and_then(|n| zone_of_node.get(&n).cloned()).context("a web pod on no known node")?;
+        *web_per_zone.entry(zone).or_default() += 1;
+    }
+    let (least, most) = (web_per_zone.values().min(), web_per_zone.values().max());
+    assert_eq!(web_per_zone.len(), 3, "{web_per_zone:?}");
+    assert!(most.zip(least).is_some_and(|(most, least)| most - least <= 1), "{web_per_zone:?}");
+    for pod in all.iter().filter(|p| label(p, "app") == Some("near")) {
+        let zone = node_of(pod).and_then(|n| zone_of_node.get(&n).cloned());
+        assert_eq!(zone.as_deref(), Some("us-east-1a"), "beside the tier-a pods");
+    }
+    let orphan = all.iter().find(|p| label(p, "app") == Some("orphan")).context("the orphan pod")?;
+    assert!(!is_running(orphan) && node_of(orphan).is_none(), "nothing can hold the orphan pod");
+
+    // No node nodesmith launched stands empty: every one holds a pod of the test.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let all = pods(sandbox, namespace).await?;
+    for claim in initialized_nodeclaims(sandbox, test).await? {
+        let node =
+            claim.status.as_ref().and_then(|s| s.node_name.clone()).context("an initialized NodeClaim's node")?;
+        let held = all.iter().filter(|p| node_of(p).as_deref() == Some(node.as_str())).count();
+        assert!(held > 0, "node {node} (NodeClaim {}) was launched and holds no pod", claim.name_any());
+    }
+
+    // The orphan says why it waits.
+    let events: Api<Event> = Api::namespaced(sandbox.kube.clone(), namespace);
+    let reason = wait_until("the orphan pod's FailedProvisioning Event", Duration::from_secs(30), || async {
+        let listed = events.list(&ListParams::default()).await?;
+        Ok(listed.items.into_iter().find_map(|e| {
+            let about_orphan = e.involved_object.name.as_deref() == Some(orphan.name_any().as_str());
+            (about_orphan && e.reason.as_deref() == Some("FailedProvisioning")).then(|| e.message.unwrap_or_default())
+        }))
+    })
+    .await?;
+    assert!(reason.contains("selects no pod that runs or is planned"), "{reason}");
+    Ok(())
+}
