@@ -11,8 +11,9 @@ use aws_sdk_ec2::types::{
 use super::error::CloudError;
 use crate::catalog::{CapacityType, OfferingKey};
 
-/// CreateFleet takes at most this many overrides per request; Karpenter sends the 60 cheapest.
-pub const MAX_OVERRIDES: usize = 60;
+/// A launch offers CreateFleet at most this many instance types (the cheapest), each in every zone it may launch
+/// in, as Karpenter does: an instant fleet has no cap on overrides, and more types give spot more pools to draw on.
+pub const MAX_INSTANCE_TYPES: usize = 60;
 
 /// Error codes that mean "this offering has no capacity now" rather than "the request is wrong".
 const CAPACITY_ERROR_CODES: [&str; 5] = [

@@ -14,7 +14,7 @@ use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::{CapacityType, OfferingKey};
 use crate::cloud::CloudProvider;
 use crate::cloud::error::CloudError;
-use crate::cloud::fleet::{FleetError, FleetOverride, FleetRequest, LaunchTemplateOverrides, MAX_OVERRIDES};
+use crate::cloud::fleet::{FleetError, FleetOverride, FleetRequest, LaunchTemplateOverrides, MAX_INSTANCE_TYPES};
 use crate::cloud::instances;
 use crate::cloud::launch_template::{BlockDevice, LaunchTemplateSpec, MetadataOptions};
 use crate::cloud::nodeclass::{SubnetInfo, subnet_with_most_free_ips};
@@ -174,26 +174,29 @@ async fn launch_as(
         }
     }
 
-    // Overrides in preference order (the plan's cheapest-first), grouped by what their bootstrap differs in.
+    // Overrides in preference order (the plan's cheapest-first), grouped by what their bootstrap differs in: up to
+    // MAX_INSTANCE_TYPES types, each in every zone it may launch in, as Karpenter sends them.
     let mut groups: BTreeMap<(String, u32), Vec<FleetOverride>> = BTreeMap::new();
-    let mut count = 0;
+    let mut types_offered = 0;
     for t in allowed_types {
-        if !t.usage_classes.iter().any(|u| u == capacity_type.as_str()) {
+        if types_offered >= MAX_INSTANCE_TYPES || !t.usage_classes.iter().any(|u| u == capacity_type.as_str()) {
             continue;
         }
         let Some(image) = image_for_type(class, t) else { continue };
+        let mut offered = false;
         for (zone, subnet) in &subnet_by_zone {
             let key = OfferingKey { instance_type: t.name.clone(), zone: zone.clone(), capacity_type };
-            if !t.zones.contains(zone) || unavailable.contains(&key) || count >= MAX_OVERRIDES {
+            if !t.zones.contains(zone) || unavailable.contains(&key) {
                 continue;
             }
-            count += 1;
+            offered = true;
             groups.entry((image.clone(), t.max_pods(settings))).or_default().push(FleetOverride {
                 instance_type: t.name.clone(),
                 subnet_id: subnet.id.clone(),
                 zone: zone.clone(),
             });
         }
+        types_offered += usize::from(offered);
     }
     if groups.is_empty() {
         // Nothing of this NodeClaim can launch now (no subnet, no AMI or no capacity for its offerings): the
@@ -755,6 +758,41 @@ mod fake_cloud_tests {
         // The addresses read before both launches still spread them: the first is debited.
         assert_eq!(first.subnet_id.as_deref(), Some("subnet-a1"));
         assert_eq!(second.subnet_id.as_deref(), Some("subnet-a2"));
+    }
+
+    #[tokio::test]
+    async fn a_launch_offers_sixty_instance_types_each_in_every_zone_it_may_use() {
+        let cloud = cloud_with_subnets(&[("subnet-a1", "us-east-1a", 100), ("subnet-b", "us-east-1b", 100)]);
+        let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![ready_class()]));
+        let zones = ["us-east-1a".to_string(), "us-east-1b".to_string()];
+        let types: Vec<String> = ctx
+            .instance_types
+            .iter()
+            .filter(|t| t.kubernetes_arch() == Some("amd64") && t.gpu.is_none())
+            .filter(|t| zones.iter().all(|z| t.zones.contains(z)) && t.usage_classes.iter().any(|u| u == "on-demand"))
+            .take(80)
+            .map(|t| t.name.clone())
+            .collect();
+        assert_eq!(types.len(), 80, "the catalog has enough types for the test");
+        // Nothing has capacity, so the error lists every offering CreateFleet was given.
+        for t in &types {
+            for zone in &zones {
+                cloud.exhaust(t, zone, CapacityType::OnDemand);
+            }
+        }
+        let requirements = json!([
+            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": types},
+            {"key": "topology.kubernetes.io/zone", "operator": "In", "values": zones},
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+        ]);
+        let error = launch(&ctx, &claim("a", requirements)).await.expect_err("no capacity anywhere");
+        let LaunchError::Fleet(FleetError::InsufficientCapacity { offerings, .. }) = error else {
+            panic!("expected no capacity, got {error}");
+        };
+        let offered: std::collections::BTreeSet<&str> = offerings.iter().map(|o| o.instance_type.as_str()).collect();
+        assert_eq!(offered.len(), MAX_INSTANCE_TYPES, "the 60 first of the NodeClaim's types");
+        assert!(offered.iter().all(|t| types[..60].iter().any(|first| first == t)), "in the plan's order");
+        assert_eq!(offerings.len(), 2 * MAX_INSTANCE_TYPES, "each in both zones");
     }
 
     #[tokio::test]
