@@ -28,6 +28,10 @@ use crate::scheduling::{self, PreparedCatalog, SchedulingInput};
 /// The batcher looks again this often without a change: nominations expire, leadership comes.
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// A batch that opens reads the subnets' free addresses if they were last read this long ago (they serve launches
+/// for `launch_caches::SUBNET_ADDRESSES_FOR`, longer than this).
+const SUBNETS_READ_EVERY: Duration = Duration::from_secs(10);
+
 /// Runs forever: batches pending pods and provisions for them while this replica leads. It wakes when a pod, a
 /// node or a NodeClaim changes (`triggers`), when the open batch is due, and at least every `RECHECK`.
 pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) {
@@ -35,6 +39,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
     tokio::spawn(relay(triggers, wake.clone()));
     let mut nominations = Nominations::default();
     let mut catalog: Option<PreparedCatalog<'_>> = None;
+    let mut subnets_read: Option<Instant> = None;
     let mut batch: Option<(Instant, Instant, HashSet<String>)> = None;
     loop {
         let due = batch.as_ref().map(|(started, last_change, _)| {
@@ -57,8 +62,10 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
             continue;
         }
         let now = Instant::now();
-        if batch.is_none() {
+        // Not for every batch: pods that wait for good (nothing can hold them) reopen one every second.
+        if batch.is_none() && subnets_read.is_none_or(|at| at.elapsed() >= SUBNETS_READ_EVERY) {
             read_subnet_addresses_meanwhile(&ctx);
+            subnets_read = Some(now);
         }
         let (started, last_change, seen) = batch.get_or_insert_with(|| (now, now, pending.clone()));
         if *seen != pending {
