@@ -594,18 +594,20 @@ mod tests {
         }
     }
 
+    /// A pod with these spreads (or none) and no affinity terms.
+    fn spreading<'a>(
+        namespace: &'a str,
+        labels: &'a BTreeMap<String, String>,
+        spreads: &'a [TopologySpread],
+    ) -> PodTopologyInput<'a> {
+        PodTopologyInput { namespace, labels, spreads, affinity: &[], anti_affinity: &[], preferred: &[] }
+    }
+
     #[test]
     fn zone_spread_allows_only_the_least_crowded_zones_past_the_skew() {
         let web = labels("web");
         let spreads = [spread(TopologyKey::Zone, "web")];
-        let input = [PodTopologyInput {
-            namespace: "ns",
-            labels: &web,
-            spreads: &spreads,
-            affinity: &[],
-            anti_affinity: &[],
-            preferred: &[],
-        }];
+        let input = [spreading("ns", &web, &spreads)];
         let (mut topology, pods, _) = Topology::new(&input, &[]);
         let pod = &pods[0];
         assert_eq!(topology.allowed_zones(pod, 0b111, Honour::REQUIRED), 0b111);
@@ -622,14 +624,7 @@ mod tests {
         let mut s = spread(TopologyKey::Zone, "web");
         s.min_domains = Some(5);
         let spreads = [s];
-        let input = [PodTopologyInput {
-            namespace: "ns",
-            labels: &web,
-            spreads: &spreads,
-            affinity: &[],
-            anti_affinity: &[],
-            preferred: &[],
-        }];
+        let input = [spreading("ns", &web, &spreads)];
         let (mut topology, pods, _) = Topology::new(&input, &[]);
         for zone in 0..3 {
             topology.record(&pods[0], Some(zone), None);
@@ -652,14 +647,7 @@ mod tests {
                 anti_affinity: &anti,
                 preferred: &[],
             },
-            PodTopologyInput {
-                namespace: "ns",
-                labels: &other,
-                spreads: &[],
-                affinity: &[],
-                anti_affinity: &[],
-                preferred: &[],
-            },
+            spreading("ns", &other, &[]),
         ];
         let (topology, pods, _) = Topology::new(&input, &[]);
         let group = pods[0].anti_affinity[0];
@@ -708,14 +696,7 @@ mod tests {
     fn placed_pods_count_where_they_are_and_their_anti_affinity_keeps_others_away() {
         let web = labels("web");
         let spreads = [spread(TopologyKey::Zone, "web")];
-        let pending = [PodTopologyInput {
-            namespace: "ns",
-            labels: &web,
-            spreads: &spreads,
-            affinity: &[],
-            anti_affinity: &[],
-            preferred: &[],
-        }];
+        let pending = [spreading("ns", &web, &spreads)];
         let node_labels = BTreeMap::new();
         let keep_web_away =
             [PodAffinityTerm { key: TopologyKey::Zone, selector: vec![Requirement::equals("app", "web")] }];
@@ -754,24 +735,7 @@ mod tests {
     fn namespaces_keep_groups_apart() {
         let web = labels("web");
         let spreads = [spread(TopologyKey::Zone, "web")];
-        let input = [
-            PodTopologyInput {
-                namespace: "a",
-                labels: &web,
-                spreads: &spreads,
-                affinity: &[],
-                anti_affinity: &[],
-                preferred: &[],
-            },
-            PodTopologyInput {
-                namespace: "b",
-                labels: &web,
-                spreads: &[],
-                affinity: &[],
-                anti_affinity: &[],
-                preferred: &[],
-            },
-        ];
+        let input = [spreading("a", &web, &spreads), spreading("b", &web, &[])];
         let (_, pods, _) = Topology::new(&input, &[]);
         assert_eq!(pods[0].member_of.len(), 1);
         assert!(pods[1].member_of.is_empty());
