@@ -211,10 +211,16 @@ pub fn usable(node: &Node) -> bool {
 /// hold; the pods there and nominated there count in topology.
 pub fn existing_capacity(ctx: &Context, nominated_to: &dyn Fn(&str) -> Vec<Arc<Pod>>) -> Vec<ExistingNode> {
     let pods_by_node = ctx.state.pods_by_node();
+    // Also those whose NodeClaim is being deleted before the Node is tainted: their pods are in the batch
+    // (`pending_pods`), so they must not count where they are too.
+    let leaving = leaving_nodes(ctx);
     let mut existing: Vec<ExistingNode> = Vec::new();
     for node in ctx.state.nodes.state() {
         let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
         let Some(mut capacity) = node_room(&node, bound) else { continue };
+        if leaving.contains(&capacity.name) {
+            capacity.pods.clear();
+        }
         if usable(&node) {
             let nominated = nominated_to(&capacity.name);
             capacity.available = capacity.available - requests_of(&nominated);
@@ -343,6 +349,25 @@ mod tests {
         pending.sort();
         assert_eq!(pending, ["shop/on-leaving-node", "shop/unschedulable"]);
         assert_eq!(leaving_nodes(&ctx), HashSet::from(["leaving".to_string()]), "a cordon is not a request to move");
+    }
+
+    #[tokio::test]
+    async fn pods_of_a_node_whose_nodeclaim_is_being_deleted_do_not_count_there() {
+        let mut deleting = claim("c1", json!({"nodeName": "n1"}));
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        let ctx = context(Objects {
+            pods: vec![pod("a", Some("n1"), "1"), pod("b", Some("n2"), "1")],
+            nodes: vec![node("n1", json!([]), false), node("n2", json!([]), false)],
+            nodeclaims: vec![deleting],
+            ..Objects::default()
+        });
+        // Not tainted yet, but leaving: its pod is in the batch instead.
+        assert!(pending_pods(&ctx, &Nominations::default()).iter().any(|p| p.name_any() == "a"));
+        let existing = existing_capacity(&ctx, &|_: &str| Vec::new());
+        let pods_on = |name: &str| existing.iter().find(|e| e.name == name).map(|e| e.pods.len());
+        assert_eq!(pods_on("n1"), Some(0));
+        assert_eq!(pods_on("n2"), Some(1));
     }
 
     #[tokio::test]
