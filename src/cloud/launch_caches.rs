@@ -67,79 +67,62 @@ impl SubnetAddresses {
     }
 }
 
+/// A launch template made or found this recently is trusted to exist without a DescribeLaunchTemplates. Our own
+/// garbage collection keeps templates used within the hour; one deleted by someone else fails its CreateFleet,
+/// which forgets it, so the retry makes it again.
+pub const TEMPLATE_KNOWN_FOR: Duration = Duration::from_secs(300);
+
+/// Launch templates known to exist.
+pub type KnownTemplates = RecentNames<{ TEMPLATE_KNOWN_FOR.as_secs() }>;
+
 /// How long a NodeClaim made here counts as untried: far longer than a batch takes to reach its launch, and short
 /// enough that NodeClaims deleted before any launch do not pile up.
-const UNTRIED_FOR: Duration = Duration::from_secs(300);
+pub const UNTRIED_FOR: Duration = Duration::from_secs(300);
 
 /// NodeClaims (by name) this process is creating or created and has not yet tried to launch. No instance can exist
 /// for one unless another replica led in between and launched it; then CreateFleet's ClientToken (the same UID and
 /// attempt) answers with that instance. So their first launch skips the lookup for an earlier instance, one round
 /// trip. Named before the create is sent, so that a launch started by the watch event, which may come before the
 /// create's answer, finds it.
+pub type UntriedNodeClaims = RecentNames<{ UNTRIED_FOR.as_secs() }>;
+
+/// Names remembered for `FOR_SECS` seconds, then forgotten.
 #[derive(Debug, Default)]
-pub struct UntriedNodeClaims {
+pub struct RecentNames<const FOR_SECS: u64> {
     since: Mutex<HashMap<String, Instant>>,
 }
 
-impl UntriedNodeClaims {
-    pub fn add(&self, name: &str) {
-        self.add_at(name, Instant::now());
-    }
+impl<const FOR_SECS: u64> RecentNames<FOR_SECS> {
+    const FOR: Duration = Duration::from_secs(FOR_SECS);
 
-    fn add_at(&self, name: &str, now: Instant) {
-        if let Ok(mut since) = self.since.lock() {
-            since.retain(|_, at| now.duration_since(*at) < UNTRIED_FOR);
-            since.insert(name.to_string(), now);
-        }
-    }
-
-    /// Whether `name` was untried; from now on it is not.
-    pub fn take(&self, name: &str) -> bool {
-        self.take_at(name, Instant::now())
-    }
-
-    fn take_at(&self, name: &str, now: Instant) -> bool {
-        let Ok(mut since) = self.since.lock() else { return false };
-        since.remove(name).is_some_and(|at| now.duration_since(at) < UNTRIED_FOR)
-    }
-
-    /// A create that failed: nothing of that name is coming.
-    pub fn forget(&self, name: &str) {
-        if let Ok(mut since) = self.since.lock() {
-            since.remove(name);
-        }
-    }
-}
-
-/// A launch template made or found this recently is trusted to exist without a DescribeLaunchTemplates. Our own
-/// garbage collection keeps templates used within the hour; one deleted by someone else fails its CreateFleet,
-/// which forgets it, so the retry makes it again.
-pub const TEMPLATE_KNOWN_FOR: Duration = Duration::from_secs(300);
-
-#[derive(Debug, Default)]
-pub struct KnownTemplates {
-    since: Mutex<HashMap<String, Instant>>,
-}
-
-impl KnownTemplates {
     pub fn remember(&self, name: &str) {
         self.remember_at(name, Instant::now());
     }
 
     fn remember_at(&self, name: &str, now: Instant) {
         if let Ok(mut since) = self.since.lock() {
+            since.retain(|_, at| now.duration_since(*at) < Self::FOR);
             since.insert(name.to_string(), now);
         }
     }
 
-    pub fn is_known(&self, name: &str) -> bool {
-        self.is_known_at(name, Instant::now())
+    pub fn contains(&self, name: &str) -> bool {
+        self.contains_at(name, Instant::now())
     }
 
-    fn is_known_at(&self, name: &str, now: Instant) -> bool {
+    fn contains_at(&self, name: &str, now: Instant) -> bool {
+        let Ok(since) = self.since.lock() else { return false };
+        since.get(name).is_some_and(|at| now.duration_since(*at) < Self::FOR)
+    }
+
+    /// Whether `name` was remembered; from now on it is not.
+    pub fn take(&self, name: &str) -> bool {
+        self.take_at(name, Instant::now())
+    }
+
+    fn take_at(&self, name: &str, now: Instant) -> bool {
         let Ok(mut since) = self.since.lock() else { return false };
-        since.retain(|_, at| now.duration_since(*at) < TEMPLATE_KNOWN_FOR);
-        since.contains_key(name)
+        since.remove(name).is_some_and(|at| now.duration_since(at) < Self::FOR)
     }
 
     pub fn forget<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
@@ -238,11 +221,11 @@ mod tests {
         let start = Instant::now();
         known.remember_at("nodesmith/demo/a", start);
         known.remember_at("nodesmith/demo/b", start);
-        assert!(known.is_known_at("nodesmith/demo/a", start + Duration::from_secs(60)));
-        assert!(!known.is_known_at("nodesmith/demo/c", start));
+        assert!(known.contains_at("nodesmith/demo/a", start + Duration::from_secs(60)));
+        assert!(!known.contains_at("nodesmith/demo/c", start));
         known.forget(["nodesmith/demo/b"]);
-        assert!(!known.is_known_at("nodesmith/demo/b", start + Duration::from_secs(1)));
-        assert!(!known.is_known_at("nodesmith/demo/a", start + TEMPLATE_KNOWN_FOR + Duration::from_secs(1)));
+        assert!(!known.contains_at("nodesmith/demo/b", start + Duration::from_secs(1)));
+        assert!(!known.contains_at("nodesmith/demo/a", start + TEMPLATE_KNOWN_FOR + Duration::from_secs(1)));
     }
 
     fn subnet(id: &str, available_ips: i64) -> SubnetInfo {
@@ -271,14 +254,14 @@ mod tests {
     fn a_nodeclaim_is_untried_once_and_only_for_a_while() {
         let untried = UntriedNodeClaims::default();
         let start = Instant::now();
-        untried.add_at("default-b7x4k", start);
-        untried.add_at("default-q2m9z", start);
-        untried.add_at("default-zz5gh", start);
+        untried.remember_at("default-b7x4k", start);
+        untried.remember_at("default-q2m9z", start);
+        untried.remember_at("default-zz5gh", start);
         assert!(untried.take_at("default-b7x4k", start + Duration::from_secs(1)));
         assert!(!untried.take_at("default-b7x4k", start + Duration::from_secs(2)), "its first launch was tried");
         assert!(!untried.take_at("default-c4f6n", start), "not made here");
         assert!(!untried.take_at("default-q2m9z", start + UNTRIED_FOR), "made long ago: forgotten");
-        untried.forget("default-zz5gh");
+        untried.forget(["default-zz5gh"]);
         assert!(!untried.take_at("default-zz5gh", start), "its create failed");
     }
 

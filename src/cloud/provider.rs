@@ -129,7 +129,7 @@ impl CloudProvider for AwsCloud {
 
     async fn ensure_launch_template(&self, spec: &LaunchTemplateSpec) -> Result<String, CloudError> {
         let name = spec.name();
-        if self.caches.templates_known.is_known(&name) {
+        if self.caches.templates_known.contains(&name) {
             return Ok(name);
         }
         let name = launch_template::ensure(&self.ec2, spec).await?;

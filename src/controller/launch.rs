@@ -730,7 +730,7 @@ mod fake_cloud_tests {
         let cloud = cloud_with_subnets(&[("subnet-a1", "us-east-1a", 100)]);
         let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![ready_class()]));
         let nodeclaim = claim("a", m5_large(&["us-east-1a"], &["on-demand"]));
-        ctx.caches().untried.add("a");
+        ctx.caches().untried.remember("a");
         cloud.fail_next("CreateFleet", "InternalError");
         launch(&ctx, &nodeclaim).await.expect_err("CreateFleet failed");
         assert_eq!(calls_of(&cloud, "FindInstanceForNodeClaim"), 0, "{:?}", cloud.calls());

@@ -235,16 +235,16 @@ async fn create_nodeclaim(ctx: &Context, api: &Api<NodeClaim>, mut claim: NodeCl
     let mut tries = 0;
     loop {
         let name = claim.name_any();
-        ctx.caches().untried.add(&name);
+        ctx.caches().untried.remember(&name);
         let created = api.create(&PostParams::default(), &claim).await;
         match created {
             Err(kube::Error::Api(status)) if status.code == 409 && tries == 0 => {
-                ctx.caches().untried.forget(&name);
+                ctx.caches().untried.forget([name.as_str()]);
                 claim.metadata.name = Some(planned_nodeclaim::fresh_name(&pool));
                 tries += 1;
             }
             Err(error) => {
-                ctx.caches().untried.forget(&name);
+                ctx.caches().untried.forget([name.as_str()]);
                 return Err(error);
             }
             Ok(claim) => return Ok(claim),

@@ -62,29 +62,25 @@ struct HostState {
 
 impl HostState {
     fn add(&mut self, pod: &PodTopology, topology: &Topology) {
-        self.count(&pod.member_of);
-        for &g in &pod.anti_affinity {
-            if topology.key_of(g) == TopologyKey::Hostname && !self.anti_affinity.contains(&g) {
-                self.anti_affinity.push(g);
-            }
-        }
+        let hostname_anti = pod.anti_affinity.iter().copied().filter(|&g| topology.key_of(g) == TopologyKey::Hostname);
+        self.add_groups(&pod.member_of, hostname_anti);
     }
 
     /// A pod already on the node.
     fn add_placed(&mut self, placed: &PlacedMembership) {
-        self.count(&placed.member_of);
-        for &g in &placed.hostname_anti_affinity {
-            if !self.anti_affinity.contains(&g) {
-                self.anti_affinity.push(g);
-            }
-        }
+        self.add_groups(&placed.member_of, placed.hostname_anti_affinity.iter().copied());
     }
 
-    fn count(&mut self, member_of: &[usize]) {
+    fn add_groups(&mut self, member_of: &[usize], hostname_anti_affinity: impl Iterator<Item = usize>) {
         for &g in member_of {
             match self.counts.iter_mut().find(|(group, _)| *group == g) {
                 Some((_, n)) => *n += 1,
                 None => self.counts.push((g, 1)),
+            }
+        }
+        for g in hostname_anti_affinity {
+            if !self.anti_affinity.contains(&g) {
+                self.anti_affinity.push(g);
             }
         }
     }
@@ -105,7 +101,7 @@ pub fn solve(input: &SchedulingInput<'_>) -> Plan {
 /// cluster, changing only the pods and the free room of a few nodes; preparing this once per pass instead of per
 /// solve is most of what makes the pass fast.
 pub struct Prepared<'a> {
-    catalog: Catalog<'a>,
+    catalog: PreparedCatalog<'a>,
     /// Per existing node: its zone (index into the catalog's zones) and capacity type (0 spot, 1 on-demand).
     domains: Vec<(Option<usize>, Option<usize>)>,
 }
@@ -120,18 +116,18 @@ impl<'a> Prepared<'a> {
     /// As `new`, from the parts of an input it reads.
     pub fn of(
         instance_types: &'a [InstanceTypeInfo],
-        prices: &PriceTable,
+        prices: &'a PriceTable,
         unavailable: &HashSet<OfferingKey>,
         existing: &[ExistingNode],
     ) -> Self {
-        let catalog = Catalog::new(instance_types, prices, unavailable);
-        let domains = domains_of(existing, &catalog);
+        let catalog = PreparedCatalog::new(instance_types, prices, unavailable);
+        let domains = domains_of(existing, &catalog.catalog);
         Self { catalog, domains }
     }
 
     /// Whether this was prepared for `input`'s catalog and existing nodes (as far as cheaply checked).
     fn fits(&self, input: &SchedulingInput<'_>) -> bool {
-        std::ptr::eq(self.catalog.types, input.instance_types) && self.domains.len() == input.existing.len()
+        std::ptr::eq(self.catalog.catalog.types, input.instance_types) && self.domains.len() == input.existing.len()
     }
 }
 
@@ -190,7 +186,7 @@ pub fn solve_prepared(input: &SchedulingInput<'_>, prepared: &Prepared<'_>) -> P
     if !prepared.fits(input) {
         return solve(input);
     }
-    solve_in(input, Pass::Full, &prepared.catalog, &prepared.domains)
+    solve_in(input, Pass::Full, &prepared.catalog.catalog, &prepared.domains)
 }
 
 /// How a solve runs: the whole plan, or one of the re-plans the whole plan makes of a part of itself.
@@ -209,7 +205,7 @@ pub(super) enum Pass<'b> {
 
 pub(super) fn solve_with(input: &SchedulingInput<'_>, pass: Pass) -> Plan {
     let prepared = Prepared::new(input);
-    solve_in(input, pass, &prepared.catalog, &prepared.domains)
+    solve_in(input, pass, &prepared.catalog.catalog, &prepared.domains)
 }
 
 /// `solve_with` on a catalog already prepared from `input`'s instance types, prices and unavailable offerings:

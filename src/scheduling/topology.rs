@@ -143,6 +143,16 @@ pub struct PodTopology {
 }
 
 impl GroupKey {
+    /// The group of a spread of a pod in `namespace`.
+    fn of_spread(spread: &TopologySpread, namespace: &str) -> Self {
+        Self {
+            key: spread.key,
+            namespace: namespace.to_string(),
+            selector: spread.selector.clone(),
+            counted_nodes: spread.counted_nodes.clone(),
+        }
+    }
+
     /// The group of an affinity or anti-affinity term of a pod in `namespace`.
     fn of_term(term: &PodAffinityTerm, namespace: &str) -> Self {
         Self {
@@ -237,16 +247,9 @@ impl Topology {
         placed: &[PlacedTopologyInput],
     ) -> (Self, Vec<PodTopology>, Vec<PlacedMembership>) {
         let mut topology = Topology::default();
-        let namespace = |pod: &PodTopologyInput| pod.namespace.to_string();
         for pod in pods {
             for s in pod.spreads {
-                let counted_nodes = s.counted_nodes.clone();
-                topology.group(GroupKey {
-                    key: s.key,
-                    namespace: namespace(pod),
-                    selector: s.selector.clone(),
-                    counted_nodes,
-                });
+                topology.group(GroupKey::of_spread(s, pod.namespace));
             }
             for t in pod.affinity.iter().chain(pod.anti_affinity).chain(pod.preferred.iter().map(|p| &p.term)) {
                 topology.group(GroupKey::of_term(t, pod.namespace));
@@ -281,13 +284,7 @@ impl Topology {
                         .spreads
                         .iter()
                         .map(|s| {
-                            let key = GroupKey {
-                                key: s.key,
-                                namespace: namespace(pod),
-                                selector: s.selector.clone(),
-                                counted_nodes: s.counted_nodes.clone(),
-                            };
-                            (group_of(key), s.max_skew.max(1), s.min_domains, s.hard)
+                            (group_of(GroupKey::of_spread(s, pod.namespace)), s.max_skew.max(1), s.min_domains, s.hard)
                         })
                         .collect(),
                     affinity: pod.affinity.iter().map(|t| group_of(GroupKey::of_term(t, pod.namespace))).collect(),
@@ -343,21 +340,13 @@ impl Topology {
             let mut hostname_anti_affinity = Vec::new();
             for t in p.anti_affinity {
                 let Some(&g) = self.index.get(&GroupKey::of_term(t, p.namespace)) else { continue };
-                match t.key {
-                    TopologyKey::Hostname => hostname_anti_affinity.push(g),
-                    TopologyKey::Zone => self.anti_zones[g] |= p.zone.map_or(0, |z| 1 << z),
-                    TopologyKey::CapacityType => self.anti_capacity_types[g] |= p.capacity_type.map_or(0, |c| 1 << c),
+                if t.key == TopologyKey::Hostname {
+                    hostname_anti_affinity.push(g);
                 }
+                self.keep_away(g, p.zone, p.capacity_type);
             }
-            for &g in &member_of {
-                if let Some(z) = p.zone {
-                    self.zone_counts[g][z] += 1;
-                }
-                if let Some(c) = p.capacity_type {
-                    self.capacity_type_counts[g][c] += 1;
-                }
-                self.totals[g] += 1;
-            }
+            self.count_in(&member_of, p.zone, p.capacity_type);
+            self.record_total(&member_of);
             if !member_of.is_empty() || !hostname_anti_affinity.is_empty() {
                 memberships.push(PlacedMembership { node: p.node, member_of, hostname_anti_affinity });
             }
@@ -387,7 +376,15 @@ impl Topology {
     /// Records a pod in a zone and capacity type (each None while not pinned): it counts in its groups there, and
     /// its anti-affinity keeps the pods it selects away from there.
     pub fn record(&mut self, pod: &PodTopology, zone: Option<usize>, capacity_type: Option<usize>) {
-        for &g in &pod.member_of {
+        self.count_in(&pod.member_of, zone, capacity_type);
+        for &g in &pod.anti_affinity {
+            self.keep_away(g, zone, capacity_type);
+        }
+    }
+
+    /// Counts a pod of `member_of` in a zone and capacity type (each None while not known).
+    fn count_in(&mut self, member_of: &[usize], zone: Option<usize>, capacity_type: Option<usize>) {
+        for &g in member_of {
             if let Some(z) = zone {
                 self.zone_counts[g][z] += 1;
             }
@@ -395,12 +392,15 @@ impl Topology {
                 self.capacity_type_counts[g][c] += 1;
             }
         }
-        for &g in &pod.anti_affinity {
-            match self.key_of(g) {
-                TopologyKey::Zone => self.anti_zones[g] |= zone.map_or(0, |z| 1 << z),
-                TopologyKey::CapacityType => self.anti_capacity_types[g] |= capacity_type.map_or(0, |c| 1 << c),
-                TopologyKey::Hostname => {}
-            }
+    }
+
+    /// A pod holding anti-affinity term `g` is in this zone and capacity type: the term's pods stay out of them.
+    /// Hostnames are kept per node, by the solver.
+    fn keep_away(&mut self, g: usize, zone: Option<usize>, capacity_type: Option<usize>) {
+        match self.key_of(g) {
+            TopologyKey::Zone => self.anti_zones[g] |= zone.map_or(0, |z| 1 << z),
+            TopologyKey::CapacityType => self.anti_capacity_types[g] |= capacity_type.map_or(0, |c| 1 << c),
+            TopologyKey::Hostname => {}
         }
     }
 
