@@ -197,6 +197,8 @@ fn main() {
         limits: None,
         max_pods: Default::default(),
         overhead: Default::default(),
+        ephemeral_storage: Default::default(),
+        min_values_policy: Default::default(),
     };
     let unavailable = HashSet::new();
     for nodes in sizes {

@@ -1,4 +1,5 @@
-//! Criterion benchmarks of the scheduler (see `workload.rs`): Karpenter's diverse-pods workload, and pods without
+//! Criterion benchmarks of the scheduler (see `workload.rs`): Karpenter's diverse-pods workload (alone, and around
+//! a running cluster of 1,000 nodes and 10,000 pods that topology counts), and pods without
 //! topology constraints on the real catalog, whose pools are also re-packed by shape (what that costs in time;
 //! `packing-quality` reports what it saves). `cargo bench --bench scheduling`; pods/second is the throughput.
 
@@ -21,6 +22,26 @@ fn diverse_pods(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(count), &pods, |b, pods| {
             b.iter(|| {
                 let plan = workload.solve(pods);
+                assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable.first());
+                plan
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The diverse pods planned around a running cluster of 1,000 nodes holding 10,000 pods, which topology counts.
+fn diverse_pods_around_running_pods(c: &mut Criterion) {
+    let workload = workload::fake_instance_types();
+    let existing = workload.running_cluster(1_000, 10, 7);
+    let mut group = c.benchmark_group("diverse-pods-around-1000-nodes-10000-pods");
+    group.sample_size(10);
+    for count in [1_000usize, 5_000] {
+        let pods = workload::diverse_pods(count, 42);
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(count), &pods, |b, pods| {
+            b.iter(|| {
+                let plan = workload.solve_around(pods, &existing);
                 assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable.first());
                 plan
             })
@@ -57,5 +78,5 @@ fn generic_pods(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, diverse_pods, generic_pods);
+criterion_group!(benches, diverse_pods, diverse_pods_around_running_pods, generic_pods);
 criterion_main!(benches);

@@ -16,9 +16,10 @@ use nodesmith::catalog::instance_type::InstanceTypeInfo;
 use nodesmith::catalog::pricing::PriceTable;
 use nodesmith::catalog::resources::{ResourceName, Resources};
 use nodesmith::catalog::{CapacityType, OfferingKey};
+use nodesmith::names::{CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
 use nodesmith::scheduling::{
-    NodePoolSpec, Operator, Plan, PodAffinityTerm, PodRequest, Requirement, SchedulingInput, TopologyKey,
-    TopologySpread, solve,
+    ExistingNode, NodePoolSpec, Operator, PlacedPod, Plan, PodAffinityTerm, PodRequest, Requirement, SchedulingInput,
+    TopologyKey, TopologySpread, solve,
 };
 
 pub const ZONES: [&str; 3] = ["test-zone-1", "test-zone-2", "test-zone-3"];
@@ -33,15 +34,76 @@ pub struct Workload {
 impl Workload {
     /// Plans `pods` on this workload's instance types and NodePool, with no existing nodes.
     pub fn solve(&self, pods: &[PodRequest]) -> Plan {
+        self.solve_around(pods, &[])
+    }
+
+    /// Plans `pods` around nodes that already run.
+    pub fn solve_around(&self, pods: &[PodRequest], existing: &[ExistingNode]) -> Plan {
         solve(&SchedulingInput {
             pods,
             nodepools: &self.pools,
             instance_types: &self.types,
             prices: &self.prices,
-            existing: &[],
+            existing,
             daemonsets: &[],
             unavailable: &self.unavailable,
         })
+    }
+
+    /// `nodes` running nodes of the 16-vCPU type, spread over the zones, each with `pods_per_node` pods labelled
+    /// as the diverse pods are (every fifth an nginx pod with hostname anti-affinity to its kind) and a quarter of
+    /// its room left.
+    pub fn running_cluster(&self, nodes: usize, pods_per_node: usize, seed: u64) -> Vec<ExistingNode> {
+        let mut rng = Rng::new(seed);
+        let info = &self.types[15];
+        let capacity = info.capacity(Default::default());
+        let quarter = Resources::ZERO
+            .with(ResourceName::Cpu, capacity.get(ResourceName::Cpu) / 4)
+            .with(ResourceName::Memory, capacity.get(ResourceName::Memory) / 4)
+            .with(ResourceName::Pods, capacity.get(ResourceName::Pods) - pods_per_node as i64);
+        (0..nodes)
+            .map(|n| {
+                let name = format!("running-{n:05}");
+                let labels = BTreeMap::from([
+                    (ZONE_LABEL.to_string(), ZONES[n % ZONES.len()].to_string()),
+                    (HOSTNAME_LABEL.to_string(), name.clone()),
+                    (CAPACITY_TYPE_LABEL.to_string(), "on-demand".to_string()),
+                    (INSTANCE_TYPE_LABEL.to_string(), info.name.clone()),
+                    (NODEPOOL_LABEL.to_string(), "default".to_string()),
+                ]);
+                let pods = (0..pods_per_node)
+                    .map(|p| {
+                        if (n * pods_per_node + p) % 5 == 4 {
+                            let nginx = BTreeMap::from([("app".to_string(), "nginx".to_string())]);
+                            let anti = PodAffinityTerm { key: TopologyKey::Hostname, selector: selector(&nginx) };
+                            PlacedPod {
+                                namespace: "default".into(),
+                                labels: nginx,
+                                anti_affinity: vec![anti],
+                                host_ports: vec![],
+                            }
+                        } else {
+                            let key = if p % 2 == 0 { "my-label" } else { "my-affininity" };
+                            PlacedPod {
+                                namespace: "default".into(),
+                                labels: random_labels(&mut rng, key),
+                                anti_affinity: vec![],
+                                host_ports: vec![],
+                            }
+                        }
+                    })
+                    .collect();
+                ExistingNode {
+                    name,
+                    labels,
+                    taints: vec![],
+                    available: quarter,
+                    capacity,
+                    nodepool: Some("default".into()),
+                    pods,
+                }
+            })
+            .collect()
     }
 }
 
@@ -78,6 +140,8 @@ pub fn fake_instance_types() -> Workload {
                 gpu: None,
                 neuron: None,
                 local_nvme_gib: 0,
+                neuron_cores: 0,
+                efa_interfaces: 0,
                 usage_classes: vec!["spot".into(), "on-demand".into()],
                 zones: ZONES.iter().map(|z| z.to_string()).collect(),
             }
@@ -98,6 +162,8 @@ pub fn fake_instance_types() -> Workload {
             system_reserved: Resources::ZERO,
             eviction_threshold: Some(Resources::ZERO),
         },
+        ephemeral_storage: Default::default(),
+        min_values_policy: Default::default(),
     };
     Workload { types, prices, unavailable, pools: vec![pool] }
 }
@@ -219,5 +285,7 @@ pub fn general_purpose_pool() -> NodePoolSpec {
         limits: None,
         max_pods: Default::default(),
         overhead: Default::default(),
+        ephemeral_storage: Default::default(),
+        min_values_policy: Default::default(),
     }
 }

@@ -28,6 +28,8 @@ pub const CAPACITY_TYPE_RESERVED: &str = "reserved";
 // Annotations.
 /// On a pod or a node: never disrupt it voluntarily (consolidation, drift, expiration).
 pub const DO_NOT_DISRUPT_ANNOTATION: &str = "karpenter.sh/do-not-disrupt";
+/// On a NodeClaim whose NodePool's `minValues` were relaxed for it (minValues policy BestEffort).
+pub const MIN_VALUES_RELAXED_ANNOTATION: &str = "karpenter.sh/nodeclaim-min-values-relaxed";
 /// On a NodeClaim: the hash of its NodePool's template when it was made (drift detection).
 pub const NODEPOOL_HASH_ANNOTATION: &str = "karpenter.sh/nodepool-hash";
 pub const NODEPOOL_HASH_VERSION_ANNOTATION: &str = "karpenter.sh/nodepool-hash-version";

@@ -1,6 +1,7 @@
 //! The solver's plans against the real kube-scheduler, on a cluster that already runs pods: a plan that ignores
 //! them (a spread skewed by pods already running, anti-affinity to a running pod, affinity to one) is a plan
-//! kube-scheduler refuses, and its pods stay Pending. Needs `make sandbox-up`.
+//! kube-scheduler refuses, and its pods stay Pending. Also volumes (a pod goes where its volume is) and
+//! resources no type of the pool has (the pod waits, and says why). Needs `make sandbox-up`.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -131,12 +132,20 @@ async fn running_pods_story(sandbox: &Sandbox, namespace: &str, test: &str) -> R
     let orphan = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         term(HOSTNAME, json!({"app": "nobody"}))]}}});
     deployment_of(&apps, test, "orphan", 1, json!({"app": "orphan"}), orphan).await?;
-    until_running(sandbox, namespace, 2 + 3 + 2 + 1 + 1 + 2, "wave 2 bound by kube-scheduler").await?;
+    // - a pod whose volume lives in us-east-1b (a bound claim; the volume's node affinity names the zone);
+    let claim = zonal_claim(sandbox, namespace, test, "us-east-1b").await?;
+    let with_volume = json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]});
+    deployment_of(&apps, test, "zonal", 1, json!({"app": "zonal"}), with_volume).await?;
+    // - and one that asks for an EFA interface, which no type of the pool has.
+    let efa = json!({"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"vpc.amazonaws.com/efa": "1"}}}]});
+    deployment_of(&apps, test, "efa", 1, json!({"app": "efa"}), efa).await?;
+    until_running(sandbox, namespace, 2 + 3 + 2 + 1 + 1 + 2 + 1, "wave 2 bound by kube-scheduler").await?;
 
     // Wave 3: the spread Deployment scaled 3 → 9, around everything running now (the apart pods' anti-affinity
     // keeps web pods off their nodes, both ways).
     apps.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 9}}))).await?;
-    let all = until_running(sandbox, namespace, 2 + 9 + 2 + 1 + 1 + 2, "wave 3 bound by kube-scheduler").await?;
+    let all = until_running(sandbox, namespace, 2 + 9 + 2 + 1 + 1 + 2 + 1, "wave 3 bound by kube-scheduler").await?;
 
     let node_of = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone());
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(sandbox.kube.clone());
@@ -156,8 +165,14 @@ async fn running_pods_story(sandbox: &Sandbox, namespace: &str, test: &str) -> R
         let zone = node_of(pod).and_then(|n| zone_of_node.get(&n).cloned());
         assert_eq!(zone.as_deref(), Some("us-east-1a"), "beside the tier-a pods");
     }
+    for pod in all.iter().filter(|p| label(p, "app") == Some("zonal")) {
+        let zone = node_of(pod).and_then(|n| zone_of_node.get(&n).cloned());
+        assert_eq!(zone.as_deref(), Some("us-east-1b"), "where its volume is");
+    }
     let orphan = all.iter().find(|p| label(p, "app") == Some("orphan")).context("the orphan pod")?;
     assert!(!is_running(orphan) && node_of(orphan).is_none(), "nothing can hold the orphan pod");
+    let efa = all.iter().find(|p| label(p, "app") == Some("efa")).context("the EFA pod")?;
+    assert!(!is_running(efa) && node_of(efa).is_none(), "no type of the pool has EFA");
 
     // No node nodesmith launched stands empty: every one holds a pod of the test.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -169,16 +184,57 @@ async fn running_pods_story(sandbox: &Sandbox, namespace: &str, test: &str) -> R
         assert!(held > 0, "node {node} (NodeClaim {}) was launched and holds no pod", claim.name_any());
     }
 
-    // The orphan says why it waits.
+    // The orphan and the EFA pod say why they wait.
+    let reason = failed_provisioning(sandbox, namespace, &orphan.name_any()).await?;
+    assert!(reason.contains("selects no pod that runs or is planned"), "{reason}");
+    let reason = failed_provisioning(sandbox, namespace, &efa.name_any()).await?;
+    assert!(reason.contains("requests 1 vpc.amazonaws.com/efa"), "{reason}");
+    Api::<PersistentVolume>::all(sandbox.kube.clone()).delete(&claim, &Default::default()).await?;
+    Ok(())
+}
+
+/// The message of the pod's FailedProvisioning Event, once there is one.
+async fn failed_provisioning(sandbox: &Sandbox, namespace: &str, pod: &str) -> Result<String> {
     let events: Api<Event> = Api::namespaced(sandbox.kube.clone(), namespace);
-    let reason = wait_until("the orphan pod's FailedProvisioning Event", Duration::from_secs(30), || async {
+    wait_until(&format!("pod {pod}'s FailedProvisioning Event"), Duration::from_secs(30), || async {
         let listed = events.list(&ListParams::default()).await?;
         Ok(listed.items.into_iter().find_map(|e| {
-            let about_orphan = e.involved_object.name.as_deref() == Some(orphan.name_any().as_str());
-            (about_orphan && e.reason.as_deref() == Some("FailedProvisioning")).then(|| e.message.unwrap_or_default())
+            let about = e.involved_object.name.as_deref() == Some(pod);
+            (about && e.reason.as_deref() == Some("FailedProvisioning")).then(|| e.message.unwrap_or_default())
         }))
     })
-    .await?;
-    assert!(reason.contains("selects no pod that runs or is planned"), "{reason}");
-    Ok(())
+    .await
+}
+
+/// A PersistentVolume in `zone` bound to a claim of the namespace (both named after the test), as a zonal EBS
+/// volume is; returns their name.
+async fn zonal_claim(sandbox: &Sandbox, namespace: &str, test: &str, zone: &str) -> Result<String> {
+    let name = format!("{test}-data");
+    let volume: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": "/data"},
+            "claimRef": {"namespace": namespace, "name": name},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": ZONE, "operator": "In", "values": [zone]}]}]}},
+        }
+    }))?;
+    Api::<PersistentVolume>::all(sandbox.kube.clone()).create(&PostParams::default(), &volume).await?;
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "volumeName": name,
+            "resources": {"requests": {"storage": "1Gi"}},
+        }
+    }))?;
+    Api::<PersistentVolumeClaim>::namespaced(sandbox.kube.clone(), namespace)
+        .create(&PostParams::default(), &claim)
+        .await?;
+    Ok(name)
 }

@@ -10,7 +10,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::allocatable::NodeOverhead;
+use crate::catalog::instance_type::{DEFAULT_EPHEMERAL_STORAGE_BYTES, EphemeralStorage, InstanceTypeInfo};
 use crate::catalog::max_pods::MaxPodsSettings;
+use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
 
 /// The rule every selector term's tag map carries.
 const NO_EMPTY_TAGS: (&str, &str) =
@@ -512,6 +515,49 @@ pub struct MetadataOptions {
 }
 
 impl EC2NodeClass {
+    /// The AMI family as the class names it: its alias's (`bottlerocket@latest` → `bottlerocket`), else
+    /// `amiFamily`, else AL2023.
+    pub fn ami_family_name(&self) -> &str {
+        let alias = self.spec.ami_selector_terms.iter().find_map(|t| t.alias.as_deref());
+        alias.or(self.spec.ami_family.as_deref()).unwrap_or("AL2023")
+    }
+
+    /// Where its nodes' ephemeral storage lives, as Karpenter reckons it: with `instanceStorePolicy: RAID0` the
+    /// instance store where a type has one; else the mapping marked `rootVolume`, else the family's kubelet
+    /// device (`/dev/xvda`; Bottlerocket's data volume `/dev/xvdb`; a Custom AMI's last mapping), else 20Gi.
+    pub fn ephemeral_storage(&self) -> EphemeralStorage {
+        let size = |m: &BlockDeviceMapping| {
+            let size = m.ebs.as_ref()?.volume_size.as_deref()?;
+            parse_quantity(size, ResourceName::EphemeralStorage).ok()
+        };
+        let mappings = &self.spec.block_device_mappings;
+        let family = self.ami_family_name().split('@').next().unwrap_or_default().to_ascii_lowercase();
+        let kubelet_device = match family.as_str() {
+            "custom" => mappings.last(),
+            "bottlerocket" => mappings.iter().find(|m| m.device_name.as_deref() == Some("/dev/xvdb")),
+            _ => mappings.iter().find(|m| m.device_name.as_deref() == Some("/dev/xvda")),
+        };
+        let volume = mappings.iter().find(|m| m.root_volume).or(kubelet_device).and_then(size);
+        EphemeralStorage {
+            volume_bytes: volume.unwrap_or(DEFAULT_EPHEMERAL_STORAGE_BYTES),
+            instance_store_raid0: self.spec.instance_store_policy.as_deref() == Some("RAID0"),
+        }
+    }
+
+    /// What a node of `instance_type` from this class reports: (capacity, allocatable).
+    pub fn node_resources(
+        &self,
+        instance_type: &InstanceTypeInfo,
+        cni_prefix_delegation: bool,
+    ) -> (Resources, Resources) {
+        let (max_pods, storage) = (self.max_pods_settings(cni_prefix_delegation), self.ephemeral_storage());
+        let overhead = NodeOverhead::default();
+        (
+            instance_type.capacity_with(max_pods, &overhead, storage),
+            instance_type.allocatable_with(max_pods, &overhead, storage),
+        )
+    }
+
     /// The pod density settings this class gives its nodes; `cni_prefix_delegation` is what the cluster's VPC CNI
     /// does, which `prefixDelegation: Auto` (or unset) follows.
     pub fn max_pods_settings(&self, cni_prefix_delegation: bool) -> MaxPodsSettings {
@@ -706,4 +752,69 @@ pub struct CapacityReservation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("default" = "active", "enum" = ["active", "expiring"]))]
     pub state: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::catalog::embedded_instance_types;
+
+    fn class(spec: serde_json::Value) -> EC2NodeClass {
+        let mut spec = spec;
+        spec["role"] = json!("nodes");
+        spec["subnetSelectorTerms"] = json!([{"tags": {"k": "v"}}]);
+        spec["securityGroupSelectorTerms"] = json!([{"tags": {"k": "v"}}]);
+        serde_json::from_value(json!({"metadata": {"name": "c"}, "spec": spec})).expect("an EC2NodeClass")
+    }
+
+    fn gib(n: i64) -> i64 {
+        n << 30
+    }
+
+    #[test]
+    fn ephemeral_storage_comes_from_the_volume_the_kubelet_runs_on() {
+        let volume = |device: &str, size: &str, root: bool| json!({"deviceName": device, "ebs": {"volumeSize": size}, "rootVolume": root});
+        let bytes = |c: &EC2NodeClass| c.ephemeral_storage().volume_bytes;
+        assert_eq!(bytes(&class(json!({"amiSelectorTerms": [{"alias": "al2023@latest"}]}))), gib(20));
+        let al2023 = class(json!({
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "blockDeviceMappings": [volume("/dev/xvda", "100Gi", false), volume("/dev/xvdf", "500Gi", false)],
+        }));
+        assert_eq!(bytes(&al2023), gib(100), "the root device, not the extra disk");
+        let bottlerocket = class(json!({
+            "amiSelectorTerms": [{"alias": "bottlerocket@latest"}],
+            "blockDeviceMappings": [volume("/dev/xvda", "4Gi", false), volume("/dev/xvdb", "80Gi", false)],
+        }));
+        assert_eq!(bytes(&bottlerocket), gib(80), "Bottlerocket's data volume");
+        let marked = class(json!({
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "blockDeviceMappings": [volume("/dev/xvda", "30Gi", false), volume("/dev/xvdf", "200Gi", true)],
+        }));
+        assert_eq!(bytes(&marked), gib(200), "rootVolume wins");
+        let custom = class(json!({
+            "amiFamily": "Custom",
+            "amiSelectorTerms": [{"id": "ami-123"}],
+            "blockDeviceMappings": [volume("/dev/sda1", "50Gi", false), volume("/dev/sdb", "75Gi", false)],
+        }));
+        assert_eq!(bytes(&custom), gib(75), "a Custom AMI's last mapping");
+    }
+
+    #[test]
+    fn raid0_gives_types_with_instance_store_all_of_it() {
+        let class = class(json!({"amiSelectorTerms": [{"alias": "al2023@latest"}], "instanceStorePolicy": "RAID0"}));
+        let types = embedded_instance_types();
+        let find = |name: &str| types.iter().find(|t| t.name == name).expect(name);
+        let storage = |name: &str| class.node_resources(find(name), false).0.get(ResourceName::EphemeralStorage);
+        // m5d.large: one 75 GB NVMe disk; m5.large has none and keeps its root volume.
+        assert_eq!(storage("m5d.large"), 75_000_000_000);
+        assert_eq!(storage("m5.large"), gib(20));
+        let (capacity, allocatable) = class.node_resources(find("m5d.large"), false);
+        assert_eq!(
+            allocatable.get(ResourceName::EphemeralStorage),
+            capacity.get(ResourceName::EphemeralStorage) - capacity.get(ResourceName::EphemeralStorage) / 10,
+            "the kubelet's nodefs threshold is 10% of that disk"
+        );
+    }
 }

@@ -8,7 +8,10 @@ use super::ec2nodeclass::EC2NodeClass;
 use super::nodeclaim::{NodeClaim, NodeClaimResources, NodeClaimSpec};
 use super::nodepool::{NodePool, NodeSelectorRequirementWithMinValues};
 use super::scheduling_input::resource_quantities;
-use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, TERMINATION_FINALIZER, ZONE_LABEL};
+use crate::names::{
+    CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, MIN_VALUES_RELAXED_ANNOTATION, NODEPOOL_LABEL, TERMINATION_FINALIZER,
+    ZONE_LABEL,
+};
 use crate::scheduling::NewNode;
 
 /// Characters of a generated name's suffix: the API server's own (no vowels, so no words, and no look-alikes).
@@ -30,11 +33,13 @@ pub fn for_planned_node(node: &NewNode, pool: &NodePool, class: Option<&EC2NodeC
     let mut requirements: Vec<NodeSelectorRequirementWithMinValues> =
         template.spec.requirements.iter().filter(|r| !narrowed.contains(&r.key.as_str())).cloned().collect();
     let min_values = |key: &str| template.spec.requirements.iter().find(|r| r.key == key).and_then(|r| r.min_values);
+    // Relaxed (BestEffort), it asks no more distinct types than it got.
+    let type_count = u32::try_from(node.instance_type_options.len()).unwrap_or(u32::MAX);
     requirements.push(NodeSelectorRequirementWithMinValues {
         key: INSTANCE_TYPE_LABEL.into(),
         operator: "In".into(),
         values: node.instance_type_options.clone(),
-        min_values: min_values(INSTANCE_TYPE_LABEL),
+        min_values: min_values(INSTANCE_TYPE_LABEL).map(|min| min.min(type_count)),
     });
     requirements.push(NodeSelectorRequirementWithMinValues {
         key: ZONE_LABEL.into(),
@@ -62,6 +67,9 @@ pub fn for_planned_node(node: &NewNode, pool: &NodePool, class: Option<&EC2NodeC
     let stamps = class.into_iter().flat_map(|c| drift_hash::nodeclass_annotations(&c.spec));
     for (key, value) in drift_hash::nodepool_annotations(&pool.spec).into_iter().chain(stamps) {
         annotations.insert(key.into(), value);
+    }
+    if node.min_values_relaxed {
+        annotations.insert(MIN_VALUES_RELAXED_ANNOTATION.into(), "true".into());
     }
     NodeClaim {
         metadata: ObjectMeta {
@@ -124,6 +132,7 @@ mod tests {
             zones: vec!["us-east-1a".into()],
             capacity_types: vec![CapacityType::Spot, CapacityType::OnDemand],
             labels: Default::default(),
+            min_values_relaxed: false,
         };
         let claim = for_planned_node(&node, &pool, None);
         let requirement = |key: &str| claim.spec.requirements.iter().find(|r| r.key == key).cloned();
@@ -142,5 +151,13 @@ mod tests {
         assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("NodePool", "u-1"));
         // Made with the termination finalizer: its first reconcile launches instead of adding it.
         assert_eq!(claim.finalizers(), [TERMINATION_FINALIZER]);
+        assert!(!claim.annotations().contains_key(MIN_VALUES_RELAXED_ANNOTATION));
+
+        // BestEffort gave it a single type: it says so, and asks for no more than it has.
+        let relaxed = NewNode { instance_type_options: vec!["m5.large".into()], min_values_relaxed: true, ..node };
+        let claim = for_planned_node(&relaxed, &pool, None);
+        assert_eq!(claim.annotations().get(MIN_VALUES_RELAXED_ANNOTATION).map(String::as_str), Some("true"));
+        let types = claim.spec.requirements.iter().find(|r| r.key == INSTANCE_TYPE_LABEL).expect("instance types");
+        assert_eq!(types.min_values, Some(1));
     }
 }

@@ -48,6 +48,11 @@ pub fn pod_request(id: &str, labels: &BTreeMap<String, String>, spec: &PodSpec) 
     // The nodes the pod may go to, for spreads that count only pods on such nodes (nodeAffinityPolicy: Honor).
     let node_terms = (!requirements.is_empty() || !alternative_requirements.is_empty())
         .then(|| std::iter::once(&requirements).chain(&alternative_requirements).cloned().collect());
+    if let Some(unknown) = unoffered_request(spec) {
+        return Err(ConversionError(format!(
+            "pod {id}: requests {unknown}, which no instance type nodesmith launches offers"
+        )));
+    }
     Ok(PodRequest {
         id: id.to_string(),
         requests: pod_requests(spec).map_err(|e| ConversionError(format!("pod {id}: {e}")))?,
@@ -210,6 +215,13 @@ pub fn label_selector(selector: &LabelSelector) -> Result<Vec<Requirement>, Conv
     Ok(out)
 }
 
+/// Node selector expressions (of a pod's node affinity, or a PersistentVolume's) as requirements.
+pub fn node_selector_requirements(
+    list: Option<&[NodeSelectorRequirement]>,
+) -> Result<Vec<Requirement>, ConversionError> {
+    expressions(list)
+}
+
 fn expressions(list: Option<&[NodeSelectorRequirement]>) -> Result<Vec<Requirement>, ConversionError> {
     list.unwrap_or_default()
         .iter()
@@ -256,6 +268,19 @@ pub fn pod_requests(spec: &PodSpec) -> Result<Resources, ConversionError> {
     Ok(total)
 }
 
+/// The first resource a container of the pod asks for (by request or limit, not zero) that no node nodesmith
+/// launches offers: an extended resource of a device plugin it does not know, hugepages, `nodes`.
+fn unoffered_request(spec: &PodSpec) -> Option<String> {
+    let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    let asked = containers.filter_map(|c| c.resources.as_ref()).flat_map(|r| {
+        let requests = r.requests.iter().flat_map(|l| l.iter());
+        requests.chain(r.limits.iter().flat_map(|l| l.iter()))
+    });
+    let offered = |name: &str| ResourceName::from_kubernetes(name).is_some_and(|r| r != ResourceName::Nodes);
+    let zero = |quantity: &Quantity| parse_quantity(&quantity.0, ResourceName::Pods) == Ok(0);
+    asked.filter(|(name, quantity)| !offered(name) && !zero(quantity)).map(|(name, _)| name.clone()).next()
+}
+
 /// A container's requests; where it sets a limit but no request, the limit is its request (API defaulting).
 fn container_requests(container: &Container) -> Result<Resources, ConversionError> {
     let resources = container.resources.as_ref();
@@ -293,7 +318,8 @@ fn quantities<'a>(
 pub fn resource_quantities(resources: &Resources) -> BTreeMap<String, Quantity> {
     ResourceName::ALL
         .into_iter()
-        .filter(|&name| resources.get(name) != 0)
+        // `nodes` is a count for NodePool limits, not a resource a node reports.
+        .filter(|&name| name != ResourceName::Nodes && resources.get(name) != 0)
         .map(|name| (name.as_str().to_string(), Quantity(kubernetes_quantity(name, resources.get(name)))))
         .collect()
 }
@@ -343,7 +369,13 @@ pub fn nodepool(
             limits.set(resource, i64::MAX / 2);
         }
         for (resource_name, quantity) in &spec.limits {
-            let Some(resource) = ResourceName::from_kubernetes(resource_name) else { continue };
+            let Some(resource) = ResourceName::from_kubernetes(resource_name) else {
+                let known: Vec<&str> = ResourceName::ALL.iter().map(|r| r.as_str()).collect();
+                return Err(ConversionError(format!(
+                    "NodePool {name}: limits.{resource_name}: not a resource nodesmith counts (it counts {})",
+                    known.join(", ")
+                )));
+            };
             let value = parse_quantity(quantity, resource)
                 .map_err(|e| ConversionError(format!("NodePool {name}: limits.{resource_name}: {e}")))?;
             limits.set(resource, value);
@@ -360,6 +392,8 @@ pub fn nodepool(
         limits,
         max_pods,
         overhead: Default::default(),
+        ephemeral_storage: Default::default(),
+        min_values_policy: Default::default(),
     })
 }
 
@@ -389,6 +423,23 @@ mod tests {
 
     fn spec(yaml: &str) -> PodSpec {
         serde_yaml_ng::from_str(yaml).expect("valid pod spec")
+    }
+
+    #[test]
+    fn a_resource_no_instance_type_offers_is_refused_by_name() {
+        let efa = spec("containers: [{name: a, resources: {limits: {vpc.amazonaws.com/efa: 1}}}]");
+        let request = pod_request("ns/p", &BTreeMap::new(), &efa).expect("EFA is offered by some types");
+        assert_eq!(request.requests.get(ResourceName::Efa), 1, "a limit alone is the request");
+        for unoffered in [
+            "containers: [{name: a, resources: {requests: {example.com/widget: 2}}}]",
+            "initContainers: [{name: i, resources: {limits: {example.com/widget: 1}}}]\ncontainers: []",
+            "containers: [{name: a, resources: {limits: {hugepages-2Mi: 64Mi}}}]",
+        ] {
+            let error = pod_request("ns/p", &BTreeMap::new(), &spec(unoffered)).expect_err(unoffered);
+            assert!(error.0.contains("which no instance type nodesmith launches offers"), "{}", error.0);
+        }
+        let zero = spec("containers: [{name: a, resources: {requests: {example.com/widget: 0}}}]");
+        assert!(pod_request("ns/p", &BTreeMap::new(), &zero).is_ok(), "asking for none is asking for nothing");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::allocatable::{self, NodeOverhead};
-use super::max_pods::{MaxPodsSettings, NetworkLimits, max_pods, vpc_cni_limits};
+use super::max_pods::{MaxPodsSettings, NetworkLimits, max_pods, pod_eni_limit, vpc_cni_limits};
 use super::resources::{ResourceName, Resources};
 
 /// GPUs or Neuron devices of a type.
@@ -39,9 +39,15 @@ pub struct InstanceTypeInfo {
     pub gpu: Option<Accelerator>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neuron: Option<Accelerator>,
-    /// Total local NVMe instance storage, in GiB (0 when none).
+    /// Total local NVMe instance storage, in GB as EC2 reports it (0 when none).
     #[serde(default)]
     pub local_nvme_gib: u64,
+    /// NeuronCores over all Neuron devices (0 when none).
+    #[serde(default)]
+    pub neuron_cores: u32,
+    /// EFA interfaces the type can attach (0 when it does not support EFA).
+    #[serde(default)]
+    pub efa_interfaces: u32,
     /// `spot` and/or `on-demand`.
     pub usage_classes: Vec<String>,
     /// Availability zones of the region where the type is offered.
@@ -50,6 +56,33 @@ pub struct InstanceTypeInfo {
 
 /// Default root volume a node gets, which bounds its ephemeral storage (Karpenter's default is 20Gi).
 pub const DEFAULT_EPHEMERAL_STORAGE_BYTES: i64 = 20 << 30;
+
+/// Where a node's ephemeral storage lives, as its EC2NodeClass sets it up: the kubelet's volume, or the
+/// instance-store disks in RAID0 where the type has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EphemeralStorage {
+    /// Size of the volume the kubelet's root directory is on.
+    pub volume_bytes: i64,
+    /// `instanceStorePolicy: RAID0`: types with NVMe instance storage use all of it instead.
+    pub instance_store_raid0: bool,
+}
+
+impl Default for EphemeralStorage {
+    fn default() -> Self {
+        Self { volume_bytes: DEFAULT_EPHEMERAL_STORAGE_BYTES, instance_store_raid0: false }
+    }
+}
+
+impl EphemeralStorage {
+    /// The ephemeral-storage capacity of a node of `instance_type`.
+    pub fn bytes(&self, instance_type: &InstanceTypeInfo) -> i64 {
+        const GB: i64 = 1_000_000_000;
+        match i64::try_from(instance_type.local_nvme_gib) {
+            Ok(gb) if self.instance_store_raid0 && gb > 0 => gb.saturating_mul(GB),
+            _ => self.volume_bytes,
+        }
+    }
+}
 
 impl InstanceTypeInfo {
     /// Kubernetes' name of the architecture, if nodesmith can run on it.
@@ -141,20 +174,30 @@ impl InstanceTypeInfo {
 
     /// What the kubelet reports as capacity on an EKS AMI.
     pub fn capacity(&self, settings: MaxPodsSettings) -> Resources {
-        self.capacity_with(settings, &NodeOverhead::default())
+        self.capacity_with(settings, &NodeOverhead::default(), EphemeralStorage::default())
     }
 
-    pub fn capacity_with(&self, settings: MaxPodsSettings, overhead: &NodeOverhead) -> Resources {
+    /// Capacity as the kubelet and the device plugins of an EKS AMI report it (the GPU, Neuron, EFA and pod-ENI
+    /// plugins that Karpenter counts on AWS).
+    pub fn capacity_with(
+        &self,
+        settings: MaxPodsSettings,
+        overhead: &NodeOverhead,
+        storage: EphemeralStorage,
+    ) -> Resources {
         let memory = allocatable::memory_capacity_mib_with(self.memory_mib, overhead.vm_memory_overhead_percent);
         let mut capacity = Resources::ZERO
             .with(ResourceName::Cpu, i64::from(self.vcpus) * 1000)
             .with(ResourceName::Memory, mib(memory))
-            .with(ResourceName::EphemeralStorage, DEFAULT_EPHEMERAL_STORAGE_BYTES)
-            .with(ResourceName::Pods, i64::from(self.max_pods(settings)));
+            .with(ResourceName::EphemeralStorage, storage.bytes(self))
+            .with(ResourceName::Pods, i64::from(self.max_pods(settings)))
+            .with(ResourceName::Efa, i64::from(self.efa_interfaces))
+            .with(ResourceName::PodEni, i64::from(pod_eni_limit(&self.name).unwrap_or(0)));
         if let Some(gpu) = &self.gpu {
             let resource = match gpu.manufacturer.to_lowercase().as_str() {
                 "nvidia" => Some(ResourceName::NvidiaGpu),
                 "amd" => Some(ResourceName::AmdGpu),
+                "habana" => Some(ResourceName::Gaudi),
                 _ => None,
             };
             if let Some(resource) = resource {
@@ -163,17 +206,23 @@ impl InstanceTypeInfo {
         }
         if let Some(neuron) = &self.neuron {
             capacity.set(ResourceName::Neuron, i64::from(neuron.count));
+            capacity.set(ResourceName::NeuronCore, i64::from(self.neuron_cores));
         }
         capacity
     }
 
     /// Capacity less kube-reserved and the eviction threshold, on an EKS AMI: what pods can request.
     pub fn allocatable(&self, settings: MaxPodsSettings) -> Resources {
-        self.allocatable_with(settings, &NodeOverhead::default())
+        self.allocatable_with(settings, &NodeOverhead::default(), EphemeralStorage::default())
     }
 
-    pub fn allocatable_with(&self, settings: MaxPodsSettings, overhead: &NodeOverhead) -> Resources {
-        let capacity = self.capacity_with(settings, overhead);
+    pub fn allocatable_with(
+        &self,
+        settings: MaxPodsSettings,
+        overhead: &NodeOverhead,
+        storage: EphemeralStorage,
+    ) -> Resources {
+        let capacity = self.capacity_with(settings, overhead, storage);
         let pods = self.max_pods(settings);
         let kube_reserved = overhead.kube_reserved.unwrap_or_else(|| {
             Resources::ZERO
@@ -184,7 +233,7 @@ impl InstanceTypeInfo {
             Resources::ZERO
                 .with(ResourceName::Memory, mib(allocatable::EVICTION_THRESHOLD_MIB))
                 // The kubelet's default nodefs eviction threshold: 10% of the root volume.
-                .with(ResourceName::EphemeralStorage, DEFAULT_EPHEMERAL_STORAGE_BYTES / 10)
+                .with(ResourceName::EphemeralStorage, capacity.get(ResourceName::EphemeralStorage) / 10)
         });
         capacity - kube_reserved - overhead.system_reserved - eviction
     }
@@ -213,6 +262,8 @@ mod tests {
             gpu: None,
             neuron: None,
             local_nvme_gib: 0,
+            neuron_cores: 0,
+            efa_interfaces: 0,
             usage_classes: vec!["on-demand".into(), "spot".into()],
             zones: vec!["us-east-1a".into()],
         }
@@ -252,5 +303,32 @@ mod tests {
         t.gpu = Some(Accelerator { name: "A10G".into(), manufacturer: "NVIDIA".into(), count: 4, memory_mib: 91552 });
         assert_eq!(t.capacity(MaxPodsSettings::default()).get(ResourceName::NvidiaGpu), 4);
         assert_eq!(t.labels()["karpenter.k8s.aws/instance-gpu-name"], "a10g");
+    }
+
+    #[test]
+    fn device_plugin_resources_of_the_catalog_as_karpenter_counts_them() {
+        let types = crate::catalog::embedded_instance_types();
+        let capacity =
+            |name: &str| types.iter().find(|t| t.name == name).expect(name).capacity(MaxPodsSettings::default());
+        let of = |name: &str, resources: &[ResourceName]| {
+            resources.iter().map(|r| capacity(name).get(*r)).collect::<Vec<_>>()
+        };
+        use ResourceName::{Efa, Gaudi, Neuron, NeuronCore, NvidiaGpu, PodEni};
+        // Trainium: 16 devices of 2 cores, 8 EFA interfaces; p5: 8 H100 and 32 EFA; inf2.xlarge: no EFA.
+        assert_eq!(of("trn1.32xlarge", &[Neuron, NeuronCore, Efa]), [16, 32, 8]);
+        assert_eq!(of("p5.48xlarge", &[NvidiaGpu, Efa]), [8, 32]);
+        assert_eq!(of("inf2.xlarge", &[Neuron, NeuronCore, Efa]), [1, 2, 0]);
+        // No Gaudi type is offered in the snapshot's region: EC2 reports DL1's accelerators as Habana GPUs.
+        let mut dl1 = m5_large();
+        dl1.gpu = Some(Accelerator {
+            name: "Gaudi HL-205".into(),
+            manufacturer: "Habana".into(),
+            count: 8,
+            memory_mib: 32768,
+        });
+        assert_eq!(dl1.capacity(MaxPodsSettings::default()).get(Gaudi), 8);
+        // Branch ENIs of the VPC resource controller's table; t2 cannot trunk.
+        assert_eq!(of("m5.large", &[PodEni]), [9]);
+        assert_eq!(of("t2.medium", &[PodEni]), [0]);
     }
 }

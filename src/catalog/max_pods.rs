@@ -54,6 +54,29 @@ pub fn vpc_cni_limits(instance_type: &str) -> Option<(u32, u32)> {
         .copied()
 }
 
+/// Branch interfaces of the trunking-compatible types, from the VPC resource controller's table (see the file's
+/// header): the `vpc.amazonaws.com/pod-eni` a node offers to pods with security groups.
+const POD_ENI_LIMITS: &str = include_str!("pod-eni-limits.tsv");
+
+/// `vpc.amazonaws.com/pod-eni` of `instance_type`; None where it cannot trunk.
+pub fn pod_eni_limit(instance_type: &str) -> Option<u32> {
+    static TABLE: OnceLock<HashMap<&'static str, u32>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| {
+            POD_ENI_LIMITS
+                .lines()
+                .filter(|line| !line.starts_with('#'))
+                .skip(1)
+                .filter_map(|line| {
+                    let (name, branches) = line.split_once('\t')?;
+                    Some((name, branches.parse().ok()?))
+                })
+                .collect()
+        })
+        .get(instance_type)
+        .copied()
+}
+
 /// Addresses in one delegated /28 prefix.
 const IPS_PER_PREFIX: u32 = 16;
 /// AWS's recommended ceilings under prefix delegation: small types stop at 110, larger ones at 250.

@@ -6,7 +6,9 @@ use std::ops::{Add, AddAssign, Sub};
 
 use serde::{Deserialize, Serialize};
 
-/// The resources nodesmith accounts for. Memory and storage are bytes, CPU millicores, the rest counts.
+/// The resources nodesmith accounts for: those of the kubelet and every extended resource an EC2 instance type
+/// offers through the device plugins Karpenter knows on AWS, plus `nodes`, which only NodePool limits count (each
+/// node is one). Memory and storage are bytes, CPU millicores, the rest counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceName {
     Cpu,
@@ -16,11 +18,31 @@ pub enum ResourceName {
     NvidiaGpu,
     AmdGpu,
     Neuron,
+    NeuronCore,
+    Gaudi,
+    Efa,
+    PodEni,
+    Nodes,
 }
 
+/// How many resources `Resources` holds.
+pub const RESOURCE_COUNT: usize = ResourceName::ALL.len();
+
 impl ResourceName {
-    pub const ALL: [ResourceName; 7] =
-        [Self::Cpu, Self::Memory, Self::EphemeralStorage, Self::Pods, Self::NvidiaGpu, Self::AmdGpu, Self::Neuron];
+    pub const ALL: [ResourceName; 12] = [
+        Self::Cpu,
+        Self::Memory,
+        Self::EphemeralStorage,
+        Self::Pods,
+        Self::NvidiaGpu,
+        Self::AmdGpu,
+        Self::Neuron,
+        Self::NeuronCore,
+        Self::Gaudi,
+        Self::Efa,
+        Self::PodEni,
+        Self::Nodes,
+    ];
 
     /// The Kubernetes name of the resource.
     pub fn as_str(self) -> &'static str {
@@ -32,6 +54,11 @@ impl ResourceName {
             Self::NvidiaGpu => "nvidia.com/gpu",
             Self::AmdGpu => "amd.com/gpu",
             Self::Neuron => "aws.amazon.com/neuron",
+            Self::NeuronCore => "aws.amazon.com/neuroncore",
+            Self::Gaudi => "habana.ai/gaudi",
+            Self::Efa => "vpc.amazonaws.com/efa",
+            Self::PodEni => "vpc.amazonaws.com/pod-eni",
+            Self::Nodes => "nodes",
         }
     }
 
@@ -41,10 +68,10 @@ impl ResourceName {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Resources([i64; 7]);
+pub struct Resources([i64; RESOURCE_COUNT]);
 
 impl Resources {
-    pub const ZERO: Resources = Resources([0; 7]);
+    pub const ZERO: Resources = Resources([0; RESOURCE_COUNT]);
 
     pub fn get(&self, name: ResourceName) -> i64 {
         self.0[name as usize]

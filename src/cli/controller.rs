@@ -46,6 +46,10 @@ pub struct ControllerArgs {
     /// it replaces (a churn guard: Karpenter replaces for any saving, however small).
     #[arg(long, env = "CONSOLIDATION_MIN_SAVINGS_PERCENT", default_value_t = 5.0, value_parser = parse_percent)]
     pub consolidation_min_savings_percent: f64,
+    /// `Strict`: a pod that only fits a node with fewer distinct values than a NodePool's `minValues` stays
+    /// pending. `BestEffort`: it gets such a node, annotated `karpenter.sh/nodeclaim-min-values-relaxed`.
+    #[arg(long, env = "MIN_VALUES_POLICY", default_value = "Strict")]
+    pub min_values_policy: crate::scheduling::MinValuesPolicy,
 }
 
 fn parse_percent(text: &str) -> Result<f64, String> {
@@ -88,6 +92,7 @@ pub async fn run(args: &ControllerArgs, global: &GlobalArgs) -> Result<(), CliEr
             min_savings: args.consolidation_min_savings_percent / 100.0,
             ..crate::disruption::Settings::default()
         },
+        min_values_policy: args.min_values_policy,
     };
     controller::run(settings, std::sync::Arc::new(crate::cloud::AwsCloud::new(&sdk))).await?;
     Ok(())

@@ -247,6 +247,8 @@ fn default_nodepool(max_pods: MaxPodsSettings) -> NodePoolSpec {
         limits: None,
         max_pods,
         overhead: Default::default(),
+        ephemeral_storage: Default::default(),
+        min_values_policy: Default::default(),
     }
 }
 

@@ -81,6 +81,14 @@ fn from_ec2(t: &Ec2InstanceType, zones: &BTreeMap<String, BTreeSet<String>>) -> 
         count: count(d.count()),
         memory_mib: d.memory_info().and_then(|m| m.size_in_mib()).map_or(0, |m| m.max(0) as u64),
     });
+    let neuron_cores = t.neuron_info().map_or(0, |n| {
+        n.neuron_devices().iter().map(|d| count(d.count()) * count(d.core_info().and_then(|c| c.count()))).sum()
+    });
+    let efa_interfaces = if network.efa_supported().unwrap_or(false) {
+        count(network.efa_info().and_then(|e| e.maximum_efa_interfaces()))
+    } else {
+        0
+    };
     let storage = t.instance_storage_info();
     let nvme = storage.is_some_and(|s| s.nvme_support().is_some_and(|n| n.as_str() != "unsupported"));
     Some(InstanceTypeInfo {
@@ -95,6 +103,8 @@ fn from_ec2(t: &Ec2InstanceType, zones: &BTreeMap<String, BTreeSet<String>>) -> 
         network_bandwidth_mbps: (bandwidth_gbps * 1000.0).round() as u64,
         gpu,
         neuron,
+        neuron_cores,
+        efa_interfaces,
         local_nvme_gib: if nvme {
             storage.and_then(|s| s.total_size_in_gb()).map_or(0, |g| g.max(0) as u64)
         } else {

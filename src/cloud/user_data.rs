@@ -53,6 +53,9 @@ pub struct BootstrapSettings {
     pub max_pods: u32,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<NodeTaint>,
+    /// `instanceStorePolicy: RAID0`: the instance-store disks become one RAID0 volume for the kubelet, the
+    /// container runtime and pod logs (a type without instance store boots as usual).
+    pub instance_store_raid0: bool,
     /// The EC2NodeClass's own `userData`, merged in (AL2023, AL2) or prepended (Bottlerocket settings).
     pub custom: Option<String>,
 }
@@ -97,6 +100,7 @@ struct TemplateValues<'a> {
     node_labels_flag: String,
     kubelet_extra_args: String,
     bottlerocket_taints: BTreeMap<String, Vec<String>>,
+    instance_store_raid0: bool,
 }
 
 fn taint_flag_value(t: &NodeTaint) -> String {
@@ -142,6 +146,7 @@ pub fn render(settings: &BootstrapSettings) -> Result<String, UserDataError> {
         node_labels_flag: format!("--node-labels={labels_csv}"),
         kubelet_extra_args: extra_args.join(" "),
         bottlerocket_taints,
+        instance_store_raid0: settings.instance_store_raid0,
     };
     let template = match settings.family {
         AmiFamily::AL2023 => AL2023,
@@ -226,6 +231,7 @@ mod tests {
                 ("team".into(), "it's-ours".into()),
             ]),
             taints: vec![NodeTaint { key: "dedicated".into(), value: Some("gpu".into()), effect: "NoSchedule".into() }],
+            instance_store_raid0: true,
             custom: None,
         }
     }

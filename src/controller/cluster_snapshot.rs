@@ -18,6 +18,7 @@ use crate::apis::nodepool::NodePool;
 use crate::apis::scheduling_input::{
     anti_affinity_terms, daemonset_pod, existing_node, host_ports, nodepool, pod_requests,
 };
+use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
 use crate::names::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
 use crate::scheduling::{self, ExistingNode, Operator, PlacedPod, Requirement};
@@ -102,19 +103,20 @@ pub fn in_flight_capacity(ctx: &Context, claim: &NodeClaim, nominated: &Resource
     let (available, capacity) = if launched {
         (quantities_to_resources(&status.allocatable) - *nominated, quantities_to_resources(&status.capacity))
     } else {
-        let settings = ctx
-            .state
-            .nodeclass(&claim.spec.node_class_ref.name)
-            .map(|c| c.max_pods_settings(ctx.state.cni_prefix_delegation()))
-            .unwrap_or_default();
-        let options: Vec<_> = claim
+        let class = ctx.state.nodeclass(&claim.spec.node_class_ref.name);
+        let resources = |t: &InstanceTypeInfo| match &class {
+            Some(class) => class.node_resources(t, ctx.state.cni_prefix_delegation()),
+            None => (t.capacity(Default::default()), t.allocatable(Default::default())),
+        };
+        let options: Vec<(Resources, Resources)> = claim
             .requirement_values(INSTANCE_TYPE_LABEL)
             .unwrap_or_default()
             .iter()
             .filter_map(|t| ctx.instance_type(t))
+            .map(resources)
             .collect();
-        let largest = options.iter().fold(Resources::ZERO, |max, t| max.max(&t.capacity(settings)));
-        let smallest = options.iter().map(|t| t.allocatable(settings)).reduce(|a, b| a.min(&b));
+        let largest = options.iter().fold(Resources::ZERO, |max, (capacity, _)| max.max(capacity));
+        let smallest = options.iter().map(|(_, allocatable)| *allocatable).reduce(|a, b| a.min(&b));
         // What it was made for, or what has been planned onto it since, whichever is more.
         let held = quantities_to_resources(&claim.spec.resources.requests).max(nominated);
         let room = match smallest {
@@ -155,6 +157,8 @@ pub fn ready_nodepools(ctx: &Context) -> (Vec<scheduling::NodePoolSpec>, HashMap
         }
         match nodepool(&pool.name_any(), &pool.spec, class.max_pods_settings(cni_pd)) {
             Ok(mut spec) => {
+                spec.ephemeral_storage = class.ephemeral_storage();
+                spec.min_values_policy = ctx.settings.min_values_policy;
                 // Only zones where the EC2NodeClass has a subnet can be launched into.
                 let zones: Vec<&str> = class.status.iter().flat_map(|s| &s.subnets).map(|s| s.zone.as_str()).collect();
                 spec.requirements.push(Requirement::new(ZONE_LABEL, Operator::In, &zones));

@@ -341,10 +341,7 @@ fn ami_requirement_met(key: &str, operator: &str, values: Option<&[String]>, lab
 }
 
 fn ami_family(class: &EC2NodeClass) -> AmiFamily {
-    if let Some(alias) = class.spec.ami_selector_terms.iter().find_map(|t| t.alias.as_deref()) {
-        return AmiFamily::from_name(alias);
-    }
-    AmiFamily::from_name(class.spec.ami_family.as_deref().unwrap_or("AL2023"))
+    AmiFamily::from_name(class.ami_family_name())
 }
 
 fn bootstrap_settings(ctx: &Context, claim: &NodeClaim, class: &EC2NodeClass, max_pods: u32) -> BootstrapSettings {
@@ -375,6 +372,7 @@ fn bootstrap_settings(ctx: &Context, claim: &NodeClaim, class: &EC2NodeClass, ma
         max_pods,
         labels: claim.labels().clone(),
         taints,
+        instance_store_raid0: class.ephemeral_storage().instance_store_raid0,
         custom: class.spec.user_data.clone(),
     }
 }

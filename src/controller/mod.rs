@@ -22,6 +22,7 @@ pub mod state;
 pub mod termination;
 #[cfg(test)]
 pub mod testing;
+pub mod volume_topology;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +55,8 @@ pub struct Settings {
     pub namespace: String,
     /// How consolidation may act (spot-to-spot, the churn guard).
     pub disruption: crate::disruption::Settings,
+    /// Whether NodePool `minValues` are a hard rule (Strict) or relaxed where pods need it (BestEffort).
+    pub min_values_policy: crate::scheduling::MinValuesPolicy,
 }
 
 pub use crate::cloud::cluster::ClusterFacts;

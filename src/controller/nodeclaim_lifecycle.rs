@@ -221,7 +221,10 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
                 return Err(Error::Invalid(format!("launched unknown instance type {}", launched.instance_type)));
             };
             let class = ctx.state.nodeclass(&claim.spec.node_class_ref.name);
-            let settings = class.map(|c| c.max_pods_settings(ctx.state.cni_prefix_delegation())).unwrap_or_default();
+            let (capacity, allocatable) = match class {
+                Some(class) => class.node_resources(info, ctx.state.cni_prefix_delegation()),
+                None => (info.capacity(Default::default()), info.allocatable(Default::default())),
+            };
             let mut labels: BTreeMap<String, String> =
                 info.labels().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
             labels.insert(ZONE_LABEL.into(), launched.zone.clone());
@@ -234,8 +237,8 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
                 json!({
                     "providerID": launched.provider_id(),
                     "imageID": launched.image_id,
-                    "capacity": resource_quantities(&info.capacity(settings)),
-                    "allocatable": resource_quantities(&info.allocatable(settings)),
+                    "capacity": resource_quantities(&capacity),
+                    "allocatable": resource_quantities(&allocatable),
                     "conditions": conds,
                 }),
             )

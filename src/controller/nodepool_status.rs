@@ -1,7 +1,8 @@
 //! NodePool `status.nodes` and `status.resources` (the capacity of its nodes), as Karpenter keeps them: the
 //! columns `kubectl get nodepools` shows, and what `limits` are compared with; and the `Launchable` condition,
 //! which says when the pool's launches are being refused for a reason other than capacity (a denied permission,
-//! a bad parameter): those need a person, and the NodeClaims concerned back off rather than churn.
+//! a bad parameter): those need a person, and the NodeClaims concerned back off rather than churn; and the
+//! `ValidationSucceeded` condition, which says when the spec is one nodesmith cannot plan with.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,7 @@ use super::cluster_snapshot::quantities_to_resources;
 use super::{Context, Error, conditions};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
-use crate::apis::scheduling_input::resource_quantities;
+use crate::apis::scheduling_input::{nodepool as scheduling_nodepool, resource_quantities};
 use crate::catalog::resources::Resources;
 use crate::names::NODEPOOL_LABEL;
 
@@ -47,7 +48,9 @@ pub async fn update(ctx: &Context) -> Result<(), Error> {
         let status = pool.status.clone().unwrap_or_default();
         let mut conds = status.conditions.clone();
         let (launchable, reason, message) = launchable(failing.get(&pool.name_any()).map_or(&[], Vec::as_slice));
-        let conditions_changed = conditions::set(&mut conds, LAUNCHABLE, launchable, reason, &message);
+        let mut conditions_changed = conditions::set(&mut conds, LAUNCHABLE, launchable, reason, &message);
+        let (valid, reason, message) = validation(&pool);
+        conditions_changed |= conditions::set(&mut conds, VALIDATION_SUCCEEDED, valid, reason, &message);
         if status.nodes == Some(nodes) && status.resources == resources && !conditions_changed {
             continue;
         }
@@ -67,6 +70,17 @@ pub async fn update(ctx: &Context) -> Result<(), Error> {
 
 /// The NodePool condition type saying whether its launches go through.
 pub const LAUNCHABLE: &str = "Launchable";
+
+/// The NodePool condition type saying whether nodesmith can plan with the pool's spec (a limit on a resource it
+/// does not count, a requirement it cannot read): a pool it cannot read launches nothing, and says so here.
+pub const VALIDATION_SUCCEEDED: &str = "ValidationSucceeded";
+
+fn validation(pool: &NodePool) -> (bool, &'static str, String) {
+    match scheduling_nodepool(&pool.name_any(), &pool.spec, Default::default()) {
+        Ok(_) => (true, "Valid", String::new()),
+        Err(error) => (false, "Invalid", error.0),
+    }
+}
 
 /// Why the NodeClaim's latest launch was refused, when it was for a reason other than capacity (capacity errors
 /// re-plan elsewhere at once and say so on their own).
@@ -129,5 +143,30 @@ mod tests {
         assert_eq!(message, format!("NodeClaim a (and 1 other NodeClaim) cannot launch: {denied}"));
         assert_eq!(launchable(&failing[1..]).2, format!("NodeClaim d cannot launch: {denied}"));
         assert_eq!(launchable(&[]), (true, "Launchable", String::new()));
+    }
+
+    fn pool_with_limits(limits: serde_json::Value) -> NodePool {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "template": {"spec": {
+                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "d"},
+                    "requirements": [],
+                }},
+                "limits": limits,
+            },
+        }))
+        .expect("a NodePool")
+    }
+
+    #[test]
+    fn a_limit_on_a_resource_nodesmith_does_not_count_is_refused_by_name() {
+        let (valid, reason, message) = validation(&pool_with_limits(json!({"cpu": "100", "example.com/widget": "3"})));
+        assert!(!valid);
+        assert_eq!(reason, "Invalid");
+        assert!(message.contains("limits.example.com/widget"), "{message}");
+        let counted =
+            json!({"cpu": "100", "nodes": "5", "vpc.amazonaws.com/efa": "8", "aws.amazon.com/neuroncore": "64"});
+        assert_eq!(validation(&pool_with_limits(counted)), (true, "Valid", String::new()));
     }
 }

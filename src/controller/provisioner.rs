@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use super::cluster_snapshot::{daemonset_pods, existing_capacity, pending_pods, ready_nodepools};
 use super::nominations::Nominations;
 use super::state::Triggers;
+use super::volume_topology::{constrain, volume_requirements};
 use super::{Context, Error, events, launch, leader::Leadership, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::planned_nodeclaim;
@@ -131,9 +132,14 @@ async fn provision<'c>(
     let mut requests = Vec::with_capacity(pending.len());
     for pod in &pending {
         let Some(spec) = pod.spec.as_ref() else { continue };
-        match pod_request(&pods::key(pod), pod.labels(), spec) {
-            Ok(request) => requests.push(request),
-            Err(error) => publish_pod_event(ctx, pod, "FailedProvisioning", &error.0).await,
+        let request = pod_request(&pods::key(pod), pod.labels(), spec).map_err(|e| e.0);
+        let volumes = volume_requirements(pod, &ctx.state);
+        match (request, volumes) {
+            (Ok(mut request), Ok(volumes)) => {
+                constrain(&mut request, &volumes);
+                requests.push(request);
+            }
+            (Err(error), _) | (_, Err(error)) => publish_pod_event(ctx, pod, "FailedProvisioning", &error).await,
         }
     }
 

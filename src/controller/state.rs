@@ -8,8 +8,9 @@ use std::sync::Arc;
 use crate::apis::pod::Pod;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::runtime::reflector::{self, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -33,6 +34,10 @@ pub struct ClusterState {
     pub nodeclasses: Store<EC2NodeClass>,
     /// Read by disruption: a pod whose budget allows no eviction blocks its node.
     pub pdbs: Store<PodDisruptionBudget>,
+    /// Where pods' volumes let them run (`volume_topology`).
+    pub pvcs: Store<PersistentVolumeClaim>,
+    pub pvs: Store<PersistentVolume>,
+    pub storageclasses: Store<StorageClass>,
 }
 
 /// The change streams of the shared watches, one per consumer. Each must be polled for as long as the controller
@@ -175,7 +180,11 @@ impl ClusterState {
         let (daemonsets, []) = watch(Api::all(c.clone()), metadata_only);
         let (nodepools, []) = watch(Api::all(c.clone()), metadata_only);
         let (pdbs, []) = watch(Api::all(c.clone()), metadata_only);
-        let state = Self { pods, nodes, daemonsets, nodeclaims, nodepools, nodeclasses, pdbs };
+        let (pvcs, []) = watch(Api::all(c.clone()), metadata_only);
+        let (pvs, []) = watch(Api::all(c.clone()), metadata_only);
+        let (storageclasses, []) = watch(Api::all(c.clone()), metadata_only);
+        let state =
+            Self { pods, nodes, daemonsets, nodeclaims, nodepools, nodeclasses, pdbs, pvcs, pvs, storageclasses };
         let subscriptions = Subscriptions {
             provisioner: Triggers { pods: pod_changes, nodes: node_changes, nodeclaims: nodeclaim_changes },
             nodeclaims: nodeclaim_reconciles,
@@ -194,6 +203,9 @@ impl ClusterState {
             self.nodepools.wait_until_ready(),
             self.nodeclasses.wait_until_ready(),
             self.pdbs.wait_until_ready(),
+            self.pvcs.wait_until_ready(),
+            self.pvs.wait_until_ready(),
+            self.storageclasses.wait_until_ready(),
         );
     }
 

@@ -39,6 +39,9 @@ pub struct Objects {
     pub nodeclaims: Vec<NodeClaim>,
     pub nodepools: Vec<NodePool>,
     pub nodeclasses: Vec<EC2NodeClass>,
+    pub pvcs: Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    pub pvs: Vec<k8s_openapi::api::core::v1::PersistentVolume>,
+    pub storageclasses: Vec<k8s_openapi::api::storage::v1::StorageClass>,
 }
 
 impl Objects {
@@ -51,6 +54,9 @@ impl Objects {
             nodepools: store(self.nodepools),
             nodeclasses: store(self.nodeclasses),
             pdbs: store(vec![]),
+            pvcs: store(self.pvcs),
+            pvs: store(self.pvs),
+            storageclasses: store(self.storageclasses),
         }
     }
 }
@@ -78,6 +84,7 @@ pub fn settings() -> Settings {
         identity: "unit-test".into(),
         namespace: "nodesmith".into(),
         disruption: crate::disruption::Settings::default(),
+        min_values_policy: Default::default(),
     }
 }
 

@@ -53,6 +53,8 @@ fn pool_spec(name: &str, capacity_types: &[&str]) -> NodePoolSpec {
         limits: None,
         max_pods: Default::default(),
         overhead: Default::default(),
+        ephemeral_storage: Default::default(),
+        min_values_policy: Default::default(),
     }
 }
 

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
+use super::bitset::BitSet;
 use super::model::{PodRequest, Taint, Toleration};
-use super::options::{Catalog, Compat, Pool, apply_requirements, cached_compat, max_allocatable};
+use super::options::{Catalog, Compat, Pool, apply_requirements, cached_compat, distinct_values, max_allocatable};
 use super::requirements::Requirement;
 use crate::catalog::resources::{ResourceName, format_quantity};
 
@@ -50,6 +51,14 @@ pub(super) fn why_unschedulable(
                     format_quantity(resource, largest.get(resource)),
                 );
             }
+            let mut fitting = compat.types.clone();
+            fitting.retain(|t| pod.requests.fits_in(&pool.allocatable[t]));
+            if let Some((key, min)) = unmet_min_values(&fitting, pool, catalog) {
+                return format!(
+                    "NodePool {name}: the instance types that fit the pod have fewer than minValues {min} distinct \
+                     values of {key} (the controller's minValues policy is Strict)"
+                );
+            }
             if let Some(topology) = &topology {
                 return format!("NodePool {name}: {topology}");
             }
@@ -60,6 +69,17 @@ pub(super) fn why_unschedulable(
         })
         .collect();
     reasons.join("; ")
+}
+
+/// The first requirement of the pool whose `minValues` the types do not meet, where some types are left.
+fn unmet_min_values<'p>(types: &BitSet, pool: &'p Pool, catalog: &Catalog) -> Option<(&'p str, u32)> {
+    if types.is_empty() {
+        return None;
+    }
+    pool.spec.requirements.iter().find_map(|r| {
+        let min = r.min_values?;
+        (distinct_values(types, &r.key, catalog) < min as usize).then_some((r.key.as_str(), min))
+    })
 }
 
 fn untolerated<'t>(tolerations: &[Toleration], taints: &'t [Taint]) -> Option<&'t Taint> {

@@ -10,7 +10,9 @@ pub mod requirements;
 pub mod solver;
 pub mod topology;
 
-pub use model::{DaemonSetPod, ExistingNode, HostPort, NodePoolSpec, PlacedPod, PodRequest, Taint, Toleration};
+pub use model::{
+    DaemonSetPod, ExistingNode, HostPort, MinValuesPolicy, NodePoolSpec, PlacedPod, PodRequest, Taint, Toleration,
+};
 pub use plan::{NewNode, Plan, UnschedulablePod};
 pub use requirements::{Operator, Requirement};
 pub use solver::{Prepared, PreparedCatalog, SchedulingInput, solve, solve_on, solve_prepared};

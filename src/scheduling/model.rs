@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::requirements::Requirement;
 use super::topology::{PodAffinityTerm, PreferredPodTerm, TopologySpread};
 use crate::catalog::allocatable::NodeOverhead;
+use crate::catalog::instance_type::EphemeralStorage;
 use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::resources::Resources;
 
@@ -165,6 +166,34 @@ pub struct NodePoolSpec {
     /// otherwise).
     #[serde(default)]
     pub overhead: NodeOverhead,
+    /// Where its nodes' ephemeral storage lives (the EC2NodeClass's root volume or instance store).
+    #[serde(default)]
+    pub ephemeral_storage: EphemeralStorage,
+    /// What happens when its requirements' `minValues` cannot be met (the controller's `--min-values-policy`).
+    #[serde(default)]
+    pub min_values_policy: MinValuesPolicy,
+}
+
+/// Karpenter's `MIN_VALUES_POLICY`: whether `minValues` is a hard rule or a wish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MinValuesPolicy {
+    /// A pod that only fits a node with fewer distinct values than `minValues` stays pending, and says why.
+    #[default]
+    Strict,
+    /// Such a pod still gets a node, with as many distinct values as it allows; the NodeClaim is annotated
+    /// `karpenter.sh/nodeclaim-min-values-relaxed: "true"`.
+    BestEffort,
+}
+
+impl std::str::FromStr for MinValuesPolicy {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "Strict" => Ok(Self::Strict),
+            "BestEffort" => Ok(Self::BestEffort),
+            _ => Err(format!("{text:?} is not a minValues policy: Strict or BestEffort")),
+        }
+    }
 }
 
 /// A node that exists or is being launched: what is still free on it, and the pods on it.

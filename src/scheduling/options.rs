@@ -131,10 +131,17 @@ pub(super) const EFFICIENCY_SLACK: f64 = 0.15;
 
 pub(super) fn prepare_pool<'a>(spec: &'a NodePoolSpec, catalog: &Catalog, input: &SchedulingInput) -> Pool<'a> {
     let n = catalog.types.len();
-    let capacity: Vec<Resources> =
-        catalog.types.iter().map(|t| t.capacity_with(spec.max_pods, &spec.overhead)).collect();
-    let mut allocatable: Vec<Resources> =
-        catalog.types.iter().map(|t| t.allocatable_with(spec.max_pods, &spec.overhead)).collect();
+    // Each node is one of `nodes`, which the pool's limits may count.
+    let capacity: Vec<Resources> = catalog
+        .types
+        .iter()
+        .map(|t| t.capacity_with(spec.max_pods, &spec.overhead, spec.ephemeral_storage).with(ResourceName::Nodes, 1))
+        .collect();
+    let mut allocatable: Vec<Resources> = catalog
+        .types
+        .iter()
+        .map(|t| t.allocatable_with(spec.max_pods, &spec.overhead, spec.ephemeral_storage))
+        .collect();
 
     let mut custom: BTreeMap<String, Vec<String>> =
         spec.labels.iter().map(|(k, v)| (k.clone(), vec![v.clone()])).collect();
@@ -172,7 +179,7 @@ pub(super) fn existing_usage(spec: &NodePoolSpec, input: &SchedulingInput) -> Re
         .existing
         .iter()
         .filter(|n| n.nodepool.as_deref() == Some(spec.name.as_str()))
-        .fold(Resources::ZERO, |sum, n| sum + n.capacity)
+        .fold(Resources::ZERO, |sum, n| sum + n.capacity.with(ResourceName::Nodes, 1))
 }
 
 /// Keys whose value comes from the instance type or its offering.
@@ -254,8 +261,22 @@ fn efficient_types(compat: &Compat, pool: &Pool, catalog: &Catalog) -> BitSet {
 }
 
 /// `node` ∧ `pod` within `zone_mask` × `ct_mask`, keeping only types that hold `used` and keep the pool's
-/// `minValues`.
+/// `minValues` as far as `node` keeps them (all of it, unless a BestEffort pool relaxed it for `node`).
 pub(super) fn narrow(
+    node: &Compat,
+    pod: &Compat,
+    used: &Resources,
+    zone_mask: u64,
+    ct_mask: u8,
+    pool: &Pool,
+    catalog: &Catalog,
+) -> Option<Compat> {
+    narrow_ignoring_min_values(node, pod, used, zone_mask, ct_mask, pool, catalog)
+        .filter(|narrowed| min_values_kept(&narrowed.types, &node.types, pool, catalog))
+}
+
+/// `narrow` without the `minValues` check: where a BestEffort pool relaxes them.
+pub(super) fn narrow_ignoring_min_values(
     node: &Compat,
     pod: &Compat,
     used: &Resources,
@@ -280,21 +301,36 @@ pub(super) fn narrow(
     }
     let mut types = node.types.and(&pod.types);
     types.retain(|t| used.fits_in(&pool.allocatable[t]) && catalog.viable(t, zones, cts));
-    if types.is_empty() || !min_values_hold(&types, pool, catalog) {
+    if types.is_empty() {
         return None;
     }
     Some(Compat { efficient: BitSet::empty(types.len_bits()), types, zones, cts, custom })
 }
 
+/// Every `minValues` of the pool holds among `types`.
 pub(super) fn min_values_hold(types: &BitSet, pool: &Pool, catalog: &Catalog) -> bool {
+    pool.spec
+        .requirements
+        .iter()
+        .all(|r| r.min_values.is_none_or(|min| distinct_values(types, &r.key, catalog) >= min as usize))
+}
+
+/// Narrowing `before` to `after` leaves every `minValues` of the pool as met as it was: met, or (relaxed) no
+/// fewer distinct values than before.
+fn min_values_kept(after: &BitSet, before: &BitSet, pool: &Pool, catalog: &Catalog) -> bool {
     pool.spec.requirements.iter().all(|r| {
         let Some(min) = r.min_values else { return true };
-        let mut values: Vec<&str> =
-            types.iter().filter_map(|t| catalog.labels[t].get(r.key.as_str()).map(String::as_str)).collect();
-        values.sort_unstable();
-        values.dedup();
-        values.len() >= min as usize
+        let left = distinct_values(after, &r.key, catalog);
+        left >= min as usize || left >= distinct_values(before, &r.key, catalog)
     })
+}
+
+/// How many distinct values of `key` the types carry.
+pub(super) fn distinct_values(types: &BitSet, key: &str, catalog: &Catalog) -> usize {
+    let mut values: Vec<&str> = types.iter().filter_map(|t| catalog.labels[t].get(key).map(String::as_str)).collect();
+    values.sort_unstable();
+    values.dedup();
+    values.len()
 }
 
 pub(super) fn max_allocatable(types: &BitSet, pool: &Pool) -> Resources {

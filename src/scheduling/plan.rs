@@ -42,6 +42,9 @@ pub struct NewNode {
     pub capacity_types: Vec<CapacityType>,
     /// Labels the node will carry beyond its instance type's: the NodePool's, zone and capacity type.
     pub labels: BTreeMap<String, String>,
+    /// Its NodePool's `minValues` were relaxed for it (BestEffort): its options have fewer distinct values.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub min_values_relaxed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -10,7 +10,7 @@ use super::plan::NewNode;
 use super::solver::{Pass, PlannedNode, SchedulingInput, solve_with, solve_with_catalog};
 use super::topology::PodTopology;
 use crate::catalog::instance_type::InstanceTypeInfo;
-use crate::catalog::resources::{ResourceName, Resources};
+use crate::catalog::resources::{RESOURCE_COUNT, ResourceName, Resources};
 
 /// Re-plans only pools of this many pods or fewer: each try is a few solves of the pool's pods.
 const REPACK_MAX_PODS: usize = 50_000;
@@ -357,9 +357,9 @@ fn fill_node(capacity: &Resources, requests: &[Resources], left: &[usize]) -> Ve
             c => amount.get(r) as f64 / c as f64,
         })
     };
-    let norm = |v: &[f64; 7]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let norm = |v: &[f64; RESOURCE_COUNT]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
     // Each shape's share of the node, and its length, once per node.
-    let shape_shares: Vec<([f64; 7], f64)> = requests
+    let shape_shares: Vec<([f64; RESOURCE_COUNT], f64)> = requests
         .iter()
         .map(|r| {
             let v = shares(r);

@@ -6,10 +6,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::explain::why_unschedulable;
-use super::model::{DaemonSetPod, ExistingNode, HostPort, NodePoolSpec, PodRequest, ports_conflict, tolerates_all};
+use super::model::{
+    DaemonSetPod, ExistingNode, HostPort, MinValuesPolicy, NodePoolSpec, PodRequest, ports_conflict, tolerates_all,
+};
 use super::options::{
-    Catalog, Compat, ON_DEMAND, Pool, SPOT, cached_compat, capacity_type_bit, max_allocatable, max_capacity, narrow,
-    prepare_pool,
+    Catalog, Compat, ON_DEMAND, Pool, SPOT, cached_compat, capacity_type_bit, max_allocatable, max_capacity,
+    min_values_hold, narrow, narrow_ignoring_min_values, prepare_pool,
 };
 use super::plan::{NewNode, Plan, UnschedulablePod};
 use super::repack::{repack_by_shape, right_size};
@@ -49,6 +51,8 @@ pub(super) struct PlannedNode {
     host: HostState,
     /// The node group of a `Pass::Bins` solve; 0 otherwise.
     bin: usize,
+    /// Its pool's `minValues` do not all hold (BestEffort).
+    min_values_relaxed: bool,
 }
 
 /// What hostname topology needs of a node: pods per group on it, the anti-affinity groups of its pods, and the
@@ -613,14 +617,25 @@ fn new_node(
         // gets them.
         let mut efficient = start.clone();
         efficient.types = start.types.and(&compat.efficient);
+        // A new node starts with every `minValues` met; a BestEffort pool relaxes them only where the pod fits no
+        // node that meets them.
+        let meets_min_values = |c: Option<Compat>| c.filter(|c| min_values_hold(&c.types, pool, catalog));
         let efficient = if grow_efficiently {
-            narrow(&efficient, &pool.base, &pod.requests, zones, cts, pool, catalog)
+            meets_min_values(narrow(&efficient, &pool.base, &pod.requests, zones, cts, pool, catalog))
         } else {
             None
         };
-        let Some(narrowed) = efficient.or_else(|| narrow(&start, &pool.base, &pod.requests, zones, cts, pool, catalog))
-        else {
-            continue;
+        let narrowed = efficient
+            .or_else(|| meets_min_values(narrow(&start, &pool.base, &pod.requests, zones, cts, pool, catalog)));
+        let (narrowed, min_values_relaxed) = match narrowed {
+            Some(narrowed) => (narrowed, false),
+            None if pool.spec.min_values_policy == MinValuesPolicy::BestEffort => {
+                match narrow_ignoring_min_values(&start, &pool.base, &pod.requests, zones, cts, pool, catalog) {
+                    Some(narrowed) => (narrowed, true),
+                    None => continue,
+                }
+            }
+            None => continue,
         };
         // Count the largest type it may become against the limits, as it may become it.
         let largest = max_capacity(&narrowed.types, pool);
@@ -639,6 +654,7 @@ fn new_node(
             pods: vec![pod_index],
             host,
             bin: 0,
+            min_values_relaxed,
         });
     }
     None
@@ -688,6 +704,7 @@ fn finish(node: &PlannedNode, pools: &[Pool], catalog: &Catalog, pods: &[PodRequ
             .filter(|ct| node.compat.cts & capacity_type_bit(*ct) != 0)
             .collect(),
         labels,
+        min_values_relaxed: node.min_values_relaxed,
     })
 }
 

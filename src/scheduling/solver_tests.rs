@@ -50,6 +50,8 @@ pub(super) fn pool(name: &str) -> NodePoolSpec {
         limits: None,
         max_pods: Default::default(),
         overhead: Default::default(),
+        ephemeral_storage: Default::default(),
+        min_values_policy: Default::default(),
     }
 }
 
@@ -268,6 +270,100 @@ fn limits_stop_new_nodes_and_say_so() {
     assert!(capacity_cpu <= 8000, "{capacity_cpu}m planned");
     assert!(!plan.unschedulable.is_empty());
     assert!(plan.unschedulable.iter().all(|u| u.reason.contains("limits")), "{:?}", plan.unschedulable);
+}
+
+#[test]
+fn a_limit_on_nodes_counts_existing_and_planned_nodes() {
+    let mut fixture = Fixture::new(general_purpose());
+    let mut limited = pool("default");
+    limited.limits = Some(unlimited().with(ResourceName::Nodes, 3));
+    fixture.existing.push(ExistingNode {
+        name: "running".into(),
+        labels: BTreeMap::new(),
+        taints: vec![],
+        available: Resources::ZERO,
+        capacity: fixture.find("m5.large").capacity(Default::default()),
+        nodepool: Some("default".into()),
+        pods: vec![],
+    });
+    // Each pod needs a node of its own: two fit under the limit beside the running one.
+    let pods: Vec<PodRequest> = (0..5).map(|i| pod(&format!("default/p{i}"), 60_000, GI)).collect();
+    let plan = fixture.solve(&pods, &[limited]);
+    assert_eq!(plan.new_nodes.len(), 2, "{:?}", plan.new_nodes);
+    assert_eq!(plan.unschedulable.len(), 3);
+    assert!(plan.unschedulable.iter().all(|u| u.reason.contains("limits")), "{:?}", plan.unschedulable);
+}
+
+fn unlimited() -> Resources {
+    ResourceName::ALL.into_iter().fold(Resources::ZERO, |r, name| r.with(name, i64::MAX / 2))
+}
+
+#[test]
+fn extended_resources_go_only_to_types_that_offer_them() {
+    let fixture = Fixture::new(types_of(&["m5", "c5n", "trn1", "inf2"]));
+    let wants = |id: &str, resource: ResourceName, count: i64| {
+        let mut p = pod(id, 1000, GI);
+        p.requests.set(resource, count);
+        p
+    };
+    let pods = [
+        wants("default/efa", ResourceName::Efa, 1),
+        wants("default/cores", ResourceName::NeuronCore, 4),
+        wants("default/pod-eni", ResourceName::PodEni, 1),
+    ];
+    let mut any_arch = pool("default");
+    any_arch.requirements.clear();
+    let plan = fixture.solve(&pods, &[any_arch]);
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    for node in &plan.new_nodes {
+        for option in &node.instance_type_options {
+            let capacity = fixture.find(option).capacity(Default::default());
+            assert!(node.requests.fits_in(&capacity), "{option} lacks what {:?} ask", node.pods);
+        }
+    }
+    let family_of = |id: &str| {
+        let node = plan.new_nodes.iter().find(|n| n.pods.iter().any(|p| p == id)).expect("planned");
+        node.instance_type.split('.').next().unwrap_or_default().to_string()
+    };
+    assert!(["c5n", "trn1"].contains(&family_of("default/efa").as_str()), "{}", family_of("default/efa"));
+    assert!(["trn1", "inf2"].contains(&family_of("default/cores").as_str()));
+
+    // A pool without EFA types cannot take the EFA pod, and says which resource is missing.
+    let mut no_efa = pool("default");
+    no_efa.requirements.push(Requirement::new("karpenter.k8s.aws/instance-family", Operator::In, &["m5"]));
+    let plan = fixture.solve(&pods[..1], &[no_efa]);
+    assert_eq!(plan.unschedulable.len(), 1);
+    assert!(plan.unschedulable[0].reason.contains("vpc.amazonaws.com/efa"), "{:?}", plan.unschedulable);
+}
+
+#[test]
+fn best_effort_relaxes_min_values_only_for_a_pod_that_needs_it() {
+    let fixture = Fixture::new(general_purpose());
+    let mut diverse = pool("default");
+    diverse.requirements.push(Requirement {
+        min_values: Some(3),
+        ..Requirement::new("karpenter.k8s.aws/instance-family", Operator::Exists, &[])
+    });
+    // Only r5 offers this much memory per CPU among these families at this size: one family.
+    let mut big = pod("default/big", 2000, 600 * GI);
+    big.requirements = vec![Requirement::new("karpenter.k8s.aws/instance-family", Operator::In, &["r5", "m5"])];
+    let small = pod("default/small", 500, GI);
+    let strict = fixture.solve(&[big.clone(), small.clone()], std::slice::from_ref(&diverse));
+    assert_eq!(strict.unschedulable.len(), 1, "{:?}", strict.unschedulable);
+    assert_eq!(strict.unschedulable[0].pod, "default/big");
+    let reason = &strict.unschedulable[0].reason;
+    assert!(reason.contains("fewer than minValues 3 distinct values of karpenter.k8s.aws/instance-family"), "{reason}");
+    assert!(strict.new_nodes.iter().all(|n| !n.min_values_relaxed));
+
+    diverse.min_values_policy = super::model::MinValuesPolicy::BestEffort;
+    let relaxed = fixture.solve(&[big, small], &[diverse]);
+    assert!(relaxed.unschedulable.is_empty(), "{:?}", relaxed.unschedulable);
+    let node_of = |id: &str| relaxed.new_nodes.iter().find(|n| n.pods.iter().any(|p| p == id)).expect("planned");
+    assert!(node_of("default/big").min_values_relaxed);
+    let small_node = node_of("default/small");
+    if !small_node.pods.iter().any(|p| p == "default/big") {
+        assert!(!small_node.min_values_relaxed, "a pod that fits three families keeps them");
+    }
 }
 
 #[test]

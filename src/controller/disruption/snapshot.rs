@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 
+use super::super::volume_topology::{constrain, volume_requirements};
 use super::super::{Context, cluster_snapshot, conditions, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::{ConsolidationPolicy, DisruptionReason, NodePool};
@@ -203,15 +204,20 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         for pod in bound.iter().filter(|p| pods::is_evictable(p)) {
             let Some(spec) = pod.spec.as_ref() else { continue };
             let key = pods::key(pod);
-            match pod_request(&key, pod.labels(), spec) {
-                Ok(request) => movable_pods.push(MovablePod {
-                    request,
-                    blocker: blocker(pod, &pdb_refs),
-                    eviction_cost: eviction_cost(pod),
-                }),
-                Err(error) => movable_pods.push(MovablePod {
+            // A pod moves only where its volumes can follow (an EBS volume stays in its zone).
+            let request = pod_request(&key, pod.labels(), spec).map_err(|e| e.0);
+            match (request, volume_requirements(pod, &ctx.state)) {
+                (Ok(mut request), Ok(volumes)) => {
+                    constrain(&mut request, &volumes);
+                    movable_pods.push(MovablePod {
+                        request,
+                        blocker: blocker(pod, &pdb_refs),
+                        eviction_cost: eviction_cost(pod),
+                    })
+                }
+                (Err(error), _) | (_, Err(error)) => movable_pods.push(MovablePod {
                     request: crate::scheduling::PodRequest::new(&key, Default::default()),
-                    blocker: Some(format!("its spec cannot be read: {}", error.0)),
+                    blocker: Some(format!("it cannot be placed again: {error}")),
                     eviction_cost: eviction_cost(pod),
                 }),
             }

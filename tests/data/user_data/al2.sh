@@ -5,4 +5,5 @@ exec > >(tee /var/log/user-data.log | logger -t user-data -s 2>/dev/console) 2>&
   --b64-cluster-ca 'Q0EK' \
   --dns-cluster-ip '10.100.0.10' \
   --use-max-pods false \
+  --local-disks raid0 \
   --kubelet-extra-args '--node-labels=karpenter.sh/nodepool=default,team=it'\''s-ours --max-pods=110 --register-with-taints=dedicated=gpu:NoSchedule'
