@@ -23,7 +23,13 @@ const HOSTNAME: &str = "kubernetes.io/hostname";
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn kube_scheduler_binds_every_pod_where_the_plan_put_room_for_it_around_running_pods() -> Result<()> {
-    let test = ControllerTest::with_simple_pool("ctl-topology").await?;
+    // General-purpose types under 32 vCPUs: none has EFA (in c and m, c5n.9xlarge is the smallest that has).
+    let test = ControllerTest::new("ctl-topology").await?;
+    let mut requirements = on_demand_general_purpose();
+    if let Some(list) = requirements.as_array_mut() {
+        list.push(json!({"key": "karpenter.k8s.aws/instance-cpu", "operator": "Lt", "values": ["32"]}));
+    }
+    nodeclass_and_pool(&test.sandbox, &test.name, requirements, "1000").await?;
     test.start_controller()?;
     test.run(async |t| running_pods_story(&t.sandbox, &t.namespace, &t.name).await).await
 }
@@ -132,9 +138,14 @@ async fn running_pods_story(sandbox: &Sandbox, namespace: &str, test: &str) -> R
     let orphan = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         term(HOSTNAME, json!({"app": "nobody"}))]}}});
     deployment_of(&apps, test, "orphan", 1, json!({"app": "orphan"}), orphan).await?;
-    // - a pod whose volume lives in us-east-1b (a bound claim; the volume's node affinity names the zone);
+    // - a pod whose volume lives in us-east-1b (a bound claim; the volume's node affinity names the zone), too
+    //   large for the room left on any running node, so it needs a node of its own in that zone;
     let claim = zonal_claim(sandbox, namespace, test, "us-east-1b").await?;
-    let with_volume = json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]});
+    let with_volume = json!({
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+        "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                        "resources": {"requests": {"cpu": "1500m", "memory": "1Gi"}}}],
+    });
     deployment_of(&apps, test, "zonal", 1, json!({"app": "zonal"}), with_volume).await?;
     // - and one that asks for an EFA interface, which no type of the pool has.
     let efa = json!({"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
