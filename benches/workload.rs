@@ -142,6 +142,7 @@ pub fn fake_instance_types() -> Workload {
                 local_nvme_gib: 0,
                 neuron_cores: 0,
                 efa_interfaces: 0,
+                ebs_volume_limit: 25,
                 usage_classes: vec!["spot".into(), "on-demand".into()],
                 zones: ZONES.iter().map(|z| z.to_string()).collect(),
             }

@@ -269,14 +269,15 @@ pub fn pod_requests(spec: &PodSpec) -> Result<Resources, ConversionError> {
 }
 
 /// The first resource a container of the pod asks for (by request or limit, not zero) that no node nodesmith
-/// launches offers: an extended resource of a device plugin it does not know, hugepages, `nodes`.
+/// launches offers: an extended resource of a device plugin it does not know, hugepages, or a name that is not a
+/// container resource (`nodes`).
 fn unoffered_request(spec: &PodSpec) -> Option<String> {
     let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
     let asked = containers.filter_map(|c| c.resources.as_ref()).flat_map(|r| {
         let requests = r.requests.iter().flat_map(|l| l.iter());
         requests.chain(r.limits.iter().flat_map(|l| l.iter()))
     });
-    let offered = |name: &str| ResourceName::from_kubernetes(name).is_some_and(|r| r != ResourceName::Nodes);
+    let offered = |name: &str| ResourceName::from_kubernetes(name).is_some_and(ResourceName::is_node_resource);
     let zero = |quantity: &Quantity| parse_quantity(&quantity.0, ResourceName::Pods) == Ok(0);
     asked.filter(|(name, quantity)| !offered(name) && !zero(quantity)).map(|(name, _)| name.clone()).next()
 }
@@ -318,8 +319,8 @@ fn quantities<'a>(
 pub fn resource_quantities(resources: &Resources) -> BTreeMap<String, Quantity> {
     ResourceName::ALL
         .into_iter()
-        // `nodes` is a count for NodePool limits, not a resource a node reports.
-        .filter(|&name| name != ResourceName::Nodes && resources.get(name) != 0)
+        // `nodes` counts for NodePool limits and attachable volumes are in CSINode: neither is in a Node's status.
+        .filter(|&name| name.is_node_resource() && resources.get(name) != 0)
         .map(|name| (name.as_str().to_string(), Quantity(kubernetes_quantity(name, resources.get(name)))))
         .collect()
 }
@@ -399,6 +400,10 @@ pub fn nodepool(
 
 /// A Node as capacity the scheduler may use: its allocatable, labels and taints. The pods already on it are not
 /// known here (the cluster snapshot adds them), so it counts as empty.
+/// Room for volume attachments on a node whose attachments nodesmith does not track: never the reason a pod
+/// does not fit there.
+const UNKNOWN_ATTACHMENTS: i64 = 1 << 20;
+
 pub fn existing_node(node: &Node) -> Result<ExistingNode, ConversionError> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let status = node.status.as_ref();
@@ -406,12 +411,14 @@ pub fn existing_node(node: &Node) -> Result<ExistingNode, ConversionError> {
         quantities(status.and_then(|s| s.allocatable.as_ref()).into_iter().flatten(), &format!("node {name}"))?;
     let capacity = quantities(status.and_then(|s| s.capacity.as_ref()).into_iter().flatten(), &format!("node {name}"))?;
     let labels = node.metadata.labels.clone().unwrap_or_default();
+    // Its free EBS attachments are in CSINode, which is not read: kube-scheduler, which reads it, decides there.
+    let available = allocatable.with(ResourceName::EbsVolumes, UNKNOWN_ATTACHMENTS);
     Ok(ExistingNode {
         nodepool: labels.get("karpenter.sh/nodepool").cloned(),
         pods: Vec::new(),
         name,
         taints: node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().map(taint).collect(),
-        available: allocatable,
+        available,
         capacity,
         labels,
     })

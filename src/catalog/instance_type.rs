@@ -48,6 +48,9 @@ pub struct InstanceTypeInfo {
     /// EFA interfaces the type can attach (0 when it does not support EFA).
     #[serde(default)]
     pub efa_interfaces: u32,
+    /// EBS volumes a node can attach for pods (see `cloud::instance_types::ebs_volume_limit`).
+    #[serde(default)]
+    pub ebs_volume_limit: u32,
     /// `spot` and/or `on-demand`.
     pub usage_classes: Vec<String>,
     /// Availability zones of the region where the type is offered.
@@ -192,7 +195,8 @@ impl InstanceTypeInfo {
             .with(ResourceName::EphemeralStorage, storage.bytes(self))
             .with(ResourceName::Pods, i64::from(self.max_pods(settings)))
             .with(ResourceName::Efa, i64::from(self.efa_interfaces))
-            .with(ResourceName::PodEni, i64::from(pod_eni_limit(&self.name).unwrap_or(0)));
+            .with(ResourceName::PodEni, i64::from(pod_eni_limit(&self.name).unwrap_or(0)))
+            .with(ResourceName::EbsVolumes, i64::from(self.ebs_volume_limit));
         if let Some(gpu) = &self.gpu {
             let resource = match gpu.manufacturer.to_lowercase().as_str() {
                 "nvidia" => Some(ResourceName::NvidiaGpu),
@@ -264,6 +268,7 @@ mod tests {
             local_nvme_gib: 0,
             neuron_cores: 0,
             efa_interfaces: 0,
+            ebs_volume_limit: 25,
             usage_classes: vec!["on-demand".into(), "spot".into()],
             zones: vec!["us-east-1a".into()],
         }

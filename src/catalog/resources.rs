@@ -7,8 +7,9 @@ use std::ops::{Add, AddAssign, Sub};
 use serde::{Deserialize, Serialize};
 
 /// The resources nodesmith accounts for: those of the kubelet and every extended resource an EC2 instance type
-/// offers through the device plugins Karpenter knows on AWS, plus `nodes`, which only NodePool limits count (each
-/// node is one). Memory and storage are bytes, CPU millicores, the rest counts.
+/// offers through the device plugins Karpenter knows on AWS; `nodes`, which only NodePool limits count (each
+/// node is one); and the EBS volumes a node can attach, which pods use through their claims (the EBS CSI driver
+/// reports it in CSINode, not in the Node). Memory and storage are bytes, CPU millicores, the rest counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceName {
     Cpu,
@@ -23,13 +24,14 @@ pub enum ResourceName {
     Efa,
     PodEni,
     Nodes,
+    EbsVolumes,
 }
 
 /// How many resources `Resources` holds.
 pub const RESOURCE_COUNT: usize = ResourceName::ALL.len();
 
 impl ResourceName {
-    pub const ALL: [ResourceName; 12] = [
+    pub const ALL: [ResourceName; 13] = [
         Self::Cpu,
         Self::Memory,
         Self::EphemeralStorage,
@@ -42,6 +44,7 @@ impl ResourceName {
         Self::Efa,
         Self::PodEni,
         Self::Nodes,
+        Self::EbsVolumes,
     ];
 
     /// The Kubernetes name of the resource.
@@ -59,7 +62,13 @@ impl ResourceName {
             Self::Efa => "vpc.amazonaws.com/efa",
             Self::PodEni => "vpc.amazonaws.com/pod-eni",
             Self::Nodes => "nodes",
+            Self::EbsVolumes => "attachable-volumes-csi-ebs.csi.aws.com",
         }
+    }
+
+    /// A resource a Node reports in its capacity and allocatable, and a container may request.
+    pub fn is_node_resource(self) -> bool {
+        !matches!(self, Self::Nodes | Self::EbsVolumes)
     }
 
     pub fn from_kubernetes(name: &str) -> Option<Self> {

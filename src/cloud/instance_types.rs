@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{
-    ArchitectureType, InstanceTypeInfo as Ec2InstanceType, LocationType, UsageClassType, VirtualizationType,
+    ArchitectureType, AttachmentLimitType, InstanceTypeInfo as Ec2InstanceType, LocationType, UsageClassType,
+    VirtualizationType,
 };
 
 use super::error::CloudError;
@@ -90,6 +91,7 @@ fn from_ec2(t: &Ec2InstanceType, zones: &BTreeMap<String, BTreeSet<String>>) -> 
         0
     };
     let storage = t.instance_storage_info();
+    let ebs_volume_limit = ebs_volume_limit(t);
     let nvme = storage.is_some_and(|s| s.nvme_support().is_some_and(|n| n.as_str() != "unsupported"));
     Some(InstanceTypeInfo {
         architectures,
@@ -105,6 +107,7 @@ fn from_ec2(t: &Ec2InstanceType, zones: &BTreeMap<String, BTreeSet<String>>) -> 
         neuron,
         neuron_cores,
         efa_interfaces,
+        ebs_volume_limit,
         local_nvme_gib: if nvme {
             storage.and_then(|s| s.total_size_in_gb()).map_or(0, |g| g.max(0) as u64)
         } else {
@@ -119,6 +122,21 @@ fn from_ec2(t: &Ec2InstanceType, zones: &BTreeMap<String, BTreeSet<String>>) -> 
         zones: zones.get(&name).map(|z| z.iter().cloned().collect()).unwrap_or_default(),
         name,
     })
+}
+
+/// EBS volumes a node of the type can attach for pods, as the EBS CSI driver reckons it: EC2's maximum EBS
+/// attachments less the root volume, and where the limit is shared (Nitro) less the NVMe instance-store disks.
+/// (The driver also takes off ENIs attached after the first and some accelerators; those vary per node.)
+fn ebs_volume_limit(t: &Ec2InstanceType) -> u32 {
+    let Some(ebs) = t.ebs_info() else { return 0 };
+    let maximum = count(ebs.maximum_ebs_attachments());
+    let shared = !matches!(ebs.attachment_limit_type(), Some(AttachmentLimitType::Dedicated));
+    let disks: u32 = if shared {
+        t.instance_storage_info().map_or(0, |s| s.disks().iter().map(|d| count(d.count())).sum())
+    } else {
+        0
+    };
+    maximum.saturating_sub(1).saturating_sub(disks)
 }
 
 fn count(value: Option<i32>) -> u32 {

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use super::cluster_snapshot::{daemonset_pods, existing_capacity, pending_pods, ready_nodepools};
 use super::nominations::Nominations;
 use super::state::Triggers;
-use super::volume_topology::{constrain, volume_requirements};
+use super::volume_topology::{constrain, volume_placement};
 use super::{Context, Error, events, launch, leader::Leadership, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::planned_nodeclaim;
@@ -133,7 +133,7 @@ async fn provision<'c>(
     for pod in &pending {
         let Some(spec) = pod.spec.as_ref() else { continue };
         let request = pod_request(&pods::key(pod), pod.labels(), spec).map_err(|e| e.0);
-        let volumes = volume_requirements(pod, &ctx.state);
+        let volumes = volume_placement(pod, &ctx.state);
         match (request, volumes) {
             (Ok(mut request), Ok(volumes)) => {
                 constrain(&mut request, &volumes);

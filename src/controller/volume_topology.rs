@@ -2,7 +2,7 @@
 //! PersistentVolume follows the volume's node affinity (an EBS volume lives in one zone); an unbound claim of a
 //! `WaitForFirstConsumer` StorageClass follows the class's `allowedTopologies`, since the volume will be made
 //! where the pod lands. Like Karpenter, only the first term of each is used (terms are alternatives; the first
-//! is the one provisioners fill).
+//! is the one provisioners fill). EBS volumes also count against what a node can attach.
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use super::state::ClusterState;
 use crate::apis::pod::Pod;
 use crate::apis::scheduling_input::node_selector_requirements;
+use crate::catalog::resources::ResourceName;
 use crate::names::ZONE_LABEL;
 use crate::scheduling::{Operator, PodRequest, Requirement};
 
@@ -19,6 +20,18 @@ use crate::scheduling::{Operator, PodRequest, Requirement};
 const ZONE_ALIASES: [&str; 2] = ["topology.ebs.csi.aws.com/zone", "failure-domain.beta.kubernetes.io/zone"];
 
 const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
+
+/// The EBS CSI driver, and the in-tree provisioner it replaced.
+const EBS_DRIVERS: [&str; 2] = ["ebs.csi.aws.com", "kubernetes.io/aws-ebs"];
+
+/// What a pod's volumes ask of its node.
+#[derive(Debug, Default, PartialEq)]
+pub struct VolumePlacement {
+    /// Node requirements (the zone of an EBS volume).
+    pub requirements: Vec<Requirement>,
+    /// EBS volumes the node must attach for the pod.
+    pub ebs_volumes: i64,
+}
 
 /// Lookups of the storage objects a pod's volumes refer to.
 pub trait StorageObjects {
@@ -46,11 +59,11 @@ impl StorageObjects for ClusterState {
     }
 }
 
-/// The node requirements the pod's volumes add; Err says why the pod cannot be placed yet (a missing claim or
-/// volume, a claim that waits to be bound).
-pub fn volume_requirements(pod: &Pod, storage: &dyn StorageObjects) -> Result<Vec<Requirement>, String> {
+/// What the pod's volumes ask of its node; Err says why the pod cannot be placed yet (a missing claim or volume,
+/// a claim that waits to be bound).
+pub fn volume_placement(pod: &Pod, storage: &dyn StorageObjects) -> Result<VolumePlacement, String> {
     let namespace = pod.namespace().unwrap_or_default();
-    let mut requirements = Vec::new();
+    let mut placement = VolumePlacement::default();
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let (claim_name, template_class) = match (&volume.persistent_volume_claim, &volume.ephemeral) {
             (Some(source), _) => (source.claim_name.clone(), None),
@@ -78,7 +91,9 @@ pub fn volume_requirements(pod: &Pod, storage: &dyn StorageObjects) -> Result<Ve
             let pv = storage
                 .volume(&volume_name)
                 .ok_or_else(|| format!("PersistentVolume {volume_name} of claim {namespace}/{claim_name} not found"))?;
-            requirements.extend(pv_requirements(&pv).map_err(|e| format!("PersistentVolume {volume_name}: {e}"))?);
+            let requirements = pv_requirements(&pv).map_err(|e| format!("PersistentVolume {volume_name}: {e}"))?;
+            placement.requirements.extend(requirements);
+            placement.ebs_volumes += i64::from(is_ebs_volume(&pv));
             continue;
         }
         // Unbound: the class says whether the volume waits for the pod's node, and where it may be made.
@@ -96,17 +111,26 @@ pub fn volume_requirements(pod: &Pod, storage: &dyn StorageObjects) -> Result<Ve
                 class.name_any()
             ));
         }
-        requirements.extend(class_requirements(&class));
+        placement.requirements.extend(class_requirements(&class));
+        placement.ebs_volumes += i64::from(EBS_DRIVERS.contains(&class.provisioner.as_str()));
     }
-    Ok(requirements)
+    Ok(placement)
 }
 
-/// Adds the volumes' requirements to every alternative of the pod's node affinity.
-pub fn constrain(request: &mut PodRequest, volume_requirements: &[Requirement]) {
-    request.requirements.extend(volume_requirements.iter().cloned());
+/// Adds the volumes' requirements to every alternative of the pod's node affinity, and their attachments to its
+/// requests.
+pub fn constrain(request: &mut PodRequest, placement: &VolumePlacement) {
+    request.requirements.extend(placement.requirements.iter().cloned());
     for alternative in &mut request.alternative_requirements {
-        alternative.extend(volume_requirements.iter().cloned());
+        alternative.extend(placement.requirements.iter().cloned());
     }
+    request.requests.set(ResourceName::EbsVolumes, placement.ebs_volumes);
+}
+
+fn is_ebs_volume(pv: &PersistentVolume) -> bool {
+    let spec = pv.spec.as_ref();
+    let csi_driver = spec.and_then(|s| s.csi.as_ref()).map(|c| c.driver.as_str());
+    csi_driver.is_some_and(|d| EBS_DRIVERS.contains(&d)) || spec.is_some_and(|s| s.aws_elastic_block_store.is_some())
 }
 
 fn pv_requirements(pv: &PersistentVolume) -> Result<Vec<Requirement>, String> {
@@ -183,11 +207,12 @@ mod tests {
     }
 
     fn zonal_volume(name: &str, key: &str, zone: &str) -> (String, PersistentVolume) {
-        let pv =
-            object(json!({"metadata": {"name": name}, "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": key, "operator": "In", "values": [zone]}]},
-                {"matchExpressions": [{"key": key, "operator": "In", "values": ["us-east-1c"]}]},
-            ]}}}}));
+        let pv = object(json!({"metadata": {"name": name}, "spec": {
+        "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"},
+        "nodeAffinity": {"required": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": key, "operator": "In", "values": [zone]}]},
+            {"matchExpressions": [{"key": key, "operator": "In", "values": ["us-east-1c"]}]},
+        ]}}}}));
         (name.to_string(), pv)
     }
 
@@ -213,7 +238,9 @@ mod tests {
             ..Objects::default()
         };
         let pod = pod(json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]));
-        assert_eq!(volume_requirements(&pod, &storage), Ok(vec![zone_in(&["us-east-1a"])]));
+        let placement = volume_placement(&pod, &storage).expect("placed");
+        assert_eq!(placement.requirements, vec![zone_in(&["us-east-1a"])]);
+        assert_eq!(placement.ebs_volumes, 1);
     }
 
     #[test]
@@ -224,12 +251,14 @@ mod tests {
             ..Objects::default()
         };
         let pod = pod(json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]));
-        assert_eq!(volume_requirements(&pod, &storage), Ok(vec![zone_in(&["us-east-1a", "us-east-1b"])]));
+        let expected = VolumePlacement { requirements: vec![zone_in(&["us-east-1a", "us-east-1b"])], ebs_volumes: 1 };
+        assert_eq!(volume_placement(&pod, &storage), Ok(expected));
 
         // A generic ephemeral volume whose claim is not made yet: its template's class.
         let ephemeral = self::pod(json!([{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {
             "storageClassName": "gp3", "accessModes": ["ReadWriteOnce"]}}}}]));
-        assert_eq!(volume_requirements(&ephemeral, &storage), Ok(vec![zone_in(&["us-east-1a", "us-east-1b"])]));
+        let placement = volume_placement(&ephemeral, &storage).expect("placed");
+        assert_eq!(placement.requirements, vec![zone_in(&["us-east-1a", "us-east-1b"])]);
     }
 
     #[test]
@@ -243,7 +272,7 @@ mod tests {
             ..Objects::default()
         };
         let with = |claim: &str| pod(json!([{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]));
-        let error = |claim: &str| volume_requirements(&with(claim), &storage).expect_err("refused");
+        let error = |claim: &str| volume_placement(&with(claim), &storage).expect_err("refused");
         assert_eq!(error("missing"), "PersistentVolumeClaim shop/missing not found");
         assert!(error("immediate").contains("binds Immediately"), "{}", error("immediate"));
         assert!(error("lost").contains("PersistentVolume pv-gone"), "{}", error("lost"));
@@ -253,8 +282,9 @@ mod tests {
     fn volumes_add_to_every_alternative_of_the_pods_node_affinity() {
         let mut request = PodRequest::new("shop/db-0", Default::default());
         request.alternative_requirements = vec![vec![], vec![Requirement::equals("disk", "ssd")]];
-        constrain(&mut request, &[zone_in(&["us-east-1a"])]);
+        constrain(&mut request, &VolumePlacement { requirements: vec![zone_in(&["us-east-1a"])], ebs_volumes: 3 });
         assert_eq!(request.requirements, vec![zone_in(&["us-east-1a"])]);
+        assert_eq!(request.requests.get(ResourceName::EbsVolumes), 3);
         assert!(request.alternative_requirements.iter().all(|alt| alt.contains(&zone_in(&["us-east-1a"]))));
     }
 }

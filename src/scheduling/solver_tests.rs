@@ -337,6 +337,29 @@ fn extended_resources_go_only_to_types_that_offer_them() {
 }
 
 #[test]
+fn pods_with_many_ebs_volumes_are_spread_over_nodes_that_can_attach_them() {
+    let fixture = Fixture::new(types_of(&["m5", "m5d"]));
+    let pods: Vec<PodRequest> = (0..6)
+        .map(|i| {
+            let mut p = pod(&format!("default/db-{i}"), 250, GI);
+            p.requests.set(ResourceName::EbsVolumes, 10);
+            p
+        })
+        .collect();
+    let plan = fixture.solve(&pods, &[pool("default")]);
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    // m5: 27 attachments less the root volume; m5d less its instance-store disks too: two such pods a node.
+    assert!(plan.new_nodes.len() >= 3, "{:?}", plan.new_nodes);
+    for node in &plan.new_nodes {
+        assert!(node.pods.len() <= 2, "{:?}", node.pods);
+        for option in &node.instance_type_options {
+            let limit = fixture.find(option).capacity(Default::default()).get(ResourceName::EbsVolumes);
+            assert!(node.requests.get(ResourceName::EbsVolumes) <= limit, "{option} attaches {limit}");
+        }
+    }
+}
+
+#[test]
 fn best_effort_relaxes_min_values_only_for_a_pod_that_needs_it() {
     let fixture = Fixture::new(general_purpose());
     let mut diverse = pool("default");

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 
-use super::super::volume_topology::{constrain, volume_requirements};
+use super::super::volume_topology::{constrain, volume_placement};
 use super::super::{Context, cluster_snapshot, conditions, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::{ConsolidationPolicy, DisruptionReason, NodePool};
@@ -206,7 +206,7 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
             let key = pods::key(pod);
             // A pod moves only where its volumes can follow (an EBS volume stays in its zone).
             let request = pod_request(&key, pod.labels(), spec).map_err(|e| e.0);
-            match (request, volume_requirements(pod, &ctx.state)) {
+            match (request, volume_placement(pod, &ctx.state)) {
                 (Ok(mut request), Ok(volumes)) => {
                     constrain(&mut request, &volumes);
                     movable_pods.push(MovablePod {
