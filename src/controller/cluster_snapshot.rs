@@ -13,6 +13,7 @@ use kube::ResourceExt;
 
 use super::nominations::Nominations;
 use super::{Context, conditions, pods};
+use crate::apis::ec2nodeclass::EC2NodeClass;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
 use crate::apis::scheduling_input::{
@@ -104,10 +105,7 @@ pub fn in_flight_capacity(ctx: &Context, claim: &NodeClaim, nominated: &Resource
         (quantities_to_resources(&status.allocatable) - *nominated, quantities_to_resources(&status.capacity))
     } else {
         let class = ctx.state.nodeclass(&claim.spec.node_class_ref.name);
-        let resources = |t: &InstanceTypeInfo| match &class {
-            Some(class) => class.node_resources(t, ctx.state.cni_prefix_delegation()),
-            None => (t.capacity(Default::default()), t.allocatable(Default::default())),
-        };
+        let resources = |t: &InstanceTypeInfo| node_resources(ctx, class.as_deref(), t);
         let options: Vec<(Resources, Resources)> = claim
             .requirement_values(INSTANCE_TYPE_LABEL)
             .unwrap_or_default()
@@ -134,6 +132,19 @@ pub fn in_flight_capacity(ctx: &Context, claim: &NodeClaim, nominated: &Resource
         capacity,
         labels,
     })
+}
+
+/// What a node of `instance_type` from `class` reports: (capacity, allocatable); EKS defaults where the class is
+/// gone.
+pub fn node_resources(
+    ctx: &Context,
+    class: Option<&EC2NodeClass>,
+    instance_type: &InstanceTypeInfo,
+) -> (Resources, Resources) {
+    match class {
+        Some(class) => class.node_resources(instance_type, ctx.state.cni_prefix_delegation()),
+        None => (instance_type.capacity(Default::default()), instance_type.allocatable(Default::default())),
+    }
 }
 
 /// The NodePools new nodes may come from, as the scheduler sees them (those whose EC2NodeClass is Ready, limited

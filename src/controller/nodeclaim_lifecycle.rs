@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::leader::Leadership;
 use super::state::ClusterState;
-use super::{Context, Error, conditions, events, launch, termination};
+use super::{Context, Error, cluster_snapshot, conditions, events, launch, termination};
 use crate::apis::finalizers;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::scheduling_input::resource_quantities;
@@ -221,10 +221,7 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
                 return Err(Error::Invalid(format!("launched unknown instance type {}", launched.instance_type)));
             };
             let class = ctx.state.nodeclass(&claim.spec.node_class_ref.name);
-            let (capacity, allocatable) = match class {
-                Some(class) => class.node_resources(info, ctx.state.cni_prefix_delegation()),
-                None => (info.capacity(Default::default()), info.allocatable(Default::default())),
-            };
+            let (capacity, allocatable) = cluster_snapshot::node_resources(ctx, class.as_deref(), info);
             let mut labels: BTreeMap<String, String> =
                 info.labels().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
             labels.insert(ZONE_LABEL.into(), launched.zone.clone());

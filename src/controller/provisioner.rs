@@ -17,11 +17,10 @@ use tokio::sync::Notify;
 use super::cluster_snapshot::{daemonset_pods, existing_capacity, pending_pods, ready_nodepools};
 use super::nominations::Nominations;
 use super::state::Triggers;
-use super::volume_topology::{constrain, volume_placement};
+use super::volume_topology::pod_request_with_volumes;
 use super::{Context, Error, events, launch, leader::Leadership, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::planned_nodeclaim;
-use crate::apis::scheduling_input::pod_request;
 use crate::cloud::nodeclass::SubnetInfo;
 use crate::names::NODEPOOL_LABEL;
 use crate::scheduling::{self, PreparedCatalog, SchedulingInput};
@@ -131,15 +130,12 @@ async fn provision<'c>(
     let pending = pending_pods(ctx, nominations);
     let mut requests = Vec::with_capacity(pending.len());
     for pod in &pending {
-        let Some(spec) = pod.spec.as_ref() else { continue };
-        let request = pod_request(&pods::key(pod), pod.labels(), spec).map_err(|e| e.0);
-        let volumes = volume_placement(pod, &ctx.state);
-        match (request, volumes) {
-            (Ok(mut request), Ok(volumes)) => {
-                constrain(&mut request, &volumes);
-                requests.push(request);
-            }
-            (Err(error), _) | (_, Err(error)) => publish_pod_event(ctx, pod, "FailedProvisioning", &error).await,
+        if pod.spec.is_none() {
+            continue;
+        }
+        match pod_request_with_volumes(&pods::key(pod), pod, &ctx.state) {
+            Ok(request) => requests.push(request),
+            Err(error) => publish_pod_event(ctx, pod, "FailedProvisioning", &error).await,
         }
     }
 

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 
 use super::state::ClusterState;
 use crate::apis::pod::Pod;
-use crate::apis::scheduling_input::node_selector_requirements;
+use crate::apis::scheduling_input::{node_selector_requirements, pod_request};
 use crate::catalog::resources::ResourceName;
 use crate::names::ZONE_LABEL;
 use crate::scheduling::{Operator, PodRequest, Requirement};
@@ -59,9 +59,18 @@ impl StorageObjects for ClusterState {
     }
 }
 
+/// The pod as the scheduler sees it, with what its volumes ask of its node; Err says why it cannot be planned
+/// (a spec nodesmith cannot read, a claim that is missing or waits to be bound).
+pub fn pod_request_with_volumes(key: &str, pod: &Pod, storage: &dyn StorageObjects) -> Result<PodRequest, String> {
+    let spec = pod.spec.as_ref().ok_or_else(|| format!("pod {key} has no spec"))?;
+    let mut request = pod_request(key, pod.labels(), spec).map_err(|e| e.0)?;
+    constrain(&mut request, &volume_placement(pod, storage)?);
+    Ok(request)
+}
+
 /// What the pod's volumes ask of its node; Err says why the pod cannot be placed yet (a missing claim or volume,
 /// a claim that waits to be bound).
-pub fn volume_placement(pod: &Pod, storage: &dyn StorageObjects) -> Result<VolumePlacement, String> {
+fn volume_placement(pod: &Pod, storage: &dyn StorageObjects) -> Result<VolumePlacement, String> {
     let namespace = pod.namespace().unwrap_or_default();
     let mut placement = VolumePlacement::default();
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
@@ -119,7 +128,7 @@ pub fn volume_placement(pod: &Pod, storage: &dyn StorageObjects) -> Result<Volum
 
 /// Adds the volumes' requirements to every alternative of the pod's node affinity, and their attachments to its
 /// requests.
-pub fn constrain(request: &mut PodRequest, placement: &VolumePlacement) {
+fn constrain(request: &mut PodRequest, placement: &VolumePlacement) {
     request.requirements.extend(placement.requirements.iter().cloned());
     for alternative in &mut request.alternative_requirements {
         alternative.extend(placement.requirements.iter().cloned());

@@ -9,11 +9,11 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 
-use super::super::volume_topology::{constrain, volume_placement};
+use super::super::volume_topology::pod_request_with_volumes;
 use super::super::{Context, cluster_snapshot, conditions, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::{ConsolidationPolicy, DisruptionReason, NodePool};
-use crate::apis::scheduling_input::{label_selector, pod_request};
+use crate::apis::scheduling_input::label_selector;
 use crate::catalog::{CapacityType, OfferingKey};
 use crate::disruption::budgets::{Budget, Nodes};
 use crate::disruption::{ManagedNode, MovablePod, Policy, PoolPolicy, Reason, Snapshot};
@@ -202,20 +202,18 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         let Some(room) = cluster_snapshot::node_room(&node, bound) else { continue };
         let mut movable_pods = Vec::new();
         for pod in bound.iter().filter(|p| pods::is_evictable(p)) {
-            let Some(spec) = pod.spec.as_ref() else { continue };
+            if pod.spec.is_none() {
+                continue;
+            }
             let key = pods::key(pod);
             // A pod moves only where its volumes can follow (an EBS volume stays in its zone).
-            let request = pod_request(&key, pod.labels(), spec).map_err(|e| e.0);
-            match (request, volume_placement(pod, &ctx.state)) {
-                (Ok(mut request), Ok(volumes)) => {
-                    constrain(&mut request, &volumes);
-                    movable_pods.push(MovablePod {
-                        request,
-                        blocker: blocker(pod, &pdb_refs),
-                        eviction_cost: eviction_cost(pod),
-                    })
-                }
-                (Err(error), _) | (_, Err(error)) => movable_pods.push(MovablePod {
+            match pod_request_with_volumes(&key, pod, &ctx.state) {
+                Ok(request) => movable_pods.push(MovablePod {
+                    request,
+                    blocker: blocker(pod, &pdb_refs),
+                    eviction_cost: eviction_cost(pod),
+                }),
+                Err(error) => movable_pods.push(MovablePod {
                     request: crate::scheduling::PodRequest::new(&key, Default::default()),
                     blocker: Some(format!("it cannot be placed again: {error}")),
                     eviction_cost: eviction_cost(pod),
