@@ -263,8 +263,18 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
         .map(|calls| calls.iter().map(|(t, claim)| (claim.clone(), *t)).collect())
         .unwrap_or_default();
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
-    let mut latencies = Vec::new();
-    for pod in pods.list(&ListParams::default()).await?.items {
+    let listed = pods.list(&ListParams::default()).await?.items;
+    // The last pod of each round seen Unschedulable: the batch's idle window can only start there, so the time
+    // from it to CreateFleet is the controller's own part, and the rest is how far the round's pods were spread.
+    let mut last_seen_of_round: HashMap<String, Instant> = HashMap::new();
+    for pod in &listed {
+        if let (Some(seen_at), Some(round)) = (seen.get(&pod.name_any()), pod.labels().get("app")) {
+            let last = last_seen_of_round.entry(round.clone()).or_insert(*seen_at);
+            *last = (*last).max(*seen_at);
+        }
+    }
+    let (mut latencies, mut after_last_seen) = (Vec::new(), Vec::new());
+    for pod in &listed {
         let (Some(seen_at), Some(node)) =
             (seen.get(&pod.name_any()), pod.spec.as_ref().and_then(|s| s.node_name.clone()))
         else {
@@ -274,9 +284,32 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
         // A pod that went onto a node launched before it was seen did not wait for a launch.
         if let Some(latency) = launched_at.checked_duration_since(*seen_at) {
             latencies.push(latency.as_secs_f64());
+            let last = pod.labels().get("app").and_then(|round| last_seen_of_round.get(round));
+            if let Some(since_last) = last.and_then(|last| launched_at.checked_duration_since(*last)) {
+                after_last_seen.push(since_last.as_secs_f64());
+            }
         }
     }
+    // Per round, on stderr with wall-clock times, to line up with the controller's log (target/controller-bench.log).
+    let (base_instant, base_wall) = (Instant::now(), jiff::Timestamp::now());
+    let wall = |at: Instant| {
+        let ago = jiff::SignedDuration::try_from(base_instant.saturating_duration_since(at)).unwrap_or_default();
+        base_wall.saturating_sub(ago).map(|t| t.strftime("%H:%M:%S%.3f").to_string()).unwrap_or_default()
+    };
+    let mut rounds_seen: Vec<(&String, &Instant)> = last_seen_of_round.iter().collect();
+    rounds_seen.sort_by_key(|(_, at)| **at);
+    for (round, last) in rounds_seen {
+        let first = listed
+            .iter()
+            .filter(|p| p.labels().get("app") == Some(round))
+            .filter_map(|p| seen.get(&p.name_any()))
+            .min()
+            .copied()
+            .unwrap_or(*last);
+        eprintln!("{round}: first seen {}, last seen {}", wall(first), wall(*last));
+    }
     latencies.sort_by(f64::total_cmp);
+    after_last_seen.sort_by(f64::total_cmp);
     println!(
         "pod unschedulable -> CreateFleet: {} pods, {} launches, p50 {:.3} s, p99 {:.3} s, max {:.3} s",
         latencies.len(),
@@ -284,6 +317,12 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0),
         latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "  of which after the round's last pod was seen Unschedulable: p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+        percentile(&after_last_seen, 50.0),
+        percentile(&after_last_seen, 99.0),
+        after_last_seen.last().copied().unwrap_or(f64::NAN)
     );
 
     Api::<Namespace>::all(kube.clone()).delete(&bench, &DeleteParams::default()).await?;

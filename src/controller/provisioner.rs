@@ -77,6 +77,12 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
         {
             continue;
         }
+        tracing::debug!(
+            pods = seen.len(),
+            open_ms = now.duration_since(*started).as_millis(),
+            late_ms = now.duration_since(*last_change).saturating_sub(ctx.settings.batch_idle).as_millis(),
+            "batch closed"
+        );
         batch = None;
         let timer = Instant::now();
         let provisioned = provision(&ctx, &mut nominations, &mut catalog).await;
