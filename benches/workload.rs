@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use nodesmith::catalog::allocatable::NodeOverhead;
+use nodesmith::catalog::allocatable::{EvictionSignals, EvictionThresholds, NodeOverhead, Reserved, Threshold};
 use nodesmith::catalog::instance_type::InstanceTypeInfo;
 use nodesmith::catalog::pricing::PriceTable;
 use nodesmith::catalog::resources::{ResourceName, Resources};
@@ -159,9 +159,16 @@ pub fn fake_instance_types() -> Workload {
         max_pods: Default::default(),
         overhead: NodeOverhead {
             vm_memory_overhead_percent: 0.0,
-            kube_reserved: Some(Resources::ZERO.with(ResourceName::Cpu, 100).with(ResourceName::Memory, 10 << 20)),
-            system_reserved: Resources::ZERO,
-            eviction_threshold: Some(Resources::ZERO),
+            kube_reserved: Reserved {
+                cpu_millis: Some(100),
+                memory_bytes: Some(10 << 20),
+                ephemeral_storage_bytes: None,
+            },
+            system_reserved: Reserved::default(),
+            eviction: EvictionThresholds {
+                hard: EvictionSignals { memory: Some(Threshold::Bytes(0)), nodefs: Some(Threshold::Bytes(0)) },
+                soft: EvictionSignals::default(),
+            },
         },
         ephemeral_storage: Default::default(),
         min_values_policy: Default::default(),

@@ -10,7 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::allocatable::NodeOverhead;
+use crate::catalog::allocatable::{EvictionSignals, EvictionThresholds, NodeOverhead, Reserved, Threshold};
 use crate::catalog::instance_type::{DEFAULT_EPHEMERAL_STORAGE_BYTES, EphemeralStorage, InstanceTypeInfo};
 use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
@@ -544,6 +544,36 @@ impl EC2NodeClass {
         }
     }
 
+    /// What its nodes' kubelets hold back from pods: the EKS defaults, changed by `kubelet.kubeReserved`,
+    /// `systemReserved`, and the `memory.available` / `nodefs.available` signals of `evictionHard` and
+    /// `evictionSoft` (the higher of the two, as Karpenter reckons). An unreadable value is an error naming its field.
+    pub fn node_overhead(&self) -> Result<NodeOverhead, KubeletSettingError> {
+        let Some(kubelet) = &self.spec.kubelet else { return Ok(NodeOverhead::default()) };
+        let signals = |field: &str, map: &BTreeMap<String, String>| -> Result<EvictionSignals, KubeletSettingError> {
+            let read = |signal: &str| {
+                map.get(signal)
+                    .map(|text| {
+                        threshold(text).ok_or_else(|| KubeletSettingError {
+                            field: format!("kubelet.{field}[{signal}]"),
+                            value: text.clone(),
+                        })
+                    })
+                    .transpose()
+            };
+            Ok(EvictionSignals { memory: read("memory.available")?, nodefs: read("nodefs.available")? })
+        };
+        let eviction = EvictionThresholds {
+            hard: signals("evictionHard", &kubelet.eviction_hard)?,
+            soft: signals("evictionSoft", &kubelet.eviction_soft)?,
+        };
+        Ok(NodeOverhead {
+            kube_reserved: reserved("kubeReserved", &kubelet.kube_reserved)?,
+            system_reserved: reserved("systemReserved", &kubelet.system_reserved)?,
+            eviction,
+            ..NodeOverhead::default()
+        })
+    }
+
     /// What a node of `instance_type` from this class reports: (capacity, allocatable).
     pub fn node_resources(
         &self,
@@ -551,7 +581,8 @@ impl EC2NodeClass {
         cni_prefix_delegation: bool,
     ) -> (Resources, Resources) {
         let (max_pods, storage) = (self.max_pods_settings(cni_prefix_delegation), self.ephemeral_storage());
-        let overhead = NodeOverhead::default();
+        // A class whose settings do not parse launches nothing (it is not valid); the defaults serve until then.
+        let overhead = self.node_overhead().unwrap_or_default();
         (
             instance_type.capacity_with(max_pods, &overhead, storage),
             instance_type.allocatable_with(max_pods, &overhead, storage),
@@ -573,6 +604,41 @@ impl EC2NodeClass {
             pods_per_core: kubelet.and_then(|k| k.pods_per_core),
         }
     }
+}
+
+/// A kubelet setting of an EC2NodeClass that nodesmith cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {value:?} is not a quantity or a percentage")]
+pub struct KubeletSettingError {
+    pub field: String,
+    pub value: String,
+}
+
+/// `10%` or a quantity such as `500Mi`.
+fn threshold(text: &str) -> Option<Threshold> {
+    match text.trim().strip_suffix('%') {
+        Some(percent) => {
+            percent.trim().parse::<f64>().ok().filter(|p| (0.0..=100.0).contains(p)).map(Threshold::Percent)
+        }
+        None => parse_quantity(text, ResourceName::Memory).ok().map(Threshold::Bytes),
+    }
+}
+
+/// A `kubeReserved` / `systemReserved` map; `pid` reserves process IDs, which pods do not request.
+fn reserved(field: &str, map: &BTreeMap<String, String>) -> Result<Reserved, KubeletSettingError> {
+    let read = |key: &str, resource: ResourceName| {
+        map.get(key)
+            .map(|text| {
+                parse_quantity(text, resource)
+                    .map_err(|_| KubeletSettingError { field: format!("kubelet.{field}[{key}]"), value: text.clone() })
+            })
+            .transpose()
+    };
+    Ok(Reserved {
+        cpu_millis: read("cpu", ResourceName::Cpu)?,
+        memory_bytes: read("memory", ResourceName::Memory)?,
+        ephemeral_storage_bytes: read("ephemeral-storage", ResourceName::EphemeralStorage)?,
+    })
 }
 
 impl Default for MetadataOptions {
@@ -816,5 +882,58 @@ mod tests {
             capacity.get(ResourceName::EphemeralStorage) - capacity.get(ResourceName::EphemeralStorage) / 10,
             "the kubelet's nodefs threshold is 10% of that disk"
         );
+    }
+
+    #[test]
+    fn kubelet_settings_change_what_the_plan_counts_as_allocatable() {
+        let types = embedded_instance_types();
+        let m5_large = types.iter().find(|t| t.name == "m5.large").expect("m5.large");
+        let defaults = class(json!({"amiSelectorTerms": [{"alias": "al2023@latest"}]}));
+        let (capacity, default_allocatable) = defaults.node_resources(m5_large, false);
+        let memory = capacity.get(ResourceName::Memory);
+        let set = class(json!({
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "kubelet": {
+                "kubeReserved": {"cpu": "200m", "pid": "1000"},
+                "systemReserved": {"cpu": "100m", "memory": "300Mi", "ephemeral-storage": "1Gi"},
+                "evictionHard": {"memory.available": "5%", "nodefs.available": "2Gi", "pid.available": "10%"},
+            },
+        }));
+        let (same_capacity, allocatable) = set.node_resources(m5_large, false);
+        assert_eq!(same_capacity, capacity, "capacity is the instance's, whatever the kubelet keeps");
+        assert_eq!(allocatable.get(ResourceName::Cpu), 2000 - 200 - 100);
+        // kube-reserved memory is not set, so the EKS formula stays (11 × 29 + 255 MiB).
+        let kube_reserved_memory = (11 * 29 + 255) << 20;
+        let five_percent = (memory * 5 + 99) / 100;
+        assert_eq!(allocatable.get(ResourceName::Memory), memory - kube_reserved_memory - (300 << 20) - five_percent);
+        assert_eq!(allocatable.get(ResourceName::EphemeralStorage), gib(20) - gib(1) - gib(2));
+        assert_eq!(default_allocatable.get(ResourceName::Cpu), 2000 - 70);
+
+        // The higher of hard and soft, signal by signal.
+        let soft = class(json!({
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "kubelet": {
+                "evictionHard": {"memory.available": "200Mi"},
+                "evictionSoft": {"memory.available": "1Gi", "nodefs.available": "1%"},
+                "evictionSoftGracePeriod": {"memory.available": "1m", "nodefs.available": "1m"},
+            },
+        }));
+        let overhead = soft.node_overhead().expect("readable");
+        assert_eq!(overhead.eviction.memory(memory), gib(1));
+        assert_eq!(overhead.eviction.nodefs(gib(100)), gib(1), "soft 1% is what is set for nodefs");
+    }
+
+    #[test]
+    fn an_unreadable_kubelet_setting_is_named() {
+        let bad = class(json!({
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "kubelet": {"evictionHard": {"memory.available": "lots"}},
+        }));
+        let error = bad.node_overhead().expect_err("not a quantity");
+        assert_eq!(error.field, "kubelet.evictionHard[memory.available]");
+        let bad = class(
+            json!({"amiSelectorTerms": [{"alias": "al2023@latest"}], "kubelet": {"kubeReserved": {"memory": "x"}}}),
+        );
+        assert_eq!(bad.node_overhead().expect_err("not a quantity").field, "kubelet.kubeReserved[memory]");
     }
 }

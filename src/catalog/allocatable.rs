@@ -3,8 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::resources::Resources;
-
 /// Karpenter's estimate of the memory the hypervisor and kernel take from the nominal size, so capacity
 /// matches what a kubelet reports.
 pub const VM_MEMORY_OVERHEAD_PERCENT: f64 = 7.5;
@@ -13,27 +11,91 @@ pub const EVICTION_THRESHOLD_MIB: u64 = 100;
 
 /// What a node holds back from pods, beyond what the instance type has. The default is an EKS AMI's: the VM
 /// overhead estimate, kube-reserved by the formulas below, nothing system-reserved, and the default eviction
-/// thresholds. EC2NodeClass `kubelet` settings (and `nodesmith plan`'s comparisons) may set each part.
+/// thresholds. An EC2NodeClass's `kubelet` settings change each part (`EC2NodeClass::node_overhead`), as the
+/// kubelet they configure would.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct NodeOverhead {
     pub vm_memory_overhead_percent: f64,
-    /// None: the EKS formulas from vCPUs and max pods.
-    pub kube_reserved: Option<Resources>,
-    pub system_reserved: Resources,
-    /// None: `memory.available<100Mi` and `nodefs.available<10%` of the root volume.
-    pub eviction_threshold: Option<Resources>,
+    /// Kube-reserved the class sets, resource by resource; what it leaves out follows the EKS formulas.
+    pub kube_reserved: Reserved,
+    pub system_reserved: Reserved,
+    /// The hard eviction thresholds, or the soft ones where higher (pods above them are evicted soon after).
+    pub eviction: EvictionThresholds,
 }
 
 impl Default for NodeOverhead {
     fn default() -> Self {
         Self {
             vm_memory_overhead_percent: VM_MEMORY_OVERHEAD_PERCENT,
-            kube_reserved: None,
-            system_reserved: Resources::ZERO,
-            eviction_threshold: None,
+            kube_reserved: Reserved::default(),
+            system_reserved: Reserved::default(),
+            eviction: EvictionThresholds::default(),
         }
     }
 }
+
+/// A `kubeReserved` or `systemReserved` map: CPU millicores, memory and ephemeral storage bytes, each only if set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reserved {
+    pub cpu_millis: Option<i64>,
+    pub memory_bytes: Option<i64>,
+    pub ephemeral_storage_bytes: Option<i64>,
+}
+
+/// An eviction threshold as the kubelet takes it: an amount left free, or a percentage of capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Threshold {
+    Bytes(i64),
+    Percent(f64),
+}
+
+impl Threshold {
+    /// What it holds back on a node with `capacity` bytes (a percentage rounds up, as Karpenter's does).
+    pub fn of(self, capacity: i64) -> i64 {
+        match self {
+            Self::Bytes(bytes) => bytes,
+            Self::Percent(percent) => {
+                // In hundredths of a percent, integers: exact for the usual whole and two-decimal percentages.
+                let hundredths = (percent * 100.0).round() as i128;
+                let held = (i128::from(capacity) * hundredths + 9_999) / 10_000;
+                i64::try_from(held).unwrap_or(i64::MAX)
+            }
+        }
+    }
+}
+
+/// The eviction thresholds a kubelet is given, hard and soft, on the two signals that hold back resources pods
+/// request: `memory.available` and `nodefs.available`. A signal set nowhere has the kubelet's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvictionThresholds {
+    pub hard: EvictionSignals,
+    pub soft: EvictionSignals,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvictionSignals {
+    pub memory: Option<Threshold>,
+    pub nodefs: Option<Threshold>,
+}
+
+impl EvictionThresholds {
+    /// Memory held back on a node with `capacity` bytes: the higher of hard and soft (pods above a soft threshold
+    /// are evicted after its grace period, so Karpenter plans below both), else `memory.available<100Mi`.
+    pub fn memory(&self, capacity: i64) -> i64 {
+        higher(self.hard.memory, self.soft.memory, capacity).unwrap_or(EVICTION_THRESHOLD_MIB as i64 * MIB)
+    }
+
+    /// Ephemeral storage held back on a node with `capacity` bytes, else `nodefs.available<10%`.
+    pub fn nodefs(&self, capacity: i64) -> i64 {
+        higher(self.hard.nodefs, self.soft.nodefs, capacity).unwrap_or_else(|| Threshold::Percent(10.0).of(capacity))
+    }
+}
+
+fn higher(hard: Option<Threshold>, soft: Option<Threshold>, capacity: i64) -> Option<i64> {
+    [hard, soft].into_iter().flatten().map(|t| t.of(capacity)).max()
+}
+
+const MIB: i64 = 1 << 20;
 
 /// Kube-reserved memory: 11 MiB per pod plus 255 MiB.
 pub fn kube_reserved_memory_mib(max_pods: u32) -> u64 {

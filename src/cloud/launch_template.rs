@@ -80,15 +80,8 @@ impl LaunchTemplateSpec {
 /// Returns the template's name, creating the template if it does not exist yet.
 pub async fn ensure(ec2: &aws_sdk_ec2::Client, spec: &LaunchTemplateSpec) -> Result<String, CloudError> {
     let name = spec.name();
-    let found = ec2
-        .describe_launch_templates()
-        .filters(Filter::builder().name("launch-template-name").values(&name).build())
-        .send()
-        .await
-        .map_err(|e| CloudError::from_sdk("ec2:DescribeLaunchTemplates", Some(&name), e))?;
-    if !found.launch_templates().is_empty() {
-        return Ok(name);
-    }
+    // Created straight away rather than looked up first: a new template is one call on the launch path instead of
+    // two, and one that exists answers AlreadyExists just as fast. (The caller remembers names it has ensured.)
     let created = ec2
         .create_launch_template()
         .launch_template_name(&name)
@@ -105,7 +98,7 @@ pub async fn ensure(ec2: &aws_sdk_ec2::Client, spec: &LaunchTemplateSpec) -> Res
         .await;
     match created {
         Ok(_) => Ok(name),
-        // Another replica or an earlier attempt made it meanwhile: the same name means the same content.
+        // This or another replica made it before: the same name means the same content.
         Err(error)
             if error.as_service_error().and_then(|e| aws_sdk_ec2::error::ProvideErrorMetadata::code(e))
                 == Some("InvalidLaunchTemplateName.AlreadyExistsException") =>

@@ -166,9 +166,17 @@ pub fn ready_nodepools(ctx: &Context) -> (Vec<scheduling::NodePoolSpec>, HashMap
             tracing::debug!(nodepool = %pool.name_any(), nodeclass = %class_name, "EC2NodeClass not ready yet");
             continue;
         }
+        let overhead = match class.node_overhead() {
+            Ok(overhead) => overhead,
+            Err(error) => {
+                tracing::warn!(nodepool = %pool.name_any(), nodeclass = %class_name, "skipping NodePool: {error}");
+                continue;
+            }
+        };
         match nodepool(&pool.name_any(), &pool.spec, class.max_pods_settings(cni_pd)) {
             Ok(mut spec) => {
                 spec.ephemeral_storage = class.ephemeral_storage();
+                spec.overhead = overhead;
                 spec.min_values_policy = ctx.settings.min_values_policy;
                 // Only zones where the EC2NodeClass has a subnet can be launched into.
                 let zones: Vec<&str> = class.status.iter().flat_map(|s| &s.subnets).map(|s| s.zone.as_str()).collect();

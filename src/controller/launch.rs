@@ -8,7 +8,7 @@ use std::time::Instant;
 use kube::ResourceExt;
 
 use super::Context;
-use crate::apis::ec2nodeclass::EC2NodeClass;
+use crate::apis::ec2nodeclass::{EC2NodeClass, KubeletConfiguration};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::{CapacityType, OfferingKey};
@@ -18,7 +18,7 @@ use crate::cloud::fleet::{FleetError, FleetOverride, FleetRequest, LaunchTemplat
 use crate::cloud::instances;
 use crate::cloud::launch_template::{BlockDevice, LaunchTemplateSpec, MetadataOptions};
 use crate::cloud::nodeclass::{SubnetInfo, subnet_with_most_free_ips};
-use crate::cloud::user_data::{self, AmiFamily, BootstrapSettings, NodeTaint, UserDataError};
+use crate::cloud::user_data::{self, AmiFamily, BootstrapSettings, KubeletSettings, NodeTaint, UserDataError};
 use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, UNREGISTERED_TAINT_KEY, ZONE_LABEL};
 use crate::names::{NODECLAIM_TAG, NODECLASS_TAG, NODEPOOL_TAG, cluster_tag_key};
 use crate::scheduling::{Operator, Requirement};
@@ -373,7 +373,22 @@ fn bootstrap_settings(ctx: &Context, claim: &NodeClaim, class: &EC2NodeClass, ma
         labels: claim.labels().clone(),
         taints,
         instance_store_raid0: class.ephemeral_storage().instance_store_raid0,
+        kubelet: class.spec.kubelet.as_ref().map(kubelet_settings).unwrap_or_default(),
         custom: class.spec.user_data.clone(),
+    }
+}
+
+fn kubelet_settings(kubelet: &KubeletConfiguration) -> KubeletSettings {
+    KubeletSettings {
+        kube_reserved: kubelet.kube_reserved.clone(),
+        system_reserved: kubelet.system_reserved.clone(),
+        eviction_hard: kubelet.eviction_hard.clone(),
+        eviction_soft: kubelet.eviction_soft.clone(),
+        eviction_soft_grace_period: kubelet.eviction_soft_grace_period.clone(),
+        eviction_max_pod_grace_period: kubelet.eviction_max_pod_grace_period,
+        image_gc_high_threshold_percent: kubelet.image_gc_high_threshold_percent,
+        image_gc_low_threshold_percent: kubelet.image_gc_low_threshold_percent,
+        cpu_cfs_quota: kubelet.cpu_cfs_quota,
     }
 }
 
@@ -473,7 +488,7 @@ fn default_block_devices(class: &EC2NodeClass) -> Vec<BlockDevice> {
     };
     match ami_family(class) {
         AmiFamily::Bottlerocket => vec![volume("/dev/xvda", 4), volume("/dev/xvdb", 20)],
-        AmiFamily::AL2023 | AmiFamily::AL2 => vec![volume("/dev/xvda", 20)],
+        AmiFamily::AL2023 | AmiFamily::AL2 | AmiFamily::Custom => vec![volume("/dev/xvda", 20)],
     }
 }
 

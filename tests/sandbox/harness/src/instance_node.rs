@@ -6,6 +6,9 @@ use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus, NodeSy
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use nodesmith::catalog::allocatable;
+use nodesmith::catalog::resources::{ResourceName, parse_quantity};
+
+use crate::user_data::KubeletFacts;
 
 /// Marks the Nodes the registrar owns, so it never deletes one it did not make.
 pub const REGISTRAR_ANNOTATION: &str = "sandbox.nodesmith.dev/registered-by";
@@ -24,6 +27,8 @@ pub struct InstanceFacts {
     pub memory_mib: u64,
     pub spot: bool,
     pub max_pods: u32,
+    /// Reservations and eviction thresholds the bootstrap gives the kubelet (unset: the EKS AMI's defaults).
+    pub kubelet: KubeletFacts,
     /// Labels and taints the launch asked for (the kubelet's `--node-labels`, `--register-with-taints`).
     pub requested_labels: BTreeMap<String, String>,
     pub requested_taints: Vec<Taint>,
@@ -50,12 +55,33 @@ pub fn node_for(facts: &InstanceFacts) -> Node {
         labels.insert(key.to_string(), value.to_string());
     }
 
-    let memory_capacity = allocatable::memory_capacity_mib(facts.memory_mib);
+    // As the kubelet reckons it: allocatable = capacity − kube-reserved − system-reserved − the hard eviction
+    // threshold; each reservation the bootstrap leaves out is the EKS AMI's (kube-reserved by its formulas).
+    let kubelet = &facts.kubelet;
+    let quantity = |map: &BTreeMap<String, String>, key: &str, resource: ResourceName| {
+        map.get(key).and_then(|q| parse_quantity(q, resource).ok()).map(|v| u64::try_from(v).unwrap_or(0))
+    };
+    let memory_capacity = allocatable::memory_capacity_mib(facts.memory_mib) << 20;
+    let kube_reserved_memory = quantity(&kubelet.kube_reserved, "memory", ResourceName::Memory)
+        .unwrap_or(allocatable::kube_reserved_memory_mib(facts.max_pods) << 20);
+    let system_reserved_memory = quantity(&kubelet.system_reserved, "memory", ResourceName::Memory).unwrap_or(0);
+    let eviction_memory = match kubelet.eviction_hard.get("memory.available") {
+        Some(percent) if percent.ends_with('%') => {
+            let percent: f64 = percent.trim_end_matches('%').parse().unwrap_or(0.0);
+            (memory_capacity as f64 * percent / 100.0).ceil() as u64
+        }
+        Some(amount) => parse_quantity(amount, ResourceName::Memory).map_or(0, |v| u64::try_from(v).unwrap_or(0)),
+        None => allocatable::EVICTION_THRESHOLD_MIB << 20,
+    };
     let memory_allocatable = memory_capacity
-        .saturating_sub(allocatable::kube_reserved_memory_mib(facts.max_pods))
-        .saturating_sub(allocatable::EVICTION_THRESHOLD_MIB);
+        .saturating_sub(kube_reserved_memory)
+        .saturating_sub(system_reserved_memory)
+        .saturating_sub(eviction_memory);
+    let kube_reserved_cpu = quantity(&kubelet.kube_reserved, "cpu", ResourceName::Cpu)
+        .unwrap_or(allocatable::kube_reserved_cpu_millis(facts.vcpus));
+    let system_reserved_cpu = quantity(&kubelet.system_reserved, "cpu", ResourceName::Cpu).unwrap_or(0);
     let cpu_allocatable =
-        (u64::from(facts.vcpus) * 1000).saturating_sub(allocatable::kube_reserved_cpu_millis(facts.vcpus));
+        (u64::from(facts.vcpus) * 1000).saturating_sub(kube_reserved_cpu).saturating_sub(system_reserved_cpu);
     let capacity = resources(format!("{}", facts.vcpus), memory_capacity, facts.max_pods);
     let allocatable = resources(format!("{cpu_allocatable}m"), memory_allocatable, facts.max_pods);
 
@@ -90,10 +116,16 @@ pub fn node_for(facts: &InstanceFacts) -> Node {
     }
 }
 
-fn resources(cpu: String, memory_mib: u64, pods: u32) -> BTreeMap<String, Quantity> {
+fn resources(cpu: String, memory_bytes: u64, pods: u32) -> BTreeMap<String, Quantity> {
+    // In MiB where whole (as before), in bytes where a percentage left a fraction.
+    let memory = if memory_bytes.is_multiple_of(1 << 20) {
+        format!("{}Mi", memory_bytes >> 20)
+    } else {
+        memory_bytes.to_string()
+    };
     BTreeMap::from([
         ("cpu".to_string(), Quantity(cpu)),
-        ("memory".to_string(), Quantity(format!("{memory_mib}Mi"))),
+        ("memory".to_string(), Quantity(memory)),
         ("pods".to_string(), Quantity(pods.to_string())),
         ("ephemeral-storage".to_string(), Quantity("20Gi".to_string())),
     ])
@@ -120,6 +152,7 @@ mod tests {
             memory_mib: 8192,
             spot: true,
             max_pods: 29,
+            kubelet: KubeletFacts::default(),
             requested_labels: BTreeMap::from([("team".to_string(), "a".to_string())]),
             requested_taints: vec![Taint {
                 key: "dedicated".into(),
@@ -151,5 +184,22 @@ mod tests {
         assert_eq!(allocatable["memory"].0, "6904Mi");
         assert_eq!(allocatable["pods"].0, "29");
         assert_eq!(status.capacity.expect("capacity")["cpu"].0, "2");
+    }
+
+    #[test]
+    fn allocatable_follows_the_kubelet_settings_of_the_bootstrap() {
+        let facts = InstanceFacts {
+            kubelet: KubeletFacts {
+                max_pods: Some(29),
+                kube_reserved: BTreeMap::from([("cpu".into(), "200m".into())]),
+                system_reserved: BTreeMap::from([("cpu".into(), "100m".into()), ("memory".into(), "300Mi".into())]),
+                eviction_hard: BTreeMap::from([("memory.available".into(), "500Mi".into())]),
+            },
+            ..m5_large()
+        };
+        let allocatable = node_for(&facts).status.and_then(|s| s.allocatable).expect("allocatable");
+        assert_eq!(allocatable["cpu"].0, "1700m");
+        // 7578 − 574 (kube-reserved memory left to the formula) − 300 − 500
+        assert_eq!(allocatable["memory"].0, "6204Mi");
     }
 }

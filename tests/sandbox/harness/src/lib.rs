@@ -2,5 +2,8 @@
 #![forbid(unsafe_code)]
 
 pub mod fault_proxy;
+pub mod instance_node;
 pub mod kube_fault_proxy;
+pub mod registrar;
 pub mod seed;
+pub mod user_data;

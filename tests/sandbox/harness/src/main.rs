@@ -2,11 +2,7 @@
 //! running moto instances into Kubernetes Nodes, as kubelets joining a real cluster would.
 #![forbid(unsafe_code)]
 
-mod instance_node;
-mod registrar;
-
-mod user_data;
-
+use nodesmith_sandbox::registrar;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};

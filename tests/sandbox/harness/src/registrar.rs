@@ -122,10 +122,12 @@ impl Registrar {
         let instance_id = instance.instance_id().context("instance without id")?.to_string();
         let instance_type = instance.instance_type().context("instance without type")?.as_str().to_string();
         let info = self.type_info(&instance_type).await?;
-        let max_pods = match self.user_data(instance).await?.as_deref().and_then(user_data::max_pods_from_base64) {
-            Some(from_user_data) => from_user_data,
-            None => max_pods(info.network, MaxPodsSettings::default()),
-        };
+        let kubelet = instance_user_data(&self.ec2, instance)
+            .await?
+            .as_deref()
+            .map(user_data::kubelet_facts_from_base64)
+            .unwrap_or_default();
+        let max_pods = kubelet.max_pods.unwrap_or_else(|| max_pods(info.network, MaxPodsSettings::default()));
         let (mut requested_labels, requested_taints) = match tag(instance, NODECLAIM_TAG) {
             Some(claim) => self.nodeclaim_labels_and_taints(claim).await?,
             None => Default::default(),
@@ -156,6 +158,7 @@ impl Registrar {
             instance_id,
             instance_type,
             max_pods,
+            kubelet,
             requested_labels,
             requested_taints,
         })
@@ -198,40 +201,6 @@ impl Registrar {
         Ok(info)
     }
 
-    /// The instance's user data, or else its launch template's (as the instance was booted with it).
-    async fn user_data(&self, instance: &Instance) -> Result<Option<String>> {
-        let instance_id = instance.instance_id().unwrap_or_default();
-        let attribute = self
-            .ec2
-            .describe_instance_attribute()
-            .instance_id(instance_id)
-            .attribute(InstanceAttributeName::UserData)
-            .send()
-            .await
-            .with_context(|| format!("DescribeInstanceAttribute userData of {instance_id}"))?;
-        if let Some(value) = attribute.user_data().and_then(|u| u.value()).filter(|v| !v.is_empty()) {
-            return Ok(Some(value.to_string()));
-        }
-        let Some(template_id) = tag(instance, "aws:ec2launchtemplate:id") else {
-            return Ok(None);
-        };
-        let version = tag(instance, "aws:ec2launchtemplate:version").unwrap_or("$Default");
-        let versions = self
-            .ec2
-            .describe_launch_template_versions()
-            .launch_template_id(template_id)
-            .versions(version)
-            .send()
-            .await
-            .with_context(|| format!("DescribeLaunchTemplateVersions {template_id}"))?;
-        Ok(versions
-            .launch_template_versions()
-            .first()
-            .and_then(|v| v.launch_template_data())
-            .and_then(|d| d.user_data())
-            .map(str::to_string))
-    }
-
     /// The NodeClaim's labels and taints, as its launch passes them to the kubelet. None before the NodeClaim
     /// CRD is installed.
     async fn nodeclaim_labels_and_taints(&self, name: &str) -> Result<(BTreeMap<String, String>, Vec<Taint>)> {
@@ -260,4 +229,37 @@ fn tag<'a>(instance: &'a Instance, key: &str) -> Option<&'a str> {
 fn provider_id(instance: &Instance) -> Option<String> {
     let zone = instance.placement()?.availability_zone()?;
     Some(format!("aws:///{zone}/{}", instance.instance_id()?))
+}
+
+/// The instance's user data (base64, as EC2 keeps it), or else its launch template's (as the instance was booted
+/// with it).
+pub async fn instance_user_data(ec2: &aws_sdk_ec2::Client, instance: &Instance) -> Result<Option<String>> {
+    let instance_id = instance.instance_id().unwrap_or_default();
+    let attribute = ec2
+        .describe_instance_attribute()
+        .instance_id(instance_id)
+        .attribute(InstanceAttributeName::UserData)
+        .send()
+        .await
+        .with_context(|| format!("DescribeInstanceAttribute userData of {instance_id}"))?;
+    if let Some(value) = attribute.user_data().and_then(|u| u.value()).filter(|v| !v.is_empty()) {
+        return Ok(Some(value.to_string()));
+    }
+    let Some(template_id) = tag(instance, "aws:ec2launchtemplate:id") else {
+        return Ok(None);
+    };
+    let version = tag(instance, "aws:ec2launchtemplate:version").unwrap_or("$Default");
+    let versions = ec2
+        .describe_launch_template_versions()
+        .launch_template_id(template_id)
+        .versions(version)
+        .send()
+        .await
+        .with_context(|| format!("DescribeLaunchTemplateVersions {template_id}"))?;
+    Ok(versions
+        .launch_template_versions()
+        .first()
+        .and_then(|v| v.launch_template_data())
+        .and_then(|d| d.user_data())
+        .map(str::to_string))
 }

@@ -1,39 +1,184 @@
-//! Finds the `maxPods` a node's bootstrap would hand its kubelet, in the three user-data dialects nodesmith writes:
-//! AL2023 nodeadm NodeConfig (`maxPods: N`, possibly inside a MIME multipart document), AL2 bootstrap.sh
-//! (`--max-pods=N` in the kubelet extra args) and Bottlerocket TOML (`max-pods = N`).
+//! What a node's bootstrap would hand its kubelet, read from its user data the way each image reads it: AL2023's
+//! nodeadm NodeConfig parts of a MIME document (later parts refine earlier ones), AL2's bootstrap.sh
+//! `--kubelet-extra-args` in a shell script (alone or a MIME part) and Bottlerocket's TOML `settings.kubernetes`.
+//! Only the settings that shape a Node's capacity and allocatable are read. Written apart from nodesmith's own
+//! renderer, with real parsers, so that a test of what nodesmith writes is not nodesmith agreeing with itself.
+
+use std::collections::BTreeMap;
 
 use base64::Engine;
 
-/// `user_data` is the base64 text EC2 stores. `None` when it sets no max pods.
-pub fn max_pods_from_base64(user_data: &str) -> Option<u32> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(user_data.trim()).ok()?;
-    max_pods_from_text(&String::from_utf8_lossy(&bytes))
+/// The kubelet settings a Node's resources follow; unset ones keep the image's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubeletFacts {
+    pub max_pods: Option<u32>,
+    pub kube_reserved: BTreeMap<String, String>,
+    pub system_reserved: BTreeMap<String, String>,
+    /// Signal → threshold (`memory.available` → `500Mi` or `5%`).
+    pub eviction_hard: BTreeMap<String, String>,
 }
 
-pub fn max_pods_from_text(text: &str) -> Option<u32> {
-    // The last setting wins, as it would for a kubelet flag given twice or a merged NodeConfig.
-    text.lines().rev().find_map(max_pods_on_line)
+impl KubeletFacts {
+    /// Settings read later override earlier ones key by key, as nodeadm merges NodeConfigs.
+    fn merge(&mut self, later: KubeletFacts) {
+        self.max_pods = later.max_pods.or(self.max_pods);
+        self.kube_reserved.extend(later.kube_reserved);
+        self.system_reserved.extend(later.system_reserved);
+        self.eviction_hard.extend(later.eviction_hard);
+    }
 }
 
-fn max_pods_on_line(line: &str) -> Option<u32> {
-    // (key, the character between key and value; a flag may also take its value after a space)
-    const KEYS: [(&str, char, bool); 3] =
-        [("maxPods", ':', false), ("--max-pods", '=', true), ("max-pods", '=', false)];
-    KEYS.iter().find_map(|&(key, separator, space_separates)| {
-        let at = line.find(key)?;
-        let after_key = &line[at + key.len()..];
-        // A JSON key ends with its closing quote.
-        let after_key = after_key.strip_prefix('"').unwrap_or(after_key);
-        let trimmed = after_key.trim_start();
-        let value = match trimmed.strip_prefix(separator) {
-            Some(value) => value,
-            None if space_separates && trimmed.len() < after_key.len() => trimmed,
-            None => return None,
-        };
-        let digits: String =
-            value.trim_start_matches([' ', '"', '\'']).chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
+/// `user_data` is the base64 text EC2 stores; undecodable data sets nothing.
+pub fn kubelet_facts_from_base64(user_data: &str) -> KubeletFacts {
+    match base64::engine::general_purpose::STANDARD.decode(user_data.trim()) {
+        Ok(bytes) => kubelet_facts_from_text(&String::from_utf8_lossy(&bytes)),
+        Err(_) => KubeletFacts::default(),
+    }
+}
+
+pub fn kubelet_facts_from_text(text: &str) -> KubeletFacts {
+    if let Some(parts) = mime_parts(text) {
+        let mut facts = KubeletFacts::default();
+        for (content_type, body) in parts {
+            if content_type.contains("application/node.eks.aws") {
+                facts.merge(node_config(&body));
+            } else if content_type.contains("shellscript") {
+                facts.merge(shell(&body));
+            }
+        }
+        return facts;
+    }
+    if let Ok(document) = text.parse::<toml::Table>()
+        && let Some(kubernetes) = document.get("settings").and_then(|s| s.get("kubernetes"))
+    {
+        return bottlerocket(kubernetes);
+    }
+    if text.contains("bootstrap.sh") {
+        return shell(text);
+    }
+    node_config(text)
+}
+
+/// (content type, body) of each part of a MIME multipart document; `None` when `text` is not one.
+fn mime_parts(text: &str) -> Option<Vec<(String, String)>> {
+    let text = text.replace("\r\n", "\n");
+    let (headers, body) = text.split_once("\n\n")?;
+    let content_type = header(headers, "content-type")?;
+    if !content_type.to_ascii_lowercase().starts_with("multipart/") {
+        return None;
+    }
+    let boundary = content_type.split("boundary=").nth(1)?.split(';').next()?.trim().trim_matches('"');
+    let delimiter = format!("--{boundary}");
+    let parts = body
+        .split(&delimiter)
+        .skip(1)
+        .take_while(|part| !part.starts_with("--"))
+        .filter_map(|part| {
+            let (headers, body) = part.trim_start_matches('\n').split_once("\n\n")?;
+            Some((header(headers, "content-type").unwrap_or_default().to_ascii_lowercase(), body.to_string()))
+        })
+        .collect();
+    Some(parts)
+}
+
+fn header(headers: &str, name: &str) -> Option<String> {
+    headers.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_string())
     })
+}
+
+/// A NodeConfig (YAML or JSON): `spec.kubelet.config`, or `kubelet.config` for a bare spec.
+fn node_config(text: &str) -> KubeletFacts {
+    let Ok(document) = serde_yaml_ng::from_str::<serde_json::Value>(text) else { return KubeletFacts::default() };
+    let spec = document.get("spec").unwrap_or(&document);
+    let Some(config) = spec.get("kubelet").and_then(|k| k.get("config")) else { return KubeletFacts::default() };
+    let map = |key: &str| -> BTreeMap<String, String> {
+        config
+            .get(key)
+            .and_then(|m| m.as_object())
+            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .unwrap_or_default()
+    };
+    KubeletFacts {
+        max_pods: config.get("maxPods").and_then(serde_json::Value::as_u64).and_then(|n| u32::try_from(n).ok()),
+        kube_reserved: map("kubeReserved"),
+        system_reserved: map("systemReserved"),
+        eviction_hard: map("evictionHard"),
+    }
+}
+
+/// Bottlerocket's `settings.kubernetes` table.
+fn bottlerocket(kubernetes: &toml::Value) -> KubeletFacts {
+    let map = |key: &str| -> BTreeMap<String, String> {
+        kubernetes
+            .get(key)
+            .and_then(toml::Value::as_table)
+            .map(|t| t.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .unwrap_or_default()
+    };
+    KubeletFacts {
+        max_pods: kubernetes.get("max-pods").and_then(toml::Value::as_integer).and_then(|n| u32::try_from(n).ok()),
+        kube_reserved: map("kube-reserved"),
+        system_reserved: map("system-reserved"),
+        eviction_hard: map("eviction-hard"),
+    }
+}
+
+/// The kubelet flags of every bootstrap.sh line of a shell script, as the shell would split them.
+fn shell(script: &str) -> KubeletFacts {
+    let mut facts = KubeletFacts::default();
+    for line in script.lines().filter(|l| l.contains("bootstrap.sh")) {
+        // The template continues its bootstrap.sh command over lines ending in a backslash.
+        let command = continued(script, line);
+        let Some(words) = shlex::split(&command) else { continue };
+        let Some(at) = words.iter().position(|w| w == "--kubelet-extra-args") else { continue };
+        let Some(extra) = words.get(at + 1).and_then(|args| shlex::split(args)) else { continue };
+        facts.merge(kubelet_flags(&extra));
+    }
+    facts
+}
+
+/// `line` and the lines that follow it while each ends in `\`.
+fn continued(script: &str, line: &str) -> String {
+    let mut command = String::new();
+    let mut lines = script.lines().skip_while(|l| *l != line);
+    for next in lines.by_ref() {
+        match next.strip_suffix('\\') {
+            Some(head) => command.push_str(head),
+            None => {
+                command.push_str(next);
+                break;
+            }
+        }
+    }
+    command
+}
+
+fn kubelet_flags(words: &[String]) -> KubeletFacts {
+    let mut facts = KubeletFacts::default();
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        let (flag, value) = match word.split_once('=') {
+            Some((flag, value)) => (flag, value.to_string()),
+            None => (word.as_str(), words.next().cloned().unwrap_or_default()),
+        };
+        let pairs = |separator: char| -> BTreeMap<String, String> {
+            value
+                .split(',')
+                .filter_map(|pair| pair.split_once(separator))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect()
+        };
+        match flag {
+            "--max-pods" => facts.max_pods = value.parse().ok(),
+            "--kube-reserved" => facts.kube_reserved = pairs('='),
+            "--system-reserved" => facts.system_reserved = pairs('='),
+            "--eviction-hard" => facts.eviction_hard = pairs('<'),
+            _ => {}
+        }
+    }
+    facts
 }
 
 #[cfg(test)]
@@ -41,7 +186,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn al2023_node_config_inside_mime() {
+    fn al2023_node_configs_inside_mime_merge_in_order() {
         let text = r#"MIME-Version: 1.0
 Content-Type: multipart/mixed; boundary="//"
 
@@ -54,38 +199,71 @@ spec:
   kubelet:
     config:
       maxPods: 110
+      kubeReserved: {"cpu": "100m", "memory": "1Gi"}
+      evictionHard: {"memory.available": "5%"}
+--//
+Content-Type: text/x-shellscript
+
+echo hi
+--//
+Content-Type: application/node.eks.aws
+
+apiVersion: node.eks.aws/v1alpha1
+kind: NodeConfig
+spec:
+  kubelet:
+    config:
+      kubeReserved:
+        cpu: 300m
 --//--
 "#;
-        assert_eq!(max_pods_from_text(text), Some(110));
+        let facts = kubelet_facts_from_text(text);
+        assert_eq!(facts.max_pods, Some(110));
+        assert_eq!(facts.kube_reserved["cpu"], "300m", "the later NodeConfig refines the earlier");
+        assert_eq!(facts.kube_reserved["memory"], "1Gi");
+        assert_eq!(facts.eviction_hard["memory.available"], "5%");
     }
 
     #[test]
-    fn al2_bootstrap_kubelet_extra_args() {
-        let text = "#!/bin/bash\n/etc/eks/bootstrap.sh demo --use-max-pods false --kubelet-extra-args '--node-labels=a=b --max-pods=58'\n";
-        assert_eq!(max_pods_from_text(text), Some(58));
-        assert_eq!(max_pods_from_text("bootstrap.sh demo --kubelet-extra-args '--max-pods 17'"), Some(17));
+    fn al2_bootstrap_kubelet_extra_args_alone_or_in_mime() {
+        let script = "#!/bin/bash\n/etc/eks/bootstrap.sh demo \\\n  --use-max-pods false \\\n  --kubelet-extra-args '--node-labels=a=b --max-pods=58 --kube-reserved=cpu=250m,memory=1Gi --eviction-hard=memory.available<500Mi,nodefs.available<10%'\n";
+        let facts = kubelet_facts_from_text(script);
+        assert_eq!(facts.max_pods, Some(58));
+        assert_eq!(facts.kube_reserved["memory"], "1Gi");
+        assert_eq!(facts.eviction_hard["memory.available"], "500Mi");
+        assert_eq!(facts.eviction_hard["nodefs.available"], "10%");
+        let mime = format!(
+            "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n--B\nContent-Type: text/x-shellscript\n\necho first\n--B\nContent-Type: text/x-shellscript; charset=\"us-ascii\"\n\n{script}\n--B--\n"
+        );
+        assert_eq!(kubelet_facts_from_text(&mime), facts);
+        assert_eq!(
+            kubelet_facts_from_text("bootstrap.sh demo --kubelet-extra-args '--max-pods 17'").max_pods,
+            Some(17)
+        );
     }
 
     #[test]
     fn bottlerocket_toml() {
-        let text = "[settings.kubernetes]\ncluster-name = \"demo\"\nmax-pods = 234\n";
-        assert_eq!(max_pods_from_text(text), Some(234));
+        let text = "[settings.kubernetes]\ncluster-name = \"demo\"\nmax-pods = 234\n\n[settings.kubernetes.system-reserved]\nmemory = \"300Mi\"\n";
+        let facts = kubelet_facts_from_text(text);
+        assert_eq!(facts.max_pods, Some(234));
+        assert_eq!(facts.system_reserved["memory"], "300Mi");
     }
 
     #[test]
     fn json_node_config() {
-        assert_eq!(max_pods_from_text(r#"{"kubelet":{"config":{"maxPods": 29}}}"#), Some(29));
+        assert_eq!(kubelet_facts_from_text(r#"{"kubelet":{"config":{"maxPods": 29}}}"#).max_pods, Some(29));
     }
 
     #[test]
-    fn user_data_without_max_pods() {
-        assert_eq!(max_pods_from_text("#!/bin/bash\necho --use-max-pods false\n"), None);
-        assert_eq!(max_pods_from_base64("not base64 at all!"), None);
+    fn user_data_without_settings() {
+        assert_eq!(kubelet_facts_from_text("#!/bin/bash\necho --use-max-pods false\n"), KubeletFacts::default());
+        assert_eq!(kubelet_facts_from_base64("not base64 at all!"), KubeletFacts::default());
     }
 
     #[test]
     fn base64_is_decoded() {
-        let encoded = base64::engine::general_purpose::STANDARD.encode("max-pods = 8\n");
-        assert_eq!(max_pods_from_base64(&encoded), Some(8));
+        let encoded = base64::engine::general_purpose::STANDARD.encode("[settings.kubernetes]\nmax-pods = 8\n");
+        assert_eq!(kubelet_facts_from_base64(&encoded).max_pods, Some(8));
     }
 }
