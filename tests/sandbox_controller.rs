@@ -1069,3 +1069,53 @@ async fn each_ami_family_boots_with_the_classs_kubelet_settings_and_user_data() 
     })
     .await
 }
+
+/// A class that sets a field nodesmith does not honour is refused out loud: `ValidationSucceeded=False` naming the
+/// field, not Ready, a Warning Event on it, and nothing launched for its pool's pending pod; without the field, the
+/// same pod gets its node.
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_class_with_a_field_nodesmith_does_not_honour_launches_nothing_and_says_which() -> Result<()> {
+    let test = ControllerTest::with_simple_pool("ctl-refuse").await?;
+    let classes: Api<EC2NodeClass> = Api::all(test.sandbox.kube.clone());
+    classes
+        .patch(&test.name, &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"context": "cfc-0123"}})))
+        .await?;
+    test.start_controller()?;
+    test.run(async |t| {
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
+        deployment(sandbox, namespace, test, 1, "500m", "512Mi").await?;
+        let condition = |class: EC2NodeClass, type_: &str| {
+            class.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == type_))
+        };
+        let refused = wait_until("ValidationSucceeded=False", RUN_WAIT, || async {
+            Ok(condition(classes.get(test).await?, "ValidationSucceeded").filter(|c| c.status == "False"))
+        })
+        .await?;
+        ensure!(refused.message.contains("spec.context"), "the condition names the field: {}", refused.message);
+        let ready = condition(classes.get(test).await?, "Ready").context("a Ready condition")?;
+        ensure!(ready.status == "False", "an invalid class is not Ready: {ready:?}");
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::all(sandbox.kube.clone());
+        let said = events.list(&ListParams::default()).await?.items.into_iter().any(|e| {
+            e.reason.as_deref() == Some("ValidationFailed")
+                && e.involved_object.name.as_deref() == Some(test.as_str())
+                && e.message.as_deref().is_some_and(|m| m.contains("spec.context"))
+        });
+        ensure!(said, "a ValidationFailed Event on the class names the field");
+        // Several batch windows pass; the pod stays pending and nothing is launched for it.
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        ensure!(nodeclaims_of(sandbox, test).await?.is_empty(), "a NodeClaim from a refused class");
+        ensure!(live_instances(sandbox, test).await?.is_empty(), "an instance from a refused class");
+        ensure!(running_pods(sandbox, namespace).await?.is_empty(), "the pod ran somewhere");
+
+        classes
+            .patch(test, &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"context": null}})))
+            .await?;
+        wait_until("the pod Running once the field is gone", RUN_WAIT, || async {
+            Ok((running_pods(sandbox, namespace).await?.len() == 1).then_some(()))
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}

@@ -149,33 +149,44 @@ pub async fn images(ec2: &aws_sdk_ec2::Client, terms: &[SelectorTerm]) -> Result
     Ok(images)
 }
 
-/// The SSM parameter that names the latest EKS-optimized AMI of an alias family for a Kubernetes version,
-/// architecture (`amd64`/`arm64`) and variant. `None` for an unknown family, or a variant the family does not
-/// publish for that architecture (AL2's GPU image is x86_64 only).
-pub fn alias_parameter(family: &str, kubernetes_version: &str, arch: &str, variant: AmiVariant) -> Option<String> {
+/// The SSM parameter that names the EKS-optimized AMI of an alias (`al2023@latest`, `al2023@v20240807`,
+/// `bottlerocket@v1.20.0`) for a Kubernetes version, architecture (`amd64`/`arm64`) and variant: `latest` the
+/// family's recommended image, any other version that release, pinned (as Karpenter resolves aliases). `None` for
+/// an unknown family, or a variant the family does not publish for that architecture (AL2's GPU image is x86_64
+/// only).
+pub fn alias_parameter(alias: &str, kubernetes_version: &str, arch: &str, variant: AmiVariant) -> Option<String> {
+    let (family, version) = alias.split_once('@').unwrap_or((alias, "latest"));
+    let latest = version.eq_ignore_ascii_case("latest");
     let ec2_arch = if arch == "arm64" { "arm64" } else { "x86_64" };
     let nvidia = variant == AmiVariant::Nvidia;
+    let base = format!("/aws/service/eks/optimized-ami/{kubernetes_version}");
     match family.to_ascii_lowercase().as_str() {
         "al2023" => {
             let flavour = if nvidia { "nvidia" } else { "standard" };
-            Some(format!(
-                "/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2023/{ec2_arch}/{flavour}/recommended/image_id"
-            ))
+            let release = if latest {
+                "recommended".to_string()
+            } else {
+                format!("amazon-eks-node-al2023-{ec2_arch}-{flavour}-{kubernetes_version}-{version}")
+            };
+            Some(format!("{base}/amazon-linux-2023/{ec2_arch}/{flavour}/{release}/image_id"))
         }
         "al2" => {
-            let suffix = match (arch, nvidia) {
+            let (suffix, image) = match (arch, nvidia) {
                 ("arm64", true) => return None,
-                ("arm64", false) => "-arm64",
-                (_, true) => "-gpu",
-                _ => "",
+                ("arm64", false) => ("-arm64", "amazon-eks-arm64-node"),
+                (_, true) => ("-gpu", "amazon-eks-gpu-node"),
+                _ => ("", "amazon-eks-node"),
             };
-            Some(format!(
-                "/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2{suffix}/recommended/image_id"
-            ))
+            let release =
+                if latest { "recommended".to_string() } else { format!("{image}-{kubernetes_version}-{version}") };
+            Some(format!("{base}/amazon-linux-2{suffix}/{release}/image_id"))
         }
         "bottlerocket" => {
             let flavour = if nvidia { "-nvidia" } else { "" };
-            Some(format!("/aws/service/bottlerocket/aws-k8s-{kubernetes_version}{flavour}/{ec2_arch}/latest/image_id"))
+            let release = if latest { "latest" } else { version.trim_start_matches('v') };
+            Some(format!(
+                "/aws/service/bottlerocket/aws-k8s-{kubernetes_version}{flavour}/{ec2_arch}/{release}/image_id"
+            ))
         }
         _ => None,
     }
@@ -264,5 +275,37 @@ mod tests {
         );
         assert_eq!(alias_parameter("al2", "1.32", "arm64", AmiVariant::Nvidia), None);
         assert_eq!(alias_parameter("windows", "1.36", "amd64", AmiVariant::Standard), None);
+    }
+
+    #[test]
+    fn an_alias_version_pins_that_release() {
+        assert_eq!(
+            alias_parameter("al2023@latest", "1.30", "amd64", AmiVariant::Standard).as_deref(),
+            Some("/aws/service/eks/optimized-ami/1.30/amazon-linux-2023/x86_64/standard/recommended/image_id")
+        );
+        assert_eq!(
+            alias_parameter("al2023@v20240807", "1.30", "arm64", AmiVariant::Nvidia).as_deref(),
+            Some(
+                "/aws/service/eks/optimized-ami/1.30/amazon-linux-2023/arm64/nvidia/amazon-eks-node-al2023-arm64-nvidia-1.30-v20240807/image_id"
+            )
+        );
+        assert_eq!(
+            alias_parameter("al2@v20240807", "1.30", "amd64", AmiVariant::Standard).as_deref(),
+            Some("/aws/service/eks/optimized-ami/1.30/amazon-linux-2/amazon-eks-node-1.30-v20240807/image_id")
+        );
+        assert_eq!(
+            alias_parameter("al2@v20240807", "1.30", "arm64", AmiVariant::Standard).as_deref(),
+            Some(
+                "/aws/service/eks/optimized-ami/1.30/amazon-linux-2-arm64/amazon-eks-arm64-node-1.30-v20240807/image_id"
+            )
+        );
+        assert_eq!(
+            alias_parameter("al2@v20240807", "1.30", "amd64", AmiVariant::Nvidia).as_deref(),
+            Some("/aws/service/eks/optimized-ami/1.30/amazon-linux-2-gpu/amazon-eks-gpu-node-1.30-v20240807/image_id")
+        );
+        assert_eq!(
+            alias_parameter("bottlerocket@v1.20.0", "1.30", "amd64", AmiVariant::Nvidia).as_deref(),
+            Some("/aws/service/bottlerocket/aws-k8s-1.30-nvidia/x86_64/1.20.0/image_id")
+        );
     }
 }

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod node_metrics;
 pub mod nodeclaim_lifecycle;
 pub mod nodeclass_status;
+pub mod nodeclass_validation;
 pub mod nodepool_status;
 pub mod nominations;
 pub mod pods;

@@ -1,19 +1,22 @@
 //! EC2NodeClass status: the subnets, security groups and AMIs its selector terms find, and its instance profile,
-//! refreshed every minute. `Ready` only when all four are resolved; the provisioner plans only for ready classes.
+//! refreshed every minute; `ValidationSucceeded` when nodesmith honours every field it sets (`nodeclass_validation`).
+//! `Ready` only when it is valid and all four are resolved; the provisioner plans only for ready classes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::NodeSelectorRequirement;
-use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ReflectHandle;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::leader::Leadership;
-use super::{Context, Error, conditions};
+use super::nodeclass_validation as validation;
+use super::{Context, Error, conditions, events};
 use crate::apis::ec2nodeclass::EC2NodeClass;
 
 /// The label an alias's NVIDIA and standard images are told apart by.
@@ -25,6 +28,7 @@ use crate::cloud::{CloudProvider, nodeclass as resolve};
 const CONTROLLER: &str = "nodeclass";
 const REFRESH: Duration = Duration::from_secs(60);
 const NOT_READY_RETRY: Duration = Duration::from_secs(10);
+const VALIDATION_SUCCEEDED: &str = "ValidationSucceeded";
 
 pub struct Reconciler {
     pub ctx: Arc<Context>,
@@ -46,12 +50,12 @@ fn error_policy(class: Arc<EC2NodeClass>, error: &Error, _: Arc<Reconciler>) -> 
 /// The images an alias names: per architecture, the standard image and, where the family publishes one, the
 /// NVIDIA variant (`al2023@latest` → the SSM parameters of each). A missing NVIDIA parameter is not an error.
 async fn alias_images(ctx: &Context, alias: &str) -> Result<(Vec<ImageInfo>, Vec<String>), Error> {
-    let (family, _version) = alias.split_once('@').unwrap_or((alias, "latest"));
+    let family = alias.split_once('@').map_or(alias, |(family, _)| family);
     let mut images = Vec::new();
     let mut missing = Vec::new();
     for arch in ["amd64", "arm64"] {
         for variant in [AmiVariant::Nvidia, AmiVariant::Standard] {
-            let Some(parameter) = resolve::alias_parameter(family, &ctx.cluster.kubernetes_version, arch, variant)
+            let Some(parameter) = resolve::alias_parameter(alias, &ctx.cluster.kubernetes_version, arch, variant)
             else {
                 if variant == AmiVariant::Nvidia {
                     continue;
@@ -136,6 +140,12 @@ async fn reconcile(class: Arc<EC2NodeClass>, r: Arc<Reconciler>) -> Result<Actio
             let (found, missing) = alias_images(ctx, alias).await?;
             images.extend(found);
             missing_parameters.extend(missing);
+        } else if let Some(parameter) = &term.ssm_parameter {
+            // The parameter names the image; the image itself is then described like an `id` term.
+            match ctx.cloud(CONTROLLER).image_from_parameter(parameter).await? {
+                Some(id) => image_terms.push(SelectorTerm { id: Some(id), ..Default::default() }),
+                None => missing_parameters.push(parameter.clone()),
+            }
         } else {
             image_terms.push(SelectorTerm {
                 id: term.id.clone(),
@@ -160,6 +170,30 @@ async fn reconcile(class: Arc<EC2NodeClass>, r: Arc<Reconciler>) -> Result<Actio
     };
 
     let mut conds = class.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let problems = validation::problems(&class);
+    let valid = problems.is_empty();
+    let validation_message = problems.join("; ");
+    let said_before = conds.iter().any(|c| c.type_ == VALIDATION_SUCCEEDED && c.message == validation_message);
+    if !valid && !said_before {
+        let note = format!("nothing launches from this EC2NodeClass: {validation_message}");
+        events::publish(
+            &ctx.recorder,
+            &class.object_ref(&()),
+            EventType::Warning,
+            "ValidationFailed",
+            "Validate",
+            &note,
+        )
+        .await;
+        tracing::warn!(ec2nodeclass = %name, "{note}");
+    }
+    conditions::set(
+        &mut conds,
+        VALIDATION_SUCCEEDED,
+        valid,
+        if valid { "ValidationSucceeded" } else { validation::UNSUPPORTED },
+        &validation_message,
+    );
     let subnets_ready = !subnets.is_empty();
     let groups_ready = !groups.is_empty();
     let images_ready = !images.is_empty();
@@ -202,8 +236,9 @@ async fn reconcile(class: Arc<EC2NodeClass>, r: Arc<Reconciler>) -> Result<Actio
         if profile_ready { "InstanceProfileReady" } else { "InstanceProfileNotReady" },
         &profile_message,
     );
-    let ready = subnets_ready && groups_ready && images_ready && profile_ready;
+    let ready = valid && subnets_ready && groups_ready && images_ready && profile_ready;
     let not_ready: Vec<&str> = [
+        (valid, VALIDATION_SUCCEEDED),
         (subnets_ready, "SubnetsReady"),
         (groups_ready, "SecurityGroupsReady"),
         (images_ready, "AMIsReady"),
