@@ -23,6 +23,7 @@ use nodesmith::catalog::max_pods::MaxPodsSettings;
 use nodesmith::catalog::resources::{ResourceName, parse_quantity};
 use nodesmith::cloud::instances::instance_id_from_provider_id;
 use nodesmith_sandbox::fault_proxy::FaultPlan;
+use nodesmith_sandbox::user_data::mime_parts;
 use std::sync::atomic::Ordering;
 use support::controller::*;
 use support::{Sandbox, unique_name, wait_until};
@@ -925,30 +926,13 @@ fn kubelet_settings() -> serde_json::Value {
     })
 }
 
-fn mime_parts_of(text: &str) -> Result<Vec<(String, String)>> {
-    let (headers, body) = text.split_once("\n\n").context("no MIME headers")?;
-    let boundary = headers
-        .lines()
-        .find_map(|l| l.split_once("boundary=").map(|(_, b)| b.trim_matches('"').to_string()))
-        .context("not a MIME multipart document")?;
-    Ok(body
-        .split(&format!("--{boundary}"))
-        .skip(1)
-        .take_while(|p| !p.starts_with("--"))
-        .filter_map(|p| {
-            let (headers, body) = p.trim_start_matches('\n').split_once("\n\n")?;
-            Some((headers.to_ascii_lowercase(), body.to_string()))
-        })
-        .collect())
-}
-
 fn family_cases() -> Vec<FamilyCase> {
     vec![
         FamilyCase {
             family: "AL2023",
             user_data: "#!/bin/bash\necho from-the-user > /etc/motd\n".into(),
             check: |text| {
-                let parts = mime_parts_of(text)?;
+                let parts = mime_parts(text).context("not a MIME multipart document")?;
                 ensure!(parts.len() == 2, "nodesmith's NodeConfig and the user's script: {parts:?}");
                 let config: serde_json::Value = serde_yaml_ng::from_str(&parts[0].1)?;
                 ensure!(config["kind"] == "NodeConfig", "{config}");
@@ -963,7 +947,7 @@ fn family_cases() -> Vec<FamilyCase> {
             family: "AL2",
             user_data: "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"==U==\"\n\n--==U==\nContent-Type: text/x-shellscript\n\necho from-the-user\n--==U==--\n".into(),
             check: |text| {
-                let parts = mime_parts_of(text)?;
+                let parts = mime_parts(text).context("not a MIME multipart document")?;
                 ensure!(parts.len() == 2, "the user's part, then bootstrap.sh: {parts:?}");
                 ensure!(parts[0].1.contains("echo from-the-user"), "{:?}", parts[0]);
                 let script = &parts[1].1;

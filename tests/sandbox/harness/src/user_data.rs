@@ -60,7 +60,7 @@ pub fn kubelet_facts_from_text(text: &str) -> KubeletFacts {
 }
 
 /// (content type, body) of each part of a MIME multipart document; `None` when `text` is not one.
-fn mime_parts(text: &str) -> Option<Vec<(String, String)>> {
+pub fn mime_parts(text: &str) -> Option<Vec<(String, String)>> {
     let text = text.replace("\r\n", "\n");
     let (headers, body) = text.split_once("\n\n")?;
     let content_type = header(headers, "content-type")?;
