@@ -144,6 +144,32 @@ fn plan_places_every_workload_pod_or_says_why_not() {
 }
 
 #[test]
+fn plan_prices_each_region_with_its_own_prices_and_says_where_they_come_from() {
+    let plan_in = |region: &str| -> Value {
+        let args = ["plan", "--pods", "tests/data/plan/workloads.yaml", "--region", region, "--output", "json"];
+        let output = nodesmith(&args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).expect("JSON")
+    };
+    let virginia = plan_in("us-east-1");
+    let ireland = plan_in("eu-west-1");
+    assert_eq!(
+        (virginia["region"].clone(), virginia["on_demand_prices"].clone()),
+        ("us-east-1".into(), "karpenter-table".into())
+    );
+    assert_eq!(ireland["on_demand_prices"], "regional-snapshot");
+    assert_eq!(ireland["spot_prices"], "spot-estimate");
+    let total = |plan: &Value| plan["total_price_per_hour"].as_f64().expect("total");
+    assert!(total(&ireland) > 0.0 && (total(&ireland) - total(&virginia)).abs() > 1e-6, "{ireland}\n{virginia}");
+    assert!(virginia["zones_note"].is_null());
+    assert!(ireland["zones_note"].as_str().is_some_and(|n| n.contains("eu-west-1")));
+    for node in ireland["nodes"].as_array().expect("nodes") {
+        assert_eq!(node["zone"], "eu-west-1", "no us-east-1 zone in an eu-west-1 plan: {node}");
+    }
+    assert_eq!(plan_in("xx-nowhere-1")["on_demand_prices"], "home-region-stand-in");
+}
+
+#[test]
 fn plan_reads_stdin_and_a_default_nodepool() {
     let pods = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers: [{name: a, resources: {requests: {cpu: 100m}}}]\n";
     let output = nodesmith_with_stdin(&["plan", "--pods", "-"], pods);

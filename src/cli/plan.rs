@@ -15,8 +15,9 @@ use super::{CliError, Report};
 use crate::apis::ec2nodeclass::{EC2NodeClassSpec, PrefixDelegation};
 use crate::apis::nodepool::NodePoolSpec as KubeNodePoolSpec;
 use crate::apis::scheduling_input::{daemonset_pod, existing_node, nodepool, pod_request};
+use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::max_pods::MaxPodsSettings;
-use crate::catalog::pricing::PriceTable;
+use crate::catalog::pricing::{HOME_REGION, PriceSource, PriceTable};
 use crate::catalog::resources::ResourceName;
 use crate::catalog::{CapacityType, embedded_instance_types};
 use crate::scheduling::{self, NodePoolSpec, Operator, PodRequest, Requirement, SchedulingInput};
@@ -46,6 +47,13 @@ pub struct PlanArgs {
 
 #[derive(Debug, Serialize)]
 pub struct PlanReport {
+    /// The region planned for (`--region` / AWS_REGION, else us-east-1) and where its prices come from.
+    pub region: String,
+    pub on_demand_prices: PriceSource,
+    pub spot_prices: PriceSource,
+    /// Set when the offline catalog does not know the region's zones: nodes are then planned region-wide, each
+    /// reported in a "zone" named after the region.
+    pub zones_note: Option<String>,
     pub nodes: Vec<PlannedNodeReport>,
     /// Existing node → pods planned onto it.
     pub existing: BTreeMap<String, Vec<String>>,
@@ -66,7 +74,8 @@ pub struct PlannedNodeReport {
     pub instance_type_options: Vec<String>,
 }
 
-pub fn run(args: &PlanArgs) -> Result<PlanReport, CliError> {
+pub fn run(args: &PlanArgs, region: Option<&str>) -> Result<PlanReport, CliError> {
+    let region = region.unwrap_or(HOME_REGION);
     let max_pods = max_pods_settings(args)?;
     let mut pods = Vec::new();
     for path in &args.pods {
@@ -107,17 +116,22 @@ pub fn run(args: &PlanArgs) -> Result<PlanReport, CliError> {
         None => Vec::new(),
     };
 
-    let prices = PriceTable::embedded();
+    let prices = PriceTable::embedded_for(region);
+    let (instance_types, zones_note) = regional_catalog(region, &prices);
     let plan = scheduling::solve(&SchedulingInput {
         pods: &pods,
         nodepools: &pools,
-        instance_types: embedded_instance_types(),
+        instance_types: &instance_types,
         prices: &prices,
         existing: &existing,
         daemonsets: &daemonsets,
         unavailable: &Default::default(),
     });
     Ok(PlanReport {
+        region: region.to_string(),
+        on_demand_prices: prices.on_demand_source(),
+        spot_prices: prices.spot_source(),
+        zones_note,
         total_price_per_hour: plan.total_price_per_hour(),
         nodes: plan.new_nodes.into_iter().map(node_report).collect(),
         existing: plan.existing_placements,
@@ -229,6 +243,24 @@ fn max_pods_settings(args: &PlanArgs) -> Result<MaxPodsSettings, CliError> {
     Ok(settings)
 }
 
+/// The offline catalog as `region` has it. It describes us-east-1's types and zones; elsewhere a type is offered
+/// where the region's prices list it, and, its zones not being known offline, in one region-wide "zone".
+fn regional_catalog(region: &str, prices: &PriceTable) -> (Vec<InstanceTypeInfo>, Option<String>) {
+    let catalog = embedded_instance_types();
+    if region == HOME_REGION {
+        return (catalog.to_vec(), None);
+    }
+    let types = catalog
+        .iter()
+        .filter(|t| prices.on_demand(&t.name).is_some())
+        .map(|t| InstanceTypeInfo { zones: vec![region.to_string()], ..t.clone() })
+        .collect();
+    let note = format!(
+        "the offline catalog knows us-east-1's zones, not {region}'s: nodes are planned region-wide (zone \"{region}\")"
+    );
+    (types, Some(note))
+}
+
 /// A general-purpose NodePool like Karpenter's getting-started one.
 fn default_nodepool(max_pods: MaxPodsSettings) -> NodePoolSpec {
     NodePoolSpec {
@@ -279,6 +311,21 @@ impl Report for PlanReport {
             count(pods, "pod"),
             self.total_price_per_hour
         );
+        let source = |s: PriceSource| match s {
+            PriceSource::KarpenterTable => "Karpenter's us-east-1 list prices (July 2026)",
+            PriceSource::RegionalSnapshot => "the region's list prices (ec2instances.info, May 2025)",
+            PriceSource::HomeRegionStandIn => "us-east-1's list prices, standing in (none embedded for this region)",
+            PriceSource::SpotEstimate => "estimated at 35% of on-demand",
+        };
+        out += &format!(
+            "\nin {}: on-demand {}; spot {}",
+            self.region,
+            source(self.on_demand_prices),
+            source(self.spot_prices)
+        );
+        if let Some(note) = &self.zones_note {
+            out += &format!("\n{note}");
+        }
         let on_existing: usize = self.existing.values().map(Vec::len).sum();
         if on_existing > 0 {
             out += &format!("; {} fit on {}", count(on_existing, "pod"), count(self.existing.len(), "existing node"));

@@ -95,6 +95,12 @@ impl Context {
         state: ClusterState,
         instance_types: Vec<InstanceTypeInfo>,
     ) -> Arc<Self> {
+        // The cluster's region's prices (us-east-1's where none are embedded for it; the log says so).
+        let region = cluster.account_and_region().map_or(crate::catalog::pricing::HOME_REGION, |(_, region)| region);
+        let prices = PriceTable::embedded_for(region);
+        if prices.on_demand_source() == crate::catalog::pricing::PriceSource::HomeRegionStandIn {
+            tracing::warn!(region, "no embedded on-demand prices for this region: us-east-1's stand in");
+        }
         Arc::new(Self {
             recorder: Recorder::new(kube.clone(), reporter(&settings)),
             settings,
@@ -104,7 +110,7 @@ impl Context {
             cloud,
             state,
             instance_types,
-            prices: PriceTable::embedded(),
+            prices,
             nominated: Mutex::default(),
             metrics,
         })
