@@ -550,17 +550,10 @@ impl EC2NodeClass {
     pub fn node_overhead(&self) -> Result<NodeOverhead, KubeletSettingError> {
         let Some(kubelet) = &self.spec.kubelet else { return Ok(NodeOverhead::default()) };
         let signals = |field: &str, map: &BTreeMap<String, String>| -> Result<EvictionSignals, KubeletSettingError> {
-            let read = |signal: &str| {
-                map.get(signal)
-                    .map(|text| {
-                        threshold(text).ok_or_else(|| KubeletSettingError {
-                            field: format!("kubelet.{field}[{signal}]"),
-                            value: text.clone(),
-                        })
-                    })
-                    .transpose()
-            };
-            Ok(EvictionSignals { memory: read("memory.available")?, nodefs: read("nodefs.available")? })
+            Ok(EvictionSignals {
+                memory: setting(field, map, "memory.available", threshold)?,
+                nodefs: setting(field, map, "nodefs.available", threshold)?,
+            })
         };
         let eviction = EvictionThresholds {
             hard: signals("evictionHard", &kubelet.eviction_hard)?,
@@ -626,19 +619,28 @@ fn threshold(text: &str) -> Option<Threshold> {
 
 /// A `kubeReserved` / `systemReserved` map; `pid` reserves process IDs, which pods do not request.
 fn reserved(field: &str, map: &BTreeMap<String, String>) -> Result<Reserved, KubeletSettingError> {
-    let read = |key: &str, resource: ResourceName| {
-        map.get(key)
-            .map(|text| {
-                parse_quantity(text, resource)
-                    .map_err(|_| KubeletSettingError { field: format!("kubelet.{field}[{key}]"), value: text.clone() })
-            })
-            .transpose()
-    };
+    let quantity = |resource| move |text: &str| parse_quantity(text, resource).ok();
     Ok(Reserved {
-        cpu_millis: read("cpu", ResourceName::Cpu)?,
-        memory_bytes: read("memory", ResourceName::Memory)?,
-        ephemeral_storage_bytes: read("ephemeral-storage", ResourceName::EphemeralStorage)?,
+        cpu_millis: setting(field, map, "cpu", quantity(ResourceName::Cpu))?,
+        memory_bytes: setting(field, map, "memory", quantity(ResourceName::Memory))?,
+        ephemeral_storage_bytes: setting(field, map, "ephemeral-storage", quantity(ResourceName::EphemeralStorage))?,
     })
+}
+
+/// `map[key]` of the kubelet setting `field`, read by `parse`; an unreadable value is an error naming
+/// `kubelet.<field>[<key>]`.
+fn setting<T>(
+    field: &str,
+    map: &BTreeMap<String, String>,
+    key: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, KubeletSettingError> {
+    map.get(key)
+        .map(|text| {
+            parse(text)
+                .ok_or_else(|| KubeletSettingError { field: format!("kubelet.{field}[{key}]"), value: text.clone() })
+        })
+        .transpose()
 }
 
 impl Default for MetadataOptions {

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::resources::{ResourceName, Resources};
+
 /// Karpenter's estimate of the memory the hypervisor and kernel take from the nominal size, so capacity
 /// matches what a kubelet reports.
 pub const VM_MEMORY_OVERHEAD_PERCENT: f64 = 7.5;
@@ -40,6 +42,24 @@ pub struct Reserved {
     pub cpu_millis: Option<i64>,
     pub memory_bytes: Option<i64>,
     pub ephemeral_storage_bytes: Option<i64>,
+}
+
+impl Reserved {
+    /// As resources: what is set, else `defaults`' value.
+    pub fn or(self, defaults: Resources) -> Resources {
+        let mut resources = defaults;
+        let set = [
+            (ResourceName::Cpu, self.cpu_millis),
+            (ResourceName::Memory, self.memory_bytes),
+            (ResourceName::EphemeralStorage, self.ephemeral_storage_bytes),
+        ];
+        for (resource, value) in set {
+            if let Some(value) = value {
+                resources.set(resource, value);
+            }
+        }
+        resources
+    }
 }
 
 /// An eviction threshold as the kubelet takes it: an amount left free, or a percentage of capacity.

@@ -228,19 +228,10 @@ impl InstanceTypeInfo {
     ) -> Resources {
         let capacity = self.capacity_with(settings, overhead, storage);
         let pods = self.max_pods(settings);
-        let kube = overhead.kube_reserved;
-        let kube_reserved = Resources::ZERO
-            .with(
-                ResourceName::Cpu,
-                kube.cpu_millis.unwrap_or(allocatable::kube_reserved_cpu_millis(self.vcpus) as i64),
-            )
-            .with(ResourceName::Memory, kube.memory_bytes.unwrap_or(mib(allocatable::kube_reserved_memory_mib(pods))))
-            .with(ResourceName::EphemeralStorage, kube.ephemeral_storage_bytes.unwrap_or(0));
-        let system = overhead.system_reserved;
-        let system_reserved = Resources::ZERO
-            .with(ResourceName::Cpu, system.cpu_millis.unwrap_or(0))
-            .with(ResourceName::Memory, system.memory_bytes.unwrap_or(0))
-            .with(ResourceName::EphemeralStorage, system.ephemeral_storage_bytes.unwrap_or(0));
+        let kube_reserved = overhead.kube_reserved.or(Resources::ZERO
+            .with(ResourceName::Cpu, allocatable::kube_reserved_cpu_millis(self.vcpus) as i64)
+            .with(ResourceName::Memory, mib(allocatable::kube_reserved_memory_mib(pods))));
+        let system_reserved = overhead.system_reserved.or(Resources::ZERO);
         let eviction = Resources::ZERO
             .with(ResourceName::Memory, overhead.eviction.memory(capacity.get(ResourceName::Memory)))
             .with(

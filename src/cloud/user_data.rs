@@ -53,100 +53,106 @@ pub struct KubeletSettings {
     pub cpu_cfs_quota: Option<bool>,
 }
 
+/// A kubelet setting's name in each dialect: nodeadm's KubeletConfiguration (AL2023), the kubelet flag (AL2) and
+/// Bottlerocket's `settings.kubernetes`.
+struct Names {
+    node_config: &'static str,
+    flag: &'static str,
+    bottlerocket: &'static str,
+}
+
+const fn names(node_config: &'static str, flag: &'static str, bottlerocket: &'static str) -> Names {
+    Names { node_config, flag, bottlerocket }
+}
+
 impl KubeletSettings {
+    /// The map settings, each with the separator its flag puts between a key and its value.
+    fn maps(&self) -> [(Names, &'static str, &BTreeMap<String, String>); 5] {
+        [
+            (names("kubeReserved", "--kube-reserved", "kube-reserved"), "=", &self.kube_reserved),
+            (names("systemReserved", "--system-reserved", "system-reserved"), "=", &self.system_reserved),
+            (names("evictionHard", "--eviction-hard", "eviction-hard"), "<", &self.eviction_hard),
+            (names("evictionSoft", "--eviction-soft", "eviction-soft"), "<", &self.eviction_soft),
+            (
+                names("evictionSoftGracePeriod", "--eviction-soft-grace-period", "eviction-soft-grace-period"),
+                "=",
+                &self.eviction_soft_grace_period,
+            ),
+        ]
+    }
+
+    /// The number settings, each with whether Bottlerocket takes it as a string (the image GC percentages).
+    fn numbers(&self) -> [(Names, bool, Option<i32>); 3] {
+        [
+            (
+                names("evictionMaxPodGracePeriod", "--eviction-max-pod-grace-period", "eviction-max-pod-grace-period"),
+                false,
+                self.eviction_max_pod_grace_period,
+            ),
+            (
+                names("imageGCHighThresholdPercent", "--image-gc-high-threshold", "image-gc-high-threshold-percent"),
+                true,
+                self.image_gc_high_threshold_percent,
+            ),
+            (
+                names("imageGCLowThresholdPercent", "--image-gc-low-threshold", "image-gc-low-threshold-percent"),
+                true,
+                self.image_gc_low_threshold_percent,
+            ),
+        ]
+    }
+
+    const CPU_CFS_QUOTA: Names = names("cpuCFSQuota", "--cpu-cfs-quota", "cpu-cfs-quota-enforced");
+
     /// As nodeadm's KubeletConfiguration names them (AL2023).
     fn node_config_entries(&self) -> BTreeMap<&'static str, serde_json::Value> {
         let mut entries = BTreeMap::new();
-        let maps = [
-            ("kubeReserved", &self.kube_reserved),
-            ("systemReserved", &self.system_reserved),
-            ("evictionHard", &self.eviction_hard),
-            ("evictionSoft", &self.eviction_soft),
-            ("evictionSoftGracePeriod", &self.eviction_soft_grace_period),
-        ];
-        for (key, map) in maps {
-            if !map.is_empty() {
-                entries.insert(key, serde_json::json!(map));
-            }
+        for (names, _, map) in self.maps().into_iter().filter(|(_, _, map)| !map.is_empty()) {
+            entries.insert(names.node_config, serde_json::json!(map));
         }
-        let numbers = [
-            ("evictionMaxPodGracePeriod", self.eviction_max_pod_grace_period),
-            ("imageGCHighThresholdPercent", self.image_gc_high_threshold_percent),
-            ("imageGCLowThresholdPercent", self.image_gc_low_threshold_percent),
-        ];
-        for (key, number) in numbers {
+        for (names, _, number) in self.numbers() {
             if let Some(number) = number {
-                entries.insert(key, number.into());
+                entries.insert(names.node_config, number.into());
             }
         }
         if let Some(quota) = self.cpu_cfs_quota {
-            entries.insert("cpuCFSQuota", quota.into());
+            entries.insert(Self::CPU_CFS_QUOTA.node_config, quota.into());
         }
         entries
     }
 
     /// As kubelet flags (AL2's `--kubelet-extra-args`): `--eviction-hard=memory.available<500Mi,...`.
     fn flags(&self) -> Vec<String> {
-        let joined = |map: &BTreeMap<String, String>, separator: &str| {
-            map.iter().map(|(k, v)| format!("{k}{separator}{v}")).collect::<Vec<_>>().join(",")
-        };
         let mut flags = Vec::new();
-        let maps = [
-            ("--kube-reserved", &self.kube_reserved, "="),
-            ("--system-reserved", &self.system_reserved, "="),
-            ("--eviction-hard", &self.eviction_hard, "<"),
-            ("--eviction-soft", &self.eviction_soft, "<"),
-            ("--eviction-soft-grace-period", &self.eviction_soft_grace_period, "="),
-        ];
-        for (flag, map, separator) in maps {
-            if !map.is_empty() {
-                flags.push(format!("{flag}={}", joined(map, separator)));
-            }
+        for (names, separator, map) in self.maps().into_iter().filter(|(_, _, map)| !map.is_empty()) {
+            let pairs: Vec<String> = map.iter().map(|(k, v)| format!("{k}{separator}{v}")).collect();
+            flags.push(format!("{}={}", names.flag, pairs.join(",")));
         }
-        let numbers = [
-            ("--eviction-max-pod-grace-period", self.eviction_max_pod_grace_period),
-            ("--image-gc-high-threshold", self.image_gc_high_threshold_percent),
-            ("--image-gc-low-threshold", self.image_gc_low_threshold_percent),
-        ];
-        for (flag, number) in numbers {
+        for (names, _, number) in self.numbers() {
             if let Some(number) = number {
-                flags.push(format!("{flag}={number}"));
+                flags.push(format!("{}={number}", names.flag));
             }
         }
         if let Some(quota) = self.cpu_cfs_quota {
-            flags.push(format!("--cpu-cfs-quota={quota}"));
+            flags.push(format!("{}={quota}", Self::CPU_CFS_QUOTA.flag));
         }
         flags
     }
 
-    /// Into Bottlerocket's `settings.kubernetes` (its names; the image GC percentages are strings there).
+    /// Into Bottlerocket's `settings.kubernetes`.
     fn write_bottlerocket(&self, kubernetes: &mut toml::Table) {
-        let maps = [
-            ("kube-reserved", &self.kube_reserved),
-            ("system-reserved", &self.system_reserved),
-            ("eviction-hard", &self.eviction_hard),
-            ("eviction-soft", &self.eviction_soft),
-            ("eviction-soft-grace-period", &self.eviction_soft_grace_period),
-        ];
-        for (key, map) in maps {
-            if !map.is_empty() {
-                let table: toml::Table = map.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
-                kubernetes.insert(key.into(), table.into());
-            }
+        for (names, _, map) in self.maps().into_iter().filter(|(_, _, map)| !map.is_empty()) {
+            let table: toml::Table = map.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+            kubernetes.insert(names.bottlerocket.into(), table.into());
         }
-        if let Some(seconds) = self.eviction_max_pod_grace_period {
-            kubernetes.insert("eviction-max-pod-grace-period".into(), i64::from(seconds).into());
-        }
-        for (key, percent) in [
-            ("image-gc-high-threshold-percent", self.image_gc_high_threshold_percent),
-            ("image-gc-low-threshold-percent", self.image_gc_low_threshold_percent),
-        ] {
-            if let Some(percent) = percent {
-                kubernetes.insert(key.into(), percent.to_string().into());
+        for (names, as_string, number) in self.numbers() {
+            if let Some(number) = number {
+                let value = if as_string { number.to_string().into() } else { i64::from(number).into() };
+                kubernetes.insert(names.bottlerocket.into(), value);
             }
         }
         if let Some(quota) = self.cpu_cfs_quota {
-            kubernetes.insert("cpu-cfs-quota-enforced".into(), quota.into());
+            kubernetes.insert(Self::CPU_CFS_QUOTA.bottlerocket.into(), quota.into());
         }
     }
 }
