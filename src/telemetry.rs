@@ -1,16 +1,21 @@
 //! Logging, the metrics registry (Karpenter's metric names, so existing dashboards keep working) and the metrics
 //! and health servers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
+
+use crate::catalog::Catalog;
 
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -118,6 +123,47 @@ struct ConsolidationTypeLabels {
     consolidation_type: String,
 }
 
+/// The price of every offering of the catalog, encoded from the catalog itself at each scrape: ten thousand
+/// offerings held as metric series would cost the controller more memory than all its caches of nodes.
+#[derive(Debug, Default)]
+struct OfferingPriceCollector {
+    catalog: std::sync::RwLock<Option<Arc<Catalog>>>,
+}
+
+impl Collector for OfferingPriceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let Some(catalog) = self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else {
+            return Ok(());
+        };
+        let mut by_source: BTreeMap<(&'static str, &'static str), i64> = BTreeMap::new();
+        {
+            let mut family = encoder.encode_descriptor(
+                "karpenter_cloudprovider_instance_type_offering_price_estimate",
+                "Estimated hourly price of each offering (instance type, zone, capacity type), in US dollars",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (instance_type, zone, capacity_type, price) in catalog.offering_prices() {
+                let labels =
+                    [("instance_type", instance_type), ("capacity_type", capacity_type.as_str()), ("zone", zone)];
+                ConstGauge::new(price.usd_per_hour).encode(family.encode_family(&labels)?)?;
+                *by_source.entry((capacity_type.as_str(), price.source.as_str())).or_default() += 1;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "nodesmith_offering_prices",
+            "Offerings priced from each source: pricing-api, spot-price-history, or embedded data",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((capacity_type, source), offerings) in by_source {
+            let labels = [("capacity_type", capacity_type), ("source", source)];
+            ConstGauge::new(offerings).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// The `provider` label of the cloud provider metrics, as Karpenter's AWS provider sets it.
 const PROVIDER: &str = "aws";
 
@@ -142,6 +188,7 @@ pub struct Metrics {
     nodeclaims_disrupted: Family<DisruptedLabels, Counter>,
     allowed_disruptions: Family<PoolReasonLabels, Gauge>,
     consolidation_timeouts: Family<ConsolidationTypeLabels, Counter>,
+    offering_prices: Arc<OfferingPriceCollector>,
 }
 
 impl Default for Metrics {
@@ -167,6 +214,8 @@ impl Default for Metrics {
         let nodeclaims_disrupted = Family::default();
         let allowed_disruptions = Family::default();
         let consolidation_timeouts = Family::default();
+        let offering_prices = Arc::new(OfferingPriceCollector::default());
+        registry.register_collector(Box::new(offering_prices.clone()));
         registry.register(
             "karpenter_voluntary_disruption_decisions",
             "Disruption commands carried out, by decision (delete, replace), reason and consolidation type",
@@ -270,6 +319,7 @@ impl Default for Metrics {
             nodeclaims_disrupted,
             allowed_disruptions,
             consolidation_timeouts,
+            offering_prices,
         }
     }
 }
@@ -356,6 +406,11 @@ impl Metrics {
     pub fn consolidation_timeout(&self, consolidation_type: &str) {
         let labels = ConsolidationTypeLabels { consolidation_type: consolidation_type.into() };
         self.consolidation_timeouts.get_or_create(&labels).inc();
+    }
+
+    /// The catalog whose offering prices are exported from now on (read at each scrape, never copied).
+    pub fn price_offerings_of(&self, catalog: Arc<Catalog>) {
+        *self.offering_prices.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(catalog);
     }
 
     /// Replaces every per-node gauge: nodes that are gone stop being reported.

@@ -158,15 +158,45 @@ fn plan_prices_each_region_with_its_own_prices_and_says_where_they_come_from() {
         ("us-east-1".into(), "karpenter-table".into())
     );
     assert_eq!(ireland["on_demand_prices"], "regional-snapshot");
-    assert_eq!(ireland["spot_prices"], "spot-estimate");
+    assert_eq!(ireland["spot_prices"], "regional-snapshot");
     let total = |plan: &Value| plan["total_price_per_hour"].as_f64().expect("total");
     assert!(total(&ireland) > 0.0 && (total(&ireland) - total(&virginia)).abs() > 1e-6, "{ireland}\n{virginia}");
-    assert!(virginia["zones_note"].is_null());
-    assert!(ireland["zones_note"].as_str().is_some_and(|n| n.contains("eu-west-1")));
-    for node in ireland["nodes"].as_array().expect("nodes") {
-        assert_eq!(node["zone"], "eu-west-1", "no us-east-1 zone in an eu-west-1 plan: {node}");
+    // The offline catalog knows every commercial region's zones, and says what it describes.
+    for plan in [&virginia, &ireland] {
+        assert!(plan["zones_note"].is_null(), "{plan}");
+        assert!(plan["catalog"].as_str().is_some_and(|c| c.starts_with("embedded") && c.contains("2025")), "{plan}");
     }
-    assert_eq!(plan_in("xx-nowhere-1")["on_demand_prices"], "home-region-stand-in");
+    let ireland_nodes = ireland["nodes"].as_array().expect("nodes");
+    assert!(!ireland_nodes.is_empty());
+    for node in ireland_nodes {
+        let zone = node["zone"].as_str().expect("zone");
+        assert!(["eu-west-1a", "eu-west-1b", "eu-west-1c"].contains(&zone), "an eu-west-1 zone: {node}");
+        assert_eq!(node["price_source"], "regional-snapshot", "{node}");
+    }
+    let nowhere = plan_in("xx-nowhere-1");
+    assert_eq!(nowhere["on_demand_prices"], "home-region-stand-in");
+    assert_eq!(nowhere["spot_prices"], "spot-estimate");
+    assert!(nowhere["zones_note"].as_str().is_some_and(|n| n.contains("xx-nowhere-1")));
+}
+
+#[test]
+fn max_pods_lists_the_types_of_the_region_asked_for() {
+    let listed = |region: &str| -> Vec<String> {
+        let output = nodesmith(&["max-pods", "--region", region, "--output", "json"]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        assert!(report["source"].as_str().is_some_and(|s| s.contains(region)), "{report}");
+        let rows = report["instance_types"].as_array().expect("rows");
+        rows.iter().map(|r| r["instance_type"].as_str().expect("name").to_string()).collect()
+    };
+    let (virginia, cape_town) = (listed("us-east-1"), listed("af-south-1"));
+    assert!(cape_town.contains(&"m5.large".to_string()));
+    assert!(
+        cape_town.len() < virginia.len(),
+        "{} types in af-south-1, {} in us-east-1",
+        cape_town.len(),
+        virginia.len()
+    );
 }
 
 #[test]

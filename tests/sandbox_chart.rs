@@ -186,6 +186,7 @@ fn check_deployment(deployment: &serde_json::Value, values: &[HelmValue]) -> Res
         }
     }
     ensure!(value_of("BATCH_IDLE_DURATION") == Some("1s") && value_of("BATCH_MAX_DURATION") == Some("10s"), "{env:?}");
+    ensure!(value_of("INSTANCE_TYPES_REFRESH") == Some("1h") && value_of("PRICES_REFRESH") == Some("12h"), "{env:?}");
     Ok(())
 }
 

@@ -33,12 +33,13 @@ use support::{Sandbox, unique_name, wait_until};
 async fn a_deployment_gets_nodes_launched_registered_and_running() -> Result<()> {
     let test = ControllerTest::new("ctl-deploy").await?;
     rendered_nodeclass_and_pool(&test.sandbox, &test.name).await?;
-    test.start_controller()?;
+    let controller = test.start_controller()?;
     let sdk = test.sandbox.sdk.clone();
     let mut launched = Vec::new();
     test.run(async |t| {
         launched = deployment_story(&t.sandbox, &t.namespace, &t.name).await?;
-        Ok(())
+        nodepool_columns_story(&t.sandbox, &t.name).await?;
+        prices_story(&t.sandbox, &controller, &t.name).await
     })
     .await?;
     // Deleting the NodeClaims (the fixture's clean-up) drained and terminated: no instance of the test is left
@@ -117,6 +118,62 @@ async fn deployment_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Res
         .filter_map(|c| c.status.as_ref()?.provider_id.as_deref().and_then(instance_id_from_provider_id))
         .map(str::to_string)
         .collect())
+}
+
+/// `kubectl get nodepools -o wide` shows what Karpenter's shows: the pool's nodes, Ready, its CPU and memory.
+async fn nodepool_columns_story(sandbox: &Sandbox, pool: &str) -> Result<()> {
+    let env = support::sandbox_env()?;
+    let kubectl = std::path::Path::new(env.get("NODESMITH_SANDBOX_BIN").context("NODESMITH_SANDBOX_BIN is not set")?)
+        .join("kubectl");
+    let nodes = nodes_of(sandbox, pool).await?.len().to_string();
+    let mut last = String::new();
+    let shown = wait_until("kubectl get nodepools to show the pool's nodes, Ready and resources", RUN_WAIT, || {
+        let output =
+            std::process::Command::new(&kubectl).envs(&env).args(["get", "nodepools", pool, "-o", "wide"]).output();
+        last = output.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        let table = last.clone();
+        let nodes = nodes.clone();
+        async move {
+            let mut lines = table.lines();
+            let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+            let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+            let column = |name: &str| header.iter().position(|h| *h == name).and_then(|i| row.get(i)).copied();
+            let filled = |name: &str| column(name).is_some_and(|v| v != "<none>");
+            Ok((column("NODES") == Some(nodes.as_str())
+                && column("READY") == Some("True")
+                && filled("CPU")
+                && filled("MEMORY"))
+            .then_some(()))
+        }
+    })
+    .await;
+    shown.with_context(|| format!("kubectl get nodepools -o wide printed:\n{last}"))
+}
+
+/// The controller prices offerings as the sandbox's AWS does: spot from the spot price history of the zone,
+/// on-demand from the Pricing API, and says so in its metrics.
+async fn prices_story(sandbox: &Sandbox, controller: &ControllerProcess, pool: &str) -> Result<()> {
+    for node in nodes_of(sandbox, pool).await? {
+        let labels = node.labels();
+        let label = |key: &str| labels.get(key).cloned().with_context(|| format!("node without {key}"));
+        let (instance_type, zone) = (label("node.kubernetes.io/instance-type")?, label("topology.kubernetes.io/zone")?);
+        let spot = format!(
+            r#"karpenter_cloudprovider_instance_type_offering_price_estimate{{instance_type="{instance_type}",capacity_type="spot",zone="{zone}"}}"#
+        );
+        let expected = support::prices::spot_price_in_history(&sandbox.sdk, &zone, &instance_type).await?;
+        assert!((controller.metric(&spot).await? - expected).abs() < 1e-9, "{spot}: the history says {expected}");
+        let on_demand = spot.replace(r#"capacity_type="spot""#, r#"capacity_type="on-demand""#);
+        let listed = support::prices::list_price(&sandbox.sdk, "us-east-1", &instance_type).await?;
+        assert!(
+            (controller.metric(&on_demand).await? - listed).abs() < 1e-9,
+            "{on_demand}: the Pricing API says {listed}"
+        );
+    }
+    for (capacity_type, source) in [("spot", "spot-price-history"), ("on-demand", "pricing-api")] {
+        let sample = format!(r#"nodesmith_offering_prices{{capacity_type="{capacity_type}",source="{source}"}}"#);
+        assert!(controller.metric(&sample).await? > 100.0, "{sample}");
+    }
+    Ok(())
 }
 
 async fn nodes_of(sandbox: &Sandbox, pool: &str) -> Result<Vec<Node>> {

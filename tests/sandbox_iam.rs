@@ -13,7 +13,7 @@ use support::iam::{IamReport, Only, evaluate};
 use support::{Sandbox, sandbox_env, setup_options, unique_name};
 
 /// What the controller tests must have exercised, or the check below would prove little.
-const MUST_BE_EVALUATED: [&str; 10] = [
+const MUST_BE_EVALUATED: [&str; 12] = [
     "ec2:CreateLaunchTemplate launch-template",
     "ec2:CreateFleet launch-template",
     "ec2:CreateFleet instance",
@@ -24,6 +24,8 @@ const MUST_BE_EVALUATED: [&str; 10] = [
     "iam:ListInstanceProfilesForRole role",
     "sqs:ReceiveMessage queue",
     "eks:DescribeCluster cluster",
+    "pricing:GetProducts *",
+    "ec2:DescribeSpotPriceHistory *",
 ];
 
 fn summary(report: &IamReport) -> String {

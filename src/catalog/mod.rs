@@ -7,6 +7,7 @@ pub mod max_pods;
 pub mod pricing;
 pub mod resources;
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,40 @@ use crate::names::{CAPACITY_TYPE_ON_DEMAND, CAPACITY_TYPE_SPOT};
 /// no AWS at all.
 const SNAPSHOT: &str = include_str!("instance-types.json");
 pub const SNAPSHOT_REGION: &str = "us-east-1";
+/// `regional-zones.tsv`: the zones each type is offered in, in every commercial region (AWS data as recorded in
+/// moto 5.2.5), written by `scripts/regional-zones`.
+const REGIONAL_ZONES: &str = include_str!("regional-zones.tsv");
+/// What the embedded catalog describes and how old it is, for reports.
+pub const EMBEDDED_CATALOG_PROVENANCE: &str = "instance types and zones as AWS reported them in the data of moto \
+    5.2.5 (2025); on-demand prices of July 2026 (us-east-1, Karpenter's table) or May 2025 (other regions, \
+    ec2instances.info); spot prices the regions' averages of May 2025";
+
+/// What the controller plans with: the region's instance types and their prices. Replaced whole when refreshed,
+/// so a plan never mixes two versions.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub instance_types: Vec<InstanceTypeInfo>,
+    pub prices: PriceTable,
+}
+
+impl Catalog {
+    pub fn instance_type(&self, name: &str) -> Option<&InstanceTypeInfo> {
+        self.instance_types.iter().find(|t| t.name == name)
+    }
+
+    /// Every offering the catalog prices: instance type, zone, capacity type, and its price with its source.
+    pub fn offering_prices(&self) -> impl Iterator<Item = (&str, &str, CapacityType, pricing::Price)> + '_ {
+        self.instance_types.iter().flat_map(move |t| {
+            t.zones.iter().flat_map(move |zone| {
+                t.usage_classes.iter().filter_map(move |usage| {
+                    let capacity_type = usage.parse().ok()?;
+                    let price = self.prices.price(&t.name, zone, capacity_type)?;
+                    Some((t.name.as_str(), zone.as_str(), capacity_type, price))
+                })
+            })
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -77,6 +112,32 @@ pub struct OfferingKey {
 pub fn embedded_instance_types() -> &'static [InstanceTypeInfo] {
     static TYPES: OnceLock<Vec<InstanceTypeInfo>> = OnceLock::new();
     TYPES.get_or_init(|| serde_json::from_str(SNAPSHOT).unwrap_or_default())
+}
+
+/// The embedded catalog as `region` has it: the types offered there, each with the region's zones. None for a
+/// region the snapshot does not cover.
+pub fn embedded_instance_types_in(region: &str) -> Option<Vec<InstanceTypeInfo>> {
+    let letters: HashMap<&str, &str> = REGIONAL_ZONES
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .skip(1)
+        .filter_map(|line| {
+            let mut cols = line.split('\t');
+            let (row_region, name, letters) = (cols.next()?, cols.next()?, cols.next()?);
+            (row_region == region).then_some((name, letters))
+        })
+        .collect();
+    if letters.is_empty() {
+        return None;
+    }
+    let types = embedded_instance_types()
+        .iter()
+        .filter_map(|t| {
+            let zones = letters.get(t.name.as_str())?.chars().map(|letter| format!("{region}{letter}")).collect();
+            Some(InstanceTypeInfo { zones, ..t.clone() })
+        })
+        .collect();
+    Some(types)
 }
 
 /// The offerings of a type: every zone it is offered in × the capacity types it supports, where a price is
@@ -148,6 +209,24 @@ mod tests {
             compared += 1;
         }
         assert!(compared > 500, "only {compared} types in both");
+    }
+
+    #[test]
+    fn every_commercial_region_has_its_own_types_and_zones() {
+        let ireland = embedded_instance_types_in("eu-west-1").expect("eu-west-1 is covered");
+        let m5 = ireland.iter().find(|t| t.name == "m5.large").expect("m5.large is offered in eu-west-1");
+        assert_eq!(m5.zones, ["eu-west-1a", "eu-west-1b", "eu-west-1c"]);
+        assert!(ireland.len() > 500, "{} types in eu-west-1", ireland.len());
+        // Fewer types in a small region than in us-east-1, and none of us-east-1's zones.
+        let cape_town = embedded_instance_types_in("af-south-1").expect("af-south-1 is covered");
+        let virginia = embedded_instance_types_in("us-east-1").expect("us-east-1 is covered");
+        assert!(cape_town.len() < virginia.len(), "{} < {}", cape_town.len(), virginia.len());
+        assert!(cape_town.iter().flat_map(|t| &t.zones).all(|z| z.starts_with("af-south-1")));
+        // us-east-1's agree with the snapshot's own offerings.
+        let snapshot_m5 = embedded_instance_types().iter().find(|t| t.name == "m5.large").expect("m5.large");
+        let regional_m5 = virginia.iter().find(|t| t.name == "m5.large").expect("m5.large");
+        assert_eq!(regional_m5.zones, snapshot_m5.zones);
+        assert_eq!(embedded_instance_types_in("xx-nowhere-1"), None);
     }
 
     #[test]

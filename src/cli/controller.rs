@@ -50,6 +50,13 @@ pub struct ControllerArgs {
     /// pending. `BestEffort`: it gets such a node, annotated `karpenter.sh/nodeclaim-min-values-relaxed`.
     #[arg(long, env = "MIN_VALUES_POLICY", default_value = "Strict")]
     pub min_values_policy: crate::scheduling::MinValuesPolicy,
+    /// How often instance types and their zones are read again (DescribeInstanceTypes and
+    /// DescribeInstanceTypeOfferings), so that a new type or zone is used without a restart.
+    #[arg(long, env = "INSTANCE_TYPES_REFRESH", default_value = "1h", value_parser = parse_duration)]
+    pub instance_types_refresh: Duration,
+    /// How often prices are read again (the Pricing API and the spot price history).
+    #[arg(long, env = "PRICES_REFRESH", default_value = "12h", value_parser = parse_duration)]
+    pub prices_refresh: Duration,
 }
 
 fn parse_percent(text: &str) -> Result<f64, String> {
@@ -61,7 +68,7 @@ fn parse_percent(text: &str) -> Result<f64, String> {
     }
 }
 
-/// `500ms`, `1s`, `2m`: a whole number and a unit.
+/// `500ms`, `1s`, `2m`, `12h`: a whole number and a unit.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
@@ -70,7 +77,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(value)),
         "s" => Ok(Duration::from_secs(value)),
         "m" => Ok(Duration::from_secs(value * 60)),
-        _ => Err(format!("{text:?} has unit {unit:?}; use ms, s or m")),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        _ => Err(format!("{text:?} has unit {unit:?}; use ms, s, m or h")),
     }
 }
 
@@ -93,6 +101,10 @@ pub async fn run(args: &ControllerArgs, global: &GlobalArgs) -> Result<(), CliEr
             ..crate::disruption::Settings::default()
         },
         min_values_policy: args.min_values_policy,
+        catalog_refresh: crate::controller::catalog_refresh::Intervals {
+            instance_types: args.instance_types_refresh,
+            prices: args.prices_refresh,
+        },
     };
     controller::run(settings, std::sync::Arc::new(crate::cloud::AwsCloud::new(&sdk))).await?;
     Ok(())
@@ -106,6 +118,7 @@ mod tests {
     fn batch_durations_take_a_unit() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("fast").is_err());
     }

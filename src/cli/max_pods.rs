@@ -7,7 +7,9 @@ use super::output::table;
 use super::{CliError, GlobalArgs, Report};
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::max_pods::MaxPodsSettings;
-use crate::catalog::{SNAPSHOT_REGION, embedded_instance_types};
+use crate::catalog::{
+    EMBEDDED_CATALOG_PROVENANCE, SNAPSHOT_REGION, embedded_instance_types, embedded_instance_types_in,
+};
 
 #[derive(Debug, Args)]
 pub struct MaxPodsArgs {
@@ -57,7 +59,15 @@ pub async fn run(args: &MaxPodsArgs, global: &GlobalArgs) -> Result<MaxPodsRepor
         let types = crate::cloud::instance_types::describe_instance_types(&aws_sdk_ec2::Client::new(&sdk)).await?;
         (types, format!("DescribeInstanceTypes in {region}"))
     } else {
-        (embedded_instance_types().to_vec(), format!("embedded catalog ({SNAPSHOT_REGION} snapshot)"))
+        // The types offered in the region asked for; every type the catalog knows when it does not know the region.
+        let region = global.region.as_deref().unwrap_or(SNAPSHOT_REGION);
+        match embedded_instance_types_in(region) {
+            Some(types) => (types, format!("embedded catalog ({region}: {EMBEDDED_CATALOG_PROVENANCE})")),
+            None => (
+                embedded_instance_types().to_vec(),
+                format!("embedded catalog (every type it knows: it does not cover {region})"),
+            ),
+        }
     };
     let settings = MaxPodsSettings {
         prefix_delegation: args.prefix_delegation,

@@ -73,7 +73,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Crds(args) => output::print(&crds::run(args)?, format, "crds"),
         Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
         Command::OperatorPolicy(args) => output::print(&operator_policy::run(args), format, "operator-policy"),
-        Command::Plan(args) => output::print(&plan::run(args, cli.global.region.as_deref())?, format, "plan"),
+        Command::Plan(args) => output::print(&plan::run(args, cli.global.region.as_deref()).await?, format, "plan"),
         Command::Render(args) => output::print(&render::run(args, cli.global.region.as_deref())?, format, "render"),
         Command::Setup(args) => output::print(&setup::run(args, &cli.global).await?, format, "setup"),
         Command::Teardown(args) => output::print(&teardown::run(args, &cli.global).await?, format, "teardown"),

@@ -1,4 +1,5 @@
-//! `nodesmith plan`: which nodes these pods would get, and at what price, offline.
+//! `nodesmith plan`: which nodes these pods would get, and at what price: offline from the embedded catalog of the
+//! region, or (`--live`) from what AWS says now.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,8 @@ use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::max_pods::MaxPodsSettings;
 use crate::catalog::pricing::{HOME_REGION, PriceSource, PriceTable};
 use crate::catalog::resources::ResourceName;
-use crate::catalog::{CapacityType, embedded_instance_types};
+use crate::catalog::{CapacityType, EMBEDDED_CATALOG_PROVENANCE, embedded_instance_types, embedded_instance_types_in};
+use crate::cloud::CloudProvider;
 use crate::scheduling::{self, NodePoolSpec, Operator, PodRequest, Requirement, SchedulingInput};
 
 #[derive(Debug, Args)]
@@ -43,14 +45,21 @@ pub struct PlanArgs {
     /// As if the VPC CNI runs with prefix delegation (more pods per node).
     #[arg(long)]
     pub prefix_delegation: bool,
+    /// Ask AWS for the region's instance types, zones and prices (DescribeInstanceTypes and
+    /// DescribeInstanceTypeOfferings, the Pricing API, the spot price history) instead of the embedded catalog.
+    #[arg(long)]
+    pub live: bool,
 }
 
 #[derive(Debug, Serialize)]
 pub struct PlanReport {
-    /// The region planned for (`--region` / AWS_REGION, else us-east-1) and where its prices come from.
+    /// The region planned for (`--region` / AWS_REGION, else us-east-1) and where most of its prices come from
+    /// (each node says where its own price comes from).
     pub region: String,
     pub on_demand_prices: PriceSource,
     pub spot_prices: PriceSource,
+    /// What the instance types, zones and prices describe, and when.
+    pub catalog: String,
     /// Set when the offline catalog does not know the region's zones: nodes are then planned region-wide, each
     /// reported in a "zone" named after the region.
     pub zones_note: Option<String>,
@@ -68,14 +77,14 @@ pub struct PlannedNodeReport {
     pub zone: String,
     pub capacity_type: CapacityType,
     pub price_per_hour: f64,
+    pub price_source: PriceSource,
     pub pods: Vec<String>,
     pub cpu_use_percent: f64,
     pub memory_use_percent: f64,
     pub instance_type_options: Vec<String>,
 }
 
-pub fn run(args: &PlanArgs, region: Option<&str>) -> Result<PlanReport, CliError> {
-    let region = region.unwrap_or(HOME_REGION);
+pub async fn run(args: &PlanArgs, region: Option<&str>) -> Result<PlanReport, CliError> {
     let max_pods = max_pods_settings(args)?;
     let mut pods = Vec::new();
     for path in &args.pods {
@@ -116,8 +125,8 @@ pub fn run(args: &PlanArgs, region: Option<&str>) -> Result<PlanReport, CliError
         None => Vec::new(),
     };
 
-    let prices = PriceTable::embedded_for(region);
-    let (instance_types, zones_note) = regional_catalog(region, &prices);
+    let PlanCatalog { region, instance_types, prices, zones_note, description } =
+        if args.live { PlanCatalog::live(region).await? } else { PlanCatalog::embedded(region.unwrap_or(HOME_REGION)) };
     let plan = scheduling::solve(&SchedulingInput {
         pods: &pods,
         nodepools: &pools,
@@ -128,18 +137,19 @@ pub fn run(args: &PlanArgs, region: Option<&str>) -> Result<PlanReport, CliError
         unavailable: &Default::default(),
     });
     Ok(PlanReport {
-        region: region.to_string(),
+        region,
         on_demand_prices: prices.on_demand_source(),
         spot_prices: prices.spot_source(),
+        catalog: description,
         zones_note,
         total_price_per_hour: plan.total_price_per_hour(),
-        nodes: plan.new_nodes.into_iter().map(node_report).collect(),
+        nodes: plan.new_nodes.into_iter().map(|node| node_report(node, &prices)).collect(),
         existing: plan.existing_placements,
         unschedulable: plan.unschedulable,
     })
 }
 
-fn node_report(node: scheduling::NewNode) -> PlannedNodeReport {
+fn node_report(node: scheduling::NewNode, prices: &PriceTable) -> PlannedNodeReport {
     let percent = |resource| {
         let allocatable = node.allocatable.get(resource);
         if allocatable == 0 {
@@ -148,7 +158,11 @@ fn node_report(node: scheduling::NewNode) -> PlannedNodeReport {
             (node.requests.get(resource) as f64 * 1000.0 / allocatable as f64).round() / 10.0
         }
     };
+    let price_source = prices
+        .price(&node.instance_type, &node.zone, node.capacity_type)
+        .map_or(PriceSource::HomeRegionStandIn, |p| p.source);
     PlannedNodeReport {
+        price_source,
         cpu_use_percent: percent(ResourceName::Cpu),
         memory_use_percent: percent(ResourceName::Memory),
         nodepool: node.nodepool,
@@ -243,22 +257,53 @@ fn max_pods_settings(args: &PlanArgs) -> Result<MaxPodsSettings, CliError> {
     Ok(settings)
 }
 
-/// The offline catalog as `region` has it. It describes us-east-1's types and zones; elsewhere a type is offered
-/// where the region's prices list it, and, its zones not being known offline, in one region-wide "zone".
-fn regional_catalog(region: &str, prices: &PriceTable) -> (Vec<InstanceTypeInfo>, Option<String>) {
-    let catalog = embedded_instance_types();
-    if region == HOME_REGION {
-        return (catalog.to_vec(), None);
+/// What a plan is made with: the region's instance types, zones and prices, and what they describe.
+struct PlanCatalog {
+    region: String,
+    instance_types: Vec<InstanceTypeInfo>,
+    prices: PriceTable,
+    zones_note: Option<String>,
+    description: String,
+}
+
+impl PlanCatalog {
+    /// The embedded catalog as `region` has it. A region it does not cover gets every type its prices list, in
+    /// one region-wide "zone".
+    fn embedded(region: &str) -> Self {
+        let prices = PriceTable::embedded_for(region);
+        let (instance_types, zones_note) = match embedded_instance_types_in(region) {
+            Some(types) => (types, None),
+            None => {
+                let types = embedded_instance_types()
+                    .iter()
+                    .filter(|t| prices.on_demand(&t.name).is_some())
+                    .map(|t| InstanceTypeInfo { zones: vec![region.to_string()], ..t.clone() })
+                    .collect();
+                let note = format!(
+                    "the offline catalog does not know {region}'s zones: nodes are planned region-wide (zone \"{region}\")"
+                );
+                (types, Some(note))
+            }
+        };
+        let description = format!("embedded, {region}: {EMBEDDED_CATALOG_PROVENANCE}");
+        Self { region: region.to_string(), instance_types, prices, zones_note, description }
     }
-    let types = catalog
-        .iter()
-        .filter(|t| prices.on_demand(&t.name).is_some())
-        .map(|t| InstanceTypeInfo { zones: vec![region.to_string()], ..t.clone() })
-        .collect();
-    let note = format!(
-        "the offline catalog knows us-east-1's zones, not {region}'s: nodes are planned region-wide (zone \"{region}\")"
-    );
-    (types, Some(note))
+
+    /// What the region's AWS says now; prices it does not give keep their embedded value (and say so).
+    async fn live(region: Option<&str>) -> Result<Self, CliError> {
+        let sdk = crate::aws::sdk_config(region).await;
+        let region = sdk.region().map_or_else(|| HOME_REGION.to_string(), ToString::to_string);
+        let cloud = crate::cloud::AwsCloud::new(&sdk);
+        let instance_types = cloud.instance_types().await?;
+        let mut prices = PriceTable::embedded_for(&region);
+        crate::controller::catalog_refresh::read_prices(&cloud, &mut prices).await;
+        let description = format!(
+            "live: {region}'s instance types and zones (DescribeInstanceTypes, DescribeInstanceTypeOfferings) and \
+             prices (the Pricing API, the spot price history; the embedded ones where AWS gave none) at {}",
+            jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        );
+        Ok(Self { region, instance_types, prices, zones_note: None, description })
+    }
 }
 
 /// A general-purpose NodePool like Karpenter's getting-started one.
@@ -311,17 +356,12 @@ impl Report for PlanReport {
             count(pods, "pod"),
             self.total_price_per_hour
         );
-        let source = |s: PriceSource| match s {
-            PriceSource::KarpenterTable => "Karpenter's us-east-1 list prices (July 2026)",
-            PriceSource::RegionalSnapshot => "the region's list prices (ec2instances.info, May 2025)",
-            PriceSource::HomeRegionStandIn => "us-east-1's list prices, standing in (none embedded for this region)",
-            PriceSource::SpotEstimate => "estimated at 35% of on-demand",
-        };
         out += &format!(
-            "\nin {}: on-demand {}; spot {}",
+            "\nin {}: on-demand from {}; spot from {}\ncatalog: {}",
             self.region,
-            source(self.on_demand_prices),
-            source(self.spot_prices)
+            self.on_demand_prices.describe(),
+            self.spot_prices.describe(),
+            self.catalog
         );
         if let Some(note) = &self.zones_note {
             out += &format!("\n{note}");

@@ -15,6 +15,7 @@ use super::instances::InstanceSummary;
 use super::launch_caches::LaunchCaches;
 use super::launch_template::LaunchTemplateSpec;
 use super::nodeclass::{ImageInfo, SecurityGroupInfo, SelectorTerm, SubnetInfo};
+use super::pricing::SpotPrice;
 use super::provider::CloudProvider;
 use super::queue::QueueMessage;
 use crate::catalog::instance_type::InstanceTypeInfo;
@@ -31,6 +32,12 @@ pub struct FakeCloud {
     pub subnets: Mutex<Vec<SubnetInfo>>,
     pub security_groups: Mutex<Vec<SecurityGroupInfo>>,
     pub images: Mutex<Vec<ImageInfo>>,
+    /// What DescribeInstanceTypes answers; the embedded catalog when None.
+    pub instance_types: Mutex<Option<Vec<InstanceTypeInfo>>>,
+    /// What the Pricing API answers.
+    pub on_demand_prices: Mutex<HashMap<String, f64>>,
+    /// What the spot price history answers.
+    pub spot_prices: Mutex<Vec<SpotPrice>>,
     /// Every call, as `Method arg`.
     pub calls: Mutex<Vec<String>>,
     /// Method name → the error its next call returns.
@@ -127,7 +134,17 @@ impl CloudProvider for FakeCloud {
 
     async fn instance_types(&self) -> Result<Vec<InstanceTypeInfo>, CloudError> {
         self.call("DescribeInstanceTypes", "")?;
-        Ok(crate::catalog::embedded_instance_types().to_vec())
+        Ok(lock(&self.instance_types).clone().unwrap_or_else(|| crate::catalog::embedded_instance_types().to_vec()))
+    }
+
+    async fn on_demand_prices(&self) -> Result<HashMap<String, f64>, CloudError> {
+        self.call("GetProducts", "")?;
+        Ok(lock(&self.on_demand_prices).clone())
+    }
+
+    async fn spot_prices(&self) -> Result<Vec<SpotPrice>, CloudError> {
+        self.call("DescribeSpotPriceHistory", "")?;
+        Ok(lock(&self.spot_prices).clone())
     }
 
     async fn image_from_parameter(&self, parameter: &str) -> Result<Option<String>, CloudError> {

@@ -1,4 +1,4 @@
-//! The AWS side of nodesmith: every EC2, EKS, IAM, SSM and SQS call the controller and the offline commands make.
+//! The AWS side of nodesmith: every EC2, EKS, IAM, SSM, SQS and Pricing call the controller and the offline commands make.
 //! The controller reaches them only through `provider::CloudProvider`.
 
 pub mod cluster;
@@ -13,6 +13,7 @@ pub mod interruption_message;
 pub mod launch_caches;
 pub mod launch_template;
 pub mod nodeclass;
+pub mod pricing;
 pub mod provider;
 pub mod queue;
 pub mod resource_names;

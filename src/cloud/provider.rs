@@ -2,7 +2,7 @@
 //! `Measured` records each one's duration and errors under Karpenter's metric names, and the tests' fake
 //! (`cloud::fake`) lets the controller's loops run without AWS.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use super::instances::{self, InstanceSummary};
 use super::launch_caches::LaunchCaches;
 use super::launch_template::{self, LaunchTemplateSpec};
 use super::nodeclass::{self, ImageInfo, SecurityGroupInfo, SelectorTerm, SubnetInfo};
+use super::pricing::{self, SpotPrice};
 use super::queue::{self, QueueMessage};
 use super::{instance_profile, instance_types};
 use crate::catalog::instance_type::InstanceTypeInfo;
@@ -29,6 +30,10 @@ pub trait CloudProvider: Send + Sync {
     async fn describe_cluster(&self, name: &str, endpoint: Option<&str>) -> Result<ClusterFacts, CloudError>;
     /// The region's instance types with their zones.
     async fn instance_types(&self) -> Result<Vec<InstanceTypeInfo>, CloudError>;
+    /// The region's Linux on-demand price of each instance type, from the Pricing API.
+    async fn on_demand_prices(&self) -> Result<HashMap<String, f64>, CloudError>;
+    /// The current spot price of each instance type in each zone of the region.
+    async fn spot_prices(&self) -> Result<Vec<SpotPrice>, CloudError>;
     /// The image id an SSM parameter holds; None when there is no such parameter.
     async fn image_from_parameter(&self, parameter: &str) -> Result<Option<String>, CloudError>;
     async fn subnets(&self, terms: &[SelectorTerm]) -> Result<Vec<SubnetInfo>, CloudError>;
@@ -74,6 +79,8 @@ pub struct AwsCloud {
     iam: aws_sdk_iam::Client,
     ssm: aws_sdk_ssm::Client,
     sqs: aws_sdk_sqs::Client,
+    /// In the Pricing API's region nearest to `region` (it answers in three only).
+    pricing: aws_sdk_pricing::Client,
     /// The region the controller works in (IAM's client has one too, but IAM itself is global).
     region: String,
     caches: LaunchCaches,
@@ -81,13 +88,18 @@ pub struct AwsCloud {
 
 impl AwsCloud {
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
+        let pricing_config = aws_sdk_pricing::config::Builder::from(sdk)
+            .region(aws_config::Region::new(pricing::pricing_api_region(&region)))
+            .build();
         Self {
+            pricing: aws_sdk_pricing::Client::from_conf(pricing_config),
             ec2: aws_sdk_ec2::Client::new(sdk),
             eks: aws_sdk_eks::Client::new(sdk),
             iam: aws_sdk_iam::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
             sqs: aws_sdk_sqs::Client::new(sdk),
-            region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
+            region,
             caches: LaunchCaches::default(),
         }
     }
@@ -105,6 +117,14 @@ impl CloudProvider for AwsCloud {
 
     async fn instance_types(&self) -> Result<Vec<InstanceTypeInfo>, CloudError> {
         instance_types::describe_instance_types(&self.ec2).await
+    }
+
+    async fn on_demand_prices(&self) -> Result<HashMap<String, f64>, CloudError> {
+        pricing::on_demand_prices(&self.pricing, &self.region).await
+    }
+
+    async fn spot_prices(&self) -> Result<Vec<SpotPrice>, CloudError> {
+        pricing::spot_prices(&self.ec2).await
     }
 
     async fn image_from_parameter(&self, parameter: &str) -> Result<Option<String>, CloudError> {
@@ -258,6 +278,14 @@ impl CloudProvider for Measured {
 
     async fn instance_types(&self) -> Result<Vec<InstanceTypeInfo>, CloudError> {
         measured!(self, "GetInstanceTypes", self.inner.instance_types())
+    }
+
+    async fn on_demand_prices(&self) -> Result<HashMap<String, f64>, CloudError> {
+        measured!(self, "GetOnDemandPrices", self.inner.on_demand_prices())
+    }
+
+    async fn spot_prices(&self) -> Result<Vec<SpotPrice>, CloudError> {
+        measured!(self, "GetSpotPrices", self.inner.spot_prices())
     }
 
     async fn image_from_parameter(&self, parameter: &str) -> Result<Option<String>, CloudError> {

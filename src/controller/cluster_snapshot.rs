@@ -111,7 +111,7 @@ pub fn in_flight_capacity(ctx: &Context, claim: &NodeClaim, nominated: &Resource
             .unwrap_or_default()
             .iter()
             .filter_map(|t| ctx.instance_type(t))
-            .map(resources)
+            .map(|t| resources(&t))
             .collect();
         let largest = options.iter().fold(Resources::ZERO, |max, (capacity, _)| max.max(capacity));
         let smallest = options.iter().map(|(_, allocatable)| *allocatable).reduce(|a, b| a.min(&b));

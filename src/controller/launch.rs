@@ -95,9 +95,10 @@ pub async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Launched, Launch
     }
     let class = class.ok_or_else(|| LaunchError::NodeClassNotReady(class_name.clone(), "it does not exist".into()))?;
 
+    let catalog = ctx.catalog();
     let allowed_types: Vec<&InstanceTypeInfo> = match claim.requirement_values(INSTANCE_TYPE_LABEL) {
-        Some(names) => names.iter().filter_map(|n| ctx.instance_type(n)).collect(),
-        None => ctx.instance_types.iter().collect(),
+        Some(names) => names.iter().filter_map(|n| catalog.instance_type(n)).collect(),
+        None => catalog.instance_types.iter().collect(),
     };
     let zones = claim.requirement_values(ZONE_LABEL);
     let capacity_types: Vec<CapacityType> = match claim.requirement_values(CAPACITY_TYPE_LABEL) {
@@ -779,6 +780,7 @@ mod fake_cloud_tests {
         let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![ready_class()]));
         let zones = ["us-east-1a".to_string(), "us-east-1b".to_string()];
         let types: Vec<String> = ctx
+            .catalog()
             .instance_types
             .iter()
             .filter(|t| t.kubernetes_arch() == Some("amd64") && t.gpu.is_none())

@@ -2,6 +2,7 @@
 //!
 //! Every component reads the cluster from the same watch caches (`state`), and only the leader writes.
 
+pub mod catalog_refresh;
 pub mod cluster_snapshot;
 pub mod conditions;
 pub mod disruption;
@@ -31,8 +32,8 @@ use std::time::Duration;
 
 use kube::runtime::events::{Recorder, Reporter};
 
+use crate::catalog::Catalog;
 use crate::catalog::instance_type::InstanceTypeInfo;
-use crate::catalog::pricing::PriceTable;
 use crate::cloud::error::CloudError;
 use crate::cloud::launch_caches::LaunchCaches;
 use crate::cloud::{CloudProvider, Measured};
@@ -58,6 +59,8 @@ pub struct Settings {
     pub disruption: crate::disruption::Settings,
     /// Whether NodePool `minValues` are a hard rule (Strict) or relaxed where pods need it (BestEffort).
     pub min_values_policy: crate::scheduling::MinValuesPolicy,
+    /// How often instance types and prices are read again.
+    pub catalog_refresh: catalog_refresh::Intervals,
 }
 
 pub use crate::cloud::cluster::ClusterFacts;
@@ -74,8 +77,8 @@ pub struct Context {
     /// Every AWS call goes through this; reach it with `Context::cloud`, which records the call's metrics.
     cloud: Arc<dyn CloudProvider>,
     pub state: ClusterState,
-    pub instance_types: Vec<InstanceTypeInfo>,
-    pub prices: PriceTable,
+    /// The region's instance types and prices; read with `catalog()`, replaced by `catalog_refresh`.
+    catalog: std::sync::RwLock<Arc<Catalog>>,
     /// Nodes and NodeClaims that pods have just been planned onto (the provisioner's nominations): disruption
     /// leaves them alone.
     pub nominated: Mutex<std::collections::HashSet<String>>,
@@ -93,14 +96,10 @@ impl Context {
         cloud: Arc<dyn CloudProvider>,
         metrics: Arc<crate::telemetry::Metrics>,
         state: ClusterState,
-        instance_types: Vec<InstanceTypeInfo>,
+        catalog: Catalog,
     ) -> Arc<Self> {
-        // The cluster's region's prices (us-east-1's where none are embedded for it; the log says so).
-        let region = cluster.account_and_region().map_or(crate::catalog::pricing::HOME_REGION, |(_, region)| region);
-        let prices = PriceTable::embedded_for(region);
-        if prices.on_demand_source() == crate::catalog::pricing::PriceSource::HomeRegionStandIn {
-            tracing::warn!(region, "no embedded on-demand prices for this region: us-east-1's stand in");
-        }
+        let catalog = Arc::new(catalog);
+        metrics.price_offerings_of(catalog.clone());
         Arc::new(Self {
             recorder: Recorder::new(kube.clone(), reporter(&settings)),
             settings,
@@ -109,8 +108,7 @@ impl Context {
             kube_evictions,
             cloud,
             state,
-            instance_types,
-            prices,
+            catalog: std::sync::RwLock::new(catalog),
             nominated: Mutex::default(),
             metrics,
         })
@@ -133,8 +131,21 @@ impl Context {
         Recorder::new(self.kube.clone(), reporter(&self.settings))
     }
 
-    pub fn instance_type(&self, name: &str) -> Option<&InstanceTypeInfo> {
-        self.instance_types.iter().find(|t| t.name == name)
+    /// The instance types and prices as last read; a caller keeps the `Arc` for as long as one plan needs them.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Swaps the catalog in whole (plans under way keep the one they started with), and its prices' metrics.
+    pub fn replace_catalog(&self, catalog: Catalog) {
+        let catalog = Arc::new(catalog);
+        self.metrics.price_offerings_of(catalog.clone());
+        *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = catalog;
+    }
+
+    /// One instance type as the catalog knows it now.
+    pub fn instance_type(&self, name: &str) -> Option<InstanceTypeInfo> {
+        self.catalog().instance_type(name).cloned()
     }
 }
 
@@ -190,17 +201,10 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
         .describe_cluster(&settings.cluster_name, settings.cluster_endpoint.as_deref())
         .await
         .map_err(|source| StartError::Cluster { cluster: settings.cluster_name.clone(), source })?;
-    let instance_types = match startup.instance_types().await {
-        Ok(types) if !types.is_empty() => types,
-        Ok(_) => crate::catalog::embedded_instance_types().to_vec(),
-        Err(error) => {
-            tracing::warn!("DescribeInstanceTypes failed ({error}); planning with the embedded catalog");
-            crate::catalog::embedded_instance_types().to_vec()
-        }
-    };
+    let region = cluster.account_and_region().map_or(crate::catalog::pricing::HOME_REGION, |(_, region)| region);
+    let catalog = catalog_refresh::initial(&startup, region).await;
     let (state, subscriptions) = state::ClusterState::start(&kube);
-    let ctx =
-        Context::new(settings.clone(), cluster, kube.clone(), kube_evictions, aws, metrics, state, instance_types);
+    let ctx = Context::new(settings.clone(), cluster, kube.clone(), kube_evictions, aws, metrics, state, catalog);
 
     let ready = Arc::new(AtomicBool::new(false));
     let (metrics_port, health_port) = (settings.metrics_port, settings.health_port);
@@ -226,6 +230,7 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
         () = garbage_collection::run(ctx.clone(), leadership.clone()) => tracing::error!("garbage collection stopped"),
         () = node_metrics::run(ctx.clone(), leadership.clone()) => tracing::error!("node metrics stopped"),
         () = disruption::run(ctx.clone(), leadership.clone()) => tracing::error!("disruption stopped"),
+        () = catalog_refresh::run(ctx.clone()) => tracing::error!("the catalog refresh stopped"),
         served = server => {
             if let Ok(Err(source)) = served {
                 return Err(StartError::Serve { metrics_port, health_port, source });

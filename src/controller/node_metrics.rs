@@ -29,6 +29,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
         tick.tick().await;
         let samples = if leadership.is_leader() {
             let pods_by_node = ctx.state.pods_by_node();
+            let catalog = ctx.catalog();
             ctx.state
                 .nodes
                 .state()
@@ -37,7 +38,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
                     node_sample(
                         node,
                         pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default(),
-                        &ctx.prices,
+                        &catalog.prices,
                     )
                 })
                 .collect()

@@ -221,7 +221,7 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
                 return Err(Error::Invalid(format!("launched unknown instance type {}", launched.instance_type)));
             };
             let class = ctx.state.nodeclass(&claim.spec.node_class_ref.name);
-            let (capacity, allocatable) = cluster_snapshot::node_resources(ctx, class.as_deref(), info);
+            let (capacity, allocatable) = cluster_snapshot::node_resources(ctx, class.as_deref(), &info);
             let mut labels: BTreeMap<String, String> =
                 info.labels().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
             labels.insert(ZONE_LABEL.into(), launched.zone.clone());

@@ -2,7 +2,9 @@
 //! columns `kubectl get nodepools` shows, and what `limits` are compared with; and the `Launchable` condition,
 //! which says when the pool's launches are being refused for a reason other than capacity (a denied permission,
 //! a bad parameter): those need a person, and the NodeClaims concerned back off rather than churn; and the
-//! `ValidationSucceeded` condition, which says when the spec is one nodesmith cannot plan with.
+//! `ValidationSucceeded` condition, which says when the spec is one nodesmith cannot plan with; `NodeClassReady`,
+//! whether the EC2NodeClass it refers to exists and is Ready; and `Ready`, Karpenter's root condition (the
+//! `READY` column of `kubectl get nodepools`), true when both are.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +14,7 @@ use serde_json::json;
 
 use super::cluster_snapshot::quantities_to_resources;
 use super::{Context, Error, conditions};
+use crate::apis::ec2nodeclass::EC2NodeClass;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
 use crate::apis::scheduling_input::{nodepool as scheduling_nodepool, resource_quantities};
@@ -51,6 +54,11 @@ pub async fn update(ctx: &Context) -> Result<(), Error> {
         let mut conditions_changed = conditions::set(&mut conds, LAUNCHABLE, launchable, reason, &message);
         let (valid, reason, message) = validation(&pool);
         conditions_changed |= conditions::set(&mut conds, VALIDATION_SUCCEEDED, valid, reason, &message);
+        let class = ctx.state.nodeclass(&pool.spec.template.spec.node_class_ref.name);
+        let (class_ready, reason, message) = nodeclass_ready(&pool, class.as_deref());
+        conditions_changed |= conditions::set(&mut conds, NODE_CLASS_READY, class_ready, reason, &message);
+        let (ready, reason, message) = readiness(&conds);
+        conditions_changed |= conditions::set(&mut conds, READY, ready, reason, &message);
         if status.nodes == Some(nodes) && status.resources == resources && !conditions_changed {
             continue;
         }
@@ -74,6 +82,56 @@ pub const LAUNCHABLE: &str = "Launchable";
 /// The NodePool condition type saying whether nodesmith can plan with the pool's spec (a limit on a resource it
 /// does not count, a requirement it cannot read): a pool it cannot read launches nothing, and says so here.
 pub const VALIDATION_SUCCEEDED: &str = "ValidationSucceeded";
+
+/// The NodePool condition type saying whether its EC2NodeClass exists and is Ready.
+pub const NODE_CLASS_READY: &str = "NodeClassReady";
+
+/// Karpenter's root condition: the pool can be provisioned from (its class ready, its spec valid).
+pub const READY: &str = "Ready";
+
+/// What `Ready` depends on, as Karpenter's NodePool has it.
+const READY_DEPENDS_ON: [&str; 2] = [VALIDATION_SUCCEEDED, NODE_CLASS_READY];
+
+fn nodeclass_ready(pool: &NodePool, class: Option<&EC2NodeClass>) -> (bool, &'static str, String) {
+    let reference = &pool.spec.template.spec.node_class_ref;
+    if reference.kind != "EC2NodeClass" || reference.group != "karpenter.k8s.aws" {
+        let message = format!(
+            "nodeClassRef is {}/{}: nodesmith serves karpenter.k8s.aws/EC2NodeClass only",
+            reference.group, reference.kind
+        );
+        return (false, "NodeClassNotFound", message);
+    }
+    let Some(class) = class else {
+        return (false, "NodeClassNotFound", format!("EC2NodeClass {} does not exist", reference.name));
+    };
+    let conditions = class.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    if conditions::is_true(conditions, READY) {
+        return (true, "NodeClassReady", String::new());
+    }
+    let why = conditions
+        .iter()
+        .find(|c| c.type_ == READY && !c.message.is_empty())
+        .map_or_else(|| "its status is not written yet".to_string(), |c| c.message.clone());
+    (false, "NodeClassNotReady", format!("EC2NodeClass {} is not ready: {why}", reference.name))
+}
+
+/// `Ready` from the conditions it depends on: the first that is not true says why.
+fn readiness(conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> (bool, &'static str, String) {
+    let unhealthy: Vec<String> = READY_DEPENDS_ON
+        .iter()
+        .filter(|type_| !conditions::is_true(conds, type_))
+        .map(|type_| match conds.iter().find(|c| c.type_ == **type_) {
+            Some(c) if !c.message.is_empty() => format!("{type_}={}: {}", c.status, c.message),
+            Some(c) => format!("{type_}={}", c.status),
+            None => format!("{type_}=Unknown"),
+        })
+        .collect();
+    if unhealthy.is_empty() {
+        (true, "Ready", String::new())
+    } else {
+        (false, "UnhealthyDependents", unhealthy.join("; "))
+    }
+}
 
 fn validation(pool: &NodePool) -> (bool, &'static str, String) {
     match scheduling_nodepool(&pool.name_any(), &pool.spec, Default::default()) {
@@ -157,6 +215,48 @@ mod tests {
             },
         }))
         .expect("a NodePool")
+    }
+
+    fn class(ready: Option<(&str, &str)>) -> EC2NodeClass {
+        let conditions: Vec<serde_json::Value> = ready
+            .into_iter()
+            .map(|(status, message)| {
+                json!({"type": "Ready", "status": status, "reason": "R", "message": message,
+                       "lastTransitionTime": "2026-12-02T15:00:00Z"})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": "d"},
+            "spec": {"role": "r", "amiSelectorTerms": [{"alias": "al2023@latest"}],
+                     "subnetSelectorTerms": [{"tags": {"a": "b"}}], "securityGroupSelectorTerms": [{"tags": {"a": "b"}}]},
+            "status": {"conditions": conditions},
+        }))
+        .expect("an EC2NodeClass")
+    }
+
+    #[test]
+    fn a_pool_is_ready_only_with_its_class_ready_and_its_spec_valid_and_says_what_is_missing() {
+        let pool = pool_with_limits(json!({"cpu": "100"}));
+        assert_eq!(nodeclass_ready(&pool, Some(&class(Some(("True", ""))))), (true, "NodeClassReady", String::new()));
+        let (ready, reason, message) = nodeclass_ready(&pool, None);
+        assert_eq!((ready, reason, message.as_str()), (false, "NodeClassNotFound", "EC2NodeClass d does not exist"));
+        let (ready, reason, message) = nodeclass_ready(&pool, Some(&class(Some(("False", "no subnet matches")))));
+        assert_eq!((ready, reason), (false, "NodeClassNotReady"));
+        assert_eq!(message, "EC2NodeClass d is not ready: no subnet matches");
+        assert!(nodeclass_ready(&pool, Some(&class(None))).2.contains("not written yet"));
+        let mut foreign = pool.clone();
+        foreign.spec.template.spec.node_class_ref.kind = "AKSNodeClass".into();
+        assert_eq!(nodeclass_ready(&foreign, Some(&class(Some(("True", ""))))).1, "NodeClassNotFound");
+
+        let mut conds = Vec::new();
+        conditions::set(&mut conds, VALIDATION_SUCCEEDED, true, "Valid", "");
+        assert_eq!(readiness(&conds), (false, "UnhealthyDependents", "NodeClassReady=Unknown".to_string()));
+        conditions::set(&mut conds, NODE_CLASS_READY, false, "NodeClassNotReady", "EC2NodeClass d is not ready: x");
+        assert_eq!(readiness(&conds).2, "NodeClassReady=False: EC2NodeClass d is not ready: x");
+        conditions::set(&mut conds, NODE_CLASS_READY, true, "NodeClassReady", "");
+        assert_eq!(readiness(&conds), (true, "Ready", String::new()));
+        conditions::set(&mut conds, VALIDATION_SUCCEEDED, false, "Invalid", "limits.x");
+        assert_eq!(readiness(&conds).2, "ValidationSucceeded=False: limits.x");
     }
 
     #[test]

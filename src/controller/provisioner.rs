@@ -21,6 +21,7 @@ use super::volume_topology::pod_request_with_volumes;
 use super::{Context, Error, events, launch, leader::Leadership, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::planned_nodeclaim;
+use crate::catalog::Catalog;
 use crate::cloud::nodeclass::SubnetInfo;
 use crate::names::NODEPOOL_LABEL;
 use crate::scheduling::{self, PreparedCatalog, SchedulingInput};
@@ -38,63 +39,70 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
     let wake = Arc::new(Notify::new());
     tokio::spawn(relay(triggers, wake.clone()));
     let mut nominations = Nominations::default();
-    let mut catalog: Option<PreparedCatalog<'_>> = None;
     let mut subnets_read: Option<Instant> = None;
     let mut batch: Option<(Instant, Instant, HashSet<String>)> = None;
+    // One pass per version of the catalog: the prepared catalog borrows the version it was prepared from.
     loop {
-        let due = batch.as_ref().map(|(started, last_change, _)| {
-            (*last_change + ctx.settings.batch_idle).min(*started + ctx.settings.batch_max)
-        });
-        let wait = due.map_or(RECHECK, |due| due.saturating_duration_since(Instant::now()).min(RECHECK));
-        tokio::select! {
-            () = wake.notified() => {}
-            () = tokio::time::sleep(wait) => {}
-        }
-        if !leadership.is_leader() {
-            batch = None;
-            continue;
-        }
-        nominations.prune(&ctx);
-        nominations.publish(&ctx);
-        let pending: HashSet<String> = pending_pods(&ctx, &nominations).iter().map(|p| pods::key(p)).collect();
-        if pending.is_empty() {
-            batch = None;
-            continue;
-        }
-        let now = Instant::now();
-        // Not for every batch: pods that wait for good (nothing can hold them) reopen one every second.
-        if batch.is_none() && subnets_read.is_none_or(|at| at.elapsed() >= SUBNETS_READ_EVERY) {
-            read_subnet_addresses_meanwhile(&ctx);
-            subnets_read = Some(now);
-        }
-        let (started, last_change, seen) = batch.get_or_insert_with(|| (now, now, pending.clone()));
-        if *seen != pending {
-            *last_change = now;
-            *seen = pending;
-        }
-        if now.duration_since(*last_change) < ctx.settings.batch_idle
-            && now.duration_since(*started) < ctx.settings.batch_max
-        {
-            continue;
-        }
-        tracing::debug!(
-            pods = seen.len(),
-            open_ms = now.duration_since(*started).as_millis(),
-            late_ms = now.duration_since(*last_change).saturating_sub(ctx.settings.batch_idle).as_millis(),
-            "batch closed"
-        );
-        batch = None;
-        let timer = Instant::now();
-        let provisioned = provision(&ctx, &mut nominations, &mut catalog).await;
-        nominations.publish(&ctx);
-        match provisioned {
-            Ok(created) => {
-                ctx.metrics.scheduling_duration(timer.elapsed().as_secs_f64());
-                if created > 0 {
-                    tracing::info!(nodeclaims = created, "provisioned");
-                }
+        let catalog = ctx.catalog();
+        let mut prepared: Option<PreparedCatalog<'_>> = None;
+        loop {
+            let due = batch.as_ref().map(|(started, last_change, _)| {
+                (*last_change + ctx.settings.batch_idle).min(*started + ctx.settings.batch_max)
+            });
+            let wait = due.map_or(RECHECK, |due| due.saturating_duration_since(Instant::now()).min(RECHECK));
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
             }
-            Err(error) => tracing::warn!("provisioning failed, retrying next batch: {error}"),
+            if !leadership.is_leader() {
+                batch = None;
+                continue;
+            }
+            nominations.prune(&ctx);
+            nominations.publish(&ctx);
+            let pending: HashSet<String> = pending_pods(&ctx, &nominations).iter().map(|p| pods::key(p)).collect();
+            if pending.is_empty() {
+                batch = None;
+                continue;
+            }
+            let now = Instant::now();
+            // Not for every batch: pods that wait for good (nothing can hold them) reopen one every second.
+            if batch.is_none() && subnets_read.is_none_or(|at| at.elapsed() >= SUBNETS_READ_EVERY) {
+                read_subnet_addresses_meanwhile(&ctx);
+                subnets_read = Some(now);
+            }
+            let (started, last_change, seen) = batch.get_or_insert_with(|| (now, now, pending.clone()));
+            if *seen != pending {
+                *last_change = now;
+                *seen = pending;
+            }
+            if now.duration_since(*last_change) < ctx.settings.batch_idle
+                && now.duration_since(*started) < ctx.settings.batch_max
+            {
+                continue;
+            }
+            tracing::debug!(
+                pods = seen.len(),
+                open_ms = now.duration_since(*started).as_millis(),
+                late_ms = now.duration_since(*last_change).saturating_sub(ctx.settings.batch_idle).as_millis(),
+                "batch closed"
+            );
+            if !Arc::ptr_eq(&catalog, &ctx.catalog()) {
+                break; // refreshed: prepare the new one; the batch stays due, so the next pass provisions at once
+            }
+            batch = None;
+            let timer = Instant::now();
+            let provisioned = provision(&ctx, &catalog, &mut nominations, &mut prepared).await;
+            nominations.publish(&ctx);
+            match provisioned {
+                Ok(created) => {
+                    ctx.metrics.scheduling_duration(timer.elapsed().as_secs_f64());
+                    if created > 0 {
+                        tracing::info!(nodeclaims = created, "provisioned");
+                    }
+                }
+                Err(error) => tracing::warn!("provisioning failed, retrying next batch: {error}"),
+            }
         }
     }
 }
@@ -126,12 +134,13 @@ async fn relay(triggers: Triggers, wake: Arc<Notify>) {
         .await;
 }
 
-/// One batch: snapshot, plan, create NodeClaims. Returns how many were created. `catalog` is kept between batches
-/// and prepared again only when the offerings out of capacity change.
+/// One batch: snapshot, plan, create NodeClaims. Returns how many were created. `prepared` is kept between
+/// batches and prepared again only when the offerings out of capacity change.
 async fn provision<'c>(
-    ctx: &'c Context,
+    ctx: &Context,
+    catalog: &'c Catalog,
     nominations: &mut Nominations,
-    catalog: &mut Option<PreparedCatalog<'c>>,
+    prepared: &mut Option<PreparedCatalog<'c>>,
 ) -> Result<usize, Error> {
     let pending = pending_pods(ctx, nominations);
     let mut requests = Vec::with_capacity(pending.len());
@@ -178,18 +187,18 @@ async fn provision<'c>(
     let input = SchedulingInput {
         pods: &requests,
         nodepools: &pools,
-        instance_types: &ctx.instance_types,
-        prices: &ctx.prices,
+        instance_types: &catalog.instance_types,
+        prices: &catalog.prices,
         existing: &existing,
         daemonsets: &daemonsets,
         unavailable: &unavailable,
     };
-    let prepared = match catalog.take() {
-        Some(prepared) if prepared.is_for(&input) => prepared,
-        _ => PreparedCatalog::new(&ctx.instance_types, &ctx.prices, &unavailable),
+    let ready = match prepared.take() {
+        Some(ready) if ready.is_for(&input) => ready,
+        _ => PreparedCatalog::new(&catalog.instance_types, &catalog.prices, &unavailable),
     };
-    let plan = scheduling::solve_on(&input, &prepared);
-    *catalog = Some(prepared);
+    let plan = scheduling::solve_on(&input, &ready);
+    *prepared = Some(ready);
 
     for (target, planned) in &plan.existing_placements {
         for pod in planned {

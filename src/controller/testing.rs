@@ -85,6 +85,7 @@ pub fn settings() -> Settings {
         namespace: "nodesmith".into(),
         disruption: crate::disruption::Settings::default(),
         min_values_policy: Default::default(),
+        catalog_refresh: Default::default(),
     }
 }
 
@@ -93,7 +94,10 @@ pub fn context(cloud: Arc<FakeCloud>, state: ClusterState) -> Arc<Context> {
     let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
     let kube = kube::Client::try_from(config).expect("a client that points nowhere");
     let cluster = crate::cloud::fake::cluster_facts(FAKE_CLUSTER, None);
-    let instance_types = crate::catalog::embedded_instance_types().to_vec();
+    let catalog = crate::catalog::Catalog {
+        instance_types: crate::catalog::embedded_instance_types().to_vec(),
+        prices: crate::catalog::pricing::PriceTable::embedded(),
+    };
     let metrics = Arc::new(crate::telemetry::Metrics::default());
-    Context::new(settings(), cluster, kube.clone(), kube, cloud, metrics, state, instance_types)
+    Context::new(settings(), cluster, kube.clone(), kube, cloud, metrics, state, catalog)
 }

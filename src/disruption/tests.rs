@@ -303,6 +303,9 @@ fn a_node_whose_pods_fit_a_cheaper_type_is_replaced_and_the_guard_refuses_pennie
 #[test]
 fn spot_is_replaced_by_spot_only_behind_the_flag() {
     let mut cluster = Cluster::new();
+    // Spot priced at one discount everywhere, so that enough types are as efficient as the cheapest to make the 15
+    // options the flag asks for (each market's own price leaves fewer types within the solver's efficiency slack).
+    cluster.prices = cluster.prices.with_spot_estimated();
     // The pool allows on-demand too; still the spot node is not moved to on-demand (a later pass would move it
     // back to spot: churn), as Karpenter does.
     cluster.specs = vec![pool_spec("default", &["spot", "on-demand"])];

@@ -900,10 +900,13 @@ fn a_half_empty_giant_node_is_re_planned_on_smaller_types_when_cheaper() {
 
 #[test]
 fn nodes_do_not_grow_into_types_that_cost_more_per_resource() {
-    // c8i is dearer per vCPU than c6a but has a larger size; growing into it would cost more than more c6a nodes.
+    // On-demand, c8i is dearer per vCPU than c6a but has a larger size; growing into it would cost more than more
+    // c6a nodes. (Spot prices follow each market, where either may be cheaper.)
     let fixture = Fixture::new(types_of(&["c6a", "c8i"]));
     let pods: Vec<PodRequest> = (0..400).map(|i| pod(&format!("ns/p{i:03}"), 1000, GI)).collect();
-    let plan = fixture.solve(&pods, &[pool("default")]);
+    let mut on_demand = pool("default");
+    on_demand.requirements.push(Requirement::equals(CAPACITY_TYPE_LABEL, "on-demand"));
+    let plan = fixture.solve(&pods, &[on_demand]);
     assert!(
         plan.new_nodes.iter().all(|n| n.instance_type.starts_with("c6a.")),
         "{:?}",

@@ -28,6 +28,8 @@ address) after the instance is terminated; on AWS the interface made at launch g
 seconds after it. The sandbox releases it the same way, a little later, so that deleting a subnet just emptied
 of instances works as it does on AWS only once the interfaces are gone.
 
+moto has no prices: the Pricing API and realistic spot prices are served by aws_prices.py.
+
 With SANDBOX_IAM_LOG set, every request signed by an assumed role is recorded with what AWS would authorize it as
 (iam_recorder.py), for the IAM evaluation of the tests.
 Arguments are moto_server's.
@@ -51,6 +53,7 @@ from moto.events.models import Rule
 from moto.server import main
 from moto.ssm.models import Parameter, ssm_backends
 
+import aws_prices
 import eks_access
 import iam_recorder
 
@@ -225,5 +228,6 @@ if __name__ == "__main__":
     honour_create_fleet_client_tokens()
     release_primary_interfaces_after_termination()
     eks_access.install()
+    aws_prices.install()
     iam_recorder.install()
     sys.exit(main(sys.argv[1:]))

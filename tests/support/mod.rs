@@ -8,6 +8,7 @@
 pub mod chart;
 pub mod controller;
 pub mod iam;
+pub mod prices;
 pub mod yaml;
 
 use std::collections::HashMap;
@@ -32,13 +33,14 @@ pub struct Sandbox {
     pub cluster: String,
 }
 
-const ENV_KEYS: [&str; 12] = [
+const ENV_KEYS: [&str; 13] = [
     "AWS_ENDPOINT_URL",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_REGION",
     "KUBECONFIG",
     "NODESMITH_SANDBOX_CLUSTER",
+    "NODESMITH_SANDBOX_BIN",
     "NODESMITH_HELM",
     "NODESMITH_TERRAFORM",
     "NODESMITH_SERVICEMONITOR_CRD",

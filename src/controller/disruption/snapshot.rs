@@ -14,7 +14,7 @@ use super::super::{Context, cluster_snapshot, conditions, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::{ConsolidationPolicy, DisruptionReason, NodePool};
 use crate::apis::scheduling_input::label_selector;
-use crate::catalog::{CapacityType, OfferingKey};
+use crate::catalog::{CapacityType, Catalog, OfferingKey};
 use crate::disruption::budgets::{Budget, Nodes};
 use crate::disruption::{ManagedNode, MovablePod, Policy, PoolPolicy, Reason, Snapshot};
 use crate::names::{
@@ -25,6 +25,8 @@ use crate::scheduling::{DaemonSetPod, ExistingNode, NodePoolSpec};
 
 /// What a snapshot borrows from: gathered once per pass.
 pub struct Gathered {
+    /// The instance types and prices as they were when gathered.
+    pub catalog: Arc<Catalog>,
     pub nodepools: Vec<NodePoolSpec>,
     pub pool_objects: HashMap<String, Arc<NodePool>>,
     pub daemonsets: Vec<DaemonSetPod>,
@@ -44,8 +46,8 @@ impl Gathered {
             nodes: &self.nodes,
             other_room: &self.other_room,
             nodepools: &self.nodepools,
-            instance_types: &ctx.instance_types,
-            prices: &ctx.prices,
+            instance_types: &self.catalog.instance_types,
+            prices: &self.catalog.prices,
             daemonsets: &self.daemonsets,
             unavailable: &self.unavailable,
             settings: ctx.settings.disruption,
@@ -161,6 +163,7 @@ fn timestamp(time: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>
 
 /// Reads everything a pass needs. `drifted` gives the drift reason of a NodeClaim (computed by the caller).
 pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<String>) -> Gathered {
+    let catalog = ctx.catalog();
     let (nodepools, pool_objects) = cluster_snapshot::ready_nodepools(ctx);
     let mut pools = Vec::new();
     let mut refused_pools = Vec::new();
@@ -226,8 +229,8 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         let zone = label(ZONE_LABEL);
         let capacity = capacity_type(if labels.contains_key(CAPACITY_TYPE_LABEL) { labels } else { claim.labels() });
         let price = match capacity {
-            CapacityType::OnDemand => ctx.prices.on_demand(&instance_type),
-            CapacityType::Spot => ctx.prices.spot(&instance_type, &zone),
+            CapacityType::OnDemand => catalog.prices.on_demand(&instance_type),
+            CapacityType::Spot => catalog.prices.spot(&instance_type, &zone),
         }
         .unwrap_or(0.0);
         let initialized_at = status
@@ -266,6 +269,7 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         other_room.extend(cluster_snapshot::node_room(node, bound));
     }
     Gathered {
+        catalog,
         nodepools,
         pool_objects,
         daemonsets: cluster_snapshot::daemonset_pods(ctx),
