@@ -21,7 +21,7 @@ use nodesmith::apis::ec2nodeclass::EC2NodeClass;
 use nodesmith::apis::nodeclaim::NodeClaim;
 use nodesmith::apis::nodepool::NodePool;
 use support::controller::*;
-use support::{Sandbox, wait_until};
+use support::{Sandbox, dashboards, wait_until};
 
 /// A disruption pass runs every 10 s and waits 15 s before it acts; a few of those.
 const SETTLE: Duration = Duration::from_secs(180);
@@ -241,7 +241,7 @@ async fn six_underutilized_nodes_are_consolidated_within_a_pod_disruption_budget
     // 30 s of quiet: nothing is consolidated while the rollout below still moves pods.
     let disruption = serde_json::json!({"consolidateAfter": "30s", "budgets": [{"nodes": "50%"}]});
     let test = pool("dis-under", small_nodes(), disruption).await?;
-    test.start_controller()?;
+    let controller = test.start_controller()?;
     test.run(async |t| {
         let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
         // One pod per node, forced by hostname anti-affinity.
@@ -285,9 +285,42 @@ async fn six_underutilized_nodes_are_consolidated_within_a_pod_disruption_budget
         eprintln!("consolidated 6 nodes to {nodes}: ${before:.3}/h -> ${after:.3}/h; fewest ready pods {fewest_ready}");
         ensure!(fewest_ready >= 5, "the PodDisruptionBudget allows one pod down; {fewest_ready} of 6 were ready");
         ensure!(after < before, "the pool's $/h went down ({before} -> {after})");
-        Ok(())
+        dashboards_story(&controller).await
     })
     .await
+}
+
+/// Metrics that this story gives no reason to show: they count events it does not cause.
+const NOT_IN_THIS_STORY: [(&str, &str); 2] = [
+    ("karpenter_cloudprovider_errors_total", "no AWS call fails"),
+    ("karpenter_interruption_received_messages_total", "no interruption message arrives"),
+];
+
+/// After a scale-out and a consolidation, every metric Karpenter's dashboards and the chart's read has series
+/// on `/metrics`, with the labels the queries read it by (the chart README lists those nodesmith cannot have).
+async fn dashboards_story(controller: &ControllerProcess) -> Result<()> {
+    // The node, pod and pool gauges are refreshed every 15 s.
+    let last = std::sync::Mutex::new(Vec::new());
+    let settled = wait_until("every metric the dashboards read to have series", Duration::from_secs(60), || {
+        let last = &last;
+        async move {
+            let scraped = dashboards::scraped_series(&http_get(controller.metrics_port, "/metrics").await?);
+            let mut missing = Vec::new();
+            for dir in [dashboards::KARPENTER_DASHBOARDS, dashboards::CHART_DASHBOARDS] {
+                let reads = dashboards::reads_of_dashboards(dir)?;
+                let reads: Vec<_> =
+                    reads.into_iter().filter(|r| NOT_IN_THIS_STORY.iter().all(|(m, _)| *m != r.metric)).collect();
+                missing.extend(dashboards::missing(&reads, &scraped)?);
+            }
+            let done = missing.is_empty();
+            if let Ok(mut last) = last.lock() {
+                *last = missing;
+            }
+            Ok(done.then_some(()))
+        }
+    })
+    .await;
+    settled.with_context(|| last.lock().map(|l| l.join("\n")).unwrap_or_default())
 }
 
 #[tokio::test]

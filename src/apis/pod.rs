@@ -173,7 +173,8 @@ fn storage_volumes<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
 pub struct PodStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
-    /// Only `PodScheduled` is kept: whether kube-scheduler found no node for the pod.
+    /// Only `PodScheduled` (whether kube-scheduler found no node for the pod) and `Ready` (for
+    /// `karpenter_pods_state`) are kept.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "scheduled_condition")]
     pub conditions: Option<Vec<PodCondition>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,7 +196,7 @@ fn scheduled_condition<'de, D: serde::Deserializer<'de>>(
 ) -> Result<Option<Vec<PodCondition>>, D::Error> {
     let conditions: Option<Vec<PodCondition>> = Option::deserialize(deserializer)?;
     Ok(conditions.map(|mut c| {
-        c.retain(|c| c.type_ == "PodScheduled");
+        c.retain(|c| c.type_ == "PodScheduled" || c.type_ == "Ready");
         c
     }))
 }
@@ -271,7 +272,7 @@ mod tests {
         "phase": "Pending", "nominatedNodeName": "n2", "podIP": "10.0.0.1",
         "conditions": [
           {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"},
-          {"type": "Ready", "status": "False"}],
+          {"type": "Ready", "status": "False"}, {"type": "ContainersReady", "status": "False"}],
         "containerStatuses": [{"name": "app", "image": "app:1", "imageID": "", "ready": false, "restartCount": 0}]
       }
     }"#;
@@ -307,7 +308,8 @@ mod tests {
         assert_eq!(status.phase.as_deref(), Some("Pending"));
         assert_eq!(status.nominated_node_name.as_deref(), Some("n2"));
         let conditions = status.conditions.as_ref().expect("conditions");
-        assert_eq!(conditions.len(), 1, "only PodScheduled is kept");
+        let kept: Vec<&str> = conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(kept, ["PodScheduled", "Ready"], "only PodScheduled and Ready are kept");
         assert_eq!((conditions[0].status.as_str(), conditions[0].reason.as_deref()), ("False", Some("Unschedulable")));
     }
 

@@ -243,28 +243,45 @@ fn requirement(
     Ok(Requirement { key: key.to_string(), operator, values: values.to_vec(), min_values })
 }
 
-/// What the pod asks of a node, as the kubelet and scheduler count it: the larger of the running containers
-/// (with restartable init containers, i.e. sidecars) and the largest init container (with the sidecars started
-/// before it), plus the pod overhead and one pod slot.
+/// What the pod asks of a node, as the kubelet and scheduler count it (see `pod_total`), plus one pod slot.
 pub fn pod_requests(spec: &PodSpec) -> Result<Resources, ConversionError> {
+    let mut total = pod_total(spec, container_requests)?;
+    total.set(ResourceName::Pods, 1);
+    Ok(total)
+}
+
+/// The pod's limits, added up as its requests are; a resource no container limits counts 0.
+pub fn pod_limits(spec: &PodSpec) -> Result<Resources, ConversionError> {
+    pod_total(spec, |container| {
+        let listed = container.resources.as_ref().and_then(|r| r.limits.as_ref());
+        quantities(listed.into_iter().flat_map(|l| l.iter()), &container.name)
+    })
+}
+
+/// `per_container` summed over a pod as the kubelet does: the larger of the running containers (with restartable
+/// init containers, i.e. sidecars) and the largest init container (with the sidecars started before it), plus the
+/// pod overhead.
+fn pod_total(
+    spec: &PodSpec,
+    per_container: impl Fn(&Container) -> Result<Resources, ConversionError>,
+) -> Result<Resources, ConversionError> {
     let mut running = Resources::ZERO;
     for container in &spec.containers {
-        running += container_requests(container)?;
+        running += per_container(container)?;
     }
     let mut sidecars = Resources::ZERO;
     let mut init_peak = Resources::ZERO;
     for init in spec.init_containers.iter().flatten() {
-        let requests = container_requests(init)?;
+        let own = per_container(init)?;
         if init.restart_policy.as_deref() == Some("Always") {
-            sidecars += requests;
+            sidecars += own;
             init_peak = init_peak.max(&sidecars);
         } else {
-            init_peak = init_peak.max(&(sidecars + requests));
+            init_peak = init_peak.max(&(sidecars + own));
         }
     }
     let mut total = (running + sidecars).max(&init_peak);
     total += quantities(spec.overhead.iter().flat_map(|o| o.iter()), "overhead")?;
-    total.set(ResourceName::Pods, 1);
     Ok(total)
 }
 

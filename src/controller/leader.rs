@@ -11,6 +11,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
 
 use crate::names::LEASE_NAME;
+use crate::telemetry::Metrics;
 
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 const RENEW_EVERY: Duration = Duration::from_secs(2);
@@ -24,11 +25,12 @@ impl Leadership {
         self.0.load(Ordering::Relaxed)
     }
 
-    fn set(&self, leading: bool) {
+    fn set(&self, leading: bool, metrics: &Metrics) {
         let was = self.0.swap(leading, Ordering::Relaxed);
         if was != leading {
             tracing::info!(leading, "leadership changed");
         }
+        metrics.leading(LEASE_NAME, leading);
     }
 }
 
@@ -61,7 +63,13 @@ fn decide(spec: &LeaseSpec, identity: &str, now: Timestamp) -> Decision {
 const STEP_DOWN_AFTER: Duration = Duration::from_secs(10);
 
 /// Keeps trying to hold the Lease in `namespace`; never returns.
-pub async fn run(client: kube::Client, namespace: String, identity: String, leadership: Leadership) {
+pub async fn run(
+    client: kube::Client,
+    namespace: String,
+    identity: String,
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
+) {
     let api: Api<Lease> = Api::namespaced(client, &namespace);
     let mut renewed = None::<std::time::Instant>;
     let mut namespace_missing = false;
@@ -75,9 +83,9 @@ pub async fn run(client: kube::Client, namespace: String, identity: String, lead
         match stepped {
             Ok(Ok(true)) => {
                 renewed = Some(std::time::Instant::now());
-                leadership.set(true);
+                leadership.set(true, &metrics);
             }
-            Ok(Ok(false)) => leadership.set(false),
+            Ok(Ok(false)) => leadership.set(false, &metrics),
             // Said once, not at every attempt; the attempts go on, so creating the namespace is enough.
             Ok(Err(error)) if is_namespace_missing(&error) => {
                 if !namespace_missing {
@@ -89,7 +97,7 @@ pub async fn run(client: kube::Client, namespace: String, identity: String, lead
             Err(_) => tracing::warn!("leader election: the Lease did not answer within {RENEW_EVERY:?}"),
         }
         if renewed.is_none_or(|at| at.elapsed() > STEP_DOWN_AFTER) {
-            leadership.set(false);
+            leadership.set(false, &metrics);
         }
         tokio::time::sleep(RENEW_EVERY).await;
     }

@@ -3,6 +3,7 @@
 //! Every component reads the cluster from the same watch caches (`state`), and only the leader writes.
 
 pub mod catalog_refresh;
+pub mod cluster_metrics;
 pub mod cluster_snapshot;
 pub mod conditions;
 pub mod disruption;
@@ -11,7 +12,6 @@ pub mod garbage_collection;
 pub mod interruption;
 pub mod launch;
 pub mod leader;
-pub mod node_metrics;
 pub mod nodeclaim_lifecycle;
 pub mod nodeclass_status;
 pub mod nodeclass_validation;
@@ -216,7 +216,8 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
     tracing::info!(cluster = %settings.cluster_name, identity = %settings.identity, "caches synced; starting");
 
     let leadership = leader::Leadership::default();
-    tokio::spawn(leader::run(kube, settings.namespace.clone(), settings.identity.clone(), leadership.clone()));
+    let (namespace, identity) = (settings.namespace.clone(), settings.identity.clone());
+    tokio::spawn(leader::run(kube, namespace, identity, leadership.clone(), ctx.metrics.clone()));
     match settings.interruption_queue.clone() {
         Some(queue) => {
             tokio::spawn(interruption::run(ctx.clone(), leadership.clone(), queue, settings.rebalance));
@@ -228,7 +229,7 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
         () = nodeclaim_lifecycle::run(ctx.clone(), leadership.clone(), subscriptions.nodeclaims, subscriptions.nodes) => tracing::error!("the NodeClaim controller stopped"),
         () = nodeclass_status::run(ctx.clone(), leadership.clone(), subscriptions.nodeclasses) => tracing::error!("the EC2NodeClass controller stopped"),
         () = garbage_collection::run(ctx.clone(), leadership.clone()) => tracing::error!("garbage collection stopped"),
-        () = node_metrics::run(ctx.clone(), leadership.clone()) => tracing::error!("node metrics stopped"),
+        () = cluster_metrics::run(ctx.clone(), leadership.clone()) => tracing::error!("cluster metrics stopped"),
         () = disruption::run(ctx.clone(), leadership.clone()) => tracing::error!("disruption stopped"),
         () = catalog_refresh::run(ctx.clone()) => tracing::error!("the catalog refresh stopped"),
         served = server => {
@@ -254,6 +255,25 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
+}
+
+/// Runs one reconcile of `controller` and records it as controller-runtime does (count by result, errors,
+/// duration), so Karpenter's performance dashboard shows nodesmith's controllers.
+pub async fn measured<E>(
+    metrics: Arc<crate::telemetry::Metrics>,
+    controller: &'static str,
+    reconcile: impl std::future::Future<Output = Result<kube::runtime::controller::Action, E>>,
+) -> Result<kube::runtime::controller::Action, E> {
+    use crate::telemetry::ReconcileResult;
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    let outcome = match &result {
+        Ok(action) if *action == kube::runtime::controller::Action::await_change() => ReconcileResult::Success,
+        Ok(_) => ReconcileResult::RequeueAfter,
+        Err(_) => ReconcileResult::Error,
+    };
+    metrics.reconciled(controller, outcome, started.elapsed().as_secs_f64());
+    result
 }
 
 /// The object is already gone (HTTP 404).

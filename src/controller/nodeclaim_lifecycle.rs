@@ -26,8 +26,8 @@ use crate::apis::finalizers;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::scheduling_input::resource_quantities;
 use crate::names::{
-    CAPACITY_TYPE_LABEL, LAST_LAUNCH_FAILURE_ANNOTATION, LAUNCH_FAILURES_ANNOTATION, SECURITY_GROUPS_ANNOTATION,
-    SUBNET_ANNOTATION, TERMINATION_FINALIZER, UNREGISTERED_TAINT_KEY, ZONE_LABEL,
+    CAPACITY_TYPE_LABEL, LAST_LAUNCH_FAILURE_ANNOTATION, LAUNCH_FAILURES_ANNOTATION, NODEPOOL_LABEL,
+    SECURITY_GROUPS_ANNOTATION, SUBNET_ANNOTATION, TERMINATION_FINALIZER, UNREGISTERED_TAINT_KEY, ZONE_LABEL,
 };
 
 pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -52,7 +52,13 @@ pub async fn run(
     let claims = ctx.state.nodeclaims.clone();
     Controller::for_shared_stream(nodeclaims, ctx.state.nodeclaims.clone())
         .watches_shared_stream(nodes, move |node| claim_of(&claims, &node).map(|claim| ObjectRef::from_obj(&*claim)))
-        .run(reconcile, error_policy, Arc::new(Reconciler { ctx, leadership }))
+        .run(
+            |claim, r: Arc<Reconciler>| {
+                super::measured(r.ctx.metrics.clone(), "nodeclaim.lifecycle", reconcile(claim, r))
+            },
+            error_policy,
+            Arc::new(Reconciler { ctx, leadership }),
+        )
         .for_each(|_| async {})
         .await;
 }
@@ -169,6 +175,8 @@ async fn reconcile(claim: Arc<NodeClaim>, r: Arc<Reconciler>) -> Result<Action, 
             let mut conds = conditions_now();
             conditions::set(&mut conds, "Registered", true, "Registered", "");
             patch_status(&api, &name, json!({"nodeName": node.name_any(), "conditions": conds})).await?;
+            let label = |key: &str| claim.labels().get(key).cloned().unwrap_or_default();
+            ctx.metrics.node_created(&label(NODEPOOL_LABEL), &label(ZONE_LABEL));
             Ok(Action::requeue(Duration::from_millis(500)))
         }
         Step::DeleteWithNode { node, reason } => {

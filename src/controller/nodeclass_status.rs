@@ -37,7 +37,11 @@ pub struct Reconciler {
 
 pub async fn run(ctx: Arc<Context>, leadership: Leadership, nodeclasses: ReflectHandle<EC2NodeClass>) {
     Controller::for_shared_stream(nodeclasses, ctx.state.nodeclasses.clone())
-        .run(reconcile, error_policy, Arc::new(Reconciler { ctx, leadership }))
+        .run(
+            |class, r: Arc<Reconciler>| super::measured(r.ctx.metrics.clone(), CONTROLLER, reconcile(class, r)),
+            error_policy,
+            Arc::new(Reconciler { ctx, leadership }),
+        )
         .for_each(|_| async {})
         .await;
 }

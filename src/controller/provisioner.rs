@@ -23,8 +23,9 @@ use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::planned_nodeclaim;
 use crate::catalog::Catalog;
 use crate::cloud::nodeclass::SubnetInfo;
-use crate::names::NODEPOOL_LABEL;
+use crate::names::{MIN_VALUES_RELAXED_ANNOTATION, NODEPOOL_LABEL};
 use crate::scheduling::{self, PreparedCatalog, SchedulingInput};
+use crate::telemetry::ReconcileResult;
 
 /// The batcher looks again this often without a change: nominations expire, leadership comes.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -32,6 +33,9 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// A batch that opens reads the subnets' free addresses if they were last read this long ago (they serve launches
 /// for `launch_caches::SUBNET_ADDRESSES_FOR`, longer than this).
 const SUBNETS_READ_EVERY: Duration = Duration::from_secs(10);
+
+/// The `controller` label of the provisioner's metrics, as Karpenter names its own.
+const CONTROLLER: &str = "provisioner";
 
 /// Runs forever: batches pending pods and provisions for them while this replica leads. It wakes when a pod, a
 /// node or a NodeClaim changes (`triggers`), when the open batch is due, and at least every `RECHECK`.
@@ -94,9 +98,11 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
             let timer = Instant::now();
             let provisioned = provision(&ctx, &catalog, &mut nominations, &mut prepared).await;
             nominations.publish(&ctx);
+            let result = if provisioned.is_ok() { ReconcileResult::Success } else { ReconcileResult::Error };
+            ctx.metrics.reconciled(CONTROLLER, result, timer.elapsed().as_secs_f64());
             match provisioned {
                 Ok(created) => {
-                    ctx.metrics.scheduling_duration(timer.elapsed().as_secs_f64());
+                    ctx.metrics.scheduling_duration(CONTROLLER, timer.elapsed().as_secs_f64());
                     if created > 0 {
                         tracing::info!(nodeclaims = created, "provisioned");
                     }
@@ -219,7 +225,8 @@ async fn provision<'c>(
         match result {
             Ok(claim) => {
                 created += 1;
-                ctx.metrics.nodeclaim_created(&node.nodepool);
+                let relaxed = claim.annotations().get(MIN_VALUES_RELAXED_ANNOTATION).is_some_and(|v| v == "true");
+                ctx.metrics.nodeclaim_created("provisioning", &node.nodepool, relaxed);
                 let name = claim.name_any();
                 tracing::info!(
                     nodeclaim = %name,
@@ -237,6 +244,7 @@ async fn provision<'c>(
         }
     }
     // After the NodeClaims: Events never hold up a launch.
+    ctx.metrics.unschedulable_pods(CONTROLLER, plan.unschedulable.len());
     let events = plan.unschedulable.iter().filter_map(|unschedulable| {
         let pod = all_pods.get(&unschedulable.pod)?;
         Some(publish_pod_event(ctx, pod, "FailedProvisioning", &unschedulable.reason))

@@ -20,7 +20,7 @@ use crate::apis::nodeclaim::NodeClaim;
 use crate::cloud::CloudProvider;
 use crate::cloud::error::CloudError;
 use crate::cloud::instances::{self, InstanceSummary};
-use crate::names::{DISRUPTED_TAINT_KEY, NODEPOOL_LABEL, TERMINATION_FINALIZER};
+use crate::names::{CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODEPOOL_LABEL, TERMINATION_FINALIZER, ZONE_LABEL};
 
 /// Terminates what is left of the NodeClaim `name`'s instance; returns the instance terminated, None when there
 /// is nothing left to terminate. `provider_id` is what the NodeClaim recorded, `instance` its instance as EC2
@@ -66,6 +66,14 @@ fn since_deletion(claim: &NodeClaim) -> Duration {
     Duration::try_from(k8s_openapi::jiff::Timestamp::now().duration_since(deleted.0)).unwrap_or(Duration::ZERO)
 }
 
+fn nodepool_of(claim: &NodeClaim) -> &str {
+    claim.labels().get(NODEPOOL_LABEL).map_or("", String::as_str)
+}
+
+fn seconds_since(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> f64 {
+    k8s_openapi::jiff::Timestamp::now().duration_since(time.0).as_secs_f64().max(0.0)
+}
+
 /// One step of the termination; requeues until everything is done, then removes the finalizer.
 pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error> {
     if !finalizers::has(claim, TERMINATION_FINALIZER) {
@@ -101,6 +109,9 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
     if let Some(terminated) =
         terminate_instance(&cloud, &ctx.settings.cluster_name, &name, provider_id, instance).await?
     {
+        if node.is_some() {
+            ctx.metrics.node_drained(nodepool_of(claim));
+        }
         if provider_id.is_some() {
             let note = format!("terminating instance {terminated}");
             events::on_nodeclaim(&ctx.recorder, claim, EventType::Normal, "Terminating", &note).await;
@@ -114,7 +125,18 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
         // From the copy this pass read: a 409 (changed since) fails the pass, and the next one has the newer copy.
         if let Some(patch) = finalizers::removing(node.as_ref(), TERMINATION_FINALIZER) {
             match nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
-                Ok(_) => {}
+                // The node's termination ends here, as Karpenter counts it: its finalizer is off. (The Node may
+                // already be deleted, by the cloud's node lifecycle once the instance went.)
+                Ok(_) => {
+                    let lifetime = node.metadata.creation_timestamp.as_ref().map_or(0.0, seconds_since);
+                    let termination = node
+                        .metadata
+                        .deletion_timestamp
+                        .as_ref()
+                        .map_or_else(|| since_deletion(claim).as_secs_f64(), seconds_since);
+                    let zone = node.labels().get(ZONE_LABEL).map_or("", String::as_str);
+                    ctx.metrics.node_terminated(nodepool_of(claim), zone, termination, lifetime);
+                }
                 Err(error) if super::is_not_found(&error) => {}
                 Err(error) => return Err(error.into()),
             }
@@ -134,7 +156,9 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
             Err(error) => return Err(error.into()),
         }
     }
-    ctx.metrics.nodeclaim_terminated(claim.labels().get(NODEPOOL_LABEL).map_or("", String::as_str));
+    let label = |key: &str| claim.labels().get(key).map_or("", String::as_str);
+    let termination = since_deletion(claim).as_secs_f64();
+    ctx.metrics.nodeclaim_terminated(nodepool_of(claim), label(CAPACITY_TYPE_LABEL), label(ZONE_LABEL), termination);
     tracing::info!(nodeclaim = %name, "terminated");
     Ok(Action::await_change())
 }
@@ -191,7 +215,13 @@ async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Re
                 .await
                 .map(|_| ())
         } else {
-            api.evict(&pod.name_any(), &EvictParams::default()).await.map(|_| ())
+            let evicted = api.evict(&pod.name_any(), &EvictParams::default()).await.map(|_| ());
+            ctx.metrics.eviction_requested(match &evicted {
+                Ok(()) => 200,
+                Err(kube::Error::Api(status)) => status.code,
+                Err(_) => 0,
+            });
+            evicted
         };
         match result {
             Ok(()) => tracing::debug!(pod = %pods::key(pod), node = %node_name, "evicted"),

@@ -7,6 +7,7 @@
 
 pub mod chart;
 pub mod controller;
+pub mod dashboards;
 pub mod iam;
 pub mod prices;
 pub mod yaml;

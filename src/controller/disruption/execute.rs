@@ -16,7 +16,7 @@ use super::super::{Context, Error, conditions, is_not_found};
 use super::snapshot::Gathered;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::disruption::{Command, Method};
-use crate::names::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, REPLACES_ANNOTATION};
+use crate::names::{CAPACITY_TYPE_LABEL, MIN_VALUES_RELAXED_ANNOTATION, NODEPOOL_LABEL, REPLACES_ANNOTATION};
 
 /// How long replacements may take to be Initialized before the command is given up.
 const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(LAUNCH_TIMEOUT.as_secs() + 5 * 60);
@@ -44,7 +44,8 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
         let mut claim = crate::apis::planned_nodeclaim::for_planned_node(node, pool, class.as_deref());
         claim.annotations_mut().insert(REPLACES_ANNOTATION.into(), command.candidates.join(","));
         let created = api.create(&PostParams::default(), &claim).await?;
-        ctx.metrics.nodeclaim_created(&node.nodepool);
+        let relaxed = created.annotations().get(MIN_VALUES_RELAXED_ANNOTATION).is_some_and(|v| v == "true");
+        ctx.metrics.nodeclaim_created(command.reason.metric_label(), &node.nodepool, relaxed);
         tracing::info!(nodeclaim = %created.name_any(), instance_type = %node.instance_type, replaces = ?command.candidates, "launching a replacement");
         replacements.push(created.name_any());
     }
@@ -86,7 +87,10 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
         .await;
         tracing::info!(nodeclaim = %name, reason = command.reason.as_str(), method = ?command.method, "disrupting");
     }
+    let pools: std::collections::BTreeSet<&str> =
+        candidates.iter().filter_map(|c| c.labels().get(NODEPOOL_LABEL).map(String::as_str)).collect();
     ctx.metrics.disruption_decision(
+        &pools.into_iter().collect::<Vec<_>>(),
         command.decision(),
         command.reason.metric_label(),
         command.method.consolidation_type(),

@@ -25,6 +25,7 @@ use crate::apis::nodeclaim::NodeClaim;
 use crate::disruption::expiration::is_expired;
 use crate::disruption::{decide, is_consolidatable, still_valid};
 use crate::names::{CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODEPOOL_LABEL};
+use crate::telemetry::ReconcileResult;
 use drift::DriftReference;
 
 const POD_EVENTS_EVERY: Duration = Duration::from_secs(2);
@@ -50,7 +51,11 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
             if !leadership.is_leader() {
                 continue;
             }
-            if let Err(error) = pass(&ctx, &leadership, &mut said, &mut stale).await {
+            let started = std::time::Instant::now();
+            let passed = pass(&ctx, &leadership, &mut said, &mut stale).await;
+            let result = if passed.is_ok() { ReconcileResult::Success } else { ReconcileResult::Error };
+            ctx.metrics.reconciled("disruption", result, started.elapsed().as_secs_f64());
+            if let Err(error) = passed {
                 tracing::warn!("disruption pass failed, retrying: {error}");
             }
         }

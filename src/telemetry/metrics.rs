@@ -1,0 +1,652 @@
+//! The controller's metrics under Karpenter's names, types and labels, so its dashboards and alerts keep working.
+//! The chart README lists those of Karpenter's that nodesmith does not export, and why.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::cluster::{ClusterCollector, ClusterGauges};
+use super::summary::SummaryFamily;
+use crate::catalog::Catalog;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodePoolLabels {
+    nodepool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CreatedLabels {
+    reason: String,
+    nodepool: String,
+    min_values_relaxed: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TerminatedLabels {
+    nodepool: String,
+    capacity_type: String,
+    zone: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolZoneLabels {
+    nodepool: String,
+    zone: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: String,
+    method: String,
+    provider: String,
+    error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloudCallLabels {
+    controller: String,
+    method: String,
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    message_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: String,
+    reason: String,
+    consolidation_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DisruptedLabels {
+    reason: String,
+    nodepool: String,
+    capacity_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolReasonLabels {
+    nodepool: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsolidationTypeLabels {
+    consolidation_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    controller: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabels {
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
+/// What the catalog says of each instance type and offering, encoded from the catalog itself at each scrape: ten
+/// thousand offerings held as metric series would cost the controller more memory than all its caches of nodes.
+#[derive(Debug, Default)]
+struct CatalogCollector {
+    catalog: std::sync::RwLock<Option<Arc<Catalog>>>,
+}
+
+impl Collector for CatalogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let Some(catalog) = self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else {
+            return Ok(());
+        };
+        let mut by_source: BTreeMap<(&'static str, &'static str), i64> = BTreeMap::new();
+        {
+            let mut family = encoder.encode_descriptor(
+                "karpenter_cloudprovider_instance_type_offering_price_estimate",
+                "Estimated hourly price of each offering (instance type, zone, capacity type), in US dollars",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (instance_type, zone, capacity_type, price) in catalog.offering_prices() {
+                let labels =
+                    [("instance_type", instance_type), ("capacity_type", capacity_type.as_str()), ("zone", zone)];
+                ConstGauge::new(price.usd_per_hour).encode(family.encode_family(&labels)?)?;
+                *by_source.entry((capacity_type.as_str(), price.source.as_str())).or_default() += 1;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "karpenter_cloudprovider_instance_type_cpu_cores",
+                "vCPUs of each instance type",
+                None,
+                MetricType::Gauge,
+            )?;
+            for info in &catalog.instance_types {
+                ConstGauge::new(i64::from(info.vcpus))
+                    .encode(family.encode_family(&[("instance_type", info.name.as_str())])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "karpenter_cloudprovider_instance_type_memory_bytes",
+                "Memory of each instance type, in bytes",
+                None,
+                MetricType::Gauge,
+            )?;
+            for info in &catalog.instance_types {
+                let bytes = info.memory_mib as f64 * 1024.0 * 1024.0;
+                ConstGauge::new(bytes).encode(family.encode_family(&[("instance_type", info.name.as_str())])?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "nodesmith_offering_prices",
+            "Offerings priced from each source: pricing-api, spot-price-history, or embedded data",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((capacity_type, source), offerings) in by_source {
+            let labels = [("capacity_type", capacity_type), ("source", source)];
+            ConstGauge::new(offerings).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The `provider` label of the cloud provider metrics, as Karpenter's AWS provider sets it.
+const PROVIDER: &str = "aws";
+
+/// The controller's metrics, registered once.
+pub struct Metrics {
+    registry: Registry,
+    scheduling_duration: Family<ControllerLabels, Histogram>,
+    leader: Family<NameLabels, Gauge>,
+    nodeclaims_created: Family<CreatedLabels, Counter>,
+    nodeclaims_terminated: Family<TerminatedLabels, Counter>,
+    nodeclaims_termination_duration: Family<NodePoolLabels, Histogram>,
+    nodes_created: Family<PoolZoneLabels, Counter>,
+    nodes_terminated: Family<PoolZoneLabels, Counter>,
+    nodes_drained: Family<NodePoolLabels, Counter>,
+    nodes_lifetime: Family<NodePoolLabels, Histogram>,
+    nodes_termination: SummaryFamily,
+    pods_startup: SummaryFamily,
+    eviction_requests: Family<CodeLabels, Counter>,
+    cloudprovider_errors: Family<ErrorLabels, Counter>,
+    cloudprovider_duration: Family<CloudCallLabels, Histogram>,
+    interruption_received: Family<MessageLabels, Counter>,
+    interruption_deleted: Counter,
+    interruption_refused: Family<ReasonLabels, Counter>,
+    interruption_queue_duration: Histogram,
+    disruption_decisions: Family<DecisionLabels, Counter>,
+    disruption_decisions_by_nodepool: Family<PoolDecisionLabels, Counter>,
+    disruption_eligible: Family<ReasonLabels, Gauge>,
+    nodeclaims_disrupted: Family<DisruptedLabels, Counter>,
+    allowed_disruptions: Family<PoolReasonLabels, Gauge>,
+    consolidation_timeouts: Family<ConsolidationTypeLabels, Counter>,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_errors: Family<ControllerLabels, Counter>,
+    reconcile_time: Family<ControllerLabels, Histogram>,
+    unschedulable_pods: Family<ControllerLabels, Gauge>,
+    catalog: Arc<CatalogCollector>,
+    cluster: Arc<ClusterCollector>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolDecisionLabels {
+    nodepool: String,
+    decision: String,
+    reason: String,
+    consolidation_type: String,
+}
+
+/// Seconds from 5 ms to about 40 s: API and cloud calls, reconciles.
+fn call_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// Seconds from 1 s to about 1.5 years: how long nodes live.
+fn lifetime_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 4.0, 13))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Self {
+            scheduling_duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
+            leader: Family::default(),
+            nodeclaims_created: Family::default(),
+            nodeclaims_terminated: Family::default(),
+            nodeclaims_termination_duration: Family::new_with_constructor(lifetime_buckets),
+            nodes_created: Family::default(),
+            nodes_terminated: Family::default(),
+            nodes_drained: Family::default(),
+            nodes_lifetime: Family::new_with_constructor(lifetime_buckets),
+            nodes_termination: SummaryFamily::new(
+                "karpenter_nodes_termination_duration_seconds",
+                "Time from a node's deletion to its finalizer's removal (drained and instance terminated)",
+                &["nodepool"],
+            ),
+            pods_startup: SummaryFamily::new(
+                "karpenter_pods_startup_duration_seconds",
+                "Time from the creation of a pod nodesmith provisioned for to its running",
+                &[],
+            ),
+            eviction_requests: Family::default(),
+            cloudprovider_errors: Family::default(),
+            cloudprovider_duration: Family::new_with_constructor(call_buckets),
+            interruption_received: Family::default(),
+            interruption_deleted: Counter::default(),
+            interruption_refused: Family::default(),
+            interruption_queue_duration: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+            disruption_decisions: Family::default(),
+            disruption_decisions_by_nodepool: Family::default(),
+            disruption_eligible: Family::default(),
+            nodeclaims_disrupted: Family::default(),
+            allowed_disruptions: Family::default(),
+            consolidation_timeouts: Family::default(),
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_time: Family::new_with_constructor(call_buckets),
+            unschedulable_pods: Family::default(),
+            catalog: Arc::new(CatalogCollector::default()),
+            cluster: Arc::new(ClusterCollector::default()),
+            registry: Registry::default(),
+        };
+        registry.register_collector(Box::new(metrics.catalog.clone()));
+        registry.register_collector(Box::new(metrics.cluster.clone()));
+        let r = &mut registry;
+        r.register(
+            "karpenter_voluntary_disruption_decisions",
+            "Disruption commands carried out, by decision (delete, replace), reason and consolidation type",
+            metrics.disruption_decisions.clone(),
+        );
+        r.register(
+            "karpenter_voluntary_disruption_decisions_by_nodepool",
+            "Disruption commands carried out, by NodePool, decision, reason and consolidation type",
+            metrics.disruption_decisions_by_nodepool.clone(),
+        );
+        r.register(
+            "karpenter_voluntary_disruption_eligible_nodes",
+            "Nodes eligible for disruption, by reason (before budgets)",
+            metrics.disruption_eligible.clone(),
+        );
+        r.register(
+            "karpenter_nodeclaims_disrupted",
+            "NodeClaims disrupted, by reason (including expired and interruption), NodePool and capacity type",
+            metrics.nodeclaims_disrupted.clone(),
+        );
+        r.register(
+            "karpenter_nodepools_allowed_disruptions",
+            "Nodes each NodePool's budgets allow to be disrupted now, by reason",
+            metrics.allowed_disruptions.clone(),
+        );
+        r.register(
+            "karpenter_voluntary_disruption_consolidation_timeouts",
+            "Consolidation passes that ran out of time before every candidate was evaluated",
+            metrics.consolidation_timeouts.clone(),
+        );
+        r.register(
+            "karpenter_interruption_message_queue_duration_seconds",
+            "Time from a message's arrival in the interruption queue to its handling",
+            metrics.interruption_queue_duration.clone(),
+        );
+        r.register(
+            "karpenter_scheduler_scheduling_duration_seconds",
+            "Duration of one scheduling round (planning new nodes for pending pods)",
+            metrics.scheduling_duration.clone(),
+        );
+        r.register(
+            "leader_election_master_status",
+            "1 while this replica holds the leader-election Lease `name`, else 0",
+            metrics.leader.clone(),
+        );
+        r.register(
+            "karpenter_scheduler_unschedulable_pods_count",
+            "Pods the last scheduling round could place on no existing or new node",
+            metrics.unschedulable_pods.clone(),
+        );
+        r.register(
+            "karpenter_nodeclaims_created",
+            "NodeClaims created, by reason (provisioning, or the disruption reason of a replacement) and NodePool",
+            metrics.nodeclaims_created.clone(),
+        );
+        r.register(
+            "karpenter_nodeclaims_terminated",
+            "NodeClaims terminated (instance gone, finalizer removed), by NodePool, capacity type and zone",
+            metrics.nodeclaims_terminated.clone(),
+        );
+        r.register(
+            "karpenter_nodeclaims_termination_duration_seconds",
+            "Time from a NodeClaim's deletion to its finalizer's removal",
+            metrics.nodeclaims_termination_duration.clone(),
+        );
+        r.register("karpenter_nodes_created", "Nodes registered, by NodePool and zone", metrics.nodes_created.clone());
+        r.register(
+            "karpenter_nodes_terminated",
+            "Nodes deleted after their drain and termination, by NodePool and zone",
+            metrics.nodes_terminated.clone(),
+        );
+        r.register("karpenter_nodes_drained", "Nodes drained, by NodePool", metrics.nodes_drained.clone());
+        r.register(
+            "karpenter_nodes_lifetime_duration_seconds",
+            "How long nodes lived, from creation to termination, by NodePool",
+            metrics.nodes_lifetime.clone(),
+        );
+        r.register(
+            "karpenter_pods_eviction_requests",
+            "Eviction requests made while draining, by HTTP response code (429: a PodDisruptionBudget refused)",
+            metrics.eviction_requests.clone(),
+        );
+        r.register(
+            "karpenter_cloudprovider_errors",
+            "Errors returned by the cloud provider, by calling controller, method and error code",
+            metrics.cloudprovider_errors.clone(),
+        );
+        r.register(
+            "karpenter_cloudprovider_duration_seconds",
+            "Duration of cloud provider calls, by calling controller and method",
+            metrics.cloudprovider_duration.clone(),
+        );
+        r.register(
+            "karpenter_interruption_received_messages",
+            "Interruption queue messages received, by kind",
+            metrics.interruption_received.clone(),
+        );
+        r.register(
+            "karpenter_interruption_deleted_messages",
+            "Interruption queue messages deleted",
+            metrics.interruption_deleted.clone(),
+        );
+        r.register(
+            "nodesmith_interruption_refused_messages",
+            "Interruption queue messages deleted without acting on them, as not to be trusted: from another account or \
+             region (foreign_origin), or a state change EC2 does not confirm (unconfirmed_state_change)",
+            metrics.interruption_refused.clone(),
+        );
+        r.register(
+            "controller_runtime_reconcile",
+            "Reconciles of each controller, by result (success, requeue_after, error)",
+            metrics.reconciles.clone(),
+        );
+        r.register(
+            "controller_runtime_reconcile_errors",
+            "Reconciles of each controller that failed",
+            metrics.reconcile_errors.clone(),
+        );
+        r.register(
+            "controller_runtime_reconcile_time_seconds",
+            "Duration of each controller's reconciles",
+            metrics.reconcile_time.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+}
+
+/// How a reconcile ended, as controller-runtime labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReconcileResult {
+    /// Done until something changes.
+    Success,
+    /// Done for now, to be looked at again after a while.
+    RequeueAfter,
+    Error,
+}
+
+impl ReconcileResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::RequeueAfter => "requeue_after",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl Metrics {
+    /// One scheduling round of `controller` (the provisioner, or a disruption pass's simulation) took `seconds`.
+    pub fn scheduling_duration(&self, controller: &str, seconds: f64) {
+        self.scheduling_duration.get_or_create(&ControllerLabels { controller: controller.into() }).observe(seconds);
+    }
+
+    /// Whether this replica holds the Lease `lease`.
+    pub fn leading(&self, lease: &str, leading: bool) {
+        self.leader.get_or_create(&NameLabels { name: lease.into() }).set(i64::from(leading));
+    }
+
+    /// Pods the last round of `controller` could place nowhere.
+    pub fn unschedulable_pods(&self, controller: &str, pods: usize) {
+        let labels = ControllerLabels { controller: controller.into() };
+        self.unschedulable_pods.get_or_create(&labels).set(i64::try_from(pods).unwrap_or(i64::MAX));
+    }
+
+    /// A NodeClaim was created for `reason` (`provisioning`, or the disruption reason of a replacement).
+    pub fn nodeclaim_created(&self, reason: &str, nodepool: &str, min_values_relaxed: bool) {
+        let labels = CreatedLabels {
+            reason: reason.into(),
+            nodepool: nodepool.into(),
+            min_values_relaxed: min_values_relaxed.to_string(),
+        };
+        self.nodeclaims_created.get_or_create(&labels).inc();
+    }
+
+    /// A NodeClaim's finalizer came off `seconds` after its deletion.
+    pub fn nodeclaim_terminated(&self, nodepool: &str, capacity_type: &str, zone: &str, seconds: f64) {
+        let labels =
+            TerminatedLabels { nodepool: nodepool.into(), capacity_type: capacity_type.into(), zone: zone.into() };
+        self.nodeclaims_terminated.get_or_create(&labels).inc();
+        self.nodeclaims_termination_duration
+            .get_or_create(&NodePoolLabels { nodepool: nodepool.into() })
+            .observe(seconds);
+    }
+
+    /// A Node registered for one of nodesmith's NodeClaims.
+    pub fn node_created(&self, nodepool: &str, zone: &str) {
+        self.nodes_created.get_or_create(&PoolZoneLabels { nodepool: nodepool.into(), zone: zone.into() }).inc();
+    }
+
+    /// A Node went, `termination_seconds` after its deletion began, having lived `lifetime_seconds`.
+    pub fn node_terminated(&self, nodepool: &str, zone: &str, termination_seconds: f64, lifetime_seconds: f64) {
+        self.nodes_terminated.get_or_create(&PoolZoneLabels { nodepool: nodepool.into(), zone: zone.into() }).inc();
+        self.nodes_termination.observe(&[nodepool], termination_seconds);
+        self.nodes_lifetime.get_or_create(&NodePoolLabels { nodepool: nodepool.into() }).observe(lifetime_seconds);
+    }
+
+    /// A node's pods are all gone (evicted or deleted) and its instance can be terminated.
+    pub fn node_drained(&self, nodepool: &str) {
+        self.nodes_drained.get_or_create(&NodePoolLabels { nodepool: nodepool.into() }).inc();
+    }
+
+    /// An eviction answered with HTTP `code`.
+    pub fn eviction_requested(&self, code: u16) {
+        self.eviction_requests.get_or_create(&CodeLabels { code: code.to_string() }).inc();
+    }
+
+    /// A cloud provider call `method` made for `controller` failed with `error` (an AWS error code).
+    pub fn cloudprovider_error(&self, controller: &str, method: &str, error: &str) {
+        let labels = ErrorLabels {
+            controller: controller.into(),
+            method: method.into(),
+            provider: PROVIDER.into(),
+            error: error.into(),
+        };
+        self.cloudprovider_errors.get_or_create(&labels).inc();
+    }
+
+    pub fn cloudprovider_call(&self, controller: &str, method: &str, seconds: f64) {
+        let labels =
+            CloudCallLabels { controller: controller.into(), method: method.into(), provider: PROVIDER.into() };
+        self.cloudprovider_duration.get_or_create(&labels).observe(seconds);
+    }
+
+    pub fn pod_started(&self, seconds: f64) {
+        self.pods_startup.observe(&[], seconds);
+    }
+
+    /// One reconcile of `controller` took `seconds` and ended with `result`.
+    pub fn reconciled(&self, controller: &str, result: ReconcileResult, seconds: f64) {
+        let labels = ReconcileLabels { controller: controller.into(), result: result.as_str().into() };
+        self.reconciles.get_or_create(&labels).inc();
+        let controller = ControllerLabels { controller: controller.into() };
+        // Shown from the first reconcile on, at 0 until one fails, as controller-runtime does.
+        let errors = self.reconcile_errors.get_or_create(&controller);
+        if result == ReconcileResult::Error {
+            errors.inc();
+        }
+        self.reconcile_time.get_or_create(&controller).observe(seconds);
+    }
+
+    pub fn interruption_received(&self, message_type: &str) {
+        self.interruption_received.get_or_create(&MessageLabels { message_type: message_type.into() }).inc();
+    }
+
+    pub fn interruption_refused(&self, reason: &str) {
+        self.interruption_refused.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    pub fn interruption_deleted(&self) {
+        self.interruption_deleted.inc();
+    }
+
+    pub fn interruption_queue_duration(&self, seconds: f64) {
+        self.interruption_queue_duration.observe(seconds);
+    }
+
+    /// A disruption command was carried out on nodes of `nodepools`: counted once, and once for each pool.
+    pub fn disruption_decision(&self, nodepools: &[&str], decision: &str, reason: &str, consolidation_type: &str) {
+        let labels = DecisionLabels {
+            decision: decision.into(),
+            reason: reason.into(),
+            consolidation_type: consolidation_type.into(),
+        };
+        self.disruption_decisions.get_or_create(&labels).inc();
+        for nodepool in nodepools {
+            let by_pool = PoolDecisionLabels {
+                nodepool: (*nodepool).into(),
+                decision: decision.into(),
+                reason: reason.into(),
+                consolidation_type: consolidation_type.into(),
+            };
+            self.disruption_decisions_by_nodepool.get_or_create(&by_pool).inc();
+        }
+    }
+
+    pub fn disruption_eligible(&self, reason: &str, nodes: usize) {
+        let nodes = i64::try_from(nodes).unwrap_or(i64::MAX);
+        self.disruption_eligible.get_or_create(&ReasonLabels { reason: reason.into() }).set(nodes);
+    }
+
+    pub fn nodeclaim_disrupted(&self, reason: &str, nodepool: &str, capacity_type: &str) {
+        let labels =
+            DisruptedLabels { reason: reason.into(), nodepool: nodepool.into(), capacity_type: capacity_type.into() };
+        self.nodeclaims_disrupted.get_or_create(&labels).inc();
+    }
+
+    /// Replaces every NodePool's allowed-disruptions gauge (pools that are gone stop being reported).
+    pub fn set_allowed_disruptions(&self, allowed: &[(String, &str, usize)]) {
+        self.allowed_disruptions.clear();
+        for (nodepool, reason, nodes) in allowed {
+            let labels = PoolReasonLabels { nodepool: nodepool.clone(), reason: reason.to_string() };
+            self.allowed_disruptions.get_or_create(&labels).set(i64::try_from(*nodes).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn consolidation_timeout(&self, consolidation_type: &str) {
+        let labels = ConsolidationTypeLabels { consolidation_type: consolidation_type.into() };
+        self.consolidation_timeouts.get_or_create(&labels).inc();
+    }
+
+    /// The catalog whose instance types and offering prices are exported from now on (read at each scrape,
+    /// never copied).
+    pub fn price_offerings_of(&self, catalog: Arc<Catalog>) {
+        *self.catalog.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(catalog);
+    }
+
+    /// Replaces the node, pod and NodePool gauges (`None`: this replica reports none, not leading).
+    pub fn set_cluster(&self, gauges: Option<ClusterGauges>) {
+        self.cluster.replace(gauges);
+    }
+
+    /// The OpenMetrics text of every metric; the summaries, which the registry cannot hold, before its end.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode_registry(&mut text, &self.registry) {
+            tracing::warn!("could not encode metrics: {error}");
+        }
+        for summary in [&self.nodes_termination, &self.pods_startup] {
+            if let Err(error) = summary.encode(&mut text) {
+                tracing::warn!("could not encode metrics: {error}");
+            }
+        }
+        if let Err(error) = prometheus_client::encoding::text::encode_eof(&mut text) {
+            tracing::warn!("could not encode metrics: {error}");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_carry_karpenters_names_types_and_labels() {
+        let metrics = Metrics::default();
+        metrics.nodeclaim_created("provisioning", "default", false);
+        metrics.cloudprovider_error("provisioner", "CreateFleet", "InsufficientInstanceCapacity");
+        metrics.cloudprovider_call("provisioner", "CreateFleet", 0.2);
+        metrics.nodeclaim_terminated("default", "spot", "us-east-1a", 30.0);
+        metrics.node_terminated("default", "us-east-1a", 25.0, 3600.0);
+        metrics.pod_started(40.0);
+        metrics.reconciled("nodeclaim.lifecycle", ReconcileResult::Error, 0.01);
+        let text = metrics.encode();
+        for expected in [
+            r#"karpenter_nodeclaims_created_total{reason="provisioning",nodepool="default",min_values_relaxed="false"} 1"#,
+            r#"karpenter_cloudprovider_errors_total{controller="provisioner",method="CreateFleet",provider="aws",error="InsufficientInstanceCapacity"} 1"#,
+            r#"karpenter_cloudprovider_duration_seconds_count{controller="provisioner",method="CreateFleet",provider="aws"} 1"#,
+            r#"karpenter_nodeclaims_terminated_total{nodepool="default",capacity_type="spot",zone="us-east-1a"} 1"#,
+            r#"karpenter_nodes_terminated_total{nodepool="default",zone="us-east-1a"} 1"#,
+            r#"karpenter_nodes_termination_duration_seconds{nodepool="default",quantile="0.5"} 25"#,
+            r#"karpenter_pods_startup_duration_seconds{quantile="0.99"} 40"#,
+            r#"controller_runtime_reconcile_total{controller="nodeclaim.lifecycle",result="error"} 1"#,
+            r#"controller_runtime_reconcile_errors_total{controller="nodeclaim.lifecycle"} 1"#,
+            r#"controller_runtime_reconcile_time_seconds_count{controller="nodeclaim.lifecycle"} 1"#,
+            "# TYPE karpenter_pods_startup_duration_seconds summary",
+        ] {
+            assert!(text.lines().any(|l| l == expected), "{expected} in\n{text}");
+        }
+        metrics.scheduling_duration("provisioner", 0.01);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"karpenter_scheduler_scheduling_duration_seconds_count{controller="provisioner"} 1"#),
+            "{text}"
+        );
+        assert_eq!(text.lines().last(), Some("# EOF"), "the summaries come before the end");
+        assert_eq!(text.matches("# EOF").count(), 1);
+    }
+}
