@@ -39,6 +39,7 @@ async fn a_deployment_gets_nodes_launched_registered_and_running() -> Result<()>
     test.run(async |t| {
         launched = deployment_story(&t.sandbox, &t.namespace, &t.name).await?;
         nodepool_columns_story(&t.sandbox, &t.name).await?;
+        status_story(&t.sandbox, &t.name).await?;
         prices_story(&t.sandbox, &controller, &t.name).await
     })
     .await?;
@@ -148,6 +149,36 @@ async fn nodepool_columns_story(sandbox: &Sandbox, pool: &str) -> Result<()> {
     })
     .await;
     shown.with_context(|| format!("kubectl get nodepools -o wide printed:\n{last}"))
+}
+
+/// `nodesmith status` shows the pool's nodes by type, what its 10 pods of 1 CPU request of their allocatable,
+/// its cost, and the disruptions its default budget (10%) allows.
+async fn status_story(sandbox: &Sandbox, pool: &str) -> Result<()> {
+    let nodes = nodes_of(sandbox, pool).await?;
+    let output = support::nodesmith()?.args(["status", "--nodepool", pool, "--output", "json"]).output()?;
+    ensure!(output.status.success(), "status failed: {}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let row = &report["nodepools"][0];
+    assert_eq!(row["name"], pool, "{report}");
+    assert_eq!(row["nodes"], nodes.len(), "{report}");
+    let by_type: u64 =
+        row["instance_types"].as_array().context("types")?.iter().filter_map(|t| t["nodes"].as_u64()).sum();
+    assert_eq!(by_type, nodes.len() as u64, "{report}");
+    let allocatable: f64 = nodes
+        .iter()
+        .filter_map(|n| n.status.as_ref()?.allocatable.as_ref()?.get("cpu"))
+        .filter_map(|q| parse_quantity(&q.0, ResourceName::Cpu).ok())
+        .map(|millicores| millicores as f64 / 1000.0)
+        .sum();
+    let cpu = &row["cpu"];
+    assert!((cpu["allocatable"].as_f64().unwrap_or_default() - allocatable).abs() < 1e-6, "{report}");
+    assert!(cpu["requested"].as_f64().unwrap_or_default() >= 10.0, "10 pods of 1 CPU: {report}");
+    assert!(row["usd_per_hour"].as_f64().unwrap_or_default() > 0.0, "{report}");
+    // 10% of the pool's nodes, rounded up, none disrupting.
+    let allowed = nodes.len().div_ceil(10);
+    assert_eq!(row["disruptions_allowed"]["underutilized"], allowed, "{report}");
+    assert_eq!(report["pending_pods"].as_array().map(Vec::len), Some(0), "{report}");
+    Ok(())
 }
 
 /// The controller prices offerings as the sandbox's AWS does: spot from the spot price history of the zone,

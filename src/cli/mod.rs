@@ -11,6 +11,7 @@ mod plan;
 mod progress;
 mod render;
 mod setup;
+mod status;
 mod teardown;
 mod version;
 
@@ -59,6 +60,9 @@ pub enum Command {
     /// Create (or bring up to date) the AWS side of a cluster: IAM, interruption queue and rules, discovery tags,
     /// subnets. Idempotent.
     Setup(setup::SetupArgs),
+    /// Each NodePool at a glance, from the cluster of the current kubeconfig context: nodes by type and capacity
+    /// type, $/hour, requested against allocatable CPU and memory, disruptions its budgets allow now; pending pods.
+    Status(status::StatusArgs),
     /// Delete what setup and the controller made for a cluster (found by their tags), and nothing else.
     Teardown(teardown::TeardownArgs),
     /// Print the version of nodesmith and of the APIs it serves.
@@ -76,6 +80,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Plan(args) => output::print(&plan::run(args, cli.global.region.as_deref()).await?, format, "plan"),
         Command::Render(args) => output::print(&render::run(args, cli.global.region.as_deref())?, format, "render"),
         Command::Setup(args) => output::print(&setup::run(args, &cli.global).await?, format, "setup"),
+        Command::Status(args) => output::print(&status::run(args, &cli.global).await?, format, "status"),
         Command::Teardown(args) => output::print(&teardown::run(args, &cli.global).await?, format, "teardown"),
         Command::Version => output::print(&version::report(), format, "version"),
     }
@@ -115,6 +120,19 @@ pub enum CliError {
          the role with --node-role"
     )]
     NoRegionForNodeRole,
+    #[error(
+        "no Kubernetes cluster to read ({reason}): set KUBECONFIG or run aws eks update-kubeconfig --name <cluster>"
+    )]
+    NoKubeconfig { reason: String },
+    #[error(
+        "the cluster does not serve {what} (karpenter.sh/v1): install nodesmith's CRDs (`nodesmith crds | kubectl \
+         apply -f -`, or the Helm chart)"
+    )]
+    KarpenterApiMissing { what: &'static str },
+    #[error("could not list {what} through the current kubeconfig context: {source}")]
+    KubeList { what: &'static str, source: kube::Error },
+    #[error("no NodePool {name:?} in this cluster")]
+    UnknownNodePool { name: String },
     #[error("could not write {path}: {source}")]
     WriteFile { path: std::path::PathBuf, source: std::io::Error },
 }
