@@ -60,7 +60,7 @@ fn sampled_metrics() -> Result<String> {
     let pool: nodesmith::apis::nodepool::NodePool = serde_yaml_ng::from_str(POOL)?;
     let now = k8s_openapi::jiff::Timestamp::now();
     let gauges = cluster_gauges(&[node.into()], &pods, &[pool.into()], &prices, now);
-    metrics.set_cluster(Some(gauges));
+    metrics.gauge_cluster_from(std::sync::Arc::new(nodesmith::telemetry::cluster::FixedGauges(gauges)));
     Ok(metrics.encode())
 }
 

@@ -299,7 +299,7 @@ const NOT_IN_THIS_STORY: [(&str, &str); 2] = [
 /// After a scale-out and a consolidation, every metric Karpenter's dashboards and the chart's read has series
 /// on `/metrics`, with the labels the queries read it by (the chart README lists those nodesmith cannot have).
 async fn dashboards_story(controller: &ControllerProcess) -> Result<()> {
-    // The node, pod and pool gauges are refreshed every 15 s.
+    // Counters of the last terminations may still be on their way.
     let last = std::sync::Mutex::new(Vec::new());
     let settled = wait_until("every metric the dashboards read to have series", Duration::from_secs(60), || {
         let last = &last;

@@ -1,11 +1,10 @@
-//! The gauges of Karpenter's capacity dashboard, computed from the caches: per node (allocatable, what its pods
-//! and DaemonSet pods request and limit, system overhead, lifetime, price), per pod (`karpenter_pods_state`), per
-//! NodePool (usage and limits) and for the cluster. Only the leader reports them, so sums over replicas do not
-//! double-count.
+//! The gauges of Karpenter's capacity dashboard, computed from the caches at each scrape: per node (allocatable,
+//! what its pods and DaemonSet pods request and limit, system overhead, lifetime, price), per pod
+//! (`karpenter_pods_state`), per NodePool (usage and limits) and for the cluster. Only the leader reports them, so
+//! sums over replicas do not double-count.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
@@ -21,9 +20,7 @@ use crate::catalog::CapacityType;
 use crate::catalog::pricing::PriceTable;
 use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
 use crate::names::{ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
-use crate::telemetry::cluster::{ByResource, ClusterGauges, NodeGauges, NodePoolGauges};
-
-const INTERVAL: Duration = Duration::from_secs(15);
+use crate::telemetry::cluster::{ByResource, ClusterGauges, GaugeSource, NodeGauges, NodePoolGauges};
 
 /// Karpenter's labels of a node gauge and the node label each is read from (empty when the node has none).
 const NODE_LABELS: [(&str, &str); 36] = [
@@ -68,18 +65,25 @@ const NODE_LABELS: [(&str, &str); 36] = [
 /// Where a pod's node is not known (not scheduled, or the node is not in the cache), as Karpenter labels it.
 const NOT_APPLICABLE: &str = "N/A";
 
-pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
-    let mut tick = tokio::time::interval(INTERVAL);
-    loop {
-        tick.tick().await;
-        let gauges = leadership.is_leader().then(|| {
-            let nodes: Vec<Arc<Node>> = ctx.state.nodes.state();
-            let pods = ctx.state.pods.state();
-            let pools = ctx.state.nodepools.state();
-            cluster_gauges(&nodes, &pods, &pools, &ctx.catalog().prices, Timestamp::now())
-        });
-        ctx.metrics.set_cluster(gauges);
+/// The caches, read at each scrape while this replica leads.
+#[derive(Debug)]
+struct LiveGauges {
+    ctx: Weak<Context>,
+    leadership: Leadership,
+}
+
+impl GaugeSource for LiveGauges {
+    fn gauges(&self) -> Option<ClusterGauges> {
+        let ctx = self.ctx.upgrade().filter(|_| self.leadership.is_leader())?;
+        let state = &ctx.state;
+        let (nodes, pods, pools) = (state.nodes.state(), state.pods.state(), state.nodepools.state());
+        Some(cluster_gauges(&nodes, &pods, &pools, &ctx.catalog().prices, Timestamp::now()))
     }
+}
+
+/// From now on, the controller's metrics report the cluster's gauges while `leadership` says this replica leads.
+pub fn report(ctx: &Arc<Context>, leadership: Leadership) {
+    ctx.metrics.gauge_cluster_from(Arc::new(LiveGauges { ctx: Arc::downgrade(ctx), leadership }));
 }
 
 /// Every gauge, from the caches as they are now.

@@ -218,6 +218,7 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
     let leadership = leader::Leadership::default();
     let (namespace, identity) = (settings.namespace.clone(), settings.identity.clone());
     tokio::spawn(leader::run(kube, namespace, identity, leadership.clone(), ctx.metrics.clone()));
+    cluster_metrics::report(&ctx, leadership.clone());
     match settings.interruption_queue.clone() {
         Some(queue) => {
             tokio::spawn(interruption::run(ctx.clone(), leadership.clone(), queue, settings.rebalance));
@@ -229,7 +230,6 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
         () = nodeclaim_lifecycle::run(ctx.clone(), leadership.clone(), subscriptions.nodeclaims, subscriptions.nodes) => tracing::error!("the NodeClaim controller stopped"),
         () = nodeclass_status::run(ctx.clone(), leadership.clone(), subscriptions.nodeclasses) => tracing::error!("the EC2NodeClass controller stopped"),
         () = garbage_collection::run(ctx.clone(), leadership.clone()) => tracing::error!("garbage collection stopped"),
-        () = cluster_metrics::run(ctx.clone(), leadership.clone()) => tracing::error!("cluster metrics stopped"),
         () = disruption::run(ctx.clone(), leadership.clone()) => tracing::error!("disruption stopped"),
         () = catalog_refresh::run(ctx.clone()) => tracing::error!("the catalog refresh stopped"),
         served = server => {

@@ -1,6 +1,7 @@
 //! The cluster's gauges under Karpenter's names and labels (nodes, pods, NodePools, cluster state), so its
-//! capacity dashboard works unchanged. The leader computes them from its caches every few seconds into one
-//! snapshot, encoded at each scrape: each node's forty labels are held once, not once per series.
+//! capacity dashboard works unchanged. They are computed from the controller's caches at each scrape and dropped
+//! once encoded: held between scrapes, ten thousand pods' and a thousand nodes' labels would cost the controller
+//! more memory than its caches.
 
 use std::sync::{Arc, RwLock};
 
@@ -55,15 +56,31 @@ pub struct ClusterGauges {
     pub synced: bool,
 }
 
-/// Encodes the last snapshot at each scrape; nothing before the first (a replica that does not lead has none).
+/// Where the gauges come from, asked at each scrape.
+pub trait GaugeSource: Send + Sync + std::fmt::Debug {
+    /// The gauges as the cluster is now; None where this process reports none (a replica that does not lead).
+    fn gauges(&self) -> Option<ClusterGauges>;
+}
+
+/// Gauges computed beforehand, reported as they are (tests, benchmarks).
+#[derive(Debug)]
+pub struct FixedGauges(pub ClusterGauges);
+
+impl GaugeSource for FixedGauges {
+    fn gauges(&self) -> Option<ClusterGauges> {
+        Some(self.0.clone())
+    }
+}
+
+/// Asks its source at each scrape; reports nothing until it has one.
 #[derive(Debug, Default)]
 pub struct ClusterCollector {
-    gauges: RwLock<Option<Arc<ClusterGauges>>>,
+    source: RwLock<Option<Arc<dyn GaugeSource>>>,
 }
 
 impl ClusterCollector {
-    pub fn replace(&self, gauges: Option<ClusterGauges>) {
-        *self.gauges.write().unwrap_or_else(std::sync::PoisonError::into_inner) = gauges.map(Arc::new);
+    pub fn read_from(&self, source: Arc<dyn GaugeSource>) {
+        *self.source.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(source);
     }
 }
 
@@ -113,9 +130,10 @@ fn per_resource<'a>(
 
 impl Collector for ClusterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let Some(gauges) = self.gauges.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else {
+        let Some(source) = self.source.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else {
             return Ok(());
         };
+        let Some(gauges) = source.gauges() else { return Ok(()) };
         let nodes = gauges.nodes.as_slice();
         let e = &mut encoder;
         gauge_family(
@@ -247,7 +265,7 @@ mod tests {
     #[test]
     fn nodes_pods_and_pools_are_encoded_under_karpenters_names_and_labels() {
         let collector = Arc::new(ClusterCollector::default());
-        assert!(!encoded(collector.clone()).contains("karpenter_nodes_allocatable{"), "nothing before a snapshot");
+        assert!(!encoded(collector.clone()).contains("karpenter_nodes_allocatable{"), "nothing without a source");
         let node = NodeGauges {
             labels: vec![("nodepool", "default".into()), ("arch", "amd64".into()), ("node_name", "ip-1".into())],
             allocatable: vec![("cpu", 1.93)],
@@ -257,7 +275,7 @@ mod tests {
             lifetime_seconds: 60.0,
             ..NodeGauges::default()
         };
-        collector.replace(Some(ClusterGauges {
+        collector.read_from(Arc::new(FixedGauges(ClusterGauges {
             nodes: vec![node],
             pods: vec![vec![("name", "web-1".into()), ("phase", "Running".into())]],
             nodepools: vec![NodePoolGauges {
@@ -270,7 +288,7 @@ mod tests {
             unstarted: vec![],
             node_count: 1,
             synced: true,
-        }));
+        })));
         let text = encoded(collector.clone());
         let node = r#"nodepool="default",arch="amd64",node_name="ip-1""#;
         for expected in [
@@ -290,7 +308,16 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == expected), "{expected} in\n{text}");
         }
-        collector.replace(None);
+        collector.read_from(Arc::new(NotLeading));
         assert!(!encoded(collector).contains("ip-1"), "a replica that stops leading reports no nodes");
+    }
+
+    #[derive(Debug)]
+    struct NotLeading;
+
+    impl GaugeSource for NotLeading {
+        fn gauges(&self) -> Option<ClusterGauges> {
+            None
+        }
     }
 }

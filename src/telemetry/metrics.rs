@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::cluster::{ClusterCollector, ClusterGauges};
+use super::cluster::{ClusterCollector, GaugeSource};
 use super::summary::SummaryFamily;
 use crate::catalog::Catalog;
 
@@ -587,9 +587,9 @@ impl Metrics {
         *self.catalog.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(catalog);
     }
 
-    /// Replaces the node, pod and NodePool gauges (`None`: this replica reports none, not leading).
-    pub fn set_cluster(&self, gauges: Option<ClusterGauges>) {
-        self.cluster.replace(gauges);
+    /// Where the node, pod and NodePool gauges are read from at each scrape.
+    pub fn gauge_cluster_from(&self, source: std::sync::Arc<dyn GaugeSource>) {
+        self.cluster.read_from(source);
     }
 
     /// The OpenMetrics text of every metric; the summaries, which the registry cannot hold, before its end.
