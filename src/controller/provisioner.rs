@@ -23,7 +23,7 @@ use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::planned_nodeclaim;
 use crate::catalog::Catalog;
 use crate::cloud::nodeclass::SubnetInfo;
-use crate::names::{MIN_VALUES_RELAXED_ANNOTATION, NODEPOOL_LABEL};
+use crate::names::NODEPOOL_LABEL;
 use crate::scheduling::{self, PreparedCatalog, SchedulingInput};
 use crate::telemetry::ReconcileResult;
 
@@ -225,8 +225,7 @@ async fn provision<'c>(
         match result {
             Ok(claim) => {
                 created += 1;
-                let relaxed = claim.annotations().get(MIN_VALUES_RELAXED_ANNOTATION).is_some_and(|v| v == "true");
-                ctx.metrics.nodeclaim_created("provisioning", &node.nodepool, relaxed);
+                ctx.metrics.nodeclaim_created("provisioning", &node.nodepool, node.min_values_relaxed);
                 let name = claim.name_any();
                 tracing::info!(
                     nodeclaim = %name,

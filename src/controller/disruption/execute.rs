@@ -16,7 +16,7 @@ use super::super::{Context, Error, conditions, is_not_found};
 use super::snapshot::Gathered;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::disruption::{Command, Method};
-use crate::names::{CAPACITY_TYPE_LABEL, MIN_VALUES_RELAXED_ANNOTATION, NODEPOOL_LABEL, REPLACES_ANNOTATION};
+use crate::names::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, REPLACES_ANNOTATION};
 
 /// How long replacements may take to be Initialized before the command is given up.
 const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(LAUNCH_TIMEOUT.as_secs() + 5 * 60);
@@ -44,8 +44,7 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
         let mut claim = crate::apis::planned_nodeclaim::for_planned_node(node, pool, class.as_deref());
         claim.annotations_mut().insert(REPLACES_ANNOTATION.into(), command.candidates.join(","));
         let created = api.create(&PostParams::default(), &claim).await?;
-        let relaxed = created.annotations().get(MIN_VALUES_RELAXED_ANNOTATION).is_some_and(|v| v == "true");
-        ctx.metrics.nodeclaim_created(command.reason.metric_label(), &node.nodepool, relaxed);
+        ctx.metrics.nodeclaim_created(command.reason.metric_label(), &node.nodepool, node.min_values_relaxed);
         tracing::info!(nodeclaim = %created.name_any(), instance_type = %node.instance_type, replaces = ?command.candidates, "launching a replacement");
         replacements.push(created.name_any());
     }
