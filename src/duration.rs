@@ -33,9 +33,34 @@ pub fn parse_or_never(text: &str) -> Result<Option<Duration>, String> {
     parse(text).map(Some).ok_or_else(|| format!("{text:?} is not a duration (like 30s, 10m, 1h30m) or Never"))
 }
 
+/// Go's way, as Karpenter's fields are written: `1h30m`, `2m`, `45s`, `0s` (whole seconds).
+pub fn format(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    let mut text = String::new();
+    if h > 0 {
+        text.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        text.push_str(&format!("{m}m"));
+    }
+    if s > 0 || text.is_empty() {
+        text.push_str(&format!("{s}s"));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_as_they_are_written_and_read_back() {
+        for (seconds, text) in [(0, "0s"), (45, "45s"), (120, "2m"), (5400, "1h30m"), (3661, "1h1m1s")] {
+            assert_eq!(format(Duration::from_secs(seconds)), text);
+            assert_eq!(parse(text), Some(Duration::from_secs(seconds)));
+        }
+    }
 
     #[test]
     fn durations_read_as_karpenter_writes_them() {

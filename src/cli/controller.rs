@@ -38,6 +38,21 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease and in Events; defaults to the pod name (HOSTNAME).
     #[arg(long, env = "HOSTNAME")]
     pub identity: Option<String>,
+    #[command(flatten)]
+    pub decisions: DecisionArgs,
+    /// How often instance types and their zones are read again (DescribeInstanceTypes and
+    /// DescribeInstanceTypeOfferings), so that a new type or zone is used without a restart.
+    #[arg(long, env = "INSTANCE_TYPES_REFRESH", default_value = "1h", value_parser = parse_duration)]
+    pub instance_types_refresh: Duration,
+    /// How often prices are read again (the Pricing API and the spot price history).
+    #[arg(long, env = "PRICES_REFRESH", default_value = "12h", value_parser = parse_duration)]
+    pub prices_refresh: Duration,
+}
+
+/// How the controller decides, where a person may set it: `explain` takes the same flags, to explain what a
+/// controller run with them would do.
+#[derive(Debug, Args)]
+pub struct DecisionArgs {
     /// Let consolidation replace a spot node with a cheaper spot node (Karpenter's SpotToSpotConsolidation
     /// feature gate): only where at least 15 cheaper instance types can be offered.
     #[arg(long, env = "SPOT_TO_SPOT_CONSOLIDATION", default_value_t = false)]
@@ -50,13 +65,16 @@ pub struct ControllerArgs {
     /// pending. `BestEffort`: it gets such a node, annotated `karpenter.sh/nodeclaim-min-values-relaxed`.
     #[arg(long, env = "MIN_VALUES_POLICY", default_value = "Strict")]
     pub min_values_policy: crate::scheduling::MinValuesPolicy,
-    /// How often instance types and their zones are read again (DescribeInstanceTypes and
-    /// DescribeInstanceTypeOfferings), so that a new type or zone is used without a restart.
-    #[arg(long, env = "INSTANCE_TYPES_REFRESH", default_value = "1h", value_parser = parse_duration)]
-    pub instance_types_refresh: Duration,
-    /// How often prices are read again (the Pricing API and the spot price history).
-    #[arg(long, env = "PRICES_REFRESH", default_value = "12h", value_parser = parse_duration)]
-    pub prices_refresh: Duration,
+}
+
+impl DecisionArgs {
+    pub fn disruption(&self) -> crate::disruption::Settings {
+        crate::disruption::Settings {
+            spot_to_spot: self.spot_to_spot_consolidation,
+            min_savings: self.consolidation_min_savings_percent / 100.0,
+            ..crate::disruption::Settings::default()
+        }
+    }
 }
 
 fn parse_percent(text: &str) -> Result<f64, String> {
@@ -95,12 +113,8 @@ pub async fn run(args: &ControllerArgs, global: &GlobalArgs) -> Result<(), CliEr
         health_port: args.health_port,
         identity: args.identity.clone().unwrap_or_else(|| format!("nodesmith-{}", std::process::id())),
         namespace: args.namespace.clone(),
-        disruption: crate::disruption::Settings {
-            spot_to_spot: args.spot_to_spot_consolidation,
-            min_savings: args.consolidation_min_savings_percent / 100.0,
-            ..crate::disruption::Settings::default()
-        },
-        min_values_policy: args.min_values_policy,
+        disruption: args.decisions.disruption(),
+        min_values_policy: args.decisions.min_values_policy,
         catalog_refresh: crate::controller::catalog_refresh::Intervals {
             instance_types: args.instance_types_refresh,
             prices: args.prices_refresh,

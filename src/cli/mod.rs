@@ -1,8 +1,10 @@
 //! Every clap type lives here, so the whole command line reads in one place. Each subcommand has a file of its
 //! own that returns one report struct; `output` prints it as a table or as JSON.
 
+mod cluster_read;
 mod controller;
 mod crds;
+mod explain;
 mod manifests;
 mod max_pods;
 mod operator_policy;
@@ -49,6 +51,9 @@ pub enum Command {
     Controller(controller::ControllerArgs),
     /// The CustomResourceDefinitions nodesmith serves (Karpenter v1's NodePool, NodeClaim, EC2NodeClass) as YAML.
     Crds(crds::CrdsArgs),
+    /// Why a pod waits or got the node it got; what disruption would do with a node now, or what holds it. Read
+    /// from the cluster of the current kubeconfig context.
+    Explain(explain::ExplainArgs),
     /// Pod density per instance type (ENI-limited, or with VPC CNI prefix delegation).
     MaxPods(max_pods::MaxPodsArgs),
     /// The IAM policy whoever runs setup and teardown needs (JSON, to paste into IAM or Terraform).
@@ -75,6 +80,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Controller(args) => controller::run(args, &cli.global).await,
         Command::Crds(args) => output::print(&crds::run(args)?, format, "crds"),
+        Command::Explain(args) => output::print(&explain::run(args, &cli.global).await?, format, "explain"),
         Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
         Command::OperatorPolicy(args) => output::print(&operator_policy::run(args), format, "operator-policy"),
         Command::Plan(args) => output::print(&plan::run(args, cli.global.region.as_deref()).await?, format, "plan"),
@@ -125,7 +131,7 @@ pub enum CliError {
     )]
     NoKubeconfig { reason: String },
     #[error(
-        "the cluster does not serve {what} (karpenter.sh/v1): install nodesmith's CRDs (`nodesmith crds | kubectl \
+        "the cluster does not serve {what} (Karpenter v1): install nodesmith's CRDs (`nodesmith crds | kubectl \
          apply -f -`, or the Helm chart)"
     )]
     KarpenterApiMissing { what: &'static str },
@@ -133,6 +139,8 @@ pub enum CliError {
     KubeList { what: &'static str, source: kube::Error },
     #[error("no NodePool {name:?} in this cluster")]
     UnknownNodePool { name: String },
+    #[error("no {kind} {name:?} in this cluster{hint}")]
+    NotFound { kind: &'static str, name: String, hint: String },
     #[error("could not write {path}: {source}")]
     WriteFile { path: std::path::PathBuf, source: std::io::Error },
 }

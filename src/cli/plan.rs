@@ -258,18 +258,18 @@ fn max_pods_settings(args: &PlanArgs) -> Result<MaxPodsSettings, CliError> {
 }
 
 /// What a plan is made with: the region's instance types, zones and prices, and what they describe.
-struct PlanCatalog {
-    region: String,
-    instance_types: Vec<InstanceTypeInfo>,
-    prices: PriceTable,
-    zones_note: Option<String>,
-    description: String,
+pub(super) struct PlanCatalog {
+    pub(super) region: String,
+    pub(super) instance_types: Vec<InstanceTypeInfo>,
+    pub(super) prices: PriceTable,
+    pub(super) zones_note: Option<String>,
+    pub(super) description: String,
 }
 
 impl PlanCatalog {
     /// The embedded catalog as `region` has it. A region it does not cover gets every type its prices list, in
     /// one region-wide "zone".
-    fn embedded(region: &str) -> Self {
+    pub(super) fn embedded(region: &str) -> Self {
         let prices = PriceTable::embedded_for(region);
         let (instance_types, zones_note) = match embedded_instance_types_in(region) {
             Some(types) => (types, None),
@@ -290,7 +290,7 @@ impl PlanCatalog {
     }
 
     /// What the region's AWS says now; prices it does not give keep their embedded value (and say so).
-    async fn live(region: Option<&str>) -> Result<Self, CliError> {
+    pub(super) async fn live(region: Option<&str>) -> Result<Self, CliError> {
         let sdk = crate::aws::sdk_config(region).await;
         let region = sdk.region().map_or_else(|| HOME_REGION.to_string(), ToString::to_string);
         let cloud = crate::cloud::AwsCloud::new(&sdk);

@@ -9,20 +9,19 @@ use clap::Args;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use super::output::table;
-use super::{CliError, GlobalArgs, Report};
+use super::{CliError, GlobalArgs, Report, cluster_read};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
 use crate::apis::pod::Pod;
-use crate::catalog::pricing::{HOME_REGION, PriceTable};
+use crate::catalog::pricing::PriceTable;
 use crate::controller::cluster_metrics::node_gauges;
 use crate::controller::disruption::snapshot::pool_policy;
 use crate::disruption::Reason;
 use crate::disruption::budgets::allowed_disruptions;
-use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, REGION_LABEL};
+use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL};
 use crate::telemetry::cluster::{ByResource, NodeGauges};
 
 #[derive(Debug, Args)]
@@ -92,18 +91,13 @@ pub struct PendingPod {
 }
 
 pub async fn run(args: &StatusArgs, global: &GlobalArgs) -> Result<StatusReport, CliError> {
-    let target =
-        crate::bootstrap::kube_target::KubeTarget::infer().await.map_err(|reason| CliError::NoKubeconfig { reason })?;
+    let target = cluster_read::connect().await?;
     let kube = &target.client;
-    let nodes: Vec<Arc<Node>> = list(Api::all(kube.clone()), "nodes").await?;
-    let pods: Vec<Arc<Pod>> = list(Api::all(kube.clone()), "pods").await?;
-    let pools: Vec<Arc<NodePool>> = list(Api::all(kube.clone()), "nodepools").await?;
-    let claims: Vec<Arc<NodeClaim>> = list(Api::all(kube.clone()), "nodeclaims").await?;
-    let region = global
-        .region
-        .clone()
-        .or_else(|| nodes.iter().find_map(|n| n.labels().get(REGION_LABEL).cloned()))
-        .unwrap_or_else(|| HOME_REGION.to_string());
+    let nodes: Vec<Arc<Node>> = shared(cluster_read::list(kube, "nodes").await?);
+    let pods: Vec<Arc<Pod>> = shared(cluster_read::list(kube, "pods").await?);
+    let pools: Vec<Arc<NodePool>> = shared(cluster_read::list(kube, "nodepools").await?);
+    let claims: Vec<Arc<NodeClaim>> = shared(cluster_read::list(kube, "nodeclaims").await?);
+    let region = cluster_read::region(global, nodes.iter().map(AsRef::as_ref));
     let (prices, description) = if args.live_prices {
         let sdk = crate::aws::sdk_config(Some(&region)).await;
         let cloud = crate::cloud::AwsCloud::new(&sdk);
@@ -130,28 +124,8 @@ pub async fn run(args: &StatusArgs, global: &GlobalArgs) -> Result<StatusReport,
     Ok(StatusReport { server: target.server, region, prices: description, ..report })
 }
 
-/// Every object of a kind, page by page.
-async fn list<K>(api: Api<K>, what: &'static str) -> Result<Vec<Arc<K>>, CliError>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let mut items = Vec::new();
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = api.list(&params).await.map_err(|source| {
-            let not_served = matches!(&source, kube::Error::Api(status) if status.code == 404);
-            if not_served && ["nodepools", "nodeclaims"].contains(&what) {
-                CliError::KarpenterApiMissing { what }
-            } else {
-                CliError::KubeList { what, source }
-            }
-        })?;
-        items.extend(page.items.into_iter().map(Arc::new));
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(items),
-        }
-    }
+fn shared<K>(objects: Vec<K>) -> Vec<Arc<K>> {
+    objects.into_iter().map(Arc::new).collect()
 }
 
 /// What `status` reads from the cluster.
@@ -325,7 +299,7 @@ impl Report for StatusReport {
                 for pod in pending.iter().take(10) {
                     out += &format!("  {} (for {} s)\n", pod.pod, pod.waiting_seconds);
                 }
-                out += "`nodesmith plan` or the pods' events say why.\n";
+                out += "`nodesmith explain pod NAMESPACE/NAME` says why.\n";
             }
         }
         out
@@ -333,7 +307,7 @@ impl Report for StatusReport {
 }
 
 /// `requested / allocatable (percent)`, in `unit`s of `scale`.
-fn share(usage: &Usage, scale: f64, unit: &str) -> String {
+pub(super) fn share(usage: &Usage, scale: f64, unit: &str) -> String {
     let percent = if usage.allocatable > 0.0 { 100.0 * usage.requested / usage.allocatable } else { 0.0 };
     format!("{:.1}{unit} / {:.1}{unit} ({percent:.0}%)", usage.requested / scale, usage.allocatable / scale)
 }

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
 use super::nominations::Nominations;
+use super::volume_topology::pod_request_with_volumes;
 use super::{Context, conditions, pods};
 use crate::apis::ec2nodeclass::EC2NodeClass;
 use crate::apis::nodeclaim::NodeClaim;
@@ -21,8 +22,9 @@ use crate::apis::scheduling_input::{
 };
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
+use crate::catalog::{Catalog, OfferingKey};
 use crate::names::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
-use crate::scheduling::{self, ExistingNode, Operator, PlacedPod, Requirement};
+use crate::scheduling::{self, ExistingNode, Operator, PlacedPod, PodRequest, Requirement, SchedulingInput};
 
 /// Pods that need a place: those the scheduler found no node for, and those on nodes being taken away
 /// (interrupted, drained), so their replacement capacity launches while the old node still drains.
@@ -259,6 +261,57 @@ pub fn existing_capacity(ctx: &Context, nominated_to: &dyn Fn(&str) -> Vec<Arc<P
         }
     }
     existing
+}
+
+/// What the provisioner plans from: the pods as scheduler requests (those that cannot be read, with why), the
+/// ready NodePools, the room of every node and in-flight NodeClaim, the DaemonSet pods and the offerings out of
+/// capacity. The provisioner gathers it each batch; `nodesmith explain pod` gathers the same from a one-off read.
+pub struct Planning {
+    pub requests: Vec<PodRequest>,
+    /// Pods that cannot be planned, with why (a volume that pins them nowhere, a spec that cannot be read).
+    pub refused: Vec<(Arc<Pod>, String)>,
+    pub pools: Vec<scheduling::NodePoolSpec>,
+    pub pool_objects: HashMap<String, Arc<NodePool>>,
+    pub existing: Vec<ExistingNode>,
+    pub daemonsets: Vec<scheduling::DaemonSetPod>,
+    pub unavailable: HashSet<OfferingKey>,
+}
+
+impl Planning {
+    /// `pods` planned against the cluster as the caches hold it; `nominated_to` gives the pods already planned
+    /// onto each node or NodeClaim.
+    pub fn gather(ctx: &Context, pods: &[Arc<Pod>], nominated_to: &dyn Fn(&str) -> Vec<Arc<Pod>>) -> Self {
+        let mut requests = Vec::with_capacity(pods.len());
+        let mut refused = Vec::new();
+        for pod in pods.iter().filter(|p| p.spec.is_some()) {
+            match pod_request_with_volumes(&pods::key(pod), pod, &ctx.state) {
+                Ok(request) => requests.push(request),
+                Err(error) => refused.push((pod.clone(), error)),
+            }
+        }
+        let (pools, pool_objects) = ready_nodepools(ctx);
+        Self {
+            requests,
+            refused,
+            pools,
+            pool_objects,
+            existing: existing_capacity(ctx, nominated_to),
+            daemonsets: daemonset_pods(ctx),
+            unavailable: ctx.caches().unavailable.snapshot(),
+        }
+    }
+
+    pub fn input<'a>(&'a self, catalog: &'a Catalog) -> SchedulingInput<'a> {
+        SchedulingInput {
+            pods: &self.requests,
+            nodepools: &self.pools,
+            instance_types: &catalog.instance_types,
+            prices: &catalog.prices,
+            existing: &self.existing,
+            daemonsets: &self.daemonsets,
+            unavailable: &self.unavailable,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod nodeclass_status;
 pub mod nodeclass_validation;
 pub mod nodepool_status;
 pub mod nominations;
+pub mod pod_notes;
 pub mod pods;
 pub mod provisioner;
 pub mod slim;

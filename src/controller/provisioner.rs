@@ -9,22 +9,21 @@ use std::time::{Duration, Instant};
 
 use crate::apis::pod::Pod;
 use futures::StreamExt;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
-use super::cluster_snapshot::{daemonset_pods, existing_capacity, pending_pods, ready_nodepools};
+use super::cluster_snapshot::{Planning, pending_pods};
 use super::nominations::Nominations;
+use super::pod_notes::PodNotes;
 use super::state::Triggers;
-use super::volume_topology::pod_request_with_volumes;
-use super::{Context, Error, events, launch, leader::Leadership, pods};
+use super::{Context, Error, launch, leader::Leadership, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::planned_nodeclaim;
 use crate::catalog::Catalog;
 use crate::cloud::nodeclass::SubnetInfo;
 use crate::names::NODEPOOL_LABEL;
-use crate::scheduling::{self, PreparedCatalog, SchedulingInput};
+use crate::scheduling::{self, PreparedCatalog};
 use crate::telemetry::ReconcileResult;
 
 /// The batcher looks again this often without a change: nominations expire, leadership comes.
@@ -43,6 +42,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
     let wake = Arc::new(Notify::new());
     tokio::spawn(relay(triggers, wake.clone()));
     let mut nominations = Nominations::default();
+    let mut pod_notes = PodNotes::default();
     let mut subnets_read: Option<Instant> = None;
     let mut batch: Option<(Instant, Instant, HashSet<String>)> = None;
     // One pass per version of the catalog: the prepared catalog borrows the version it was prepared from.
@@ -96,7 +96,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
             }
             batch = None;
             let timer = Instant::now();
-            let provisioned = provision(&ctx, &catalog, &mut nominations, &mut prepared).await;
+            let provisioned = provision(&ctx, &catalog, &mut nominations, &mut pod_notes, &mut prepared).await;
             nominations.publish(&ctx);
             let result = if provisioned.is_ok() { ReconcileResult::Success } else { ReconcileResult::Error };
             ctx.metrics.reconciled(CONTROLLER, result, timer.elapsed().as_secs_f64());
@@ -146,22 +146,16 @@ async fn provision<'c>(
     ctx: &Context,
     catalog: &'c Catalog,
     nominations: &mut Nominations,
+    pod_notes: &mut PodNotes,
     prepared: &mut Option<PreparedCatalog<'c>>,
 ) -> Result<usize, Error> {
     let pending = pending_pods(ctx, nominations);
-    let mut requests = Vec::with_capacity(pending.len());
-    for pod in &pending {
-        if pod.spec.is_none() {
-            continue;
-        }
-        match pod_request_with_volumes(&pods::key(pod), pod, &ctx.state) {
-            Ok(request) => requests.push(request),
-            Err(error) => publish_pod_event(ctx, pod, "FailedProvisioning", &error).await,
-        }
-    }
-
-    let (pools, pool_objects) = ready_nodepools(ctx);
-    if pools.is_empty() {
+    let all_pods: HashMap<String, Arc<Pod>> = ctx.state.pods.state().into_iter().map(|p| (pods::key(&p), p)).collect();
+    let nominated_to = |target: &str| -> Vec<Arc<Pod>> {
+        nominations.pods_of(target).filter_map(|p| all_pods.get(p).cloned()).collect()
+    };
+    let planning = Planning::gather(ctx, &pending, &nominated_to);
+    if planning.pools.is_empty() {
         // Said once a minute, not once a batch: the EC2NodeClass status says why.
         static LAST_SAID: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
         if let Ok(mut last) = LAST_SAID.lock()
@@ -169,39 +163,22 @@ async fn provision<'c>(
         {
             *last = Some(Instant::now());
             tracing::warn!(
-                pods = requests.len(),
+                pods = planning.requests.len(),
                 "pods are pending but no NodePool is ready (see the EC2NodeClass status)"
             );
         }
         return Ok(0);
     }
-
-    let all_pods: HashMap<String, Arc<Pod>> = ctx.state.pods.state().into_iter().map(|p| (pods::key(&p), p)).collect();
-    let nominated_to = |target: &str| -> Vec<Arc<Pod>> {
-        nominations.pods_of(target).filter_map(|p| all_pods.get(p).cloned()).collect()
-    };
-    let existing = existing_capacity(ctx, &nominated_to);
-    let daemonsets = daemonset_pods(ctx);
-
-    let unavailable = ctx.caches().unavailable.snapshot();
     tracing::debug!(
-        pods = requests.len(),
-        existing = existing.len(),
-        with_room = existing.iter().filter(|n| !n.available.is_zero()).count(),
+        pods = planning.requests.len(),
+        existing = planning.existing.len(),
+        with_room = planning.existing.iter().filter(|n| !n.available.is_zero()).count(),
         "planning"
     );
-    let input = SchedulingInput {
-        pods: &requests,
-        nodepools: &pools,
-        instance_types: &catalog.instance_types,
-        prices: &catalog.prices,
-        existing: &existing,
-        daemonsets: &daemonsets,
-        unavailable: &unavailable,
-    };
+    let input = planning.input(catalog);
     let ready = match prepared.take() {
         Some(ready) if ready.is_for(&input) => ready,
-        _ => PreparedCatalog::new(&catalog.instance_types, &catalog.prices, &unavailable),
+        _ => PreparedCatalog::new(&catalog.instance_types, &catalog.prices, &planning.unavailable),
     };
     let plan = scheduling::solve_on(&input, &ready);
     *prepared = Some(ready);
@@ -214,7 +191,7 @@ async fn provision<'c>(
 
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
     let creations = plan.new_nodes.iter().filter_map(|node| {
-        let pool = pool_objects.get(&node.nodepool)?;
+        let pool = planning.pool_objects.get(&node.nodepool)?;
         let api = api.clone();
         let class = ctx.state.nodeclass(&pool.spec.template.spec.node_class_ref.name);
         let claim = planned_nodeclaim::for_planned_node(node, pool, class.as_deref());
@@ -244,11 +221,10 @@ async fn provision<'c>(
     }
     // After the NodeClaims: Events never hold up a launch.
     ctx.metrics.unschedulable_pods(CONTROLLER, plan.unschedulable.len());
-    let events = plan.unschedulable.iter().filter_map(|unschedulable| {
-        let pod = all_pods.get(&unschedulable.pod)?;
-        Some(publish_pod_event(ctx, pod, "FailedProvisioning", &unschedulable.reason))
-    });
-    futures::future::join_all(events).await;
+    let mut notes: Vec<(&Pod, &str)> = planning.refused.iter().map(|(pod, why)| (pod.as_ref(), why.as_str())).collect();
+    notes.extend(plan.unschedulable.iter().filter_map(|u| Some((all_pods.get(&u.pod)?.as_ref(), u.reason.as_str()))));
+    pod_notes.keep_only(&pending.iter().map(|p| pods::key(p)).collect());
+    pod_notes.warn(ctx, &notes).await;
     Ok(created)
 }
 
@@ -274,8 +250,4 @@ async fn create_nodeclaim(ctx: &Context, api: &Api<NodeClaim>, mut claim: NodeCl
             Ok(claim) => return Ok(claim),
         }
     }
-}
-
-async fn publish_pod_event(ctx: &Context, pod: &Pod, reason: &str, note: &str) {
-    events::publish(&ctx.recorder, &pod.object_ref(&()), EventType::Warning, reason, "Provisioning", note).await;
 }

@@ -164,6 +164,53 @@ fn not_served_message(api_version: &str, kind: &str) -> String {
     }
 }
 
+/// A cache holding `objects`, never updated: a one-off read of the cluster (`nodesmith explain`), or a test's.
+pub fn store<K>(objects: Vec<K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+/// Every kind the caches hold, as plain lists.
+#[derive(Default)]
+pub struct Objects {
+    pub pods: Vec<Pod>,
+    pub nodes: Vec<Node>,
+    pub daemonsets: Vec<DaemonSet>,
+    pub nodeclaims: Vec<NodeClaim>,
+    pub nodepools: Vec<NodePool>,
+    pub nodeclasses: Vec<EC2NodeClass>,
+    pub pdbs: Vec<PodDisruptionBudget>,
+    pub pvcs: Vec<PersistentVolumeClaim>,
+    pub pvs: Vec<PersistentVolume>,
+    pub storageclasses: Vec<StorageClass>,
+}
+
+impl Objects {
+    /// Caches holding these objects, as they are (not slimmed).
+    pub fn into_state(self) -> ClusterState {
+        ClusterState {
+            pods: store(self.pods),
+            nodes: store(self.nodes),
+            daemonsets: store(self.daemonsets),
+            nodeclaims: store(self.nodeclaims),
+            nodepools: store(self.nodepools),
+            nodeclasses: store(self.nodeclasses),
+            pdbs: store(self.pdbs),
+            pvcs: store(self.pvcs),
+            pvs: store(self.pvs),
+            storageclasses: store(self.storageclasses),
+        }
+    }
+}
+
 /// Slims any object to its metadata's needs.
 fn metadata_only<K: kube::Resource>(object: &mut K) {
     slim::metadata(object.meta_mut());

@@ -5,61 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::apis::pod::Pod;
-use k8s_openapi::api::core::v1::Node;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
-
 use super::state::ClusterState;
+pub use super::state::{Objects, store};
 use super::{Context, Settings, interruption};
 use crate::apis::ec2nodeclass::EC2NodeClass;
 use crate::apis::nodeclaim::NodeClaim;
-use crate::apis::nodepool::NodePool;
 use crate::cloud::fake::{FAKE_CLUSTER, FakeCloud};
-
-/// A cache holding `objects`.
-pub fn store<K>(objects: Vec<K>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    let (store, mut writer) = reflector::store();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    for object in objects {
-        writer.apply_watcher_event(&watcher::Event::InitApply(object));
-    }
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-    store
-}
-
-/// What the caches hold in a test.
-#[derive(Default)]
-pub struct Objects {
-    pub pods: Vec<Pod>,
-    pub nodes: Vec<Node>,
-    pub nodeclaims: Vec<NodeClaim>,
-    pub nodepools: Vec<NodePool>,
-    pub nodeclasses: Vec<EC2NodeClass>,
-    pub pvcs: Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
-    pub pvs: Vec<k8s_openapi::api::core::v1::PersistentVolume>,
-    pub storageclasses: Vec<k8s_openapi::api::storage::v1::StorageClass>,
-}
-
-impl Objects {
-    pub fn into_state(self) -> ClusterState {
-        ClusterState {
-            pods: store(self.pods),
-            nodes: store(self.nodes),
-            daemonsets: store(vec![]),
-            nodeclaims: store(self.nodeclaims),
-            nodepools: store(self.nodepools),
-            nodeclasses: store(self.nodeclasses),
-            pdbs: store(vec![]),
-            pvcs: store(self.pvcs),
-            pvs: store(self.pvs),
-            storageclasses: store(self.storageclasses),
-        }
-    }
-}
 
 /// Caches with these NodeClaims and EC2NodeClasses, and nothing else.
 pub fn state(nodeclaims: Vec<NodeClaim>, nodeclasses: Vec<EC2NodeClass>) -> ClusterState {

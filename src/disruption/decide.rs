@@ -13,15 +13,15 @@ use super::simulation::{Simulator, cheaper_replacement};
 pub const BALANCED_MIN_SCORE: f64 = 0.5;
 
 /// Budgets left in this pass, per NodePool and reason.
-struct Allowance(BTreeMap<(String, Reason), usize>);
+pub(super) struct Allowance(BTreeMap<(String, Reason), usize>);
 
 impl Allowance {
-    fn left(&self, pool: &str, reason: Reason) -> usize {
+    pub(super) fn left(&self, pool: &str, reason: Reason) -> usize {
         self.0.get(&(pool.to_string(), reason)).copied().unwrap_or(0)
     }
 }
 
-fn allowance(snapshot: &Snapshot<'_>) -> Allowance {
+pub(super) fn allowance(snapshot: &Snapshot<'_>) -> Allowance {
     let mut totals: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for node in snapshot.nodes {
         let (total, disrupting) = totals.entry(node.nodepool.as_str()).or_default();
@@ -43,7 +43,7 @@ fn allowance(snapshot: &Snapshot<'_>) -> Allowance {
 
 /// Why this node may not be disrupted voluntarily by any method; None when it may. Nodes still starting or
 /// already going are skipped without a word (`Err(None)`).
-fn disruptable(node: &ManagedNode) -> Result<(), Option<String>> {
+pub(super) fn disruptable(node: &ManagedNode) -> Result<(), Option<String>> {
     if node.deleting || node.initialized_at.is_none() {
         return Err(None);
     }
@@ -132,14 +132,7 @@ fn within_budget<'a>(
     for node in nodes {
         let left = allowance.0.entry((node.nodepool.clone(), reason)).or_insert(0);
         if *left == 0 {
-            blocked.push(Blocked {
-                claim: node.claim.clone(),
-                reason: format!(
-                    "the disruption budget of NodePool {} allows no more {} disruptions now",
-                    node.nodepool,
-                    reason.as_str()
-                ),
-            });
+            blocked.push(Blocked { claim: node.claim.clone(), reason: budget_exhausted(&node.nodepool, reason) });
             continue;
         }
         *left -= 1;
@@ -148,11 +141,16 @@ fn within_budget<'a>(
     taken
 }
 
+/// What a node held back by its pool's budget is told.
+pub(super) fn budget_exhausted(pool: &str, reason: Reason) -> String {
+    format!("the disruption budget of NodePool {pool} allows no more {} disruptions now", reason.as_str())
+}
+
 fn price_of(nodes: &[&ManagedNode]) -> f64 {
     nodes.iter().map(|n| n.price).sum()
 }
 
-fn delete(method: Method, reason: Reason, nodes: &[&ManagedNode]) -> Command {
+pub(super) fn delete(method: Method, reason: Reason, nodes: &[&ManagedNode]) -> Command {
     Command {
         method,
         reason,
@@ -181,23 +179,29 @@ fn drift(
             within_budget(&[node], Reason::Drifted, allowance, blocked);
             continue;
         }
-        match simulator.simulate(&[node]) {
-            Ok(replacements) => {
+        match replace_drifted(simulator, node) {
+            Ok(command) => {
                 within_budget(&[node], Reason::Drifted, allowance, blocked);
-                let replacements_price = replacements.iter().map(|r| r.price_per_hour).sum();
-                return Some(Command {
-                    method: Method::Drift,
-                    reason: Reason::Drifted,
-                    candidates: vec![node.claim.clone()],
-                    replacements,
-                    candidates_price: node.price,
-                    replacements_price,
-                });
+                return Some(command);
             }
-            Err(why) => blocked.push(Blocked { claim: node.claim.clone(), reason: format!("drifted, but {why}") }),
+            Err(why) => blocked.push(Blocked { claim: node.claim.clone(), reason: why }),
         }
     }
     None
+}
+
+/// A drifted node with pods: replaced by whatever new nodes its pods need, or why it cannot be.
+pub(super) fn replace_drifted(simulator: &Simulator<'_>, node: &ManagedNode) -> Result<Command, String> {
+    let replacements = simulator.simulate(&[node]).map_err(|why| format!("drifted, but {why}"))?;
+    let replacements_price = replacements.iter().map(|r| r.price_per_hour).sum();
+    Ok(Command {
+        method: Method::Drift,
+        reason: Reason::Drifted,
+        candidates: vec![node.claim.clone()],
+        replacements,
+        candidates_price: node.price,
+        replacements_price,
+    })
 }
 
 fn emptiness(empty: &[&ManagedNode], allowance: &mut Allowance, blocked: &mut Vec<Blocked>) -> Option<Command> {
@@ -222,9 +226,11 @@ fn ordered<'a>(nodes: &[&'a ManagedNode]) -> Vec<&'a ManagedNode> {
     nodes
 }
 
+pub(super) const RECENTLY_REPLACED: &str = "it replaced other nodes recently; held for consolidateAfter";
+
 /// Whether a replacement launched by consolidation is still too young to be consolidated itself: it is held for
 /// its pool's `consolidateAfter` from its creation, so consolidation never chases its own tail.
-fn recently_replaced(snapshot: &Snapshot<'_>, node: &ManagedNode) -> bool {
+pub(super) fn recently_replaced(snapshot: &Snapshot<'_>, node: &ManagedNode) -> bool {
     if !node.consolidation_replacement {
         return false;
     }
@@ -235,7 +241,7 @@ fn recently_replaced(snapshot: &Snapshot<'_>, node: &ManagedNode) -> bool {
 
 /// Checks a consolidation of `candidates`: all their pods fit elsewhere plus at most one new node that is
 /// cheaper by the churn guard; Balanced pools also weigh savings against disruption.
-fn consolidate(
+pub(super) fn consolidate(
     snapshot: &Snapshot<'_>,
     simulator: &Simulator<'_>,
     method: Method,
@@ -344,10 +350,7 @@ fn single_node(
             break;
         }
         if recently_replaced(snapshot, node) {
-            blocked.push(Blocked {
-                claim: node.claim.clone(),
-                reason: "it replaced other nodes recently; held for consolidateAfter".into(),
-            });
+            blocked.push(Blocked { claim: node.claim.clone(), reason: RECENTLY_REPLACED.into() });
             continue;
         }
         if allowance.left(&node.nodepool, Reason::Underutilized) == 0 {

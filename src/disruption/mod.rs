@@ -8,11 +8,13 @@ pub mod drift;
 pub mod expiration;
 pub mod model;
 pub mod simulation;
+pub mod verdict;
 
 pub use decide::{decide, evaluate_every_candidate, is_consolidatable, still_valid};
 pub use model::{
     Blocked, Command, Decision, ManagedNode, Method, MovablePod, Policy, PoolPolicy, Reason, Settings, Snapshot,
 };
+pub use verdict::{Verdict, verdict};
 
 #[cfg(test)]
 mod tests;

@@ -464,3 +464,66 @@ proptest! {
         prop_assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
     }
 }
+
+fn held_by(cluster: &Cluster, claim: &str) -> String {
+    match super::verdict(&cluster.snapshot(), claim).expect("a node of the snapshot") {
+        super::Verdict::Stays { held_by } => held_by,
+        super::Verdict::Disrupt { command } => panic!("{claim} would be disrupted: {command:?}"),
+    }
+}
+
+fn disrupted_by(cluster: &Cluster, claim: &str) -> Command {
+    match super::verdict(&cluster.snapshot(), claim).expect("a node of the snapshot") {
+        super::Verdict::Disrupt { command } => command,
+        super::Verdict::Stays { held_by } => panic!("{claim} stays: {held_by}"),
+    }
+}
+
+#[test]
+fn one_node_is_told_what_a_pass_would_do_with_it_or_what_holds_it() {
+    let mut cluster = Cluster::new();
+    let mut pinned = pod("shop/pinned", 100, 128);
+    pinned.blocker = Some("it is annotated karpenter.sh/do-not-disrupt".into());
+    cluster.node("pinned", "default", "m5.4xlarge", CapacityType::OnDemand, vec![pod("shop/free", 100, 128), pinned]);
+    cluster.node("big", "default", "m5.4xlarge", CapacityType::OnDemand, vec![pod("a/small", 500, 1024)]);
+    cluster.node("empty", "default", "m5.large", CapacityType::OnDemand, vec![]);
+    assert_eq!(
+        held_by(&cluster, "pinned"),
+        "pod shop/pinned cannot be moved: it is annotated karpenter.sh/do-not-disrupt"
+    );
+    // Its pod fits in the room of the others: judged on its own, it goes.
+    let delete = disrupted_by(&cluster, "big");
+    assert_eq!((delete.method, delete.decision()), (Method::SingleNodeConsolidation, "delete"));
+    let mut alone = Cluster::new();
+    alone.node("big", "default", "m5.4xlarge", CapacityType::OnDemand, vec![pod("a/small", 500, 1024)]);
+    let replace = disrupted_by(&alone, "big");
+    assert_eq!((replace.method, replace.decision()), (Method::SingleNodeConsolidation, "replace"));
+    let delete = disrupted_by(&cluster, "empty");
+    assert_eq!((delete.method, delete.decision()), (Method::Emptiness, "delete"));
+    alone = Cluster::new();
+    alone.node("right-sized", "default", "c5.large", CapacityType::OnDemand, vec![pod("a/p", 1500, 1024)]);
+    assert!(held_by(&alone, "right-sized").starts_with("not consolidated: no replacement costs at most 95%"));
+    assert!(super::verdict(&cluster.snapshot(), "unknown").is_none());
+
+    // Each thing that holds a node, in the order a pass meets them.
+    cluster.pools[0].budgets = budget("0");
+    assert_eq!(
+        held_by(&cluster, "big"),
+        "the disruption budget of NodePool default allows no more Underutilized disruptions now"
+    );
+    assert!(held_by(&cluster, "empty").contains("allows no more Empty disruptions"));
+    cluster.pools[0].budgets = budget("100%");
+    cluster.pools[0].policy = Policy::WhenEmpty;
+    assert!(held_by(&cluster, "big").contains("consolidationPolicy: WhenEmpty) and 1 pod(s) run on it"));
+    cluster.pools[0].consolidate_after = Some(Duration::from_secs(7200));
+    assert!(held_by(&cluster, "big").starts_with("consolidateAfter (2h) has not passed since its last pod event"));
+    cluster.pools[0].consolidate_after = None;
+    assert_eq!(held_by(&cluster, "big"), "NodePool default has consolidateAfter: Never");
+    // Drift does not wait for consolidateAfter.
+    cluster.nodes[1].drifted = Some("AMIDrift".into());
+    assert_eq!(disrupted_by(&cluster, "big").method, Method::Drift);
+    cluster.nodes[1].initialized_at = None;
+    assert_eq!(held_by(&cluster, "big"), "it is not initialized yet");
+    cluster.nodes[1].deleting = true;
+    assert_eq!(held_by(&cluster, "big"), "it is being deleted already");
+}

@@ -13,7 +13,7 @@ pub mod topology;
 pub use model::{
     DaemonSetPod, ExistingNode, HostPort, MinValuesPolicy, NodePoolSpec, PlacedPod, PodRequest, Taint, Toleration,
 };
-pub use plan::{NewNode, Plan, UnschedulablePod};
+pub use plan::{NewNode, NodePoolRefusal, Plan, UnschedulablePod};
 pub use requirements::{Operator, Requirement};
 pub use solver::{Prepared, PreparedCatalog, SchedulingInput, solve, solve_on, solve_prepared};
 pub use topology::{CountedNodes, PodAffinityTerm, PreferredPodTerm, TopologyKey, TopologySpread};

@@ -50,5 +50,26 @@ pub struct NewNode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UnschedulablePod {
     pub pod: String,
+    /// Every NodePool's refusal in one sentence (what Events and logs say).
+    pub reason: String,
+    /// Each NodePool and the first thing that rules it out.
+    pub nodepools: Vec<NodePoolRefusal>,
+}
+
+impl UnschedulablePod {
+    pub fn new(pod: String, nodepools: Vec<NodePoolRefusal>) -> Self {
+        let reason = if nodepools.is_empty() {
+            "no NodePool to launch a node from, and no existing node fits".to_string()
+        } else {
+            nodepools.iter().map(|r| format!("NodePool {}: {}", r.nodepool, r.reason)).collect::<Vec<_>>().join("; ")
+        };
+        Self { pod, reason, nodepools }
+    }
+}
+
+/// Why a NodePool cannot give a pod a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodePoolRefusal {
+    pub nodepool: String,
     pub reason: String,
 }

@@ -349,16 +349,9 @@ fn solve_in(
             }
         }
         if !placed {
-            unschedulable.push(UnschedulablePod {
-                pod: pod.id.clone(),
-                reason: why_unschedulable(
-                    pod,
-                    &pools,
-                    catalog,
-                    &mut compat_cache,
-                    topology.describe_constraints(shape),
-                ),
-            });
+            let refusals =
+                why_unschedulable(pod, &pools, catalog, &mut compat_cache, topology.describe_constraints(shape));
+            unschedulable.push(UnschedulablePod::new(pod.id.clone(), refusals));
         }
     }
 

@@ -291,7 +291,11 @@ fn a_limit_on_nodes_counts_existing_and_planned_nodes() {
     let plan = fixture.solve(&pods, &[limited]);
     assert_eq!(plan.new_nodes.len(), 2, "{:?}", plan.new_nodes);
     assert_eq!(plan.unschedulable.len(), 3);
-    assert!(plan.unschedulable.iter().all(|u| u.reason.contains("limits")), "{:?}", plan.unschedulable);
+    // The limit named, what is left of it, and the type that comes closest.
+    let refusal = &plan.unschedulable[0].nodepools[0];
+    assert_eq!(refusal.nodepool, "default");
+    assert!(refusal.reason.starts_with("its limits are reached: 0 nodes left under them"), "{refusal:?}");
+    assert_eq!(plan.unschedulable[0].reason, format!("NodePool default: {}", refusal.reason));
 }
 
 fn unlimited() -> Resources {
@@ -333,7 +337,13 @@ fn extended_resources_go_only_to_types_that_offer_them() {
     no_efa.requirements.push(Requirement::new("karpenter.k8s.aws/instance-family", Operator::In, &["m5"]));
     let plan = fixture.solve(&pods[..1], &[no_efa]);
     assert_eq!(plan.unschedulable.len(), 1);
-    assert!(plan.unschedulable[0].reason.contains("vpc.amazonaws.com/efa"), "{:?}", plan.unschedulable);
+    assert!(
+        plan.unschedulable[0]
+            .reason
+            .contains("the pod requests 1 vpc.amazonaws.com/efa, and no instance type it allows has any"),
+        "{:?}",
+        plan.unschedulable
+    );
 }
 
 #[test]
@@ -396,7 +406,10 @@ fn a_pod_too_large_for_every_type_says_how_large_the_largest_is() {
     assert_eq!(plan.unschedulable.len(), 1);
     let reason = &plan.unschedulable[0].reason;
     // m5.24xlarge: 96 vCPUs less kube-reserved (60m + 10m + 2 × 5m + 92 × 2.5m = 310m).
-    assert!(reason.contains("requests 128 CPU; the largest allowed type has 95.69 allocatable"), "{reason}");
+    assert!(
+        reason.contains("the pod requests 128 CPU; the largest instance type it allows has 95.69 allocatable"),
+        "{reason}"
+    );
 }
 
 #[test]

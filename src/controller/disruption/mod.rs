@@ -87,8 +87,7 @@ async fn pass(
     expire(ctx).await?;
     lift_stale_taints(ctx, stale).await?;
     super::nodepool_status::update(ctx).await?;
-    let reference = DriftReference::new(ctx);
-    let gathered = snapshot::gather(ctx, &|claim, node| reference.drift_of(claim, node));
+    let gathered = gather_now(ctx);
     for (pool, why) in &gathered.refused_pools {
         if said.first_time(&format!("nodepool/{}", pool.name_any()), why) {
             tracing::warn!(nodepool = %pool.name_any(), "disruption is off for this NodePool: {why}");
@@ -153,13 +152,18 @@ async fn pass(
     if !leadership.is_leader() {
         return Ok(());
     }
-    let reference = DriftReference::new(ctx);
-    let again = snapshot::gather(ctx, &|claim, node| reference.drift_of(claim, node));
+    let again = gather_now(ctx);
     if let Err(why) = still_valid(&again.snapshot(ctx), &command) {
         tracing::info!(candidates = ?command.candidates, "disruption command no longer holds: {why}");
         return Ok(());
     }
     execute::carry_out(ctx, &again, &command).await
+}
+
+/// The cluster as disruption sees it now, drift included.
+pub fn gather_now(ctx: &Context) -> snapshot::Gathered {
+    let reference = DriftReference::new(ctx);
+    snapshot::gather(ctx, &|claim, node| reference.drift_of(claim, node))
 }
 
 /// Deletes every NodeClaim past its `expireAfter`: forceful, with no budget and no replacement launched first
