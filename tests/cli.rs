@@ -294,15 +294,20 @@ fn a_pod_that_asks_for_nothing_gets_the_rendered_default_pool_not_arm64_or_gpu()
 }
 
 #[test]
-fn status_without_a_cluster_to_read_says_how_to_get_one() {
-    let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
-        .args(["status"])
-        .env("KUBECONFIG", "/nonexistent/kubeconfig")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("HOME", "/nonexistent")
-        .output()
-        .expect("runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("no Kubernetes cluster to read") && stderr.contains("KUBECONFIG"), "{stderr}");
+fn status_and_explain_without_a_cluster_to_read_say_how_to_get_one() {
+    for args in [&["status"][..], &["explain", "pod", "shop/web"], &["explain", "node", "ip-10-0-0-1"]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_nodesmith"))
+            .args(args)
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("HOME", "/nonexistent")
+            .output()
+            .expect("runs");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("no Kubernetes cluster to read") && stderr.contains("KUBECONFIG"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

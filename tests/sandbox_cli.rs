@@ -69,3 +69,31 @@ async fn plan_live_prices_each_region_from_the_pricing_api_and_the_spot_price_hi
     assert!((totals[0] - totals[1]).abs() > 1e-6, "us-east-1 and eu-west-1 cost the same: {totals:?}");
     Ok(())
 }
+
+/// Linked as `kubectl-nodesmith` on the PATH, the binary is a kubectl plugin: `kubectl nodesmith ...` runs it
+/// against the kubeconfig kubectl uses.
+#[test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+fn linked_as_kubectl_nodesmith_it_runs_as_a_kubectl_plugin() -> Result<()> {
+    let env = support::sandbox_env()?;
+    let bin = std::path::PathBuf::from(env.get("NODESMITH_SANDBOX_BIN").context("NODESMITH_SANDBOX_BIN is not set")?);
+    let plugins = std::env::temp_dir().join(support::unique_name("kubectl-plugins"));
+    std::fs::create_dir_all(&plugins)?;
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_nodesmith"), plugins.join("kubectl-nodesmith"))?;
+    let path = format!("{}:{}", plugins.display(), std::env::var("PATH").unwrap_or_default());
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin.join("kubectl")).envs(&env).env("PATH", &path).args(args).output()
+    };
+    let listed = run(&["plugin", "list", "--name-only"])?;
+    let explained = run(&["nodesmith", "explain", "node", "no-such-node"])?;
+    let status = run(&["nodesmith", "status", "--output", "json"])?;
+    std::fs::remove_dir_all(&plugins)?;
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("kubectl-nodesmith"), "{listed:?}");
+    // Through kubectl, to the sandbox's API server: the answer comes from the cluster.
+    let stderr = String::from_utf8_lossy(&explained.stderr);
+    assert!(stderr.contains("no node \"no-such-node\" in this cluster (neither a Node nor a NodeClaim)"), "{stderr}");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    assert!(report["nodepools"].is_array(), "{report}");
+    Ok(())
+}

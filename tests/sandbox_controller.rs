@@ -305,6 +305,83 @@ async fn constraints_story(sandbox: &Sandbox, namespaces: &[String; 3], pools: [
         .filter_map(|e| e.message)
         .collect();
     assert!(reasons.iter().any(|r| r.contains("limit")), "pending pods say why: {reasons:?}");
+    explain_story(sandbox, namespaces, pools).await
+}
+
+/// `nodesmith explain pod` says why a pod waits (its pool's limits; no type with a GPU), and why a running pod's
+/// node is spot or on-demand; the controller's Events on the waiting pod say the same.
+async fn explain_story(sandbox: &Sandbox, namespaces: &[String; 3], pools: [&String; 3]) -> Result<()> {
+    let [arm, spot, limited] = pools;
+    let refusal = |report: &serde_json::Value, pool: &str| -> String {
+        let refusals = report["plan"]["nodepools"].as_array().cloned().unwrap_or_default();
+        let refusal = refusals.iter().find(|r| r["nodepool"] == pool);
+        refusal.and_then(|r| r["reason"].as_str()).unwrap_or_default().to_string()
+    };
+    let pods: Api<Pod> = Api::namespaced(sandbox.kube.clone(), &namespaces[2]);
+    let waiting = pods.list(&ListParams::default()).await?.items.into_iter().find(|p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
+            && p.spec.as_ref().is_some_and(|s| s.node_name.is_none())
+    });
+    let waiting = format!("{}/{}", namespaces[2], waiting.context("a pod waiting on the limit")?.name_any());
+    // The controller writes its Event once the pod is no longer planned onto a node being launched (30 s after
+    // that node is up, if the scheduler did not bind it there).
+    let said = format!("NodePool {limited}: its limits are reached");
+    let report = wait_until("explain and the pod's Events to say the limit holds it", RUN_WAIT, || async {
+        let report = explain(&["pod", &waiting])?;
+        let events = report["events"].as_array().cloned().unwrap_or_default();
+        let told = events
+            .iter()
+            .any(|e| e["reason"] == "FailedProvisioning" && e["message"].as_str().is_some_and(|m| m.contains(&said)));
+        Ok(told.then_some(report))
+    })
+    .await?;
+    ensure!(report["state"] == "waiting" && report["plan"]["outcome"] == "unschedulable", "{report:#}");
+    let reason = refusal(&report, limited);
+    ensure!(reason.starts_with("its limits are reached: ") && reason.contains(" CPU left under them"), "{report:#}");
+
+    // A pod that needs a GPU, in a pool of c and m types.
+    let gpu: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "trainer"},
+        "spec": {
+            "nodeSelector": {TEST_LABEL: arm},
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                "resources": {"requests": {"cpu": "1", "nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}}],
+        }
+    }))?;
+    Api::<Pod>::namespaced(sandbox.kube.clone(), &namespaces[0]).create(&PostParams::default(), &gpu).await?;
+    let trainer = format!("{}/trainer", namespaces[0]);
+    let report = wait_until("explain to see the GPU pod unschedulable", RUN_WAIT, || async {
+        let report = explain(&["pod", &trainer])?;
+        Ok((report["plan"]["outcome"] == "unschedulable").then_some(report))
+    })
+    .await?;
+    ensure!(
+        refusal(&report, arm) == "the pod requests 1 nvidia.com/gpu, and no instance type it allows has any",
+        "{report:#}"
+    );
+    // The same for a person, with what kube-scheduler said.
+    let output = support::nodesmith()?.args(["explain", "pod", &trainer]).output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{text}");
+    ensure!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    ensure!(text.contains(&format!("  {arm}: the pod requests 1 nvidia.com/gpu")), "{text}");
+    ensure!(text.contains("kube-scheduler: 0/") && text.contains("Events (newest last):"), "{text}");
+
+    // Running pods: why spot, why on-demand.
+    let spot_pod = running_pods(sandbox, &namespaces[1]).await?.first().context("a spot pod")?.name_any();
+    let report = explain(&["pod", &format!("{}/{spot_pod}", namespaces[1])])?;
+    let choice = &report["choice"];
+    ensure!(report["state"] == "on_nodesmith_node", "{report:#}");
+    ensure!(choice["capacity_type"] == "spot" && choice["nodepool"] == spot.as_str(), "{report:#}");
+    ensure!(choice["why"][0].as_str().is_some_and(|w| w.starts_with("spot: ")), "{report:#}");
+    let arm_pod = running_pods(sandbox, &namespaces[0]).await?.first().context("an arm64 pod")?.name_any();
+    let report = explain(&["pod", &format!("{}/{arm_pod}", namespaces[0])])?;
+    let choice = &report["choice"];
+    ensure!(
+        choice["why"][0].as_str().is_some_and(|w| w.starts_with("on-demand: the only capacity type")),
+        "{report:#}"
+    );
+    ensure!(choice["allowed_types"].as_u64().unwrap_or_default() >= 1, "{report:#}");
     Ok(())
 }
 

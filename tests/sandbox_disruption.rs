@@ -443,6 +443,15 @@ async fn expiry_recycles_a_node_that_a_do_not_disrupt_pod_keeps_from_consolidati
             Ok(notes.iter().any(|n| n.contains("do-not-disrupt") && n.contains(namespace.as_str())).then_some(()))
         })
         .await?;
+        // `explain node` names the pod that holds it, and when it expires.
+        let node = first.status.as_ref().and_then(|s| s.node_name.clone()).context("a node")?;
+        let pod = running_pods(sandbox, namespace).await?.first().context("the pod")?.name_any();
+        let report = explain(&["node", &node])?;
+        let held_by = format!("pod {namespace}/{pod} cannot be moved: it is annotated karpenter.sh/do-not-disrupt");
+        ensure!(report["nodeclaim"] == first.name_any().as_str(), "{report:#}");
+        ensure!(report["disruption"]["verdict"] == "stays", "{report:#}");
+        ensure!(report["disruption"]["held_by"] == held_by.as_str(), "{report:#}");
+        ensure!(report["expire_after"] == "2m" && report["expires"].is_string(), "{report:#}");
         let api: Api<NodeClaim> = Api::all(sandbox.kube.clone());
         let deleted = wait_until("the NodeClaim to expire", Duration::from_secs(200), || async {
             Ok(match api.get_opt(&first.name_any()).await? {

@@ -48,7 +48,11 @@ fn refusal(
             .iter()
             .find(|r| apply_requirements(&pool.base, std::slice::from_ref(r), catalog).is_none());
         return match blocking {
-            Some(r) => format!("no instance type it allows has {r}"),
+            Some(r) => match pool.base.custom.get(&r.key) {
+                // A label of the pool's own (its template's labels or requirements), not of an instance type.
+                Some(values) => format!("its nodes get {}={}, and the pod requires {r}", r.key, values.join(",")),
+                None => format!("no instance type it allows has {r}"),
+            },
             None => "no instance type it allows meets all of the pod's requirements".into(),
         };
     };

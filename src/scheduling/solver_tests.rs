@@ -419,6 +419,18 @@ fn a_requirement_no_type_meets_is_named() {
     p.requirements = vec![Requirement::equals("karpenter.k8s.aws/instance-family", "z9")];
     let plan = fixture.solve(&[p], &[pool("default")]);
     assert!(plan.unschedulable[0].reason.contains("karpenter.k8s.aws/instance-family=z9"), "{:?}", plan.unschedulable);
+
+    // A label of the pool's own is not an instance type's: the refusal says what its nodes get.
+    let mut p = pod("default/b", 500, GI);
+    p.requirements = vec![Requirement::equals("team", "checkout")];
+    let mut labelled = pool("default");
+    labelled.labels.insert("team".into(), "search".into());
+    let plan = fixture.solve(&[p], &[labelled]);
+    assert_eq!(
+        plan.unschedulable[0].nodepools[0].reason, "its nodes get team=search, and the pod requires team=checkout",
+        "{:?}",
+        plan.unschedulable
+    );
 }
 
 #[test]

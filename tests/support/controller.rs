@@ -542,3 +542,10 @@ pub async fn live_instances(sandbox: &Sandbox, pool: &str) -> Result<Vec<(String
         })
         .collect())
 }
+
+/// `nodesmith explain ARGS --output json` against the sandbox, as a person would run it; its JSON.
+pub fn explain(args: &[&str]) -> Result<serde_json::Value> {
+    let output = super::nodesmith()?.arg("explain").args(args).args(["--output", "json"]).output()?;
+    anyhow::ensure!(output.status.success(), "explain {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
