@@ -61,6 +61,8 @@ const VARIANTS: [&[HelmValue]; 3] = [
         ("serviceMonitor.enabled", "true"),
         ("serviceMonitor.labels.release", "kube-prometheus-stack"),
         ("dashboards.enabled", "true"),
+        ("prometheusRule.enabled", "true"),
+        ("prometheusRule.labels.release", "kube-prometheus-stack"),
         ("extraEnv[0].name", "RUST_BACKTRACE"),
         ("extraEnv[0].value", "full"),
         ("extraNodeAffinityExpressions[0].key", "eks.amazonaws.com/nodegroup"),
@@ -81,7 +83,8 @@ const VARIANTS: [&[HelmValue]; 3] = [
 #[ignore = "needs the sandbox (make test)"]
 async fn every_rendered_object_passes_server_side_dry_run() -> Result<()> {
     let sandbox = Sandbox::connect().await?;
-    install_servicemonitor_crd(&sandbox).await?;
+    install_operator_crd(&sandbox, "NODESMITH_SERVICEMONITOR_CRD", "servicemonitors.monitoring.coreos.com").await?;
+    install_operator_crd(&sandbox, "NODESMITH_PROMETHEUSRULE_CRD", "prometheusrules.monitoring.coreos.com").await?;
     let namespace = sandbox.namespace("chart").await?;
     for (variant, values) in VARIANTS.iter().enumerate() {
         let objects = render("nodesmith", &namespace, values, true)?;
@@ -92,9 +95,14 @@ async fn every_rendered_object_passes_server_side_dry_run() -> Result<()> {
         let deployment = objects.iter().find(|o| o["kind"] == "Deployment").context("no Deployment")?;
         check_deployment(deployment, values).with_context(|| format!("variant {variant}"))?;
         match variant {
-            0 => ensure!(kinds.contains("ServiceAccount") && !kinds.contains("ServiceMonitor"), "{kinds:?}"),
+            0 => ensure!(
+                kinds.contains("ServiceAccount")
+                    && !kinds.contains("ServiceMonitor")
+                    && !kinds.contains("PrometheusRule"),
+                "{kinds:?}"
+            ),
             1 => {
-                ensure!(kinds.contains("ServiceMonitor"), "{kinds:?}");
+                ensure!(kinds.contains("ServiceMonitor") && kinds.contains("PrometheusRule"), "{kinds:?}");
                 let dashboards = objects
                     .iter()
                     .filter(|o| o["kind"] == "ConfigMap" && o["metadata"]["labels"]["grafana_dashboard"] == "1")
@@ -190,14 +198,71 @@ fn check_deployment(deployment: &serde_json::Value, values: &[HelmValue]) -> Res
     Ok(())
 }
 
-/// The Prometheus Operator's ServiceMonitor CRD (pinned in versions.env), so the ServiceMonitor is validated too.
-async fn install_servicemonitor_crd(sandbox: &Sandbox) -> Result<()> {
+/// A Prometheus Operator CRD (pinned in versions.env; its file named by `variable`), so the chart's objects of
+/// that kind are validated too.
+async fn install_operator_crd(sandbox: &Sandbox, variable: &str, name: &str) -> Result<()> {
     let env = sandbox_env()?;
-    let path = env.get("NODESMITH_SERVICEMONITOR_CRD").context("NODESMITH_SERVICEMONITOR_CRD is not set")?;
+    let path = env.get(variable).with_context(|| format!("{variable} is not set: restart the sandbox"))?;
     let crd = parse_documents(&std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?)?;
-    let crd = crd.first().context("an empty ServiceMonitor CRD file")?;
+    let crd = crd.first().with_context(|| format!("an empty CRD file {path}"))?;
     apply(&sandbox.kube, crd, false).await?;
-    support::wait_established(&sandbox.kube, "servicemonitors.monitoring.coreos.com").await
+    support::wait_established(&sandbox.kube, name).await
+}
+
+/// The chart's alerts as Helm renders them: `promtool check rules` accepts them, `promtool test rules` fires each
+/// on the series it is for with its labels and annotations (tests/data/alerts/nodesmith.test.yaml), and every
+/// metric an expression reads is one the controller exports, with the labels it is read by.
+#[test]
+#[ignore = "needs the sandbox's Helm and promtool (make test)"]
+fn the_alerts_pass_promtool_and_read_only_what_the_controller_exports() -> Result<()> {
+    let objects = render(
+        "nodesmith",
+        "nodesmith",
+        &[("settings.clusterName", "demo"), ("prometheusRule.enabled", "true")],
+        false,
+    )?;
+    let rule = objects.iter().find(|o| o["kind"] == "PrometheusRule").context("no PrometheusRule rendered")?;
+    let groups = &rule["spec"]["groups"];
+    let alerts: Vec<&str> = groups
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    ensure!(alerts.len() >= 8, "{alerts:?}");
+
+    let dir = std::env::temp_dir().join(support::unique_name("alerts"));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("nodesmith.rules.yaml"),
+        serde_yaml_ng::to_string(&serde_json::json!({"groups": groups}))?,
+    )?;
+    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/alerts/nodesmith.test.yaml");
+    std::fs::copy(tests, dir.join("nodesmith.test.yaml"))?;
+    let env = sandbox_env()?;
+    let promtool = env.get("NODESMITH_PROMTOOL").context("NODESMITH_PROMTOOL is not set: restart the sandbox")?;
+    let run = |args: &[&str]| std::process::Command::new(promtool).current_dir(&dir).args(args).output();
+    let checked = run(&["check", "rules", "nodesmith.rules.yaml"])?;
+    let tested = run(&["test", "rules", "nodesmith.test.yaml"])?;
+    std::fs::remove_dir_all(&dir)?;
+    let said = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    ensure!(checked.status.success(), "promtool check rules:\n{}", said(&checked));
+    ensure!(tested.status.success(), "promtool test rules:\n{}", said(&tested));
+    // Every alert has a test that fires it.
+    let test_file = std::fs::read_to_string(tests)?;
+    for alert in &alerts {
+        ensure!(test_file.contains(&format!("alertname: {alert}")), "{alert} has no promtool test");
+    }
+
+    let reads = support::dashboards::reads_of_rules(groups, "templates/prometheusrule.yaml")?;
+    ensure!(reads.len() >= alerts.len(), "only {} metric reads in {} alerts", reads.len(), alerts.len());
+    let scraped = support::dashboards::scraped_series(&support::metrics::sampled()?);
+    let missing = support::dashboards::missing(&reads, &scraped)?;
+    ensure!(missing.is_empty(), "{}", missing.join("\n"));
+    Ok(())
 }
 
 /// One permission: API group, resource (with `/subresource`), verb.

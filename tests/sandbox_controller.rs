@@ -952,6 +952,18 @@ async fn interruption_story(
         assert_eq!(controller.metric(&sample).await?, expected, "{reason}");
     }
     assert!(controller.metric("karpenter_interruption_deleted_messages_total").await? >= 9.0);
+    // Each interrupted NodeClaim counted as disrupted, its reason the message's kind (as Karpenter labels it).
+    let text = http_get(controller.metrics_port, "/metrics").await?;
+    for reason in ["spot_interrupted", "scheduled_change", "instance_state_change", "capacity_reservation_interrupted"]
+    {
+        let prefix = format!(r#"karpenter_nodeclaims_disrupted_total{{reason="{reason}",nodepool="{test}","#);
+        let count: f64 = text
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        ensure!(count == 1.0, "{reason}: {count} NodeClaims counted as disrupted");
+    }
     Ok(())
 }
 

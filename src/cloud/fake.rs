@@ -201,7 +201,7 @@ impl CloudProvider for FakeCloud {
         };
         let overrides: Vec<_> = request.configs.iter().flat_map(|c| &c.overrides).collect();
         if overrides.is_empty() {
-            return Err(FleetError::NothingLaunched("no overrides".into()));
+            return Err(FleetError::NothingLaunched { codes: String::new(), detail: "no overrides".into() });
         }
         let exhausted = lock(&self.exhausted).clone();
         let Some(chosen) = overrides.iter().copied().find(|o| !exhausted.contains(&offering(o))) else {

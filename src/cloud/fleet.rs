@@ -65,8 +65,12 @@ pub enum FleetError {
     /// Nothing launched and every error was about capacity: those offerings should be avoided for a while.
     #[error("no capacity for any of {} offerings ({codes})", offerings.len())]
     InsufficientCapacity { offerings: Vec<OfferingKey>, codes: String },
-    #[error("CreateFleet launched nothing: {0}")]
-    NothingLaunched(String),
+    #[error("CreateFleet launched nothing: {detail}")]
+    NothingLaunched {
+        /// The distinct AWS error codes, comma-separated (empty when AWS gave none).
+        codes: String,
+        detail: String,
+    },
     #[error(transparent)]
     Cloud(#[from] CloudError),
 }
@@ -187,11 +191,11 @@ pub async fn create_fleet(ec2: &aws_sdk_ec2::Client, request: &FleetRequest) -> 
         .iter()
         .map(|e| format!("{}: {}", e.error_code().unwrap_or("unknown"), e.error_message().unwrap_or_default()))
         .collect();
-    Err(FleetError::NothingLaunched(if messages.is_empty() {
-        "no instance and no error".into()
-    } else {
-        messages.join("; ")
-    }))
+    let mut codes: Vec<&str> = errors.iter().filter_map(|e| e.error_code()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let detail = if messages.is_empty() { "no instance and no error".into() } else { messages.join("; ") };
+    Err(FleetError::NothingLaunched { codes: codes.join(", "), detail })
 }
 
 #[cfg(test)]

@@ -250,7 +250,9 @@ impl ErrorCode for FleetError {
     fn error_code(&self) -> String {
         match self {
             FleetError::InsufficientCapacity { codes, .. } => codes.clone(),
-            FleetError::NothingLaunched(_) => "NothingLaunched".to_string(),
+            // The codes AWS gave (a quota, a permission, a bad parameter): what an alert is written against.
+            FleetError::NothingLaunched { codes, .. } if !codes.is_empty() => codes.clone(),
+            FleetError::NothingLaunched { .. } => "NothingLaunched".to_string(),
             FleetError::Cloud(error) => error.error_code(),
         }
     }

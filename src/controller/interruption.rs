@@ -21,7 +21,7 @@ use crate::cloud::error::CloudError;
 use crate::cloud::instances::instance_id_from_provider_id;
 use crate::cloud::interruption_message::{self, Interruption};
 use crate::cloud::queue::QueueMessage;
-use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
+use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
 
 /// Receive loops run side by side: a burst (a spot reclaim of a whole pool) is drained in parallel, 10 at a time
 /// each, rather than one receive after another.
@@ -212,7 +212,12 @@ async fn handle(
         if replace && claim.metadata.deletion_timestamp.is_none() {
             let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
             match api.delete(&claim.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    // Karpenter's reason label for an interruption is the message's kind.
+                    let label = |key: &str| claim.labels().get(key).cloned().unwrap_or_default();
+                    let (pool, capacity) = (label(NODEPOOL_LABEL), label(CAPACITY_TYPE_LABEL));
+                    ctx.metrics.nodeclaim_disrupted(interruption.kind(), &pool, &capacity);
+                }
                 Err(error) if super::is_not_found(&error) => {}
                 Err(error) => return Err(error.into()),
             }

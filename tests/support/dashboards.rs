@@ -74,6 +74,26 @@ fn reads_of_dashboard(path: &Path) -> Result<Vec<Read>> {
     Ok(reads)
 }
 
+/// Every metric alerting or recording rules read: `groups` as in a Prometheus rule file (or a PrometheusRule's
+/// spec); `source` names where they come from.
+pub fn reads_of_rules(groups: &serde_json::Value, source: &str) -> Result<Vec<Read>> {
+    let mut reads = Vec::new();
+    for group in groups.as_array().context("no rule groups")? {
+        for rule in group["rules"].as_array().context("a rule group without rules")? {
+            let name = rule["alert"].as_str().or_else(|| rule["record"].as_str()).unwrap_or_default();
+            let expr = rule["expr"].as_str().with_context(|| format!("{source}: rule {name} has no expr"))?;
+            let parsed = parser::parse(expr)
+                .map_err(|e| anyhow::anyhow!("{source}, rule {name}: cannot parse {expr:?}: {e}"))?;
+            let mut found = BTreeMap::new();
+            collect(&parsed, &BTreeSet::new(), &mut found);
+            for (metric, labels) in found {
+                reads.push(Read { dashboard: source.to_string(), panel: format!("rule {name}"), metric, labels });
+            }
+        }
+    }
+    Ok(reads)
+}
+
 /// Grafana's `label_values(selector, label)` as the PromQL query it stands for, grouped by that label.
 fn label_values_query(query: &str) -> String {
     let Some(inner) = query.trim().strip_prefix("label_values(").and_then(|q| q.strip_suffix(')')) else {

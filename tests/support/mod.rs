@@ -9,6 +9,7 @@ pub mod chart;
 pub mod controller;
 pub mod dashboards;
 pub mod iam;
+pub mod metrics;
 pub mod prices;
 pub mod yaml;
 
@@ -34,7 +35,7 @@ pub struct Sandbox {
     pub cluster: String,
 }
 
-const ENV_KEYS: [&str; 13] = [
+const ENV_KEYS: [&str; 15] = [
     "AWS_ENDPOINT_URL",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -45,6 +46,8 @@ const ENV_KEYS: [&str; 13] = [
     "NODESMITH_HELM",
     "NODESMITH_TERRAFORM",
     "NODESMITH_SERVICEMONITOR_CRD",
+    "NODESMITH_PROMETHEUSRULE_CRD",
+    "NODESMITH_PROMTOOL",
     "NODESMITH_AUDIT_LOG",
     "NODESMITH_IAM_LOG",
     "NODESMITH_IAM_SIMULATOR",
