@@ -72,9 +72,11 @@ async fn plan_live_prices_each_region_from_the_pricing_api_and_the_spot_price_hi
 
 /// Linked as `kubectl-nodesmith` on the PATH, the binary is a kubectl plugin: `kubectl nodesmith ...` runs it
 /// against the kubeconfig kubectl uses.
-#[test]
+#[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
-fn linked_as_kubectl_nodesmith_it_runs_as_a_kubectl_plugin() -> Result<()> {
+async fn linked_as_kubectl_nodesmith_it_runs_as_a_kubectl_plugin() -> Result<()> {
+    let sandbox = support::Sandbox::connect().await?;
+    support::controller::install_crds(&sandbox).await?;
     let env = support::sandbox_env()?;
     let bin = std::path::PathBuf::from(env.get("NODESMITH_SANDBOX_BIN").context("NODESMITH_SANDBOX_BIN is not set")?);
     let plugins = std::env::temp_dir().join(support::unique_name("kubectl-plugins"));

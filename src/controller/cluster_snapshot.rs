@@ -13,7 +13,7 @@ use kube::ResourceExt;
 
 use super::nominations::Nominations;
 use super::volume_topology::pod_request_with_volumes;
-use super::{Context, conditions, pods};
+use super::{Context, pods};
 use crate::apis::ec2nodeclass::EC2NodeClass;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
@@ -24,7 +24,10 @@ use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
 use crate::catalog::{Catalog, OfferingKey};
 use crate::names::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
-use crate::scheduling::{self, ExistingNode, Operator, PlacedPod, PodRequest, Requirement, SchedulingInput};
+use crate::scheduling::{
+    self, ExistingNode, NodePoolRefusal, Operator, PlacedPod, PodRequest, Requirement, SchedulingInput,
+    UnschedulablePod,
+};
 
 /// Pods that need a place: those the scheduler found no node for, and those on nodes being taken away
 /// (interrupted, drained), so their replacement capacity launches while the old node still drains.
@@ -152,30 +155,53 @@ pub fn node_resources(
 /// The NodePools new nodes may come from, as the scheduler sees them (those whose EC2NodeClass is Ready, limited
 /// to the zones of its subnets), and the objects by name.
 pub fn ready_nodepools(ctx: &Context) -> (Vec<scheduling::NodePoolSpec>, HashMap<String, Arc<NodePool>>) {
+    let (pools, objects, _) = nodepools_for_planning(ctx);
+    (pools, objects)
+}
+
+/// [`ready_nodepools`], and the others with why each is left out (what a pod that waits is told).
+pub fn nodepools_for_planning(
+    ctx: &Context,
+) -> (Vec<scheduling::NodePoolSpec>, HashMap<String, Arc<NodePool>>, Vec<NodePoolRefusal>) {
     let cni_pd = ctx.state.cni_prefix_delegation();
     let mut pools = Vec::new();
     let mut pool_objects: HashMap<String, Arc<NodePool>> = HashMap::new();
+    let mut unready = Vec::new();
     for pool in ctx.state.nodepools.state() {
+        let name = pool.name_any();
+        let mut left_out = |reason: String| unready.push(NodePoolRefusal { nodepool: name.clone(), reason });
         if pool.metadata.deletion_timestamp.is_some() {
+            left_out("it is being deleted".into());
             continue;
         }
         let class_name = &pool.spec.template.spec.node_class_ref.name;
         let Some(class) = ctx.state.nodeclass(class_name) else {
-            tracing::warn!(nodepool = %pool.name_any(), nodeclass = %class_name, "NodePool refers to a missing EC2NodeClass");
+            tracing::warn!(nodepool = %name, nodeclass = %class_name, "NodePool refers to a missing EC2NodeClass");
+            left_out(format!("its EC2NodeClass {class_name} does not exist"));
             continue;
         };
-        if !class.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, "Ready")) {
-            tracing::debug!(nodepool = %pool.name_any(), nodeclass = %class_name, "EC2NodeClass not ready yet");
-            continue;
+        let ready = class.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+        match ready {
+            Some(c) if c.status == "True" => {}
+            Some(c) => {
+                tracing::debug!(nodepool = %name, nodeclass = %class_name, "EC2NodeClass not ready yet");
+                left_out(format!("its EC2NodeClass {class_name} is not Ready: {}", c.message));
+                continue;
+            }
+            None => {
+                left_out(format!("its EC2NodeClass {class_name} has not been checked yet"));
+                continue;
+            }
         }
         let overhead = match class.node_overhead() {
             Ok(overhead) => overhead,
             Err(error) => {
-                tracing::warn!(nodepool = %pool.name_any(), nodeclass = %class_name, "skipping NodePool: {error}");
+                tracing::warn!(nodepool = %name, nodeclass = %class_name, "skipping NodePool: {error}");
+                left_out(format!("its EC2NodeClass {class_name}: {error}"));
                 continue;
             }
         };
-        match nodepool(&pool.name_any(), &pool.spec, class.max_pods_settings(cni_pd)) {
+        match nodepool(&name, &pool.spec, class.max_pods_settings(cni_pd)) {
             Ok(mut spec) => {
                 spec.ephemeral_storage = class.ephemeral_storage();
                 spec.overhead = overhead;
@@ -184,12 +210,15 @@ pub fn ready_nodepools(ctx: &Context) -> (Vec<scheduling::NodePoolSpec>, HashMap
                 let zones: Vec<&str> = class.status.iter().flat_map(|s| &s.subnets).map(|s| s.zone.as_str()).collect();
                 spec.requirements.push(Requirement::new(ZONE_LABEL, Operator::In, &zones));
                 pools.push(spec);
-                pool_objects.insert(pool.name_any(), pool);
+                pool_objects.insert(name, pool);
             }
-            Err(error) => tracing::warn!("skipping NodePool: {error}"),
+            Err(error) => {
+                tracing::warn!("skipping NodePool: {error}");
+                left_out(error.to_string());
+            }
         }
     }
-    (pools, pool_objects)
+    (pools, pool_objects, unready)
 }
 
 /// The pod every DaemonSet would put on a new node.
@@ -275,6 +304,8 @@ pub struct Planning {
     pub existing: Vec<ExistingNode>,
     pub daemonsets: Vec<scheduling::DaemonSetPod>,
     pub unavailable: HashSet<OfferingKey>,
+    /// NodePools left out of the plan, with why (their EC2NodeClass missing or not Ready, the pool unreadable).
+    pub unready: Vec<NodePoolRefusal>,
 }
 
 impl Planning {
@@ -289,16 +320,24 @@ impl Planning {
                 Err(error) => refused.push((pod.clone(), error)),
             }
         }
-        let (pools, pool_objects) = ready_nodepools(ctx);
+        let (pools, pool_objects, unready) = nodepools_for_planning(ctx);
         Self {
             requests,
             refused,
             pools,
             pool_objects,
+            unready,
             existing: existing_capacity(ctx, nominated_to),
             daemonsets: daemonset_pods(ctx),
             unavailable: ctx.caches().unavailable.snapshot(),
         }
+    }
+
+    /// A pod no ready NodePool takes, with the NodePools left out of the plan and why added to its refusals.
+    pub fn with_unready(&self, unschedulable: &UnschedulablePod) -> UnschedulablePod {
+        let mut refusals = unschedulable.nodepools.clone();
+        refusals.extend(self.unready.iter().cloned());
+        UnschedulablePod::new(unschedulable.pod.clone(), refusals)
     }
 
     pub fn input<'a>(&'a self, catalog: &'a Catalog) -> SchedulingInput<'a> {
@@ -501,7 +540,8 @@ mod tests {
                 "spec": {"amiSelectorTerms": [{"alias": "al2023@latest"}], "role": "r",
                          "subnetSelectorTerms": [{"id": "subnet-b"}], "securityGroupSelectorTerms": [{"id": "sg-1"}]},
                 "status": {"subnets": [{"id": "subnet-b", "zone": "us-east-1b"}],
-                           "conditions": [{"type": "Ready", "status": ready, "reason": "R", "message": "",
+                           "conditions": [{"type": "Ready", "status": ready, "reason": "R",
+                                           "message": if ready == "True" { "" } else { "no subnet matches" },
                                            "lastTransitionTime": "2026-12-02T00:00:00Z"}]},
             }))
         };
@@ -523,5 +563,16 @@ mod tests {
         assert!(objects.contains_key("ready") && objects.len() == 1);
         let zone = pools[0].requirements.iter().find(|r| r.key == ZONE_LABEL).expect("a zone requirement");
         assert!(zone.matches(Some("us-east-1b")) && !zone.matches(Some("us-east-1a")), "{zone:?}");
+        // The others, with why: what a pod that waits is told.
+        let (_, _, unready) = nodepools_for_planning(&ctx);
+        let mut told: Vec<(String, String)> = unready.into_iter().map(|r| (r.nodepool, r.reason)).collect();
+        told.sort();
+        assert_eq!(
+            told,
+            [
+                ("orphan".to_string(), "its EC2NodeClass missing does not exist".to_string()),
+                ("waiting".to_string(), "its EC2NodeClass waiting is not Ready: no subnet matches".to_string()),
+            ]
+        );
     }
 }

@@ -23,7 +23,7 @@ use crate::apis::planned_nodeclaim;
 use crate::catalog::Catalog;
 use crate::cloud::nodeclass::SubnetInfo;
 use crate::names::NODEPOOL_LABEL;
-use crate::scheduling::{self, PreparedCatalog};
+use crate::scheduling::{self, PreparedCatalog, UnschedulablePod};
 use crate::telemetry::ReconcileResult;
 
 /// The batcher looks again this often without a change: nominations expire, leadership comes.
@@ -156,6 +156,16 @@ async fn provision<'c>(
     };
     let planning = Planning::gather(ctx, &pending, &nominated_to);
     if planning.pools.is_empty() {
+        // Each waiting pod is told why no NodePool can take it (their EC2NodeClasses), as when some are ready.
+        let refusals: Vec<(&Pod, String)> = pending
+            .iter()
+            .filter(|p| !planning.refused.iter().any(|(r, _)| Arc::ptr_eq(r, p)))
+            .map(|p| (p.as_ref(), UnschedulablePod::new(pods::key(p), planning.unready.clone()).reason))
+            .collect();
+        let mut notes: Vec<(&Pod, &str)> = refusals.iter().map(|(p, why)| (*p, why.as_str())).collect();
+        notes.extend(planning.refused.iter().map(|(pod, why)| (pod.as_ref(), why.as_str())));
+        pod_notes.keep_only(&pending.iter().map(|p| pods::key(p)).collect());
+        pod_notes.warn(ctx, &notes).await;
         // Said once a minute, not once a batch: the EC2NodeClass status says why.
         static LAST_SAID: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
         if let Ok(mut last) = LAST_SAID.lock()
@@ -221,8 +231,9 @@ async fn provision<'c>(
     }
     // After the NodeClaims: Events never hold up a launch.
     ctx.metrics.unschedulable_pods(CONTROLLER, plan.unschedulable.len());
+    let unschedulable: Vec<UnschedulablePod> = plan.unschedulable.iter().map(|u| planning.with_unready(u)).collect();
     let mut notes: Vec<(&Pod, &str)> = planning.refused.iter().map(|(pod, why)| (pod.as_ref(), why.as_str())).collect();
-    notes.extend(plan.unschedulable.iter().filter_map(|u| Some((all_pods.get(&u.pod)?.as_ref(), u.reason.as_str()))));
+    notes.extend(unschedulable.iter().filter_map(|u| Some((all_pods.get(&u.pod)?.as_ref(), u.reason.as_str()))));
     pod_notes.keep_only(&pending.iter().map(|p| pods::key(p)).collect());
     pod_notes.warn(ctx, &notes).await;
     Ok(created)

@@ -149,11 +149,8 @@ fn waiting(ctx: &Context, pod: &Arc<Pod>, scheduler: Option<String>) -> Placemen
     let outcome = if let Some((_, why)) = planning.refused.iter().find(|(p, _)| pods::key(p) == key) {
         WaitingPlan::Refused { reason: why.clone() }
     } else if let Some(unschedulable) = plan.unschedulable.iter().find(|u| u.pod == key) {
-        let mut nodepools = unschedulable.nodepools.clone();
-        nodepools.extend(not_ready(ctx, &planning));
-        let reason = nodepools.iter().map(|r| format!("NodePool {}: {}", r.nodepool, r.reason)).collect::<Vec<_>>();
-        let reason = if reason.is_empty() { unschedulable.reason.clone() } else { reason.join("; ") };
-        WaitingPlan::Unschedulable { reason, nodepools }
+        let unschedulable = planning.with_unready(unschedulable);
+        WaitingPlan::Unschedulable { reason: unschedulable.reason, nodepools: unschedulable.nodepools }
     } else if let Some((target, _)) = plan.existing_placements.iter().find(|(_, pods)| pods.contains(&key)) {
         WaitingPlan::ExistingNode { node: target.clone() }
     } else if let Some(node) = plan.new_nodes.iter().find(|n| n.pods.contains(&key)) {
@@ -184,38 +181,6 @@ fn waiting(ctx: &Context, pod: &Arc<Pod>, scheduler: Option<String>) -> Placemen
         .map(|c| c.name_any())
         .collect();
     Placement::Waiting { scheduler, provisionable: pods::is_provisionable(pod), plan: outcome, launching }
-}
-
-/// NodePools the plan could not use at all, with why: their EC2NodeClass is missing or not Ready, or the pool
-/// cannot be read.
-fn not_ready(ctx: &Context, planning: &Planning) -> Vec<NodePoolRefusal> {
-    let mut refusals = Vec::new();
-    for pool in ctx.state.nodepools.state() {
-        let name = pool.name_any();
-        if planning.pool_objects.contains_key(&name) {
-            continue;
-        }
-        let class_name = &pool.spec.template.spec.node_class_ref.name;
-        let reason = if pool.metadata.deletion_timestamp.is_some() {
-            "it is being deleted".to_string()
-        } else {
-            match ctx.state.nodeclass(class_name) {
-                None => format!("its EC2NodeClass {class_name} does not exist"),
-                Some(class) => {
-                    let ready = class.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-                    match ready {
-                        Some(c) if c.status == "True" => {
-                            "it cannot be read (the controller's log says why)".to_string()
-                        }
-                        Some(c) => format!("its EC2NodeClass {class_name} is not Ready: {}", c.message),
-                        None => format!("its EC2NodeClass {class_name} has not been checked yet"),
-                    }
-                }
-            }
-        };
-        refusals.push(NodePoolRefusal { nodepool: name, reason });
-    }
-    refusals
 }
 
 fn price(prices: &PriceTable, instance_type: &str, capacity_type: &str, zone: &str) -> Option<f64> {
