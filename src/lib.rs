@@ -12,6 +12,7 @@ pub mod cloud;
 pub mod controller;
 pub mod disruption;
 pub mod duration;
+pub mod migrate;
 pub mod names;
 pub mod render;
 pub mod scheduling;

@@ -19,6 +19,9 @@ pub const OS_LABEL: &str = "kubernetes.io/os";
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
 pub const ZONE_ID_LABEL: &str = "topology.k8s.aws/zone-id";
+pub const INSTANCE_CATEGORY_LABEL: &str = "karpenter.k8s.aws/instance-category";
+pub const INSTANCE_FAMILY_LABEL: &str = "karpenter.k8s.aws/instance-family";
+pub const INSTANCE_GENERATION_LABEL: &str = "karpenter.k8s.aws/instance-generation";
 
 // Values of `karpenter.sh/capacity-type`.
 pub const CAPACITY_TYPE_SPOT: &str = "spot";

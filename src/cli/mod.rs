@@ -7,6 +7,7 @@ mod crds;
 mod explain;
 mod manifests;
 mod max_pods;
+mod migrate;
 mod operator_policy;
 mod output;
 mod plan;
@@ -54,6 +55,8 @@ pub enum Command {
     /// Why a pod waits or got the node it got; what disruption would do with a node now, or what holds it. Read
     /// from the cluster of the current kubeconfig context.
     Explain(explain::ExplainArgs),
+    /// Moving in: old Karpenter manifests to v1.
+    Migrate(migrate::MigrateArgs),
     /// Pod density per instance type (ENI-limited, or with VPC CNI prefix delegation).
     MaxPods(max_pods::MaxPodsArgs),
     /// The IAM policy whoever runs setup and teardown needs (JSON, to paste into IAM or Terraform).
@@ -81,6 +84,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Controller(args) => controller::run(args, &cli.global).await,
         Command::Crds(args) => output::print(&crds::run(args)?, format, "crds"),
         Command::Explain(args) => output::print(&explain::run(args, &cli.global).await?, format, "explain"),
+        Command::Migrate(args) => output::print(&migrate::run(args)?, format, "migrate"),
         Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
         Command::OperatorPolicy(args) => output::print(&operator_policy::run(args), format, "operator-policy"),
         Command::Plan(args) => output::print(&plan::run(args, cli.global.region.as_deref()).await?, format, "plan"),
@@ -119,6 +123,8 @@ pub enum CliError {
     NotConfirmed(String),
     #[error(transparent)]
     Render(#[from] crate::render::RenderError),
+    #[error(transparent)]
+    Migrate(#[from] crate::migrate::MigrateError),
     #[error("could not write the chart values: {0}")]
     Values(String),
     #[error(
