@@ -6,6 +6,8 @@
 mod support;
 
 use anyhow::{Context, Result, ensure};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, ValidationDirective};
 use kube::core::GroupVersionKind;
 use support::Sandbox;
@@ -55,6 +57,66 @@ async fn every_converted_public_manifest_is_accepted_by_the_api_server() -> Resu
     }
     ensure!(pools >= 25 && classes >= 20, "{pools} NodePools and {classes} EC2NodeClasses converted");
     Ok(())
+}
+
+/// `--from-cluster` reads what a cluster of Karpenter v0.31 serves (its CRDs, vendored in tests/data/migrate/crds)
+/// and converts it as the same manifests from a file are converted.
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn old_objects_read_from_the_cluster_convert_as_their_manifests_do() -> Result<()> {
+    let sandbox = Sandbox::connect().await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(sandbox.kube.clone());
+    let crd_files = ["karpenter.sh_provisioners.yaml", "karpenter.k8s.aws_awsnodetemplates.yaml"];
+    for file in crd_files {
+        let text = std::fs::read_to_string(format!("{FIXTURES}/crds/{file}"))?;
+        let crd: CustomResourceDefinition = serde_json::from_value(
+            documents(&text)?.into_iter().next().with_context(|| format!("{file} holds no CRD"))?,
+        )?;
+        let name = crd.metadata.name.clone().context("a CRD name")?;
+        crds.patch(&name, &PatchParams::apply("nodesmith-migrate-test").force(), &Patch::Apply(&crd)).await?;
+        support::wait_established(&sandbox.kube, &name).await?;
+    }
+    let fixture = format!("{FIXTURES}/v1alpha5-aws-examples-general-purpose.yaml");
+    let text = std::fs::read_to_string(&fixture)?;
+    let objects = documents(&text)?;
+    ensure!(objects.len() == 2, "a Provisioner and an AWSNodeTemplate: {objects:#?}");
+    for object in &objects {
+        support::chart::apply(&sandbox.kube, object, false).await?;
+    }
+    let convert = |args: &[&str]| -> Result<serde_json::Value> {
+        let output = support::nodesmith()?
+            .args(["migrate", "manifests"])
+            .args(args)
+            .args(["--role", "KarpenterNodeRole-demo", "--output", "json"])
+            .output()?;
+        ensure!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        Ok(serde_json::from_slice(&output.stdout)?)
+    };
+    let read = convert(&["--from-cluster"]);
+    let from_file = convert(&[&fixture]);
+    for object in &objects {
+        let object: DynamicObject = serde_json::from_value(object.clone())?;
+        let gvk = GroupVersionKind::try_from(object.types.as_ref().context("types")?)?;
+        let (resource, _) = kube::discovery::pinned_kind(&sandbox.kube, &gvk).await?;
+        Api::<DynamicObject>::all_with(sandbox.kube.clone(), &resource)
+            .delete(&object.name_any(), &Default::default())
+            .await?;
+    }
+    for file in crd_files {
+        let name = file.trim_end_matches(".yaml").split_once('_').map(|(group, plural)| format!("{plural}.{group}"));
+        crds.delete(&name.context("a CRD file name")?, &Default::default()).await?;
+    }
+    let (read, from_file) = (read?, from_file?);
+    ensure!(read["objects"] == from_file["objects"], "from the cluster:\n{read:#}\nfrom the file:\n{from_file:#}");
+    ensure!(read["findings"] == from_file["findings"], "{read:#}");
+    Ok(())
+}
+
+/// The non-empty documents of a YAML text.
+fn documents(text: &str) -> Result<Vec<serde_json::Value>> {
+    let all: Vec<serde_json::Value> =
+        serde_yaml_ng::Deserializer::from_str(text).map(serde::Deserialize::deserialize).collect::<Result<_, _>>()?;
+    Ok(all.into_iter().filter(|d| !d.is_null()).collect())
 }
 
 /// Server-side apply as a dry run, fields the schema does not know refused.

@@ -2,6 +2,8 @@
 //! v1beta1 NodePools and EC2NodeClasses) as v1 objects, with every field that has no v1 meaning reported.
 
 use clap::{Args, Subcommand};
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::GroupVersionKind;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -26,8 +28,12 @@ pub enum MigrateCommand {
 #[derive(Debug, Args)]
 pub struct ManifestsArgs {
     /// Files of YAML documents; `-` reads standard input.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from_cluster")]
     pub files: Vec<String>,
+    /// Read the old objects from the cluster of the current kubeconfig context instead (Provisioners,
+    /// AWSNodeTemplates, and v1beta1 NodePools and EC2NodeClasses, where it serves those APIs).
+    #[arg(long, conflicts_with = "files")]
+    pub from_cluster: bool,
     /// The IAM role nodes run as, for node templates that relied on Karpenter's global default instance profile
     /// (`nodesmith setup` names it KarpenterNodeRole-<cluster>-<region>).
     #[arg(long, conflicts_with = "instance_profile")]
@@ -43,9 +49,9 @@ pub struct MigrateReport {
     pub migration: Migration,
 }
 
-pub fn run(args: &MigrateArgs) -> Result<MigrateReport, CliError> {
+pub async fn run(args: &MigrateArgs) -> Result<MigrateReport, CliError> {
     let MigrateCommand::Manifests(args) = &args.what;
-    let mut documents = Vec::new();
+    let mut documents = if args.from_cluster { from_cluster().await? } else { Vec::new() };
     for file in &args.files {
         for document in read_documents(file)? {
             // Through YAML's own value first: it refuses a key given twice, which a JSON value would keep the
@@ -58,6 +64,39 @@ pub fn run(args: &MigrateArgs) -> Result<MigrateReport, CliError> {
     let options = Options { role: args.role.clone(), instance_profile: args.instance_profile.clone() };
     let migration = migrate(&documents, &options)?;
     Ok(MigrateReport { migration })
+}
+
+/// The old APIs a cluster may still serve.
+const OLD_KINDS: [(&str, &str, &str); 4] = [
+    ("karpenter.sh", "v1alpha5", "Provisioner"),
+    ("karpenter.k8s.aws", "v1alpha1", "AWSNodeTemplate"),
+    ("karpenter.sh", "v1beta1", "NodePool"),
+    ("karpenter.k8s.aws", "v1beta1", "EC2NodeClass"),
+];
+
+/// Every object of the old Karpenter APIs the cluster serves, through the dynamic API.
+async fn from_cluster() -> Result<Vec<Value>, CliError> {
+    let target = super::cluster_read::connect().await?;
+    let mut documents = Vec::new();
+    let mut served = 0;
+    for (group, version, kind) in OLD_KINDS {
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let Ok((resource, _)) = kube::discovery::pinned_kind(&target.client, &gvk).await else { continue };
+        served += 1;
+        let api: Api<DynamicObject> = Api::all_with(target.client.clone(), &resource);
+        let what = "objects of the old Karpenter APIs";
+        let list = api.list(&ListParams::default()).await.map_err(|source| CliError::KubeList { what, source })?;
+        for object in list.items {
+            let mut value = serde_json::to_value(&object)?;
+            value["apiVersion"] = format!("{group}/{version}").into();
+            value["kind"] = kind.into();
+            documents.push(value);
+        }
+    }
+    if served == 0 {
+        return Err(CliError::NoOldKarpenterApi { server: target.server });
+    }
+    Ok(documents)
 }
 
 impl Report for MigrateReport {

@@ -1,54 +1,76 @@
 //! `FailedProvisioning` Events on pods that wait, rate-limited: a pod is told again only when why it waits
 //! changes, or every `REPEAT_AFTER` while it keeps waiting, so that a batch every second does not write an Event
-//! per pending pod each time. The note is what `nodesmith explain pod` says.
+//! per pending pod each time. A repeat counts on the pod's last Event (an Event series); a new reason is a new
+//! Event. The note is what `nodesmith explain pod` says.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use kube::Resource;
-use kube::runtime::events::EventType;
+use kube::runtime::events::{EventType, Recorder};
 
 use super::{Context, events, pods};
 use crate::apis::pod::Pod;
 
-/// A pod that keeps waiting for the same reason is told again this often.
-const REPEAT_AFTER: Duration = Duration::from_secs(300);
+/// A pod that keeps waiting for the same reason is told again this often (well within the recorder's 6 minutes
+/// of memory, so the repeat joins the series).
+const REPEAT_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub struct PodNotes {
-    /// Pod key → the last note and when it was written.
-    said: HashMap<String, (String, Instant)>,
+    /// Pod key → the last note, when it was written, and the recorder that wrote it (whose memory of that Event
+    /// turns a repeat into a count on it).
+    said: HashMap<String, (String, Instant, Option<Recorder>)>,
+}
+
+/// Whether a note is to be written.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    No,
+    /// A new reason (or the first): a new Event.
+    New,
+    /// The same reason, again: a count on the last Event.
+    Repeat,
 }
 
 impl PodNotes {
-    /// Whether `note` is to be written on pod `key` at `now`; if so, remembered as written.
-    fn due(&mut self, key: &str, note: &str, now: Instant) -> bool {
-        match self.said.get(key) {
-            Some((said, at)) if said == note && now.duration_since(*at) < REPEAT_AFTER => false,
+    fn due(&mut self, key: &str, note: &str, now: Instant) -> Due {
+        match self.said.get_mut(key) {
+            Some((said, at, _)) if said == note => {
+                if now.duration_since(*at) < REPEAT_AFTER {
+                    return Due::No;
+                }
+                *at = now;
+                Due::Repeat
+            }
             _ => {
-                self.said.insert(key.to_string(), (note.to_string(), now));
-                true
+                self.said.insert(key.to_string(), (note.to_string(), now, None));
+                Due::New
             }
         }
     }
 
-    /// Writes each due note as a Warning Event on its pod (a new Event each time: the recorder's own folding
-    /// would keep the first note of a reason).
+    /// Writes each due note as a Warning Event on its pod.
     pub async fn warn(&mut self, ctx: &Context, notes: &[(&Pod, &str)]) {
         let now = Instant::now();
-        let due: Vec<&(&Pod, &str)> = notes.iter().filter(|(pod, note)| self.due(&pods::key(pod), note, now)).collect();
-        if due.is_empty() {
-            return;
-        }
-        let recorder = ctx.fresh_recorder();
-        let writes = due.into_iter().map(|(pod, note)| {
-            let object = pod.object_ref(&());
-            let recorder = &recorder;
-            async move {
-                events::publish(recorder, &object, EventType::Warning, "FailedProvisioning", "Provisioning", note)
-                    .await;
+        let mut writes = Vec::new();
+        for (pod, note) in notes {
+            let key = pods::key(pod);
+            let due = self.due(&key, note, now);
+            if due == Due::No {
+                continue;
             }
-        });
+            let Some((_, _, recorder)) = self.said.get_mut(&key) else { continue };
+            let recorder = match (due, recorder.as_ref()) {
+                (Due::Repeat, Some(recorder)) => recorder.clone(),
+                _ => recorder.insert(ctx.fresh_recorder()).clone(),
+            };
+            let object = pod.object_ref(&());
+            writes.push(async move {
+                events::publish(&recorder, &object, EventType::Warning, "FailedProvisioning", "Provisioning", note)
+                    .await;
+            });
+        }
         futures::future::join_all(writes).await;
     }
 
@@ -66,13 +88,15 @@ mod tests {
     fn a_pod_is_told_again_only_when_why_changes_or_after_a_while() {
         let mut notes = PodNotes::default();
         let start = Instant::now();
-        assert!(notes.due("shop/web", "NodePool a: limits", start));
-        assert!(!notes.due("shop/web", "NodePool a: limits", start + Duration::from_secs(1)));
-        assert!(notes.due("shop/other", "NodePool a: limits", start + Duration::from_secs(1)), "per pod");
-        assert!(notes.due("shop/web", "NodePool a: taint", start + Duration::from_secs(2)), "a new reason");
-        assert!(!notes.due("shop/web", "NodePool a: taint", start + Duration::from_secs(200)));
-        assert!(notes.due("shop/web", "NodePool a: taint", start + Duration::from_secs(303)), "repeated after 5 min");
+        let at = |seconds| start + Duration::from_secs(seconds);
+        assert_eq!(notes.due("shop/web", "NodePool a: limits", start), Due::New);
+        assert_eq!(notes.due("shop/web", "NodePool a: limits", at(1)), Due::No);
+        assert_eq!(notes.due("shop/other", "NodePool a: limits", at(1)), Due::New, "per pod");
+        assert_eq!(notes.due("shop/web", "NodePool a: taint", at(2)), Due::New, "a new reason");
+        assert_eq!(notes.due("shop/web", "NodePool a: taint", at(50)), Due::No);
+        assert_eq!(notes.due("shop/web", "NodePool a: taint", at(63)), Due::Repeat, "again after a minute");
+        assert_eq!(notes.due("shop/web", "NodePool a: taint", at(100)), Due::No, "a minute from the repeat");
         notes.keep_only(&HashSet::from(["shop/other".to_string()]));
-        assert!(notes.due("shop/web", "NodePool a: taint", start + Duration::from_secs(304)), "forgotten once gone");
+        assert_eq!(notes.due("shop/web", "NodePool a: taint", at(101)), Due::New, "forgotten once gone");
     }
 }
