@@ -7,9 +7,7 @@ mod support;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, ValidationDirective};
-use kube::core::GroupVersionKind;
+use kube::api::{Api, Patch, PatchParams, ValidationDirective};
 use support::Sandbox;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/migrate");
@@ -95,12 +93,7 @@ async fn old_objects_read_from_the_cluster_convert_as_their_manifests_do() -> Re
     let read = convert(&["--from-cluster"]);
     let from_file = convert(&[&fixture]);
     for object in &objects {
-        let object: DynamicObject = serde_json::from_value(object.clone())?;
-        let gvk = GroupVersionKind::try_from(object.types.as_ref().context("types")?)?;
-        let (resource, _) = kube::discovery::pinned_kind(&sandbox.kube, &gvk).await?;
-        Api::<DynamicObject>::all_with(sandbox.kube.clone(), &resource)
-            .delete(&object.name_any(), &Default::default())
-            .await?;
+        support::chart::delete(&sandbox.kube, object).await?;
     }
     for file in crd_files {
         let name = file.trim_end_matches(".yaml").split_once('_').map(|(group, plural)| format!("{plural}.{group}"));
@@ -121,15 +114,8 @@ fn documents(text: &str) -> Result<Vec<serde_json::Value>> {
 
 /// Server-side apply as a dry run, fields the schema does not know refused.
 async fn dry_run(kube: &kube::Client, object: &serde_json::Value) -> Result<()> {
-    let object: DynamicObject = serde_json::from_value(object.clone())?;
-    let types = object.types.clone().context("an object without apiVersion/kind")?;
-    let gvk = GroupVersionKind::try_from(&types)?;
-    let (resource, _) = kube::discovery::pinned_kind(kube, &gvk).await?;
-    let api: Api<DynamicObject> = Api::all_with(kube.clone(), &resource);
     let mut params = PatchParams::apply("nodesmith-migrate-test").force();
     params.dry_run = true;
     params.field_validation = Some(ValidationDirective::Strict);
-    let name = object.metadata.name.clone().context("an object without a name")?;
-    api.patch(&name, &params, &Patch::Apply(&object)).await?;
-    Ok(())
+    support::chart::apply_with(kube, object, &params).await
 }

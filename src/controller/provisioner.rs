@@ -157,15 +157,9 @@ async fn provision<'c>(
     let planning = Planning::gather(ctx, &pending, &nominated_to);
     if planning.pools.is_empty() {
         // Each waiting pod is told why no NodePool can take it (their EC2NodeClasses), as when some are ready.
-        let refusals: Vec<(&Pod, String)> = pending
-            .iter()
-            .filter(|p| !planning.refused.iter().any(|(r, _)| Arc::ptr_eq(r, p)))
-            .map(|p| (p.as_ref(), UnschedulablePod::new(pods::key(p), planning.unready.clone()).reason))
-            .collect();
-        let mut notes: Vec<(&Pod, &str)> = refusals.iter().map(|(p, why)| (*p, why.as_str())).collect();
-        notes.extend(planning.refused.iter().map(|(pod, why)| (pod.as_ref(), why.as_str())));
-        pod_notes.keep_only(&pending.iter().map(|p| pods::key(p)).collect());
-        pod_notes.warn(ctx, &notes).await;
+        let nowhere: Vec<UnschedulablePod> =
+            planning.requests.iter().map(|r| UnschedulablePod::new(r.id.clone(), Vec::new())).collect();
+        tell_waiting(ctx, pod_notes, &pending, &planning, &nowhere, &all_pods).await;
         // Said once a minute, not once a batch: the EC2NodeClass status says why.
         static LAST_SAID: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
         if let Ok(mut last) = LAST_SAID.lock()
@@ -231,12 +225,25 @@ async fn provision<'c>(
     }
     // After the NodeClaims: Events never hold up a launch.
     ctx.metrics.unschedulable_pods(CONTROLLER, plan.unschedulable.len());
-    let unschedulable: Vec<UnschedulablePod> = plan.unschedulable.iter().map(|u| planning.with_unready(u)).collect();
+    tell_waiting(ctx, pod_notes, &pending, &planning, &plan.unschedulable, &all_pods).await;
+    Ok(created)
+}
+
+/// Tells the pods that wait why (`FailedProvisioning`, rate-limited by `pod_notes`): those that cannot be planned,
+/// and those no NodePool takes, with the NodePools the plan left out and why.
+async fn tell_waiting(
+    ctx: &Context,
+    pod_notes: &mut PodNotes,
+    pending: &[Arc<Pod>],
+    planning: &Planning,
+    unschedulable: &[UnschedulablePod],
+    all_pods: &HashMap<String, Arc<Pod>>,
+) {
+    let unschedulable: Vec<UnschedulablePod> = unschedulable.iter().map(|u| planning.with_unready(u)).collect();
     let mut notes: Vec<(&Pod, &str)> = planning.refused.iter().map(|(pod, why)| (pod.as_ref(), why.as_str())).collect();
     notes.extend(unschedulable.iter().filter_map(|u| Some((all_pods.get(&u.pod)?.as_ref(), u.reason.as_str()))));
     pod_notes.keep_only(&pending.iter().map(|p| pods::key(p)).collect());
     pod_notes.warn(ctx, &notes).await;
-    Ok(created)
 }
 
 /// Creates a NodeClaim under the name `for_planned_node` gave it, marked untried first (its launch may start from

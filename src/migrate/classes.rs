@@ -115,20 +115,23 @@ pub fn from_node_template(
 /// any of them) gives one term per value.
 fn selector_terms(selector: &Value, field: &str, report: &mut Report<'_>) -> Value {
     let Some(selector) = selector.as_object() else { return json!([]) };
-    let ids = selector.get("aws-ids").or_else(|| selector.get("aws::ids")).and_then(Value::as_str);
-    if let Some(ids) = ids {
-        let others: Vec<&String> = selector.keys().filter(|k| !["aws-ids", "aws::ids"].contains(&k.as_str())).collect();
-        if !others.is_empty() {
-            report.dropped(
-                field,
-                format!("v1 selects by id alone: the filters beside the ids ({others:?}) are left out"),
-            );
-        }
-        return Value::Array(split(ids).map(|id| json!({"id": id})).collect());
+    if let Some(ids) = id_terms(selector, field, report) {
+        return Value::Array(ids);
     }
     let tags: Vec<(String, Vec<String>)> =
         selector.iter().map(|(k, v)| (k.clone(), tag_values(k, v, field, report))).collect();
     Value::Array(cross_product(&tags).into_iter().map(|tags| json!({"tags": tags})).collect())
+}
+
+/// The selector's `aws-ids` (or `aws::ids`) as one id term each, where it has them; the other keys beside them are
+/// reported and left out (v1 selects by id alone).
+fn id_terms(selector: &Map<String, Value>, field: &str, report: &mut Report<'_>) -> Option<Vec<Value>> {
+    let ids = selector.get("aws-ids").or_else(|| selector.get("aws::ids")).and_then(Value::as_str)?;
+    let others: Vec<&String> = selector.keys().filter(|k| !["aws-ids", "aws::ids"].contains(&k.as_str())).collect();
+    if !others.is_empty() {
+        report.dropped(field, format!("v1 selects by id alone: {others:?} beside the ids are left out"));
+    }
+    Some(split(ids).map(|id| json!({"id": id})).collect())
 }
 
 fn split(list: &str) -> impl Iterator<Item = &str> {
@@ -176,13 +179,8 @@ fn cross_product(keys: &[(String, Vec<String>)]) -> Vec<Map<String, Value>> {
 fn ami_terms(selector: &Value, report: &mut Report<'_>) -> Vec<Value> {
     let Some(selector) = selector.as_object() else { return Vec::new() };
     let field = "spec.amiSelector";
-    let ids = selector.get("aws-ids").or_else(|| selector.get("aws::ids")).and_then(Value::as_str);
-    if let Some(ids) = ids {
-        let others: Vec<&String> = selector.keys().filter(|k| !["aws-ids", "aws::ids"].contains(&k.as_str())).collect();
-        if !others.is_empty() {
-            report.dropped(field, format!("v1 selects AMIs by id alone: {others:?} beside the ids are left out"));
-        }
-        return split(ids).map(|id| json!({"id": id})).collect();
+    if let Some(ids) = id_terms(selector, field, report) {
+        return ids;
     }
     let names: Vec<String> = selector
         .get("aws::name")

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use super::yaml::parse_documents;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::Scope;
 
 use super::{Sandbox, sandbox_env};
@@ -79,6 +79,28 @@ pub fn render_with_files(
 
 /// Server-side applies `object` (with `dry_run`, only validates it: admission, schema, CEL).
 pub async fn apply(kube: &kube::Client, object: &serde_json::Value, dry_run: bool) -> Result<()> {
+    let mut params = PatchParams::apply("nodesmith-tests").force();
+    params.dry_run = dry_run;
+    apply_with(kube, object, &params).await
+}
+
+/// Server-side applies `object` with `params`.
+pub async fn apply_with(kube: &kube::Client, object: &serde_json::Value, params: &PatchParams) -> Result<()> {
+    let (api, name, kind) = api_for(kube, object).await?;
+    let dry = if params.dry_run { " (dry run)" } else { "" };
+    api.patch(&name, params, &Patch::Apply(object)).await.with_context(|| format!("applying {kind} {name}{dry}"))?;
+    Ok(())
+}
+
+/// Deletes `object` (found by its kind and name).
+pub async fn delete(kube: &kube::Client, object: &serde_json::Value) -> Result<()> {
+    let (api, name, kind) = api_for(kube, object).await?;
+    api.delete(&name, &DeleteParams::default()).await.with_context(|| format!("deleting {kind} {name}"))?;
+    Ok(())
+}
+
+/// The API of `object`'s kind (found by discovery) in its namespace, its name and kind.
+async fn api_for(kube: &kube::Client, object: &serde_json::Value) -> Result<(Api<DynamicObject>, String, String)> {
     let object: DynamicObject = serde_json::from_value(object.clone())?;
     let types = object.types.clone().context("an object without apiVersion/kind")?;
     let gvk = GroupVersionKind::try_from(&types)?;
@@ -91,12 +113,7 @@ pub async fn apply(kube: &kube::Client, object: &serde_json::Value, dry_run: boo
         (Scope::Namespaced, None) => bail!("{} {name} has no namespace", types.kind),
         (Scope::Cluster, _) => Api::all_with(kube.clone(), &resource),
     };
-    let mut params = PatchParams::apply("nodesmith-tests").force();
-    params.dry_run = dry_run;
-    api.patch(&name, &params, &Patch::Apply(&object))
-        .await
-        .with_context(|| format!("applying {} {name}{}", types.kind, if dry_run { " (dry run)" } else { "" }))?;
-    Ok(())
+    Ok((api, name, types.kind))
 }
 
 /// The kinds that make up the chart's identity and permissions.

@@ -57,7 +57,7 @@ fn line(event: &Event) -> EventLine {
         .or_else(|| event.source.as_ref().and_then(|s| s.component.clone()))
         .unwrap_or_default();
     EventLine {
-        time: time.map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default(),
+        time: time.map(super::rfc3339).unwrap_or_default(),
         type_: event.type_.clone().unwrap_or_default(),
         reason: event.reason.clone().unwrap_or_default(),
         from,

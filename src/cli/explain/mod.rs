@@ -10,14 +10,17 @@ mod pod;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
+use kube::ResourceExt;
 use serde::Serialize;
 
 use super::controller::DecisionArgs;
 use super::plan::PlanCatalog;
 use super::{CliError, GlobalArgs, Report, cluster_read};
+use crate::apis::nodeclaim::NodeClaim;
 use crate::catalog::Catalog;
 use crate::controller::state::Objects;
 use crate::controller::{ClusterFacts, Context, Settings};
+use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
@@ -98,6 +101,36 @@ pub async fn run(args: &ExplainArgs, global: &GlobalArgs) -> Result<ExplainRepor
             Ok(ExplainReport::Node(node::NodeExplanation { events: events::latest(events), ..explained }))
         }
     }
+}
+
+/// Where a NodeClaim's node runs, from its Node's labels where it has registered, else from the NodeClaim's.
+#[derive(Debug, Clone, Default)]
+struct Offering {
+    nodepool: String,
+    instance_type: String,
+    capacity_type: String,
+    zone: String,
+}
+
+impl Offering {
+    fn of(ctx: &Context, claim: &NodeClaim) -> Self {
+        let node = claim.status.as_ref().and_then(|s| s.node_name.as_deref()).and_then(|n| ctx.state.node(n));
+        let label = |key: &str| {
+            let on_node = node.as_ref().and_then(|n| n.labels().get(key).cloned());
+            on_node.or_else(|| claim.labels().get(key).cloned()).unwrap_or_default()
+        };
+        Self {
+            nodepool: label(NODEPOOL_LABEL),
+            instance_type: label(INSTANCE_TYPE_LABEL),
+            capacity_type: label(CAPACITY_TYPE_LABEL),
+            zone: label(ZONE_LABEL),
+        }
+    }
+}
+
+/// A moment as the reports show it: RFC 3339 to the second, UTC.
+fn rfc3339(time: jiff::Timestamp) -> String {
+    time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// kube-scheduler's message on the pod's `PodScheduled: False` condition (the caches keep conditions without

@@ -6,6 +6,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use super::events::{self, EventLine};
+use super::{Offering, rfc3339};
 use crate::catalog::resources::ResourceName;
 use crate::cli::CliError;
 use crate::cli::status::{Usage, share};
@@ -14,7 +15,6 @@ use crate::controller::cluster_snapshot::{quantities_to_resources, requests_of};
 use crate::controller::disruption::gather_now;
 use crate::disruption::expiration::expires_at;
 use crate::disruption::{Verdict, verdict};
-use crate::names::NODEPOOL_LABEL;
 
 #[derive(Debug, Serialize)]
 pub struct NodeExplanation {
@@ -68,8 +68,7 @@ pub fn explain(ctx: &Context, name: &str, now: Timestamp, catalog: String) -> Re
         .unwrap_or_else(|| Verdict::Stays { held_by: "it has no node yet: it is still launching".into() });
 
     let node = node_name.as_deref().and_then(|n| ctx.state.node(n));
-    let labels = node.as_ref().map(|n| n.labels().clone()).unwrap_or_default();
-    let label = |key: &str| labels.get(key).or_else(|| claim.labels().get(key)).cloned().unwrap_or_default();
+    let Offering { nodepool, instance_type, capacity_type, zone } = Offering::of(ctx, claim);
     let bound = node_name.as_deref().and_then(|n| ctx.state.pods_by_node().remove(n)).unwrap_or_default();
     let requested = requests_of(&bound);
     let allocatable = node
@@ -86,11 +85,11 @@ pub fn explain(ctx: &Context, name: &str, now: Timestamp, catalog: String) -> Re
     Ok(NodeExplanation {
         node: node_name,
         nodeclaim: claim.name_any(),
-        nodepool: label(NODEPOOL_LABEL),
-        instance_type: label(crate::names::INSTANCE_TYPE_LABEL),
-        capacity_type: label(crate::names::CAPACITY_TYPE_LABEL),
-        zone: label(crate::names::ZONE_LABEL),
-        created: created.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        nodepool,
+        instance_type,
+        capacity_type,
+        zone,
+        created: rfc3339(created),
         age_seconds: now.duration_since(created).as_secs(),
         usd_per_hour: managed.map(|m| m.price).filter(|p| *p > 0.0),
         cpu: usage(ResourceName::Cpu, 1000.0),
@@ -98,7 +97,7 @@ pub fn explain(ctx: &Context, name: &str, now: Timestamp, catalog: String) -> Re
         pods: managed.map(|m| m.pods.iter().map(|p| p.request.id.clone()).collect()).unwrap_or_default(),
         drifted: managed.and_then(|m| m.drifted.clone()),
         expire_after,
-        expires: expires.map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        expires: expires.map(rfc3339),
         disruption,
         catalog,
         events: Vec::new(),

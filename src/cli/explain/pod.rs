@@ -9,6 +9,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use serde::Serialize;
 
+use super::Offering;
 use super::events::{self, EventLine};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::pod::Pod;
@@ -19,7 +20,7 @@ use crate::controller::cluster_snapshot::{Planning, pending_pods};
 use crate::controller::nominations::Nominations;
 use crate::controller::volume_topology::pod_request_with_volumes;
 use crate::controller::{Context, pods};
-use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
+use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL};
 use crate::scheduling::{self, NodePoolRefusal};
 
 /// Cheapest options listed.
@@ -183,11 +184,10 @@ fn waiting(ctx: &Context, pod: &Arc<Pod>, scheduler: Option<String>) -> Placemen
     Placement::Waiting { scheduler, provisionable: pods::is_provisionable(pod), plan: outcome, launching }
 }
 
+/// The price of `instance_type` as `capacity_type` (a label's value; what is not spot is priced on-demand).
 fn price(prices: &PriceTable, instance_type: &str, capacity_type: &str, zone: &str) -> Option<f64> {
-    match capacity_type {
-        "spot" => prices.spot(instance_type, zone),
-        _ => prices.on_demand(instance_type),
-    }
+    let capacity_type = capacity_type.parse().unwrap_or(CapacityType::OnDemand);
+    prices.price(instance_type, zone, capacity_type).map(|p| p.usd_per_hour)
 }
 
 /// The cheapest `OPTIONS_SHOWN` of `types` as `capacity_type` in `zone`; unpriced ones last.
@@ -205,17 +205,7 @@ fn priced(prices: &PriceTable, types: &[String], capacity_type: &str, zone: &str
 }
 
 fn choice(ctx: &Context, pod: &Pod, claim: &NodeClaim) -> Choice {
-    let node_labels = claim
-        .status
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .and_then(|n| ctx.state.node(n))
-        .map(|n| n.labels().clone())
-        .unwrap_or_default();
-    let label = |key: &str| node_labels.get(key).or_else(|| claim.labels().get(key)).cloned().unwrap_or_default();
-    let (instance_type, capacity_type, zone) =
-        (label(INSTANCE_TYPE_LABEL), label(CAPACITY_TYPE_LABEL), label(ZONE_LABEL));
-    let nodepool = label(NODEPOOL_LABEL);
+    let Offering { nodepool, instance_type, capacity_type, zone } = Offering::of(ctx, claim);
     let prices = &ctx.catalog().prices;
     let allowed: Vec<String> =
         claim.requirement_values(INSTANCE_TYPE_LABEL).map(<[String]>::to_vec).unwrap_or_default();
