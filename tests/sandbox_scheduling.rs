@@ -112,10 +112,13 @@ async fn running_pods_story(sandbox: &Sandbox, namespace: &str, test: &str) -> R
     until_running(sandbox, namespace, 2, "wave 1: two web pods in us-east-1a").await?;
 
     // Wave 2, onto that cluster:
+    // kube-scheduler weighs skew over the zones whose nodes exist when it binds; nodes launched together appear one
+    // by one, so without minDomains it may fill the first zone to appear before the others exist.
     let spread = json!({"topologySpreadConstraints": [{
-        "maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "DoNotSchedule",
+        "maxSkew": 1, "minDomains": 3, "topologyKey": ZONE, "whenUnsatisfiable": "DoNotSchedule",
         "labelSelector": {"matchLabels": {"app": "web"}}}]});
-    // - a zone spread over every web pod: us-east-1a has two already, so none of these three may go there;
+    // - a zone spread over every web pod, in at least three zones: us-east-1a has two already, so none of these
+    //   three may go there;
     deployment_of(&apps, test, "web", 3, json!({"app": "web"}), spread).await?;
     // - pods that may share no node with a web pod, running or new;
     let apart = json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
@@ -170,8 +173,22 @@ async fn running_pods_story(sandbox: &Sandbox, namespace: &str, test: &str) -> R
         *web_per_zone.entry(zone).or_default() += 1;
     }
     let (least, most) = (web_per_zone.values().min(), web_per_zone.values().max());
-    assert_eq!(web_per_zone.len(), 3, "{web_per_zone:?}");
-    assert!(most.zip(least).is_some_and(|(most, least)| most - least <= 1), "{web_per_zone:?}");
+    let spread = web_per_zone.len() == 3 && most.zip(least).is_some_and(|(most, least)| most - least <= 1);
+    if !spread {
+        // What kube-scheduler saw when: each web pod's node, zone and creation, and each test Node's creation.
+        let mut story = vec![format!("web pods per zone: {web_per_zone:?}")];
+        for pod in all.iter().filter(|p| label(p, "app") == Some("web")) {
+            let node = node_of(pod).unwrap_or_default();
+            let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+            story.push(format!("pod {} on {node} ({:?}) created {created}", pod.name_any(), zone_of_node.get(&node)));
+        }
+        for node in nodes.list(&ListParams::default().labels(&format!("{TEST_LABEL}={test}"))).await?.items {
+            let created = node.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+            let provider = node.spec.as_ref().and_then(|s| s.provider_id.clone()).unwrap_or_default();
+            story.push(format!("node {} {provider} created {created}", node.name_any()));
+        }
+        anyhow::bail!("the web pods are not spread over the zones with a skew of at most 1:\n{}", story.join("\n"));
+    }
     for pod in all.iter().filter(|p| label(p, "app") == Some("near")) {
         let zone = node_of(pod).and_then(|n| zone_of_node.get(&n).cloned());
         assert_eq!(zone.as_deref(), Some("us-east-1a"), "beside the tier-a pods");
@@ -192,7 +209,12 @@ async fn running_pods_story(sandbox: &Sandbox, namespace: &str, test: &str) -> R
         let node =
             claim.status.as_ref().and_then(|s| s.node_name.clone()).context("an initialized NodeClaim's node")?;
         let held = all.iter().filter(|p| node_of(p).as_deref() == Some(node.as_str())).count();
-        assert!(held > 0, "node {node} (NodeClaim {}) was launched and holds no pod", claim.name_any());
+        let placed: Vec<String> = all.iter().map(|p| format!("{} on {:?}", p.name_any(), node_of(p))).collect();
+        anyhow::ensure!(
+            held > 0,
+            "node {node} (NodeClaim {}) was launched and holds no pod; the pods: {placed:#?}",
+            claim.name_any()
+        );
     }
 
     // The orphan and the EFA pod say why they wait.

@@ -194,6 +194,7 @@ mod tests {
                 kube_reserved: BTreeMap::from([("cpu".into(), "200m".into())]),
                 system_reserved: BTreeMap::from([("cpu".into(), "100m".into()), ("memory".into(), "300Mi".into())]),
                 eviction_hard: BTreeMap::from([("memory.available".into(), "500Mi".into())]),
+                register_with_taints: None,
             },
             ..m5_large()
         };

@@ -128,10 +128,14 @@ impl Registrar {
             .map(user_data::kubelet_facts_from_base64)
             .unwrap_or_default();
         let max_pods = kubelet.max_pods.unwrap_or_else(|| max_pods(info.network, MaxPodsSettings::default()));
-        let (mut requested_labels, requested_taints) = match tag(instance, NODECLAIM_TAG) {
+        let (mut requested_labels, claim_taints) = match tag(instance, NODECLAIM_TAG) {
             Some(claim) => self.nodeclaim_labels_and_taints(claim).await?,
             None => Default::default(),
         };
+        // A kubelet registers with the taints its user data names (nodesmith's launches name
+        // karpenter.sh/unregistered there, so no pod lands before the controller registers the Node); user data
+        // that names none (a custom image's) leaves the NodeClaim's.
+        let requested_taints = kubelet.register_with_taints.clone().unwrap_or(claim_taints);
         // Tests keep their Nodes apart by a tag of their own, which becomes a label.
         for t in instance.tags() {
             if let (Some(key), Some(value)) = (t.key(), t.value())

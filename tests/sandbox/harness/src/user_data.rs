@@ -1,21 +1,25 @@
 //! What a node's bootstrap would hand its kubelet, read from its user data the way each image reads it: AL2023's
 //! nodeadm NodeConfig parts of a MIME document (later parts refine earlier ones), AL2's bootstrap.sh
 //! `--kubelet-extra-args` in a shell script (alone or a MIME part) and Bottlerocket's TOML `settings.kubernetes`.
-//! Only the settings that shape a Node's capacity and allocatable are read. Written apart from nodesmith's own
+//! Only the settings that shape a Node's capacity and allocatable, and the taints it registers with, are read. Written apart from nodesmith's own
 //! renderer, with real parsers, so that a test of what nodesmith writes is not nodesmith agreeing with itself.
 
 use std::collections::BTreeMap;
 
 use base64::Engine;
+use k8s_openapi::api::core::v1::Taint;
 
 /// The kubelet settings a Node's resources follow; unset ones keep the image's defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct KubeletFacts {
     pub max_pods: Option<u32>,
     pub kube_reserved: BTreeMap<String, String>,
     pub system_reserved: BTreeMap<String, String>,
     /// Signal → threshold (`memory.available` → `500Mi` or `5%`).
     pub eviction_hard: BTreeMap<String, String>,
+    /// The taints the kubelet registers its Node with (`--register-with-taints`, `registerWithTaints`,
+    /// Bottlerocket's `node-taints`); `None` when the user data names none.
+    pub register_with_taints: Option<Vec<Taint>>,
 }
 
 impl KubeletFacts {
@@ -25,6 +29,7 @@ impl KubeletFacts {
         self.kube_reserved.extend(later.kube_reserved);
         self.system_reserved.extend(later.system_reserved);
         self.eviction_hard.extend(later.eviction_hard);
+        self.register_with_taints = later.register_with_taints.or(self.register_with_taints.take());
     }
 }
 
@@ -92,7 +97,9 @@ fn header(headers: &str, name: &str) -> Option<String> {
 fn node_config(text: &str) -> KubeletFacts {
     let Ok(document) = serde_yaml_ng::from_str::<serde_json::Value>(text) else { return KubeletFacts::default() };
     let spec = document.get("spec").unwrap_or(&document);
-    let Some(config) = spec.get("kubelet").and_then(|k| k.get("config")) else { return KubeletFacts::default() };
+    let empty = serde_json::Value::Object(Default::default());
+    let Some(kubelet) = spec.get("kubelet") else { return KubeletFacts::default() };
+    let config = kubelet.get("config").unwrap_or(&empty);
     let map = |key: &str| -> BTreeMap<String, String> {
         config
             .get(key)
@@ -100,11 +107,16 @@ fn node_config(text: &str) -> KubeletFacts {
             .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
             .unwrap_or_default()
     };
+    let configured = config.get("registerWithTaints").and_then(|t| serde_json::from_value(t.clone()).ok());
+    // nodeadm passes `kubelet.flags` after the config file, so a flag wins.
+    let flags: Vec<String> =
+        kubelet.get("flags").and_then(|f| serde_json::from_value(f.clone()).ok()).unwrap_or_default();
     KubeletFacts {
         max_pods: config.get("maxPods").and_then(serde_json::Value::as_u64).and_then(|n| u32::try_from(n).ok()),
         kube_reserved: map("kubeReserved"),
         system_reserved: map("systemReserved"),
         eviction_hard: map("evictionHard"),
+        register_with_taints: kubelet_flags(&flags).register_with_taints.or(configured),
     }
 }
 
@@ -122,7 +134,46 @@ fn bottlerocket(kubernetes: &toml::Value) -> KubeletFacts {
         kube_reserved: map("kube-reserved"),
         system_reserved: map("system-reserved"),
         eviction_hard: map("eviction-hard"),
+        register_with_taints: kubernetes.get("node-taints").and_then(toml::Value::as_table).map(bottlerocket_taints),
     }
+}
+
+/// `node-taints`: each key maps to a list of `value:Effect` (or a single one).
+fn bottlerocket_taints(table: &toml::Table) -> Vec<Taint> {
+    let mut taints = Vec::new();
+    for (key, values) in table {
+        let values = match values {
+            toml::Value::Array(list) => list.iter().filter_map(toml::Value::as_str).collect(),
+            other => other.as_str().into_iter().collect::<Vec<_>>(),
+        };
+        for value_effect in values {
+            let (value, effect) = value_effect.rsplit_once(':').unwrap_or(("", value_effect));
+            taints.push(taint(key, value, effect));
+        }
+    }
+    taints
+}
+
+fn taint(key: &str, value: &str, effect: &str) -> Taint {
+    Taint {
+        key: key.to_string(),
+        value: (!value.is_empty()).then(|| value.to_string()),
+        effect: effect.to_string(),
+        ..Default::default()
+    }
+}
+
+/// `--register-with-taints`: `key=value:Effect` or `key:Effect`, comma-separated.
+fn flag_taints(value: &str) -> Vec<Taint> {
+    value
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            let (key_value, effect) = t.trim().rsplit_once(':').unwrap_or((t.trim(), ""));
+            let (key, value) = key_value.split_once('=').unwrap_or((key_value, ""));
+            taint(key, value, effect)
+        })
+        .collect()
 }
 
 /// The kubelet flags of every bootstrap.sh line of a shell script, as the shell would split them.
@@ -175,6 +226,7 @@ fn kubelet_flags(words: &[String]) -> KubeletFacts {
             "--kube-reserved" => facts.kube_reserved = pairs('='),
             "--system-reserved" => facts.system_reserved = pairs('='),
             "--eviction-hard" => facts.eviction_hard = pairs('<'),
+            "--register-with-taints" => facts.register_with_taints = Some(flag_taints(&value)),
             _ => {}
         }
     }
@@ -248,6 +300,22 @@ spec:
         let facts = kubelet_facts_from_text(text);
         assert_eq!(facts.max_pods, Some(234));
         assert_eq!(facts.system_reserved["memory"], "300Mi");
+    }
+
+    #[test]
+    fn taints_the_kubelet_registers_with_in_each_format() {
+        let unregistered = taint("karpenter.sh/unregistered", "", "NoExecute");
+        let dedicated = taint("dedicated", "gpu", "NoSchedule");
+        let al2023 = "spec:\n  kubelet:\n    config:\n      registerWithTaints:\n        - {key: karpenter.sh/unregistered, effect: NoExecute}\n        - {key: dedicated, value: gpu, effect: NoSchedule}\n    flags: [--node-labels=a=b]\n";
+        let expected = Some(vec![unregistered.clone(), dedicated.clone()]);
+        assert_eq!(kubelet_facts_from_text(al2023).register_with_taints, expected);
+        let al2 = "/etc/eks/bootstrap.sh demo --kubelet-extra-args '--register-with-taints=karpenter.sh/unregistered:NoExecute,dedicated=gpu:NoSchedule'";
+        assert_eq!(kubelet_facts_from_text(al2).register_with_taints, expected);
+        let bottlerocket = "[settings.kubernetes]\nmax-pods = 3\n[settings.kubernetes.node-taints]\n\"karpenter.sh/unregistered\" = [\":NoExecute\"]\ndedicated = [\"gpu:NoSchedule\"]\n";
+        let mut taints = kubelet_facts_from_text(bottlerocket).register_with_taints.unwrap_or_default();
+        taints.sort_by(|a, b| b.key.cmp(&a.key));
+        assert_eq!(Some(taints), expected);
+        assert_eq!(kubelet_facts_from_text("spec:\n  kubelet:\n    config: {maxPods: 3}\n").register_with_taints, None);
     }
 
     #[test]
