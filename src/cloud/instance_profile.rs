@@ -11,13 +11,12 @@ pub fn other_region<'a>(tags: &'a [Tag], region: &str) -> Option<&'a str> {
     tags.iter().find(|t| t.key() == REGION_TAG && t.value() != region).map(|t| t.value())
 }
 
-/// Made for this cluster, and not in another region (a profile tagged with one is that region's).
+/// Made by nodesmith (setup, the Terraform module or the controller) for this cluster, and not in another region
+/// (a profile tagged with one is that region's). The cluster tag alone is not enough: Karpenter's profiles carry it
+/// too, and they stay Karpenter's (its teardown deletes them), even once nodesmith runs its nodes.
 fn ours(tags: &[Tag], cluster: &str, region: &str) -> bool {
-    let cluster_key = cluster_tag_key(cluster);
-    let cluster_owned = tags
-        .iter()
-        .any(|t| (t.key() == OWNER_TAG && t.value() == cluster) || (t.key() == cluster_key && t.value() == "owned"));
-    cluster_owned && other_region(tags, region).is_none()
+    let owned = tags.iter().any(|t| t.key() == OWNER_TAG && t.value() == cluster);
+    owned && other_region(tags, region).is_none()
 }
 
 pub fn profile_tags(cluster: &str, region: &str, nodeclass: &str) -> [(String, String); 5] {
@@ -113,5 +112,13 @@ mod tests {
         // Setup's profile carries the owner tag and no region.
         assert!(ours(&tags(&[(OWNER_TAG, "demo")]), "demo", "us-east-1"));
         assert!(!ours(&tags(&[("karpenter.k8s.aws/ec2nodeclass", "default")]), "demo", "us-east-1"));
+        // Karpenter v1's (EC2NodeClass.InstanceProfileTags): the same cluster and region, and not ours to reuse.
+        let karpenter = [
+            ("kubernetes.io/cluster/demo", "owned"),
+            ("eks:eks-cluster-name", "demo"),
+            ("karpenter.k8s.aws/ec2nodeclass", "default"),
+            ("topology.kubernetes.io/region", "us-east-1"),
+        ];
+        assert!(!ours(&tags(&karpenter), "demo", "us-east-1"));
     }
 }

@@ -175,7 +175,6 @@ pub async fn delete_unused(
     in_use: &std::collections::HashSet<String>,
     min_age: std::time::Duration,
 ) -> Result<Vec<String>, CloudError> {
-    let prefix = format!("{NAME_PREFIX}/{cluster}/");
     let mut pages = ec2
         .describe_launch_templates()
         .filters(
@@ -189,9 +188,11 @@ pub async fn delete_unused(
         let page = page.map_err(|e| CloudError::from_sdk("ec2:DescribeLaunchTemplates", None, e))?;
         for template in page.launch_templates() {
             let Some(name) = template.launch_template_name() else { continue };
-            let created = template.create_time().and_then(|t| std::time::SystemTime::try_from(*t).ok());
-            let young = created.is_none_or(|t| t.elapsed().unwrap_or_default() < min_age);
-            if name.starts_with(&prefix) && !in_use.contains(name) && !young {
+            let age = template
+                .create_time()
+                .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                .and_then(|t| t.elapsed().ok());
+            if deletable(name, age, cluster, in_use, min_age) {
                 unused.push(name.to_string());
             }
         }
@@ -208,9 +209,40 @@ pub async fn delete_unused(
     Ok(deleted)
 }
 
+/// A template this cluster's controller made (by its name: Karpenter's, `karpenter.k8s.aws/…`, carry the same
+/// cluster tag and stay Karpenter's), not in use and older than `min_age` (an unknown age is young).
+fn deletable(
+    name: &str,
+    age: Option<std::time::Duration>,
+    cluster: &str,
+    in_use: &std::collections::HashSet<String>,
+    min_age: std::time::Duration,
+) -> bool {
+    let ours = name
+        .strip_prefix(NAME_PREFIX)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.strip_prefix(cluster));
+    ours.is_some_and(|rest| rest.starts_with('/')) && !in_use.contains(name) && age.is_some_and(|age| age >= min_age)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_this_clusters_own_idle_templates_are_deleted() {
+        let hour = std::time::Duration::from_secs(3600);
+        let old = Some(2 * hour);
+        let none = std::collections::HashSet::new();
+        assert!(deletable("nodesmith/demo/abc", old, "demo", &none, hour));
+        assert!(!deletable("nodesmith/demo/abc", Some(hour / 2), "demo", &none, hour), "young");
+        assert!(!deletable("nodesmith/demo/abc", None, "demo", &none, hour), "age unknown");
+        let used = std::collections::HashSet::from(["nodesmith/demo/abc".to_string()]);
+        assert!(!deletable("nodesmith/demo/abc", old, "demo", &used, hour), "in use");
+        assert!(!deletable("nodesmith/demo-2/abc", old, "demo", &none, hour), "another cluster's");
+        // Karpenter v1 names its templates karpenter.k8s.aws/<hash> and tags them with the same cluster.
+        assert!(!deletable("karpenter.k8s.aws/15616957348189460630", old, "demo", &none, hour));
+    }
 
     fn spec() -> LaunchTemplateSpec {
         LaunchTemplateSpec {
