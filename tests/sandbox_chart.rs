@@ -58,6 +58,7 @@ const VARIANTS: [&[HelmValue]; 3] = [
         ("settings.clusterEndpoint", "https://ABCDEF.gr7.us-east-1.eks.amazonaws.com"),
         ("settings.rebalance", "replace"),
         ("settings.awsRegion", "eu-west-1"),
+        ("settings.observe", "true"),
         ("serviceMonitor.enabled", "true"),
         ("serviceMonitor.labels.release", "kube-prometheus-stack"),
         ("dashboards.enabled", "true"),
@@ -154,7 +155,9 @@ async fn the_values_file_setup_writes_installs_the_chart_for_its_cluster() -> Re
 fn check_deployment(deployment: &serde_json::Value, values: &[HelmValue]) -> Result<()> {
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
-    ensure!(deployment["spec"]["replicas"] == 2, "replicas");
+    let observe = values.iter().any(|(k, v)| *k == "settings.observe" && *v == "true");
+    // Observing, one replica: it takes no Lease.
+    ensure!(deployment["spec"]["replicas"] == if observe { 1 } else { 2 }, "replicas");
     ensure!(deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 1, "maxUnavailable");
     ensure!(pod["priorityClassName"] == "system-cluster-critical", "priority class");
     let node_terms = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
@@ -188,11 +191,13 @@ fn check_deployment(deployment: &serde_json::Value, values: &[HelmValue]) -> Res
         ("settings.interruptionQueue", "INTERRUPTION_QUEUE"),
         ("settings.rebalance", "REBALANCE"),
         ("settings.awsRegion", "AWS_REGION"),
+        ("settings.observe", "OBSERVE"),
     ] {
         if let Some((_, value)) = values.iter().find(|(k, _)| *k == key) {
             ensure!(value_of(variable) == Some(value), "{key}={value} did not become {variable}: {env:?}");
         }
     }
+    ensure!(observe || value_of("OBSERVE").is_none(), "OBSERVE set without settings.observe: {env:?}");
     ensure!(value_of("BATCH_IDLE_DURATION") == Some("1s") && value_of("BATCH_MAX_DURATION") == Some("10s"), "{env:?}");
     ensure!(value_of("INSTANCE_TYPES_REFRESH") == Some("1h") && value_of("PRICES_REFRESH") == Some("12h"), "{env:?}");
     Ok(())

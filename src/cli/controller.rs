@@ -40,6 +40,11 @@ pub struct ControllerArgs {
     pub identity: Option<String>,
     #[command(flatten)]
     pub decisions: DecisionArgs,
+    /// Shadow mode: run beside another autoscaler, plan and decide as usual, and publish what would be launched
+    /// and disrupted (metrics `nodesmith_observe_*`, Events on pods, NodePools and NodeClaims) while changing
+    /// nothing in AWS or Kubernetes: no NodeClaim, instance, status, taint or Lease is written.
+    #[arg(long, env = "OBSERVE", default_value_t = false)]
+    pub observe: bool,
     /// How often instance types and their zones are read again (DescribeInstanceTypes and
     /// DescribeInstanceTypeOfferings), so that a new type or zone is used without a restart.
     #[arg(long, env = "INSTANCE_TYPES_REFRESH", default_value = "1h", value_parser = parse_duration)]
@@ -119,6 +124,7 @@ pub async fn run(args: &ControllerArgs, global: &GlobalArgs) -> Result<(), CliEr
             instance_types: args.instance_types_refresh,
             prices: args.prices_refresh,
         },
+        observe: args.observe,
     };
     controller::run(settings, std::sync::Arc::new(crate::cloud::AwsCloud::new(&sdk))).await?;
     Ok(())

@@ -21,6 +21,12 @@ const RENEW_EVERY: Duration = Duration::from_secs(2);
 pub struct Leadership(Arc<AtomicBool>);
 
 impl Leadership {
+    /// Leading without a Lease: for an observing controller (`--observe`), which writes nothing, so every
+    /// replica may observe.
+    pub fn without_lease() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+
     pub fn is_leader(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }

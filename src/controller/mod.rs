@@ -17,6 +17,7 @@ pub mod nodeclass_status;
 pub mod nodeclass_validation;
 pub mod nodepool_status;
 pub mod nominations;
+pub mod observe;
 pub mod pod_notes;
 pub mod pods;
 pub mod provisioner;
@@ -62,6 +63,8 @@ pub struct Settings {
     pub min_values_policy: crate::scheduling::MinValuesPolicy,
     /// How often instance types and prices are read again.
     pub catalog_refresh: catalog_refresh::Intervals,
+    /// Shadow mode (`--observe`): plan and decide, publish what would be done, change nothing (`observe`).
+    pub observe: bool,
 }
 
 pub use crate::cloud::cluster::ClusterFacts;
@@ -192,11 +195,15 @@ pub enum StartError {
 /// Starts every component and runs until SIGINT/SIGTERM.
 pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), StartError> {
     let kube_config = kube::Config::infer().await?;
-    let kube = kube::Client::try_from(kube_config.clone())?;
-    let mut eviction_config = kube_config;
-    eviction_config.default_retry = false;
-    let kube_evictions = kube::Client::try_from(eviction_config)?;
     let metrics = Arc::new(crate::telemetry::Metrics::default());
+    let mut eviction_config = kube_config.clone();
+    eviction_config.default_retry = false;
+    let (kube, kube_evictions) = if settings.observe {
+        let read_only = observe::read_only::kube_client(kube_config, metrics.clone())?;
+        (read_only.clone(), read_only)
+    } else {
+        (kube::Client::try_from(kube_config)?, kube::Client::try_from(eviction_config)?)
+    };
     let startup = Measured::new(aws.clone(), metrics.clone(), "startup");
     let cluster = startup
         .describe_cluster(&settings.cluster_name, settings.cluster_endpoint.as_deref())
@@ -204,6 +211,11 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
         .map_err(|source| StartError::Cluster { cluster: settings.cluster_name.clone(), source })?;
     let region = cluster.account_and_region().map_or(crate::catalog::pricing::HOME_REGION, |(_, region)| region);
     let catalog = catalog_refresh::initial(&startup, region).await;
+    let aws: Arc<dyn CloudProvider> = if settings.observe {
+        Arc::new(observe::read_only::ReadOnlyCloud::new(aws, region, metrics.clone()))
+    } else {
+        aws
+    };
     let (state, subscriptions) = state::ClusterState::start(&kube);
     let ctx = Context::new(settings.clone(), cluster, kube.clone(), kube_evictions, aws, metrics, state, catalog);
 
@@ -216,6 +228,9 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
     ready.store(true, Ordering::Relaxed);
     tracing::info!(cluster = %settings.cluster_name, identity = %settings.identity, "caches synced; starting");
 
+    if settings.observe {
+        return observe_until_stopped(ctx, subscriptions, server, metrics_port, health_port).await;
+    }
     let leadership = leader::Leadership::default();
     let (namespace, identity) = (settings.namespace.clone(), settings.identity.clone());
     tokio::spawn(leader::run(kube, namespace, identity, leadership.clone(), ctx.metrics.clone()));
@@ -233,6 +248,39 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
         () = garbage_collection::run(ctx.clone(), leadership.clone()) => tracing::error!("garbage collection stopped"),
         () = disruption::run(ctx.clone(), leadership.clone()) => tracing::error!("disruption stopped"),
         () = catalog_refresh::run(ctx.clone()) => tracing::error!("the catalog refresh stopped"),
+        served = server => {
+            if let Ok(Err(source)) = served {
+                return Err(StartError::Serve { metrics_port, health_port, source });
+            }
+        }
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+/// Shadow mode: only the parts that read, plan and decide (see `observe`), under a leadership without a Lease.
+async fn observe_until_stopped(
+    ctx: Arc<Context>,
+    subscriptions: state::Subscriptions,
+    server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    metrics_port: u16,
+    health_port: u16,
+) -> Result<(), StartError> {
+    tracing::info!("observing: planning and deciding as usual, changing nothing in AWS or Kubernetes");
+    let leadership = leader::Leadership::without_lease();
+    cluster_metrics::report(&ctx, leadership.clone());
+    // The NodeClaim and Node streams of the shared watches drive nothing here, but must be read (`Subscriptions`).
+    let drain = async {
+        let nodeclaims = futures::StreamExt::for_each(subscriptions.nodeclaims, |_| async {});
+        let nodes = futures::StreamExt::for_each(subscriptions.nodes, |_| async {});
+        tokio::join!(nodeclaims, nodes);
+    };
+    tokio::select! {
+        () = provisioner::run(ctx.clone(), leadership.clone(), subscriptions.provisioner) => tracing::error!("the provisioner stopped"),
+        () = nodeclass_status::run(ctx.clone(), leadership.clone(), subscriptions.nodeclasses) => tracing::error!("the EC2NodeClass controller stopped"),
+        () = disruption::run(ctx.clone(), leadership.clone()) => tracing::error!("disruption stopped"),
+        () = catalog_refresh::run(ctx.clone()) => tracing::error!("the catalog refresh stopped"),
+        () = drain => tracing::error!("the watches stopped"),
         served = server => {
             if let Ok(Err(source)) = served {
                 return Err(StartError::Serve { metrics_port, health_port, source });

@@ -268,6 +268,13 @@ async fn reconcile(class: Arc<EC2NodeClass>, r: Arc<Reconciler>) -> Result<Actio
         "instanceProfile": profile.ok(),
         "conditions": conds,
     });
+    if ctx.settings.observe {
+        // Written nowhere: kept for this controller's own planning (`observe`).
+        let status = serde_json::from_value(status)
+            .map_err(|e| Error::Invalid(format!("EC2NodeClass {name}: the resolved status does not parse: {e}")))?;
+        ctx.state.observe_nodeclass_status(&name, status);
+        return Ok(Action::requeue(if ready { REFRESH } else { NOT_READY_RETRY }));
+    }
     let api: Api<EC2NodeClass> = Api::all(ctx.kube.clone());
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
     Ok(Action::requeue(if ready { REFRESH } else { NOT_READY_RETRY }))

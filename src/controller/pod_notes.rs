@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::runtime::events::{EventType, Recorder};
 
@@ -15,6 +16,16 @@ use crate::apis::pod::Pod;
 /// A pod that keeps waiting for the same reason is told again this often (well within the recorder's 6 minutes
 /// of memory, so the repeat joins the series).
 const REPEAT_AFTER: Duration = Duration::from_secs(60);
+
+/// The type, reason and action of the Events a `PodNotes` writes.
+pub struct Note {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub action: &'static str,
+}
+
+const FAILED_PROVISIONING: Note =
+    Note { type_: EventType::Warning, reason: "FailedProvisioning", action: "Provisioning" };
 
 #[derive(Default)]
 pub struct PodNotes {
@@ -50,31 +61,35 @@ impl PodNotes {
         }
     }
 
-    /// Writes each due note as a Warning Event on its pod.
+    /// Writes each due note as a `FailedProvisioning` Warning Event on its pod.
     pub async fn warn(&mut self, ctx: &Context, notes: &[(&Pod, &str)]) {
+        let notes: Vec<(String, ObjectReference, &str)> =
+            notes.iter().map(|(pod, note)| (pods::key(pod), pod.object_ref(&()), *note)).collect();
+        self.tell(ctx, &FAILED_PROVISIONING, &notes).await;
+    }
+
+    /// Writes each due note (keyed by its object, e.g. a pod's `namespace/name`) as a `kind` Event on the object.
+    pub async fn tell(&mut self, ctx: &Context, kind: &Note, notes: &[(String, ObjectReference, &str)]) {
         let now = Instant::now();
         let mut writes = Vec::new();
-        for (pod, note) in notes {
-            let key = pods::key(pod);
-            let due = self.due(&key, note, now);
+        for (key, object, note) in notes {
+            let due = self.due(key, note, now);
             if due == Due::No {
                 continue;
             }
-            let Some((_, _, recorder)) = self.said.get_mut(&key) else { continue };
+            let Some((_, _, recorder)) = self.said.get_mut(key) else { continue };
             let recorder = match (due, recorder.as_ref()) {
                 (Due::Repeat, Some(recorder)) => recorder.clone(),
                 _ => recorder.insert(ctx.fresh_recorder()).clone(),
             };
-            let object = pod.object_ref(&());
             writes.push(async move {
-                events::publish(&recorder, &object, EventType::Warning, "FailedProvisioning", "Provisioning", note)
-                    .await;
+                events::publish(&recorder, object, kind.type_, kind.reason, kind.action, note).await;
             });
         }
         futures::future::join_all(writes).await;
     }
 
-    /// Forgets pods no longer waiting, so one that waits again is told at once.
+    /// Forgets objects no longer waiting (pods, or the keys given to `tell`), so one that waits again is told at once.
     pub fn keep_only(&mut self, waiting: &HashSet<String>) {
         self.said.retain(|key, _| waiting.contains(key));
     }

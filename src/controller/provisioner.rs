@@ -43,6 +43,8 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
     tokio::spawn(relay(triggers, wake.clone()));
     let mut nominations = Nominations::default();
     let mut pod_notes = PodNotes::default();
+    // What an observing controller last told each NodePool (`observe::report_plan`).
+    let mut pool_notes = PodNotes::default();
     let mut subnets_read: Option<Instant> = None;
     let mut batch: Option<(Instant, Instant, HashSet<String>)> = None;
     // One pass per version of the catalog: the prepared catalog borrows the version it was prepared from.
@@ -96,7 +98,8 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
             }
             batch = None;
             let timer = Instant::now();
-            let provisioned = provision(&ctx, &catalog, &mut nominations, &mut pod_notes, &mut prepared).await;
+            let notes = Notes { pods: &mut pod_notes, pools: &mut pool_notes };
+            let provisioned = provision(&ctx, &catalog, &mut nominations, notes, &mut prepared).await;
             nominations.publish(&ctx);
             let result = if provisioned.is_ok() { ReconcileResult::Success } else { ReconcileResult::Error };
             ctx.metrics.reconciled(CONTROLLER, result, timer.elapsed().as_secs_f64());
@@ -140,15 +143,22 @@ async fn relay(triggers: Triggers, wake: Arc<Notify>) {
         .await;
 }
 
-/// One batch: snapshot, plan, create NodeClaims. Returns how many were created. `prepared` is kept between
-/// batches and prepared again only when the offerings out of capacity change.
+/// What the provisioner last told pods and (observing) NodePools.
+struct Notes<'a> {
+    pods: &'a mut PodNotes,
+    pools: &'a mut PodNotes,
+}
+
+/// One batch: snapshot, plan, create NodeClaims (or, observing, say what would be launched). Returns how many were
+/// created. `prepared` is kept between batches and prepared again only when the offerings out of capacity change.
 async fn provision<'c>(
     ctx: &Context,
     catalog: &'c Catalog,
     nominations: &mut Nominations,
-    pod_notes: &mut PodNotes,
+    notes: Notes<'_>,
     prepared: &mut Option<PreparedCatalog<'c>>,
 ) -> Result<usize, Error> {
+    let pod_notes = notes.pods;
     let pending = pending_pods(ctx, nominations);
     let all_pods: HashMap<String, Arc<Pod>> = ctx.state.pods.state().into_iter().map(|p| (pods::key(&p), p)).collect();
     let nominated_to = |target: &str| -> Vec<Arc<Pod>> {
@@ -193,6 +203,12 @@ async fn provision<'c>(
         }
     }
 
+    if ctx.settings.observe {
+        super::observe::report_plan(ctx, &plan, &all_pods, pod_notes, notes.pools).await;
+        ctx.metrics.unschedulable_pods(CONTROLLER, plan.unschedulable.len());
+        tell_waiting(ctx, pod_notes, &pending, &planning, &plan.unschedulable, &all_pods).await;
+        return Ok(0);
+    }
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
     let creations = plan.new_nodes.iter().filter_map(|node| {
         let pool = planning.pool_objects.get(&node.nodepool)?;

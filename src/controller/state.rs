@@ -2,7 +2,7 @@
 //! the controllers' triggers (shared streams), so no kind is watched twice. Every replica keeps them warm, so a
 //! new leader starts with a full picture.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::apis::pod::Pod;
@@ -17,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
 use super::slim;
-use crate::apis::ec2nodeclass::EC2NodeClass;
+use crate::apis::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
 
@@ -38,6 +38,9 @@ pub struct ClusterState {
     pub pvcs: Store<PersistentVolumeClaim>,
     pub pvs: Store<PersistentVolume>,
     pub storageclasses: Store<StorageClass>,
+    /// An observing controller's own resolution of each EC2NodeClass (`observe`): it writes no status, so the
+    /// status it would write is kept here and read in place of the stored one. Empty otherwise.
+    observed_nodeclass_status: Arc<std::sync::RwLock<HashMap<String, EC2NodeClassStatus>>>,
 }
 
 /// The change streams of the shared watches, one per consumer. Each must be polled for as long as the controller
@@ -207,6 +210,7 @@ impl Objects {
             pvcs: store(self.pvcs),
             pvs: store(self.pvs),
             storageclasses: store(self.storageclasses),
+            observed_nodeclass_status: Arc::default(),
         }
     }
 }
@@ -230,8 +234,19 @@ impl ClusterState {
         let (pvcs, []) = watch(Api::all(c.clone()), metadata_only);
         let (pvs, []) = watch(Api::all(c.clone()), metadata_only);
         let (storageclasses, []) = watch(Api::all(c.clone()), metadata_only);
-        let state =
-            Self { pods, nodes, daemonsets, nodeclaims, nodepools, nodeclasses, pdbs, pvcs, pvs, storageclasses };
+        let state = Self {
+            pods,
+            nodes,
+            daemonsets,
+            nodeclaims,
+            nodepools,
+            nodeclasses,
+            pdbs,
+            pvcs,
+            pvs,
+            storageclasses,
+            observed_nodeclass_status: Arc::default(),
+        };
         let subscriptions = Subscriptions {
             provisioner: Triggers { pods: pod_changes, nodes: node_changes, nodeclaims: nodeclaim_changes },
             nodeclaims: nodeclaim_reconciles,
@@ -267,8 +282,21 @@ impl ClusterState {
         self.nodes.get(&reflector::ObjectRef::new(name))
     }
 
+    /// The EC2NodeClass, with the status an observing controller resolved for it, if it did.
     pub fn nodeclass(&self, name: &str) -> Option<Arc<EC2NodeClass>> {
-        self.nodeclasses.get(&reflector::ObjectRef::new(name))
+        let class = self.nodeclasses.get(&reflector::ObjectRef::new(name))?;
+        let observed = self.observed_nodeclass_status.read().ok().and_then(|o| o.get(name).cloned());
+        Some(match observed {
+            Some(status) => Arc::new(EC2NodeClass { status: Some(status), ..(*class).clone() }),
+            None => class,
+        })
+    }
+
+    /// Keeps the status an observing controller resolved for the EC2NodeClass `name` in place of writing it.
+    pub fn observe_nodeclass_status(&self, name: &str, status: EC2NodeClassStatus) {
+        if let Ok(mut observed) = self.observed_nodeclass_status.write() {
+            observed.insert(name.to_string(), status);
+        }
     }
 
     pub fn nodepool(&self, name: &str) -> Option<Arc<NodePool>> {

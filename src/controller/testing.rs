@@ -37,6 +37,7 @@ pub fn settings() -> Settings {
         disruption: crate::disruption::Settings::default(),
         min_values_policy: Default::default(),
         catalog_refresh: Default::default(),
+        observe: false,
     }
 }
 

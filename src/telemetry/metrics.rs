@@ -113,6 +113,35 @@ struct CodeLabels {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OfferingLabels {
+    nodepool: String,
+    instance_type: String,
+    capacity_type: String,
+    zone: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolDecisionReasonLabels {
+    nodepool: String,
+    decision: String,
+    reason: String,
+}
+
+/// One node an observing controller's last plan would launch.
+pub struct ObservedLaunch<'a> {
+    pub nodepool: &'a str,
+    pub instance_type: &'a str,
+    pub capacity_type: &'a str,
+    pub zone: &'a str,
+    pub usd_per_hour: f64,
+}
+
 /// What the catalog says of each instance type and offering, encoded from the catalog itself at each scrape: ten
 /// thousand offerings held as metric series would cost the controller more memory than all its caches of nodes.
 #[derive(Debug, Default)]
@@ -212,6 +241,10 @@ pub struct Metrics {
     reconcile_errors: Family<ControllerLabels, Counter>,
     reconcile_time: Family<ControllerLabels, Histogram>,
     unschedulable_pods: Family<ControllerLabels, Gauge>,
+    observe_refused: Family<ApiLabels, Counter>,
+    observe_launches: Family<OfferingLabels, Gauge>,
+    observe_launch_price: Family<NodePoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    observe_disruption_candidates: Family<PoolDecisionReasonLabels, Gauge>,
     catalog: Arc<CatalogCollector>,
     cluster: Arc<ClusterCollector>,
 }
@@ -274,6 +307,10 @@ impl Default for Metrics {
             reconcile_errors: Family::default(),
             reconcile_time: Family::new_with_constructor(call_buckets),
             unschedulable_pods: Family::default(),
+            observe_refused: Family::default(),
+            observe_launches: Family::default(),
+            observe_launch_price: Family::default(),
+            observe_disruption_candidates: Family::default(),
             catalog: Arc::new(CatalogCollector::default()),
             cluster: Arc::new(ClusterCollector::default()),
             registry: Registry::default(),
@@ -404,6 +441,26 @@ impl Default for Metrics {
             "Duration of each controller's reconciles",
             metrics.reconcile_time.clone(),
         );
+        r.register(
+            "nodesmith_observe_refused",
+            "Calls an observing controller (--observe) did not make because they would change something, by API",
+            metrics.observe_refused.clone(),
+        );
+        r.register(
+            "nodesmith_observe_launches",
+            "Nodes an observing controller would launch now for the pending pods, by NodePool and offering",
+            metrics.observe_launches.clone(),
+        );
+        r.register(
+            "nodesmith_observe_launch_price_dollars_per_hour",
+            "Hourly price of the nodes an observing controller would launch now, by NodePool, in US dollars",
+            metrics.observe_launch_price.clone(),
+        );
+        r.register(
+            "nodesmith_observe_disruption_candidates",
+            "Nodes an observing controller's last disruption pass would disrupt, by NodePool, decision and reason",
+            metrics.observe_disruption_candidates.clone(),
+        );
         Self { registry, ..metrics }
     }
 }
@@ -437,6 +494,42 @@ impl Metrics {
     /// Whether this replica holds the Lease `lease`.
     pub fn leading(&self, lease: &str, leading: bool) {
         self.leader.get_or_create(&NameLabels { name: lease.into() }).set(i64::from(leading));
+    }
+
+    /// An observing controller did not send a call to `api` (`kubernetes`, `aws`) that would change something.
+    pub fn observe_refused(&self, api: &str) {
+        self.observe_refused.get_or_create(&ApiLabels { api: api.into() }).inc();
+    }
+
+    /// What an observing controller's last plan would launch: replaces the previous plan's figures.
+    pub fn observe_plan(&self, launches: &[ObservedLaunch<'_>]) {
+        self.observe_launches.clear();
+        self.observe_launch_price.clear();
+        for launch in launches {
+            let labels = OfferingLabels {
+                nodepool: launch.nodepool.into(),
+                instance_type: launch.instance_type.into(),
+                capacity_type: launch.capacity_type.into(),
+                zone: launch.zone.into(),
+            };
+            self.observe_launches.get_or_create(&labels).inc();
+            self.observe_launch_price
+                .get_or_create(&NodePoolLabels { nodepool: launch.nodepool.into() })
+                .inc_by(launch.usd_per_hour);
+        }
+    }
+
+    /// The candidates of an observing controller's last disruption pass (nodepool, decision, reason), each once.
+    pub fn observe_disruption(&self, candidates: &[(&str, &str, &str)]) {
+        self.observe_disruption_candidates.clear();
+        for (nodepool, decision, reason) in candidates {
+            let labels = PoolDecisionReasonLabels {
+                nodepool: (*nodepool).into(),
+                decision: (*decision).into(),
+                reason: (*reason).into(),
+            };
+            self.observe_disruption_candidates.get_or_create(&labels).inc();
+        }
     }
 
     /// Pods the last round of `controller` could place nowhere.

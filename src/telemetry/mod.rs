@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
-pub use metrics::{Metrics, ReconcileResult};
+pub use metrics::{Metrics, ObservedLaunch, ReconcileResult};
 
 #[derive(Debug, thiserror::Error)]
 #[error(

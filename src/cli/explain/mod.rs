@@ -165,6 +165,7 @@ async fn reading_context(
         disruption: args.decisions.disruption(),
         min_values_policy: args.decisions.min_values_policy,
         catalog_refresh: Default::default(),
+        observe: false,
     };
     // Nothing here launches a node: the cluster's EKS facts are not needed, and not asked for.
     let cluster = ClusterFacts {

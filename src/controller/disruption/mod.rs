@@ -38,7 +38,8 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
         let mut events = pod_events::PodEvents::default();
         loop {
             tokio::time::sleep(POD_EVENTS_EVERY).await;
-            if leadership.is_leader() {
+            // Observing, the other autoscaler keeps `lastPodEventTime`.
+            if leadership.is_leader() && !ctx.settings.observe {
                 events.update(&ctx).await;
             }
         }
@@ -84,9 +85,13 @@ async fn pass(
     said: &mut Said,
     stale: &mut HashSet<String>,
 ) -> Result<(), Error> {
-    expire(ctx).await?;
-    lift_stale_taints(ctx, stale).await?;
-    super::nodepool_status::update(ctx).await?;
+    // Observing, these writers stay off: what the pass would carry out is reported instead (`observe`).
+    let observe = ctx.settings.observe;
+    if !observe {
+        expire(ctx).await?;
+        lift_stale_taints(ctx, stale).await?;
+        super::nodepool_status::update(ctx).await?;
+    }
     let gathered = gather_now(ctx);
     for (pool, why) in &gathered.refused_pools {
         if said.first_time(&format!("nodepool/{}", pool.name_any()), why) {
@@ -100,7 +105,7 @@ async fn pass(
     let claims: HashMap<String, Arc<NodeClaim>> =
         ctx.state.nodeclaims.state().into_iter().map(|c| (c.name_any(), c)).collect();
     said.forget_all_but(&claims);
-    for node in snapshot.nodes {
+    for node in snapshot.nodes.iter().filter(|_| !observe) {
         let Some(claim) = claims.get(&node.claim) else { continue };
         status::stamp_hashes(ctx, claim).await?;
         status::set_conditions(ctx, claim, is_consolidatable(&snapshot, node), node.drifted.as_deref()).await?;
@@ -137,6 +142,10 @@ async fn pass(
             };
             events::on_nodeclaim(&recorder, claim, EventType::Normal, reason, &note).await;
         }
+    }
+    if observe {
+        super::observe::report_disruption(ctx, decision.command.as_ref(), &claims).await;
+        return Ok(());
     }
     let Some(command) = decision.command else { return Ok(()) };
     tracing::info!(

@@ -83,6 +83,9 @@ pub struct FaultLog {
     pub fleet_answers: Mutex<Vec<(String, Vec<String>)>>,
     /// TerminateInstances calls that reached moto.
     pub terminations: AtomicU64,
+    /// Every request that reached moto, named by its API action: the query protocol's `Action` (EC2, IAM, SQS's
+    /// query form), the JSON protocols' `X-Amz-Target` operation, or else `METHOD /path` (REST: EKS).
+    pub actions: Mutex<Vec<String>>,
 }
 
 struct Proxy {
@@ -245,6 +248,9 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
         }
     }
     proxy.log.forwarded.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut actions) = proxy.log.actions.lock() {
+        actions.push(action_name(action, &parts.headers, &parts.method, parts.uri.path()));
+    }
     if ec2 && action == "TerminateInstances" {
         proxy.log.terminations.fetch_add(1, Ordering::Relaxed);
     }
@@ -264,6 +270,19 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
         return Response::from_parts(parts, Body::from(body));
     }
     forward(&proxy, parts.method, &parts.uri, &parts.headers, body).await
+}
+
+/// What a request does, by its API's naming: `Action`, the operation of `X-Amz-Target` (`AmazonSSM.GetParameter`
+/// → `GetParameter`), or `METHOD /path`.
+fn action_name(query_action: &str, headers: &HeaderMap, method: &Method, path: &str) -> String {
+    if !query_action.is_empty() {
+        return query_action.to_string();
+    }
+    let target = headers.get("x-amz-target").and_then(|t| t.to_str().ok());
+    match target.and_then(|t| t.rsplit('.').next()) {
+        Some(operation) => operation.to_string(),
+        None => format!("{method} {path}"),
+    }
 }
 
 /// The instance ids in an EC2 XML answer.
