@@ -33,6 +33,11 @@ pub fn parse_or_never(text: &str) -> Result<Option<Duration>, String> {
     parse(text).map(Some).ok_or_else(|| format!("{text:?} is not a duration (like 30s, 10m, 1h30m) or Never"))
 }
 
+/// A command-line duration (`15m`, `1h30m`), with an error that says how to write one.
+pub fn parse_flag(text: &str) -> Result<Duration, String> {
+    parse(text).ok_or_else(|| format!("{text:?} is not a duration (like 30s, 10m, 1h30m)"))
+}
+
 /// Go's way, as Karpenter's fields are written: `1h30m`, `2m`, `45s`, `0s` (whole seconds).
 pub fn format(duration: Duration) -> String {
     let seconds = duration.as_secs();

@@ -69,6 +69,11 @@ pub const TERMINATION_FINALIZER: &str = "karpenter.sh/termination";
 pub const UNREGISTERED_TAINT_KEY: &str = "karpenter.sh/unregistered";
 /// `NoSchedule`, put on a Node that is being disrupted (drained and terminated).
 pub const DISRUPTED_TAINT_KEY: &str = "karpenter.sh/disrupted";
+/// `NoSchedule`, put by `migrate from-cluster-autoscaler` on the node groups' nodes it moves pods off.
+pub const MIGRATION_TAINT_KEY: &str = "nodesmith.dev/migrating-from";
+/// `NoSchedule`, put by the same migration on the node groups' nodes it keeps for the nodesmith controller itself
+/// (the chart's Deployment tolerates it): workloads move to nodesmith's nodes, the controller may stay.
+pub const CONTROLLER_ONLY_TAINT_KEY: &str = "nodesmith.dev/controller-only";
 
 // Label domains users may not set in a NodePool's requirements or labels, except for the listed keys.
 pub const KARPENTER_DOMAIN: &str = "karpenter.sh";

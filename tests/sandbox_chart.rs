@@ -175,6 +175,12 @@ fn check_deployment(deployment: &serde_json::Value, values: &[HelmValue]) -> Res
     ensure!(pod["nodeSelector"]["kubernetes.io/os"] == "linux", "linux nodes");
     let tolerations = pod["tolerations"].as_array().context("tolerations")?;
     ensure!(tolerations.iter().any(|t| t["key"] == "CriticalAddonsOnly"), "CriticalAddonsOnly toleration");
+    ensure!(
+        tolerations
+            .iter()
+            .any(|t| t["key"] == nodesmith::names::CONTROLLER_ONLY_TAINT_KEY && t["operator"] == "Exists"),
+        "the controller does not tolerate the nodes `migrate from-cluster-autoscaler` keeps for it: {tolerations:?}"
+    );
     let security = &container["securityContext"];
     ensure!(security["readOnlyRootFilesystem"] == true && security["allowPrivilegeEscalation"] == false, "{security}");
     ensure!(security["capabilities"]["drop"] == serde_json::json!(["ALL"]), "{security}");

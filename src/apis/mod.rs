@@ -10,4 +10,5 @@ pub mod nodeclaim;
 pub mod nodepool;
 pub mod planned_nodeclaim;
 pub mod pod;
+pub mod pods;
 pub mod scheduling_input;

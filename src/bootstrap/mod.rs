@@ -4,6 +4,7 @@
 
 pub mod aws_auth;
 pub mod cidr;
+pub mod from_cluster_autoscaler;
 pub mod kube_target;
 pub mod operator_policy;
 pub mod ownership;

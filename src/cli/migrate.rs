@@ -23,6 +23,47 @@ pub enum MigrateCommand {
     /// other objects pass through unchanged. The YAML goes to standard output, what was changed or left out heads
     /// it as comments (and is in --output json).
     Manifests(ManifestsArgs),
+    /// Moves a cluster off Cluster Autoscaler, as Karpenter's checklist does by hand: raises the NodePool's limits to
+    /// hold the node groups, taints the groups' nodes NoSchedule (all but --keep), scales Cluster Autoscaler to 0,
+    /// then drains one node at a time through the Eviction API and terminates its instance with the group's
+    /// desired capacity decremented, once its pods run elsewhere. Safe to run again after an interruption: it
+    /// resumes where the cluster stands. Needs `nodesmith setup` and the controller running.
+    FromClusterAutoscaler(FromClusterAutoscalerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FromClusterAutoscalerArgs {
+    /// The EKS cluster (the current kubeconfig context must be its API server).
+    #[arg(long)]
+    pub cluster: String,
+    /// The NodePool the pods move to.
+    #[arg(long, default_value = "default")]
+    pub nodepool: String,
+    /// Cluster Autoscaler's Deployment.
+    #[arg(long, value_name = "NAMESPACE/NAME", default_value = "kube-system/cluster-autoscaler", value_parser = parse_deployment)]
+    pub autoscaler: (String, String),
+    /// Nodes of the groups left running (untainted) for the nodesmith controller itself.
+    #[arg(long, default_value_t = 2)]
+    pub keep: usize,
+    /// How long one node may take to drain, and its pods to run again elsewhere, before the run stops (run it
+    /// again to go on).
+    #[arg(long, default_value = "15m", value_parser = crate::duration::parse_flag)]
+    pub drain_timeout: std::time::Duration,
+    /// Print the steps and what each would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Undo: scale Cluster Autoscaler back to its replicas, lift the taints, restore the groups' minimum sizes.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub rollback: bool,
+}
+
+fn parse_deployment(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((namespace.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -49,8 +90,39 @@ pub struct MigrateReport {
     pub migration: Migration,
 }
 
-pub async fn run(args: &MigrateArgs) -> Result<MigrateReport, CliError> {
-    let MigrateCommand::Manifests(args) = &args.what;
+/// `migrate from-cluster-autoscaler`: the cluster's endpoint from EKS, the kubeconfig context checked against it.
+pub async fn from_cluster_autoscaler(
+    args: &FromClusterAutoscalerArgs,
+    global: &super::GlobalArgs,
+) -> Result<crate::bootstrap::report::Ledger, CliError> {
+    use crate::bootstrap::from_cluster_autoscaler::{self as migration, Options};
+    use crate::bootstrap::kube_target::{KubeTarget, KubeTargetError};
+    let sdk = crate::aws::sdk_config(global.region.as_deref()).await;
+    let eks = aws_sdk_eks::Client::new(&sdk);
+    let cluster = crate::cloud::cluster::describe_cluster(&eks, &args.cluster, None).await?;
+    let target = KubeTarget::infer().await.map_err(|reason| KubeTargetError::NoKubeconfig {
+        cluster: args.cluster.clone(),
+        what: "migrate from-cluster-autoscaler",
+        reason,
+    })?;
+    let kube = target.for_cluster(&args.cluster, &cluster.endpoint)?;
+    let (progress, observer) = super::progress::Progress::start("migrate");
+    let options = Options {
+        cluster: args.cluster.clone(),
+        nodepool: args.nodepool.clone(),
+        autoscaler: args.autoscaler.clone(),
+        keep: args.keep,
+        drain_timeout: args.drain_timeout,
+        dry_run: args.dry_run,
+        rollback: args.rollback,
+        progress: Some(observer),
+    };
+    let ledger = migration::run(&sdk, kube, &options).await;
+    progress.finish();
+    Ok(ledger?)
+}
+
+pub async fn run(args: &ManifestsArgs) -> Result<MigrateReport, CliError> {
     let mut documents = if args.from_cluster { from_cluster().await? } else { Vec::new() };
     for file in &args.files {
         for document in read_documents(file)? {

@@ -84,7 +84,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Controller(args) => controller::run(args, &cli.global).await,
         Command::Crds(args) => output::print(&crds::run(args)?, format, "crds"),
         Command::Explain(args) => output::print(&explain::run(args, &cli.global).await?, format, "explain"),
-        Command::Migrate(args) => output::print(&migrate::run(args).await?, format, "migrate"),
+        Command::Migrate(args) => match &args.what {
+            migrate::MigrateCommand::Manifests(args) => output::print(&migrate::run(args).await?, format, "migrate"),
+            migrate::MigrateCommand::FromClusterAutoscaler(args) => {
+                output::print(&migrate::from_cluster_autoscaler(args, &cli.global).await?, format, "migrate")
+            }
+        },
         Command::MaxPods(args) => output::print(&max_pods::run(args, &cli.global).await?, format, "max-pods"),
         Command::OperatorPolicy(args) => output::print(&operator_policy::run(args), format, "operator-policy"),
         Command::Plan(args) => output::print(&plan::run(args, cli.global.region.as_deref()).await?, format, "plan"),
@@ -125,6 +130,10 @@ pub enum CliError {
     Render(#[from] crate::render::RenderError),
     #[error(transparent)]
     Migrate(#[from] crate::migrate::MigrateError),
+    #[error(transparent)]
+    FromClusterAutoscaler(#[from] crate::bootstrap::from_cluster_autoscaler::MigrationError),
+    #[error(transparent)]
+    KubeTarget(#[from] crate::bootstrap::kube_target::KubeTargetError),
     #[error(
         "{server} serves none of Karpenter's older APIs (v1alpha5 Provisioner, v1alpha1 AWSNodeTemplate, v1beta1 \
          NodePool or EC2NodeClass): nothing to convert there; give the manifests as files instead"

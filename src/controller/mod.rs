@@ -19,7 +19,7 @@ pub mod nodepool_status;
 pub mod nominations;
 pub mod observe;
 pub mod pod_notes;
-pub mod pods;
+pub use crate::apis::pods;
 pub mod provisioner;
 pub mod slim;
 pub mod state;

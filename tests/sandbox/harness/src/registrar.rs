@@ -136,12 +136,17 @@ impl Registrar {
         // karpenter.sh/unregistered there, so no pod lands before the controller registers the Node); user data
         // that names none (a custom image's) leaves the NodeClaim's.
         let requested_taints = kubelet.register_with_taints.clone().unwrap_or(claim_taints);
-        // Tests keep their Nodes apart by a tag of their own, which becomes a label.
+        // Tests keep their Nodes apart by a tag of their own, which becomes a label. An EKS managed node group's
+        // instances carry its name, which the EKS AMI's bootstrap gives the kubelet as a label.
         for t in instance.tags() {
-            if let (Some(key), Some(value)) = (t.key(), t.value())
-                && key.starts_with(SANDBOX_LABEL_PREFIX)
-            {
-                requested_labels.insert(key.to_string(), value.to_string());
+            match (t.key(), t.value()) {
+                (Some(key), Some(value)) if key.starts_with(SANDBOX_LABEL_PREFIX) => {
+                    requested_labels.insert(key.to_string(), value.to_string());
+                }
+                (Some("eks:nodegroup-name"), Some(value)) => {
+                    requested_labels.insert("eks.amazonaws.com/nodegroup".to_string(), value.to_string());
+                }
+                _ => {}
             }
         }
         Ok(InstanceFacts {

@@ -1,4 +1,5 @@
-//! What the controller asks of a pod: is it waiting for a node, may it be evicted, does it matter more.
+//! What nodesmith asks of a pod: is it waiting for a node, may it be evicted, does it matter more. Pure: the
+//! controller and the migration from Cluster Autoscaler both ask.
 
 use crate::apis::pod::Pod;
 

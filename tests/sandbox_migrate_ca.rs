@@ -1,0 +1,304 @@
+//! `nodesmith migrate from-cluster-autoscaler` in the sandbox: an Auto Scaling group in moto whose instances the
+//! registrar makes Nodes (with the EKS node-group label), a `cluster-autoscaler` Deployment, and a workload with a
+//! PodDisruptionBudget on the group's nodes. The migration, killed during its first drain and run again, ends with
+//! Cluster Autoscaler at 0, the group at the two nodes kept, every pod Running on nodesmith's nodes, and the
+//! budget never broken (sampled all along); `--rollback` then scales Cluster Autoscaler back and lifts the taints.
+//! Needs `make sandbox-up`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use aws_sdk_autoscaling::types::Tag as GroupTag;
+use aws_sdk_ec2::types::{Filter, InstanceType, RequestLaunchTemplateData};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use nodesmith::names::{CONTROLLER_ONLY_TAINT_KEY, MIGRATION_TAINT_KEY};
+use serde_json::json;
+use support::controller::*;
+use support::{Sandbox, wait_until};
+
+const NODEGROUP_LABEL: &str = "eks.amazonaws.com/nodegroup";
+const REPLICAS: usize = 6;
+const MIN_AVAILABLE: usize = 5;
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn moving_off_cluster_autoscaler_keeps_the_budget_resumes_after_a_kill_and_rolls_back() -> Result<()> {
+    let test = ControllerTest::with_simple_pool("fromca").await?;
+    test.start_controller()?;
+    let group = format!("{}-workers", test.name);
+    let autoscaler = format!("{}-ca", test.name);
+    test.run(async |t| {
+        let story = migration_story(&t.sandbox, &t.namespace, &t.name, &group, &autoscaler).await;
+        let cleaned = remove_group_and_autoscaler(&t.sandbox, &group, &autoscaler).await;
+        story.and(cleaned)
+    })
+    .await
+}
+
+async fn migration_story(sandbox: &Sandbox, namespace: &str, pool: &str, group: &str, autoscaler: &str) -> Result<()> {
+    // Cluster Autoscaler's world: four nodes of a group, its Deployment, a workload with a budget on them.
+    create_group(sandbox, group, 4).await?;
+    let nodes: Api<Node> = Api::all(sandbox.kube.clone());
+    let selector = ListParams::default().labels(&format!("{NODEGROUP_LABEL}={group}"));
+    wait_until("the group's four Nodes", RUN_WAIT, || async {
+        Ok((nodes.list(&selector).await?.items.len() == 4).then_some(()))
+    })
+    .await?;
+    let pause = json!({"name": "app", "image": "registry.k8s.io/pause:3.10",
+                       "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}});
+    let ca: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": autoscaler},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": autoscaler}},
+                 "template": {"metadata": {"labels": {"app": autoscaler}},
+                              "spec": {"nodeSelector": {NODEGROUP_LABEL: group}, "containers": [pause]}}},
+    }))?;
+    Api::<Deployment>::namespaced(sandbox.kube.clone(), "kube-system").create(&PostParams::default(), &ca).await?;
+    // The workload may run on the group's nodes or the pool's (nodesmith's), nowhere else in the shared sandbox.
+    let anywhere_of_the_test = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+    "nodeSelectorTerms": [
+        {"matchExpressions": [{"key": NODEGROUP_LABEL, "operator": "In", "values": [group]}]},
+        {"matchExpressions": [{"key": TEST_LABEL, "operator": "In", "values": [pool]}]},
+    ]}}});
+    let web: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": REPLICAS, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"affinity": anywhere_of_the_test, "containers": [{
+                                  "name": "app", "image": "registry.k8s.io/pause:3.10",
+                                  "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}]}}},
+    }))?;
+    Api::<Deployment>::namespaced(sandbox.kube.clone(), namespace).create(&PostParams::default(), &web).await?;
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"minAvailable": MIN_AVAILABLE, "selector": {"matchLabels": {"app": "web"}}},
+    }))?;
+    Api::<PodDisruptionBudget>::namespaced(sandbox.kube.clone(), namespace)
+        .create(&PostParams::default(), &pdb)
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(sandbox.kube.clone(), namespace);
+    wait_until("the workload Running on the group's nodes", RUN_WAIT, || async {
+        Ok((running(&pods.list(&ListParams::default()).await?.items).len() == REPLICAS).then_some(()))
+    })
+    .await?;
+
+    // The budget, sampled from here on: never fewer than MIN_AVAILABLE pods Running.
+    let lowest = Arc::new(AtomicUsize::new(REPLICAS));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (pods, lowest, sampling) = (pods.clone(), lowest.clone(), sampling.clone());
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let Ok(list) = pods.list(&ListParams::default()).await {
+                    lowest.fetch_min(running(&list.items).len(), Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    let deployment = format!("kube-system/{autoscaler}");
+    let args = ["migrate", "from-cluster-autoscaler", "--cluster", &sandbox.cluster, "--nodepool", pool];
+    let args: Vec<&str> = args.iter().copied().chain(["--autoscaler", &deployment, "--drain-timeout", "3m"]).collect();
+
+    // A dry run changes nothing and names every step.
+    let dry = support::nodesmith()?.args(&args).args(["--dry-run", "--output", "json"]).output()?;
+    ensure!(dry.status.success(), "the dry run failed: {}", String::from_utf8_lossy(&dry.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&dry.stdout)?;
+    let would_terminate = report["resources"]
+        .as_array()
+        .context("resources")?
+        .iter()
+        .filter(|r| r["kind"] == "ec2-instance" && r["action"] == "deleted")
+        .count();
+    ensure!(would_terminate == 2, "the dry run would terminate {would_terminate} instances, not 2: {report}");
+    ensure!(tainted(&nodes, MIGRATION_TAINT_KEY).await?.is_empty(), "the dry run tainted a node");
+
+    // Killed during its first drain...
+    let mut first = support::nodesmith()?.args(&args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn()?;
+    let stderr = first.stderr.take().context("stderr")?;
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let drained = line.contains("updated node") && line.contains("drained");
+            lines.push(line);
+            if drained {
+                break;
+            }
+        }
+        lines
+    });
+    let seen = tokio::time::timeout(Duration::from_secs(240), seen).await.context("no node drained in time")??;
+    first.kill()?;
+    first.wait()?;
+    ensure!(seen.iter().any(|l| l.contains("drain ")), "the first run never reached a drain: {seen:?}");
+
+    // ...and run again, to the end.
+    let second = support::nodesmith()?.args(&args).args(["--output", "json"]).output()?;
+    ensure!(second.status.success(), "the second run failed: {}", String::from_utf8_lossy(&second.stderr));
+
+    let autoscaling = aws_sdk_autoscaling::Client::new(&sandbox.sdk);
+    let described = autoscaling.describe_auto_scaling_groups().auto_scaling_group_names(group).send().await?;
+    let described = described.auto_scaling_groups().first().context("the group")?;
+    let in_service: Vec<&str> = described
+        .instances()
+        .iter()
+        .filter(|i| i.lifecycle_state().is_some_and(|s| s.as_str() == "InService"))
+        .filter_map(|i| i.instance_id())
+        .collect();
+    ensure!(
+        in_service.len() == 2 && described.desired_capacity() == Some(2),
+        "the group holds {in_service:?}, desired {:?}",
+        described.desired_capacity()
+    );
+    let replicas = Api::<Deployment>::namespaced(sandbox.kube.clone(), "kube-system")
+        .get(autoscaler)
+        .await?
+        .spec
+        .and_then(|s| s.replicas);
+    ensure!(replicas == Some(0), "Cluster Autoscaler has {replicas:?} replicas");
+    let ours: Vec<String> = nodes
+        .list(&ListParams::default().labels(&format!("{TEST_LABEL}={pool}")))
+        .await?
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    let list = wait_until("every pod Running on nodesmith's nodes", RUN_WAIT, || async {
+        let list = pods.list(&ListParams::default()).await?.items;
+        let on_ours = running(&list).iter().filter(|p| node_of(p).is_some_and(|n| ours.contains(&n))).count();
+        Ok((on_ours == REPLICAS).then_some(list))
+    })
+    .await
+    .with_context(|| format!("nodesmith's nodes: {ours:?}"))?;
+    ensure!(running(&list).len() == REPLICAS, "pods: {:?}", list.iter().map(node_of).collect::<Vec<_>>());
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await?;
+    let lowest = lowest.load(Ordering::Relaxed);
+    ensure!(lowest >= MIN_AVAILABLE, "only {lowest} pods ran at one point: the budget asks {MIN_AVAILABLE}");
+    let kept: Vec<String> = nodes.list(&selector).await?.items.iter().map(ResourceExt::name_any).collect();
+    ensure!(kept.len() == 2, "the group's nodes left: {kept:?}");
+    ensure!(tainted(&nodes, MIGRATION_TAINT_KEY).await?.is_empty(), "a node kept the drain taint");
+    let for_controller = tainted(&nodes, CONTROLLER_ONLY_TAINT_KEY).await?;
+    ensure!(for_controller.len() == 2 && kept.iter().all(|k| for_controller.contains(k)), "{for_controller:?}");
+
+    // Rolled back: Cluster Autoscaler at its replicas again, no taint left, the record gone.
+    let back = support::nodesmith()?.args(&args).args(["--rollback", "--output", "json"]).output()?;
+    ensure!(back.status.success(), "the rollback failed: {}", String::from_utf8_lossy(&back.stderr));
+    let replicas = Api::<Deployment>::namespaced(sandbox.kube.clone(), "kube-system")
+        .get(autoscaler)
+        .await?
+        .spec
+        .and_then(|s| s.replicas);
+    ensure!(replicas == Some(1), "after the rollback Cluster Autoscaler has {replicas:?} replicas");
+    let record = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(sandbox.kube.clone(), "kube-system")
+        .get_opt("nodesmith-migration-from-cluster-autoscaler")
+        .await?;
+    ensure!(record.is_none(), "the rollback left its record");
+    for key in [MIGRATION_TAINT_KEY, CONTROLLER_ONLY_TAINT_KEY] {
+        ensure!(tainted(&nodes, key).await?.is_empty(), "the rollback left {key} on a node");
+    }
+    Ok(())
+}
+
+fn node_of(pod: &Pod) -> Option<String> {
+    pod.spec.as_ref().and_then(|s| s.node_name.clone())
+}
+
+/// Running and not being deleted.
+fn running(pods: &[Pod]) -> Vec<&Pod> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .collect()
+}
+
+async fn tainted(nodes: &Api<Node>, key: &str) -> Result<Vec<String>> {
+    Ok(nodes
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|n| n.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| t.iter().any(|t| t.key == key)))
+        .map(ResourceExt::name_any)
+        .collect())
+}
+
+/// A self-managed-looking Auto Scaling group of EKS's shape: m5.large from a launch template, in the discovered
+/// subnets, tagged for the cluster and as an EKS node group (its instances carry the tags, the registrar makes them
+/// Nodes labelled with the group). Minimum 3, so the migration must lower it to end at 2.
+async fn create_group(sandbox: &Sandbox, group: &str, size: i32) -> Result<()> {
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    let subnets: Vec<String> = ec2
+        .describe_subnets()
+        .filters(Filter::builder().name("tag:karpenter.sh/discovery").values(&sandbox.cluster).build())
+        .send()
+        .await?
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_id().map(str::to_string))
+        .collect();
+    ensure!(!subnets.is_empty(), "no discovered subnet");
+    ec2.create_launch_template()
+        .launch_template_name(group)
+        .launch_template_data(
+            RequestLaunchTemplateData::builder().image_id(AMI).instance_type(InstanceType::M5Large).build(),
+        )
+        .send()
+        .await?;
+    let tag = |key: &str, value: &str| {
+        GroupTag::builder()
+            .key(key)
+            .value(value)
+            .propagate_at_launch(true)
+            .resource_id(group)
+            .resource_type("auto-scaling-group")
+            .build()
+    };
+    aws_sdk_autoscaling::Client::new(&sandbox.sdk)
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(group)
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_name(group)
+                .version("$Latest")
+                .build(),
+        )
+        .min_size(3)
+        .max_size(6)
+        .desired_capacity(size)
+        .vpc_zone_identifier(subnets.join(","))
+        .tags(tag(&format!("kubernetes.io/cluster/{}", sandbox.cluster), "owned"))
+        .tags(tag("eks:cluster-name", &sandbox.cluster))
+        .tags(tag("eks:nodegroup-name", group))
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// The group (and its instances), its launch template and the Cluster Autoscaler Deployment, whatever the story
+/// did.
+async fn remove_group_and_autoscaler(sandbox: &Sandbox, group: &str, autoscaler: &str) -> Result<()> {
+    let autoscaling = aws_sdk_autoscaling::Client::new(&sandbox.sdk);
+    autoscaling.delete_auto_scaling_group().auto_scaling_group_name(group).force_delete(true).send().await.ok();
+    aws_sdk_ec2::Client::new(&sandbox.sdk).delete_launch_template().launch_template_name(group).send().await.ok();
+    let deployments: Api<Deployment> = Api::namespaced(sandbox.kube.clone(), "kube-system");
+    deployments.delete(autoscaler, &DeleteParams::default()).await.ok();
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(sandbox.kube.clone(), "kube-system");
+    configmaps.delete("nodesmith-migration-from-cluster-autoscaler", &DeleteParams::default()).await.ok();
+    let nodes: Api<Node> = Api::all(sandbox.kube.clone());
+    let selector = ListParams::default().labels(&format!("{NODEGROUP_LABEL}={group}"));
+    wait_until("the group's Nodes gone", RUN_WAIT, || async {
+        Ok(nodes.list(&selector).await?.items.is_empty().then_some(()))
+    })
+    .await
+}
