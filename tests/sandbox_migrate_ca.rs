@@ -1,9 +1,9 @@
 //! `nodesmith migrate from-cluster-autoscaler` in the sandbox: an Auto Scaling group in moto whose instances the
 //! registrar makes Nodes (with the EKS node-group label), a `cluster-autoscaler` Deployment, and a workload with a
-//! PodDisruptionBudget on the group's nodes. The migration, killed during its first drain and run again, ends with
-//! Cluster Autoscaler at 0, the group at the two nodes kept, every pod Running on nodesmith's nodes, and the
-//! budget never broken (sampled all along); `--rollback` then scales Cluster Autoscaler back and lifts the taints.
-//! Needs `make sandbox-up`.
+//! PodDisruptionBudget on the group's nodes. The migration, killed after each change it makes and run again each
+//! time, ends with Cluster Autoscaler at 0, the group at the two nodes kept, every pod Running on nodesmith's nodes,
+//! and the budget never broken (sampled all along); `--rollback` then scales Cluster Autoscaler back and lifts the
+//! taints. Needs `make sandbox-up`.
 
 mod support;
 
@@ -32,7 +32,7 @@ const MIN_AVAILABLE: usize = 5;
 
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
-async fn moving_off_cluster_autoscaler_keeps_the_budget_resumes_after_a_kill_and_rolls_back() -> Result<()> {
+async fn moving_off_cluster_autoscaler_keeps_the_budget_resumes_after_every_kill_and_rolls_back() -> Result<()> {
     let test = ControllerTest::with_simple_pool("fromca").await?;
     test.start_controller()?;
     let group = format!("{}-workers", test.name);
@@ -123,28 +123,50 @@ async fn migration_story(sandbox: &Sandbox, namespace: &str, pool: &str, group: 
     ensure!(would_terminate == 2, "the dry run would terminate {would_terminate} instances, not 2: {report}");
     ensure!(tainted(&nodes, MIGRATION_TAINT_KEY).await?.is_empty(), "the dry run tainted a node");
 
-    // Killed during its first drain...
-    let mut first = support::nodesmith()?.args(&args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn()?;
-    let stderr = first.stderr.take().context("stderr")?;
-    let seen = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let drained = line.contains("updated node") && line.contains("drained");
-            lines.push(line);
-            if drained {
+    // Killed after each change it makes (each run resumes, makes the next change, and is killed in turn), until a
+    // run goes to its end.
+    let mut kills = Vec::new();
+    loop {
+        ensure!(kills.len() < 40, "no run finished after {} kills: {kills:#?}", kills.len());
+        let mut run = support::nodesmith()?.args(&args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn()?;
+        let stderr = run.stderr.take().context("stderr")?;
+        // Read to the end (a closed pipe would end the run otherwise), passing on the lines that report a change.
+        let (changes, first_change) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let changed =
+                |l: &str| ["updated ", "created ", "deleted "].iter().any(|c| l.contains(&format!("migrate:   {c}")));
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if changed(&line) {
+                    changes.send(line).ok();
+                }
+            }
+        });
+        // None: the run ended (the sender went with its stderr) without a change, or hung.
+        let change = tokio::task::spawn_blocking(move || first_change.recv_timeout(Duration::from_secs(300)).ok());
+        let change = change.await?;
+        match change {
+            Some(line) if run.try_wait()?.is_none() => {
+                run.kill()?;
+                run.wait()?;
+                kills.push(line);
+            }
+            _ => {
+                let status = run.wait()?;
+                ensure!(
+                    status.success(),
+                    "the run after {} kills failed ({status}); killed after: {kills:#?}",
+                    kills.len()
+                );
                 break;
             }
         }
-        lines
-    });
-    let seen = tokio::time::timeout(Duration::from_secs(240), seen).await.context("no node drained in time")??;
-    first.kill()?;
-    first.wait()?;
-    ensure!(seen.iter().any(|l| l.contains("drain ")), "the first run never reached a drain: {seen:?}");
-
-    // ...and run again, to the end.
-    let second = support::nodesmith()?.args(&args).args(["--output", "json"]).output()?;
-    ensure!(second.status.success(), "the second run failed: {}", String::from_utf8_lossy(&second.stderr));
+    }
+    // A run that changes something is killed, so the last one found nothing left to change.
+    ensure!(kills.iter().any(|l| l.contains("drained")), "no run was killed after a drain: {kills:#?}");
+    ensure!(
+        kills.iter().any(|l| l.contains("deleted ec2-instance")),
+        "no run was killed after a termination: {kills:#?}"
+    );
 
     let autoscaling = aws_sdk_autoscaling::Client::new(&sandbox.sdk);
     let described = autoscaling.describe_auto_scaling_groups().auto_scaling_group_names(group).send().await?;

@@ -103,6 +103,24 @@ impl Ledger {
         &mut self.resources[last]
     }
 
+    /// `record`, with a note that the progress shows too.
+    pub fn record_noted(
+        &mut self,
+        kind: &'static str,
+        id: impl Into<String>,
+        action: Action,
+        calls: u32,
+        note: impl Into<String>,
+    ) -> &mut ResourceChange {
+        self.changes += calls;
+        let id = id.into();
+        tracing::info!(kind, action = ?action, "{id}");
+        self.resources.push(ResourceChange { kind, id, action, note: Some(note.into()), spec: None });
+        self.observe_last();
+        let last = self.resources.len() - 1;
+        &mut self.resources[last]
+    }
+
     pub fn keep(&mut self, kind: &'static str, id: impl Into<String>, note: impl Into<String>) {
         self.resources.push(ResourceChange {
             kind,

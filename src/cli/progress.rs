@@ -1,7 +1,7 @@
 //! Progress for setup and teardown: on a terminal, a spinner naming the current step with a line per resource
 //! above it; elsewhere (CI logs, pipes), plain lines. Both on stderr: stdout carries the report.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,9 +30,13 @@ impl Progress {
             }));
             (Self { spinner: Some(spinner) }, observer)
         } else {
-            let observer = ProgressObserver(Arc::new(move |event| match event {
-                ProgressEvent::Step(step) => eprintln!("{command}: {step}"),
-                ProgressEvent::Resource(change) => eprintln!("{command}:   {}", line(change)),
+            // A closed stderr (a reader gone) must not stop the work: lines that cannot be written are dropped.
+            let observer = ProgressObserver(Arc::new(move |event| {
+                let text = match event {
+                    ProgressEvent::Step(step) => format!("{command}: {step}"),
+                    ProgressEvent::Resource(change) => format!("{command}:   {}", line(change)),
+                };
+                let _ = writeln!(std::io::stderr(), "{text}");
             }));
             (Self { spinner: None }, observer)
         }

@@ -93,8 +93,13 @@ pub async fn run(
     let existing = record::read(&records).await?;
     let record = match existing {
         Some(record) => {
-            ledger.record("migration-record", record::NAME, Action::Unchanged, 0).note =
-                Some("resuming the migration it records".into());
+            ledger.record_noted(
+                "migration-record",
+                record::NAME,
+                Action::Unchanged,
+                0,
+                "resuming the migration it records",
+            );
             record
         }
         None => {
@@ -115,13 +120,19 @@ pub async fn run(
         }
     };
     for group in &found {
-        ledger.record("autoscaling-group", &group.name, Action::Unchanged, 0).note = Some(format!(
-            "{} instance(s), min {} max {}{}",
-            group.instances.len(),
-            group.min_size,
-            group.max_size,
-            group.nodegroup.as_ref().map(|n| format!(", EKS node group {n}")).unwrap_or_default()
-        ));
+        ledger.record_noted(
+            "autoscaling-group",
+            &group.name,
+            Action::Unchanged,
+            0,
+            format!(
+                "{} instance(s), min {} max {}{}",
+                group.instances.len(),
+                group.min_size,
+                group.max_size,
+                group.nodegroup.as_ref().map(|n| format!(", EKS node group {n}")).unwrap_or_default()
+            ),
+        );
     }
 
     ledger.step("NodePool limits");
@@ -132,22 +143,36 @@ pub async fn run(
     for target in &record.drained {
         let changed = drain::set_taint(&nodes, &target.node, drain_key, Some(drain_value), options.dry_run).await?;
         let action = if changed { Action::Updated } else { Action::Unchanged };
-        ledger.record("node", &target.node, action, u32::from(changed)).note =
-            Some(format!("{drain_key}={drain_value}:NoSchedule, to drain"));
+        ledger.record_noted(
+            "node",
+            &target.node,
+            action,
+            u32::from(changed),
+            format!("{drain_key}={drain_value}:NoSchedule, to drain"),
+        );
     }
     for kept in &record.kept {
         let changed = drain::set_taint(&nodes, kept, kept_key, Some(kept_value), options.dry_run).await?;
         let action = if changed { Action::Updated } else { Action::Unchanged };
-        ledger.record("node", kept, action, u32::from(changed)).note = Some(format!(
-            "{kept_key}={kept_value}:NoSchedule, kept for the nodesmith controller (the chart tolerates it)"
-        ));
+        ledger.record_noted(
+            "node",
+            kept,
+            action,
+            u32::from(changed),
+            format!("{kept_key}={kept_value}:NoSchedule, kept for the nodesmith controller, whose chart tolerates it"),
+        );
     }
 
     ledger.step("Cluster Autoscaler");
     let before = drain::scale(&deployments, name, 0, options.dry_run).await?;
     let action = if before.is_some_and(|b| b != 0) { Action::Updated } else { Action::Unchanged };
-    ledger.record("deployment", format!("{namespace}/{name}"), action, u32::from(action == Action::Updated)).note =
-        Some("replicas 0".into());
+    ledger.record_noted(
+        "deployment",
+        format!("{namespace}/{name}"),
+        action,
+        u32::from(action == Action::Updated),
+        "replicas 0",
+    );
 
     // Each group's minimum size and instances in service, as this run changes them.
     let mut sizes: BTreeMap<String, (i32, i32)> = found
@@ -160,15 +185,26 @@ pub async fn run(
         ledger.step(&format!("drain {}", target.node));
         let in_service = found.iter().any(|g| g.name == target.group && g.instances.contains(&target.instance_id));
         if !in_service {
-            ledger.record("ec2-instance", &target.instance_id, Action::Unchanged, 0).note =
-                Some(format!("node {}: no longer in group {}", target.node, target.group));
+            ledger.record_noted(
+                "ec2-instance",
+                &target.instance_id,
+                Action::Unchanged,
+                0,
+                format!("node {}: no longer in group {}", target.node, target.group),
+            );
             continue;
         }
         if options.dry_run {
-            ledger.record("ec2-instance", &target.instance_id, Action::Deleted, 2).note = Some(format!(
-                "node {} drained, then terminated in group {} (desired capacity − 1)",
-                target.node, target.group
-            ));
+            ledger.record_noted(
+                "ec2-instance",
+                &target.instance_id,
+                Action::Deleted,
+                2,
+                format!(
+                    "node {} drained, then terminated in group {} (desired capacity − 1)",
+                    target.node, target.group
+                ),
+            );
             continue;
         }
         let owners = match &target.owners {
@@ -182,22 +218,34 @@ pub async fn run(
         };
         let evicted = drain::evict_all(kube, &target.node, None, options.drain_timeout).await?;
         drain::wait_replaced(kube, &target.node, &owners, options.drain_timeout).await?;
-        ledger.record("node", &target.node, Action::Updated, u32::try_from(evicted).unwrap_or(u32::MAX)).note =
-            Some(format!("drained: {evicted} pod(s) evicted; {} workload(s) run again elsewhere", owners.len()));
+        let calls = u32::try_from(evicted).unwrap_or(u32::MAX);
+        let action = if evicted > 0 { Action::Updated } else { Action::Unchanged };
+        let note = format!("drained: {evicted} pod(s) evicted; {} workload(s) run again elsewhere", owners.len());
+        ledger.record_noted("node", &target.node, action, calls, note);
         if let Some((min_size, count)) = sizes.get_mut(&target.group) {
             // A group refuses to shrink below its minimum: lower it first, to what stays.
             let left = (*count - 1).max(0);
             if *min_size > left {
                 groups.set_min_size(&target.group, left, *count).await?;
                 *min_size = left;
-                ledger.record("autoscaling-group", &target.group, Action::Updated, 1).note =
-                    Some(format!("minimum size {left}"));
+                ledger.record_noted(
+                    "autoscaling-group",
+                    &target.group,
+                    Action::Updated,
+                    1,
+                    format!("minimum size {left}"),
+                );
             }
             *count = left;
         }
         groups.terminate(&target.instance_id).await?;
-        ledger.record("ec2-instance", &target.instance_id, Action::Deleted, 1).note =
-            Some(format!("terminated in group {}, desired capacity decremented", target.group));
+        ledger.record_noted(
+            "ec2-instance",
+            &target.instance_id,
+            Action::Deleted,
+            1,
+            format!("terminated in group {}, desired capacity decremented", target.group),
+        );
     }
     // The kept nodes serve the controller only: what else runs there moves to nodesmith's nodes too.
     for kept in &record.kept {
@@ -205,16 +253,21 @@ pub async fn run(
         let stays = Some((kept_key, kept_value));
         if options.dry_run {
             let owners = drain::owners_on(kube, kept, stays).await?;
-            ledger.record("node", kept, Action::Updated, 0).note =
-                Some(format!("{} workload(s) would move to nodesmith's nodes", owners.len()));
+            ledger.record_noted(
+                "node",
+                kept,
+                Action::Updated,
+                0,
+                format!("{} workload(s) would move to nodesmith's nodes", owners.len()),
+            );
             continue;
         }
         let owners = drain::owners_on(kube, kept, stays).await?;
         let evicted = drain::evict_all(kube, kept, stays, options.drain_timeout).await?;
         drain::wait_replaced(kube, kept, &owners, options.drain_timeout).await?;
         let action = if evicted > 0 { Action::Updated } else { Action::Unchanged };
-        ledger.record("node", kept, action, u32::try_from(evicted).unwrap_or(u32::MAX)).note =
-            Some(format!("{evicted} pod(s) moved to nodesmith's nodes; the controller's stay"));
+        let note = format!("{evicted} pod(s) moved to nodesmith's nodes; the controller's stay");
+        ledger.record_noted("node", kept, action, u32::try_from(evicted).unwrap_or(u32::MAX), note);
     }
     ledger.outputs.insert("autoscaler_replicas", "0".into());
     ledger.outputs.insert("nodes_kept", record.kept.join(","));
@@ -313,14 +366,14 @@ async fn raise_limits(
     let current: BTreeMap<String, String> = pool.spec.limits.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let wanted = format!("cpu {}, memory {}Mi", limits.cpu, limits.memory_mib);
     if plan::holds(&current, limits) {
-        ledger.record("nodepool", &options.nodepool, Action::Unchanged, 0).note = Some(format!("limits hold {wanted}"));
+        ledger.record_noted("nodepool", &options.nodepool, Action::Unchanged, 0, format!("limits hold {wanted}"));
         return Ok(());
     }
     if !options.dry_run {
         let patch = serde_json::json!({"spec": {"limits": {"cpu": limits.cpu.to_string(), "memory": format!("{}Mi", limits.memory_mib)}}});
         pools.patch(&options.nodepool, &PatchParams::default(), &Patch::Merge(patch)).await?;
     }
-    ledger.record("nodepool", &options.nodepool, Action::Updated, 1).note = Some(format!("limits raised to {wanted}"));
+    ledger.record_noted("nodepool", &options.nodepool, Action::Updated, 1, format!("limits raised to {wanted}"));
     Ok(())
 }
 
@@ -344,15 +397,20 @@ async fn rollback(
     let before = drain::scale(&deployments, name, record.autoscaler_replicas, options.dry_run).await?;
     let action =
         if before.is_some_and(|b| b != record.autoscaler_replicas) { Action::Updated } else { Action::Unchanged };
-    ledger.record("deployment", format!("{namespace}/{name}"), action, u32::from(action == Action::Updated)).note =
-        Some(format!("replicas {}", record.autoscaler_replicas));
+    ledger.record_noted(
+        "deployment",
+        format!("{namespace}/{name}"),
+        action,
+        u32::from(action == Action::Updated),
+        format!("replicas {}", record.autoscaler_replicas),
+    );
     let nodes: Api<Node> = Api::all(kube.clone());
     for (key, _) in drain::TAINTS {
         let tainted: BTreeSet<String> = drain::tainted(&nodes, key).await?.into_iter().collect();
         for node in &tainted {
             let changed = drain::set_taint(&nodes, node, key, None, options.dry_run).await?;
             let action = if changed { Action::Updated } else { Action::Unchanged };
-            ledger.record("node", node, action, u32::from(changed)).note = Some(format!("taint {key} lifted"));
+            ledger.record_noted("node", node, action, u32::from(changed), format!("taint {key} lifted"));
         }
     }
     for group in groups.of_cluster(&options.cluster).await? {
@@ -363,8 +421,13 @@ async fn rollback(
         if !options.dry_run {
             groups.set_min_size(&group.name, size.min_size, group.desired).await?;
         }
-        ledger.record("autoscaling-group", &group.name, Action::Updated, 1).note =
-            Some(format!("minimum size {} again", size.min_size));
+        ledger.record_noted(
+            "autoscaling-group",
+            &group.name,
+            Action::Updated,
+            1,
+            format!("minimum size {} again", size.min_size),
+        );
     }
     if !options.dry_run {
         record::delete(records).await?;
