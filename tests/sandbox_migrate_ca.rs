@@ -1,6 +1,6 @@
-//! `nodesmith migrate from-cluster-autoscaler` in the sandbox: an Auto Scaling group in moto whose instances the
-//! registrar makes Nodes (with the EKS node-group label), a `cluster-autoscaler` Deployment, and a workload with a
-//! PodDisruptionBudget on the group's nodes. The migration, killed after each change it makes and run again each
+//! `nodesmith migrate from-cluster-autoscaler` in the sandbox: an EKS managed node group and a self-managed Auto
+//! Scaling group in moto whose instances the registrar makes Nodes (the managed group's with the EKS node-group
+//! label), a `cluster-autoscaler` Deployment, and a workload with a PodDisruptionBudget on the groups' nodes. The migration, killed after each change it makes and run again each
 //! time, ends with Cluster Autoscaler at 0, the group at the two nodes kept, every pod Running on nodesmith's nodes,
 //! and the budget never broken (sampled all along); `--rollback` then scales Cluster Autoscaler back and lifts the
 //! taints. Needs `make sandbox-up`.
@@ -27,46 +27,58 @@ use support::controller::*;
 use support::{Sandbox, wait_until};
 
 const NODEGROUP_LABEL: &str = "eks.amazonaws.com/nodegroup";
+/// On every node of the test's groups (a tag the registrar copies), so that the shared sandbox's other nodes are
+/// left out.
+const GROUPS_LABEL: &str = "sandbox.nodesmith.dev/fromca";
 const REPLICAS: usize = 6;
 const MIN_AVAILABLE: usize = 5;
 
 #[tokio::test]
 #[ignore = "needs the sandbox: make sandbox-up"]
 async fn moving_off_cluster_autoscaler_keeps_the_budget_resumes_after_every_kill_and_rolls_back() -> Result<()> {
-    let test = ControllerTest::with_simple_pool("fromca").await?;
+    let test = ControllerTest::new("fromca").await?;
+    // A pool with no room yet: the workload starts on the groups' nodes only, and the migration raises the limits.
+    nodeclass_and_pool(&test.sandbox, &test.name, on_demand_general_purpose(), "0").await?;
     test.start_controller()?;
-    let group = format!("{}-workers", test.name);
     let autoscaler = format!("{}-ca", test.name);
     test.run(async |t| {
-        let story = migration_story(&t.sandbox, &t.namespace, &t.name, &group, &autoscaler).await;
-        let cleaned = remove_group_and_autoscaler(&t.sandbox, &group, &autoscaler).await;
+        let story = migration_story(&t.sandbox, &t.namespace, &t.name, &autoscaler).await;
+        let cleaned = remove_groups_and_autoscaler(&t.sandbox, &t.name, &autoscaler).await;
         story.and(cleaned)
     })
     .await
 }
 
-async fn migration_story(sandbox: &Sandbox, namespace: &str, pool: &str, group: &str, autoscaler: &str) -> Result<()> {
-    // Cluster Autoscaler's world: four nodes of a group, its Deployment, a workload with a budget on them.
-    create_group(sandbox, group, 4).await?;
+async fn migration_story(sandbox: &Sandbox, namespace: &str, pool: &str, autoscaler: &str) -> Result<()> {
+    // Cluster Autoscaler's world: an EKS managed node group and a self-managed group of two nodes each, its
+    // Deployment, a workload with a budget on them.
+    let managed = format!("{pool}-managed");
+    let managed_group = managed_node_group(sandbox, pool, &managed).await?;
+    let workers = format!("{pool}-workers");
+    let cluster_tag = format!("kubernetes.io/cluster/{}", sandbox.cluster);
+    create_group(sandbox, pool, &workers, 2, &[(cluster_tag.as_str(), "owned")]).await?;
     let nodes: Api<Node> = Api::all(sandbox.kube.clone());
-    let selector = ListParams::default().labels(&format!("{NODEGROUP_LABEL}={group}"));
-    wait_until("the group's four Nodes", RUN_WAIT, || async {
+    let selector = ListParams::default().labels(&format!("{GROUPS_LABEL}={pool}"));
+    let group = pool;
+    wait_until("the groups' four Nodes", RUN_WAIT, || async {
         Ok((nodes.list(&selector).await?.items.len() == 4).then_some(()))
     })
     .await?;
+    let labelled = nodes.list(&ListParams::default().labels(&format!("{NODEGROUP_LABEL}={managed}"))).await?.items;
+    ensure!(labelled.len() == 2, "{} Nodes carry the managed node group's label", labelled.len());
     let pause = json!({"name": "app", "image": "registry.k8s.io/pause:3.10",
                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}});
     let ca: Deployment = serde_json::from_value(json!({
         "metadata": {"name": autoscaler},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": autoscaler}},
                  "template": {"metadata": {"labels": {"app": autoscaler}},
-                              "spec": {"nodeSelector": {NODEGROUP_LABEL: group}, "containers": [pause]}}},
+                              "spec": {"nodeSelector": {GROUPS_LABEL: group}, "containers": [pause]}}},
     }))?;
     Api::<Deployment>::namespaced(sandbox.kube.clone(), "kube-system").create(&PostParams::default(), &ca).await?;
     // The workload may run on the group's nodes or the pool's (nodesmith's), nowhere else in the shared sandbox.
     let anywhere_of_the_test = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
     "nodeSelectorTerms": [
-        {"matchExpressions": [{"key": NODEGROUP_LABEL, "operator": "In", "values": [group]}]},
+        {"matchExpressions": [{"key": GROUPS_LABEL, "operator": "In", "values": [group]}]},
         {"matchExpressions": [{"key": TEST_LABEL, "operator": "In", "values": [pool]}]},
     ]}}});
     let web: Deployment = serde_json::from_value(json!({
@@ -86,10 +98,18 @@ async fn migration_story(sandbox: &Sandbox, namespace: &str, pool: &str, group: 
         .create(&PostParams::default(), &pdb)
         .await?;
     let pods: Api<Pod> = Api::namespaced(sandbox.kube.clone(), namespace);
-    wait_until("the workload Running on the group's nodes", RUN_WAIT, || async {
-        Ok((running(&pods.list(&ListParams::default()).await?.items).len() == REPLICAS).then_some(()))
+    let group_nodes: Vec<String> = nodes.list(&selector).await?.items.iter().map(ResourceExt::name_any).collect();
+    let last = std::sync::Mutex::new(Vec::new());
+    wait_until("the workload Running on the groups' nodes", RUN_WAIT, || async {
+        let list = pods.list(&ListParams::default()).await?.items;
+        let on_groups = running(&list).iter().filter(|p| node_of(p).is_some_and(|n| group_nodes.contains(&n))).count();
+        if let Ok(mut last) = last.lock() {
+            *last = list.iter().map(|p| (p.name_any(), node_of(p), p.status.clone().and_then(|s| s.phase))).collect();
+        }
+        Ok((on_groups == REPLICAS).then_some(()))
     })
-    .await?;
+    .await
+    .with_context(|| format!("the groups' nodes {group_nodes:?}; the pods {:?}", last.lock().map(|l| l.clone())))?;
 
     // The budget, sampled from here on: never fewer than MIN_AVAILABLE pods Running.
     let lowest = Arc::new(AtomicUsize::new(REPLICAS));
@@ -163,25 +183,28 @@ async fn migration_story(sandbox: &Sandbox, namespace: &str, pool: &str, group: 
     }
     // A run that changes something is killed, so the last one found nothing left to change.
     ensure!(kills.iter().any(|l| l.contains("drained")), "no run was killed after a drain: {kills:#?}");
+    ensure!(kills.iter().any(|l| l.contains("limits raised")), "no run raised the NodePool's limits: {kills:#?}");
     ensure!(
         kills.iter().any(|l| l.contains("deleted ec2-instance")),
         "no run was killed after a termination: {kills:#?}"
     );
 
     let autoscaling = aws_sdk_autoscaling::Client::new(&sandbox.sdk);
-    let described = autoscaling.describe_auto_scaling_groups().auto_scaling_group_names(group).send().await?;
-    let described = described.auto_scaling_groups().first().context("the group")?;
+    let described = autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&managed_group)
+        .auto_scaling_group_names(&workers)
+        .send()
+        .await?;
     let in_service: Vec<&str> = described
-        .instances()
+        .auto_scaling_groups()
         .iter()
+        .flat_map(|g| g.instances())
         .filter(|i| i.lifecycle_state().is_some_and(|s| s.as_str() == "InService"))
         .filter_map(|i| i.instance_id())
         .collect();
-    ensure!(
-        in_service.len() == 2 && described.desired_capacity() == Some(2),
-        "the group holds {in_service:?}, desired {:?}",
-        described.desired_capacity()
-    );
+    let desired: i32 = described.auto_scaling_groups().iter().filter_map(|g| g.desired_capacity()).sum();
+    ensure!(in_service.len() == 2 && desired == 2, "the groups hold {in_service:?}, desired {desired}");
     let replicas = Api::<Deployment>::namespaced(sandbox.kube.clone(), "kube-system")
         .get(autoscaler)
         .await?
@@ -255,10 +278,42 @@ async fn tainted(nodes: &Api<Node>, key: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// A self-managed-looking Auto Scaling group of EKS's shape: m5.large from a launch template, in the discovered
-/// subnets, tagged for the cluster and as an EKS node group (its instances carry the tags, the registrar makes them
-/// Nodes labelled with the group). Minimum 3, so the migration must lower it to end at 2.
-async fn create_group(sandbox: &Sandbox, group: &str, size: i32) -> Result<()> {
+/// An EKS managed node group of two m5.large (at least one), and the Auto Scaling group EKS makes for it: named as
+/// DescribeNodegroup reports, tagged as EKS tags it (`eks:cluster-name`, `eks:nodegroup-name`, the cluster's
+/// `kubernetes.io/cluster/` tag; its instances too). Returns the Auto Scaling group's name.
+async fn managed_node_group(sandbox: &Sandbox, pool: &str, nodegroup: &str) -> Result<String> {
+    let eks = aws_sdk_eks::Client::new(&sandbox.sdk);
+    let role = format!("arn:aws:iam::{SANDBOX_ACCOUNT}:role/{}", support::names(&sandbox.cluster).node_role);
+    eks.create_nodegroup()
+        .cluster_name(&sandbox.cluster)
+        .nodegroup_name(nodegroup)
+        .node_role(role)
+        .set_subnets(Some(subnets(sandbox).await?))
+        .scaling_config(
+            aws_sdk_eks::types::NodegroupScalingConfig::builder().min_size(1).max_size(3).desired_size(2).build(),
+        )
+        .instance_types("m5.large")
+        .send()
+        .await?;
+    let described = eks.describe_nodegroup().cluster_name(&sandbox.cluster).nodegroup_name(nodegroup).send().await?;
+    let group = described
+        .nodegroup()
+        .and_then(|n| n.resources())
+        .and_then(|r| r.auto_scaling_groups().first())
+        .and_then(|g| g.name())
+        .context("the node group names no Auto Scaling group")?
+        .to_string();
+    let cluster_tag = format!("kubernetes.io/cluster/{}", sandbox.cluster);
+    let tags = [
+        ("eks:cluster-name", sandbox.cluster.as_str()),
+        ("eks:nodegroup-name", nodegroup),
+        (cluster_tag.as_str(), "owned"),
+    ];
+    create_group(sandbox, pool, &group, 1, &tags).await?;
+    Ok(group)
+}
+
+async fn subnets(sandbox: &Sandbox) -> Result<Vec<String>> {
     let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
     let subnets: Vec<String> = ec2
         .describe_subnets()
@@ -270,6 +325,14 @@ async fn create_group(sandbox: &Sandbox, group: &str, size: i32) -> Result<()> {
         .filter_map(|s| s.subnet_id().map(str::to_string))
         .collect();
     ensure!(!subnets.is_empty(), "no discovered subnet");
+    Ok(subnets)
+}
+
+/// An Auto Scaling group of two m5.large from a launch template of its name, in the discovered subnets, with
+/// `tags` and the test's label tag (its instances carry them all; the registrar makes them Nodes). At least
+/// `min_size`: the migration lowers it where it must.
+async fn create_group(sandbox: &Sandbox, pool: &str, group: &str, min_size: i32, tags: &[(&str, &str)]) -> Result<()> {
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
     ec2.create_launch_template()
         .launch_template_name(group)
         .launch_template_data(
@@ -286,7 +349,7 @@ async fn create_group(sandbox: &Sandbox, group: &str, size: i32) -> Result<()> {
             .resource_type("auto-scaling-group")
             .build()
     };
-    aws_sdk_autoscaling::Client::new(&sandbox.sdk)
+    let mut create = aws_sdk_autoscaling::Client::new(&sandbox.sdk)
         .create_auto_scaling_group()
         .auto_scaling_group_name(group)
         .launch_template(
@@ -295,31 +358,40 @@ async fn create_group(sandbox: &Sandbox, group: &str, size: i32) -> Result<()> {
                 .version("$Latest")
                 .build(),
         )
-        .min_size(3)
-        .max_size(6)
-        .desired_capacity(size)
-        .vpc_zone_identifier(subnets.join(","))
-        .tags(tag(&format!("kubernetes.io/cluster/{}", sandbox.cluster), "owned"))
-        .tags(tag("eks:cluster-name", &sandbox.cluster))
-        .tags(tag("eks:nodegroup-name", group))
-        .send()
-        .await?;
+        .min_size(min_size)
+        .max_size(4)
+        .desired_capacity(2)
+        .vpc_zone_identifier(subnets(sandbox).await?.join(","))
+        .tags(tag(GROUPS_LABEL, pool));
+    for (key, value) in tags {
+        create = create.tags(tag(key, value));
+    }
+    create.send().await?;
     Ok(())
 }
 
-/// The group (and its instances), its launch template and the Cluster Autoscaler Deployment, whatever the story
-/// did.
-async fn remove_group_and_autoscaler(sandbox: &Sandbox, group: &str, autoscaler: &str) -> Result<()> {
+/// The test's groups (and their instances), launch templates and node group, and the Cluster Autoscaler
+/// Deployment, whatever the story did.
+async fn remove_groups_and_autoscaler(sandbox: &Sandbox, pool: &str, autoscaler: &str) -> Result<()> {
     let autoscaling = aws_sdk_autoscaling::Client::new(&sandbox.sdk);
-    autoscaling.delete_auto_scaling_group().auto_scaling_group_name(group).force_delete(true).send().await.ok();
-    aws_sdk_ec2::Client::new(&sandbox.sdk).delete_launch_template().launch_template_name(group).send().await.ok();
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.sdk);
+    let groups = autoscaling.describe_auto_scaling_groups().send().await?;
+    for group in groups.auto_scaling_groups() {
+        let ours = group.tags().iter().any(|t| t.key() == Some(GROUPS_LABEL) && t.value() == Some(pool));
+        let Some(name) = group.auto_scaling_group_name().filter(|_| ours) else { continue };
+        autoscaling.delete_auto_scaling_group().auto_scaling_group_name(name).force_delete(true).send().await.ok();
+        ec2.delete_launch_template().launch_template_name(name).send().await.ok();
+    }
+    let eks = aws_sdk_eks::Client::new(&sandbox.sdk);
+    let nodegroup = format!("{pool}-managed");
+    eks.delete_nodegroup().cluster_name(&sandbox.cluster).nodegroup_name(nodegroup).send().await.ok();
     let deployments: Api<Deployment> = Api::namespaced(sandbox.kube.clone(), "kube-system");
     deployments.delete(autoscaler, &DeleteParams::default()).await.ok();
     let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(sandbox.kube.clone(), "kube-system");
     configmaps.delete("nodesmith-migration-from-cluster-autoscaler", &DeleteParams::default()).await.ok();
     let nodes: Api<Node> = Api::all(sandbox.kube.clone());
-    let selector = ListParams::default().labels(&format!("{NODEGROUP_LABEL}={group}"));
-    wait_until("the group's Nodes gone", RUN_WAIT, || async {
+    let selector = ListParams::default().labels(&format!("{GROUPS_LABEL}={pool}"));
+    wait_until("the groups' Nodes gone", RUN_WAIT, || async {
         Ok(nodes.list(&selector).await?.items.is_empty().then_some(()))
     })
     .await
