@@ -68,6 +68,10 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
             nominations.publish(&ctx);
             let pending: HashSet<String> = pending_pods(&ctx, &nominations).iter().map(|p| pods::key(p)).collect();
             if pending.is_empty() {
+                if ctx.settings.observe {
+                    // Nothing waits: an observing controller would launch nothing now.
+                    ctx.metrics.observe_plan(&[]);
+                }
                 batch = None;
                 continue;
             }
