@@ -165,6 +165,28 @@ mod tests {
     }
 
     #[test]
+    fn the_launch_gauges_hold_the_last_plan_only() {
+        let metrics = crate::telemetry::Metrics::default();
+        let launch = |instance_type| ObservedLaunch {
+            nodepool: "default",
+            instance_type,
+            capacity_type: "spot",
+            zone: "us-east-1a",
+            usd_per_hour: 0.05,
+        };
+        metrics.observe_plan(&[launch("m5.large"), launch("m5.large"), launch("c6a.large")]);
+        let text = metrics.encode();
+        let series = r#"nodesmith_observe_launches{nodepool="default",instance_type="m5.large",capacity_type="spot",zone="us-east-1a"} 2"#;
+        assert!(text.contains(series), "{text}");
+        assert!(text.contains(r#"nodesmith_observe_launch_price_dollars_per_hour{nodepool="default"} 0.15"#), "{text}");
+        metrics.observe_plan(&[launch("c6a.large")]);
+        let text = metrics.encode();
+        assert!(!text.contains(r#"instance_type="m5.large""#), "the earlier plan's series went: {text}");
+        metrics.observe_plan(&[]);
+        assert!(!metrics.encode().contains("nodesmith_observe_launches{"), "nothing waits, nothing would launch");
+    }
+
+    #[test]
     fn a_pool_is_told_how_many_nodes_of_each_offering_and_what_they_cost() {
         let a = node("c6a.large", "us-east-1a", 2, 0.0765);
         let b = node("c6a.large", "us-east-1a", 3, 0.0765);
