@@ -130,6 +130,16 @@ async fn migration_story(sandbox: &Sandbox, namespace: &str, pool: &str, autosca
     let args = ["migrate", "from-cluster-autoscaler", "--cluster", &sandbox.cluster, "--nodepool", pool];
     let args: Vec<&str> = args.iter().copied().chain(["--autoscaler", &deployment, "--drain-timeout", "3m"]).collect();
 
+    // Without the NodePool setup --apply writes, it refuses, and says what to run.
+    let refused = support::nodesmith()?
+        .args(["migrate", "from-cluster-autoscaler", "--cluster", &sandbox.cluster, "--nodepool", "no-such-pool"])
+        .args(["--autoscaler", &deployment])
+        .output()?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    ensure!(!refused.status.success(), "it started without the NodePool");
+    ensure!(said.contains(&format!("run `nodesmith setup --cluster {} --apply`", sandbox.cluster)), "{said}");
+    ensure!(tainted(&nodes, MIGRATION_TAINT_KEY).await?.is_empty(), "the refused run tainted a node");
+
     // A dry run changes nothing and names every step.
     let dry = support::nodesmith()?.args(&args).args(["--dry-run", "--output", "json"]).output()?;
     ensure!(dry.status.success(), "the dry run failed: {}", String::from_utf8_lossy(&dry.stderr));
