@@ -94,13 +94,7 @@ impl Ledger {
         action: Action,
         calls: u32,
     ) -> &mut ResourceChange {
-        self.changes += calls;
-        let id = id.into();
-        tracing::info!(kind, action = ?action, "{id}");
-        self.resources.push(ResourceChange { kind, id, action, note: None, spec: None });
-        self.observe_last();
-        let last = self.resources.len() - 1;
-        &mut self.resources[last]
+        self.push(kind, id.into(), action, calls, None)
     }
 
     /// `record`, with a note that the progress shows too.
@@ -112,10 +106,20 @@ impl Ledger {
         calls: u32,
         note: impl Into<String>,
     ) -> &mut ResourceChange {
+        self.push(kind, id.into(), action, calls, Some(note.into()))
+    }
+
+    fn push(
+        &mut self,
+        kind: &'static str,
+        id: String,
+        action: Action,
+        calls: u32,
+        note: Option<String>,
+    ) -> &mut ResourceChange {
         self.changes += calls;
-        let id = id.into();
         tracing::info!(kind, action = ?action, "{id}");
-        self.resources.push(ResourceChange { kind, id, action, note: Some(note.into()), spec: None });
+        self.resources.push(ResourceChange { kind, id, action, note, spec: None });
         self.observe_last();
         let last = self.resources.len() - 1;
         &mut self.resources[last]

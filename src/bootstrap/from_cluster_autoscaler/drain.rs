@@ -126,6 +126,12 @@ async fn all_pods(kube: &kube::Client) -> Result<Vec<Pod>, kube::Error> {
     Ok(Api::<Pod>::all(kube.clone()).list(&ListParams::default()).await?.items)
 }
 
+/// The pods bound to `node` (the API server filters: a drain looks again every few seconds).
+async fn pods_on(kube: &kube::Client, node: &str) -> Result<Vec<Pod>, kube::Error> {
+    let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    Ok(Api::<Pod>::all(kube.clone()).list(&on_node).await?.items)
+}
+
 /// Which pods of a node a drain moves: evictable ones that do not tolerate `stays` (a drain of a node kept for the
 /// controller leaves the controller's pods).
 fn moves(pod: &Pod, node: &str, stays: Option<(&str, &str)>) -> bool {
@@ -159,8 +165,8 @@ pub async fn evict_all(
     let started = Instant::now();
     let mut evicted = 0;
     loop {
-        let all = all_pods(kube).await?;
-        let left: Vec<&Pod> = all.iter().filter(|p| moves(p, node, stays)).collect();
+        let on_node = pods_on(kube, node).await?;
+        let left: Vec<&Pod> = on_node.iter().filter(|p| moves(p, node, stays)).collect();
         if left.is_empty() {
             return Ok(evicted);
         }

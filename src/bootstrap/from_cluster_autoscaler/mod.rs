@@ -140,28 +140,13 @@ pub async fn run(
 
     ledger.step("taint");
     let [(drain_key, drain_value), (kept_key, kept_value)] = drain::TAINTS;
-    for target in &record.drained {
-        let changed = drain::set_taint(&nodes, &target.node, drain_key, Some(drain_value), options.dry_run).await?;
-        let action = if changed { Action::Updated } else { Action::Unchanged };
-        ledger.record_noted(
-            "node",
-            &target.node,
-            action,
-            u32::from(changed),
-            format!("{drain_key}={drain_value}:NoSchedule, to drain"),
-        );
-    }
-    for kept in &record.kept {
-        let changed = drain::set_taint(&nodes, kept, kept_key, Some(kept_value), options.dry_run).await?;
-        let action = if changed { Action::Updated } else { Action::Unchanged };
-        ledger.record_noted(
-            "node",
-            kept,
-            action,
-            u32::from(changed),
-            format!("{kept_key}={kept_value}:NoSchedule, kept for the nodesmith controller, whose chart tolerates it"),
-        );
-    }
+    let drained: Vec<&str> = record.drained.iter().map(|t| t.node.as_str()).collect();
+    let why = format!("{drain_key}={drain_value}:NoSchedule, to drain");
+    taint_each(&nodes, &drained, (drain_key, drain_value), &why, options.dry_run, &mut ledger).await?;
+    let kept: Vec<&str> = record.kept.iter().map(String::as_str).collect();
+    let why =
+        format!("{kept_key}={kept_value}:NoSchedule, kept for the nodesmith controller, whose chart tolerates it");
+    taint_each(&nodes, &kept, (kept_key, kept_value), &why, options.dry_run, &mut ledger).await?;
 
     ledger.step("Cluster Autoscaler");
     let before = drain::scale(&deployments, name, 0, options.dry_run).await?;
@@ -251,8 +236,8 @@ pub async fn run(
     for kept in &record.kept {
         ledger.step(&format!("move workloads off {kept}"));
         let stays = Some((kept_key, kept_value));
+        let owners = drain::owners_on(kube, kept, stays).await?;
         if options.dry_run {
-            let owners = drain::owners_on(kube, kept, stays).await?;
             ledger.record_noted(
                 "node",
                 kept,
@@ -262,7 +247,6 @@ pub async fn run(
             );
             continue;
         }
-        let owners = drain::owners_on(kube, kept, stays).await?;
         let evicted = drain::evict_all(kube, kept, stays, options.drain_timeout).await?;
         drain::wait_replaced(kube, kept, &owners, options.drain_timeout).await?;
         let action = if evicted > 0 { Action::Updated } else { Action::Unchanged };
@@ -272,6 +256,23 @@ pub async fn run(
     ledger.outputs.insert("autoscaler_replicas", "0".into());
     ledger.outputs.insert("nodes_kept", record.kept.join(","));
     Ok(ledger)
+}
+
+/// Puts the `NoSchedule` taint `key=value` on each node, recording each with `why`.
+async fn taint_each(
+    nodes: &Api<Node>,
+    names: &[&str],
+    (key, value): (&str, &str),
+    why: &str,
+    dry_run: bool,
+    ledger: &mut Ledger,
+) -> Result<(), kube::Error> {
+    for name in names {
+        let changed = drain::set_taint(nodes, name, key, Some(value), dry_run).await?;
+        let action = if changed { Action::Updated } else { Action::Unchanged };
+        ledger.record_noted("node", *name, action, u32::from(changed), why);
+    }
+    Ok(())
 }
 
 /// Nodesmith's controller role (setup's IAM) and the NodePool the pods move to must exist.

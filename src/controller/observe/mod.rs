@@ -15,6 +15,7 @@ pub mod read_only;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
@@ -52,37 +53,47 @@ pub async fn report_plan(
         .collect();
     ctx.metrics.observe_plan(&launches);
 
-    let mut pod_lines = Vec::new();
-    for node in &plan.new_nodes {
-        let line = format!(
-            "nodesmith (observing) would launch a {} {} node in {} (${:.4}/h) of NodePool {} for this pod and {} other(s)",
-            node.instance_type,
-            node.capacity_type.as_str(),
-            node.zone,
-            node.price_per_hour,
-            node.nodepool,
-            node.pods.len().saturating_sub(1),
-        );
-        for pod in node.pods.iter().filter_map(|key| all_pods.get(key)) {
-            pod_lines.push((super::pods::key(pod), pod.object_ref(&()), line.clone()));
-        }
-    }
-    let notes: Vec<_> =
-        pod_lines.iter().map(|(key, object, line)| (key.clone(), object.clone(), line.as_str())).collect();
+    // One line per new node, told to each pod planned onto it.
+    let lines: Vec<String> = plan
+        .new_nodes
+        .iter()
+        .map(|node| {
+            format!(
+                "nodesmith (observing) would launch a {} {} node in {} (${:.4}/h) of NodePool {} for this pod and {} other(s)",
+                node.instance_type,
+                node.capacity_type.as_str(),
+                node.zone,
+                node.price_per_hour,
+                node.nodepool,
+                node.pods.len().saturating_sub(1),
+            )
+        })
+        .collect();
+    let notes: Vec<_> = plan
+        .new_nodes
+        .iter()
+        .zip(&lines)
+        .flat_map(|(node, line)| {
+            let pods = node.pods.iter().filter_map(|key| all_pods.get(key));
+            pods.map(move |pod| (super::pods::key(pod), pod.object_ref(&()), line.as_str()))
+        })
+        .collect();
     pod_notes.tell(ctx, &WOULD_LAUNCH, &notes).await;
 
     let mut pools: BTreeMap<&str, Vec<&crate::scheduling::NewNode>> = BTreeMap::new();
     for node in &plan.new_nodes {
         pools.entry(node.nodepool.as_str()).or_default().push(node);
     }
-    let mut pool_lines = Vec::new();
-    for (pool, nodes) in &pools {
-        let Some(object) = ctx.state.nodepool(pool) else { continue };
-        pool_lines.push((format!("nodepool/{pool}"), object.object_ref(&()), pool_summary(nodes)));
-    }
+    let summaries: Vec<(String, ObjectReference, String)> = pools
+        .iter()
+        .filter_map(|(pool, nodes)| {
+            let object = ctx.state.nodepool(pool)?.object_ref(&());
+            Some((format!("nodepool/{pool}"), object, pool_summary(nodes)))
+        })
+        .collect();
+    pool_notes.keep_only(&summaries.iter().map(|(key, _, _)| key.clone()).collect());
     let notes: Vec<_> =
-        pool_lines.iter().map(|(key, object, line)| (key.clone(), object.clone(), line.as_str())).collect();
-    pool_notes.keep_only(&pool_lines.iter().map(|(key, _, _)| key.clone()).collect());
+        summaries.iter().map(|(key, object, line)| (key.clone(), object.clone(), line.as_str())).collect();
     pool_notes.tell(ctx, &WOULD_LAUNCH, &notes).await;
 }
 
@@ -133,9 +144,8 @@ pub async fn report_disruption(ctx: &Context, command: Option<&Command>, claims:
         command.replacements_price,
         command.replacements.len(),
     );
-    let recorder = ctx.recorder.clone();
     for claim in command.candidates.iter().filter_map(|name| claims.get(name)) {
-        events::on_nodeclaim(&recorder, claim, EventType::Normal, "WouldDisrupt", &note).await;
+        events::on_nodeclaim(&ctx.recorder, claim, EventType::Normal, "WouldDisrupt", &note).await;
     }
     tracing::info!(candidates = ?command.candidates, decision = command.decision(), reason, "observing: would disrupt");
 }
