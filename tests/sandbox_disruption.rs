@@ -285,7 +285,8 @@ async fn six_underutilized_nodes_are_consolidated_within_a_pod_disruption_budget
         eprintln!("consolidated 6 nodes to {nodes}: ${before:.3}/h -> ${after:.3}/h; fewest ready pods {fewest_ready}");
         ensure!(fewest_ready >= 5, "the PodDisruptionBudget allows one pod down; {fewest_ready} of 6 were ready");
         ensure!(after < before, "the pool's $/h went down ({before} -> {after})");
-        dashboards_story(&controller).await
+        dashboards_story(&controller).await?;
+        object_metrics_story(&controller, test).await
     })
     .await
 }
@@ -321,6 +322,63 @@ async fn dashboards_story(controller: &ControllerProcess) -> Result<()> {
     })
     .await;
     settled.with_context(|| last.lock().map(|l| l.join("\n")).unwrap_or_default())
+}
+
+/// Metrics counted from what the watches, the provisioner and the drains saw in this story: status condition
+/// transitions and the terminations of NodeClaims and Nodes, pod bind and provisioning times, the pool's cost,
+/// and pods drained under the disruption reason recorded on their NodeClaim.
+async fn object_metrics_story(controller: &ControllerProcess, pool: &str) -> Result<()> {
+    let counted: Vec<String> = vec![
+        r#"operator_nodeclaim_status_condition_transitions_total{type="Initialized",status="True""#.to_string(),
+        r#"operator_nodeclaim_status_condition_transition_seconds_count{type="Ready",status="Unknown""#.to_string(),
+        "operator_nodeclaim_termination_duration_seconds_count{".to_string(),
+        r#"operator_node_status_condition_count{namespace="",name="#.to_string(),
+        format!(r#"operator_nodepool_status_condition_count{{namespace="",name="{pool}",type="Ready",status="True""#),
+        r#"operator_ec2nodeclass_status_condition_count{namespace="",name="#.to_string(),
+        "karpenter_pods_bound_duration_seconds_count ".to_string(),
+        "karpenter_pods_scheduling_decision_duration_seconds_count ".to_string(),
+        "karpenter_pods_provisioning_bound_duration_seconds_count ".to_string(),
+        "karpenter_pods_provisioning_startup_duration_seconds_count ".to_string(),
+        r#"karpenter_pods_drained_total{reason="Underutilized"}"#.to_string(),
+        format!(r#"karpenter_nodepools_cost_total{{nodepool="{pool}"}}"#),
+        format!(r#"karpenter_nodeclaims_instance_termination_duration_seconds_count{{nodepool="{pool}"}}"#),
+        r#"karpenter_voluntary_disruption_decision_evaluation_duration_seconds_count{reason="underutilized",consolidation_type="single"}"#.to_string(),
+        format!(r#"karpenter_nodepools_nodes_consuming_budgets{{nodepool="{pool}",reason="Underutilized"}}"#),
+        r#"karpenter_scheduler_pending_pods_by_effective_zone_count{controller="provisioner",zone="flexible"}"#.to_string(),
+        "karpenter_cloudprovider_instance_type_offering_available{".to_string(),
+    ];
+    let last = std::sync::Mutex::new(Vec::new());
+    let counted = &counted;
+    let settled = wait_until("the object, pod and pool metrics counted", Duration::from_secs(60), || {
+        let last = &last;
+        async move {
+            let text = http_get(controller.metrics_port, "/metrics").await?;
+            let value = |start: &str| -> Option<f64> {
+                text.lines()
+                    .filter(|l| l.starts_with(start))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                    .reduce(f64::max)
+            };
+            // Gauges that may be 0 are present; everything else counted at least once.
+            let present = ["karpenter_nodepools_nodes_consuming_budgets", "karpenter_scheduler_pending_pods"];
+            let missing: Vec<String> = counted
+                .iter()
+                .filter(|m| match value(m.as_str()) {
+                    Some(v) => v <= 0.0 && !present.iter().any(|p| m.starts_with(p)),
+                    None => true,
+                })
+                .cloned()
+                .collect();
+            let done = missing.is_empty();
+            if let Ok(mut last) = last.lock() {
+                *last = missing;
+            }
+            Ok(done.then_some(()))
+        }
+    })
+    .await;
+    settled
+        .with_context(|| format!("no positive sample of:\n{}", last.lock().map(|l| l.join("\n")).unwrap_or_default()))
 }
 
 #[tokio::test]

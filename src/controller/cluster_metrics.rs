@@ -12,6 +12,7 @@ use kube::ResourceExt;
 
 use super::Context;
 use super::leader::Leadership;
+use super::object_metrics::object_gauges;
 use super::pods::is_daemonset_pod;
 use crate::apis::nodepool::NodePool;
 use crate::apis::pod::Pod;
@@ -77,8 +78,36 @@ impl GaugeSource for LiveGauges {
         let ctx = self.ctx.upgrade().filter(|_| self.leadership.is_leader())?;
         let state = &ctx.state;
         let (nodes, pods, pools) = (state.nodes.state(), state.pods.state(), state.nodepools.state());
-        Some(cluster_gauges(&nodes, &pods, &pools, &ctx.catalog().prices, Timestamp::now()))
+        let now = Timestamp::now();
+        let mut gauges = cluster_gauges(&nodes, &pods, &pools, &ctx.catalog().prices, now);
+        for node in gauges.nodes.iter().filter(|n| n.price_per_hour.is_none()) {
+            if let Some((_, pool)) = node.labels.iter().find(|(name, pool)| *name == "nodepool" && !pool.is_empty()) {
+                ctx.metrics.cost_tracker_error(pool);
+            }
+        }
+        let (conditions, terminating) = (&mut gauges.conditions, &mut gauges.terminating);
+        object_gauges(&state.nodeclaims.state(), now, conditions, terminating);
+        object_gauges(&nodes, now, conditions, terminating);
+        object_gauges(&pools, now, conditions, terminating);
+        object_gauges(&state.nodeclasses.state(), now, conditions, terminating);
+        if let Ok(clock) = ctx.pod_clock.lock() {
+            let waiting = clock.waiting(now);
+            gauges.provisioning_unbound = by_name(waiting.unbound);
+            gauges.provisioning_unstarted = by_name(waiting.unstarted);
+            gauges.scheduling_undecided = by_name(waiting.undecided);
+        }
+        Some(gauges)
     }
+}
+
+/// (namespace, name, seconds) of each (pod key, seconds).
+fn by_name(pods: Vec<(String, f64)>) -> Vec<(String, String, f64)> {
+    pods.into_iter()
+        .map(|(key, seconds)| {
+            let (namespace, name) = key.split_once('/').unwrap_or(("default", key.as_str()));
+            (namespace.to_string(), name.to_string(), seconds)
+        })
+        .collect()
 }
 
 /// From now on, the controller's metrics report the cluster's gauges while `leadership` says this replica leads.
@@ -125,13 +154,28 @@ pub fn cluster_gauges(
     ClusterGauges {
         unbound,
         unstarted,
+        nodepool_costs: nodepool_costs(&node_gauges),
         utilization: utilization(&node_gauges),
         node_count: nodes.len(),
         pods: pod_states.collect(),
         nodepools: pools.iter().map(|pool| nodepool_gauges(pool)).collect(),
         nodes: node_gauges,
         synced: true,
+        ..ClusterGauges::default()
     }
+}
+
+/// What each NodePool's nodes cost per hour: the sum of their prices (nodes of no pool, or of no known price, left
+/// out). Every pool with a node is reported.
+fn nodepool_costs(nodes: &[NodeGauges]) -> Vec<(String, f64)> {
+    let mut costs: BTreeMap<&str, f64> = BTreeMap::new();
+    for node in nodes {
+        let Some((_, pool)) = node.labels.iter().find(|(name, pool)| *name == "nodepool" && !pool.is_empty()) else {
+            continue;
+        };
+        *costs.entry(pool.as_str()).or_default() += node.price_per_hour.unwrap_or_default();
+    }
+    costs.into_iter().map(|(pool, cost)| (pool.to_string(), cost)).collect()
 }
 
 /// One node's gauges, whoever manages it (`managed` says whether nodesmith does).

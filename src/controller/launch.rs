@@ -2,7 +2,7 @@
 //! a launch template per distinct bootstrap (max pods differs by type), and one CreateFleet call. An instance
 //! already tagged for the NodeClaim is adopted instead: a retry or a restarted controller never launches twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use kube::ResourceExt;
@@ -22,6 +22,7 @@ use crate::cloud::user_data::{self, AmiFamily, BootstrapSettings, KubeletSetting
 use crate::names::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, UNREGISTERED_TAINT_KEY, ZONE_LABEL};
 use crate::names::{NODECLAIM_TAG, NODECLASS_TAG, NODEPOOL_TAG, cluster_tag_key};
 use crate::scheduling::{Operator, Requirement};
+use crate::telemetry::OfferingPlace;
 
 /// The `controller` label of this module's cloud calls: launches run in the NodeClaim lifecycle.
 const CONTROLLER: &str = "nodeclaim.lifecycle";
@@ -268,11 +269,32 @@ async fn launch_as(
         Err(FleetError::InsufficientCapacity { offerings, codes }) => {
             for offering in &offerings {
                 caches.unavailable.mark(offering.clone(), &codes);
+                ctx.metrics.launch_failed(place(&subnet_by_zone, &offering.zone, capacity_type), &codes);
             }
             Err(LaunchError::Fleet(FleetError::InsufficientCapacity { offerings, codes }))
         }
+        Err(FleetError::NothingLaunched { codes, detail }) => {
+            // AWS says which override failed only in the detail: counted once per zone the request offered.
+            let zones: BTreeSet<&str> =
+                request.configs.iter().flat_map(|c| c.overrides.iter().map(|o| o.zone.as_str())).collect();
+            let reason = if codes.is_empty() { "NothingLaunched" } else { codes.as_str() };
+            for zone in zones {
+                ctx.metrics.launch_failed(place(&subnet_by_zone, zone, capacity_type), reason);
+            }
+            Err(LaunchError::Fleet(FleetError::NothingLaunched { codes, detail }))
+        }
         Err(error) => Err(error.into()),
     }
+}
+
+/// Where an offering in `zone` is, for the launch failure metrics.
+fn place<'a>(
+    subnet_by_zone: &'a BTreeMap<String, SubnetInfo>,
+    zone: &'a str,
+    capacity_type: CapacityType,
+) -> OfferingPlace<'a> {
+    let zone_id = subnet_by_zone.get(zone).map_or("", |s| s.zone_id.as_str());
+    OfferingPlace { zone, zone_id, capacity_type: capacity_type.as_str() }
 }
 
 /// CreateFleet's idempotency token: the NodeClaim's UID, its attempt (the failed launches recorded on it) and the

@@ -17,7 +17,9 @@ pub mod nodeclass_status;
 pub mod nodeclass_validation;
 pub mod nodepool_status;
 pub mod nominations;
+pub mod object_metrics;
 pub mod observe;
+pub mod pod_clock;
 pub mod pod_notes;
 pub use crate::apis::pods;
 pub mod provisioner;
@@ -86,6 +88,11 @@ pub struct Context {
     /// Nodes and NodeClaims that pods have just been planned onto (the provisioner's nominations): disruption
     /// leaves them alone.
     pub nominated: Mutex<std::collections::HashSet<String>>,
+    /// When the provisioner saw, decided about and placed the pods it is dealing with (provisioning metrics).
+    pub pod_clock: Mutex<pod_clock::PodClock>,
+    /// When this process asked EC2 to terminate each NodeClaim's instance (NodeClaim name → then), until the
+    /// instance is seen going: `karpenter_nodeclaims_instance_termination_duration_seconds`.
+    pub instance_terminations: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub recorder: Recorder,
     pub metrics: Arc<crate::telemetry::Metrics>,
 }
@@ -104,6 +111,10 @@ impl Context {
     ) -> Arc<Self> {
         let catalog = Arc::new(catalog);
         metrics.price_offerings_of(catalog.clone());
+        let caches = Arc::downgrade(&cloud);
+        metrics.unavailable_offerings_from(Arc::new(move || {
+            caches.upgrade().map(|cloud| cloud.caches().unavailable.snapshot()).unwrap_or_default()
+        }));
         Arc::new(Self {
             recorder: Recorder::new(kube.clone(), reporter(&settings)),
             settings,
@@ -114,6 +125,8 @@ impl Context {
             state,
             catalog: std::sync::RwLock::new(catalog),
             nominated: Mutex::default(),
+            pod_clock: Mutex::default(),
+            instance_terminations: Mutex::default(),
             metrics,
         })
     }
@@ -216,7 +229,10 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
     } else {
         aws
     };
-    let (state, subscriptions) = state::ClusterState::start(&kube);
+    // Made before the watches, which count object transitions only while this replica leads.
+    let leadership = if settings.observe { leader::Leadership::without_lease() } else { leader::Leadership::default() };
+    let transitions = object_metrics::ObjectTransitions::new(metrics.clone(), leadership.clone());
+    let (state, subscriptions) = state::ClusterState::start(&kube, transitions);
     let ctx = Context::new(settings.clone(), cluster, kube.clone(), kube_evictions, aws, metrics, state, catalog);
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -229,9 +245,8 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
     tracing::info!(cluster = %settings.cluster_name, identity = %settings.identity, "caches synced; starting");
 
     if settings.observe {
-        return observe_until_stopped(ctx, subscriptions, server, metrics_port, health_port).await;
+        return observe_until_stopped(ctx, leadership, subscriptions, server, metrics_port, health_port).await;
     }
-    let leadership = leader::Leadership::default();
     let (namespace, identity) = (settings.namespace.clone(), settings.identity.clone());
     tokio::spawn(leader::run(kube, namespace, identity, leadership.clone(), ctx.metrics.clone()));
     cluster_metrics::report(&ctx, leadership.clone());
@@ -261,13 +276,13 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
 /// Shadow mode: only the parts that read, plan and decide (see `observe`), under a leadership without a Lease.
 async fn observe_until_stopped(
     ctx: Arc<Context>,
+    leadership: leader::Leadership,
     subscriptions: state::Subscriptions,
     server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
     metrics_port: u16,
     health_port: u16,
 ) -> Result<(), StartError> {
     tracing::info!("observing: planning and deciding as usual, changing nothing in AWS or Kubernetes");
-    let leadership = leader::Leadership::without_lease();
     cluster_metrics::report(&ctx, leadership.clone());
     // The NodeClaim and Node streams of the shared watches drive nothing here, but must be read (`Subscriptions`).
     let drain = async {

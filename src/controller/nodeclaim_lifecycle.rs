@@ -236,6 +236,7 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
             labels.insert(CAPACITY_TYPE_LABEL.into(), launched.capacity_type.as_str().into());
             let mut conds = claim.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
             conditions::set(&mut conds, "Launched", true, "Launched", "");
+            conditions::awaiting(&mut conds, &["Registered", "Initialized", "Ready"]);
             patch_status(
                 api,
                 &name,

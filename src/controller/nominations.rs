@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::apis::pod::Pod;
 use kube::ResourceExt;
 
 use super::{Context, cluster_snapshot, conditions, pods};
@@ -51,30 +50,23 @@ impl Nominations {
             return;
         }
         // A nominated pod now running (not on a node being taken away, where it waits for its replacement) has
-        // what it waited for: its startup time is recorded, its nomination ends.
+        // what it waited for: its nomination ends.
         let leaving = cluster_snapshot::leaving_nodes(ctx);
-        let running: HashMap<String, Arc<Pod>> = ctx
+        let running: HashSet<String> = ctx
             .state
             .pods
             .state()
             .into_iter()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
             .filter(|p| p.node_name().is_some_and(|n| !leaving.contains(n)))
-            .map(|p| (pods::key(&p), p))
+            .map(|p| pods::key(&p))
             .collect();
         // A pod deleted while it waited wants nothing any more.
         self.by_pod.retain(|pod, _| {
             let (namespace, name) = pod.split_once('/').unwrap_or(("default", pod));
             ctx.state.pods.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)).is_some()
         });
-        self.by_pod.retain(|pod, _| {
-            let Some(started) = running.get(pod) else { return true };
-            if let Some(created) = started.metadata.creation_timestamp.as_ref() {
-                let waited = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
-                ctx.metrics.pod_started(waited.as_secs_f64());
-            }
-            false
-        });
+        self.by_pod.retain(|pod, _| !running.contains(pod));
         let claims: HashMap<String, Arc<NodeClaim>> =
             ctx.state.nodeclaims.state().into_iter().map(|c| (c.name_any(), c)).collect();
         self.by_pod.retain(|_, (target, since)| match claims.get(target.as_str()) {

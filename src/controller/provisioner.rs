@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 
 use crate::apis::pod::Pod;
 use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
+use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 
 use super::cluster_snapshot::{Planning, pending_pods};
 use super::nominations::Nominations;
+use super::pod_clock::PodNow;
 use super::pod_notes::PodNotes;
 use super::state::Triggers;
 use super::{Context, Error, launch, leader::Leadership, pods};
@@ -67,6 +70,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
             nominations.prune(&ctx);
             nominations.publish(&ctx);
             let pending: HashSet<String> = pending_pods(&ctx, &nominations).iter().map(|p| pods::key(p)).collect();
+            time_pods(&ctx, &pending);
             if pending.is_empty() {
                 if ctx.settings.observe {
                     // Nothing waits: an observing controller would launch nothing now.
@@ -194,17 +198,23 @@ async fn provision<'c>(
         "planning"
     );
     let input = planning.input(catalog);
+    ctx.metrics.scheduling_round_started(CONTROLLER, planning.requests.len());
     let ready = match prepared.take() {
         Some(ready) if ready.is_for(&input) => ready,
         _ => PreparedCatalog::new(&catalog.instance_types, &catalog.prices, &planning.unavailable),
     };
     let plan = scheduling::solve_on(&input, &ready);
     *prepared = Some(ready);
+    ctx.metrics.scheduling_round_ended();
+    report_pending(ctx, catalog, &planning);
+    let refused = planning.refused.iter().map(|(pod, _)| pods::key(pod));
+    decided(ctx, plan.unschedulable.iter().map(|u| u.pod.clone()).chain(refused), false);
 
     for (target, planned) in &plan.existing_placements {
         for pod in planned {
             nominations.nominate(pod, target);
         }
+        decided(ctx, planned.iter().cloned(), true);
     }
 
     if ctx.settings.observe {
@@ -239,6 +249,7 @@ async fn provision<'c>(
                 for pod in &node.pods {
                     nominations.nominate(pod, &name);
                 }
+                decided(ctx, node.pods.iter().cloned(), true);
             }
             Err(error) => tracing::warn!(nodepool = %node.nodepool, "could not create a NodeClaim: {error}"),
         }
@@ -247,6 +258,57 @@ async fn provision<'c>(
     ctx.metrics.unschedulable_pods(CONTROLLER, plan.unschedulable.len());
     tell_waiting(ctx, pod_notes, &pending, &planning, &plan.unschedulable, &all_pods).await;
     Ok(created)
+}
+
+/// Brings the pod clock up to date: counts what the pods it holds did since the last look, and notes the pods
+/// pending now.
+fn time_pods(ctx: &Context, pending: &HashSet<String>) {
+    let now = Timestamp::now();
+    let Ok(mut clock) = ctx.pod_clock.lock() else { return };
+    let progress = clock.advance(now, |key| pod_now(ctx, key));
+    for seconds in progress.bound_after {
+        ctx.metrics.pod_provisioning_bound(seconds);
+    }
+    for seconds in progress.started_after {
+        ctx.metrics.pod_provisioning_started(seconds);
+    }
+    for pod in pending {
+        clock.seen(pod, now);
+    }
+}
+
+/// Where the pod `key` (namespace/name) is now, as the cache has it.
+pub fn pod_now(ctx: &Context, key: &str) -> PodNow {
+    let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+    let Some(pod) = ctx.state.pods.get(&ObjectRef::new(name).within(namespace)) else { return PodNow::Gone };
+    match (pod.node_name(), pod.status.as_ref().and_then(|s| s.phase.as_deref())) {
+        (_, Some("Running")) => PodNow::Running,
+        (Some(_), _) => PodNow::Bound,
+        (None, _) => PodNow::Unbound,
+    }
+}
+
+/// The provisioner decided about `pods`: placed them, or found them no place.
+fn decided(ctx: &Context, pods: impl Iterator<Item = String>, placed: bool) {
+    let now = Timestamp::now();
+    let Ok(mut clock) = ctx.pod_clock.lock() else { return };
+    for pod in pods {
+        if let Some(seconds) = clock.decided(&pod, placed, now) {
+            ctx.metrics.pod_scheduling_decided(seconds);
+        }
+    }
+}
+
+/// The pending pods of this round by the zone they are held to, and those that could not be read.
+fn report_pending(ctx: &Context, catalog: &Catalog, planning: &Planning) {
+    let zones: std::collections::BTreeSet<&str> =
+        catalog.instance_types.iter().flat_map(|t| t.zones.iter().map(String::as_str)).collect();
+    let zones: Vec<&str> = zones.into_iter().collect();
+    let mut by_zone: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for request in &planning.requests {
+        *by_zone.entry(request.effective_zone(&zones)).or_default() += 1;
+    }
+    ctx.metrics.pending_pods(CONTROLLER, &by_zone, planning.refused.len());
 }
 
 /// Tells the pods that wait why (`FailedProvisioning`, rate-limited by `pod_notes`): those that cannot be planned,

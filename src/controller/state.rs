@@ -62,15 +62,51 @@ pub struct Triggers {
     pub nodeclaims: ReflectHandle<NodeClaim>,
 }
 
-/// A watch of `api`'s objects into a cache, each slimmed by `slim` before it is stored (see `super::slim`), and
-/// `N` change streams of it, which must be read (see `Subscriptions`).
-fn watch<K, const N: usize>(api: Api<K>, slim: fn(&mut K)) -> (Store<K>, [ReflectHandle<K>; N])
+/// Told of each change a watch brings, before the cache takes it: the cached copy it replaces (None for an object
+/// not seen before) and the new one. The object metrics count transitions this way (`object_metrics`).
+pub trait Changes<K>: Send + Sync {
+    fn changed(&self, _before: Option<&K>, _after: &K) {}
+    fn deleted(&self, _last: &K) {}
+}
+
+/// Told nothing.
+pub struct Unobserved;
+
+impl<K> Changes<K> for Unobserved {}
+
+fn tell<K>(cache: &Store<K>, changes: &dyn Changes<K>, event: &watcher::Event<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    match event {
+        watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+            let before = cache.get(&reflector::ObjectRef::from_obj(object));
+            changes.changed(before.as_deref(), object);
+        }
+        watcher::Event::Delete(object) => changes.deleted(object),
+        watcher::Event::Init | watcher::Event::InitDone => {}
+    }
+}
+
+/// A watch of `api`'s objects into a cache, each slimmed by `slim` before it is stored (see `super::slim`) and
+/// told to `changes`, and `N` change streams of it, which must be read (see `Subscriptions`).
+fn watch<K, const N: usize>(
+    api: Api<K>,
+    slim: fn(&mut K),
+    changes: Arc<dyn Changes<K>>,
+) -> (Store<K>, [ReflectHandle<K>; N])
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
     let handles = std::array::from_fn(|_| writer.subscribe().expect("a shared store's writer is subscribable"));
-    let watch = watcher(api, watcher::Config::default()).default_backoff().modify(slim);
+    let cache = store.clone();
+    let watch = watcher(api, watcher::Config::default()).default_backoff().modify(slim).map(move |event| {
+        if let Ok(event) = &event {
+            tell(&cache, changes.as_ref(), event);
+        }
+        event
+    });
     // Every event, not only objects: a kind with no objects still tells that it is served again.
     let stream = reflector::reflector(writer, watch);
     tokio::spawn(async move {
@@ -222,18 +258,24 @@ fn metadata_only<K: kube::Resource>(object: &mut K) {
 
 impl ClusterState {
     /// Starts every watch; `wait_synced` tells when the caches are complete. The subscriptions must all be read.
-    pub fn start(client: &kube::Client) -> (Self, Subscriptions) {
+    /// `changes` is told of every change to pods, nodes, NodeClaims, NodePools and EC2NodeClasses.
+    pub fn start(
+        client: &kube::Client,
+        changes: Arc<super::object_metrics::ObjectTransitions>,
+    ) -> (Self, Subscriptions) {
         let c = client;
-        let (pods, [pod_changes]) = watch(Api::all(c.clone()), slim::pod);
-        let (nodes, [node_changes, node_registrations]) = watch(Api::all(c.clone()), slim::node);
-        let (nodeclaims, [nodeclaim_changes, nodeclaim_reconciles]) = watch(Api::all(c.clone()), metadata_only);
-        let (nodeclasses, [nodeclass_reconciles]) = watch(Api::all(c.clone()), metadata_only);
-        let (daemonsets, []) = watch(Api::all(c.clone()), metadata_only);
-        let (nodepools, []) = watch(Api::all(c.clone()), metadata_only);
-        let (pdbs, []) = watch(Api::all(c.clone()), metadata_only);
-        let (pvcs, []) = watch(Api::all(c.clone()), metadata_only);
-        let (pvs, []) = watch(Api::all(c.clone()), metadata_only);
-        let (storageclasses, []) = watch(Api::all(c.clone()), metadata_only);
+        let none = Arc::new(Unobserved);
+        let (pods, [pod_changes]) = watch(Api::all(c.clone()), slim::pod, changes.clone());
+        let (nodes, [node_changes, node_registrations]) = watch(Api::all(c.clone()), slim::node, changes.clone());
+        let (nodeclaims, [nodeclaim_changes, nodeclaim_reconciles]) =
+            watch(Api::all(c.clone()), metadata_only, changes.clone());
+        let (nodeclasses, [nodeclass_reconciles]) = watch(Api::all(c.clone()), metadata_only, changes.clone());
+        let (daemonsets, []) = watch(Api::all(c.clone()), metadata_only, none.clone());
+        let (nodepools, []) = watch(Api::all(c.clone()), metadata_only, changes);
+        let (pdbs, []) = watch(Api::all(c.clone()), metadata_only, none.clone());
+        let (pvcs, []) = watch(Api::all(c.clone()), metadata_only, none.clone());
+        let (pvs, []) = watch(Api::all(c.clone()), metadata_only, none.clone());
+        let (storageclasses, []) = watch(Api::all(c.clone()), metadata_only, none);
         let state = Self {
             pods,
             nodes,

@@ -4,7 +4,7 @@
 //! terminate the instance, wait for EC2 to confirm, delete the Node and lift the finalizers.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::apis::pod::Pod;
 use k8s_openapi::api::core::v1::{Node, Taint};
@@ -20,7 +20,9 @@ use crate::apis::nodeclaim::NodeClaim;
 use crate::cloud::CloudProvider;
 use crate::cloud::error::CloudError;
 use crate::cloud::instances::{self, InstanceSummary};
-use crate::names::{CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODEPOOL_LABEL, TERMINATION_FINALIZER, ZONE_LABEL};
+use crate::names::{
+    CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODEPOOL_LABEL, TERMINATION_FINALIZER, ZONE_ID_LABEL, ZONE_LABEL,
+};
 
 /// Terminates what is left of the NodeClaim `name`'s instance; returns the instance terminated, None when there
 /// is nothing left to terminate. `provider_id` is what the NodeClaim recorded, `instance` its instance as EC2
@@ -106,9 +108,15 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
     }
 
     let provider_id = status.provider_id.as_deref();
-    if let Some(terminated) =
-        terminate_instance(&cloud, &ctx.settings.cluster_name, &name, provider_id, instance).await?
-    {
+    let terminating = terminate_instance(&cloud, &ctx.settings.cluster_name, &name, provider_id, instance).await;
+    let label = |key: &str| claim.labels().get(key).map_or("", String::as_str);
+    if terminating.is_err() {
+        ctx.metrics.termination_failed(label(ZONE_LABEL), label(ZONE_ID_LABEL));
+    }
+    if let Some(terminated) = terminating? {
+        if let Ok(mut asked) = ctx.instance_terminations.lock() {
+            asked.entry(name.clone()).or_insert_with(Instant::now);
+        }
         if node.is_some() {
             ctx.metrics.node_drained(nodepool_of(claim));
         }
@@ -120,6 +128,11 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
         return Ok(Action::requeue(POLL));
     }
 
+    // Nothing left to terminate: the instance this process asked to terminate is going.
+    let asked = ctx.instance_terminations.lock().ok().and_then(|mut asked| asked.remove(&name));
+    if let Some(asked) = asked {
+        ctx.metrics.instance_terminated(nodepool_of(claim), asked.elapsed().as_secs_f64());
+    }
     if let Some(node) = &node {
         let nodes: Api<Node> = Api::all(ctx.kube.clone());
         // From the copy this pass read: a 409 (changed since) fails the pass, and the next one has the newer copy.
@@ -156,7 +169,6 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
             Err(error) => return Err(error.into()),
         }
     }
-    let label = |key: &str| claim.labels().get(key).map_or("", String::as_str);
     let termination = since_deletion(claim).as_secs_f64();
     ctx.metrics.nodeclaim_terminated(nodepool_of(claim), label(CAPACITY_TYPE_LABEL), label(ZONE_LABEL), termination);
     tracing::info!(nodeclaim = %name, "terminated");
@@ -224,7 +236,10 @@ async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Re
             evicted
         };
         match result {
-            Ok(()) => tracing::debug!(pod = %pods::key(pod), node = %node_name, "evicted"),
+            Ok(()) => {
+                ctx.metrics.pod_drained(super::disruption::status::drain_reason(claim));
+                tracing::debug!(pod = %pods::key(pod), node = %node_name, "evicted");
+            }
             // 429: a PodDisruptionBudget forbids it now; 404: already gone; 403: its namespace is being deleted,
             // which deletes the pod anyway. All: look again next pass.
             Err(kube::Error::Api(status)) if [429, 404, 403].contains(&status.code) => {}

@@ -22,14 +22,7 @@ impl Allowance {
 }
 
 pub(super) fn allowance(snapshot: &Snapshot<'_>) -> Allowance {
-    let mut totals: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    for node in snapshot.nodes {
-        let (total, disrupting) = totals.entry(node.nodepool.as_str()).or_default();
-        *total += 1;
-        if node.deleting || !node.ready {
-            *disrupting += 1;
-        }
-    }
+    let totals = nodes_by_pool(snapshot);
     let mut allowed = BTreeMap::new();
     for pool in snapshot.pools {
         let (total, disrupting) = totals.get(pool.name.as_str()).copied().unwrap_or_default();
@@ -39,6 +32,19 @@ pub(super) fn allowance(snapshot: &Snapshot<'_>) -> Allowance {
         }
     }
     Allowance(allowed)
+}
+
+/// Per NodePool: its nodes, and those of them counted against its budgets (being deleted or not ready).
+fn nodes_by_pool<'a>(snapshot: &Snapshot<'a>) -> BTreeMap<&'a str, (usize, usize)> {
+    let mut totals: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for node in snapshot.nodes {
+        let (total, disrupting) = totals.entry(node.nodepool.as_str()).or_default();
+        *total += 1;
+        if node.deleting || !node.ready {
+            *disrupting += 1;
+        }
+    }
+    totals
 }
 
 /// Why this node may not be disrupted voluntarily by any method; None when it may. Nodes still starting or
@@ -74,8 +80,14 @@ type MethodFn<'a> = dyn Fn(&mut Allowance, &mut Vec<Blocked>, &mut Vec<Method>) 
 /// Runs every method in order; returns the first command found.
 pub fn decide(snapshot: &Snapshot<'_>) -> Decision {
     let mut allowance = allowance(snapshot);
+    let totals = nodes_by_pool(snapshot);
+    let consuming = snapshot.pools.iter().flat_map(|pool| {
+        let disrupting = totals.get(pool.name.as_str()).map_or(0, |(_, disrupting)| *disrupting);
+        Reason::ALL.into_iter().map(move |reason| (pool.name.clone(), reason, disrupting))
+    });
     let mut decision = Decision {
         allowed: allowance.0.iter().map(|((pool, reason), n)| (pool.clone(), *reason, *n)).collect(),
+        consuming: consuming.collect(),
         ..Decision::default()
     };
     let mut disruptable_nodes: Vec<&ManagedNode> = Vec::new();
@@ -105,14 +117,17 @@ pub fn decide(snapshot: &Snapshot<'_>) -> Decision {
     ];
 
     let simulator = Simulator::new(snapshot);
-    let methods: [&MethodFn; 4] = [
-        &|a, b, _| drift(&simulator, &drifted, a, b),
-        &|a, b, _| emptiness(&empty, a, b),
-        &|a, _, t| multi_node(snapshot, &simulator, &underutilized, a, t),
-        &|a, b, t| single_node(snapshot, &simulator, &underutilized, a, b, t),
+    let methods: [(Method, &MethodFn); 4] = [
+        (Method::Drift, &|a, b, _| drift(&simulator, &drifted, a, b)),
+        (Method::Emptiness, &|a, b, _| emptiness(&empty, a, b)),
+        (Method::MultiNodeConsolidation, &|a, _, t| multi_node(snapshot, &simulator, &underutilized, a, t)),
+        (Method::SingleNodeConsolidation, &|a, b, t| single_node(snapshot, &simulator, &underutilized, a, b, t)),
     ];
-    for method in methods {
-        if let Some(command) = method(&mut allowance, &mut decision.blocked, &mut decision.timed_out) {
+    for (name, method) in methods {
+        let started = std::time::Instant::now();
+        let command = method(&mut allowance, &mut decision.blocked, &mut decision.timed_out);
+        decision.evaluated.push((name, started.elapsed()));
+        if let Some(command) = command {
             decision.command = Some(command);
             break;
         }

@@ -174,6 +174,15 @@ pub enum Method {
 }
 
 impl Method {
+    /// The reason of the commands this method gives.
+    pub fn reason(self) -> Reason {
+        match self {
+            Self::Drift => Reason::Drifted,
+            Self::Emptiness => Reason::Empty,
+            Self::MultiNodeConsolidation | Self::SingleNodeConsolidation => Reason::Underutilized,
+        }
+    }
+
     /// Karpenter's `consolidation_type` metric label.
     pub fn consolidation_type(self) -> &'static str {
         match self {
@@ -226,4 +235,9 @@ pub struct Decision {
     pub allowed: Vec<(String, Reason, usize)>,
     /// Consolidation methods that ran out of time before every candidate was evaluated.
     pub timed_out: Vec<Method>,
+    /// Nodes of each NodePool counted against its budgets now (being deleted or not ready), per reason.
+    pub consuming: Vec<(String, Reason, usize)>,
+    /// How long each method evaluated took, in the order they ran.
+    #[serde(skip)]
+    pub evaluated: Vec<(Method, std::time::Duration)>,
 }

@@ -117,6 +117,22 @@ pub fn ports_conflict(wanted: &[HostPort], taken: &[HostPort]) -> bool {
 }
 
 impl PodRequest {
+    /// The zone this pod is held to among `zones` by its required node terms (volume topology included): the one
+    /// zone, `flexible` when several are open to it, `none` when none is (Karpenter's effective zone).
+    pub fn effective_zone(&self, zones: &[&str]) -> String {
+        let allows = |zone: &str| {
+            std::iter::once(&self.requirements)
+                .chain(&self.alternative_requirements)
+                .any(|term| term.iter().filter(|r| r.key == crate::names::ZONE_LABEL).all(|r| r.matches(Some(zone))))
+        };
+        let mut open = zones.iter().copied().filter(|zone| allows(zone));
+        match (open.next(), open.next()) {
+            (None, _) => "none".to_string(),
+            (Some(zone), None) => zone.to_string(),
+            (Some(_), Some(_)) => "flexible".to_string(),
+        }
+    }
+
     /// A pod with these requests and no constraints.
     pub fn new(id: &str, requests: Resources) -> Self {
         Self {
@@ -240,6 +256,22 @@ mod tests {
 
     fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {
         Taint { key: key.into(), value: value.map(Into::into), effect: effect.into() }
+    }
+
+    #[test]
+    fn the_effective_zone_is_the_one_zone_open_to_the_pod_or_flexible_or_none() {
+        use super::super::requirements::Operator;
+        let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
+        let mut pod = PodRequest::new("shop/web", Resources::default());
+        assert_eq!(pod.effective_zone(&zones), "flexible");
+        pod.requirements = vec![Requirement::new(crate::names::ZONE_LABEL, Operator::In, &["us-east-1b"])];
+        assert_eq!(pod.effective_zone(&zones), "us-east-1b");
+        pod.alternative_requirements =
+            vec![vec![Requirement::new(crate::names::ZONE_LABEL, Operator::In, &["us-east-1c"])]];
+        assert_eq!(pod.effective_zone(&zones), "flexible", "either term's zone");
+        pod.requirements = vec![Requirement::new(crate::names::ZONE_LABEL, Operator::In, &["eu-west-1a"])];
+        pod.alternative_requirements.clear();
+        assert_eq!(pod.effective_zone(&zones), "none");
     }
 
     #[test]

@@ -10,6 +10,8 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use super::objects::{ConditionGauge, ObjectKind, TerminatingGauge};
+
 /// (resource_type, value), with cpu in cores and memory in bytes as Karpenter reports them.
 pub type ByResource = Vec<(&'static str, f64)>;
 
@@ -49,7 +51,19 @@ pub struct ClusterGauges {
     pub unbound: Vec<(String, String, f64)>,
     /// (namespace, name, seconds since creation) of each pod bound but not running yet.
     pub unstarted: Vec<(String, String, f64)>,
+    /// Pods the provisioner has decided to place: (namespace, name, seconds since it decided) of those not bound
+    /// yet, and of those bound but not running yet.
+    pub provisioning_unbound: Vec<(String, String, f64)>,
+    pub provisioning_unstarted: Vec<(String, String, f64)>,
+    /// (namespace, name, seconds since the provisioner first saw it) of each pending pod it has not decided on.
+    pub scheduling_undecided: Vec<(String, String, f64)>,
     pub nodepools: Vec<NodePoolGauges>,
+    /// What each NodePool's nodes cost per hour, in US dollars (nodes whose price is unknown left out).
+    pub nodepool_costs: Vec<(String, f64)>,
+    /// Every status condition of NodeClaims, Nodes, NodePools and EC2NodeClasses.
+    pub conditions: Vec<ConditionGauge>,
+    /// Those objects being deleted.
+    pub terminating: Vec<TerminatingGauge>,
     /// Requested over allocatable of every node, in percent.
     pub utilization: ByResource,
     pub node_count: usize,
@@ -108,6 +122,10 @@ fn single_gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: 
 fn waiting(pods: &[(String, String, f64)]) -> impl Iterator<Item = (Labels<'_>, f64)> {
     pods.iter()
         .map(|(namespace, name, seconds)| (vec![("name", name.as_str()), ("namespace", namespace.as_str())], *seconds))
+}
+
+fn labels_of<'a>(labels: &'a [(&'static str, String)]) -> Labels<'a> {
+    labels.iter().map(|(name, value)| (*name, value.as_str())).collect()
 }
 
 fn node_labels(node: &NodeGauges) -> Labels<'_> {
@@ -202,6 +220,52 @@ impl Collector for ClusterCollector {
             "How long each pod bound but not yet running has existed",
             waiting(&gauges.unstarted),
         )?;
+        gauge_family(
+            e,
+            "karpenter_pods_provisioning_unbound_time_seconds",
+            "How long each pod the provisioner placed has waited, since it was placed, to be bound",
+            waiting(&gauges.provisioning_unbound),
+        )?;
+        gauge_family(
+            e,
+            "karpenter_pods_provisioning_unstarted_time_seconds",
+            "How long each pod the provisioner placed and the scheduler bound has waited, since it was placed, to run",
+            waiting(&gauges.provisioning_unstarted),
+        )?;
+        gauge_family(
+            e,
+            "karpenter_pods_provisioning_scheduling_undecided_time_seconds",
+            "How long each pending pod has waited, since the provisioner first saw it, for a decision",
+            waiting(&gauges.scheduling_undecided),
+        )?;
+        gauge_family(
+            e,
+            "karpenter_nodepools_cost_total",
+            "What each NodePool's nodes cost per hour, in US dollars",
+            gauges.nodepool_costs.iter().map(|(pool, cost)| (vec![("nodepool", pool.as_str())], *cost)),
+        )?;
+        for kind in ObjectKind::ALL {
+            let prefix = kind.prefix();
+            let conditions = || gauges.conditions.iter().filter(move |c| c.kind == kind);
+            gauge_family(
+                e,
+                &format!("{prefix}_status_condition_count"),
+                &kind.help("1 per status condition (by type, status and reason)"),
+                conditions().map(|c| (labels_of(&c.labels), 1.0)),
+            )?;
+            gauge_family(
+                e,
+                &format!("{prefix}_status_condition_current_status_seconds"),
+                &kind.help("How long each status condition has held its status"),
+                conditions().map(|c| (labels_of(&c.labels), c.seconds)),
+            )?;
+            gauge_family(
+                e,
+                &format!("{prefix}_termination_current_time_seconds"),
+                &kind.help("How long each one being deleted has been"),
+                gauges.terminating.iter().filter(|t| t.kind == kind).map(|t| (labels_of(&t.labels), t.seconds)),
+            )?;
+        }
         let pools = gauges.nodepools.as_slice();
         let pool_samples = |pick: fn(&NodePoolGauges) -> &ByResource| {
             pools.iter().flat_map(move |pool| {
@@ -286,8 +350,22 @@ mod tests {
             utilization: vec![("cpu", 82.9)],
             unbound: vec![("shop".into(), "web-2".into(), 12.0)],
             unstarted: vec![],
+            provisioning_unbound: vec![("shop".into(), "web-2".into(), 3.0)],
+            scheduling_undecided: vec![("shop".into(), "web-3".into(), 1.0)],
+            nodepool_costs: vec![("default".into(), 0.04)],
+            conditions: vec![ConditionGauge {
+                kind: ObjectKind::NodeClaim,
+                labels: vec![("name", "default-a".into()), ("type", "Ready".into()), ("status", "True".into())],
+                seconds: 30.0,
+            }],
+            terminating: vec![TerminatingGauge {
+                kind: ObjectKind::Node,
+                labels: vec![("name", "ip-2".into())],
+                seconds: 5.0,
+            }],
             node_count: 1,
             synced: true,
+            ..ClusterGauges::default()
         })));
         let text = encoded(collector.clone());
         let node = r#"nodepool="default",arch="amd64",node_name="ip-1""#;
@@ -305,6 +383,14 @@ mod tests {
             "karpenter_cluster_state_unsynced_time_seconds 0.0".to_string(),
             "karpenter_cluster_state_node_count 1.0".to_string(),
             "karpenter_cluster_state_synced 1.0".to_string(),
+            r#"karpenter_pods_provisioning_unbound_time_seconds{name="web-2",namespace="shop"} 3.0"#.to_string(),
+            r#"karpenter_pods_provisioning_scheduling_undecided_time_seconds{name="web-3",namespace="shop"} 1.0"#
+                .to_string(),
+            r#"karpenter_nodepools_cost_total{nodepool="default"} 0.04"#.to_string(),
+            r#"operator_nodeclaim_status_condition_count{name="default-a",type="Ready",status="True"} 1.0"#.to_string(),
+            r#"operator_nodeclaim_status_condition_current_status_seconds{name="default-a",type="Ready",status="True"} 30.0"#
+                .to_string(),
+            r#"operator_node_termination_current_time_seconds{name="ip-2"} 5.0"#.to_string(),
         ] {
             assert!(text.lines().any(|l| l == expected), "{expected} in\n{text}");
         }

@@ -1,8 +1,9 @@
 //! The controller's metrics under Karpenter's names, types and labels, so its dashboards and alerts keep working.
 //! The chart README lists those of Karpenter's that nodesmith does not export, and why.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -14,8 +15,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::cluster::{ClusterCollector, GaugeSource};
+use super::objects::ObjectKind;
 use super::summary::SummaryFamily;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, OfferingKey};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodePoolLabels {
@@ -133,6 +135,40 @@ struct PoolDecisionReasonLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonConsolidationLabels {
+    reason: String,
+    consolidation_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerZoneLabels {
+    controller: String,
+    zone: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaunchFailureLabels {
+    zone: String,
+    zone_id: String,
+    capacity_type: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZoneLabels {
+    zone: String,
+    zone_id: String,
+}
+
+/// Where an offering is, for the launch failure metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct OfferingPlace<'a> {
+    pub zone: &'a str,
+    pub zone_id: &'a str,
+    pub capacity_type: &'a str,
+}
+
 /// One node an observing controller's last plan would launch.
 pub struct ObservedLaunch<'a> {
     pub nodepool: &'a str,
@@ -144,9 +180,20 @@ pub struct ObservedLaunch<'a> {
 
 /// What the catalog says of each instance type and offering, encoded from the catalog itself at each scrape: ten
 /// thousand offerings held as metric series would cost the controller more memory than all its caches of nodes.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct CatalogCollector {
     catalog: std::sync::RwLock<Option<Arc<Catalog>>>,
+    /// The offerings out of capacity now (those a launch just failed for), asked at each scrape.
+    unavailable: std::sync::RwLock<Option<UnavailableSource>>,
+}
+
+/// Gives the offerings that are out of capacity now.
+pub type UnavailableSource = Arc<dyn Fn() -> HashSet<OfferingKey> + Send + Sync>;
+
+impl std::fmt::Debug for CatalogCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogCollector").finish_non_exhaustive()
+    }
 }
 
 impl Collector for CatalogCollector {
@@ -155,6 +202,24 @@ impl Collector for CatalogCollector {
             return Ok(());
         };
         let mut by_source: BTreeMap<(&'static str, &'static str), i64> = BTreeMap::new();
+        let unavailable = self.unavailable.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let unavailable = unavailable.map(|source| source()).unwrap_or_default();
+        {
+            let mut family = encoder.encode_descriptor(
+                "karpenter_cloudprovider_instance_type_offering_available",
+                "1 for each offering (instance type, zone, capacity type) launches may use now, 0 for one out of \
+                 capacity (a launch just failed for it)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (instance_type, zone, capacity_type, _) in catalog.offering_prices() {
+                let key =
+                    OfferingKey { instance_type: instance_type.to_string(), zone: zone.to_string(), capacity_type };
+                let labels =
+                    [("instance_type", instance_type), ("capacity_type", capacity_type.as_str()), ("zone", zone)];
+                ConstGauge::new(i64::from(!unavailable.contains(&key))).encode(family.encode_family(&labels)?)?;
+            }
+        }
         {
             let mut family = encoder.encode_descriptor(
                 "karpenter_cloudprovider_instance_type_offering_price_estimate",
@@ -245,8 +310,72 @@ pub struct Metrics {
     observe_launches: Family<OfferingLabels, Gauge>,
     observe_launch_price: Family<NodePoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     observe_disruption_candidates: Family<PoolDecisionReasonLabels, Gauge>,
+    pods_bound: Histogram,
+    pods_scheduling_decision: Histogram,
+    pods_provisioning_bound: Histogram,
+    pods_provisioning_startup: Histogram,
+    pods_drained: Family<ReasonLabels, Counter>,
+    cost_tracker_errors: Family<NodePoolLabels, Counter>,
+    nodes_consuming_budgets: Family<PoolReasonLabels, Gauge>,
+    instance_termination_duration: Family<NodePoolLabels, Histogram>,
+    disruption_queue_failures: Family<DecisionLabels, Counter>,
+    disruption_failed_validations: Family<ConsolidationTypeLabels, Counter>,
+    disruption_evaluation: Family<ReasonConsolidationLabels, Histogram>,
+    pending_by_zone: Family<ControllerZoneLabels, Gauge>,
+    ignored_pods: Gauge,
+    launch_failures: Family<LaunchFailureLabels, Counter>,
+    termination_failures: Family<ZoneLabels, Counter>,
+    /// Per `ObjectKind` (`ObjectKind::index`): condition transitions, how long the status before held, and how
+    /// long deletions took.
+    condition_transitions: [Family<ObjectLabelSet, Counter>; 4],
+    condition_transition_seconds: [Family<ObjectLabelSet, Histogram>; 4],
+    object_termination: [Family<ObjectLabelSet, Histogram>; 4],
     catalog: Arc<CatalogCollector>,
     cluster: Arc<ClusterCollector>,
+    rounds: Arc<RoundCollector>,
+}
+
+type ObjectLabelSet = Vec<(&'static str, String)>;
+
+/// The scheduling round under way, if any: its queue depth and how long it has run are read at each scrape.
+#[derive(Debug, Default)]
+struct RoundCollector {
+    round: std::sync::Mutex<Option<Round>>,
+}
+
+#[derive(Debug)]
+struct Round {
+    controller: &'static str,
+    id: u64,
+    started: Instant,
+    pods: usize,
+}
+
+impl Collector for RoundCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let round = self.round.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = round.as_ref().map(|r| r.id.to_string()).unwrap_or_default();
+        let labels = round.as_ref().map(|r| [("controller", r.controller), ("scheduling_id", id.as_str())]);
+        let mut family = encoder.encode_descriptor(
+            "karpenter_scheduler_queue_depth",
+            "Pods in the scheduling round under way",
+            None,
+            MetricType::Gauge,
+        )?;
+        if let (Some(round), Some(labels)) = (round.as_ref(), labels.as_ref()) {
+            ConstGauge::new(i64::try_from(round.pods).unwrap_or(i64::MAX)).encode(family.encode_family(labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "karpenter_scheduler_unfinished_work_seconds",
+            "How long the scheduling round under way has run",
+            None,
+            MetricType::Gauge,
+        )?;
+        if let (Some(round), Some(labels)) = (round.as_ref(), labels.as_ref()) {
+            ConstGauge::new(round.started.elapsed().as_secs_f64()).encode(family.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -311,13 +440,132 @@ impl Default for Metrics {
             observe_launches: Family::default(),
             observe_launch_price: Family::default(),
             observe_disruption_candidates: Family::default(),
+            pods_bound: call_buckets(),
+            pods_scheduling_decision: call_buckets(),
+            pods_provisioning_bound: lifetime_buckets(),
+            pods_provisioning_startup: lifetime_buckets(),
+            pods_drained: Family::default(),
+            cost_tracker_errors: Family::default(),
+            nodes_consuming_budgets: Family::default(),
+            instance_termination_duration: Family::new_with_constructor(lifetime_buckets),
+            disruption_queue_failures: Family::default(),
+            disruption_failed_validations: Family::default(),
+            disruption_evaluation: Family::new_with_constructor(call_buckets),
+            pending_by_zone: Family::default(),
+            ignored_pods: Gauge::default(),
+            launch_failures: Family::default(),
+            termination_failures: Family::default(),
+            condition_transitions: std::array::from_fn(|_| Family::default()),
+            condition_transition_seconds: std::array::from_fn(|_| {
+                Family::new_with_constructor(lifetime_buckets as fn() -> Histogram)
+            }),
+            object_termination: std::array::from_fn(|_| {
+                Family::new_with_constructor(lifetime_buckets as fn() -> Histogram)
+            }),
             catalog: Arc::new(CatalogCollector::default()),
             cluster: Arc::new(ClusterCollector::default()),
+            rounds: Arc::new(RoundCollector::default()),
             registry: Registry::default(),
         };
         registry.register_collector(Box::new(metrics.catalog.clone()));
         registry.register_collector(Box::new(metrics.cluster.clone()));
+        registry.register_collector(Box::new(metrics.rounds.clone()));
         let r = &mut registry;
+        for kind in ObjectKind::ALL {
+            let (prefix, i) = (kind.prefix(), kind.index());
+            r.register(
+                format!("{prefix}_status_condition_transitions"),
+                kind.help("Status condition transitions, by type and the status and reason transitioned to"),
+                metrics.condition_transitions[i].clone(),
+            );
+            r.register(
+                format!("{prefix}_status_condition_transition_seconds"),
+                kind.help("How long a status condition held its status before it changed, by type and that status"),
+                metrics.condition_transition_seconds[i].clone(),
+            );
+            r.register(
+                format!("{prefix}_termination_duration_seconds"),
+                kind.help("Time from deletion to the object's removal"),
+                metrics.object_termination[i].clone(),
+            );
+        }
+        r.register(
+            "karpenter_pods_bound_duration_seconds",
+            "Time from a pod's creation to its binding to a node",
+            metrics.pods_bound.clone(),
+        );
+        r.register(
+            "karpenter_pods_scheduling_decision_duration_seconds",
+            "Time from the provisioner first seeing a pending pod to its deciding where the pod goes (or that it can go \
+             nowhere)",
+            metrics.pods_scheduling_decision.clone(),
+        );
+        r.register(
+            "karpenter_pods_provisioning_bound_duration_seconds",
+            "Time from the provisioner placing a pod to the pod's binding",
+            metrics.pods_provisioning_bound.clone(),
+        );
+        r.register(
+            "karpenter_pods_provisioning_startup_duration_seconds",
+            "Time from the provisioner placing a pod to the pod's running",
+            metrics.pods_provisioning_startup.clone(),
+        );
+        r.register(
+            "karpenter_pods_drained",
+            "Pods evicted or deleted by node drains, by the disruption reason of the node (empty when none)",
+            metrics.pods_drained.clone(),
+        );
+        r.register(
+            "karpenter_nodepools_cost_tracker_errors",
+            "Nodes whose price could not be found when a NodePool's cost was computed",
+            metrics.cost_tracker_errors.clone(),
+        );
+        r.register(
+            "karpenter_nodepools_nodes_consuming_budgets",
+            "Nodes of each NodePool counted against its disruption budgets now (being deleted or not ready), by reason",
+            metrics.nodes_consuming_budgets.clone(),
+        );
+        r.register(
+            "karpenter_nodeclaims_instance_termination_duration_seconds",
+            "Time from the termination call for a NodeClaim's instance to EC2 reporting it gone",
+            metrics.instance_termination_duration.clone(),
+        );
+        r.register(
+            "karpenter_voluntary_disruption_queue_failures",
+            "Disruption commands given up while being carried out (a replacement did not come up)",
+            metrics.disruption_queue_failures.clone(),
+        );
+        r.register(
+            "karpenter_voluntary_disruption_failed_validations",
+            "Disruption commands that no longer held when checked again before being carried out",
+            metrics.disruption_failed_validations.clone(),
+        );
+        r.register(
+            "karpenter_voluntary_disruption_decision_evaluation_duration_seconds",
+            "Time one disruption method took to evaluate its candidates, by reason and consolidation type",
+            metrics.disruption_evaluation.clone(),
+        );
+        r.register(
+            "karpenter_scheduler_pending_pods_by_effective_zone_count",
+            "Pending pods of the last scheduling round by the zone they are held to: one zone, `flexible` (several) or \
+             `none` (no zone satisfies them)",
+            metrics.pending_by_zone.clone(),
+        );
+        r.register(
+            "karpenter_scheduler_ignored_pods_count",
+            "Pending pods the last scheduling round could not read (an unreadable spec, a volume that pins them nowhere)",
+            metrics.ignored_pods.clone(),
+        );
+        r.register(
+            "karpenter_cloudprovider_instance_launch_failures",
+            "Offerings a launch failed for, by zone, capacity type and AWS error code",
+            metrics.launch_failures.clone(),
+        );
+        r.register(
+            "karpenter_cloudprovider_instance_termination_failures",
+            "Instance terminations that failed, by zone",
+            metrics.termination_failures.clone(),
+        );
         r.register(
             "karpenter_voluntary_disruption_decisions",
             "Disruption commands carried out, by decision (delete, replace), reason and consolidation type",
@@ -672,6 +920,147 @@ impl Metrics {
     pub fn consolidation_timeout(&self, consolidation_type: &str) {
         let labels = ConsolidationTypeLabels { consolidation_type: consolidation_type.into() };
         self.consolidation_timeouts.get_or_create(&labels).inc();
+    }
+
+    /// A status condition of a `kind` object changed: to `status` with `reason`; `held` is the status before and
+    /// how long it held, when known. `own` are the kind's own labels (its NodePool, EC2NodeClass, …).
+    pub fn condition_transition(
+        &self,
+        kind: ObjectKind,
+        type_: &str,
+        status: &str,
+        reason: &str,
+        own: &[(&'static str, String)],
+        held: Option<(&str, f64)>,
+    ) {
+        let mut labels: ObjectLabelSet =
+            vec![("type", type_.to_string()), ("status", status.to_string()), ("reason", reason.to_string())];
+        labels.extend(own.iter().cloned());
+        self.condition_transitions[kind.index()].get_or_create(&labels).inc();
+        if let Some((before, seconds)) = held {
+            let mut labels: ObjectLabelSet = vec![("type", type_.to_string()), ("status", before.to_string())];
+            labels.extend(own.iter().cloned());
+            self.condition_transition_seconds[kind.index()].get_or_create(&labels).observe(seconds);
+        }
+    }
+
+    /// A `kind` object went, `seconds` after its deletion began.
+    pub fn object_terminated(&self, kind: ObjectKind, own: &[(&'static str, String)], seconds: f64) {
+        self.object_termination[kind.index()].get_or_create(&own.to_vec()).observe(seconds);
+    }
+
+    /// A pod was bound to a node `seconds` after its creation.
+    pub fn pod_bound(&self, seconds: f64) {
+        self.pods_bound.observe(seconds);
+    }
+
+    /// The provisioner decided where a pod goes (or that it can go nowhere) `seconds` after first seeing it.
+    pub fn pod_scheduling_decided(&self, seconds: f64) {
+        self.pods_scheduling_decision.observe(seconds);
+    }
+
+    /// A pod the provisioner placed was bound `seconds` after it was placed.
+    pub fn pod_provisioning_bound(&self, seconds: f64) {
+        self.pods_provisioning_bound.observe(seconds);
+    }
+
+    /// A pod the provisioner placed runs, `seconds` after it was placed.
+    pub fn pod_provisioning_started(&self, seconds: f64) {
+        self.pods_provisioning_startup.observe(seconds);
+    }
+
+    /// A drain evicted or deleted a pod of a node disrupted for `reason` (empty when none is recorded).
+    pub fn pod_drained(&self, reason: &str) {
+        self.pods_drained.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    /// A node of `nodepool` had no known price when the pool's cost was computed.
+    pub fn cost_tracker_error(&self, nodepool: &str) {
+        self.cost_tracker_errors.get_or_create(&NodePoolLabels { nodepool: nodepool.into() }).inc();
+    }
+
+    /// Replaces every NodePool's count of nodes consuming its budgets, per reason.
+    pub fn set_nodes_consuming_budgets(&self, consuming: &[(String, &str, usize)]) {
+        self.nodes_consuming_budgets.clear();
+        for (nodepool, reason, nodes) in consuming {
+            let labels = PoolReasonLabels { nodepool: nodepool.clone(), reason: reason.to_string() };
+            self.nodes_consuming_budgets.get_or_create(&labels).set(i64::try_from(*nodes).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A NodeClaim's instance was reported gone `seconds` after its termination was asked for.
+    pub fn instance_terminated(&self, nodepool: &str, seconds: f64) {
+        self.instance_termination_duration
+            .get_or_create(&NodePoolLabels { nodepool: nodepool.into() })
+            .observe(seconds);
+    }
+
+    /// A disruption command was given up while being carried out.
+    pub fn disruption_queue_failure(&self, decision: &str, reason: &str, consolidation_type: &str) {
+        let labels = DecisionLabels {
+            decision: decision.into(),
+            reason: reason.into(),
+            consolidation_type: consolidation_type.into(),
+        };
+        self.disruption_queue_failures.get_or_create(&labels).inc();
+    }
+
+    /// A disruption command no longer held when checked again.
+    pub fn disruption_failed_validation(&self, consolidation_type: &str) {
+        let labels = ConsolidationTypeLabels { consolidation_type: consolidation_type.into() };
+        self.disruption_failed_validations.get_or_create(&labels).inc();
+    }
+
+    /// One disruption method's evaluation took `seconds`.
+    pub fn disruption_evaluated(&self, reason: &str, consolidation_type: &str, seconds: f64) {
+        let labels = ReasonConsolidationLabels { reason: reason.into(), consolidation_type: consolidation_type.into() };
+        self.disruption_evaluation.get_or_create(&labels).observe(seconds);
+    }
+
+    /// A scheduling round of `controller` starts with `pods` pods; its queue depth and running time are reported
+    /// until `scheduling_round_ended`.
+    pub fn scheduling_round_started(&self, controller: &'static str, pods: usize) {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut round = self.rounds.round.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *round = Some(Round { controller, id, started: Instant::now(), pods });
+    }
+
+    pub fn scheduling_round_ended(&self) {
+        *self.rounds.round.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// The pending pods of `controller`'s last round by effective zone (replaces the last round's), and the pods
+    /// it could not read.
+    pub fn pending_pods(&self, controller: &str, by_zone: &BTreeMap<String, usize>, ignored: usize) {
+        self.pending_by_zone.clear();
+        for (zone, pods) in by_zone {
+            let labels = ControllerZoneLabels { controller: controller.into(), zone: zone.clone() };
+            self.pending_by_zone.get_or_create(&labels).set(i64::try_from(*pods).unwrap_or(i64::MAX));
+        }
+        self.ignored_pods.set(i64::try_from(ignored).unwrap_or(i64::MAX));
+    }
+
+    /// A launch failed for an offering at `place` with the AWS error code `reason`.
+    pub fn launch_failed(&self, place: OfferingPlace<'_>, reason: &str) {
+        let labels = LaunchFailureLabels {
+            zone: place.zone.into(),
+            zone_id: place.zone_id.into(),
+            capacity_type: place.capacity_type.into(),
+            reason: reason.into(),
+        };
+        self.launch_failures.get_or_create(&labels).inc();
+    }
+
+    /// Terminating an instance in `zone` failed.
+    pub fn termination_failed(&self, zone: &str, zone_id: &str) {
+        self.termination_failures.get_or_create(&ZoneLabels { zone: zone.into(), zone_id: zone_id.into() }).inc();
+    }
+
+    /// Where the offerings out of capacity are read from at each scrape (`karpenter_cloudprovider_instance_type_
+    /// offering_available`).
+    pub fn unavailable_offerings_from(&self, source: UnavailableSource) {
+        *self.catalog.unavailable.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(source);
     }
 
     /// The catalog whose instance types and offering prices are exported from now on (read at each scrape,

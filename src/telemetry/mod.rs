@@ -3,6 +3,7 @@
 
 pub mod cluster;
 mod metrics;
+pub mod objects;
 pub mod summary;
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
-pub use metrics::{Metrics, ObservedLaunch, ReconcileResult};
+pub use metrics::{Metrics, ObservedLaunch, OfferingPlace, ReconcileResult, UnavailableSource};
 
 #[derive(Debug, thiserror::Error)]
 #[error(

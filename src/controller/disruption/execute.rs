@@ -59,11 +59,17 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
                 let note = format!("not disrupted: its replacement {why}");
                 events::on_nodeclaim(&ctx.recorder, candidate, EventType::Warning, "DisruptionBlocked", &note).await;
             }
+            ctx.metrics.disruption_queue_failure(
+                command.decision(),
+                command.reason.metric_label(),
+                command.method.consolidation_type(),
+            );
             return Ok(());
         }
     }
     for candidate in &candidates {
         let name = candidate.name_any();
+        super::status::set_disruption_reason(ctx, candidate, command.reason.as_str()).await?;
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(error) if is_not_found(&error) => continue,

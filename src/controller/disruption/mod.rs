@@ -7,7 +7,7 @@ mod drift;
 mod execute;
 mod pod_events;
 pub mod snapshot;
-mod status;
+pub mod status;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -118,6 +118,16 @@ async fn pass(
     let allowed: Vec<(String, &str, usize)> =
         decision.allowed.iter().map(|(pool, reason, n)| (pool.clone(), reason.as_str(), *n)).collect();
     ctx.metrics.set_allowed_disruptions(&allowed);
+    let consuming: Vec<(String, &str, usize)> =
+        decision.consuming.iter().map(|(pool, reason, n)| (pool.clone(), reason.as_str(), *n)).collect();
+    ctx.metrics.set_nodes_consuming_budgets(&consuming);
+    for (method, took) in &decision.evaluated {
+        ctx.metrics.disruption_evaluated(
+            method.reason().metric_label(),
+            method.consolidation_type(),
+            took.as_secs_f64(),
+        );
+    }
     for method in &decision.timed_out {
         ctx.metrics.consolidation_timeout(method.consolidation_type());
         tracing::warn!(method = ?method, "consolidation ran out of time this pass; the rest waits for the next");
@@ -163,6 +173,7 @@ async fn pass(
     }
     let again = gather_now(ctx);
     if let Err(why) = still_valid(&again.snapshot(ctx), &command) {
+        ctx.metrics.disruption_failed_validation(command.method.consolidation_type());
         tracing::info!(candidates = ?command.candidates, "disruption command no longer holds: {why}");
         return Ok(());
     }

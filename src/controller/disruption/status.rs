@@ -37,6 +37,36 @@ pub async fn stamp_hashes(ctx: &Context, claim: &NodeClaim) -> Result<(), Error>
     Ok(())
 }
 
+/// Records why a NodeClaim is about to be disrupted (`DisruptionReason`, as Karpenter writes it), so its drain
+/// can say why its pods go. Over the copy read: a NodeClaim changed meanwhile keeps its conditions, and its
+/// drain reports the reason as Karpenter does when none is recorded.
+pub async fn set_disruption_reason(ctx: &Context, claim: &NodeClaim, reason: &str) -> Result<(), Error> {
+    let mut conds = claim.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    if !conditions::set(&mut conds, DISRUPTION_REASON, true, reason, reason) {
+        return Ok(());
+    }
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    let patch = json!({"metadata": {"resourceVersion": claim.resource_version()}, "status": {"conditions": conds}});
+    match api.patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The condition type of why a NodeClaim is being disrupted.
+pub const DISRUPTION_REASON: &str = "DisruptionReason";
+
+/// Why the pods of `claim`'s node are drained, as Karpenter's `pods_drained_total` labels it: the recorded
+/// disruption reason, else a forceful termination (expiry, interruption, a deletion by hand).
+pub fn drain_reason(claim: &NodeClaim) -> &str {
+    claim
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == DISRUPTION_REASON && c.status == "True"))
+        .map_or("Forceful Termination", |c| c.reason.as_str())
+}
+
 /// Sets `Consolidatable` and `Drifted` as they are now; writes only when something changed, and only over the
 /// copy it read (a 409 waits for the next pass), so the lifecycle's conditions are never overwritten.
 pub async fn set_conditions(
