@@ -349,6 +349,30 @@ fn rss_kib(pid: u32) -> Result<BTreeMap<String, u64>> {
         .collect())
 }
 
+/// Resident KiB of the controller binary's own mappings, by permission: code (`r-xp`), read-only data such as
+/// the embedded catalog (`r--p`), and the rest.
+fn binary_rss_kib(pid: u32) -> Result<BTreeMap<String, u64>> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let binary = std::fs::read_link(format!("/proc/{pid}/exe"))?.to_string_lossy().into_owned();
+    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // A mapping's header: address range, permissions, offset, device, inode, path.
+        if fields.first().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            current = (fields.get(5) == Some(&binary.as_str())).then(|| match fields.get(1).copied() {
+                Some("r-xp") => "code".to_string(),
+                Some("r--p") => "read-only data".to_string(),
+                Some(other) => other.to_string(),
+                None => "unknown".to_string(),
+            });
+        } else if let (Some(kind), ["Rss:", kib, "kB"]) = (&current, fields.as_slice()) {
+            *by_kind.entry(kind.clone()).or_default() += kib.parse::<u64>().unwrap_or(0);
+        }
+    }
+    Ok(by_kind)
+}
+
 async fn memory(kube: &kube::Client, node_count: usize, pod_count: usize) -> Result<()> {
     let cluster = std::env::var("NODESMITH_SANDBOX_CLUSTER").unwrap_or_else(|_| "demo".into());
     let bench = format!("bench-mem-{}", std::process::id());
@@ -425,6 +449,9 @@ async fn memory(kube: &kube::Client, node_count: usize, pod_count: usize) -> Res
         memory.get("RssFile").copied().unwrap_or(0) / 1024,
         memory.get("VmHWM").copied().unwrap_or(0) / 1024
     );
+    let binary = binary_rss_kib(controller.0.id())?;
+    let parts: Vec<String> = binary.iter().map(|(kind, kib)| format!("{kind} {} KiB", kib)).collect();
+    println!("the binary's resident pages: {}", parts.join(", "));
     drop(controller);
     // At 50,000 pods the API server may close a pooled connection under the request ("connection closed before
     // message completed"): each clean-up call is tried again until it is answered.

@@ -247,11 +247,14 @@ pub fn node_room(node: &Node, bound: &[Arc<Pod>]) -> Option<ExistingNode> {
 pub fn placed_pods(pods: &[Arc<Pod>]) -> Vec<PlacedPod> {
     pods.iter()
         .filter(|p| !pods::is_terminal(p) && !pods::is_terminating(p))
-        .map(|p| PlacedPod {
-            namespace: p.namespace().unwrap_or_default(),
-            labels: p.labels().clone(),
-            anti_affinity: p.spec.as_ref().map(|s| anti_affinity_terms(s, p.labels())).unwrap_or_default(),
-            host_ports: p.spec.as_ref().map(host_ports).unwrap_or_default(),
+        .map(|p| {
+            let labels = p.labels().to_map();
+            PlacedPod {
+                namespace: p.namespace().unwrap_or_default(),
+                anti_affinity: p.spec.as_ref().map(|s| anti_affinity_terms(s, &labels)).unwrap_or_default(),
+                labels,
+                host_ports: p.spec.as_ref().map(host_ports).unwrap_or_default(),
+            }
         })
         .collect()
 }

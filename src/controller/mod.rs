@@ -215,7 +215,10 @@ pub async fn run(settings: Settings, aws: Arc<dyn CloudProvider>) -> Result<(), 
         let read_only = observe::read_only::kube_client(kube_config, metrics.clone())?;
         (read_only.clone(), read_only)
     } else {
-        (kube::Client::try_from(kube_config)?, kube::Client::try_from(eviction_config)?)
+        let counted = crate::telemetry::api_requests::ApiRequestsLayer::new(metrics.clone());
+        let client =
+            |config| Ok::<_, kube::Error>(kube::client::ClientBuilder::try_from(config)?.with_layer(&counted).build());
+        (client(kube_config)?, client(eviction_config)?)
     };
     let startup = Measured::new(aws.clone(), metrics.clone(), "startup");
     let cluster = startup

@@ -63,7 +63,7 @@ impl StorageObjects for ClusterState {
 /// (a spec nodesmith cannot read, a claim that is missing or waits to be bound).
 pub fn pod_request_with_volumes(key: &str, pod: &Pod, storage: &dyn StorageObjects) -> Result<PodRequest, String> {
     let spec = pod.spec.as_ref().ok_or_else(|| format!("pod {key} has no spec"))?;
-    let mut request = pod_request(key, pod.labels(), spec).map_err(|e| e.0)?;
+    let mut request = pod_request(key, &pod.labels().to_map(), spec).map_err(|e| e.0)?;
     constrain(&mut request, &volume_placement(pod, storage)?);
     Ok(request)
 }

@@ -136,6 +136,21 @@ struct PoolDecisionReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    code: String,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestTargetLabels {
+    verb: String,
+    group: String,
+    version: String,
+    kind: String,
+    subresource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonConsolidationLabels {
     reason: String,
     consolidation_type: String,
@@ -310,6 +325,8 @@ pub struct Metrics {
     observe_launches: Family<OfferingLabels, Gauge>,
     observe_launch_price: Family<NodePoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     observe_disruption_candidates: Family<PoolDecisionReasonLabels, Gauge>,
+    api_requests: Family<RequestLabels, Counter>,
+    api_request_duration: Family<RequestTargetLabels, Histogram>,
     pods_bound: Histogram,
     pods_scheduling_decision: Histogram,
     pods_provisioning_bound: Histogram,
@@ -440,6 +457,8 @@ impl Default for Metrics {
             observe_launches: Family::default(),
             observe_launch_price: Family::default(),
             observe_disruption_candidates: Family::default(),
+            api_requests: Family::default(),
+            api_request_duration: Family::new_with_constructor(call_buckets),
             pods_bound: call_buckets(),
             pods_scheduling_decision: call_buckets(),
             pods_provisioning_bound: lifetime_buckets(),
@@ -489,6 +508,16 @@ impl Default for Metrics {
                 metrics.object_termination[i].clone(),
             );
         }
+        r.register(
+            "client_go_request",
+            "Requests to the Kubernetes API server, by HTTP status code and method",
+            metrics.api_requests.clone(),
+        );
+        r.register(
+            "client_go_request_duration_seconds",
+            "Time until the API server's response to a request, by verb, group, version, resource and subresource",
+            metrics.api_request_duration.clone(),
+        );
         r.register(
             "karpenter_pods_bound_duration_seconds",
             "Time from a pod's creation to its binding to a node",
@@ -947,6 +976,19 @@ impl Metrics {
     /// A `kind` object went, `seconds` after its deletion began.
     pub fn object_terminated(&self, kind: ObjectKind, own: &[(&'static str, String)], seconds: f64) {
         self.object_termination[kind.index()].get_or_create(&own.to_vec()).observe(seconds);
+    }
+
+    /// A request to the Kubernetes API server with HTTP `method` was answered with `code` after `seconds`.
+    pub fn api_request(&self, method: &str, code: &str, target: &super::api_requests::ApiTarget, seconds: f64) {
+        self.api_requests.get_or_create(&RequestLabels { code: code.into(), method: method.into() }).inc();
+        let labels = RequestTargetLabels {
+            verb: target.verb.clone(),
+            group: target.group.clone(),
+            version: target.version.clone(),
+            kind: target.kind.clone(),
+            subresource: target.subresource.clone(),
+        };
+        self.api_request_duration.get_or_create(&labels).observe(seconds);
     }
 
     /// A pod was bound to a node `seconds` after its creation.

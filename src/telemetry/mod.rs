@@ -1,6 +1,7 @@
 //! Logging, the metrics registry (Karpenter's metric names, so existing dashboards keep working) and the metrics
 //! and health servers.
 
+pub mod api_requests;
 pub mod cluster;
 mod metrics;
 pub mod objects;

@@ -36,6 +36,8 @@ pub fn sampled() -> Result<String> {
     metrics.nodeclaim_disrupted("underutilized", "default", "spot");
     metrics.set_allowed_disruptions(&[("default".into(), "underutilized", 1)]);
     metrics.consolidation_timeout("multi");
+    let target = nodesmith::telemetry::api_requests::ApiTarget::of(&http::Method::GET, "/api/v1/nodes");
+    metrics.api_request("GET", "200", &target, 0.01);
     metrics.pod_bound(2.0);
     metrics.pod_scheduling_decided(0.5);
     metrics.pod_provisioning_bound(30.0);

@@ -48,6 +48,7 @@ pub struct Refused {
 /// A Kubernetes client over `config` that sends only what `allowed` lets through; anything else fails with
 /// `Refused` before it leaves the process.
 pub fn kube_client(config: kube::Config, metrics: Arc<Metrics>) -> Result<kube::Client, kube::Error> {
+    let metrics_for_requests = metrics.clone();
     let filter = tower::filter::FilterLayer::new(move |request: Request<kube::client::Body>| {
         if allowed(request.method(), request.uri().path()) {
             return Ok(request);
@@ -57,7 +58,8 @@ pub fn kube_client(config: kube::Config, metrics: Arc<Metrics>) -> Result<kube::
         metrics.observe_refused("kubernetes");
         Err(refused)
     });
-    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&filter).build())
+    let counted = crate::telemetry::api_requests::ApiRequestsLayer::new(metrics_for_requests);
+    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&counted).with_layer(&filter).build())
 }
 
 /// The cloud for an observing controller: every read goes to `inner`; a call that would change something is
