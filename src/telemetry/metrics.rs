@@ -371,25 +371,19 @@ struct Round {
 impl Collector for RoundCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let round = self.round.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let id = round.as_ref().map(|r| r.id.to_string()).unwrap_or_default();
-        let labels = round.as_ref().map(|r| [("controller", r.controller), ("scheduling_id", id.as_str())]);
-        let mut family = encoder.encode_descriptor(
-            "karpenter_scheduler_queue_depth",
-            "Pods in the scheduling round under way",
-            None,
-            MetricType::Gauge,
-        )?;
-        if let (Some(round), Some(labels)) = (round.as_ref(), labels.as_ref()) {
-            ConstGauge::new(i64::try_from(round.pods).unwrap_or(i64::MAX)).encode(family.encode_family(labels)?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "karpenter_scheduler_unfinished_work_seconds",
-            "How long the scheduling round under way has run",
-            None,
-            MetricType::Gauge,
-        )?;
-        if let (Some(round), Some(labels)) = (round.as_ref(), labels.as_ref()) {
-            ConstGauge::new(round.started.elapsed().as_secs_f64()).encode(family.encode_family(labels)?)?;
+        let families: [(&str, &str, fn(&Round) -> f64); 2] = [
+            ("karpenter_scheduler_queue_depth", "Pods in the scheduling round under way", |r| r.pods as f64),
+            ("karpenter_scheduler_unfinished_work_seconds", "How long the scheduling round under way has run", |r| {
+                r.started.elapsed().as_secs_f64()
+            }),
+        ];
+        for (name, help, value) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            if let Some(round) = round.as_ref() {
+                let id = round.id.to_string();
+                let labels = [("controller", round.controller), ("scheduling_id", id.as_str())];
+                ConstGauge::new(value(round)).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! (stamped on NodeClaims that lack them or carry another hash version), and the `Consolidatable` and `Drifted`
 //! conditions.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -45,13 +46,7 @@ pub async fn set_disruption_reason(ctx: &Context, claim: &NodeClaim, reason: &st
     if !conditions::set(&mut conds, DISRUPTION_REASON, true, reason, reason) {
         return Ok(());
     }
-    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
-    let patch = json!({"metadata": {"resourceVersion": claim.resource_version()}, "status": {"conditions": conds}});
-    match api.patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
+    write_conditions(ctx, claim, conds).await
 }
 
 /// The condition type of why a NodeClaim is being disrupted.
@@ -94,6 +89,12 @@ pub async fn set_conditions(
     if !changed {
         return Ok(());
     }
+    write_conditions(ctx, claim, conds).await
+}
+
+/// Writes `conds` as the NodeClaim's conditions over the copy read: a 409 (changed meanwhile) or 404 (gone) writes
+/// nothing, and the next pass works from the newer copy.
+async fn write_conditions(ctx: &Context, claim: &NodeClaim, conds: Vec<Condition>) -> Result<(), Error> {
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
     let patch = json!({"metadata": {"resourceVersion": claim.resource_version()}, "status": {"conditions": conds}});
     match api.patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
