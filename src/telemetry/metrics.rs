@@ -368,10 +368,13 @@ struct Round {
     pods: usize,
 }
 
+/// A gauge of the round under way: its name, help, and value.
+type RoundGauge = (&'static str, &'static str, fn(&Round) -> f64);
+
 impl Collector for RoundCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let round = self.round.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let families: [(&str, &str, fn(&Round) -> f64); 2] = [
+        let families: [RoundGauge; 2] = [
             ("karpenter_scheduler_queue_depth", "Pods in the scheduling round under way", |r| r.pods as f64),
             ("karpenter_scheduler_unfinished_work_seconds", "How long the scheduling round under way has run", |r| {
                 r.started.elapsed().as_secs_f64()
