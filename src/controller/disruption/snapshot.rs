@@ -263,8 +263,10 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
             room,
         });
     }
-    // Nodes nodesmith does not manage: room for pods to move to.
-    for node in ctx.state.nodes.state().iter().filter(|n| !claimed_nodes.contains(&n.name_any())) {
+    // Nodes nodesmith does not manage: room for pods to move to, needed only when there is something to move (with
+    // thousands of pods, it is the largest part of a pass).
+    let others = if nodes.is_empty() { Vec::new() } else { ctx.state.nodes.state() };
+    for node in others.iter().filter(|n| !claimed_nodes.contains(&n.name_any())) {
         let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
         other_room.extend(cluster_snapshot::node_room(node, bound));
     }
@@ -369,5 +371,49 @@ spec: {containers: [{name: app}]}
         let mut bad = pool;
         bad.spec.disruption.consolidate_after = "soon".into();
         assert!(pool_policy(&bad).expect_err("refused").contains("consolidateAfter"));
+    }
+}
+
+#[cfg(test)]
+mod gather_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cloud::fake::FakeCloud;
+    use crate::controller::testing::{self, Objects};
+
+    fn node(name: &str) -> Node {
+        testing::object(serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+    }
+
+    fn claim_on(node: &str) -> NodeClaim {
+        testing::object(serde_json::json!({
+            "metadata": {"name": format!("default-{node}"), "labels": {"karpenter.sh/nodepool": "default"}},
+            "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"},
+                     "requirements": []},
+            "status": {"nodeName": node},
+        }))
+    }
+
+    #[tokio::test]
+    async fn other_nodes_are_read_as_room_only_when_some_node_could_be_disrupted() {
+        let gathered = |objects: Objects| {
+            gather(&testing::context(Arc::new(FakeCloud::default()), objects.into_state()), &|_, _| None)
+        };
+        let unmanaged = Objects { nodes: vec![node("other-1"), node("other-2")], ..Objects::default() };
+        let nothing_to_move = gathered(unmanaged);
+        assert!(nothing_to_move.nodes.is_empty() && nothing_to_move.other_room.is_empty());
+        let with_a_candidate = Objects {
+            nodes: vec![node("other-1"), node("other-2"), node("ours")],
+            nodeclaims: vec![claim_on("ours")],
+            ..Objects::default()
+        };
+        let gathered = gathered(with_a_candidate);
+        assert_eq!(gathered.nodes.len(), 1);
+        assert_eq!(gathered.other_room.len(), 2, "both other nodes are room for the candidate's pods");
     }
 }
