@@ -81,7 +81,7 @@ impl GaugeSource for LiveGauges {
         let now = Timestamp::now();
         let mut gauges = cluster_gauges(&nodes, &pods, &pools, &ctx.catalog().prices, now);
         for node in gauges.nodes.iter().filter(|n| n.price_per_hour.is_none()) {
-            if let Some((_, pool)) = node.labels.iter().find(|(name, pool)| *name == "nodepool" && !pool.is_empty()) {
+            if let Some(pool) = nodepool_of(node) {
                 ctx.metrics.cost_tracker_error(pool);
             }
         }
@@ -165,15 +165,20 @@ pub fn cluster_gauges(
     }
 }
 
+/// The NodePool a node's gauges are labelled with, if any.
+fn nodepool_of(node: &NodeGauges) -> Option<&str> {
+    node.labels.iter().find(|(name, pool)| *name == "nodepool" && !pool.is_empty()).map(|(_, pool)| pool.as_str())
+}
+
 /// What each NodePool's nodes cost per hour: the sum of their prices (nodes of no pool, or of no known price, left
 /// out). Every pool with a node is reported.
 fn nodepool_costs(nodes: &[NodeGauges]) -> Vec<(String, f64)> {
     let mut costs: BTreeMap<&str, f64> = BTreeMap::new();
     for node in nodes {
-        let Some((_, pool)) = node.labels.iter().find(|(name, pool)| *name == "nodepool" && !pool.is_empty()) else {
+        let Some(pool) = nodepool_of(node) else {
             continue;
         };
-        *costs.entry(pool.as_str()).or_default() += node.price_per_hour.unwrap_or_default();
+        *costs.entry(pool).or_default() += node.price_per_hour.unwrap_or_default();
     }
     costs.into_iter().map(|(pool, cost)| (pool.to_string(), cost)).collect()
 }

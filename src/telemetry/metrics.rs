@@ -739,6 +739,15 @@ impl Default for Metrics {
     }
 }
 
+/// Replaces every series of a (nodepool, reason) gauge: pools that are gone stop being reported.
+fn replace_per_pool_and_reason(family: &Family<PoolReasonLabels, Gauge>, values: &[(String, &str, usize)]) {
+    family.clear();
+    for (nodepool, reason, nodes) in values {
+        let labels = PoolReasonLabels { nodepool: nodepool.clone(), reason: reason.to_string() };
+        family.get_or_create(&labels).set(i64::try_from(*nodes).unwrap_or(i64::MAX));
+    }
+}
+
 /// How a reconcile ended, as controller-runtime labels it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReconcileResult {
@@ -936,11 +945,7 @@ impl Metrics {
 
     /// Replaces every NodePool's allowed-disruptions gauge (pools that are gone stop being reported).
     pub fn set_allowed_disruptions(&self, allowed: &[(String, &str, usize)]) {
-        self.allowed_disruptions.clear();
-        for (nodepool, reason, nodes) in allowed {
-            let labels = PoolReasonLabels { nodepool: nodepool.clone(), reason: reason.to_string() };
-            self.allowed_disruptions.get_or_create(&labels).set(i64::try_from(*nodes).unwrap_or(i64::MAX));
-        }
+        replace_per_pool_and_reason(&self.allowed_disruptions, allowed);
     }
 
     pub fn consolidation_timeout(&self, consolidation_type: &str) {
@@ -1020,11 +1025,7 @@ impl Metrics {
 
     /// Replaces every NodePool's count of nodes consuming its budgets, per reason.
     pub fn set_nodes_consuming_budgets(&self, consuming: &[(String, &str, usize)]) {
-        self.nodes_consuming_budgets.clear();
-        for (nodepool, reason, nodes) in consuming {
-            let labels = PoolReasonLabels { nodepool: nodepool.clone(), reason: reason.to_string() };
-            self.nodes_consuming_budgets.get_or_create(&labels).set(i64::try_from(*nodes).unwrap_or(i64::MAX));
-        }
+        replace_per_pool_and_reason(&self.nodes_consuming_budgets, consuming);
     }
 
     /// A NodeClaim's instance was reported gone `seconds` after its termination was asked for.
