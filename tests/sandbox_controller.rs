@@ -184,6 +184,15 @@ async fn status_story(sandbox: &Sandbox, pool: &str) -> Result<()> {
 /// The controller prices offerings as the sandbox's AWS does: spot from the spot price history of the zone,
 /// on-demand from the Pricing API, and says so in its metrics.
 async fn prices_story(sandbox: &Sandbox, controller: &ControllerProcess, pool: &str) -> Result<()> {
+    // Prices are read in the background after start (the Pricing API takes seconds to page through), and the
+    // nodes may be up before they are: wait until the controller says both reads were taken.
+    for (capacity_type, source) in [("spot", "spot-price-history"), ("on-demand", "pricing-api")] {
+        let sample = format!(r#"nodesmith_offering_prices{{capacity_type="{capacity_type}",source="{source}"}}"#);
+        wait_until(&format!("{sample} to count the prices read"), RUN_WAIT, || async {
+            Ok((controller.metric(&sample).await.unwrap_or_default() > 100.0).then_some(()))
+        })
+        .await?;
+    }
     for node in nodes_of(sandbox, pool).await? {
         let labels = node.labels();
         let label = |key: &str| labels.get(key).cloned().with_context(|| format!("node without {key}"));
@@ -192,17 +201,12 @@ async fn prices_story(sandbox: &Sandbox, controller: &ControllerProcess, pool: &
             r#"karpenter_cloudprovider_instance_type_offering_price_estimate{{instance_type="{instance_type}",capacity_type="spot",zone="{zone}"}}"#
         );
         let expected = support::prices::spot_price_in_history(&sandbox.sdk, &zone, &instance_type).await?;
-        assert!((controller.metric(&spot).await? - expected).abs() < 1e-9, "{spot}: the history says {expected}");
+        let exported = controller.metric(&spot).await?;
+        assert!((exported - expected).abs() < 1e-9, "{spot} is {exported}: the history says {expected}");
         let on_demand = spot.replace(r#"capacity_type="spot""#, r#"capacity_type="on-demand""#);
         let listed = support::prices::list_price(&sandbox.sdk, "us-east-1", &instance_type).await?;
-        assert!(
-            (controller.metric(&on_demand).await? - listed).abs() < 1e-9,
-            "{on_demand}: the Pricing API says {listed}"
-        );
-    }
-    for (capacity_type, source) in [("spot", "spot-price-history"), ("on-demand", "pricing-api")] {
-        let sample = format!(r#"nodesmith_offering_prices{{capacity_type="{capacity_type}",source="{source}"}}"#);
-        assert!(controller.metric(&sample).await? > 100.0, "{sample}");
+        let exported = controller.metric(&on_demand).await?;
+        assert!((exported - listed).abs() < 1e-9, "{on_demand} is {exported}: the Pricing API says {listed}");
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! `Intervals::instance_types`, prices at once and then every `Intervals::prices` (12 hours, as Karpenter does).
 //! Whatever AWS does not answer keeps what was known, at first the embedded data of the cluster's region. Prices
 //! are read in the background, as Karpenter's pricing controller reads them: the Pricing API takes seconds to page
-//! through, and the embedded prices serve meanwhile.
+//! through, and the embedded prices serve meanwhile. A read that AWS did not answer in full is tried again after
+//! `PRICE_RETRY_FIRST`, doubling up to the interval, rather than leaving the embedded prices in place for 12 hours.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,9 +59,14 @@ async fn read_instance_types(cloud: &dyn CloudProvider) -> Option<Vec<InstanceTy
     }
 }
 
+/// The first wait before a price read that failed is tried again.
+pub const PRICE_RETRY_FIRST: Duration = Duration::from_secs(30);
+
 /// Overlays what the Pricing API and the spot price history say now; a price they do not give keeps its value.
-pub async fn read_prices(cloud: &dyn CloudProvider, prices: &mut PriceTable) {
+/// False when either of them failed (an answer with no price counts as answered).
+pub async fn read_prices(cloud: &dyn CloudProvider, prices: &mut PriceTable) -> bool {
     let region = prices.region().to_string();
+    let mut answered = true;
     match cloud.on_demand_prices().await {
         Ok(found) if !found.is_empty() => {
             let applied = prices.apply_on_demand(found);
@@ -72,6 +78,7 @@ pub async fn read_prices(cloud: &dyn CloudProvider, prices: &mut PriceTable) {
             prices.on_demand_source().describe()
         ),
         Err(error) => {
+            answered = false;
             tracing::warn!(region, "{error}: on-demand prices stay {}", prices.on_demand_source().describe())
         }
     }
@@ -85,8 +92,12 @@ pub async fn read_prices(cloud: &dyn CloudProvider, prices: &mut PriceTable) {
             "the spot price history is empty: spot prices stay {}",
             prices.spot_source().describe()
         ),
-        Err(error) => tracing::warn!(region, "{error}: spot prices stay {}", prices.spot_source().describe()),
+        Err(error) => {
+            answered = false;
+            tracing::warn!(region, "{error}: spot prices stay {}", prices.spot_source().describe())
+        }
     }
+    answered
 }
 
 /// Runs forever: reads prices at once, then types and prices again when each is due, and swaps the new catalog in
@@ -102,6 +113,7 @@ pub async fn run(ctx: Arc<Context>) {
     let mut prices_due = tokio::time::interval_at(start, every(intervals.prices));
     types_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     prices_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut price_retry = PRICE_RETRY_FIRST;
     loop {
         let current = ctx.catalog();
         let refreshed = tokio::select! {
@@ -111,7 +123,14 @@ pub async fn run(ctx: Arc<Context>) {
             }),
             _ = prices_due.tick() => {
                 let mut prices = current.prices.clone();
-                read_prices(&cloud, &mut prices).await;
+                if read_prices(&cloud, &mut prices).await {
+                    price_retry = PRICE_RETRY_FIRST;
+                } else {
+                    let wait = price_retry.min(every(intervals.prices));
+                    tracing::info!(seconds = wait.as_secs(), "prices will be read again");
+                    prices_due.reset_after(wait);
+                    price_retry = wait * 2;
+                }
                 Some(Catalog { instance_types: current.instance_types.clone(), prices })
             }
         };
@@ -182,6 +201,34 @@ mod tests {
             Some((0.107, PriceSource::RegionalSnapshot))
         );
         assert_eq!(catalog.prices.spot_source(), PriceSource::RegionalSnapshot);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_price_read_that_failed_is_tried_again_within_a_minute_not_twelve_hours() {
+        let cloud = Arc::new(FakeCloud::default());
+        let types: Vec<InstanceTypeInfo> =
+            embedded_instance_types().iter().filter(|t| t.name.starts_with("m5.")).cloned().collect();
+        *cloud.instance_types.lock().expect("lock") = Some(types.clone());
+        cloud.spot_prices.lock().expect("lock").push(spot("m5.large", "us-east-1a", 0.03));
+        cloud.fail_next("DescribeSpotPriceHistory", "RequestLimitExceeded");
+        let ctx = testing::context(cloud.clone(), testing::state(vec![], vec![]));
+        ctx.replace_catalog(Catalog { instance_types: types, prices: PriceTable::embedded() });
+        let refresh = tokio::spawn(run(ctx.clone()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(ctx.catalog().prices.spot_source(), PriceSource::RegionalSnapshot, "the first read failed");
+
+        tokio::time::sleep(PRICE_RETRY_FIRST).await;
+        assert_eq!(
+            ctx.catalog().prices.spot_price("m5.large", "us-east-1a").map(|p| (p.usd_per_hour, p.source)),
+            Some((0.03, PriceSource::SpotPriceHistory))
+        );
+        let reads = cloud.calls().iter().filter(|c| c.starts_with("DescribeSpotPriceHistory")).count();
+        assert_eq!(reads, 2);
+        // Answered now: the next read waits for the interval again.
+        tokio::time::sleep(PRICE_RETRY_FIRST * 4).await;
+        let reads = cloud.calls().iter().filter(|c| c.starts_with("DescribeSpotPriceHistory")).count();
+        assert_eq!(reads, 2);
+        refresh.abort();
     }
 
     #[tokio::test(start_paused = true)]
