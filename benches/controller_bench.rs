@@ -17,16 +17,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use nodesmith::apis::nodeclaim::NodeClaim;
 use nodesmith_sandbox::fault_proxy::{self, FaultPlan};
+
+#[path = "bench_support.rs"]
+mod bench_support;
+use bench_support::{
+    free_port, http_ready, install_crds, namespace, percentile, prepare_cluster, rss_kib, sandbox_region, wait_until,
+};
 
 const BENCH_LABEL: &str = "nodesmith.dev/bench";
 
@@ -37,10 +42,6 @@ impl Drop for Controller {
         self.0.kill().ok();
         self.0.wait().ok();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn start_controller(cluster: &str, namespace: &str, aws_endpoint: Option<&str>) -> Result<Controller> {
@@ -56,41 +57,6 @@ fn start_controller(cluster: &str, namespace: &str, aws_endpoint: Option<&str>) 
         command.env("AWS_ENDPOINT_URL", endpoint);
     }
     Ok(Controller(command.spawn()?, health))
-}
-
-async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn namespace(kube: &kube::Client, name: &str) -> Result<()> {
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
-    Api::<Namespace>::all(kube.clone()).create(&PostParams::default(), &ns).await?;
-    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(kube.clone(), name);
-    wait_until("the default ServiceAccount", Duration::from_secs(60), || async {
-        Ok(accounts.get_opt("default").await?.map(|_| ()))
-    })
-    .await
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 #[tokio::main]
@@ -113,40 +79,6 @@ async fn main() -> Result<()> {
             latency(&kube, rounds, pods).await
         }
     }
-}
-
-/// The sandbox cluster with setup run on it (subnets of that prefix length if asked) and the CRDs installed;
-/// returns its name and the SDK configuration.
-async fn prepare_cluster(kube: &kube::Client, create_subnets: Option<u8>) -> Result<(String, aws_config::SdkConfig)> {
-    let cluster = std::env::var("NODESMITH_SANDBOX_CLUSTER").unwrap_or_else(|_| "demo".into());
-    let sdk = nodesmith::aws::sdk_config(None).await;
-    let options = nodesmith::bootstrap::setup::SetupOptions {
-        cluster: cluster.clone(),
-        namespace: "nodesmith".into(),
-        service_account: "nodesmith".into(),
-        identity: nodesmith::bootstrap::setup::Identity::Irsa,
-        // moto serves no EKS access entries: the sandbox lets nodes in through aws-auth.
-        node_access: nodesmith::bootstrap::setup::NodeAccess::AwsAuth,
-        discovery: nodesmith::bootstrap::setup::DiscoveryValue::Cluster,
-        create_subnets,
-        apply: false,
-        dry_run: false,
-        kube: Some(nodesmith::bootstrap::kube_target::KubeTarget::infer().await.map_err(anyhow::Error::msg)?),
-        progress: None,
-    };
-    nodesmith::bootstrap::setup::run(&sdk, &options).await?;
-    install_crds(kube).await?;
-    Ok((cluster, sdk))
-}
-
-/// The Karpenter v1 CRDs, applied and given a moment to be served: the controller does not become ready without.
-async fn install_crds(kube: &kube::Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
-    for crd in nodesmith::apis::crds::all() {
-        crds.patch(&crd.crd.name_any(), &PatchParams::apply("nodesmith").force(), &Patch::Apply(&crd.crd)).await?;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(())
 }
 
 async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Result<()> {
@@ -337,18 +269,6 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
     Ok(())
 }
 
-fn rss_kib(pid: u32) -> Result<BTreeMap<String, u64>> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    Ok(status
-        .lines()
-        .filter(|l| ["VmRSS", "VmHWM", "RssAnon", "RssFile"].iter().any(|k| l.starts_with(k)))
-        .filter_map(|l| {
-            let (key, value) = l.split_once(':')?;
-            Some((key.to_string(), value.trim().trim_end_matches(" kB").parse().ok()?))
-        })
-        .collect())
-}
-
 /// Resident KiB of the controller binary's own mappings, by permission: code (`r-xp`), read-only data such as
 /// the embedded catalog (`r--p`), and the rest.
 fn binary_rss_kib(pid: u32) -> Result<BTreeMap<String, u64>> {
@@ -433,7 +353,7 @@ async fn memory(kube: &kube::Client, node_count: usize, pod_count: usize) -> Res
     let synced_from = Instant::now();
     wait_until("the controller's caches to sync (/readyz)", Duration::from_secs(300), || async {
         let ready = tokio::net::TcpStream::connect(("127.0.0.1", health)).await.is_ok()
-            && reqwest_ready(health).await.unwrap_or(false);
+            && http_ready(health).await.unwrap_or(false);
         Ok(ready.then_some(()))
     })
     .await?;
@@ -490,16 +410,6 @@ async fn memory(kube: &kube::Client, node_count: usize, pod_count: usize) -> Res
     })
     .await?;
     Ok(())
-}
-
-/// GET /readyz on the health port: true on 200.
-async fn reqwest_ready(port: u16) -> Result<bool> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
 }
 
 async fn interruptions(kube: &kube::Client, count: usize) -> Result<()> {
@@ -678,9 +588,4 @@ async fn interruptions(kube: &kube::Client, count: usize) -> Result<()> {
     drop(controller);
     Api::<Namespace>::all(kube.clone()).delete(&bench, &DeleteParams::default()).await?;
     Ok(())
-}
-
-/// The region the bench's sandbox plays (IAM names carry it).
-fn sandbox_region() -> String {
-    std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())
 }
