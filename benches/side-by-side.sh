@@ -14,6 +14,7 @@
 #   NODESMITH_BIN, SIDE_BY_SIDE_DRIVER   the nodesmith binary and the driver (examples/side-by-side), built
 #                                already: no cargo run
 #   SIDE_BY_SIDE_OUT=DIR         where the figures go (default target/side-by-side)
+#   SIDE_BY_SIDE_CONSOLIDATION_TIMEOUT=900   seconds after which a consolidation is reported as not settled
 #
 # Karpenter's half: its KWOK provider (`sigs.k8s.io/karpenter/kwok`, at the version benches/karpenter/go.mod
 # pins) is built from its Go module into the cache once, and its CRDs come from the same module.
