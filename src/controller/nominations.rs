@@ -6,10 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
 
 use super::{Context, cluster_snapshot, conditions, pods};
 use crate::apis::nodeclaim::NodeClaim;
+use crate::apis::scheduling_input::pod_requests;
+use crate::catalog::resources::Resources;
 
 /// How long a pod stays nominated after its node is ready, for the scheduler to bind it.
 const NOMINATION_GRACE: Duration = Duration::from_secs(30);
@@ -64,7 +68,7 @@ impl Nominations {
         // A pod deleted while it waited wants nothing any more.
         self.by_pod.retain(|pod, _| {
             let (namespace, name) = pod.split_once('/').unwrap_or(("default", pod));
-            ctx.state.pods.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)).is_some()
+            ctx.state.pods.get(&ObjectRef::new(name).within(namespace)).is_some()
         });
         self.by_pod.retain(|pod, _| !running.contains(pod));
         let claims: HashMap<String, Arc<NodeClaim>> =
@@ -78,5 +82,132 @@ impl Nominations {
             // A Node, or a NodeClaim just created and not yet in the cache: held for the grace period.
             None => since.elapsed() < NOMINATION_GRACE,
         });
+        self.forget_those_that_no_longer_fit(ctx, &claims);
+    }
+
+    /// Once its target has a Node, a pod stays nominated only while the room the bound pods leave there still holds
+    /// it: kube-scheduler places pods where it likes, and one crowded out of its target is planned again now rather
+    /// than left Pending for the rest of the grace period.
+    fn forget_those_that_no_longer_fit(&mut self, ctx: &Context, claims: &HashMap<String, Arc<NodeClaim>>) {
+        if self.by_pod.is_empty() {
+            return;
+        }
+        let nodes: HashMap<String, Arc<Node>> =
+            ctx.state.nodes.state().into_iter().map(|n| (n.name_any(), n)).collect();
+        let node_of = |target: &str| -> Option<Arc<Node>> {
+            match claims.get(target) {
+                Some(claim) => nodes.get(claim.status.as_ref()?.node_name.as_deref()?).cloned(),
+                None => nodes.get(target).cloned(),
+            }
+        };
+        if !self.by_pod.values().any(|(target, _)| node_of(target).is_some()) {
+            return;
+        }
+        let pods_by_node = ctx.state.pods_by_node();
+        let mut room: HashMap<String, Resources> = HashMap::new();
+        self.by_pod.retain(|pod, (target, _)| {
+            let Some(node) = node_of(target) else { return true };
+            let name = node.name_any();
+            let available = match room.get(&name) {
+                Some(available) => *available,
+                None => {
+                    let bound = pods_by_node.get(&name).map(Vec::as_slice).unwrap_or_default();
+                    // A Node that does not say what it can hold yet is waited for.
+                    let Some(node_room) = cluster_snapshot::node_room(&node, bound) else { return true };
+                    room.insert(name, node_room.available);
+                    node_room.available
+                }
+            };
+            match requests_of_pod(ctx, pod) {
+                Some(requests) => requests.fits_in(&available),
+                None => true,
+            }
+        });
+    }
+}
+
+/// What a cached pod requests, by key.
+fn requests_of_pod(ctx: &Context, key: &str) -> Option<Resources> {
+    let (namespace, name) = key.split_once('/')?;
+    let pod = ctx.state.pods.get(&ObjectRef::new(name).within(namespace))?;
+    pod_requests(pod.spec.as_ref()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::apis::pod::Pod;
+    use crate::cloud::fake::FakeCloud;
+    use crate::controller::state::Objects;
+    use crate::controller::testing::{self, object};
+
+    fn node(name: &str) -> Node {
+        object(json!({
+            "metadata": {"name": name},
+            "status": {"allocatable": {"cpu": "4", "memory": "16Gi", "pods": "58"},
+                       "capacity": {"cpu": "4", "memory": "16Gi", "pods": "58"}},
+        }))
+    }
+
+    fn pod(name: &str, node: Option<&str>, cpu: &str) -> Pod {
+        object(json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "resources": {"requests": {"cpu": cpu}}}]},
+            "status": {"phase": if node.is_some() { "Running" } else { "Pending" }},
+        }))
+    }
+
+    /// A NodeClaim whose Node `n1` has registered and is initialized.
+    fn initialized_claim() -> NodeClaim {
+        object(json!({
+            "metadata": {"name": "claim-1", "labels": {"karpenter.sh/nodepool": "default"}},
+            "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}},
+            "status": {"nodeName": "n1", "conditions": [
+                {"type": "Initialized", "status": "True", "reason": "Initialized", "message": "",
+                 "lastTransitionTime": "2026-12-05T00:00:00Z"}]},
+        }))
+    }
+
+    fn context(pods: Vec<Pod>) -> Arc<Context> {
+        let objects =
+            Objects { pods, nodes: vec![node("n1")], nodeclaims: vec![initialized_claim()], ..Default::default() };
+        testing::context(Arc::new(FakeCloud::default()), objects.into_state())
+    }
+
+    #[tokio::test]
+    async fn a_pod_crowded_out_of_its_initialized_target_is_planned_again_at_once() {
+        // The scheduler put `other` (3 CPU) on n1; `big` (2 CPU) no longer fits there, `small` (500m) still does.
+        let ctx = context(vec![pod("other", Some("n1"), "3"), pod("big", None, "2"), pod("small", None, "500m")]);
+        let mut nominations = Nominations::default();
+        nominations.nominate("shop/big", "claim-1");
+        nominations.nominate("shop/small", "claim-1");
+        nominations.prune(&ctx);
+        assert_eq!(nominations.target_of("shop/big"), None, "crowded out: planned again before the grace ends");
+        assert_eq!(nominations.target_of("shop/small"), Some("claim-1"), "still fits: left for the scheduler");
+    }
+
+    #[tokio::test]
+    async fn a_pod_crowded_out_of_a_node_it_was_nominated_to_is_planned_again_at_once() {
+        let ctx = context(vec![pod("other", Some("n1"), "3500m"), pod("big", None, "1"), pod("fits", None, "250m")]);
+        let mut nominations = Nominations::default();
+        nominations.nominate("shop/big", "n1");
+        nominations.nominate("shop/fits", "n1");
+        nominations.prune(&ctx);
+        assert_eq!(nominations.target_of("shop/big"), None);
+        assert_eq!(nominations.target_of("shop/fits"), Some("n1"));
+    }
+
+    #[tokio::test]
+    async fn a_pod_waits_for_its_target_while_the_node_has_room_or_is_not_there_yet() {
+        let ctx = context(vec![pod("waits", None, "2"), pod("in-flight", None, "8")]);
+        let mut nominations = Nominations::default();
+        nominations.nominate("shop/waits", "claim-1");
+        // A NodeClaim not in the cache yet (just created) has no Node: its pods are held for the grace period.
+        nominations.nominate("shop/in-flight", "claim-just-created");
+        nominations.prune(&ctx);
+        assert_eq!(nominations.target_of("shop/waits"), Some("claim-1"));
+        assert_eq!(nominations.target_of("shop/in-flight"), Some("claim-just-created"));
     }
 }
