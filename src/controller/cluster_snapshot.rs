@@ -365,28 +365,7 @@ mod tests {
     use super::*;
     use crate::catalog::resources::ResourceName;
     use crate::cloud::fake::FakeCloud;
-    use crate::controller::testing::{self, Objects, object};
-
-    fn node(name: &str, taints: serde_json::Value, unschedulable: bool) -> Node {
-        object(json!({
-            "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": "us-east-1a"}},
-            "spec": {"taints": taints, "unschedulable": unschedulable},
-            "status": {"allocatable": {"cpu": "4", "memory": "16Gi", "pods": "58"},
-                       "capacity": {"cpu": "4", "memory": "16Gi", "pods": "58"}},
-        }))
-    }
-
-    fn pod(name: &str, node: Option<&str>, cpu: &str) -> Pod {
-        let scheduled = match node {
-            Some(_) => json!([{"type": "PodScheduled", "status": "True"}]),
-            None => json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]),
-        };
-        object(json!({
-            "metadata": {"name": name, "namespace": "shop", "labels": {"name": name}},
-            "spec": {"nodeName": node, "containers": [{"name": "app", "resources": {"requests": {"cpu": cpu}}}]},
-            "status": {"phase": if node.is_some() { "Running" } else { "Pending" }, "conditions": scheduled},
-        }))
-    }
+    use crate::controller::testing::{self, Objects, node, object, pod};
 
     fn claim(name: &str, status: serde_json::Value) -> NodeClaim {
         object(json!({

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 
 use super::{Context, cluster_snapshot, conditions, pods};
 use crate::apis::nodeclaim::NodeClaim;
@@ -66,10 +65,7 @@ impl Nominations {
             .map(|p| pods::key(&p))
             .collect();
         // A pod deleted while it waited wants nothing any more.
-        self.by_pod.retain(|pod, _| {
-            let (namespace, name) = pod.split_once('/').unwrap_or(("default", pod));
-            ctx.state.pods.get(&ObjectRef::new(name).within(namespace)).is_some()
-        });
+        self.by_pod.retain(|pod, _| ctx.state.pod(pod).is_some());
         self.by_pod.retain(|pod, _| !running.contains(pod));
         let claims: HashMap<String, Arc<NodeClaim>> =
             ctx.state.nodeclaims.state().into_iter().map(|c| (c.name_any(), c)).collect();
@@ -92,12 +88,10 @@ impl Nominations {
         if self.by_pod.is_empty() {
             return;
         }
-        let nodes: HashMap<String, Arc<Node>> =
-            ctx.state.nodes.state().into_iter().map(|n| (n.name_any(), n)).collect();
         let node_of = |target: &str| -> Option<Arc<Node>> {
             match claims.get(target) {
-                Some(claim) => nodes.get(claim.status.as_ref()?.node_name.as_deref()?).cloned(),
-                None => nodes.get(target).cloned(),
+                Some(claim) => ctx.state.node(claim.status.as_ref()?.node_name.as_deref()?),
+                None => ctx.state.node(target),
             }
         };
         if !self.by_pod.values().any(|(target, _)| node_of(target).is_some()) {
@@ -118,19 +112,10 @@ impl Nominations {
                     node_room.available
                 }
             };
-            match requests_of_pod(ctx, pod) {
-                Some(requests) => requests.fits_in(&available),
-                None => true,
-            }
+            let requests = ctx.state.pod(pod).and_then(|p| pod_requests(p.spec.as_ref()?).ok());
+            requests.is_none_or(|requests| requests.fits_in(&available))
         });
     }
-}
-
-/// What a cached pod requests, by key.
-fn requests_of_pod(ctx: &Context, key: &str) -> Option<Resources> {
-    let (namespace, name) = key.split_once('/')?;
-    let pod = ctx.state.pods.get(&ObjectRef::new(name).within(namespace))?;
-    pod_requests(pod.spec.as_ref()?).ok()
 }
 
 #[cfg(test)]
@@ -141,23 +126,7 @@ mod tests {
     use crate::apis::pod::Pod;
     use crate::cloud::fake::FakeCloud;
     use crate::controller::state::Objects;
-    use crate::controller::testing::{self, object};
-
-    fn node(name: &str) -> Node {
-        object(json!({
-            "metadata": {"name": name},
-            "status": {"allocatable": {"cpu": "4", "memory": "16Gi", "pods": "58"},
-                       "capacity": {"cpu": "4", "memory": "16Gi", "pods": "58"}},
-        }))
-    }
-
-    fn pod(name: &str, node: Option<&str>, cpu: &str) -> Pod {
-        object(json!({
-            "metadata": {"name": name, "namespace": "shop"},
-            "spec": {"nodeName": node, "containers": [{"name": "app", "resources": {"requests": {"cpu": cpu}}}]},
-            "status": {"phase": if node.is_some() { "Running" } else { "Pending" }},
-        }))
-    }
+    use crate::controller::testing::{self, node, object, pod};
 
     /// A NodeClaim whose Node `n1` has registered and is initialized.
     fn initialized_claim() -> NodeClaim {
@@ -171,8 +140,12 @@ mod tests {
     }
 
     fn context(pods: Vec<Pod>) -> Arc<Context> {
-        let objects =
-            Objects { pods, nodes: vec![node("n1")], nodeclaims: vec![initialized_claim()], ..Default::default() };
+        let objects = Objects {
+            pods,
+            nodes: vec![node("n1", json!([]), false)],
+            nodeclaims: vec![initialized_claim()],
+            ..Default::default()
+        };
         testing::context(Arc::new(FakeCloud::default()), objects.into_state())
     }
 

@@ -12,7 +12,6 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 
 use super::cluster_snapshot::{Planning, pending_pods};
@@ -279,8 +278,7 @@ fn time_pods(ctx: &Context, pending: &HashSet<String>) {
 
 /// Where the pod `key` (namespace/name) is now, as the cache has it.
 pub fn pod_now(ctx: &Context, key: &str) -> PodNow {
-    let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
-    let Some(pod) = ctx.state.pods.get(&ObjectRef::new(name).within(namespace)) else { return PodNow::Gone };
+    let Some(pod) = ctx.state.pod(key) else { return PodNow::Gone };
     match (pod.node_name(), pod.status.as_ref().and_then(|s| s.phase.as_deref())) {
         (_, Some("Running")) => PodNow::Running,
         (Some(_), _) => PodNow::Bound,

@@ -324,6 +324,12 @@ impl ClusterState {
         self.nodes.get(&reflector::ObjectRef::new(name))
     }
 
+    /// The pod `key` (`namespace/name`, as `pods::key` writes it; a bare name is in `default`).
+    pub fn pod(&self, key: &str) -> Option<Arc<Pod>> {
+        let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+        self.pods.get(&reflector::ObjectRef::new(name).within(namespace))
+    }
+
     /// The EC2NodeClass, with the status an observing controller resolved for it, if it did.
     pub fn nodeclass(&self, name: &str) -> Option<Arc<EC2NodeClass>> {
         let class = self.nodeclasses.get(&reflector::ObjectRef::new(name))?;

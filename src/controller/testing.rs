@@ -5,11 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Node;
+use serde_json::json;
+
 use super::state::ClusterState;
 pub use super::state::{Objects, store};
 use super::{Context, Settings, interruption};
 use crate::apis::ec2nodeclass::EC2NodeClass;
 use crate::apis::nodeclaim::NodeClaim;
+use crate::apis::pod::Pod;
 use crate::cloud::fake::{FAKE_CLUSTER, FakeCloud};
 
 /// Caches with these NodeClaims and EC2NodeClasses, and nothing else.
@@ -20,6 +24,29 @@ pub fn state(nodeclaims: Vec<NodeClaim>, nodeclasses: Vec<EC2NodeClass>) -> Clus
 /// Any object from JSON (tests' fixtures).
 pub fn object<K: serde::de::DeserializeOwned>(json: serde_json::Value) -> K {
     serde_json::from_value(json).expect("a valid object")
+}
+
+/// A Node in us-east-1a with 4 CPU, 16 GiB and 58 pods allocatable, with these taints, cordoned or not.
+pub fn node(name: &str, taints: serde_json::Value, unschedulable: bool) -> Node {
+    object(json!({
+        "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": "us-east-1a"}},
+        "spec": {"taints": taints, "unschedulable": unschedulable},
+        "status": {"allocatable": {"cpu": "4", "memory": "16Gi", "pods": "58"},
+                   "capacity": {"cpu": "4", "memory": "16Gi", "pods": "58"}},
+    }))
+}
+
+/// A pod in `shop` requesting `cpu`: Running on `node`, or Pending and unschedulable without one.
+pub fn pod(name: &str, node: Option<&str>, cpu: &str) -> Pod {
+    let scheduled = match node {
+        Some(_) => json!([{"type": "PodScheduled", "status": "True"}]),
+        None => json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]),
+    };
+    object(json!({
+        "metadata": {"name": name, "namespace": "shop", "labels": {"name": name}},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "resources": {"requests": {"cpu": cpu}}}]},
+        "status": {"phase": if node.is_some() { "Running" } else { "Pending" }, "conditions": scheduled},
+    }))
 }
 
 pub fn settings() -> Settings {
