@@ -215,6 +215,8 @@ fn main() {
             pools: &policies,
             nodes: &managed,
             other_room: &[],
+            in_flight: &[],
+            pending: &[],
             nodepools: std::slice::from_ref(&pool),
             instance_types: &types,
             prices: &prices,

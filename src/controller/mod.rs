@@ -85,9 +85,9 @@ pub struct Context {
     pub state: ClusterState,
     /// The region's instance types and prices; read with `catalog()`, replaced by `catalog_refresh`.
     catalog: std::sync::RwLock<Arc<Catalog>>,
-    /// Nodes and NodeClaims that pods have just been planned onto (the provisioner's nominations): disruption
-    /// leaves them alone.
-    pub nominated: Mutex<std::collections::HashSet<String>>,
+    /// Where the provisioner has just planned pods (its nominations, as last published): disruption leaves those
+    /// nodes and NodeClaims alone and counts the pods against their room.
+    pub nominated: Mutex<nominations::Nominations>,
     /// When the provisioner saw, decided about and placed the pods it is dealing with (provisioning metrics).
     pub pod_clock: Mutex<pod_clock::PodClock>,
     /// When this process asked EC2 to terminate each NodeClaim's instance (NodeClaim name → then), until the

@@ -289,7 +289,7 @@ async fn launch_step(ctx: &Context, api: &Api<NodeClaim>, claim: &NodeClaim) -> 
             }
             // Kept while pods wait for it: a replacement would fail the same way, and each new NodeClaim would
             // start its backoff over. Once no pod is planned onto it any more, it goes.
-            let wanted = ctx.nominated.lock().map(|n| n.contains(&name)).unwrap_or(true);
+            let wanted = ctx.nominated.lock().map(|n| n.is_target(&name)).unwrap_or(true);
             if age(claim, Timestamp::now()) > LAUNCH_TIMEOUT && !wanted {
                 tracing::warn!(nodeclaim = %name, "not launched within 5 minutes ({error}) and no pod waits for it; deleting it");
                 api.delete(&name, &DeleteParams::default()).await?;

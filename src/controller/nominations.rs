@@ -19,7 +19,7 @@ const NOMINATION_GRACE: Duration = Duration::from_secs(30);
 
 /// Pod key → where the last plan put it (a NodeClaim being launched, or a Node), and since when. A nominated pod
 /// is not planned again, and its requests are debited from its target's free capacity.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Nominations {
     by_pod: HashMap<String, (String, Instant)>,
 }
@@ -29,12 +29,26 @@ impl Nominations {
         self.by_pod.insert(pod.to_string(), (target.to_string(), Instant::now()));
     }
 
-    /// Publishes the nodes and NodeClaims pods are nominated to, for disruption to leave them alone.
+    /// Publishes where pods are nominated, for disruption (which leaves those targets alone, counts the pods
+    /// against their room and the rest of the pending pods as waiting) and for the NodeClaim lifecycle.
     pub fn publish(&self, ctx: &Context) {
-        let targets: HashSet<String> = self.by_pod.values().map(|(target, _)| target.clone()).collect();
         if let Ok(mut nominated) = ctx.nominated.lock() {
-            *nominated = targets;
+            nominated.clone_from(self);
         }
+    }
+
+    /// Whether any pod is nominated to `target`.
+    pub fn is_target(&self, target: &str) -> bool {
+        self.by_pod.values().any(|(t, _)| t == target)
+    }
+
+    /// Every target with the pods nominated to it.
+    pub fn by_target(&self) -> HashMap<&str, Vec<&str>> {
+        let mut by_target: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (pod, (target, _)) in &self.by_pod {
+            by_target.entry(target.as_str()).or_default().push(pod.as_str());
+        }
+        by_target
     }
 
     pub fn target_of(&self, pod: &str) -> Option<&str> {

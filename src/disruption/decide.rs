@@ -207,7 +207,8 @@ fn drift(
 
 /// A drifted node with pods: replaced by whatever new nodes its pods need, or why it cannot be.
 pub(super) fn replace_drifted(simulator: &Simulator<'_>, node: &ManagedNode) -> Result<Command, String> {
-    let replacements = simulator.simulate(&[node]).map_err(|why| format!("drifted, but {why}"))?;
+    // New nodes only pending pods need are the provisioner's to launch, not this command's.
+    let replacements = simulator.simulate(&[node]).map_err(|why| format!("drifted, but {why}"))?.new_nodes;
     let replacements_price = replacements.iter().map(|r| r.price_per_hour).sum();
     Ok(Command {
         method: Method::Drift,
@@ -255,14 +256,25 @@ pub(super) fn recently_replaced(snapshot: &Snapshot<'_>, node: &ManagedNode) -> 
 }
 
 /// Checks a consolidation of `candidates`: all their pods fit elsewhere plus at most one new node that is
-/// cheaper by the churn guard; Balanced pools also weigh savings against disruption.
+/// cheaper by the churn guard, and no pending pod loses the room it would have had; Balanced pools also weigh
+/// savings against disruption.
 pub(super) fn consolidate(
     snapshot: &Snapshot<'_>,
     simulator: &Simulator<'_>,
     method: Method,
     candidates: &[&ManagedNode],
 ) -> Result<Command, String> {
-    let mut new_nodes = simulator.simulate(candidates)?;
+    if let Some(why) = simulator.scale_out_in_progress() {
+        return Err(why);
+    }
+    let simulated = simulator.simulate(candidates)?;
+    if simulated.pending_on_new_nodes > 0 {
+        return Err(format!(
+            "{} pending pods would then need a new node (they have room while it stays)",
+            simulated.pending_on_new_nodes
+        ));
+    }
+    let mut new_nodes = simulated.new_nodes;
     if new_nodes.len() > 1 {
         return Err(format!("its pods would need {} new nodes", new_nodes.len()));
     }
@@ -403,7 +415,7 @@ pub fn still_valid(snapshot: &Snapshot<'_>, command: &Command) -> Result<(), Str
             if let Some(node) = candidates.iter().find(|n| n.drifted.is_none()) {
                 return Err(format!("{} is no longer drifted", node.claim));
             }
-            let needed = Simulator::new(snapshot).simulate(&candidates)?;
+            let needed = Simulator::new(snapshot).simulate(&candidates)?.new_nodes;
             if needed.len() > command.replacements.len() {
                 return Err(format!("its pods now need {} new nodes", needed.len()));
             }

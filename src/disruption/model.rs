@@ -147,8 +147,14 @@ pub struct Snapshot<'a> {
     pub now: Timestamp,
     pub pools: &'a [PoolPolicy],
     pub nodes: &'a [ManagedNode],
-    /// Nodes nodesmith does not manage (and managed ones' in-flight NodeClaims), as room.
+    /// Nodes nodesmith does not manage, as room.
     pub other_room: &'a [ExistingNode],
+    /// NodeClaims still launching (no Node yet), as room less what is nominated to them. Not initialized: no
+    /// candidate's pod is planned onto them, as capacity that may never come is no place to move a running pod.
+    pub in_flight: &'a [ExistingNode],
+    /// Pods waiting for a place and nominated nowhere yet. Every simulation plans them first, as the provisioner
+    /// will, so that consolidation never takes the room they need and never runs while they need new nodes.
+    pub pending: &'a [PodRequest],
     /// What a replacement may be: the ready NodePools as the scheduler sees them, and the catalog.
     pub nodepools: &'a [NodePoolSpec],
     pub instance_types: &'a [InstanceTypeInfo],

@@ -1,10 +1,10 @@
 //! Where would the candidates' pods go? The pure scheduler is asked, with the candidates taken out of the cluster:
-//! their pods against the free room of every other node, and new nodes of the ready NodePools. Then what a
-//! replacement may be: only types cheaper, by the churn guard, than what it replaces, and spot → spot only when
-//! allowed and diverse enough not to fight price-capacity-optimized.
+//! the pending pods first, then the candidates' pods, against the free room of every other node and new nodes of
+//! the ready NodePools. Then what a replacement may be: only types cheaper, by the churn guard, than what it
+//! replaces, and spot → spot only when allowed and diverse enough not to fight price-capacity-optimized.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::catalog::CapacityType;
 use crate::catalog::resources::Resources;
@@ -16,6 +16,16 @@ use super::model::{ManagedNode, Snapshot};
 /// to CreateFleet, so the replacement is not just the type price-capacity-optimized would avoid.
 pub const MIN_SPOT_TO_SPOT_OPTIONS: usize = 15;
 
+/// What a simulation found room for.
+#[derive(Debug, Clone, Default)]
+pub struct Simulated {
+    /// The new nodes the candidates' pods need (empty: they all fit elsewhere).
+    pub new_nodes: Vec<NewNode>,
+    /// Pending pods the plan puts on new nodes: capacity the provisioner is about to launch, which consolidation
+    /// waits for rather than plans around.
+    pub pending_on_new_nodes: usize,
+}
+
 /// Asks the scheduler where candidates' pods would go. The room of every node is built once per pass; a
 /// simulation empties the candidates' entries (no room, no capacity against limits) and puts them back after, so
 /// evaluating thousands of candidates does not copy the cluster thousands of times.
@@ -26,11 +36,19 @@ pub struct Simulator<'s> {
     prepared: Prepared<'s>,
     /// NodeClaim name → its entry in `existing`.
     index: HashMap<&'s str, usize>,
+    /// Entries of `existing` not initialized yet (in-flight NodeClaims, nodes still starting).
+    uninitialized: HashSet<String>,
+    /// The pending pods that have a place somewhere now (those that fit nowhere are left out of every simulation).
+    pending: Vec<PodRequest>,
+    /// How many of them need a new node even with every node still there.
+    pending_needing_new_nodes: usize,
 }
 
 impl<'s> Simulator<'s> {
     pub fn new(snapshot: &'s Snapshot<'s>) -> Self {
         let mut existing: Vec<ExistingNode> = snapshot.other_room.to_vec();
+        existing.extend_from_slice(snapshot.in_flight);
+        let mut uninitialized: HashSet<String> = snapshot.in_flight.iter().map(|n| n.name.clone()).collect();
         let mut index = HashMap::new();
         for node in snapshot.nodes {
             let mut room = node.room.clone();
@@ -38,11 +56,30 @@ impl<'s> Simulator<'s> {
                 // Going away: no room, but still counted against its NodePool's limits.
                 room.available = Resources::ZERO;
             }
+            if node.initialized_at.is_none() {
+                uninitialized.insert(room.name.clone());
+            }
             index.insert(node.claim.as_str(), existing.len());
             existing.push(room);
         }
         let prepared = Prepared::of(snapshot.instance_types, snapshot.prices, snapshot.unavailable, &existing);
-        Self { snapshot, existing: RefCell::new(existing), index, prepared }
+        let (pending, pending_needing_new_nodes) = if snapshot.pending.is_empty() {
+            (Vec::new(), 0)
+        } else {
+            let plan = scheduling::solve_prepared(&Self::input(snapshot, snapshot.pending, &existing), &prepared);
+            let nowhere: HashSet<&str> = plan.unschedulable.iter().map(|u| u.pod.as_str()).collect();
+            let pending = snapshot.pending.iter().filter(|p| !nowhere.contains(p.id.as_str())).cloned().collect();
+            (pending, plan.new_nodes.iter().map(|n| n.pods.len()).sum())
+        };
+        Self {
+            snapshot,
+            existing: RefCell::new(existing),
+            index,
+            prepared,
+            uninitialized,
+            pending,
+            pending_needing_new_nodes,
+        }
     }
 
     fn input<'i>(
@@ -64,13 +101,27 @@ impl<'s> Simulator<'s> {
         }
     }
 
-    /// The new nodes the candidates' pods need once the candidates are gone (empty: they all fit elsewhere), or
-    /// why some pod has nowhere to go.
-    pub fn simulate(&self, candidates: &[&ManagedNode]) -> Result<Vec<NewNode>, String> {
-        let pods: Vec<PodRequest> = candidates.iter().flat_map(|c| c.pods.iter().map(|p| p.request.clone())).collect();
-        if pods.is_empty() {
-            return Ok(Vec::new());
+    /// Why consolidation waits this pass whatever the candidates: pending pods need new nodes even now, and the
+    /// provisioner is about to launch them. None when nothing pending needs one.
+    pub fn scale_out_in_progress(&self) -> Option<String> {
+        (self.pending_needing_new_nodes > 0).then(|| {
+            format!(
+                "{} pending pods need new nodes; consolidation waits until they have them",
+                self.pending_needing_new_nodes
+            )
+        })
+    }
+
+    /// Where the candidates' pods would go once the candidates are gone, after the pending pods have taken their
+    /// room; or why some candidate's pod has nowhere to go, or would go only to capacity not initialized yet.
+    pub fn simulate(&self, candidates: &[&ManagedNode]) -> Result<Simulated, String> {
+        let moving: Vec<&PodRequest> = candidates.iter().flat_map(|c| c.pods.iter().map(|p| &p.request)).collect();
+        if moving.is_empty() {
+            return Ok(Simulated::default());
         }
+        let mut pods: Vec<PodRequest> = self.pending.clone();
+        pods.extend(moving.iter().map(|p| (*p).clone()));
+        let moving: HashSet<&str> = moving.iter().map(|p| p.id.as_str()).collect();
         let mut existing = self.existing.borrow_mut();
         let mut saved = Vec::with_capacity(candidates.len());
         for candidate in candidates {
@@ -85,10 +136,23 @@ impl<'s> Simulator<'s> {
             existing[i].available = available;
             existing[i].capacity = capacity;
         }
-        if let Some(stuck) = plan.unschedulable.first() {
+        // A pending pod that finds no place now is the provisioner's to report, not a reason to keep a node.
+        if let Some(stuck) = plan.unschedulable.iter().find(|u| moving.contains(u.pod.as_str())) {
             return Err(format!("pod {} would have nowhere to go: {}", stuck.pod, stuck.reason));
         }
-        Ok(plan.new_nodes)
+        for (node, placed) in &plan.existing_placements {
+            if !self.uninitialized.contains(node) {
+                continue;
+            }
+            if let Some(pod) = placed.iter().find(|p| moving.contains(p.as_str())) {
+                return Err(format!("pod {pod} would go to {node}, which is not initialized yet"));
+            }
+        }
+        let (new_nodes, pending_only): (Vec<NewNode>, Vec<NewNode>) =
+            plan.new_nodes.into_iter().partition(|n| n.pods.iter().any(|p| moving.contains(p.as_str())));
+        let pending_on_new_nodes = pending_only.iter().map(|n| n.pods.len()).sum::<usize>()
+            + new_nodes.iter().flat_map(|n| &n.pods).filter(|p| !moving.contains(p.as_str())).count();
+        Ok(Simulated { new_nodes, pending_on_new_nodes })
     }
 }
 

@@ -35,6 +35,8 @@ struct Cluster {
     nodes: Vec<ManagedNode>,
     unavailable: HashSet<OfferingKey>,
     settings: Settings,
+    in_flight: Vec<ExistingNode>,
+    pending: Vec<PodRequest>,
 }
 
 fn pool_spec(name: &str, capacity_types: &[&str]) -> NodePoolSpec {
@@ -90,6 +92,8 @@ impl Cluster {
             nodes: vec![],
             unavailable: HashSet::new(),
             settings: Settings::default(),
+            in_flight: vec![],
+            pending: vec![],
         }
     }
 
@@ -151,6 +155,8 @@ impl Cluster {
             pools: &self.pools,
             nodes: &self.nodes,
             other_room: &[],
+            in_flight: &self.in_flight,
+            pending: &self.pending,
             nodepools: &self.specs,
             instance_types: &self.types,
             prices: &self.prices,
@@ -326,6 +332,95 @@ fn on_demand_is_replaced_by_spot_where_the_pool_allows_it() {
     cluster.node("od", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/p", 1000, 2048)]);
     let command = cluster.decide().command.expect("a command");
     assert_eq!(command.replacements[0].capacity_type, CapacityType::Spot);
+}
+
+/// `light` (an m5.large whose pod needs 6 GiB, so no cheaper type holds it) and `roomy` (an m5.xlarge kept by
+/// do-not-disrupt, with about 1.9 CPUs free): `light`'s pod fits in `roomy`'s room, so `light` may go.
+fn light_and_roomy() -> Cluster {
+    let mut cluster = Cluster::new();
+    cluster.node("light", "default", "m5.large", CapacityType::OnDemand, vec![pod("a/light", 1200, 6144)]);
+    cluster
+        .node("roomy", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/busy", 2000, 1024)])
+        .do_not_disrupt = true;
+    cluster
+}
+
+#[test]
+fn a_consolidation_that_would_take_the_room_a_pending_pod_needs_waits() {
+    let mut cluster = light_and_roomy();
+    let command = cluster.decide().command.expect("light's pod fits in roomy's room");
+    assert_eq!((command.candidates.as_slice(), command.decision()), (&["light".to_string()][..], "delete"));
+
+    // A pod waiting for a place fits in roomy's room now; with light gone it and light's pod would not both fit.
+    cluster.pending = vec![pod("a/waiting", 1000, 512).request];
+    let decision = cluster.decide();
+    assert!(decision.command.is_none(), "{:?}", decision.command);
+    assert!(blocked_reason(&decision, "light").contains("1 pending pods would then need a new node"), "{decision:?}");
+
+    // A pending pod small enough for what is left beside light's pod changes nothing.
+    cluster.pending = vec![pod("a/waiting", 300, 512).request];
+    assert_eq!(cluster.decide().command.expect("still a command").candidates, vec!["light"]);
+}
+
+#[test]
+fn consolidation_waits_while_pending_pods_need_new_nodes_and_ignores_those_that_fit_nowhere() {
+    let mut cluster = light_and_roomy();
+    cluster.pending = vec![pod("a/big-1", 3000, 1024).request, pod("a/big-2", 3000, 1024).request];
+    let decision = cluster.decide();
+    assert!(decision.command.is_none(), "{:?}", decision.command);
+    assert!(
+        blocked_reason(&decision, "light").contains("2 pending pods need new nodes; consolidation waits"),
+        "{decision:?}"
+    );
+
+    // A pod no NodePool can hold is the provisioner's to report; it does not hold consolidation back.
+    cluster.pending = vec![pod("a/huge", 1_000_000, 1024).request];
+    assert_eq!(cluster.decide().command.expect("a command").candidates, vec!["light"]);
+}
+
+#[test]
+fn a_candidates_pods_are_not_moved_onto_capacity_still_launching() {
+    let mut cluster = Cluster::new();
+    cluster.node("light", "default", "m5.large", CapacityType::OnDemand, vec![pod("a/light", 1200, 6144)]);
+    cluster.node("launching", "default", "m5.xlarge", CapacityType::OnDemand, vec![]);
+    let launching = cluster.nodes.pop().expect("just added").room;
+    cluster.in_flight = vec![launching];
+    let decision = cluster.decide();
+    assert!(decision.command.is_none(), "{:?}", decision.command);
+    assert!(
+        blocked_reason(&decision, "light").contains("pod a/light would go to launching, which is not initialized yet"),
+        "{decision:?}"
+    );
+
+    // Nor onto a node that has registered but is not initialized.
+    cluster.in_flight.clear();
+    cluster.node("starting", "default", "m5.xlarge", CapacityType::OnDemand, vec![]).initialized_at = None;
+    let decision = cluster.decide();
+    assert!(decision.command.is_none(), "{:?}", decision.command);
+    assert!(blocked_reason(&decision, "light").contains("which is not initialized yet"), "{decision:?}");
+}
+
+#[test]
+fn a_drifted_node_is_replaced_by_what_its_own_pods_need_not_what_pending_pods_need() {
+    let category = |pod: MovablePod, category: &str| {
+        let mut pod = pod;
+        pod.request.requirements.push(Requirement::new(
+            "karpenter.k8s.aws/instance-category",
+            Operator::In,
+            &[category],
+        ));
+        pod
+    };
+    let mut cluster = Cluster::new();
+    cluster.pools[0].consolidate_after = None;
+    cluster
+        .node("old", "default", "c5.large", CapacityType::OnDemand, vec![category(pod("a/p", 1500, 1024), "c")])
+        .drifted = Some("AMIDrift".into());
+    cluster.pending = vec![category(pod("a/waiting", 1000, 1024), "r").request];
+    let command = cluster.decide().command.expect("drift does not wait for a scale-out");
+    assert_eq!(command.method, Method::Drift);
+    assert_eq!(command.replacements.len(), 1, "{command:?}");
+    assert_eq!(command.replacements[0].pods, vec!["a/p"]);
 }
 
 #[test]

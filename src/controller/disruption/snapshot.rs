@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 
+use super::super::nominations::Nominations;
 use super::super::volume_topology::pod_request_with_volumes;
 use super::super::{Context, cluster_snapshot, conditions, pods};
 use crate::apis::nodeclaim::NodeClaim;
@@ -21,7 +22,7 @@ use crate::names::{
     CAPACITY_TYPE_LABEL, CAPACITY_TYPE_SPOT, DISRUPTED_TAINT_KEY, DO_NOT_DISRUPT_ANNOTATION, INSTANCE_TYPE_LABEL,
     NODEPOOL_LABEL, POD_DELETION_COST_ANNOTATION, REPLACES_ANNOTATION, ZONE_LABEL,
 };
-use crate::scheduling::{DaemonSetPod, ExistingNode, NodePoolSpec};
+use crate::scheduling::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest};
 
 /// What a snapshot borrows from: gathered once per pass.
 pub struct Gathered {
@@ -36,6 +37,9 @@ pub struct Gathered {
     pub refused_pools: Vec<(Arc<NodePool>, String)>,
     pub nodes: Vec<ManagedNode>,
     pub other_room: Vec<ExistingNode>,
+    pub in_flight: Vec<ExistingNode>,
+    /// Pods waiting for a place and nominated nowhere, as the scheduler's requests.
+    pub pending: Vec<PodRequest>,
 }
 
 impl Gathered {
@@ -45,6 +49,8 @@ impl Gathered {
             pools: &self.pools,
             nodes: &self.nodes,
             other_room: &self.other_room,
+            in_flight: &self.in_flight,
+            pending: &self.pending,
             nodepools: &self.nodepools,
             instance_types: &self.catalog.instance_types,
             prices: &self.catalog.prices,
@@ -185,24 +191,39 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
     let pdbs = ctx.state.pdbs.state();
     let pdb_refs: Vec<&PodDisruptionBudget> = pdbs.iter().map(AsRef::as_ref).collect();
     let pods_by_node = ctx.state.pods_by_node();
-    let nominated = ctx.nominated.lock().map(|n| n.clone()).unwrap_or_default();
+    let nominations = ctx.nominated.lock().map(|n| n.clone()).unwrap_or_default();
+    let by_target = nominations.by_target();
+    let nominated_to = |targets: &[&str]| -> Vec<Arc<Pod>> {
+        targets.iter().flat_map(|t| by_target.get(t).into_iter().flatten()).filter_map(|p| ctx.state.pod(p)).collect()
+    };
     let claims = ctx.state.nodeclaims.state();
     let claimed_nodes: HashSet<String> = claims.iter().filter_map(|c| c.status.as_ref()?.node_name.clone()).collect();
 
     let mut nodes = Vec::new();
-    let mut other_room = Vec::new();
+    let mut in_flight = Vec::new();
     for claim in &claims {
         let status = claim.status.clone().unwrap_or_default();
+        let claim_name = claim.name_any();
         let Some(node) = status.node_name.as_deref().and_then(|n| ctx.state.node(n)) else {
-            // Still launching: room for pods, not a candidate.
-            if let Some(room) = cluster_snapshot::in_flight_capacity(ctx, claim, &Default::default()) {
-                other_room.push(room);
+            // Still launching: room for pods (less what is planned onto it), not a candidate.
+            let nominated = nominated_to(&[&claim_name]);
+            if let Some(mut room) =
+                cluster_snapshot::in_flight_capacity(ctx, claim, &cluster_snapshot::requests_of(&nominated))
+            {
+                room.pods = cluster_snapshot::placed_pods(&nominated);
+                in_flight.push(room);
             }
             continue;
         };
         let node_name = node.name_any();
         let bound = pods_by_node.get(&node_name).map(Vec::as_slice).unwrap_or_default();
-        let Some(room) = cluster_snapshot::node_room(&node, bound) else { continue };
+        let Some(mut room) = cluster_snapshot::node_room(&node, bound) else { continue };
+        // Pods planned onto it and not bound there yet hold their room already.
+        let mut nominated = nominated_to(&[&node_name, &claim_name]);
+        let just_planned_onto = !nominated.is_empty();
+        nominated.retain(|p| p.node_name() != Some(node_name.as_str()));
+        room.available = room.available - cluster_snapshot::requests_of(&nominated);
+        room.pods.extend(cluster_snapshot::placed_pods(&nominated));
         let mut movable_pods = Vec::new();
         for pod in bound.iter().filter(|p| pods::is_evictable(p)) {
             if pod.spec.is_none() {
@@ -255,7 +276,7 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
             last_pod_event: timestamp(status.last_pod_event_time.as_ref()),
             deleting: claim.metadata.deletion_timestamp.is_some() || being_drained(&node),
             ready: node_ready(&node),
-            nominated: nominated.contains(&node_name) || nominated.contains(&claim.name_any()),
+            nominated: just_planned_onto,
             do_not_disrupt: annotated(DO_NOT_DISRUPT_ANNOTATION),
             consolidation_replacement: claim.annotations().contains_key(REPLACES_ANNOTATION),
             drifted: drifted(claim, &node),
@@ -266,10 +287,19 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
     // Nodes nodesmith does not manage: room for pods to move to, needed only when there is something to move (with
     // thousands of pods, it is the largest part of a pass).
     let others = if nodes.is_empty() { Vec::new() } else { ctx.state.nodes.state() };
+    let mut other_room = Vec::new();
     for node in others.iter().filter(|n| !claimed_nodes.contains(&n.name_any())) {
         let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
-        other_room.extend(cluster_snapshot::node_room(node, bound));
+        let Some(mut room) = cluster_snapshot::node_room(node, bound) else { continue };
+        let mut nominated = nominated_to(&[&room.name]);
+        nominated.retain(|p| p.node_name() != Some(room.name.as_str()));
+        room.available = room.available - cluster_snapshot::requests_of(&nominated);
+        room.pods.extend(cluster_snapshot::placed_pods(&nominated));
+        other_room.push(room);
     }
+    // Likewise only with something to move: the pods the provisioner has yet to place, planned first in every
+    // simulation.
+    let pending = if nodes.is_empty() { Vec::new() } else { pending_requests(ctx, &nominations) };
     Gathered {
         catalog,
         nodepools,
@@ -280,7 +310,19 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         refused_pools,
         nodes,
         other_room,
+        in_flight,
+        pending,
     }
+}
+
+/// The pods waiting for a place and nominated nowhere (pending, or on a node being taken away), as the scheduler's
+/// requests; those that cannot be read are the provisioner's to report and are left out.
+fn pending_requests(ctx: &Context, nominations: &Nominations) -> Vec<PodRequest> {
+    cluster_snapshot::pending_pods(ctx, nominations)
+        .iter()
+        .filter(|p| p.spec.is_some())
+        .filter_map(|p| pod_request_with_volumes(&pods::key(p), p, &ctx.state).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -415,5 +457,43 @@ mod gather_tests {
         let gathered = gathered(with_a_candidate);
         assert_eq!(gathered.nodes.len(), 1);
         assert_eq!(gathered.other_room.len(), 2, "both other nodes are room for the candidate's pods");
+    }
+
+    #[tokio::test]
+    async fn pods_the_provisioner_planned_hold_their_room_and_the_others_are_pending() {
+        use crate::catalog::resources::ResourceName;
+        let launching: NodeClaim = testing::object(serde_json::json!({
+            "metadata": {"name": "launching", "labels": {"karpenter.sh/nodepool": "default"}},
+            "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"},
+                     "requirements": []},
+            "status": {"allocatable": {"cpu": "4", "memory": "16Gi", "pods": "58"},
+                       "capacity": {"cpu": "4", "memory": "16Gi", "pods": "58"}},
+        }));
+        let objects = Objects {
+            nodes: vec![node("ours")],
+            nodeclaims: vec![claim_on("ours"), launching],
+            pods: vec![
+                testing::pod("running", Some("ours"), "1"),
+                testing::pod("planned-here", None, "1"),
+                testing::pod("planned-there", None, "3"),
+                testing::pod("waiting", None, "500m"),
+            ],
+            ..Objects::default()
+        };
+        let ctx = testing::context(Arc::new(FakeCloud::default()), objects.into_state());
+        if let Ok(mut nominated) = ctx.nominated.lock() {
+            nominated.nominate("shop/planned-here", "ours");
+            nominated.nominate("shop/planned-there", "launching");
+        }
+        let gathered = gather(&ctx, &|_, _| None);
+        let cpu = |room: &ExistingNode| room.available.get(ResourceName::Cpu);
+        let ours = &gathered.nodes[0];
+        assert!(ours.nominated);
+        assert_eq!(cpu(&ours.room), 2000, "4 CPUs less the running pod and the one planned onto it");
+        assert_eq!(ours.room.pods.len(), 2, "the planned pod counts in topology too");
+        assert_eq!(gathered.in_flight.len(), 1);
+        assert_eq!(cpu(&gathered.in_flight[0]), 1000, "the in-flight NodeClaim less the pod planned onto it");
+        let pending: Vec<&str> = gathered.pending.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(pending, vec!["shop/waiting"], "planned pods are not pending");
     }
 }
