@@ -1,6 +1,6 @@
 //! Taking a node away gracefully, when its NodeClaim is deleted: taint it `karpenter.sh/disrupted:NoSchedule`,
 //! evict its pods through the Eviction API (PodDisruptionBudgets decide the pace; non-critical pods before
-//! critical ones; DaemonSet and static pods stay), force only once `terminationGracePeriod` has passed, then
+//! critical ones, large before small; DaemonSet and static pods stay), force only once `terminationGracePeriod` has passed, then
 //! terminate the instance, wait for EC2 to confirm, delete the Node and lift the finalizers.
 
 use std::sync::Arc;
@@ -17,6 +17,8 @@ use serde_json::json;
 use super::{Context, Error, events, pods};
 use crate::apis::finalizers;
 use crate::apis::nodeclaim::NodeClaim;
+use crate::apis::scheduling_input::pod_requests;
+use crate::catalog::resources::ResourceName;
 use crate::cloud::CloudProvider;
 use crate::cloud::error::CloudError;
 use crate::cloud::instances::{self, InstanceSummary};
@@ -191,7 +193,30 @@ async fn taint_disrupted(ctx: &Context, node: &Node) -> Result<(), Error> {
     }
 }
 
-/// Evicts what may be evicted, non-critical pods first; returns how many pods still hold the node. Once the
+/// The pods to evict in this pass: the large ones (at least half the largest pod's CPU or memory) first, the rest on
+/// the next pass. kube-scheduler places the pods that replace them in the order they come, each on the emptiest
+/// node that fits; evicted all at once, small pods take the room a consolidation planned for a large one (a
+/// replacement node, the one gap elsewhere) and the large one is left Pending, to be given a node of its own.
+/// Large first is the order the plan packed them in.
+fn largest_first<'p>(pods: &[&'p Arc<Pod>]) -> Vec<&'p Arc<Pod>> {
+    let requests = |pod: &Pod| {
+        let requests = pod.spec.as_ref().and_then(|s| pod_requests(s).ok()).unwrap_or_default();
+        (requests.get(ResourceName::Cpu), requests.get(ResourceName::Memory))
+    };
+    let (cpu, memory) = pods.iter().map(|p| requests(p)).fold((0, 0), |(c, m), (pc, pm)| (c.max(pc), m.max(pm)));
+    if cpu == 0 && memory == 0 {
+        return pods.to_vec();
+    }
+    pods.iter()
+        .copied()
+        .filter(|p| {
+            let (pod_cpu, pod_memory) = requests(p);
+            (cpu > 0 && pod_cpu * 2 >= cpu) || (memory > 0 && pod_memory * 2 >= memory)
+        })
+        .collect()
+}
+
+/// Evicts what may be evicted, non-critical pods first and large before small; returns how many pods still hold the node. Once the
 /// grace period is over, or the instance is gone (`force`), pods are deleted instead, without a grace period.
 async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Result<usize, Error> {
     let node_name = node.name_any();
@@ -219,6 +244,8 @@ async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Re
     // Critical pods (DNS, CNI helpers) keep serving the others until those are gone.
     let non_critical: Vec<&Arc<Pod>> = movable.iter().copied().filter(|p| !pods::is_critical(p)).collect();
     let batch = if non_critical.is_empty() { movable.clone() } else { non_critical };
+    // Forced, everything goes at once.
+    let batch = if grace_over { batch } else { largest_first(&batch) };
     for pod in batch {
         let namespace = pod.namespace().unwrap_or_else(|| "default".into());
         let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.kube_evictions.clone(), &namespace);
@@ -311,5 +338,40 @@ mod instance_tests {
         assert_eq!(terminated, None);
         assert!(cloud.calls().is_empty(), "no lookup by tag, no terminate: {:?}", cloud.calls());
         assert_eq!(cloud.state_of("i-4").as_deref(), Some("running"));
+    }
+}
+
+#[cfg(test)]
+mod drain_order_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::testing::object;
+
+    fn pod(name: &str, cpu: &str, memory: &str) -> Arc<Pod> {
+        Arc::new(object(json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"nodeName": "n1",
+                     "containers": [{"name": "app", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]},
+        })))
+    }
+
+    fn names(pods: Vec<&Arc<Pod>>) -> Vec<String> {
+        pods.iter().map(|p| p.name_any()).collect()
+    }
+
+    #[test]
+    fn large_pods_are_evicted_before_small_ones_and_like_sized_pods_together() {
+        let (large, small, tall) =
+            (pod("large", "3500m", "28Gi"), pod("small", "900m", "3100Mi"), pod("tall", "100m", "20Gi"));
+        let on_node = [&small, &large, &tall];
+        // `tall` asks for little CPU but much memory: large by memory.
+        assert_eq!(names(largest_first(&on_node)), vec!["large", "tall"]);
+        // Once the large ones are gone, the rest go.
+        assert_eq!(names(largest_first(&[&small])), vec!["small"]);
+        let twins = [&small, &pod("small-2", "900m", "3100Mi")];
+        assert_eq!(names(largest_first(&twins)), vec!["small", "small-2"]);
+        let best_effort = [&pod("a", "0", "0"), &pod("b", "0", "0")];
+        assert_eq!(largest_first(&best_effort).len(), 2, "pods without requests all go at once");
     }
 }

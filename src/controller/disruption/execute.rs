@@ -21,7 +21,8 @@ use crate::names::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, REPLACES_ANNOTATION};
 /// How long replacements may take to be Initialized before the command is given up.
 const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(LAUNCH_TIMEOUT.as_secs() + 5 * 60);
 
-pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) -> Result<(), Error> {
+/// Carries `command` out; true once its candidates are deleted, false when a replacement did not come up.
+pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) -> Result<bool, Error> {
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
     let candidates: Vec<NodeClaim> = ctx
         .state
@@ -64,7 +65,7 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
                 command.reason.metric_label(),
                 command.method.consolidation_type(),
             );
-            return Ok(());
+            return Ok(false);
         }
     }
     for candidate in &candidates {
@@ -100,7 +101,7 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
         command.reason.metric_label(),
         command.method.consolidation_type(),
     );
-    Ok(())
+    Ok(true)
 }
 
 /// Waits until every replacement is Initialized; fails when one is deleted (its launch failed) or time runs out.

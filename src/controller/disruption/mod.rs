@@ -1,4 +1,4 @@
-//! The disruption loop: every 10 s the leader expires NodeClaims past `expireAfter`, writes drift and
+//! The disruption loop: every 10 s (2 s after carrying a command out) the leader expires NodeClaims past `expireAfter`, writes drift and
 //! consolidation state on NodeClaims, gathers a snapshot and asks `disruption::decide` for one command; the
 //! command is checked again after 15 s on a fresh snapshot and then carried out. Nodes a method looked at and
 //! left alone get an Event saying why. Pod events (`lastPodEventTime`) are recorded every 2 s beside it.
@@ -30,6 +30,9 @@ use drift::DriftReference;
 
 const POD_EVENTS_EVERY: Duration = Duration::from_secs(2);
 const PASS_EVERY: Duration = Duration::from_secs(10);
+/// After a command was carried out the next pass comes sooner, as Karpenter requeues at once: the candidates'
+/// deletion only has to reach the watch cache first (and the command after is validated again anyway).
+const PASS_AFTER_A_COMMAND: Duration = Duration::from_secs(2);
 /// Karpenter waits this long and decides again before it acts, so a passing lull does not disrupt.
 const VALIDATION_DELAY: Duration = Duration::from_secs(15);
 
@@ -47,8 +50,10 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
     let passes = async {
         let mut said = Said::default();
         let mut stale = HashSet::new();
+        let mut next_pass = PASS_EVERY;
         loop {
-            tokio::time::sleep(PASS_EVERY).await;
+            tokio::time::sleep(next_pass).await;
+            next_pass = PASS_EVERY;
             if !leadership.is_leader() {
                 continue;
             }
@@ -56,8 +61,10 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
             let passed = pass(&ctx, &leadership, &mut said, &mut stale).await;
             let result = if passed.is_ok() { ReconcileResult::Success } else { ReconcileResult::Error };
             ctx.metrics.reconciled("disruption", result, started.elapsed().as_secs_f64());
-            if let Err(error) = passed {
-                tracing::warn!("disruption pass failed, retrying: {error}");
+            match passed {
+                Ok(Acted::Disrupted) => next_pass = PASS_AFTER_A_COMMAND,
+                Ok(Acted::Nothing) => {}
+                Err(error) => tracing::warn!("disruption pass failed, retrying: {error}"),
             }
         }
     };
@@ -79,12 +86,20 @@ impl Said {
     }
 }
 
+/// What a pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acted {
+    /// Deleted a command's candidates.
+    Disrupted,
+    Nothing,
+}
+
 async fn pass(
     ctx: &Context,
     leadership: &Leadership,
     said: &mut Said,
     stale: &mut HashSet<String>,
-) -> Result<(), Error> {
+) -> Result<Acted, Error> {
     // Observing, these writers stay off: what the pass would carry out is reported instead (`observe`).
     let observe = ctx.settings.observe;
     if !observe {
@@ -155,9 +170,9 @@ async fn pass(
     }
     if observe {
         super::observe::report_disruption(ctx, decision.command.as_ref(), &claims).await;
-        return Ok(());
+        return Ok(Acted::Nothing);
     }
-    let Some(command) = decision.command else { return Ok(()) };
+    let Some(command) = decision.command else { return Ok(Acted::Nothing) };
     tracing::info!(
         method = ?command.method,
         decision = command.decision(),
@@ -169,15 +184,16 @@ async fn pass(
     );
     tokio::time::sleep(VALIDATION_DELAY).await;
     if !leadership.is_leader() {
-        return Ok(());
+        return Ok(Acted::Nothing);
     }
     let again = gather_now(ctx);
     if let Err(why) = still_valid(&again.snapshot(ctx), &command) {
         ctx.metrics.disruption_failed_validation(command.method.consolidation_type());
         tracing::info!(candidates = ?command.candidates, "disruption command no longer holds: {why}");
-        return Ok(());
+        return Ok(Acted::Nothing);
     }
-    execute::carry_out(ctx, &again, &command).await
+    let disrupted = execute::carry_out(ctx, &again, &command).await?;
+    Ok(if disrupted { Acted::Disrupted } else { Acted::Nothing })
 }
 
 /// The cluster as disruption sees it now, drift included.
