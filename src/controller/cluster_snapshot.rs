@@ -280,19 +280,27 @@ pub fn existing_capacity(ctx: &Context, nominated_to: &dyn Fn(&str) -> Vec<Arc<P
         }
         if usable(&node) {
             let nominated = nominated_to(&capacity.name);
-            capacity.available = capacity.available - requests_of(&nominated);
-            capacity.pods.extend(placed_pods(&nominated));
+            hold_room_for(&mut capacity, &nominated);
         }
         existing.push(capacity);
     }
     for claim in ctx.state.nodeclaims.state() {
-        let nominated = nominated_to(&claim.name_any());
-        if let Some(mut capacity) = in_flight_capacity(ctx, &claim, &requests_of(&nominated)) {
-            capacity.pods = placed_pods(&nominated);
-            existing.push(capacity);
-        }
+        existing.extend(in_flight_room(ctx, &claim, &nominated_to(&claim.name_any())));
     }
     existing
+}
+
+/// Debits the pods `nominated` to `room` from its free room; they count in its topology too.
+pub fn hold_room_for(room: &mut ExistingNode, nominated: &[Arc<Pod>]) {
+    room.available = room.available - requests_of(nominated);
+    room.pods.extend(placed_pods(nominated));
+}
+
+/// A NodeClaim not registered yet as room (`in_flight_capacity`), holding the pods `nominated` to it.
+pub fn in_flight_room(ctx: &Context, claim: &NodeClaim, nominated: &[Arc<Pod>]) -> Option<ExistingNode> {
+    let mut room = in_flight_capacity(ctx, claim, &requests_of(nominated))?;
+    room.pods = placed_pods(nominated);
+    Some(room)
 }
 
 /// What the provisioner plans from: the pods as scheduler requests (those that cannot be read, with why), the

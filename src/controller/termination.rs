@@ -1,7 +1,7 @@
 //! Taking a node away gracefully, when its NodeClaim is deleted: taint it `karpenter.sh/disrupted:NoSchedule`,
 //! evict its pods through the Eviction API (PodDisruptionBudgets decide the pace; non-critical pods before
-//! critical ones, large before small; DaemonSet and static pods stay), force only once `terminationGracePeriod` has passed, then
-//! terminate the instance, wait for EC2 to confirm, delete the Node and lift the finalizers.
+//! critical ones, large before small; DaemonSet and static pods stay), force only once `terminationGracePeriod`
+//! has passed, then terminate the instance, wait for EC2 to confirm, delete the Node and lift the finalizers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -216,8 +216,9 @@ fn largest_first<'p>(pods: &[&'p Arc<Pod>]) -> Vec<&'p Arc<Pod>> {
         .collect()
 }
 
-/// Evicts what may be evicted, non-critical pods first and large before small; returns how many pods still hold the node. Once the
-/// grace period is over, or the instance is gone (`force`), pods are deleted instead, without a grace period.
+/// Evicts what may be evicted, non-critical pods first and large before small; returns how many pods still hold
+/// the node. Once the grace period is over, or the instance is gone (`force`), pods are deleted instead, without a
+/// grace period.
 async fn drain(ctx: &Context, claim: &NodeClaim, node: &Node, force: bool) -> Result<usize, Error> {
     let node_name = node.name_any();
     let on_node: Vec<Arc<Pod>> =

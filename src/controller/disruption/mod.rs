@@ -1,7 +1,8 @@
-//! The disruption loop: every 10 s (2 s after carrying a command out) the leader expires NodeClaims past `expireAfter`, writes drift and
-//! consolidation state on NodeClaims, gathers a snapshot and asks `disruption::decide` for one command; the
-//! command is checked again after 15 s on a fresh snapshot and then carried out. Nodes a method looked at and
-//! left alone get an Event saying why. Pod events (`lastPodEventTime`) are recorded every 2 s beside it.
+//! The disruption loop: every 10 s (2 s after carrying a command out) the leader expires NodeClaims past
+//! `expireAfter`, writes drift and consolidation state on NodeClaims, gathers a snapshot and asks
+//! `disruption::decide` for one command; the command is checked again after 15 s on a fresh snapshot and then
+//! carried out. Nodes a method looked at and left alone get an Event saying why. Pod events (`lastPodEventTime`)
+//! are recorded every 2 s beside it.
 
 mod drift;
 mod execute;

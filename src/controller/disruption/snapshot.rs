@@ -206,24 +206,15 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         let claim_name = claim.name_any();
         let Some(node) = status.node_name.as_deref().and_then(|n| ctx.state.node(n)) else {
             // Still launching: room for pods (less what is planned onto it), not a candidate.
-            let nominated = nominated_to(&[&claim_name]);
-            if let Some(mut room) =
-                cluster_snapshot::in_flight_capacity(ctx, claim, &cluster_snapshot::requests_of(&nominated))
-            {
-                room.pods = cluster_snapshot::placed_pods(&nominated);
-                in_flight.push(room);
-            }
+            in_flight.extend(cluster_snapshot::in_flight_room(ctx, claim, &nominated_to(&[&claim_name])));
             continue;
         };
         let node_name = node.name_any();
         let bound = pods_by_node.get(&node_name).map(Vec::as_slice).unwrap_or_default();
         let Some(mut room) = cluster_snapshot::node_room(&node, bound) else { continue };
-        // Pods planned onto it and not bound there yet hold their room already.
-        let mut nominated = nominated_to(&[&node_name, &claim_name]);
+        let nominated = nominated_to(&[&node_name, &claim_name]);
         let just_planned_onto = !nominated.is_empty();
-        nominated.retain(|p| p.node_name() != Some(node_name.as_str()));
-        room.available = room.available - cluster_snapshot::requests_of(&nominated);
-        room.pods.extend(cluster_snapshot::placed_pods(&nominated));
+        hold_room_for_unbound(&mut room, nominated);
         let mut movable_pods = Vec::new();
         for pod in bound.iter().filter(|p| pods::is_evictable(p)) {
             if pod.spec.is_none() {
@@ -291,10 +282,8 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
     for node in others.iter().filter(|n| !claimed_nodes.contains(&n.name_any())) {
         let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
         let Some(mut room) = cluster_snapshot::node_room(node, bound) else { continue };
-        let mut nominated = nominated_to(&[&room.name]);
-        nominated.retain(|p| p.node_name() != Some(room.name.as_str()));
-        room.available = room.available - cluster_snapshot::requests_of(&nominated);
-        room.pods.extend(cluster_snapshot::placed_pods(&nominated));
+        let nominated = nominated_to(&[&room.name]);
+        hold_room_for_unbound(&mut room, nominated);
         other_room.push(room);
     }
     // Likewise only with something to move: the pods the provisioner has yet to place, planned first in every
@@ -313,6 +302,12 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         in_flight,
         pending,
     }
+}
+
+/// Pods planned onto a node and not bound there yet hold their room already (those bound there are in its room).
+fn hold_room_for_unbound(room: &mut ExistingNode, mut nominated: Vec<Arc<Pod>>) {
+    nominated.retain(|p| p.node_name() != Some(room.name.as_str()));
+    cluster_snapshot::hold_room_for(room, &nominated);
 }
 
 /// The pods waiting for a place and nominated nowhere (pending, or on a node being taken away), as the scheduler's
