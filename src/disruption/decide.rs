@@ -4,13 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use super::balanced::{self, Weighed};
 use super::budgets::allowed_disruptions;
 use super::model::{Blocked, Command, Decision, ManagedNode, Method, Policy, Reason, Snapshot};
-use super::simulation::{Simulator, cheaper_replacement};
-
-/// Balanced consolidation approves an action whose savings share is at least this fraction of its disruption
-/// share (Karpenter 1.14: 1/k with k = 2).
-pub const BALANCED_MIN_SCORE: f64 = 0.5;
+use super::simulation::{Simulator, cheaper_replacement, without_candidates_own_types};
 
 /// Budgets left in this pass, per NodePool and reason.
 pub(super) struct Allowance(BTreeMap<(String, Reason), usize>);
@@ -74,8 +71,9 @@ pub fn is_consolidatable(snapshot: &Snapshot<'_>, node: &ManagedNode) -> bool {
     quiet_since.checked_add(after).is_ok_and(|t| t <= snapshot.now)
 }
 
-/// One method: spends budget from the allowance, reports what it left alone, maybe finds a command.
-type MethodFn<'a> = dyn Fn(&mut Allowance, &mut Vec<Blocked>, &mut Vec<Method>) -> Option<Command> + 'a;
+/// One method: spends budget from the allowance, reports in the decision what it left alone and weighed, maybe
+/// finds a command.
+type MethodFn<'a> = dyn Fn(&mut Allowance, &mut Decision) -> Option<Command> + 'a;
 
 /// Runs every method in order; returns the first command found.
 pub fn decide(snapshot: &Snapshot<'_>) -> Decision {
@@ -118,14 +116,14 @@ pub fn decide(snapshot: &Snapshot<'_>) -> Decision {
 
     let simulator = Simulator::new(snapshot);
     let methods: [(Method, &MethodFn); 4] = [
-        (Method::Drift, &|a, b, _| drift(&simulator, &drifted, a, b)),
-        (Method::Emptiness, &|a, b, _| emptiness(&empty, a, b)),
-        (Method::MultiNodeConsolidation, &|a, _, t| multi_node(snapshot, &simulator, &underutilized, a, t)),
-        (Method::SingleNodeConsolidation, &|a, b, t| single_node(snapshot, &simulator, &underutilized, a, b, t)),
+        (Method::Drift, &|a, d| drift(&simulator, &drifted, a, &mut d.blocked)),
+        (Method::Emptiness, &|a, d| emptiness(&empty, a, &mut d.blocked)),
+        (Method::MultiNodeConsolidation, &|a, d| multi_node(snapshot, &simulator, &underutilized, a, d)),
+        (Method::SingleNodeConsolidation, &|a, d| single_node(snapshot, &simulator, &underutilized, a, d)),
     ];
     for (name, method) in methods {
         let started = std::time::Instant::now();
-        let command = method(&mut allowance, &mut decision.blocked, &mut decision.timed_out);
+        let command = method(&mut allowance, &mut decision);
         decision.evaluated.push((name, started.elapsed()));
         if let Some(command) = command {
             decision.command = Some(command);
@@ -225,21 +223,26 @@ fn emptiness(empty: &[&ManagedNode], allowance: &mut Allowance, blocked: &mut Ve
     (!taken.is_empty()).then(|| delete(Method::Emptiness, Reason::Empty, &taken))
 }
 
-/// What evicting a node's pods costs, Karpenter's way: the sum of its pods' eviction costs.
-fn disruption_cost(node: &ManagedNode) -> f64 {
-    node.pods.iter().map(|p| p.eviction_cost).sum()
-}
-
-/// Candidates for consolidation, cheapest to disrupt first (ties: the dearer node first, then by name).
+/// Candidates for consolidation, most savings per unit of disruption first (Karpenter 1.14: price over
+/// reschedule cost), so that a multi-node search over a prefix weighs the moves most worth their evictions.
 fn ordered<'a>(nodes: &[&'a ManagedNode]) -> Vec<&'a ManagedNode> {
     let mut nodes = nodes.to_vec();
-    nodes.sort_by(|a, b| {
-        disruption_cost(a)
-            .total_cmp(&disruption_cost(b))
-            .then(b.price.total_cmp(&a.price))
-            .then_with(|| a.claim.cmp(&b.claim))
-    });
+    nodes.sort_by(|a, b| b.savings_ratio().total_cmp(&a.savings_ratio()).then_with(|| a.claim.cmp(&b.claim)));
     nodes
+}
+
+/// The ordered candidates taken one NodePool at a time in turn, so that one large pool does not keep single-node
+/// consolidation from ever reaching the others' candidates before it runs out of time.
+fn interleaved_by_pool<'a>(nodes: &[&'a ManagedNode]) -> Vec<&'a ManagedNode> {
+    let mut pools: Vec<(&str, Vec<&'a ManagedNode>)> = Vec::new();
+    for node in ordered(nodes) {
+        match pools.iter_mut().find(|(pool, _)| *pool == node.nodepool) {
+            Some((_, nodes)) => nodes.push(node),
+            None => pools.push((node.nodepool.as_str(), vec![node])),
+        }
+    }
+    let longest = pools.iter().map(|(_, nodes)| nodes.len()).max().unwrap_or(0);
+    (0..longest).flat_map(|i| pools.iter().filter_map(move |(_, nodes)| nodes.get(i).copied())).collect()
 }
 
 pub(super) const RECENTLY_REPLACED: &str = "it replaced other nodes recently; held for consolidateAfter";
@@ -264,6 +267,34 @@ pub(super) fn consolidate(
     method: Method,
     candidates: &[&ManagedNode],
 ) -> Result<Command, String> {
+    consolidate_and_weigh(snapshot, simulator, method, candidates).0
+}
+
+/// As `consolidate`, with how the move was weighed when it got that far (it fits and saves).
+fn consolidate_and_weigh(
+    snapshot: &Snapshot<'_>,
+    simulator: &Simulator<'_>,
+    method: Method,
+    candidates: &[&ManagedNode],
+) -> (Result<Command, String>, Option<Weighed>) {
+    let command = match fitting_move(snapshot, simulator, method, candidates) {
+        Ok(command) => command,
+        Err(why) => return (Err(why), None),
+    };
+    let weighed = balanced::weigh(snapshot, candidates, command.candidates_price - command.replacements_price);
+    match weighed.refusal() {
+        Some(why) => (Err(why), Some(weighed)),
+        None => (Ok(command), Some(weighed)),
+    }
+}
+
+/// The move of `candidates`, if their pods fit and it saves, before any policy weighs it.
+fn fitting_move(
+    snapshot: &Snapshot<'_>,
+    simulator: &Simulator<'_>,
+    method: Method,
+    candidates: &[&ManagedNode],
+) -> Result<Command, String> {
     if let Some(why) = simulator.scale_out_in_progress() {
         return Err(why);
     }
@@ -280,11 +311,13 @@ pub(super) fn consolidate(
     }
     let candidates_price = price_of(candidates);
     let replacement = match new_nodes.pop() {
+        Some(node) if candidates.len() > 1 => {
+            Some(without_candidates_own_types(snapshot, candidates, cheaper_replacement(snapshot, candidates, node)?)?)
+        }
         Some(node) => Some(cheaper_replacement(snapshot, candidates, node)?),
         None => None,
     };
     let replacements_price = replacement.as_ref().map_or(0.0, |r| r.price_per_hour);
-    balanced_approves(snapshot, candidates, candidates_price - replacements_price)?;
     Ok(Command {
         method,
         reason: Reason::Underutilized,
@@ -295,39 +328,15 @@ pub(super) fn consolidate(
     })
 }
 
-/// Karpenter 1.14's Balanced policy: score = (savings / pool cost) / (disruption cost / pool disruption cost),
-/// approved at `BALANCED_MIN_SCORE` or more. Pools of other policies always approve.
-fn balanced_approves(snapshot: &Snapshot<'_>, candidates: &[&ManagedNode], savings: f64) -> Result<(), String> {
-    let balanced = |pool: &str| snapshot.pool(pool).is_some_and(|p| p.policy == Policy::Balanced);
-    if !candidates.iter().any(|c| balanced(&c.nodepool)) {
-        return Ok(());
-    }
-    let in_pools = |n: &&ManagedNode| candidates.iter().any(|c| c.nodepool == n.nodepool);
-    let pool_nodes: Vec<&ManagedNode> = snapshot.nodes.iter().filter(in_pools).collect();
-    let pool_cost = price_of(&pool_nodes);
-    let pool_disruption: f64 = pool_nodes.iter().map(|n| disruption_cost(n)).sum();
-    let disruption: f64 = candidates.iter().map(|n| disruption_cost(n)).sum();
-    if pool_cost <= 0.0 || pool_disruption <= 0.0 || disruption <= 0.0 {
-        return Ok(());
-    }
-    let score = (savings / pool_cost) / (disruption / pool_disruption);
-    if score >= BALANCED_MIN_SCORE {
-        Ok(())
-    } else {
-        Err(format!(
-            "Balanced: saving ${savings:.4}/h is not worth evicting {disruption:.0} pods' worth (score {score:.2} < {BALANCED_MIN_SCORE})"
-        ))
-    }
-}
-
 /// Several nodes at once: the longest prefix of the ordered candidates (at least two, within budgets) whose pods
-/// fit elsewhere plus at most one cheaper new node, found by binary search as Karpenter does.
+/// fit elsewhere plus at most one cheaper new node, found by binary search as Karpenter does. The move found is
+/// reported as weighed; when none is found, the last one a Balanced pool refused is.
 fn multi_node(
     snapshot: &Snapshot<'_>,
     simulator: &Simulator<'_>,
     underutilized: &[&ManagedNode],
     allowance: &mut Allowance,
-    timed_out: &mut Vec<Method>,
+    decision: &mut Decision,
 ) -> Option<Command> {
     let started = std::time::Instant::now();
     let eligible: Vec<&ManagedNode> =
@@ -342,54 +351,74 @@ fn multi_node(
     }
     let (mut low, mut high) = (2, candidates.len());
     let mut best = None;
+    let mut last_refused = None;
     while low <= high {
         if started.elapsed() > snapshot.settings.consolidation_timeout {
-            timed_out.push(Method::MultiNodeConsolidation);
+            decision.timed_out.push(Method::MultiNodeConsolidation);
             break;
         }
         let mid = (low + high) / 2;
-        match consolidate(snapshot, simulator, Method::MultiNodeConsolidation, &candidates[..mid]) {
-            Ok(command) => {
-                best = Some((mid, command));
+        match consolidate_and_weigh(snapshot, simulator, Method::MultiNodeConsolidation, &candidates[..mid]) {
+            (Ok(command), weighed) => {
+                best = Some((mid, command, weighed));
                 low = mid + 1;
             }
-            Err(_) => high = mid - 1,
+            (Err(_), weighed) => {
+                last_refused = weighed.or(last_refused);
+                high = mid - 1;
+            }
         }
     }
-    let (count, command) = best?;
+    let Some((count, command, weighed)) = best else {
+        decision.moves.extend(last_refused.iter().flat_map(|w| w.moves(false)));
+        return None;
+    };
+    decision.moves.extend(weighed.iter().flat_map(|w| w.moves(true)));
     within_budget(&candidates[..count], Reason::Underutilized, allowance, &mut Vec::new());
     Some(command)
 }
 
 /// One node at a time: the first candidate whose pods fit elsewhere (delete) or on one cheaper node (replace).
+/// Every move weighed is reported.
 fn single_node(
     snapshot: &Snapshot<'_>,
     simulator: &Simulator<'_>,
     underutilized: &[&ManagedNode],
     allowance: &mut Allowance,
-    blocked: &mut Vec<Blocked>,
-    timed_out: &mut Vec<Method>,
+    decision: &mut Decision,
 ) -> Option<Command> {
     let started = std::time::Instant::now();
-    for node in ordered(underutilized) {
+    let blocked = |decision: &mut Decision, node: &ManagedNode, reason: String| {
+        decision.blocked.push(Blocked { claim: node.claim.clone(), reason });
+    };
+    for node in interleaved_by_pool(underutilized) {
         if started.elapsed() > snapshot.settings.consolidation_timeout * 3 {
-            timed_out.push(Method::SingleNodeConsolidation);
+            decision.timed_out.push(Method::SingleNodeConsolidation);
             break;
         }
         if recently_replaced(snapshot, node) {
-            blocked.push(Blocked { claim: node.claim.clone(), reason: RECENTLY_REPLACED.into() });
+            blocked(decision, node, RECENTLY_REPLACED.into());
             continue;
         }
         if allowance.left(&node.nodepool, Reason::Underutilized) == 0 {
-            within_budget(&[node], Reason::Underutilized, allowance, blocked);
+            within_budget(&[node], Reason::Underutilized, allowance, &mut decision.blocked);
             continue;
         }
-        match consolidate(snapshot, simulator, Method::SingleNodeConsolidation, &[node]) {
+        // Deleting it outright is the best any move of it can do: if even that does not pass, skip the simulation.
+        if !balanced::could_pass(snapshot, node) {
+            blocked(decision, node, format!("not consolidated: {}", balanced::not_worth_it(node)));
+            continue;
+        }
+        let (found, weighed) = consolidate_and_weigh(snapshot, simulator, Method::SingleNodeConsolidation, &[node]);
+        if let Some(weighed) = weighed {
+            decision.moves.extend(weighed.moves(weighed.approved()));
+        }
+        match found {
             Ok(command) => {
-                within_budget(&[node], Reason::Underutilized, allowance, blocked);
+                within_budget(&[node], Reason::Underutilized, allowance, &mut decision.blocked);
                 return Some(command);
             }
-            Err(why) => blocked.push(Blocked { claim: node.claim.clone(), reason: format!("not consolidated: {why}") }),
+            Err(why) => blocked(decision, node, format!("not consolidated: {why}")),
         }
     }
     None
@@ -453,9 +482,8 @@ pub fn evaluate_every_candidate(snapshot: &Snapshot<'_>) -> FullPass {
         .filter(|n| snapshot.pool(&n.nodepool).is_some_and(|p| p.policy != Policy::WhenEmpty))
         .collect();
     let mut allowance = allowance(snapshot);
-    let mut timed_out = Vec::new();
-    let multi = multi_node(snapshot, &simulator, &underutilized, &mut allowance, &mut timed_out);
-    let each = ordered(&underutilized)
+    let multi = multi_node(snapshot, &simulator, &underutilized, &mut allowance, &mut Decision::default());
+    let each = interleaved_by_pool(&underutilized)
         .into_iter()
         .map(|node| (node.claim.clone(), consolidate(snapshot, &simulator, Method::SingleNodeConsolidation, &[node])))
         .collect();

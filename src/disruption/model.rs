@@ -51,6 +51,21 @@ pub enum Policy {
     Balanced,
 }
 
+impl Policy {
+    /// As the NodePool spells it, and Karpenter's `policy` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WhenEmpty => "WhenEmpty",
+            Self::WhenEmptyOrUnderutilized => "WhenEmptyOrUnderutilized",
+            Self::Balanced => "Balanced",
+        }
+    }
+}
+
+/// What draining a node costs before any pod is counted (cordon, drain, API calls): Karpenter's
+/// `PerNodeBaseDisruptionCost`.
+pub const PER_NODE_DISRUPTION_COST: f64 = 1.0;
+
 /// A NodePool's disruption settings.
 #[derive(Debug, Clone)]
 pub struct PoolPolicy {
@@ -107,6 +122,17 @@ pub struct ManagedNode {
 }
 
 impl ManagedNode {
+    /// What moving this node's pods costs, Karpenter's way: the per-node base plus each pod's eviction cost (none
+    /// below zero).
+    pub fn reschedule_cost(&self) -> f64 {
+        PER_NODE_DISRUPTION_COST + self.pods.iter().map(|p| p.eviction_cost.max(0.0)).sum::<f64>()
+    }
+
+    /// Dollars an hour its removal saves per unit of disruption: consolidation looks at the highest first.
+    pub fn savings_ratio(&self) -> f64 {
+        self.price / self.reschedule_cost()
+    }
+
     /// The last moment something happened to it that resets `consolidateAfter`.
     pub fn quiet_since(&self) -> Option<Timestamp> {
         match (self.last_pod_event, self.initialized_at) {
@@ -246,4 +272,18 @@ pub struct Decision {
     /// How long each method evaluated took, in the order they ran.
     #[serde(skip)]
     pub evaluated: Vec<(Method, std::time::Duration)>,
+    /// Consolidation moves weighed this pass, as Karpenter counts them (`karpenter_consolidation_moves_total`,
+    /// `_score`).
+    pub moves: Vec<WeighedMove>,
+}
+
+/// One consolidation move weighed for one NodePool among its candidates.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeighedMove {
+    pub nodepool: String,
+    pub policy: Policy,
+    /// Whether the move as a whole was approved.
+    pub approved: bool,
+    /// The pool's score and whether it approved, where the pool is Balanced (other policies are not scored).
+    pub score: Option<(f64, bool)>,
 }

@@ -229,3 +229,43 @@ pub fn cheaper_replacement(
     replacement.instance_type_options = options.into_iter().map(|(t, _)| t).collect();
     Ok(replacement)
 }
+
+/// Karpenter's rule for a replacement of several nodes (`filterOutSameInstanceType`): where it could be one of
+/// the candidates' own types, it must cost less than the cheapest candidate of that type; otherwise keeping that
+/// candidate and deleting the others saves as much and moves fewer pods.
+pub fn without_candidates_own_types(
+    snapshot: &Snapshot<'_>,
+    candidates: &[&ManagedNode],
+    mut replacement: NewNode,
+) -> Result<NewNode, String> {
+    let mut cheapest_of_type: HashMap<&str, (f64, &str)> = HashMap::new();
+    for candidate in candidates {
+        let entry = cheapest_of_type.entry(candidate.instance_type.as_str()).or_insert((f64::INFINITY, ""));
+        if candidate.price < entry.0 {
+            *entry = (candidate.price, candidate.claim.as_str());
+        }
+    }
+    let Some((ceiling, kept)) = replacement
+        .instance_type_options
+        .iter()
+        .filter_map(|t| cheapest_of_type.get(t.as_str()).copied())
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+    else {
+        return Ok(replacement);
+    };
+    let options: Vec<(String, f64)> = replacement
+        .instance_type_options
+        .iter()
+        .filter_map(|t| Some((t.clone(), option_price(snapshot, t, &replacement.zones, &replacement.capacity_types)?)))
+        .filter(|(_, price)| *price < ceiling)
+        .collect();
+    let Some((cheapest, price)) = options.first().cloned() else {
+        return Err(format!(
+            "the replacement would cost as much as {kept} (${ceiling:.4}/h), which could stay while the others go"
+        ));
+    };
+    replacement.instance_type = cheapest;
+    replacement.price_per_hour = price;
+    replacement.instance_type_options = options.into_iter().map(|(t, _)| t).collect();
+    Ok(replacement)
+}

@@ -283,6 +283,103 @@ fn six_lightly_used_nodes_are_consolidated_several_at_once() {
     still_valid(&cluster.snapshot(), &command).expect("still valid on the same cluster");
 }
 
+/// Only general purpose types, so that a candidate's own type is among the cheapest a replacement could be.
+fn general_purpose_only(cluster: &mut Cluster) {
+    for requirement in &mut cluster.specs[0].requirements {
+        if requirement.key == "karpenter.k8s.aws/instance-category" {
+            *requirement = Requirement::new("karpenter.k8s.aws/instance-category", Operator::In, &["m"]);
+        }
+    }
+}
+
+#[test]
+fn several_nodes_are_not_replaced_by_one_of_their_own_type_when_keeping_it_moves_fewer_pods() {
+    // Three pods, one per node: all three fit one m5.large, which is what the smallest candidate is. Replacing all
+    // three by a new m5.large moves three pods; deleting the two m5.2xlarge into the m5.large that stays moves two
+    // and saves as much (Karpenter's filterOutSameInstanceType).
+    let mut cluster = Cluster::new();
+    general_purpose_only(&mut cluster);
+    cluster.pools[0].budgets = budget("100%");
+    cluster.node("big-a", "default", "m5.2xlarge", CapacityType::OnDemand, vec![pod("a/a", 100, 128)]);
+    cluster.node("big-b", "default", "m5.2xlarge", CapacityType::OnDemand, vec![pod("a/b", 100, 128)]);
+    cluster.node("small", "default", "m5.large", CapacityType::OnDemand, vec![pod("a/c", 100, 128)]);
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!(command.method, Method::MultiNodeConsolidation);
+    assert_eq!(command.decision(), "delete", "{command:?}");
+    assert_eq!(command.candidates, vec!["big-a", "big-b"]);
+
+    // Where the replacement can be a type cheaper than any candidate of its own type, several go for one.
+    let mut cluster = Cluster::new();
+    cluster.pools[0].budgets = budget("100%");
+    for name in ["a", "b", "c"] {
+        cluster.node(name, "default", "m5.2xlarge", CapacityType::OnDemand, vec![pod(&format!("a/{name}"), 100, 128)]);
+    }
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!(command.candidates.len(), 3, "{command:?}");
+    assert_eq!(command.decision(), "replace");
+    assert_ne!(command.replacements[0].instance_type, "m5.2xlarge");
+}
+
+#[test]
+fn consolidation_looks_first_at_the_nodes_that_save_most_per_pod_moved() {
+    // Budget for one node: single-node consolidation takes the first candidate that can go. Both can (their pods
+    // fit in `room`); the r5.2xlarge saves $0.504/h for 3 pods moved, the m5.large $0.096/h for 1 (Karpenter 1.14
+    // orders by price over reschedule cost; the order before, fewest pods first, took the m5.large).
+    let mut cluster = Cluster::new();
+    cluster.pools[0].budgets = budget("1");
+    let pods = (0..3).map(|i| pod(&format!("a/x{i}"), 200, 256)).collect();
+    cluster.node("dear", "default", "r5.2xlarge", CapacityType::OnDemand, pods);
+    cluster.node("cheap", "default", "m5.large", CapacityType::OnDemand, vec![pod("a/y", 200, 256)]);
+    cluster
+        .node("room", "default", "m5.4xlarge", CapacityType::OnDemand, vec![pod("a/z", 1000, 1024)])
+        .do_not_disrupt = true;
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!(command.candidates, vec!["dear"], "{command:?}");
+    assert_eq!(command.decision(), "delete");
+}
+
+#[test]
+fn every_move_weighed_is_reported_with_the_balanced_score_where_the_pool_is_balanced() {
+    // A lone oversized node: single-node consolidation replaces it. The default policy approves without a score.
+    let mut cluster = Cluster::new();
+    cluster.node("big", "default", "m5.4xlarge", CapacityType::OnDemand, vec![pod("a/small", 500, 1024)]);
+    let decision = cluster.decide();
+    assert!(decision.command.is_some());
+    let approved = WeighedMove {
+        nodepool: "default".into(),
+        policy: Policy::WhenEmptyOrUnderutilized,
+        approved: true,
+        score: None,
+    };
+    assert_eq!(decision.moves, vec![approved]);
+
+    // Balanced: most of the pool's cost saved (all but the replacement's) for all its disruption.
+    cluster.pools[0].policy = Policy::Balanced;
+    let decision = cluster.decide();
+    assert!(decision.command.is_some());
+    let [only] = decision.moves.as_slice() else { panic!("one move: {:?}", decision.moves) };
+    assert_eq!((only.policy, only.approved), (Policy::Balanced, true));
+    let (score, pool_approved) = only.score.expect("scored");
+    assert!(score > 0.8 && score < 1.0 && pool_approved, "{score}");
+
+    // Balanced, beside a dear node kept by do-not-disrupt: deleting `big` would pass (half the pool's cost for 7 of
+    // its 9 units of disruption: 0.64), but its six pods need a c5.2xlarge, which leaves 0.36: weighed, refused.
+    let mut cluster = Cluster::new();
+    cluster.pools[0].policy = Policy::Balanced;
+    let pods = (0..6).map(|i| pod(&format!("a/s{i}"), 1000, 1024)).collect();
+    cluster.node("big", "default", "m5.4xlarge", CapacityType::OnDemand, pods);
+    cluster
+        .node("kept", "default", "m5.4xlarge", CapacityType::OnDemand, vec![pod("a/k", 15_800, 50_000)])
+        .do_not_disrupt = true;
+    let decision = cluster.decide();
+    assert!(decision.command.is_none(), "{:?}", decision.command);
+    let [refused] = decision.moves.as_slice() else { panic!("one move: {:?}", decision.moves) };
+    assert!(!refused.approved);
+    let (score, pool_approved) = refused.score.expect("scored");
+    assert!(score < 0.5 && score > 0.3 && !pool_approved, "{score}");
+    assert!(blocked_reason(&decision, "big").contains("is Balanced"), "{:?}", decision.blocked);
+}
+
 #[test]
 fn a_node_whose_pods_fit_a_cheaper_type_is_replaced_and_the_guard_refuses_pennies() {
     let mut cluster = Cluster::new();

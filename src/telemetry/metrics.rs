@@ -65,6 +65,13 @@ struct MessageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MoveLabels {
+    decision: String,
+    nodepool: String,
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
     decision: String,
     reason: String,
@@ -338,6 +345,8 @@ pub struct Metrics {
     disruption_queue_failures: Family<DecisionLabels, Counter>,
     disruption_failed_validations: Family<ConsolidationTypeLabels, Counter>,
     disruption_evaluation: Family<ReasonConsolidationLabels, Histogram>,
+    consolidation_moves: Family<MoveLabels, Counter>,
+    consolidation_score: Family<MoveLabels, Histogram>,
     pending_by_zone: Family<ControllerZoneLabels, Gauge>,
     ignored_pods: Gauge,
     launch_failures: Family<LaunchFailureLabels, Counter>,
@@ -467,6 +476,11 @@ impl Default for Metrics {
             disruption_queue_failures: Family::default(),
             disruption_failed_validations: Family::default(),
             disruption_evaluation: Family::new_with_constructor(call_buckets),
+            consolidation_moves: Family::default(),
+            // Karpenter's buckets, around the Balanced threshold of 0.5.
+            consolidation_score: Family::new_with_constructor(|| {
+                Histogram::new([0.1, 0.25, 0.33, 0.5, 1.0, 2.0, 5.0, 10.0])
+            }),
             pending_by_zone: Family::default(),
             ignored_pods: Gauge::default(),
             launch_failures: Family::default(),
@@ -570,6 +584,16 @@ impl Default for Metrics {
             "karpenter_voluntary_disruption_decision_evaluation_duration_seconds",
             "Time one disruption method took to evaluate its candidates, by reason and consolidation type",
             metrics.disruption_evaluation.clone(),
+        );
+        r.register(
+            "karpenter_consolidation_moves",
+            "Consolidation moves weighed, by whether they were approved, NodePool and consolidation policy",
+            metrics.consolidation_moves.clone(),
+        );
+        r.register(
+            "karpenter_consolidation_score",
+            "Scores of the moves a Balanced NodePool weighed (savings share over disruption share; approved from 0.5)",
+            metrics.consolidation_score.clone(),
         );
         r.register(
             "karpenter_scheduler_pending_pods_by_effective_zone_count",
@@ -1055,6 +1079,21 @@ impl Metrics {
     pub fn disruption_evaluated(&self, reason: &str, consolidation_type: &str, seconds: f64) {
         let labels = ReasonConsolidationLabels { reason: reason.into(), consolidation_type: consolidation_type.into() };
         self.disruption_evaluation.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Consolidation weighed a move for `nodepool`: counted as approved or rejected, and where the pool is Balanced
+    /// its score observed with the pool's own verdict.
+    pub fn consolidation_move(&self, nodepool: &str, policy: &str, approved: bool, score: Option<(f64, bool)>) {
+        let verdict = |approved: bool| if approved { "approved" } else { "rejected" };
+        let labels = |approved| MoveLabels {
+            decision: verdict(approved).into(),
+            nodepool: nodepool.into(),
+            policy: policy.into(),
+        };
+        self.consolidation_moves.get_or_create(&labels(approved)).inc();
+        if let Some((score, pool_approved)) = score {
+            self.consolidation_score.get_or_create(&labels(pool_approved)).observe(score);
+        }
     }
 
     /// A scheduling round of `controller` starts with `pods` pods; its queue depth and running time are reported

@@ -49,6 +49,7 @@ pub fn sampled() -> Result<String> {
     metrics.disruption_queue_failure("replace", "underutilized", "single");
     metrics.disruption_failed_validation("single");
     metrics.disruption_evaluated("underutilized", "single", 0.01);
+    metrics.consolidation_move("default", "Balanced", true, Some((0.8, true)));
     metrics.pending_pods("provisioner", &[("us-east-1a".to_string(), 1)].into_iter().collect(), 0);
     metrics.scheduling_round_started("provisioner", 3);
     let place = OfferingPlace { zone: "us-east-1a", zone_id: "use1-az1", capacity_type: "spot" };

@@ -144,6 +144,9 @@ async fn pass(
             took.as_secs_f64(),
         );
     }
+    for weighed in &decision.moves {
+        ctx.metrics.consolidation_move(&weighed.nodepool, weighed.policy.as_str(), weighed.approved, weighed.score);
+    }
     for method in &decision.timed_out {
         ctx.metrics.consolidation_timeout(method.consolidation_type());
         tracing::warn!(method = ?method, "consolidation ran out of time this pass; the rest waits for the next");
