@@ -265,12 +265,15 @@ pub fn usable(node: &Node) -> bool {
 }
 
 /// Room for pods on every Node and every NodeClaim not yet registered, less what the pods `nominated_to` each
-/// hold; the pods there and nominated there count in topology.
+/// (a Node by its name or its NodeClaim's) still wait for; the pods there and nominated there count in topology.
 pub fn existing_capacity(ctx: &Context, nominated_to: &dyn Fn(&str) -> Vec<Arc<Pod>>) -> Vec<ExistingNode> {
     let pods_by_node = ctx.state.pods_by_node();
     // Also those whose NodeClaim is being deleted before the Node is tainted: their pods are in the batch
     // (`pending_pods`), so they must not count where they are too.
     let leaving = leaving_nodes(ctx);
+    let claims = ctx.state.nodeclaims.state();
+    let claim_of_node: HashMap<&str, String> =
+        claims.iter().filter_map(|c| Some((c.status.as_ref()?.node_name.as_deref()?, c.name_any()))).collect();
     let mut existing: Vec<ExistingNode> = Vec::new();
     for node in ctx.state.nodes.state() {
         let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
@@ -279,27 +282,46 @@ pub fn existing_capacity(ctx: &Context, nominated_to: &dyn Fn(&str) -> Vec<Arc<P
             capacity.pods.clear();
         }
         if usable(&node) {
-            let nominated = nominated_to(&capacity.name);
-            hold_room_for(&mut capacity, &nominated);
+            // Pods planned onto a NodeClaim wait for its Node once it registers.
+            let mut nominated = nominated_to(&capacity.name);
+            if let Some(claim) = claim_of_node.get(capacity.name.as_str()) {
+                nominated.extend(nominated_to(claim));
+            }
+            hold_room_for(&mut capacity, &nominated, &leaving);
         }
         existing.push(capacity);
     }
-    for claim in ctx.state.nodeclaims.state() {
-        existing.extend(in_flight_room(ctx, &claim, &nominated_to(&claim.name_any())));
+    for claim in &claims {
+        existing.extend(in_flight_room(ctx, claim, &nominated_to(&claim.name_any()), &leaving));
     }
     existing
 }
 
-/// Debits the pods `nominated` to `room` from its free room; they count in its topology too.
-pub fn hold_room_for(room: &mut ExistingNode, nominated: &[Arc<Pod>]) {
-    room.available = room.available - requests_of(nominated);
-    room.pods.extend(placed_pods(nominated));
+/// Whether a pod planned onto some node still waits for room there: not bound yet, or bound to a node being taken
+/// away. One kube-scheduler has bound, to its target or elsewhere, is counted where it is bound and nowhere else.
+pub fn still_waiting(pod: &Pod, leaving: &HashSet<String>) -> bool {
+    pod.node_name().is_none_or(|node| leaving.contains(node))
 }
 
-/// A NodeClaim not registered yet as room (`in_flight_capacity`), holding the pods `nominated` to it.
-pub fn in_flight_room(ctx: &Context, claim: &NodeClaim, nominated: &[Arc<Pod>]) -> Option<ExistingNode> {
-    let mut room = in_flight_capacity(ctx, claim, &requests_of(nominated))?;
-    room.pods = placed_pods(nominated);
+/// Debits the pods `nominated` to `room` that still wait for it from its free room; they count in its topology
+/// too.
+pub fn hold_room_for(room: &mut ExistingNode, nominated: &[Arc<Pod>], leaving: &HashSet<String>) {
+    let waiting: Vec<Arc<Pod>> = nominated.iter().filter(|p| still_waiting(p, leaving)).cloned().collect();
+    room.available = room.available - requests_of(&waiting);
+    room.pods.extend(placed_pods(&waiting));
+}
+
+/// A NodeClaim not registered yet as room (`in_flight_capacity`), holding the pods `nominated` to it that still
+/// wait for it.
+pub fn in_flight_room(
+    ctx: &Context,
+    claim: &NodeClaim,
+    nominated: &[Arc<Pod>],
+    leaving: &HashSet<String>,
+) -> Option<ExistingNode> {
+    let waiting: Vec<Arc<Pod>> = nominated.iter().filter(|p| still_waiting(p, leaving)).cloned().collect();
+    let mut room = in_flight_capacity(ctx, claim, &requests_of(&waiting))?;
+    room.pods = placed_pods(&waiting);
     Some(room)
 }
 
@@ -492,6 +514,34 @@ mod tests {
         let placed: Vec<&str> =
             existing[0].pods.iter().filter_map(|p| p.labels.get("name").map(String::as_str)).collect();
         assert_eq!(placed, ["a", "nominated"], "the bound pod and the nominated one count in topology there");
+    }
+
+    #[tokio::test]
+    async fn a_nominated_pod_holds_room_on_its_nodeclaims_node_only_while_it_waits() {
+        // n1 is NodeClaim c1's Node. Planned onto c1: `bound-here` (kube-scheduler bound it to n1: counted once, as
+        // bound) and `waiting` (not bound yet: holds its room on n1). Planned onto n1, `bound-elsewhere` went to
+        // n2: it holds nothing on n1.
+        let ctx = context(Objects {
+            pods: vec![
+                pod("bound-here", Some("n1"), "1"),
+                pod("bound-elsewhere", Some("n2"), "1"),
+                pod("waiting", None, "2"),
+            ],
+            nodes: vec![node("n1", json!([]), false), node("n2", json!([]), false)],
+            nodeclaims: vec![claim("c1", json!({"nodeName": "n1"}))],
+            ..Objects::default()
+        });
+        let pod_named = |name: &str| ctx.state.pods.state().into_iter().find(|p| p.name_any() == name).expect("pod");
+        let nominated_to = |target: &str| match target {
+            "c1" => vec![pod_named("bound-here"), pod_named("waiting")],
+            "n1" => vec![pod_named("bound-elsewhere")],
+            _ => vec![],
+        };
+        let existing = existing_capacity(&ctx, &nominated_to);
+        let n1 = existing.iter().find(|e| e.name == "n1").expect("n1");
+        assert_eq!(cpu(&n1.available), 1000, "4 CPUs, 1 bound, 2 waiting for it");
+        let n2 = existing.iter().find(|e| e.name == "n2").expect("n2");
+        assert_eq!(cpu(&n2.available), 3000, "4 CPUs, 1 bound");
     }
 
     #[test]

@@ -196,6 +196,7 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
     let nominated_to = |targets: &[&str]| -> Vec<Arc<Pod>> {
         targets.iter().flat_map(|t| by_target.get(t).into_iter().flatten()).filter_map(|p| ctx.state.pod(p)).collect()
     };
+    let leaving = cluster_snapshot::leaving_nodes(ctx);
     let claims = ctx.state.nodeclaims.state();
     let claimed_nodes: HashSet<String> = claims.iter().filter_map(|c| c.status.as_ref()?.node_name.clone()).collect();
 
@@ -206,7 +207,7 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         let claim_name = claim.name_any();
         let Some(node) = status.node_name.as_deref().and_then(|n| ctx.state.node(n)) else {
             // Still launching: room for pods (less what is planned onto it), not a candidate.
-            in_flight.extend(cluster_snapshot::in_flight_room(ctx, claim, &nominated_to(&[&claim_name])));
+            in_flight.extend(cluster_snapshot::in_flight_room(ctx, claim, &nominated_to(&[&claim_name]), &leaving));
             continue;
         };
         let node_name = node.name_any();
@@ -214,7 +215,7 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         let Some(mut room) = cluster_snapshot::node_room(&node, bound) else { continue };
         let nominated = nominated_to(&[&node_name, &claim_name]);
         let just_planned_onto = !nominated.is_empty();
-        hold_room_for_unbound(&mut room, nominated);
+        cluster_snapshot::hold_room_for(&mut room, &nominated, &leaving);
         let mut movable_pods = Vec::new();
         for pod in bound.iter().filter(|p| pods::is_evictable(p)) {
             if pod.spec.is_none() {
@@ -283,7 +284,7 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
         let Some(mut room) = cluster_snapshot::node_room(node, bound) else { continue };
         let nominated = nominated_to(&[&room.name]);
-        hold_room_for_unbound(&mut room, nominated);
+        cluster_snapshot::hold_room_for(&mut room, &nominated, &leaving);
         other_room.push(room);
     }
     // Likewise only with something to move: the pods the provisioner has yet to place, planned first in every
@@ -302,12 +303,6 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         in_flight,
         pending,
     }
-}
-
-/// Pods planned onto a node and not bound there yet hold their room already (those bound there are in its room).
-fn hold_room_for_unbound(room: &mut ExistingNode, mut nominated: Vec<Arc<Pod>>) {
-    nominated.retain(|p| p.node_name() != Some(room.name.as_str()));
-    cluster_snapshot::hold_room_for(room, &nominated);
 }
 
 /// The pods waiting for a place and nominated nowhere (pending, or on a node being taken away), as the scheduler's
