@@ -2,14 +2,14 @@
 //! Node), so that the next batch does not plan it again and counts it against its target's room, until the
 //! scheduler has had time to bind it. Published for disruption, which leaves nominated targets alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 
-use super::{Context, cluster_snapshot, conditions, pods};
+use super::{Context, cluster_snapshot, conditions};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::scheduling_input::pod_requests;
 use crate::catalog::resources::Resources;
@@ -69,18 +69,13 @@ impl Nominations {
         // A nominated pod now running (not on a node being taken away, where it waits for its replacement) has
         // what it waited for: its nomination ends.
         let leaving = cluster_snapshot::leaving_nodes(ctx);
-        let running: HashSet<String> = ctx
-            .state
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .filter(|p| p.node_name().is_some_and(|n| !leaving.contains(n)))
-            .map(|p| pods::key(&p))
-            .collect();
-        // A pod deleted while it waited wants nothing any more.
-        self.by_pod.retain(|pod, _| ctx.state.pod(pod).is_some());
-        self.by_pod.retain(|pod, _| !running.contains(pod));
+        // Each nominated pod looked up, not every pod of the cluster scanned: this runs on every batch pass.
+        self.by_pod.retain(|pod, _| {
+            // A pod deleted while it waited wants nothing any more.
+            let Some(pod) = ctx.state.pod(pod) else { return false };
+            let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            !(running && pod.node_name().is_some_and(|n| !leaving.contains(n)))
+        });
         let claims: HashMap<String, Arc<NodeClaim>> =
             ctx.state.nodeclaims.state().into_iter().map(|c| (c.name_any(), c)).collect();
         self.by_pod.retain(|_, (target, since)| match claims.get(target.as_str()) {
