@@ -31,12 +31,6 @@ use crate::telemetry::ReconcileResult;
 /// The batcher looks again this often without a change: nominations expire, leadership comes.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// Watch events come in bursts (a ReplicaSet creating pods, kube-scheduler binding them, kubelets reporting them
-/// running): a pass waits this long after the first event of a burst and sees the rest with it, instead of
-/// scanning the cluster once per event. Changes are dated by their events, not by the pass, so a batch still
-/// closes `batch_idle` after the last pod arrived.
-const GATHER_EVENTS: Duration = Duration::from_millis(50);
-
 /// A batch that opens reads the subnets' free addresses if they were last read this long ago (they serve launches
 /// for `launch_caches::SUBNET_ADDRESSES_FOR`, longer than this).
 const SUBNETS_READ_EVERY: Duration = Duration::from_secs(10);
@@ -48,9 +42,7 @@ const CONTROLLER: &str = "provisioner";
 /// node or a NodeClaim changes (`triggers`), when the open batch is due, and at least every `RECHECK`.
 pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) {
     let wake = Arc::new(Notify::new());
-    let last_event = Arc::new(std::sync::Mutex::new(Instant::now()));
-    tokio::spawn(relay(triggers, wake.clone(), last_event.clone()));
-    let mut last_pass = Instant::now();
+    tokio::spawn(relay(triggers, wake.clone()));
     let mut nominations = Nominations::default();
     let mut pod_notes = PodNotes::default();
     // What an observing controller last told each NodePool (`observe::report_plan`).
@@ -67,15 +59,9 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
             });
             let wait = due.map_or(RECHECK, |due| due.saturating_duration_since(Instant::now()).min(RECHECK));
             tokio::select! {
-                () = wake.notified() => tokio::time::sleep(GATHER_EVENTS.min(wait)).await,
+                () = wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }
-            let now = Instant::now();
-            // What changed since the last pass changed at the latest event; without one (a nomination expired),
-            // now.
-            let event = last_event.lock().map_or(now, |at| *at);
-            let changed_at = if event > last_pass { event } else { now };
-            last_pass = now;
             if !leadership.is_leader() {
                 batch = None;
                 continue;
@@ -92,14 +78,15 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
                 batch = None;
                 continue;
             }
+            let now = Instant::now();
             // Not for every batch: pods that wait for good (nothing can hold them) reopen one every second.
             if batch.is_none() && subnets_read.is_none_or(|at| at.elapsed() >= SUBNETS_READ_EVERY) {
                 read_subnet_addresses_meanwhile(&ctx);
                 subnets_read = Some(now);
             }
-            let (started, last_change, seen) = batch.get_or_insert_with(|| (changed_at, changed_at, pending.clone()));
+            let (started, last_change, seen) = batch.get_or_insert_with(|| (now, now, pending.clone()));
             if *seen != pending {
-                *last_change = changed_at;
+                *last_change = now;
                 *seen = pending;
             }
             if now.duration_since(*last_change) < ctx.settings.batch_idle
@@ -149,17 +136,14 @@ fn read_subnet_addresses_meanwhile(ctx: &Arc<Context>) {
     });
 }
 
-/// Wakes the batcher at every change of a pod, node or NodeClaim, noting when the latest came; changes that arrive
-/// while it gathers or works fold into one wake-up (`Notify` keeps one permit).
-async fn relay(triggers: Triggers, wake: Arc<Notify>, last_event: Arc<std::sync::Mutex<Instant>>) {
+/// Wakes the batcher at every change of a pod, node or NodeClaim; changes that arrive while it works fold into one
+/// wake-up (`Notify` keeps one permit).
+async fn relay(triggers: Triggers, wake: Arc<Notify>) {
     let Triggers { pods, nodes, nodeclaims } = triggers;
     let changes =
         futures::stream::select(pods.map(|_| ()), futures::stream::select(nodes.map(|_| ()), nodeclaims.map(|_| ())));
     changes
         .for_each(|()| {
-            if let Ok(mut at) = last_event.lock() {
-                *at = Instant::now();
-            }
             wake.notify_one();
             std::future::ready(())
         })
