@@ -297,16 +297,16 @@ pub fn existing_capacity(ctx: &Context, nominated_to: &dyn Fn(&str) -> Vec<Arc<P
     existing
 }
 
-/// Whether a pod planned onto some node still waits for room there: not bound yet, or bound to a node being taken
+/// The pods planned onto some node that still wait for room there: not bound yet, or bound to a node being taken
 /// away. One kube-scheduler has bound, to its target or elsewhere, is counted where it is bound and nowhere else.
-pub fn still_waiting(pod: &Pod, leaving: &HashSet<String>) -> bool {
-    pod.node_name().is_none_or(|node| leaving.contains(node))
+fn still_waiting(nominated: &[Arc<Pod>], leaving: &HashSet<String>) -> Vec<Arc<Pod>> {
+    nominated.iter().filter(|p| p.node_name().is_none_or(|node| leaving.contains(node))).cloned().collect()
 }
 
 /// Debits the pods `nominated` to `room` that still wait for it from its free room; they count in its topology
 /// too.
 pub fn hold_room_for(room: &mut ExistingNode, nominated: &[Arc<Pod>], leaving: &HashSet<String>) {
-    let waiting: Vec<Arc<Pod>> = nominated.iter().filter(|p| still_waiting(p, leaving)).cloned().collect();
+    let waiting = still_waiting(nominated, leaving);
     room.available = room.available - requests_of(&waiting);
     room.pods.extend(placed_pods(&waiting));
 }
@@ -319,7 +319,7 @@ pub fn in_flight_room(
     nominated: &[Arc<Pod>],
     leaving: &HashSet<String>,
 ) -> Option<ExistingNode> {
-    let waiting: Vec<Arc<Pod>> = nominated.iter().filter(|p| still_waiting(p, leaving)).cloned().collect();
+    let waiting = still_waiting(nominated, leaving);
     let mut room = in_flight_capacity(ctx, claim, &requests_of(&waiting))?;
     room.pods = placed_pods(&waiting);
     Some(room)
