@@ -685,6 +685,8 @@ impl Bench<'_> {
         let deployments: Api<Deployment> = Api::namespaced(self.kube.clone(), NAMESPACE);
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
         deployments.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        // Dated, to line the phases up with the controller's log.
+        eprintln!("{} scaled {name} to {replicas}", jiff::Timestamp::now());
         Ok(())
     }
 
@@ -707,6 +709,7 @@ impl Bench<'_> {
 
     async fn scale_out(&self, small: usize, large: usize, spread: bool) -> Result<Phase> {
         let from = Start::now();
+        eprintln!("{} scaling out: {small} small and {large} large pods", jiff::Timestamp::now());
         self.deployment("small", small, "900m", "3100Mi", spread).await?;
         self.deployment("large", large, "3500m", "28Gi", false).await?;
         let want = small + large;

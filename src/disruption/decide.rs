@@ -64,11 +64,7 @@ pub(super) fn disruptable(node: &ManagedNode) -> Result<(), Option<String>> {
 
 /// Whether `consolidateAfter` has passed since the node's last pod event (or its initialization).
 pub fn is_consolidatable(snapshot: &Snapshot<'_>, node: &ManagedNode) -> bool {
-    let Some(pool) = snapshot.pool(&node.nodepool) else { return false };
-    let Some(after) = pool.consolidate_after else { return false };
-    let Some(quiet_since) = node.quiet_since() else { return false };
-    let Ok(after) = jiff::SignedDuration::try_from(after) else { return false };
-    quiet_since.checked_add(after).is_ok_and(|t| t <= snapshot.now)
+    snapshot.consolidatable_from(node).is_some_and(|from| from <= snapshot.now)
 }
 
 /// One method: spends budget from the allowance, reports in the decision what it left alone and weighed, maybe
@@ -298,7 +294,7 @@ fn fitting_move(
     if let Some(why) = simulator.scale_out_in_progress() {
         return Err(why);
     }
-    let simulated = simulator.simulate(candidates)?;
+    let simulated = simulator.simulate_consolidation(candidates)?;
     if simulated.pending_on_new_nodes > 0 {
         return Err(format!(
             "{} pending pods would then need a new node (they have room while it stays)",
@@ -311,10 +307,16 @@ fn fitting_move(
     }
     let candidates_price = price_of(candidates);
     let replacement = match new_nodes.pop() {
-        Some(node) if candidates.len() > 1 => {
-            Some(without_candidates_own_types(snapshot, candidates, cheaper_replacement(snapshot, candidates, node)?)?)
+        Some(node) => {
+            let cheaper = cheaper_replacement(snapshot, candidates, node).and_then(|cheaper| {
+                if candidates.len() > 1 {
+                    without_candidates_own_types(snapshot, candidates, cheaper)
+                } else {
+                    Ok(cheaper)
+                }
+            });
+            Some(cheaper.map_err(|why| format!("{why}{}", simulator.settling_note()))?)
         }
-        Some(node) => Some(cheaper_replacement(snapshot, candidates, node)?),
         None => None,
     };
     let replacements_price = replacement.as_ref().map_or(0.0, |r| r.price_per_hour);
@@ -427,7 +429,13 @@ fn single_node(
 /// Whether `command`, decided on an earlier snapshot, still holds on this one: every candidate still there and
 /// disruptable for the same reason, within budgets, and (for consolidation) the move still fits and saves at
 /// least as much. Karpenter waits 15 s and checks again before it acts; so does the controller.
-pub fn still_valid(snapshot: &Snapshot<'_>, command: &Command) -> Result<(), String> {
+/// The command to carry out after the validation delay, checked on a fresh snapshot: the same command, or for
+/// emptiness those candidates still empty and within budget (Karpenter's emptiness validation keeps them, so a
+/// scale-down still settling does not hold back every empty node for one that got a pod); or why nothing holds.
+pub fn still_valid(snapshot: &Snapshot<'_>, command: &Command) -> Result<Command, String> {
+    if command.reason == Reason::Empty {
+        return still_empty(snapshot, command);
+    }
     let mut candidates = Vec::new();
     for name in &command.candidates {
         let node = snapshot.nodes.iter().find(|n| &n.claim == name).ok_or_else(|| format!("{name} is gone"))?;
@@ -449,11 +457,7 @@ pub fn still_valid(snapshot: &Snapshot<'_>, command: &Command) -> Result<(), Str
                 return Err(format!("its pods now need {} new nodes", needed.len()));
             }
         }
-        Reason::Empty => {
-            if let Some(node) = candidates.iter().find(|n| !n.pods.is_empty() || !is_consolidatable(snapshot, n)) {
-                return Err(format!("{} is no longer empty", node.claim));
-            }
-        }
+        Reason::Empty => {}
         Reason::Underutilized => {
             if let Some(node) = candidates.iter().find(|n| !is_consolidatable(snapshot, n)) {
                 return Err(format!("{} had pod activity since", node.claim));
@@ -464,7 +468,38 @@ pub fn still_valid(snapshot: &Snapshot<'_>, command: &Command) -> Result<(), Str
             }
         }
     }
-    Ok(())
+    Ok(command.clone())
+}
+
+fn still_empty(snapshot: &Snapshot<'_>, command: &Command) -> Result<Command, String> {
+    let mut refusals = Vec::new();
+    let mut empty = Vec::new();
+    for name in &command.candidates {
+        let Some(node) = snapshot.nodes.iter().find(|n| &n.claim == name) else {
+            refusals.push(format!("{name} is gone"));
+            continue;
+        };
+        if let Err(why) = disruptable(node) {
+            refusals.push(why.unwrap_or_else(|| format!("{name} is being deleted")));
+        } else if !node.pods.is_empty() {
+            refusals.push(format!("{name} is no longer empty"));
+        } else if !is_consolidatable(snapshot, node) {
+            refusals.push(format!("{name} had pod activity since"));
+        } else {
+            empty.push(node);
+        }
+    }
+    let mut blocked = Vec::new();
+    let going = within_budget(&empty, Reason::Empty, &mut allowance(snapshot), &mut blocked);
+    refusals.extend(blocked.into_iter().map(|b| b.reason));
+    if going.is_empty() {
+        return Err(refusals.into_iter().next().unwrap_or_default());
+    }
+    Ok(Command {
+        candidates: going.iter().map(|n| n.claim.clone()).collect(),
+        candidates_price: price_of(&going),
+        ..command.clone()
+    })
 }
 
 /// What a full pass found: the multi-node command, and each candidate's single-node verdict.

@@ -194,6 +194,21 @@ impl Snapshot<'_> {
     pub fn pool(&self, name: &str) -> Option<&PoolPolicy> {
         self.pools.iter().find(|p| p.name == name)
     }
+
+    /// When `consolidateAfter` will have passed since the node's last pod event (or its initialization); None when
+    /// its NodePool never consolidates or the node has not started.
+    pub fn consolidatable_from(&self, node: &ManagedNode) -> Option<Timestamp> {
+        let after = self.pool(&node.nodepool)?.consolidate_after?;
+        let after = jiff::SignedDuration::try_from(after).ok()?;
+        node.quiet_since()?.checked_add(after).ok()
+    }
+
+    /// Whether the node's pods changed within its NodePool's `consolidateAfter`: it is not consolidated yet, and
+    /// consolidation plans no other node's pods onto it either. Its free room may be taken by pods still arriving,
+    /// or it may be about to go itself, which moves fewer pods than filling it would.
+    pub fn settling(&self, node: &ManagedNode) -> bool {
+        !node.deleting && self.consolidatable_from(node).is_some_and(|from| from > self.now)
+    }
 }
 
 /// Which method found a command.

@@ -38,6 +38,8 @@ pub struct Simulator<'s> {
     index: HashMap<&'s str, usize>,
     /// Entries of `existing` not initialized yet (in-flight NodeClaims, nodes still starting).
     uninitialized: HashSet<String>,
+    /// Entries of `existing` whose pods are still settling (`Snapshot::settling`): no room for consolidation.
+    settling: Vec<usize>,
     /// The pending pods that have a place somewhere now (those that fit nowhere are left out of every simulation).
     pending: Vec<PodRequest>,
     /// How many of them need a new node even with every node still there.
@@ -50,7 +52,11 @@ impl<'s> Simulator<'s> {
         existing.extend_from_slice(snapshot.in_flight);
         let mut uninitialized: HashSet<String> = snapshot.in_flight.iter().map(|n| n.name.clone()).collect();
         let mut index = HashMap::new();
+        let mut settling = Vec::new();
         for node in snapshot.nodes {
+            if snapshot.settling(node) {
+                settling.push(existing.len());
+            }
             let mut room = node.room.clone();
             if node.deleting {
                 // Going away: no room, but still counted against its NodePool's limits.
@@ -77,6 +83,7 @@ impl<'s> Simulator<'s> {
             index,
             prepared,
             uninitialized,
+            settling,
             pending,
             pending_needing_new_nodes,
         }
@@ -115,6 +122,23 @@ impl<'s> Simulator<'s> {
     /// Where the candidates' pods would go once the candidates are gone, after the pending pods have taken their
     /// room; or why some candidate's pod has nowhere to go, or would go only to capacity not initialized yet.
     pub fn simulate(&self, candidates: &[&ManagedNode]) -> Result<Simulated, String> {
+        self.plan(candidates, false)
+    }
+
+    /// As `simulate`, for consolidation: nodes whose pods are still settling are no place to move pods to.
+    pub fn simulate_consolidation(&self, candidates: &[&ManagedNode]) -> Result<Simulated, String> {
+        self.plan(candidates, true)
+    }
+
+    /// What consolidation left out of the room it counted, for a refusal a person reads; empty when nothing.
+    pub fn settling_note(&self) -> String {
+        if self.settling.is_empty() || !self.pending.is_empty() {
+            return String::new();
+        }
+        format!(" ({} nodes whose pods changed within consolidateAfter are not counted as room)", self.settling.len())
+    }
+
+    fn plan(&self, candidates: &[&ManagedNode], without_settling: bool) -> Result<Simulated, String> {
         let moving: Vec<&PodRequest> = candidates.iter().flat_map(|c| c.pods.iter().map(|p| &p.request)).collect();
         if moving.is_empty() {
             return Ok(Simulated::default());
@@ -123,29 +147,43 @@ impl<'s> Simulator<'s> {
         pods.extend(moving.iter().map(|p| (*p).clone()));
         let moving: HashSet<&str> = moving.iter().map(|p| p.id.as_str()).collect();
         let mut existing = self.existing.borrow_mut();
-        let mut saved = Vec::with_capacity(candidates.len());
-        for candidate in candidates {
-            if let Some(&i) = self.index.get(candidate.claim.as_str()) {
-                saved.push((i, existing[i].available, existing[i].capacity));
-                existing[i].available = Resources::ZERO;
-                existing[i].capacity = Resources::ZERO;
-            }
+        let mut taken_out: Vec<usize> =
+            candidates.iter().filter_map(|c| self.index.get(c.claim.as_str()).copied()).collect();
+        // With pods pending, settling nodes keep their room for them (they are planned first, as the provisioner
+        // will) and a candidate's pod planned onto one is refused below instead.
+        let settling_out = without_settling && self.pending.is_empty();
+        if settling_out {
+            taken_out.extend(&self.settling);
+        }
+        let mut saved = Vec::with_capacity(taken_out.len());
+        for i in taken_out {
+            saved.push((i, existing[i].available, existing[i].capacity));
+            existing[i].available = Resources::ZERO;
+            existing[i].capacity = Resources::ZERO;
         }
         let plan = scheduling::solve_prepared(&Self::input(self.snapshot, &pods, &existing), &self.prepared);
-        for (i, available, capacity) in saved {
+        // In reverse: an entry taken out twice (a candidate that is settling too) gets its own room back last.
+        for (i, available, capacity) in saved.into_iter().rev() {
             existing[i].available = available;
             existing[i].capacity = capacity;
         }
         // A pending pod that finds no place now is the provisioner's to report, not a reason to keep a node.
         if let Some(stuck) = plan.unschedulable.iter().find(|u| moving.contains(u.pod.as_str())) {
-            return Err(format!("pod {} would have nowhere to go: {}", stuck.pod, stuck.reason));
+            let note = if settling_out { self.settling_note() } else { String::new() };
+            return Err(format!("pod {} would have nowhere to go: {}{note}", stuck.pod, stuck.reason));
         }
+        let settling_names: HashSet<&str> = if without_settling && !settling_out {
+            self.settling.iter().map(|&i| existing[i].name.as_str()).collect()
+        } else {
+            HashSet::new()
+        };
         for (node, placed) in &plan.existing_placements {
-            if !self.uninitialized.contains(node) {
-                continue;
-            }
-            if let Some(pod) = placed.iter().find(|p| moving.contains(p.as_str())) {
+            let Some(pod) = placed.iter().find(|p| moving.contains(p.as_str())) else { continue };
+            if self.uninitialized.contains(node) {
                 return Err(format!("pod {pod} would go to {node}, which is not initialized yet"));
+            }
+            if settling_names.contains(node.as_str()) {
+                return Err(format!("pod {pod} would go to {node}, whose pods changed within consolidateAfter"));
             }
         }
         let (new_nodes, pending_only): (Vec<NewNode>, Vec<NewNode>) =

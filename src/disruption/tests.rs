@@ -339,6 +339,36 @@ fn consolidation_looks_first_at_the_nodes_that_save_most_per_pod_moved() {
 }
 
 #[test]
+fn pods_are_not_moved_onto_a_node_whose_pods_are_still_settling() {
+    // Just after a scale-down: `holey` lost pods a moment ago and has room; `quiet` lost none and is a candidate.
+    // Moving quiet's two pods into the hole would evict two pods for what removing holey, once it has settled,
+    // does with one. No cheaper type holds 2 CPU and 8 GiB, so quiet has nowhere else to go.
+    let mut cluster = Cluster::new();
+    let pods = (0..2).map(|i| pod(&format!("a/q{i}"), 1000, 4096)).collect();
+    cluster.node("quiet", "default", "m5.xlarge", CapacityType::OnDemand, pods);
+    cluster
+        .node("holey", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/h", 1000, 4096)])
+        .last_pod_event = Some(now());
+    let decision = cluster.decide();
+    assert!(decision.command.is_none(), "{:?}", decision.command);
+    let why = blocked_reason(&decision, "quiet");
+    assert!(why.contains("1 nodes whose pods changed within consolidateAfter are not counted as room"), "{why}");
+
+    // With a pod pending, the settling node keeps its room for it; a candidate's pod planned there is refused.
+    cluster.pending = vec![pod("a/pending", 100, 128).request];
+    let decision = cluster.decide();
+    assert!(decision.command.is_none(), "{:?}", decision.command);
+    let why = blocked_reason(&decision, "quiet");
+    assert!(why.contains("would go to holey, whose pods changed within consolidateAfter"), "{why}");
+    cluster.pending.clear();
+
+    // Settled (consolidateAfter is a minute): the node cheapest to disrupt goes first, moving one pod.
+    cluster.nodes[1].last_pod_event = Some(minutes_ago(2));
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!((command.candidates.as_slice(), command.decision()), (["holey".to_string()].as_slice(), "delete"));
+}
+
+#[test]
 fn every_move_weighed_is_reported_with_the_balanced_score_where_the_pool_is_balanced() {
     // A lone oversized node: single-node consolidation replaces it. The default policy approves without a score.
     let mut cluster = Cluster::new();
@@ -597,6 +627,28 @@ fn a_command_is_no_longer_valid_once_its_node_got_new_pods() {
     cluster.nodes[0].last_pod_event = Some(now());
     let error = still_valid(&cluster.snapshot(), &command).expect_err("no longer empty");
     assert!(error.contains("no longer empty"), "{error}");
+}
+
+#[test]
+fn emptiness_goes_ahead_with_the_nodes_still_empty_when_one_got_a_pod() {
+    // As Karpenter's emptiness validation: the others are not held back for the one that changed.
+    let mut cluster = Cluster::new();
+    cluster.pools[0].budgets = budget("100%");
+    for name in ["e1", "e2", "e3"] {
+        cluster.node(name, "default", "m5.large", CapacityType::OnDemand, vec![]);
+    }
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!((command.method, command.candidates.len()), (Method::Emptiness, 3));
+    cluster.nodes[1].pods.push(pod("a/new", 100, 100));
+    cluster.nodes[1].last_pod_event = Some(now());
+    let valid = still_valid(&cluster.snapshot(), &command).expect("two still empty");
+    assert_eq!(valid.candidates, ["e1", "e3"]);
+    assert!((valid.candidates_price - 2.0 * cluster.nodes[0].price).abs() < 1e-9, "{}", valid.candidates_price);
+
+    // Within the budget of now: one node.
+    cluster.pools[0].budgets = budget("1");
+    let valid = still_valid(&cluster.snapshot(), &command).expect("one still empty within budget");
+    assert_eq!(valid.candidates, ["e1"]);
 }
 
 proptest! {

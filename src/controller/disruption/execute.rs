@@ -1,9 +1,11 @@
-//! Carrying a disruption command out: launch the replacements and wait until they are Initialized, then delete
-//! the candidates (termination taints, drains within PodDisruptionBudgets, and terminates). If a replacement
-//! does not come up, the candidates are left as they are. A controller killed at any step converges: a
-//! replacement without its candidates' deletion is a node like any other (consolidated if it stays empty), and a
-//! deleted candidate's termination resumes from its finalizer.
+//! Carrying a disruption command out: launch the replacements, and once they are Initialized delete the
+//! candidates (termination taints, drains within PodDisruptionBudgets, and terminates). The wait runs in the
+//! background, as Karpenter's orchestration queue: the next pass need not wait for a launch, and sees the
+//! candidates as going (`InProgress`). If a replacement does not come up, the candidates are left as they are. A
+//! controller killed at any step converges: a replacement without its candidates' deletion is a node like any
+//! other (consolidated if it stays empty), and a deleted candidate's termination resumes from its finalizer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
@@ -13,6 +15,7 @@ use kube::runtime::events::EventType;
 use super::super::events;
 use super::super::nodeclaim_lifecycle::LAUNCH_TIMEOUT;
 use super::super::{Context, Error, conditions, is_not_found};
+use super::in_progress::InProgress;
 use super::snapshot::Gathered;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::disruption::{Command, Method};
@@ -20,9 +23,17 @@ use crate::names::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, REPLACES_ANNOTATION};
 
 /// How long replacements may take to be Initialized before the command is given up.
 const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(LAUNCH_TIMEOUT.as_secs() + 5 * 60);
+/// How long a command stays in progress after its candidates' deletion, at most, for the cache to see it.
+const DELETION_SEEN_WITHIN: Duration = Duration::from_secs(10);
 
-/// Carries `command` out; true once its candidates are deleted, false when a replacement did not come up.
-pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) -> Result<bool, Error> {
+/// Starts `command`: without replacements its candidates are deleted now; with some, the replacements are created
+/// and the candidates are deleted in the background once they are Initialized.
+pub async fn start(
+    ctx: &Arc<Context>,
+    gathered: &Gathered,
+    command: &Command,
+    in_progress: &InProgress,
+) -> Result<(), Error> {
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
     let candidates: Vec<NodeClaim> = ctx
         .state
@@ -32,10 +43,6 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
         .filter(|c| command.candidates.contains(&c.name_any()))
         .map(|c| c.as_ref().clone())
         .collect();
-    let what = match command.method {
-        Method::Drift => command.reason.as_str().to_string(),
-        method => format!("{} ({} consolidation)", command.reason.as_str(), method.consolidation_type()),
-    };
     let mut replacements = Vec::new();
     for node in &command.replacements {
         let Some(pool) = gathered.pool_objects.get(&node.nodepool) else {
@@ -49,26 +56,66 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
         tracing::info!(nodeclaim = %created.name_any(), instance_type = %node.instance_type, replaces = ?command.candidates, "launching a replacement");
         replacements.push(created.name_any());
     }
-    if !replacements.is_empty() {
-        for candidate in &candidates {
-            let note = format!("launching {} to replace it: {what}", replacements.join(", "));
-            events::on_nodeclaim(&ctx.recorder, candidate, EventType::Normal, "DisruptionLaunching", &note).await;
-        }
-        if let Err(why) = wait_initialized(ctx, &replacements).await {
-            tracing::warn!(candidates = ?command.candidates, "replacement failed, leaving the candidates alone: {why}");
-            for candidate in &candidates {
-                let note = format!("not disrupted: its replacement {why}");
-                events::on_nodeclaim(&ctx.recorder, candidate, EventType::Warning, "DisruptionBlocked", &note).await;
-            }
-            ctx.metrics.disruption_queue_failure(
-                command.decision(),
-                command.reason.metric_label(),
-                command.method.consolidation_type(),
-            );
-            return Ok(false);
-        }
+    if replacements.is_empty() {
+        return delete_candidates(ctx, command, &candidates).await;
     }
     for candidate in &candidates {
+        let note = format!("launching {} to replace it: {}", replacements.join(", "), what(command));
+        events::on_nodeclaim(&ctx.recorder, candidate, EventType::Normal, "DisruptionLaunching", &note).await;
+    }
+    in_progress.add(&command.candidates);
+    let (ctx, command, in_progress) = (ctx.clone(), command.clone(), in_progress.clone());
+    tokio::spawn(async move {
+        finish(&ctx, &command, &candidates, &replacements).await;
+        in_progress.remove(&command.candidates);
+    });
+    Ok(())
+}
+
+/// The background half: waits for the replacements, then deletes the candidates (or leaves them, and says why).
+async fn finish(ctx: &Context, command: &Command, candidates: &[NodeClaim], replacements: &[String]) {
+    if let Err(why) = wait_initialized(ctx, replacements).await {
+        tracing::warn!(candidates = ?command.candidates, "replacement failed, leaving the candidates alone: {why}");
+        for candidate in candidates {
+            let note = format!("not disrupted: its replacement {why}");
+            events::on_nodeclaim(&ctx.recorder, candidate, EventType::Warning, "DisruptionBlocked", &note).await;
+        }
+        ctx.metrics.disruption_queue_failure(
+            command.decision(),
+            command.reason.metric_label(),
+            command.method.consolidation_type(),
+        );
+        return;
+    }
+    if let Err(error) = delete_candidates(ctx, command, candidates).await {
+        tracing::warn!(candidates = ?command.candidates, "deleting the candidates of a disruption failed: {error}");
+        return;
+    }
+    // In progress until the cache has seen the deletions, so no pass takes a deleted candidate for a live one.
+    let started = Instant::now();
+    while started.elapsed() < DELETION_SEEN_WITHIN {
+        let claims = ctx.state.nodeclaims.state();
+        let seen = command.candidates.iter().all(|name| {
+            claims.iter().find(|c| &c.name_any() == name).is_none_or(|c| c.metadata.deletion_timestamp.is_some())
+        });
+        if seen {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn what(command: &Command) -> String {
+    match command.method {
+        Method::Drift => command.reason.as_str().to_string(),
+        method => format!("{} ({} consolidation)", command.reason.as_str(), method.consolidation_type()),
+    }
+}
+
+async fn delete_candidates(ctx: &Context, command: &Command, candidates: &[NodeClaim]) -> Result<(), Error> {
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    let what = what(command);
+    for candidate in candidates {
         let name = candidate.name_any();
         super::status::set_disruption_reason(ctx, candidate, command.reason.as_str()).await?;
         match api.delete(&name, &DeleteParams::default()).await {
@@ -101,7 +148,7 @@ pub async fn carry_out(ctx: &Context, gathered: &Gathered, command: &Command) ->
         command.reason.metric_label(),
         command.method.consolidation_type(),
     );
-    Ok(true)
+    Ok(())
 }
 
 /// Waits until every replacement is Initialized; fails when one is deleted (its launch failed) or time runs out.

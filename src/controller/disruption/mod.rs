@@ -1,11 +1,12 @@
-//! The disruption loop: every 10 s (2 s after carrying a command out) the leader expires NodeClaims past
+//! The disruption loop: every 10 s (2 s after starting a command) the leader expires NodeClaims past
 //! `expireAfter`, writes drift and consolidation state on NodeClaims, gathers a snapshot and asks
 //! `disruption::decide` for one command; the command is checked again after 15 s on a fresh snapshot and then
-//! carried out. Nodes a method looked at and left alone get an Event saying why. Pod events (`lastPodEventTime`)
-//! are recorded every 2 s beside it.
+//! started (its replacements' launch is waited for in the background, `execute`). Nodes a method looked at and
+//! left alone get an Event saying why. Pod events (`lastPodEventTime`) are recorded every 2 s beside it.
 
 mod drift;
 mod execute;
+mod in_progress;
 mod pod_events;
 pub mod snapshot;
 pub mod status;
@@ -28,11 +29,12 @@ use crate::disruption::{decide, is_consolidatable, still_valid};
 use crate::names::{CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODEPOOL_LABEL};
 use crate::telemetry::ReconcileResult;
 use drift::DriftReference;
+use in_progress::InProgress;
 
 const POD_EVENTS_EVERY: Duration = Duration::from_secs(2);
 const PASS_EVERY: Duration = Duration::from_secs(10);
-/// After a command was carried out the next pass comes sooner, as Karpenter requeues at once: the candidates'
-/// deletion only has to reach the watch cache first (and the command after is validated again anyway).
+/// After a command was started the next pass comes sooner, as Karpenter requeues at once: the replacements'
+/// creation only has to reach the watch cache first (and the command after is validated again anyway).
 const PASS_AFTER_A_COMMAND: Duration = Duration::from_secs(2);
 /// Karpenter waits this long and decides again before it acts, so a passing lull does not disrupt.
 const VALIDATION_DELAY: Duration = Duration::from_secs(15);
@@ -51,6 +53,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
     let passes = async {
         let mut said = Said::default();
         let mut stale = HashSet::new();
+        let in_progress = InProgress::default();
         let mut next_pass = PASS_EVERY;
         loop {
             tokio::time::sleep(next_pass).await;
@@ -59,7 +62,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
                 continue;
             }
             let started = std::time::Instant::now();
-            let passed = pass(&ctx, &leadership, &mut said, &mut stale).await;
+            let passed = pass(&ctx, &leadership, &mut said, &mut stale, &in_progress).await;
             let result = if passed.is_ok() { ReconcileResult::Success } else { ReconcileResult::Error };
             ctx.metrics.reconciled("disruption", result, started.elapsed().as_secs_f64());
             match passed {
@@ -90,16 +93,17 @@ impl Said {
 /// What a pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Acted {
-    /// Deleted a command's candidates.
+    /// Started a command: its candidates are deleted, or will be once its replacements are up.
     Disrupted,
     Nothing,
 }
 
 async fn pass(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     leadership: &Leadership,
     said: &mut Said,
     stale: &mut HashSet<String>,
+    in_progress: &InProgress,
 ) -> Result<Acted, Error> {
     // Observing, these writers stay off: what the pass would carry out is reported instead (`observe`).
     let observe = ctx.settings.observe;
@@ -108,7 +112,8 @@ async fn pass(
         lift_stale_taints(ctx, stale).await?;
         super::nodepool_status::update(ctx).await?;
     }
-    let gathered = gather_now(ctx);
+    let mut gathered = gather_now(ctx);
+    in_progress.apply(&mut gathered.nodes, &mut gathered.pending);
     for (pool, why) in &gathered.refused_pools {
         if said.first_time(&format!("nodepool/{}", pool.name_any()), why) {
             tracing::warn!(nodepool = %pool.name_any(), "disruption is off for this NodePool: {why}");
@@ -177,10 +182,14 @@ async fn pass(
         return Ok(Acted::Nothing);
     }
     let Some(command) = decision.command else { return Ok(Acted::Nothing) };
+    // Pods the command would move, comparable with Karpenter's `pod-count`.
+    let pods: usize =
+        snapshot.nodes.iter().filter(|n| command.candidates.contains(&n.claim)).map(|n| n.pods.len()).sum();
     tracing::info!(
         method = ?command.method,
         decision = command.decision(),
         candidates = ?command.candidates,
+        pods,
         replacements = command.replacements.len(),
         savings_per_hour = command.candidates_price - command.replacements_price,
         "disruption found a command; checking it again in {} s",
@@ -190,14 +199,26 @@ async fn pass(
     if !leadership.is_leader() {
         return Ok(Acted::Nothing);
     }
-    let again = gather_now(ctx);
-    if let Err(why) = still_valid(&again.snapshot(ctx), &command) {
-        ctx.metrics.disruption_failed_validation(command.method.consolidation_type());
-        tracing::info!(candidates = ?command.candidates, "disruption command no longer holds: {why}");
-        return Ok(Acted::Nothing);
+    let mut again = gather_now(ctx);
+    in_progress.apply(&mut again.nodes, &mut again.pending);
+    let valid = match still_valid(&again.snapshot(ctx), &command) {
+        Ok(valid) => valid,
+        Err(why) => {
+            ctx.metrics.disruption_failed_validation(command.method.consolidation_type());
+            tracing::info!(candidates = ?command.candidates, "disruption command no longer holds: {why}");
+            return Ok(Acted::Nothing);
+        }
+    };
+    if valid.candidates.len() < command.candidates.len() {
+        tracing::info!(
+            candidates = ?valid.candidates,
+            "{} of the command's {} candidates still hold; the others stay",
+            valid.candidates.len(),
+            command.candidates.len()
+        );
     }
-    let disrupted = execute::carry_out(ctx, &again, &command).await?;
-    Ok(if disrupted { Acted::Disrupted } else { Acted::Nothing })
+    execute::start(ctx, &again, &valid, in_progress).await?;
+    Ok(Acted::Disrupted)
 }
 
 /// The cluster as disruption sees it now, drift included.
