@@ -170,7 +170,7 @@ impl<'s> Simulator<'s> {
         }
         // A pending pod that finds no place now is the provisioner's to report, not a reason to keep a node.
         if let Some(stuck) = plan.unschedulable.iter().find(|u| moving.contains(u.pod.as_str())) {
-            let note = if settling_out { self.settling_note() } else { String::new() };
+            let note = if without_settling { self.settling_note() } else { String::new() };
             return Err(format!("pod {} would have nowhere to go: {}{note}", stuck.pod, stuck.reason));
         }
         let settling_names: HashSet<&str> = if without_settling && !settling_out {

@@ -112,8 +112,7 @@ async fn pass(
         lift_stale_taints(ctx, stale).await?;
         super::nodepool_status::update(ctx).await?;
     }
-    let mut gathered = gather_now(ctx);
-    in_progress.apply(&mut gathered.nodes, &mut gathered.pending);
+    let gathered = gather_seeing(ctx, in_progress);
     for (pool, why) in &gathered.refused_pools {
         if said.first_time(&format!("nodepool/{}", pool.name_any()), why) {
             tracing::warn!(nodepool = %pool.name_any(), "disruption is off for this NodePool: {why}");
@@ -199,8 +198,7 @@ async fn pass(
     if !leadership.is_leader() {
         return Ok(Acted::Nothing);
     }
-    let mut again = gather_now(ctx);
-    in_progress.apply(&mut again.nodes, &mut again.pending);
+    let again = gather_seeing(ctx, in_progress);
     let valid = match still_valid(&again.snapshot(ctx), &command) {
         Ok(valid) => valid,
         Err(why) => {
@@ -225,6 +223,13 @@ async fn pass(
 pub fn gather_now(ctx: &Context) -> snapshot::Gathered {
     let reference = DriftReference::new(ctx);
     snapshot::gather(ctx, &|claim, node| reference.drift_of(claim, node))
+}
+
+/// As `gather_now`, with the candidates of the commands still in progress seen as going.
+fn gather_seeing(ctx: &Context, in_progress: &InProgress) -> snapshot::Gathered {
+    let mut gathered = gather_now(ctx);
+    in_progress.apply(&mut gathered.nodes, &mut gathered.pending);
+    gathered
 }
 
 /// Deletes every NodeClaim past its `expireAfter`: forceful, with no budget and no replacement launched first
