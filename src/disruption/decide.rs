@@ -393,7 +393,8 @@ fn single_node(
     let blocked = |decision: &mut Decision, node: &ManagedNode, reason: String| {
         decision.blocked.push(Blocked { claim: node.claim.clone(), reason });
     };
-    for node in interleaved_by_pool(underutilized) {
+    let order = interleaved_by_pool(underutilized);
+    for (at, &node) in order.iter().enumerate() {
         if started.elapsed() > snapshot.settings.consolidation_timeout * 3 {
             decision.timed_out.push(Method::SingleNodeConsolidation);
             break;
@@ -418,6 +419,10 @@ fn single_node(
         match found {
             Ok(command) => {
                 within_budget(&[node], Reason::Underutilized, allowance, &mut decision.blocked);
+                let deadline = started + snapshot.settings.consolidation_timeout * 3;
+                let (command, weighed) =
+                    joined_by_others(snapshot, simulator, command, node, &order[at + 1..], allowance, deadline);
+                decision.moves.extend(weighed.iter().flat_map(|w| w.moves(true)));
                 return Some(command);
             }
             Err(why) => blocked(decision, node, format!("not consolidated: {why}")),
@@ -426,12 +431,56 @@ fn single_node(
     None
 }
 
+/// Beyond Karpenter, which carries out one single-node command per pass: once one candidate's move is found, each
+/// candidate after it (within its NodePool's budget) is tried together with it, and kept while all their pods
+/// still fit on the nodes that stay plus at most one cheaper new node — the multi-node command that multi-node
+/// consolidation's prefix search missed because a candidate before them in its order did not fit. Every pod still
+/// moves once, but the nodes go in one command and one validation instead of one after the other. Returns the
+/// command and, when others joined, how the joined move was weighed.
+fn joined_by_others(
+    snapshot: &Snapshot<'_>,
+    simulator: &Simulator<'_>,
+    found: Command,
+    first: &ManagedNode,
+    rest: &[&ManagedNode],
+    allowance: &mut Allowance,
+    deadline: std::time::Instant,
+) -> (Command, Option<Weighed>) {
+    let mut together = vec![first];
+    let mut command = found;
+    let mut weighed_last = None;
+    for node in rest {
+        if together.len() >= snapshot.settings.max_multi_node_candidates || std::time::Instant::now() > deadline {
+            break;
+        }
+        if recently_replaced(snapshot, node)
+            || allowance.left(&node.nodepool, Reason::Underutilized) == 0
+            || !balanced::could_pass(snapshot, node)
+        {
+            continue;
+        }
+        together.push(node);
+        match consolidate_and_weigh(snapshot, simulator, Method::MultiNodeConsolidation, &together) {
+            (Ok(joined), weighed) => {
+                within_budget(&[node], Reason::Underutilized, allowance, &mut Vec::new());
+                command = joined;
+                weighed_last = weighed;
+            }
+            (Err(_), _) => {
+                together.pop();
+            }
+        }
+    }
+    (command, weighed_last)
+}
+
 /// Whether `command`, decided on an earlier snapshot, still holds on this one: every candidate still there and
 /// disruptable for the same reason, within budgets, and (for consolidation) the move still fits and saves at
 /// least as much. Karpenter waits 15 s and checks again before it acts; so does the controller.
 /// The command to carry out after the validation delay, checked on a fresh snapshot: the same command, or for
 /// emptiness those candidates still empty and within budget (Karpenter's emptiness validation keeps them, so a
-/// scale-down still settling does not hold back every empty node for one that got a pod); or why nothing holds.
+/// scale-down still settling does not hold back every empty node for one that got a pod) joined by the nodes that
+/// have become empty and consolidatable since; or why nothing holds.
 pub fn still_valid(snapshot: &Snapshot<'_>, command: &Command) -> Result<Command, String> {
     if command.reason == Reason::Empty {
         return still_empty(snapshot, command);
@@ -489,6 +538,16 @@ fn still_empty(snapshot: &Snapshot<'_>, command: &Command) -> Result<Command, St
             empty.push(node);
         }
     }
+    // Beyond Karpenter: nodes that became empty and quiet for consolidateAfter while the command waited go with it,
+    // where a new pass would find them only to wait out another validation delay (in a scale to zero, the nodes
+    // quiet a few seconds after the first would otherwise take two more commands).
+    empty.extend(snapshot.nodes.iter().filter(|n| {
+        !command.candidates.contains(&n.claim)
+            && n.drifted.is_none()
+            && n.pods.is_empty()
+            && disruptable(n).is_ok()
+            && is_consolidatable(snapshot, n)
+    }));
     let mut blocked = Vec::new();
     let going = within_budget(&empty, Reason::Empty, &mut allowance(snapshot), &mut blocked);
     refusals.extend(blocked.into_iter().map(|b| b.reason));

@@ -369,6 +369,45 @@ fn pods_are_not_moved_onto_a_node_whose_pods_are_still_settling() {
 }
 
 #[test]
+fn a_single_node_move_is_joined_by_the_candidates_after_it_that_fit_with_it() {
+    // `stuck` saves most per pod moved, so it heads every prefix multi-node consolidation tries, but its 7.5 CPU pod
+    // fits nowhere that stays and no cheaper general-purpose type holds it: the prefix search finds nothing.
+    // Single-node consolidation then finds `light-1`'s pod a place in `room`, and `light-2`'s fits there as well:
+    // both go in one command rather than one after the other.
+    let mut cluster = Cluster::new();
+    general_purpose_only(&mut cluster);
+    cluster.pools[0].budgets = budget("100%");
+    cluster.node("stuck", "default", "m5.2xlarge", CapacityType::OnDemand, vec![pod("a/big", 7500, 1024)]);
+    cluster.node("light-1", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/l1", 500, 512)]);
+    cluster.node("light-2", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/l2", 500, 512)]);
+    cluster
+        .node("room", "default", "m5.2xlarge", CapacityType::OnDemand, vec![pod("a/r", 1000, 1024)])
+        .do_not_disrupt = true;
+    let decision = cluster.decide();
+    assert!(blocked_reason(&decision, "stuck").starts_with("not consolidated"), "{:?}", decision.blocked);
+    let command = decision.command.expect("a command");
+    assert_eq!(command.method, Method::MultiNodeConsolidation);
+    assert_eq!(
+        (command.candidates.as_slice(), command.decision()),
+        (["light-1", "light-2"].map(String::from).as_slice(), "delete")
+    );
+    still_valid(&cluster.snapshot(), &command).expect("still valid on the same cluster");
+
+    // Room for one of them only: the other's pod goes to one new node, cheaper than the two that go.
+    let roomy = cluster.nodes[3].room.available;
+    cluster.nodes[3].room.available = roomy - pod("a/filler", 6000, 1024).request.requests;
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!(command.candidates, ["light-1", "light-2"]);
+    assert_eq!((command.decision(), command.replacements.len()), ("replace", 1), "{command:?}");
+    assert!(command.replacements_price < cluster.nodes[1].price, "{command:?}");
+
+    // Nor beyond the budget.
+    cluster.nodes[3].room.available = roomy;
+    cluster.pools[0].budgets = budget("1");
+    assert_eq!(cluster.decide().command.expect("a command").candidates, ["light-1"]);
+}
+
+#[test]
 fn every_move_weighed_is_reported_with_the_balanced_score_where_the_pool_is_balanced() {
     // A lone oversized node: single-node consolidation replaces it. The default policy approves without a score.
     let mut cluster = Cluster::new();
@@ -649,6 +688,31 @@ fn emptiness_goes_ahead_with_the_nodes_still_empty_when_one_got_a_pod() {
     cluster.pools[0].budgets = budget("1");
     let valid = still_valid(&cluster.snapshot(), &command).expect("one still empty within budget");
     assert_eq!(valid.candidates, ["e1"]);
+}
+
+#[test]
+fn emptiness_validation_takes_in_the_nodes_that_became_empty_and_quiet_meanwhile() {
+    // A scale to zero: `e1` was quiet first; by the time its command is checked again, `e2` is too. A node that
+    // is still settling, one with pods, and a drifted one (drift's to delete) stay out.
+    let mut cluster = Cluster::new();
+    cluster.pools[0].budgets = budget("100%");
+    cluster.node("e1", "default", "m5.large", CapacityType::OnDemand, vec![]);
+    for name in ["e2", "settling"] {
+        cluster.node(name, "default", "m5.large", CapacityType::OnDemand, vec![]).last_pod_event = Some(now());
+    }
+    cluster.node("busy", "default", "m5.large", CapacityType::OnDemand, vec![pod("a/b", 1000, 1024)]);
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!((command.method, command.candidates.as_slice()), (Method::Emptiness, ["e1".to_string()].as_slice()));
+    cluster.nodes[1].last_pod_event = Some(minutes_ago(2));
+    cluster.node("drifted", "default", "m5.large", CapacityType::OnDemand, vec![]).drifted =
+        Some("NodePoolDrifted".into());
+    let valid = still_valid(&cluster.snapshot(), &command).expect("still valid");
+    assert_eq!(valid.candidates, ["e1", "e2"]);
+    assert!((valid.candidates_price - 2.0 * cluster.nodes[0].price).abs() < 1e-9, "{}", valid.candidates_price);
+
+    // The budget counts those that joined; the command's own candidates come first.
+    cluster.pools[0].budgets = budget("1");
+    assert_eq!(still_valid(&cluster.snapshot(), &command).expect("still valid").candidates, ["e1"]);
 }
 
 proptest! {

@@ -1,4 +1,4 @@
-//! The disruption loop: every 10 s (2 s after starting a command) the leader expires NodeClaims past
+//! The disruption loop: every 10 s (2 s after a command was started or refused) the leader expires NodeClaims past
 //! `expireAfter`, writes drift and consolidation state on NodeClaims, gathers a snapshot and asks
 //! `disruption::decide` for one command; the command is checked again after 15 s on a fresh snapshot and then
 //! started (its replacements' launch is waited for in the background, `execute`). Nodes a method looked at and
@@ -34,7 +34,8 @@ use in_progress::InProgress;
 const POD_EVENTS_EVERY: Duration = Duration::from_secs(2);
 const PASS_EVERY: Duration = Duration::from_secs(10);
 /// After a command was started the next pass comes sooner, as Karpenter requeues at once: the replacements'
-/// creation only has to reach the watch cache first (and the command after is validated again anyway).
+/// creation only has to reach the watch cache first (and the command after is validated again anyway). So it
+/// does after a command that failed its validation: the cluster changed, and what it changed to is worth a look.
 const PASS_AFTER_A_COMMAND: Duration = Duration::from_secs(2);
 /// Karpenter waits this long and decides again before it acts, so a passing lull does not disrupt.
 const VALIDATION_DELAY: Duration = Duration::from_secs(15);
@@ -66,7 +67,7 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
             let result = if passed.is_ok() { ReconcileResult::Success } else { ReconcileResult::Error };
             ctx.metrics.reconciled("disruption", result, started.elapsed().as_secs_f64());
             match passed {
-                Ok(Acted::Disrupted) => next_pass = PASS_AFTER_A_COMMAND,
+                Ok(Acted::Disrupted | Acted::Refused) => next_pass = PASS_AFTER_A_COMMAND,
                 Ok(Acted::Nothing) => {}
                 Err(error) => tracing::warn!("disruption pass failed, retrying: {error}"),
             }
@@ -95,6 +96,8 @@ impl Said {
 enum Acted {
     /// Started a command: its candidates are deleted, or will be once its replacements are up.
     Disrupted,
+    /// Found a command that no longer held after the validation delay: the cluster changed under it.
+    Refused,
     Nothing,
 }
 
@@ -204,15 +207,16 @@ async fn pass(
         Err(why) => {
             ctx.metrics.disruption_failed_validation(command.method.consolidation_type());
             tracing::info!(candidates = ?command.candidates, "disruption command no longer holds: {why}");
-            return Ok(Acted::Nothing);
+            return Ok(Acted::Refused);
         }
     };
-    if valid.candidates.len() < command.candidates.len() {
+    if valid.candidates != command.candidates {
+        let kept = valid.candidates.iter().filter(|c| command.candidates.contains(c)).count();
         tracing::info!(
             candidates = ?valid.candidates,
-            "{} of the command's {} candidates still hold; the others stay",
-            valid.candidates.len(),
-            command.candidates.len()
+            "{kept} of the command's {} candidates still hold, {} nodes joined it",
+            command.candidates.len(),
+            valid.candidates.len() - kept
         );
     }
     execute::start(ctx, &again, &valid, in_progress).await?;
