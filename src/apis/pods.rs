@@ -22,6 +22,14 @@ pub fn is_terminating(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
 }
 
+/// When the pod began terminating: the API server sets `deletionTimestamp` to the time deletion was asked for plus
+/// the grace period, which it keeps in `deletionGracePeriodSeconds`.
+pub fn terminating_since(pod: &Pod) -> Option<jiff::Timestamp> {
+    let until = pod.metadata.deletion_timestamp.as_ref()?.0;
+    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
+    until.checked_sub(jiff::SignedDuration::from_secs(grace)).ok()
+}
+
 /// The scheduler tried and found no node: `PodScheduled=False`, reason `Unschedulable`, not bound, not
 /// nominated to a node by preemption, not a DaemonSet's.
 pub fn is_provisionable(pod: &Pod) -> bool {
@@ -84,6 +92,16 @@ status:
   phase: Pending
   conditions: [{type: PodScheduled, status: "False", reason: Unschedulable}]
 "#;
+
+    #[test]
+    fn a_pod_began_terminating_its_grace_period_before_its_deletion_timestamp() {
+        let running = pod("metadata: {name: web, namespace: shop}");
+        assert_eq!(terminating_since(&running), None);
+        let terminating = pod(r#"
+metadata: {name: web, namespace: shop, deletionTimestamp: "2026-12-06T12:00:30Z", deletionGracePeriodSeconds: 30}
+"#);
+        assert_eq!(terminating_since(&terminating), Some("2026-12-06T12:00:00Z".parse().expect("time")));
+    }
 
     #[test]
     fn an_unschedulable_pod_asks_for_a_node() {

@@ -7,31 +7,44 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
+
 use crate::disruption::ManagedNode;
 use crate::scheduling::PodRequest;
 
-/// The candidates of the commands in progress, by NodeClaim name.
+/// The candidates of the commands in progress, by NodeClaim name, and a wake-up for the loop when one ends.
 #[derive(Clone, Default)]
-pub struct InProgress(Arc<Mutex<HashSet<String>>>);
+pub struct InProgress {
+    candidates: Arc<Mutex<HashSet<String>>>,
+    ended: Arc<Notify>,
+}
 
 impl InProgress {
     pub fn add(&self, candidates: &[String]) {
-        if let Ok(mut set) = self.0.lock() {
+        if let Ok(mut set) = self.candidates.lock() {
             set.extend(candidates.iter().cloned());
         }
     }
 
+    /// The command of `candidates` has ended: they are no longer in progress, and `ended` wakes.
     pub fn remove(&self, candidates: &[String]) {
-        if let Ok(mut set) = self.0.lock() {
+        if let Ok(mut set) = self.candidates.lock() {
             for candidate in candidates {
                 set.remove(candidate);
             }
         }
+        // Kept as a permit when nobody waits yet (a pass is running): the wait after that pass returns at once.
+        self.ended.notify_one();
+    }
+
+    /// Returns once a command in progress has ended (at once when one ended since the last call).
+    pub async fn ended(&self) {
+        self.ended.notified().await;
     }
 
     /// Marks the candidates in progress as going and adds their pods to the pods needing a place.
     pub fn apply(&self, nodes: &mut [ManagedNode], pending: &mut Vec<PodRequest>) {
-        let Ok(set) = self.0.lock() else { return };
+        let Ok(set) = self.candidates.lock() else { return };
         if set.is_empty() {
             return;
         }
@@ -109,5 +122,21 @@ mod tests {
         let mut nodes = vec![node("a", &["shop/x"])];
         in_progress.apply(&mut nodes, &mut pending);
         assert!(!nodes[0].deleting && pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_command_wakes_the_loop_even_when_it_ended_while_nobody_waited() {
+        let in_progress = InProgress::default();
+        in_progress.add(&["a".to_string()]);
+        let ended = in_progress.clone();
+        let waiter = tokio::spawn(async move { ended.ended().await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "nothing has ended yet");
+        in_progress.remove(&["a".to_string()]);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.expect("woken").expect("joined");
+
+        // Ended during a pass: the next wait returns at once.
+        in_progress.remove(&["b".to_string()]);
+        tokio::time::timeout(std::time::Duration::from_secs(5), in_progress.ended()).await.expect("a permit kept");
     }
 }

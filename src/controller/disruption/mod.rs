@@ -1,8 +1,9 @@
-//! The disruption loop: every 10 s (2 s after a command was started or refused) the leader expires NodeClaims past
-//! `expireAfter`, writes drift and consolidation state on NodeClaims, gathers a snapshot and asks
-//! `disruption::decide` for one command; the command is checked again after 15 s on a fresh snapshot and then
-//! started (its replacements' launch is waited for in the background, `execute`). Nodes a method looked at and
-//! left alone get an Event saying why. Pod events (`lastPodEventTime`) are recorded every 2 s beside it.
+//! The disruption loop: every 10 s (2 s after a command was started or refused, at once when one in progress
+//! ended) the leader expires NodeClaims past `expireAfter`, writes drift and consolidation state on NodeClaims,
+//! gathers a snapshot and asks `disruption::decide` for one command; the command is checked again after 15 s on a
+//! fresh snapshot and then started (its replacements' launch is waited for in the background, `execute`). Nodes a
+//! method looked at and left alone get an Event saying why. Pod events (`lastPodEventTime`) are recorded every 2 s
+//! beside it.
 
 mod drift;
 mod execute;
@@ -57,7 +58,11 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
         let in_progress = InProgress::default();
         let mut next_pass = PASS_EVERY;
         loop {
-            tokio::time::sleep(next_pass).await;
+            // A command that ended frees budget and room: the next pass need not wait out the period.
+            tokio::select! {
+                () = tokio::time::sleep(next_pass) => {}
+                () = in_progress.ended() => {}
+            }
             next_pass = PASS_EVERY;
             if !leadership.is_leader() {
                 continue;

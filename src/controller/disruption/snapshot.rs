@@ -236,6 +236,10 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
                 }),
             }
         }
+        // A pod that began terminating is a pod event from that moment, before `lastPodEventTime` (written every
+        // 2 s, one NodeClaim at a time) shows it: a node a scale-down is emptying settles from the first pass.
+        let began_terminating =
+            bound.iter().filter(|p| !pods::is_daemonset_pod(p)).filter_map(|p| pods::terminating_since(p)).max();
         let labels = node.labels();
         let label = |key: &str| labels.get(key).or_else(|| claim.labels().get(key)).cloned().unwrap_or_default();
         let instance_type = label(INSTANCE_TYPE_LABEL);
@@ -265,7 +269,7 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
             price,
             created: timestamp(claim.metadata.creation_timestamp.as_ref()).unwrap_or_else(jiff::Timestamp::now),
             initialized_at: initialized_at.filter(|_| conditions::is_true(&status.conditions, "Initialized")),
-            last_pod_event: timestamp(status.last_pod_event_time.as_ref()),
+            last_pod_event: timestamp(status.last_pod_event_time.as_ref()).max(began_terminating),
             deleting: claim.metadata.deletion_timestamp.is_some() || being_drained(&node),
             ready: node_ready(&node),
             nominated: just_planned_onto,
