@@ -432,11 +432,11 @@ fn single_node(
 }
 
 /// Beyond Karpenter, which carries out one single-node command per pass: once one candidate's move is found, each
-/// candidate after it (within its NodePool's budget) is tried together with it, and kept while all their pods
-/// still fit on the nodes that stay plus at most one cheaper new node — the multi-node command that multi-node
-/// consolidation's prefix search missed because a candidate before them in its order did not fit. Every pod still
-/// moves once, but the nodes go in one command and one validation instead of one after the other. Returns the
-/// command and, when others joined, how the joined move was weighed.
+/// candidate after it that could be moved on its own (within its NodePool's budget) is tried together with it, and
+/// kept while all their pods still fit on the nodes that stay plus at most one cheaper new node — the multi-node
+/// command that multi-node consolidation's prefix search missed because a candidate before them in its order did
+/// not fit. The nodes go in one command and one validation instead of one after the other. Returns the command
+/// and, when others joined, how the joined move was weighed.
 fn joined_by_others(
     snapshot: &Snapshot<'_>,
     simulator: &Simulator<'_>,
@@ -453,9 +453,12 @@ fn joined_by_others(
         if together.len() >= snapshot.settings.max_multi_node_candidates || std::time::Instant::now() > deadline {
             break;
         }
+        // Only a node single-node consolidation would move on its own joins: the command then moves no pod that
+        // the single-node commands after it would not have moved.
         if recently_replaced(snapshot, node)
             || allowance.left(&node.nodepool, Reason::Underutilized) == 0
             || !balanced::could_pass(snapshot, node)
+            || consolidate(snapshot, simulator, Method::SingleNodeConsolidation, &[node]).is_err()
         {
             continue;
         }

@@ -369,22 +369,28 @@ fn pods_are_not_moved_onto_a_node_whose_pods_are_still_settling() {
 }
 
 #[test]
-fn a_single_node_move_is_joined_by_the_candidates_after_it_that_fit_with_it() {
-    // `stuck` saves most per pod moved, so it heads every prefix multi-node consolidation tries, but its 7.5 CPU pod
-    // fits nowhere that stays and no cheaper general-purpose type holds it: the prefix search finds nothing.
+fn a_single_node_move_is_joined_by_the_candidates_after_it_that_could_move_on_their_own() {
+    // `stuck` saves most per pod moved, so it heads every prefix multi-node consolidation tries, but its 15.5 CPU
+    // pod fits nowhere that stays and no cheaper general-purpose type holds it: the prefix search finds nothing.
     // Single-node consolidation then finds `light-1`'s pod a place in `room`, and `light-2`'s fits there as well:
-    // both go in one command rather than one after the other.
+    // both go in one command rather than one after the other. `rider`'s 12 GiB pod fits in no node that stays and
+    // in no type cheaper than its own, so it would not be moved on its own, and it does not join (with the two it
+    // could: one new m5.xlarge for its pod costs less than the three).
     let mut cluster = Cluster::new();
     general_purpose_only(&mut cluster);
     cluster.pools[0].budgets = budget("100%");
-    cluster.node("stuck", "default", "m5.2xlarge", CapacityType::OnDemand, vec![pod("a/big", 7500, 1024)]);
-    cluster.node("light-1", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/l1", 500, 512)]);
-    cluster.node("light-2", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/l2", 500, 512)]);
+    cluster.node("stuck", "default", "m5.4xlarge", CapacityType::OnDemand, vec![pod("a/big", 15500, 1024)]);
+    cluster.node("light-1", "default", "m5.large", CapacityType::OnDemand, vec![pod("a/l1", 500, 512)]);
+    cluster.node("light-2", "default", "m5.large", CapacityType::OnDemand, vec![pod("a/l2", 500, 512)]);
     cluster
-        .node("room", "default", "m5.2xlarge", CapacityType::OnDemand, vec![pod("a/r", 1000, 1024)])
+        .node("room", "default", "m5.2xlarge", CapacityType::OnDemand, vec![pod("a/r", 1000, 28 * 1024)])
         .do_not_disrupt = true;
+    let rider_pods = vec![pod("a/rider", 1000, 12 * 1024), pod("a/small", 100, 128)];
+    cluster.node("rider", "default", "r5.large", CapacityType::OnDemand, rider_pods);
     let decision = cluster.decide();
     assert!(blocked_reason(&decision, "stuck").starts_with("not consolidated"), "{:?}", decision.blocked);
+    let rider = held_by(&cluster, "rider");
+    assert!(rider.starts_with("not consolidated: no replacement costs at most"), "{rider}");
     let command = decision.command.expect("a command");
     assert_eq!(command.method, Method::MultiNodeConsolidation);
     assert_eq!(
@@ -393,13 +399,14 @@ fn a_single_node_move_is_joined_by_the_candidates_after_it_that_fit_with_it() {
     );
     still_valid(&cluster.snapshot(), &command).expect("still valid on the same cluster");
 
-    // Room for one of them only: the other's pod goes to one new node, cheaper than the two that go.
+    // Room for one of them only (the other would need a new node of their own type): the first goes alone.
     let roomy = cluster.nodes[3].room.available;
     cluster.nodes[3].room.available = roomy - pod("a/filler", 6000, 1024).request.requests;
     let command = cluster.decide().command.expect("a command");
-    assert_eq!(command.candidates, ["light-1", "light-2"]);
-    assert_eq!((command.decision(), command.replacements.len()), ("replace", 1), "{command:?}");
-    assert!(command.replacements_price < cluster.nodes[1].price, "{command:?}");
+    assert_eq!(
+        (command.method, command.candidates.as_slice()),
+        (Method::SingleNodeConsolidation, ["light-1".to_string()].as_slice())
+    );
 
     // Nor beyond the budget.
     cluster.nodes[3].room.available = roomy;
