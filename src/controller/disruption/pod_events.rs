@@ -30,6 +30,9 @@ impl PodEvents {
     /// Compares every node's pods with the last look; records a pod event on each NodeClaim whose set changed
     /// (and on one seen for the first time with pods and no event recorded yet).
     pub async fn update(&mut self, ctx: &Context) {
+        // The time of this look, for every change it sees: the patches go one by one, and with a hundred nodes
+        // changed at once (a scale-down) the last would otherwise be stamped seconds after the change.
+        let seen_at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
         let pods_by_node = ctx.state.pods_by_node();
         let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
         let mut alive = HashSet::new();
@@ -52,8 +55,7 @@ impl PodEvents {
                 None => any && claim.status.as_ref().is_some_and(|s| s.last_pod_event_time.is_none()),
             };
             if changed {
-                let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
-                let patch = json!({"status": {"lastPodEventTime": now}});
+                let patch = json!({"status": {"lastPodEventTime": seen_at}});
                 if let Err(error) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
                     tracing::debug!(nodeclaim = %name, "could not record a pod event: {error}");
                     // Try again next look.
