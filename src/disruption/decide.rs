@@ -399,17 +399,8 @@ fn single_node(
             decision.timed_out.push(Method::SingleNodeConsolidation);
             break;
         }
-        if recently_replaced(snapshot, node) {
-            blocked(decision, node, RECENTLY_REPLACED.into());
-            continue;
-        }
-        if allowance.left(&node.nodepool, Reason::Underutilized) == 0 {
-            within_budget(&[node], Reason::Underutilized, allowance, &mut decision.blocked);
-            continue;
-        }
-        // Deleting it outright is the best any move of it can do: if even that does not pass, skip the simulation.
-        if !balanced::could_pass(snapshot, node) {
-            blocked(decision, node, format!("not consolidated: {}", balanced::not_worth_it(node)));
+        if let Some(why) = held_before_simulating(snapshot, allowance, node) {
+            blocked(decision, node, why);
             continue;
         }
         let (found, weighed) = consolidate_and_weigh(snapshot, simulator, Method::SingleNodeConsolidation, &[node]);
@@ -427,6 +418,21 @@ fn single_node(
             }
             Err(why) => blocked(decision, node, format!("not consolidated: {why}")),
         }
+    }
+    None
+}
+
+/// What holds a candidate from a single-node move before any simulation: held as a recent replacement, its pool's
+/// budget spent, or (Balanced) not worth even deleting it outright, the best any move of it can do.
+fn held_before_simulating(snapshot: &Snapshot<'_>, allowance: &Allowance, node: &ManagedNode) -> Option<String> {
+    if recently_replaced(snapshot, node) {
+        return Some(RECENTLY_REPLACED.into());
+    }
+    if allowance.left(&node.nodepool, Reason::Underutilized) == 0 {
+        return Some(budget_exhausted(&node.nodepool, Reason::Underutilized));
+    }
+    if !balanced::could_pass(snapshot, node) {
+        return Some(format!("not consolidated: {}", balanced::not_worth_it(node)));
     }
     None
 }
@@ -455,9 +461,7 @@ fn joined_by_others(
         }
         // Only a node single-node consolidation would move on its own joins: the command then moves no pod that
         // the single-node commands after it would not have moved.
-        if recently_replaced(snapshot, node)
-            || allowance.left(&node.nodepool, Reason::Underutilized) == 0
-            || !balanced::could_pass(snapshot, node)
+        if held_before_simulating(snapshot, allowance, node).is_some()
             || consolidate(snapshot, simulator, Method::SingleNodeConsolidation, &[node]).is_err()
         {
             continue;
@@ -477,13 +481,12 @@ fn joined_by_others(
     (command, weighed_last)
 }
 
-/// Whether `command`, decided on an earlier snapshot, still holds on this one: every candidate still there and
-/// disruptable for the same reason, within budgets, and (for consolidation) the move still fits and saves at
-/// least as much. Karpenter waits 15 s and checks again before it acts; so does the controller.
-/// The command to carry out after the validation delay, checked on a fresh snapshot: the same command, or for
-/// emptiness those candidates still empty and within budget (Karpenter's emptiness validation keeps them, so a
-/// scale-down still settling does not hold back every empty node for one that got a pod) joined by the nodes that
-/// have become empty and consolidatable since; or why nothing holds.
+/// The command to carry out after the validation delay (Karpenter waits 15 s and checks again before it acts; so
+/// does the controller), checked on a fresh snapshot: the same command when every candidate is still there and
+/// disruptable for the same reason, within budgets, and (for consolidation) the move still fits and saves at least
+/// as much; for emptiness, those candidates still empty and within budget (Karpenter's emptiness validation keeps
+/// them, so a scale-down still settling does not hold back every empty node for one that got a pod) joined by the
+/// nodes that have become empty and consolidatable since; or why nothing holds.
 pub fn still_valid(snapshot: &Snapshot<'_>, command: &Command) -> Result<Command, String> {
     if command.reason == Reason::Empty {
         return still_empty(snapshot, command);
