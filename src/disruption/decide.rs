@@ -167,6 +167,7 @@ pub(super) fn delete(method: Method, reason: Reason, nodes: &[&ManagedNode]) -> 
         replacements: Vec::new(),
         candidates_price: price_of(nodes),
         replacements_price: 0.0,
+        joined: 0,
     }
 }
 
@@ -211,6 +212,7 @@ pub(super) fn replace_drifted(simulator: &Simulator<'_>, node: &ManagedNode) -> 
         replacements,
         candidates_price: node.price,
         replacements_price,
+        joined: 0,
     })
 }
 
@@ -327,6 +329,7 @@ fn fitting_move(
         replacements: replacement.into_iter().collect(),
         candidates_price,
         replacements_price,
+        joined: 0,
     })
 }
 
@@ -470,7 +473,7 @@ fn joined_by_others(
         match consolidate_and_weigh(snapshot, simulator, Method::MultiNodeConsolidation, &together) {
             (Ok(joined), weighed) => {
                 within_budget(&[node], Reason::Underutilized, allowance, &mut Vec::new());
-                command = joined;
+                command = Command { joined: together.len() - 1, ..joined };
                 weighed_last = weighed;
             }
             (Err(_), _) => {

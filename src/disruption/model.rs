@@ -253,6 +253,9 @@ pub struct Command {
     pub candidates_price: f64,
     /// $/h the replacements cost (their cheapest option).
     pub replacements_price: f64,
+    /// Candidates that joined a single-node move after it was found (`decide::joined_by_others`); 0 for a command
+    /// a method found whole. Logged, so a run's log tells the joins from multi-node's own commands.
+    pub joined: usize,
 }
 
 impl Command {

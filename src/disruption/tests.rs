@@ -397,6 +397,7 @@ fn a_single_node_move_is_joined_by_the_candidates_after_it_that_could_move_on_th
         (command.candidates.as_slice(), command.decision()),
         (["light-1", "light-2"].map(String::from).as_slice(), "delete")
     );
+    assert_eq!(command.joined, 1, "light-2 joined light-1's move");
     still_valid(&cluster.snapshot(), &command).expect("still valid on the same cluster");
 
     // Room for one of them only (the other would need a new node of their own type): the first goes alone.
@@ -407,6 +408,7 @@ fn a_single_node_move_is_joined_by_the_candidates_after_it_that_could_move_on_th
         (command.method, command.candidates.as_slice()),
         (Method::SingleNodeConsolidation, ["light-1".to_string()].as_slice())
     );
+    assert_eq!(command.joined, 0);
 
     // Nor beyond the budget.
     cluster.nodes[3].room.available = roomy;

@@ -198,6 +198,7 @@ async fn pass(
         candidates = ?command.candidates,
         pods,
         replacements = command.replacements.len(),
+        joined = command.joined,
         savings_per_hour = command.candidates_price - command.replacements_price,
         "disruption found a command; checking it again in {} s",
         VALIDATION_DELAY.as_secs()
