@@ -81,6 +81,25 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
     tokio::join!(pod_events, passes);
 }
 
+/// What a pass weighed and what held its nodes, most common reason first, for reading a run's log (a pass that
+/// finds nothing says nothing at info).
+fn log_pass(snapshot: &crate::disruption::Snapshot<'_>, decision: &crate::disruption::Decision) {
+    let mut reasons: HashMap<&str, usize> = HashMap::new();
+    for blocked in &decision.blocked {
+        *reasons.entry(blocked.reason.as_str()).or_default() += 1;
+    }
+    let mut reasons: Vec<(&str, usize)> = reasons.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    reasons.truncate(5);
+    tracing::debug!(
+        nodes = snapshot.nodes.len(),
+        evaluated = ?decision.evaluated,
+        command = decision.command.as_ref().map(|c| c.candidates.len()),
+        held = ?reasons,
+        "disruption pass decided"
+    );
+}
+
 /// What was last said about each object, so an Event is published when the reason changes, not every pass.
 #[derive(Default)]
 struct Said(HashMap<String, String>);
@@ -140,6 +159,9 @@ async fn pass(
     }
 
     let decision = decide(&snapshot);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        log_pass(&snapshot, &decision);
+    }
     for (reason, count) in &decision.eligible {
         ctx.metrics.disruption_eligible(reason.metric_label(), *count);
     }
