@@ -417,6 +417,31 @@ fn a_single_node_move_is_joined_by_the_candidates_after_it_that_could_move_on_th
 }
 
 #[test]
+fn a_node_that_can_simply_go_is_taken_before_a_replacement_found_earlier_in_the_order() {
+    // `half` (an r5.4xlarge with 44 GiB of pods) saves the most per pod moved, so single-node consolidation looks
+    // at it first: its pods fit no room that stays but fit an r5.2xlarge, a replacement at half the price.
+    // `small`'s 18 GiB fit in the room `half` has: deleting it saves a whole node and launches nothing. Together
+    // they would need an r5.4xlarge, `half`'s own type, so multi-node consolidation finds nothing.
+    let mut cluster = Cluster::new();
+    cluster.pools[0].budgets = budget("100%");
+    let pods = |name: &str, count: usize, gib: i64| -> Vec<MovablePod> {
+        (0..count).map(|i| pod(&format!("{name}/p{i}"), 500, gib * 1024)).collect()
+    };
+    cluster.node("half", "default", "r5.4xlarge", CapacityType::OnDemand, pods("half", 4, 11));
+    cluster.node("small", "default", "r5.2xlarge", CapacityType::OnDemand, pods("small", 3, 6));
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!(
+        (command.method, command.decision(), command.candidates.as_slice()),
+        (Method::SingleNodeConsolidation, "delete", ["small".to_string()].as_slice())
+    );
+
+    // Without the room, `half`'s replacement is the move.
+    cluster.nodes[0].room.available = Resources::ZERO;
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!((command.decision(), command.candidates.as_slice()), ("replace", ["half".to_string()].as_slice()));
+}
+
+#[test]
 fn every_move_weighed_is_reported_with_the_balanced_score_where_the_pool_is_balanced() {
     // A lone oversized node: single-node consolidation replaces it. The default policy approves without a score.
     let mut cluster = Cluster::new();
