@@ -137,6 +137,7 @@ fn cluster(nodes: usize, shape: &Shape) -> (Vec<ManagedNode>, PriceTable) {
             created,
             initialized_at: Some(created),
             last_pod_event: Some(created),
+            last_pod_departure: None,
             deleting: false,
             ready: true,
             nominated: false,

@@ -93,6 +93,8 @@ pub struct Context {
     /// When this process asked EC2 to terminate each NodeClaim's instance (NodeClaim name → then), until the
     /// instance is seen going: `karpenter_nodeclaims_instance_termination_duration_seconds`.
     pub instance_terminations: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// When pods last left each NodeClaim's node, as the disruption loop's pod-event looks saw it.
+    pub pod_departures: Mutex<disruption::pod_events::PodDepartures>,
     pub recorder: Recorder,
     pub metrics: Arc<crate::telemetry::Metrics>,
 }
@@ -127,6 +129,7 @@ impl Context {
             nominated: Mutex::default(),
             pod_clock: Mutex::default(),
             instance_terminations: Mutex::default(),
+            pod_departures: Mutex::default(),
             metrics,
         })
     }

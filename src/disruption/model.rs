@@ -103,6 +103,9 @@ pub struct ManagedNode {
     pub initialized_at: Option<Timestamp>,
     /// `status.lastPodEventTime`.
     pub last_pod_event: Option<Timestamp>,
+    /// The last time a pod left it (finished, deleted, or began terminating); where the controller cannot tell
+    /// (a pod event from before it began looking), its last pod event. None when no pod has left it.
+    pub last_pod_departure: Option<Timestamp>,
     /// Being deleted already.
     pub deleting: bool,
     /// Its Node is Ready (a NotReady node counts against budgets as if it were being disrupted).
@@ -203,11 +206,15 @@ impl Snapshot<'_> {
         node.quiet_since()?.checked_add(after).ok()
     }
 
-    /// Whether the node's pods changed within its NodePool's `consolidateAfter`: it is not consolidated yet, and
-    /// consolidation plans no other node's pods onto it either. Its free room may be taken by pods still arriving,
-    /// or it may be about to go itself, which moves fewer pods than filling it would.
+    /// Whether the node lost pods within its NodePool's `consolidateAfter`: consolidation plans no other node's
+    /// pods onto it. A scale-down leaves holes; the node may be about to go itself, which moves fewer pods than
+    /// filling it would. A node that only gained pods (a consolidation's move, a replacement just up) is room
+    /// like any other, so one command's moves do not hold the next back for `consolidateAfter`.
     pub fn settling(&self, node: &ManagedNode) -> bool {
-        !node.deleting && self.consolidatable_from(node).is_some_and(|from| from > self.now)
+        let Some(after) = self.pool(&node.nodepool).and_then(|p| p.consolidate_after) else { return false };
+        let Ok(after) = jiff::SignedDuration::try_from(after) else { return false };
+        !node.deleting
+            && node.last_pod_departure.and_then(|left| left.checked_add(after).ok()).is_some_and(|t| t > self.now)
     }
 }
 

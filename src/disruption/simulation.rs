@@ -1,8 +1,8 @@
 //! Where would the candidates' pods go? The pure scheduler is asked, with the candidates taken out of the cluster:
 //! the pending pods first, then the candidates' pods, against the free room of every other node (for consolidation,
-//! not of nodes still settling) and new nodes of the ready NodePools. Then what a replacement may be: only types
-//! cheaper, by the churn guard, than what it replaces, and spot → spot only when allowed and diverse enough not to
-//! fight price-capacity-optimized.
+//! not of nodes that lost pods within `consolidateAfter`) and new nodes of the ready NodePools. Then what a
+//! replacement may be: only types cheaper, by the churn guard, than what it replaces, and spot → spot only when
+//! allowed and diverse enough not to fight price-capacity-optimized.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -39,7 +39,8 @@ pub struct Simulator<'s> {
     index: HashMap<&'s str, usize>,
     /// Entries of `existing` not initialized yet (in-flight NodeClaims, nodes still starting).
     uninitialized: HashSet<String>,
-    /// Entries of `existing` whose pods are still settling (`Snapshot::settling`): no room for consolidation.
+    /// Entries of `existing` that lost pods within `consolidateAfter` (`Snapshot::settling`): no room for
+    /// consolidation.
     settling: Vec<usize>,
     /// The pending pods that have a place somewhere now (those that fit nowhere are left out of every simulation).
     pending: Vec<PodRequest>,
@@ -126,7 +127,7 @@ impl<'s> Simulator<'s> {
         self.plan(candidates, false)
     }
 
-    /// As `simulate`, for consolidation: nodes whose pods are still settling are no place to move pods to.
+    /// As `simulate`, for consolidation: nodes that lost pods within `consolidateAfter` are no place to move pods to.
     pub fn simulate_consolidation(&self, candidates: &[&ManagedNode]) -> Result<Simulated, String> {
         self.plan(candidates, true)
     }
@@ -136,7 +137,7 @@ impl<'s> Simulator<'s> {
         if self.settling.is_empty() || !self.pending.is_empty() {
             return String::new();
         }
-        format!(" ({} nodes whose pods changed within consolidateAfter are not counted as room)", self.settling.len())
+        format!(" ({} nodes that lost pods within consolidateAfter are not counted as room)", self.settling.len())
     }
 
     fn plan(&self, candidates: &[&ManagedNode], without_settling: bool) -> Result<Simulated, String> {
@@ -184,7 +185,7 @@ impl<'s> Simulator<'s> {
                 return Err(format!("pod {pod} would go to {node}, which is not initialized yet"));
             }
             if settling_names.contains(node.as_str()) {
-                return Err(format!("pod {pod} would go to {node}, whose pods changed within consolidateAfter"));
+                return Err(format!("pod {pod} would go to {node}, which lost pods within consolidateAfter"));
             }
         }
         let (new_nodes, pending_only): (Vec<NewNode>, Vec<NewNode>) =

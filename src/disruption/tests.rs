@@ -129,6 +129,7 @@ impl Cluster {
             created: minutes_ago(120),
             initialized_at: Some(minutes_ago(110)),
             last_pod_event: Some(minutes_ago(60)),
+            last_pod_departure: None,
             deleting: false,
             ready: true,
             nominated: false,
@@ -339,28 +340,32 @@ fn consolidation_looks_first_at_the_nodes_that_save_most_per_pod_moved() {
 }
 
 #[test]
-fn pods_are_not_moved_onto_a_node_whose_pods_are_still_settling() {
+fn pods_are_not_moved_onto_a_node_that_lost_pods_within_consolidate_after() {
     // Just after a scale-down: `holey` lost pods a moment ago and has room; `quiet` lost none and is a candidate.
     // Moving quiet's two pods into the hole would evict two pods for what removing holey, once it has settled,
     // does with one. No cheaper type holds 2 CPU and 8 GiB, so quiet has nowhere else to go.
     let mut cluster = Cluster::new();
     let pods = (0..2).map(|i| pod(&format!("a/q{i}"), 1000, 4096)).collect();
     cluster.node("quiet", "default", "m5.xlarge", CapacityType::OnDemand, pods);
-    cluster
-        .node("holey", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/h", 1000, 4096)])
-        .last_pod_event = Some(now());
+    let holey = cluster.node("holey", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/h", 1000, 4096)]);
+    (holey.last_pod_event, holey.last_pod_departure) = (Some(now()), Some(now()));
     let decision = cluster.decide();
     assert!(decision.command.is_none(), "{:?}", decision.command);
     let why = blocked_reason(&decision, "quiet");
-    assert!(why.contains("1 nodes whose pods changed within consolidateAfter are not counted as room"), "{why}");
+    assert!(why.contains("1 nodes that lost pods within consolidateAfter are not counted as room"), "{why}");
 
     // With a pod pending, the settling node keeps its room for it; a candidate's pod planned there is refused.
     cluster.pending = vec![pod("a/pending", 100, 128).request];
     let decision = cluster.decide();
     assert!(decision.command.is_none(), "{:?}", decision.command);
     let why = blocked_reason(&decision, "quiet");
-    assert!(why.contains("would go to holey, whose pods changed within consolidateAfter"), "{why}");
+    assert!(why.contains("would go to holey, which lost pods within consolidateAfter"), "{why}");
     cluster.pending.clear();
+
+    // A node whose pods only came (another command's moved pods, say) is room at once: quiet's pods go there.
+    cluster.nodes[1].last_pod_departure = Some(minutes_ago(2));
+    let command = cluster.decide().command.expect("a command");
+    assert_eq!((command.candidates.as_slice(), command.decision()), (["quiet".to_string()].as_slice(), "delete"));
 
     // Settled (consolidateAfter is a minute): the node cheapest to disrupt goes first, moving one pod.
     cluster.nodes[1].last_pod_event = Some(minutes_ago(2));

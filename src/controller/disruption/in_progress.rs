@@ -74,6 +74,7 @@ mod tests {
             created: jiff::Timestamp::UNIX_EPOCH,
             initialized_at: Some(jiff::Timestamp::UNIX_EPOCH),
             last_pod_event: None,
+            last_pod_departure: None,
             deleting: false,
             ready: true,
             nominated: false,

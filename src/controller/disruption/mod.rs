@@ -8,7 +8,7 @@
 mod drift;
 mod execute;
 mod in_progress;
-mod pod_events;
+pub mod pod_events;
 pub mod snapshot;
 pub mod status;
 
@@ -49,6 +49,9 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
             // Observing, the other autoscaler keeps `lastPodEventTime`.
             if leadership.is_leader() && !ctx.settings.observe {
                 events.update(&ctx).await;
+            } else {
+                events = pod_events::PodEvents::default();
+                ctx.pod_departures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).forget();
             }
         }
     };
