@@ -93,8 +93,8 @@ pub struct Context {
     /// When this process asked EC2 to terminate each NodeClaim's instance (NodeClaim name → then), until the
     /// instance is seen going: `karpenter_nodeclaims_instance_termination_duration_seconds`.
     pub instance_terminations: Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    /// When pods last left each NodeClaim's node, as the disruption loop's pod-event looks saw it.
-    pub pod_departures: Mutex<disruption::pod_events::PodDepartures>,
+    /// What the disruption loop's pod-event looks saw: each NodeClaim's pods, and when pods last left it.
+    pub pod_activity: Mutex<disruption::pod_events::PodActivity>,
     pub recorder: Recorder,
     pub metrics: Arc<crate::telemetry::Metrics>,
 }
@@ -129,7 +129,7 @@ impl Context {
             nominated: Mutex::default(),
             pod_clock: Mutex::default(),
             instance_terminations: Mutex::default(),
-            pod_departures: Mutex::default(),
+            pod_activity: Mutex::default(),
             metrics,
         })
     }

@@ -43,15 +43,13 @@ const VALIDATION_DELAY: Duration = Duration::from_secs(15);
 
 pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
     let pod_events = async {
-        let mut events = pod_events::PodEvents::default();
         loop {
             tokio::time::sleep(POD_EVENTS_EVERY).await;
             // Observing, the other autoscaler keeps `lastPodEventTime`.
             if leadership.is_leader() && !ctx.settings.observe {
-                events.update(&ctx).await;
+                pod_events::look(&ctx).await;
             } else {
-                events = pod_events::PodEvents::default();
-                ctx.pod_departures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).forget();
+                ctx.pod_activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner).forget();
             }
         }
     };

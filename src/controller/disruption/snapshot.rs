@@ -170,7 +170,8 @@ fn timestamp(time: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>
 /// Reads everything a pass needs. `drifted` gives the drift reason of a NodeClaim (computed by the caller).
 pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<String>) -> Gathered {
     let catalog = ctx.catalog();
-    let departures = ctx.pod_departures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let activity = ctx.pod_activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now = jiff::Timestamp::now();
     let (nodepools, pool_objects) = cluster_snapshot::ready_nodepools(ctx);
     let mut pools = Vec::new();
     let mut refused_pools = Vec::new();
@@ -241,7 +242,7 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         // 2 s, one NodeClaim at a time) shows it: a node a scale-down is emptying settles from the first pass.
         let began_terminating =
             bound.iter().filter(|p| !pods::is_daemonset_pod(p)).filter_map(|p| pods::terminating_since(p)).max();
-        let last_pod_event = timestamp(status.last_pod_event_time.as_ref());
+        let events = activity.times(&claim_name, timestamp(status.last_pod_event_time.as_ref()), bound, now);
         let labels = node.labels();
         let label = |key: &str| labels.get(key).or_else(|| claim.labels().get(key)).cloned().unwrap_or_default();
         let instance_type = label(INSTANCE_TYPE_LABEL);
@@ -271,8 +272,8 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
             price,
             created: timestamp(claim.metadata.creation_timestamp.as_ref()).unwrap_or_else(jiff::Timestamp::now),
             initialized_at: initialized_at.filter(|_| conditions::is_true(&status.conditions, "Initialized")),
-            last_pod_event: last_pod_event.max(began_terminating),
-            last_pod_departure: departures.last(&claim.name_any(), last_pod_event).max(began_terminating),
+            last_pod_event: events.last_event.max(began_terminating),
+            last_pod_departure: events.last_departure.max(began_terminating),
             deleting: claim.metadata.deletion_timestamp.is_some() || being_drained(&node),
             ready: node_ready(&node),
             nominated: just_planned_onto,
