@@ -201,9 +201,12 @@ impl Snapshot<'_> {
     /// When `consolidateAfter` will have passed since the node's last pod event (or its initialization); None when
     /// its NodePool never consolidates or the node has not started.
     pub fn consolidatable_from(&self, node: &ManagedNode) -> Option<Timestamp> {
-        let after = self.pool(&node.nodepool)?.consolidate_after?;
-        let after = jiff::SignedDuration::try_from(after).ok()?;
-        node.quiet_since()?.checked_add(after).ok()
+        node.quiet_since()?.checked_add(self.consolidate_after(node)?).ok()
+    }
+
+    /// The node's NodePool's `consolidateAfter`; None when it never consolidates.
+    fn consolidate_after(&self, node: &ManagedNode) -> Option<jiff::SignedDuration> {
+        jiff::SignedDuration::try_from(self.pool(&node.nodepool)?.consolidate_after?).ok()
     }
 
     /// Whether the node lost pods within its NodePool's `consolidateAfter`: consolidation plans no other node's
@@ -211,8 +214,7 @@ impl Snapshot<'_> {
     /// filling it would. A node that only gained pods (a consolidation's move, a replacement just up) is room
     /// like any other, so one command's moves do not hold the next back for `consolidateAfter`.
     pub fn settling(&self, node: &ManagedNode) -> bool {
-        let Some(after) = self.pool(&node.nodepool).and_then(|p| p.consolidate_after) else { return false };
-        let Ok(after) = jiff::SignedDuration::try_from(after) else { return false };
+        let Some(after) = self.consolidate_after(node) else { return false };
         !node.deleting
             && node.last_pod_departure.and_then(|left| left.checked_add(after).ok()).is_some_and(|t| t > self.now)
     }
