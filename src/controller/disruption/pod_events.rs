@@ -25,6 +25,9 @@ pub struct PodActivity {
     /// The pods on each NodeClaim's node at the last look, each as a hash of its key.
     seen: HashMap<String, HashSet<u64>>,
     departed: HashMap<String, Timestamp>,
+    /// When a look last saw each NodeClaim's pods change: a look patches `lastPodEventTime` one NodeClaim at a
+    /// time, and a pass in between must not read the old time beside the new pod set.
+    changed: HashMap<String, Timestamp>,
 }
 
 /// A NodeClaim's pod events as a pass should count them.
@@ -48,6 +51,7 @@ impl PodActivity {
         now: Timestamp,
     ) -> PodEventTimes {
         let departed = self.departed.get(claim).copied();
+        let last_pod_event = last_pod_event.max(self.changed.get(claim).copied());
         let mut times = match (self.looking_since, last_pod_event) {
             (Some(since), Some(event)) if event >= since => {
                 PodEventTimes { last_event: Some(event), last_departure: departed }
@@ -122,12 +126,14 @@ pub async fn look(ctx: &Context) {
                 activity.departed.insert(name.clone(), now);
             }
             if changed {
+                activity.changed.insert(name.clone(), now);
                 changes.push(name.clone());
             }
             alive.insert(name);
         }
         activity.seen.retain(|name, _| alive.contains(name));
         activity.departed.retain(|name, _| alive.contains(name));
+        activity.changed.retain(|name, _| alive.contains(name));
         activity.looking_since.get_or_insert(now);
     }
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
@@ -195,5 +201,19 @@ mod tests {
         // The last pod of a scale-down left between two looks: the node is not quiet since its last recorded event.
         let left = activity.times("a", Some(at(5)), &[], at(30));
         assert_eq!((left.last_event, left.last_departure), (Some(at(30)), Some(at(30))));
+    }
+
+    #[test]
+    fn a_change_a_look_saw_counts_before_its_patch_lands() {
+        let mut activity = PodActivity { looking_since: Some(at(0)), ..PodActivity::default() };
+        // The look at 20 saw a pod leave and is still patching other NodeClaims: the status says 5.
+        activity.seen.insert("a".into(), pod_set(&[pod("1")]));
+        activity.changed.insert("a".into(), at(20));
+        activity.departed.insert("a".into(), at(20));
+        let times = activity.times("a", Some(at(5)), &[pod("1")], at(22));
+        assert_eq!((times.last_event, times.last_departure), (Some(at(20)), Some(at(20))));
+        // Once it lands, the status is as late or later.
+        let landed = activity.times("a", Some(at(21)), &[pod("1")], at(22));
+        assert_eq!(landed.last_event, Some(at(21)));
     }
 }
