@@ -37,8 +37,9 @@ pub struct Simulator<'s> {
     prepared: Prepared<'s>,
     /// NodeClaim name → its entry in `existing`.
     index: HashMap<&'s str, usize>,
-    /// Entries of `existing` not initialized yet (in-flight NodeClaims, nodes still starting).
+    /// Entries of `existing` not initialized yet (in-flight NodeClaims, nodes still starting), by name and index.
     uninitialized: HashSet<String>,
+    uninitialized_entries: Vec<usize>,
     /// Entries of `existing` that lost pods within `consolidateAfter` (`Snapshot::settling`): no room for
     /// consolidation.
     settling: Vec<usize>,
@@ -53,6 +54,7 @@ impl<'s> Simulator<'s> {
         let mut existing: Vec<ExistingNode> = snapshot.other_room.to_vec();
         existing.extend_from_slice(snapshot.in_flight);
         let mut uninitialized: HashSet<String> = snapshot.in_flight.iter().map(|n| n.name.clone()).collect();
+        let mut uninitialized_entries: Vec<usize> = (snapshot.other_room.len()..existing.len()).collect();
         let mut index = HashMap::new();
         let mut settling = Vec::new();
         for node in snapshot.nodes {
@@ -66,6 +68,7 @@ impl<'s> Simulator<'s> {
             }
             if node.initialized_at.is_none() {
                 uninitialized.insert(room.name.clone());
+                uninitialized_entries.push(existing.len());
             }
             index.insert(node.claim.as_str(), existing.len());
             existing.push(room);
@@ -85,6 +88,7 @@ impl<'s> Simulator<'s> {
             index,
             prepared,
             uninitialized,
+            uninitialized_entries,
             settling,
             pending,
             pending_needing_new_nodes,
@@ -148,7 +152,6 @@ impl<'s> Simulator<'s> {
         let mut pods: Vec<PodRequest> = self.pending.clone();
         pods.extend(moving.iter().map(|p| (*p).clone()));
         let moving: HashSet<&str> = moving.iter().map(|p| p.id.as_str()).collect();
-        let mut existing = self.existing.borrow_mut();
         let mut taken_out: Vec<usize> =
             candidates.iter().filter_map(|c| self.index.get(c.claim.as_str()).copied()).collect();
         // With pods pending, settling nodes keep their room for them (they are planned first, as the provisioner
@@ -157,34 +160,41 @@ impl<'s> Simulator<'s> {
         if settling_out {
             taken_out.extend(&self.settling);
         }
-        let mut saved = Vec::with_capacity(taken_out.len());
-        for i in taken_out {
-            saved.push((i, existing[i].available, existing[i].capacity));
-            existing[i].available = Resources::ZERO;
-            existing[i].capacity = Resources::ZERO;
-        }
-        let plan = scheduling::solve_prepared(&Self::input(self.snapshot, &pods, &existing), &self.prepared);
-        // In reverse: an entry taken out twice (a candidate that is settling too) gets its own room back last.
-        for (i, available, capacity) in saved.into_iter().rev() {
-            existing[i].available = available;
-            existing[i].capacity = capacity;
-        }
+        let plan = self.solve_without(&pods, &taken_out, &[]);
         // A pending pod that finds no place now is the provisioner's to report, not a reason to keep a node.
         if let Some(stuck) = plan.unschedulable.iter().find(|u| moving.contains(u.pod.as_str())) {
             let note = if without_settling { self.settling_note() } else { String::new() };
             return Err(format!("pod {} would have nowhere to go: {}{note}", stuck.pod, stuck.reason));
         }
-        let settling_names: HashSet<&str> = if without_settling && !settling_out {
-            self.settling.iter().map(|&i| existing[i].name.as_str()).collect()
+        let settling_names: HashSet<String> = if without_settling && !settling_out {
+            let existing = self.existing.borrow();
+            self.settling.iter().map(|&i| existing[i].name.clone()).collect()
         } else {
             HashSet::new()
         };
+        let onto_launching = plan.existing_placements.iter().find_map(|(node, placed)| {
+            let pod = placed.iter().find(|p| moving.contains(p.as_str()))?;
+            self.uninitialized
+                .contains(node)
+                .then(|| format!("pod {pod} would go to {node}, which is not initialized yet"))
+        });
+        let plan = match onto_launching {
+            None => plan,
+            // Beyond Karpenter, which waits here: the same pods may fit on initialized nodes as well (the solver
+            // fills capacity still launching first), and then the move need not wait for it. Only with nothing
+            // pending, whose room that capacity was launched for.
+            Some(refusal) if self.pending.is_empty() => {
+                let elsewhere = self.solve_without(&pods, &taken_out, &self.uninitialized_entries);
+                if !no_worse(&elsewhere, &plan, &moving) {
+                    return Err(refusal);
+                }
+                elsewhere
+            }
+            Some(refusal) => return Err(refusal),
+        };
         for (node, placed) in &plan.existing_placements {
             let Some(pod) = placed.iter().find(|p| moving.contains(p.as_str())) else { continue };
-            if self.uninitialized.contains(node) {
-                return Err(format!("pod {pod} would go to {node}, which is not initialized yet"));
-            }
-            if settling_names.contains(node.as_str()) {
+            if settling_names.contains(node) {
                 return Err(format!("pod {pod} would go to {node}, which lost pods within consolidateAfter"));
             }
         }
@@ -194,6 +204,39 @@ impl<'s> Simulator<'s> {
             + new_nodes.iter().flat_map(|n| &n.pods).filter(|p| !moving.contains(p.as_str())).count();
         Ok(Simulated { new_nodes, pending_on_new_nodes })
     }
+
+    /// The scheduler's plan for `pods` with the entries `taken_out` emptied (no room, no capacity against limits)
+    /// and those of `no_room` without room (their capacity still counts against their NodePool's limits); put back
+    /// after.
+    fn solve_without(&self, pods: &[PodRequest], taken_out: &[usize], no_room: &[usize]) -> scheduling::Plan {
+        let mut existing = self.existing.borrow_mut();
+        let mut saved = Vec::with_capacity(taken_out.len() + no_room.len());
+        for &i in no_room {
+            saved.push((i, existing[i].available, existing[i].capacity));
+            existing[i].available = Resources::ZERO;
+        }
+        for &i in taken_out {
+            saved.push((i, existing[i].available, existing[i].capacity));
+            existing[i].available = Resources::ZERO;
+            existing[i].capacity = Resources::ZERO;
+        }
+        let plan = scheduling::solve_prepared(&Self::input(self.snapshot, pods, &existing), &self.prepared);
+        // In reverse: an entry taken out twice (a candidate that is settling too) gets its own room back last.
+        for (i, available, capacity) in saved.into_iter().rev() {
+            existing[i].available = available;
+            existing[i].capacity = capacity;
+        }
+        plan
+    }
+}
+
+/// Whether `elsewhere` places every moving pod and needs no more new nodes for them than `plan` did.
+fn no_worse(elsewhere: &scheduling::Plan, plan: &scheduling::Plan, moving: &HashSet<&str>) -> bool {
+    let new_for_moving = |p: &scheduling::Plan| {
+        p.new_nodes.iter().filter(|n| n.pods.iter().any(|pod| moving.contains(pod.as_str()))).count()
+    };
+    !elsewhere.unschedulable.iter().any(|u| moving.contains(u.pod.as_str()))
+        && new_for_moving(elsewhere) <= new_for_moving(plan)
 }
 
 /// The cheapest price of `instance_type` in any of `zones` with any of `capacity_types`.

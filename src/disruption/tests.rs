@@ -603,6 +603,12 @@ fn a_candidates_pods_are_not_moved_onto_capacity_still_launching() {
     let decision = cluster.decide();
     assert!(decision.command.is_none(), "{:?}", decision.command);
     assert!(blocked_reason(&decision, "light").contains("which is not initialized yet"), "{decision:?}");
+
+    // Beyond Karpenter: with room for the same pods on an initialized node as well (one too busy to be a candidate
+    // itself), the move does not wait for the node still starting.
+    cluster.node("busy", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/busy", 2500, 1024)]);
+    let command = cluster.decide().command.expect("light's pod goes to busy");
+    assert_eq!((command.candidates, command.replacements.len()), (vec!["light".to_string()], 0));
 }
 
 #[test]
