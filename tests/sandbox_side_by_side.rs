@@ -27,6 +27,8 @@ fn the_side_by_side_script_runs_nodesmiths_half_and_reports_every_figure() -> Re
         // A consolidation still going after 3 minutes is reported as not settled: the case checks the figures are
         // there, and keeps make test short.
         .env("SIDE_BY_SIDE_CONSOLIDATION_TIMEOUT", "180")
+        // What each disruption pass decided, in target/side-by-side-nodesmith.log, for a run that did not settle.
+        .env("NODESMITH_LOG_LEVEL", "info,nodesmith::controller::disruption=debug")
         .arg("basic:50")
         .status()?;
     ensure!(status.success(), "benches/side-by-side.sh basic:50 failed: {status}");

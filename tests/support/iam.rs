@@ -37,9 +37,15 @@ pub fn evaluate(only: Only<'_>) -> Result<IamReport> {
         Only::Session(name) => ("--session", name),
         Only::Credential(key) => ("--credential", key),
     };
-    let output = Command::new("node")
-        .arg(script)
-        .args(["--log", &get("NODESMITH_IAM_LOG")?, "--simulator", &get("NODESMITH_IAM_SIMULATOR")?, flag, value])
+    // A list of logs, as PATH is (make test runs two sandboxes and checks what both recorded).
+    let logs = get("NODESMITH_IAM_LOG")?;
+    let mut command = Command::new("node");
+    command.arg(script);
+    for log in std::env::split_paths(&logs) {
+        command.arg("--log").arg(log);
+    }
+    let output = command
+        .args(["--simulator", &get("NODESMITH_IAM_SIMULATOR")?, flag, value])
         .output()
         .context("running node (Node.js runs the IAM evaluation)")?;
     if !output.status.success() {

@@ -5,7 +5,7 @@
 //    "denies": [{"action", "resource", "operation", "decision", "count", "reasons": [...]}],
 //    "unmapped": ["service:Operation", ...], "errors": [...], "statementsUsed": [Sid, ...], "statementsUnused": [...]}
 //
-// Usage: node evaluate.mjs --log FILE [--session NAME] [--credential ACCESS_KEY_ID] [--simulator DIR]
+// Usage: node evaluate.mjs --log FILE [--log FILE ...] [--session NAME] [--credential ACCESS_KEY_ID] [--simulator DIR]
 //   --session    only requests of role sessions of this name (the controllers the tests start)
 //   --credential only requests signed with this access key (one assumption of a role: a test's own)
 //   --simulator  where `npm ci` installed this directory's package.json (default: this directory)
@@ -17,17 +17,17 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 function options(argv) {
-  const parsed = { simulator: path.dirname(fileURLToPath(import.meta.url)) }
+  const parsed = { simulator: path.dirname(fileURLToPath(import.meta.url)), logs: [] }
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]]
     if (value === undefined) throw new Error(`${flag} needs a value`)
-    if (flag === '--log') parsed.log = value
+    if (flag === '--log') parsed.logs.push(value)
     else if (flag === '--credential') parsed.credential = value
     else if (flag === '--session') parsed.session = value
     else if (flag === '--simulator') parsed.simulator = value
     else throw new Error(`unknown option ${flag}`)
   }
-  if (!parsed.log) throw new Error('--log FILE is required')
+  if (parsed.logs.length === 0) throw new Error('--log FILE is required')
   return parsed
 }
 
@@ -107,7 +107,10 @@ async function main() {
   const policySets = new Map()
   const entries = []
   const errors = []
-  for (const [index, line] of readFileSync(opts.log, 'utf8').split('\n').entries()) {
+  // Several sandboxes' logs (make test runs two): policy sets are named by their content, so one read in two logs
+  // is the same set.
+  const lines = opts.logs.flatMap((log) => readFileSync(log, 'utf8').split('\n'))
+  for (const [index, line] of lines.entries()) {
     if (!line.trim()) continue
     let entry
     try {
