@@ -181,8 +181,8 @@ impl<'s> Simulator<'s> {
         let plan = match onto_launching {
             None => plan,
             // Beyond Karpenter, which waits here: the same pods may fit on initialized nodes as well (the solver
-            // fills capacity still launching first), and then the move need not wait for it. Only with nothing
-            // pending, whose room that capacity was launched for.
+            // may have filled the capacity still launching first), and then the move need not wait for it. Only
+            // with nothing pending, for whom that capacity may have been launched.
             Some(refusal) if self.pending.is_empty() => {
                 let elsewhere = self.solve_without(&pods, &taken_out, &self.uninitialized_entries);
                 if !no_worse(&elsewhere, &plan, &moving) {
