@@ -109,14 +109,18 @@ async function main() {
   const errors = []
   // Several sandboxes' logs (make test runs two): policy sets are named by their content, so one read in two logs
   // is the same set.
-  const lines = opts.logs.flatMap((log) => readFileSync(log, 'utf8').split('\n'))
-  for (const [index, line] of lines.entries()) {
+  const lines = opts.logs.flatMap((log) =>
+    readFileSync(log, 'utf8')
+      .split('\n')
+      .map((line, index) => [`${log}:${index + 1}`, line]),
+  )
+  for (const [where, line] of lines) {
     if (!line.trim()) continue
     let entry
     try {
       entry = JSON.parse(line)
     } catch (error) {
-      errors.push(`line ${index + 1}: not JSON (${error.message})`)
+      errors.push(`${where}: not JSON (${error.message})`)
       continue
     }
     if (entry.policy_set) policySets.set(entry.policy_set, entry.documents)
