@@ -162,7 +162,7 @@ impl<'s> Simulator<'s> {
         }
         let plan = self.solve_without(&pods, &taken_out, &[]);
         // A pending pod that finds no place now is the provisioner's to report, not a reason to keep a node.
-        if let Some(stuck) = plan.unschedulable.iter().find(|u| moving.contains(u.pod.as_str())) {
+        if let Some(stuck) = stuck_moving(&plan, &moving) {
             let note = if without_settling { self.settling_note() } else { String::new() };
             return Err(format!("pod {} would have nowhere to go: {}{note}", stuck.pod, stuck.reason));
         }
@@ -199,7 +199,7 @@ impl<'s> Simulator<'s> {
             }
         }
         let (new_nodes, pending_only): (Vec<NewNode>, Vec<NewNode>) =
-            plan.new_nodes.into_iter().partition(|n| n.pods.iter().any(|p| moving.contains(p.as_str())));
+            plan.new_nodes.into_iter().partition(|n| carries_moving(n, &moving));
         let pending_on_new_nodes = pending_only.iter().map(|n| n.pods.len()).sum::<usize>()
             + new_nodes.iter().flat_map(|n| &n.pods).filter(|p| !moving.contains(p.as_str())).count();
         Ok(Simulated { new_nodes, pending_on_new_nodes })
@@ -232,11 +232,18 @@ impl<'s> Simulator<'s> {
 
 /// Whether `elsewhere` places every moving pod and needs no more new nodes for them than `plan` did.
 fn no_worse(elsewhere: &scheduling::Plan, plan: &scheduling::Plan, moving: &HashSet<&str>) -> bool {
-    let new_for_moving = |p: &scheduling::Plan| {
-        p.new_nodes.iter().filter(|n| n.pods.iter().any(|pod| moving.contains(pod.as_str()))).count()
-    };
-    !elsewhere.unschedulable.iter().any(|u| moving.contains(u.pod.as_str()))
-        && new_for_moving(elsewhere) <= new_for_moving(plan)
+    let new_for_moving = |p: &scheduling::Plan| p.new_nodes.iter().filter(|n| carries_moving(n, moving)).count();
+    stuck_moving(elsewhere, moving).is_none() && new_for_moving(elsewhere) <= new_for_moving(plan)
+}
+
+/// The first of the moving pods `plan` found no place for.
+fn stuck_moving<'p>(plan: &'p scheduling::Plan, moving: &HashSet<&str>) -> Option<&'p scheduling::UnschedulablePod> {
+    plan.unschedulable.iter().find(|u| moving.contains(u.pod.as_str()))
+}
+
+/// Whether a new node of a plan carries any of the moving pods.
+fn carries_moving(node: &NewNode, moving: &HashSet<&str>) -> bool {
+    node.pods.iter().any(|p| moving.contains(p.as_str()))
 }
 
 /// The cheapest price of `instance_type` in any of `zones` with any of `capacity_types`.
