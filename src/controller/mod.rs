@@ -2,6 +2,7 @@
 //!
 //! Every component reads the cluster from the same watch caches (`state`), and only the leader writes.
 
+pub mod batch_window;
 pub mod catalog_refresh;
 pub mod cluster_metrics;
 pub mod cluster_snapshot;

@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use tokio::sync::Notify;
 
+use super::batch_window::{Batch, PendingPodChanges};
 use super::cluster_snapshot::{Planning, pending_pods};
 use super::nominations::Nominations;
 use super::pod_clock::PodNow;
@@ -35,6 +36,12 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// for `launch_caches::SUBNET_ADDRESSES_FOR`, longer than this).
 const SUBNETS_READ_EVERY: Duration = Duration::from_secs(10);
 
+/// Passes over the pod cache at most this often (a tenth of the batch idle, if that is shorter): during a scale-out
+/// pods, nodes and NodeClaims change hundreds of times a second, and a pass per change spent most of the
+/// controller's CPU. The batch window is timed from the pod changes themselves (`PendingPodChanges`), so a pass
+/// held back does not hold back the batch.
+const PASS_GAP: Duration = Duration::from_millis(100);
+
 /// The `controller` label of the provisioner's metrics, as Karpenter names its own.
 const CONTROLLER: &str = "provisioner";
 
@@ -42,26 +49,39 @@ const CONTROLLER: &str = "provisioner";
 /// node or a NodeClaim changes (`triggers`), when the open batch is due, and at least every `RECHECK`.
 pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) {
     let wake = Arc::new(Notify::new());
-    tokio::spawn(relay(triggers, wake.clone()));
+    let pending_changes = PendingPodChanges::default();
+    tokio::spawn(relay(triggers, wake.clone(), pending_changes.clone()));
+    let pass_gap = PASS_GAP.min(ctx.settings.batch_idle / 10);
+    let mut last_pass: Option<Instant> = None;
     let mut nominations = Nominations::default();
     let mut pod_notes = PodNotes::default();
     // What an observing controller last told each NodePool (`observe::report_plan`).
     let mut pool_notes = PodNotes::default();
     let mut subnets_read: Option<Instant> = None;
-    let mut batch: Option<(Instant, Instant, HashSet<String>)> = None;
+    let mut batch: Option<Batch> = None;
     // One pass per version of the catalog: the prepared catalog borrows the version it was prepared from.
     loop {
         let catalog = ctx.catalog();
         let mut prepared: Option<PreparedCatalog<'_>> = None;
         loop {
-            let due = batch.as_ref().map(|(started, last_change, _)| {
-                (*last_change + ctx.settings.batch_idle).min(*started + ctx.settings.batch_max)
-            });
+            let (idle, max) = (ctx.settings.batch_idle, ctx.settings.batch_max);
+            let due = batch.as_ref().map(|batch| batch.due(idle, max));
             let wait = due.map_or(RECHECK, |due| due.saturating_duration_since(Instant::now()).min(RECHECK));
             tokio::select! {
                 () = wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }
+            // Changes that come meanwhile fold into this pass.
+            let hold = last_pass.map_or(Duration::ZERO, |last| {
+                let hold = (last + pass_gap).saturating_duration_since(Instant::now());
+                due.map_or(hold, |due| hold.min(due.saturating_duration_since(Instant::now())))
+            });
+            if !hold.is_zero() {
+                tokio::time::sleep(hold).await;
+            }
+            last_pass = Some(Instant::now());
+            // Taken before the pods are read: a pod change after this point is seen by the next pass.
+            let pod_changed_at = pending_changes.take();
             if !leadership.is_leader() {
                 batch = None;
                 continue;
@@ -84,20 +104,23 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
                 read_subnet_addresses_meanwhile(&ctx);
                 subnets_read = Some(now);
             }
-            let (started, last_change, seen) = batch.get_or_insert_with(|| (now, now, pending.clone()));
-            if *seen != pending {
-                *last_change = now;
-                *seen = pending;
-            }
-            if now.duration_since(*last_change) < ctx.settings.batch_idle
-                && now.duration_since(*started) < ctx.settings.batch_max
-            {
+            // When the pending pods last changed: the last pod that became pending since the previous pass, else
+            // now (a pod that stopped pending, a nomination that ended).
+            let changed_at = pod_changed_at.unwrap_or(now);
+            let gathered = match &mut batch {
+                Some(gathered) => {
+                    gathered.update(pending, changed_at);
+                    gathered
+                }
+                None => batch.insert(Batch::open(pending, changed_at)),
+            };
+            if now < gathered.due(idle, max) {
                 continue;
             }
             tracing::debug!(
-                pods = seen.len(),
-                open_ms = now.duration_since(*started).as_millis(),
-                late_ms = now.duration_since(*last_change).saturating_sub(ctx.settings.batch_idle).as_millis(),
+                pods = gathered.len(),
+                open_ms = gathered.open_for(now).as_millis(),
+                late_ms = gathered.late(now, idle).as_millis(),
                 "batch closed"
             );
             if !Arc::ptr_eq(&catalog, &ctx.catalog()) {
@@ -137,11 +160,16 @@ fn read_subnet_addresses_meanwhile(ctx: &Arc<Context>) {
 }
 
 /// Wakes the batcher at every change of a pod, node or NodeClaim; changes that arrive while it works fold into one
-/// wake-up (`Notify` keeps one permit).
-async fn relay(triggers: Triggers, wake: Arc<Notify>) {
+/// wake-up (`Notify` keeps one permit). Notes when each pending pod changed, for the batch window.
+async fn relay(triggers: Triggers, wake: Arc<Notify>, pending_changes: PendingPodChanges) {
     let Triggers { pods, nodes, nodeclaims } = triggers;
+    let pod_changes = pods.map(move |pod| {
+        if pods::is_provisionable(&pod) {
+            pending_changes.saw(Instant::now());
+        }
+    });
     let changes =
-        futures::stream::select(pods.map(|_| ()), futures::stream::select(nodes.map(|_| ()), nodeclaims.map(|_| ())));
+        futures::stream::select(pod_changes, futures::stream::select(nodes.map(|_| ()), nodeclaims.map(|_| ())));
     changes
         .for_each(|()| {
             wake.notify_one();
