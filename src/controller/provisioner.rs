@@ -37,9 +37,9 @@ const RECHECK: Duration = Duration::from_secs(1);
 const SUBNETS_READ_EVERY: Duration = Duration::from_secs(10);
 
 /// Passes over the pod cache at most this often (a tenth of the batch idle, if that is shorter): during a scale-out
-/// pods, nodes and NodeClaims change hundreds of times a second, and a pass per change spent most of the
-/// controller's CPU. The batch window is timed from the pod changes themselves (`PendingPodChanges`), so a pass
-/// held back does not hold back the batch.
+/// pods, nodes and NodeClaims change hundreds of times a second, and a pass per change took half the controller's
+/// CPU. The batch window is timed from the pod changes themselves (`PendingPodChanges`), so a pass held back does
+/// not hold back the batch.
 const PASS_GAP: Duration = Duration::from_millis(100);
 
 /// The `controller` label of the provisioner's metrics, as Karpenter names its own.
