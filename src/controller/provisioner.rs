@@ -46,7 +46,8 @@ const PASS_GAP: Duration = Duration::from_millis(100);
 const CONTROLLER: &str = "provisioner";
 
 /// Runs forever: batches pending pods and provisions for them while this replica leads. It wakes when a pod, a
-/// node or a NodeClaim changes (`triggers`), when the open batch is due, and at least every `RECHECK`.
+/// node or a NodeClaim changes (`triggers`; passes at least `PASS_GAP` apart), when the open batch is due, and at
+/// least every `RECHECK`.
 pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) {
     let wake = Arc::new(Notify::new());
     let pending_changes = PendingPodChanges::default();
