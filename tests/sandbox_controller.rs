@@ -1044,7 +1044,13 @@ async fn missing_crds_and_a_missing_lease_namespace_are_said_once_until_they_exi
             Ok(controller.is_ready().await.unwrap_or(false).then_some(()))
         })
         .await?;
-        ensure!(controller.log_lines_with("is served now; watching it") == 3, "each kind's recovery said once");
+        // Readiness and the log line come from different tasks: give the line a moment to be written.
+        let recovered = "is served now; watching it";
+        wait_until("each kind's recovery said", Duration::from_secs(10), || async {
+            Ok((controller.log_lines_with(recovered) >= 3).then_some(()))
+        })
+        .await?;
+        ensure!(controller.log_lines_with(recovered) == 3, "each kind's recovery said once");
 
         // (The JSON log escapes the quotes around the name in the sentence's start.)
         let namespace_missing = format!("does not exist, so this replica cannot lead and will change nothing. Create it (`kubectl create namespace {lease_namespace}`)");
@@ -1070,7 +1076,14 @@ async fn missing_crds_and_a_missing_lease_namespace_are_said_once_until_they_exi
             Ok((holder.as_deref() == Some(lease_namespace.as_str())).then_some(()))
         })
         .await?;
-        ensure!(controller.log_lines_with("the Lease namespace exists now") == 1, "the recovery said once");
+        // The Lease is visible to us before the controller has read its own create's answer and said so.
+        let namespace_back = "the Lease namespace exists now";
+        wait_until("the namespace's recovery said", Duration::from_secs(10), || async {
+            Ok((controller.log_lines_with(namespace_back) >= 1).then_some(()))
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        ensure!(controller.log_lines_with(namespace_back) == 1, "the recovery said once");
         anyhow::Ok(())
     }
     .await;
