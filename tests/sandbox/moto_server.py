@@ -28,6 +28,11 @@ address) after the instance is terminated; on AWS the interface made at launch g
 seconds after it. The sandbox releases it the same way, a little later, so that deleting a subnet just emptied
 of instances works as it does on AWS only once the interfaces are gone.
 
+moto reads one resource's tags by scanning every tag of every resource (describe_tags with a resource-id filter,
+copying the whole tag map each time), so DescribeInstances with a tag filter costs instances x tags: at 770
+instances it took longer than the SDK's 30 s timeout and the sandbox stopped registering Nodes. The sandbox reads
+the resource's own entry of the same map instead; the answer is the same.
+
 moto has no prices: the Pricing API and realistic spot prices are served by aws_prices.py.
 
 With SANDBOX_IAM_LOG set, every request signed by an assumed role is recorded with what AWS would authorize it as
@@ -46,8 +51,10 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.responses.fleets import Fleets
+from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.models.instances import Instance
 from moto.ec2.responses.launch_templates import LaunchTemplates
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 from moto.eks.models import Cluster
 from moto.events.models import Rule
 from moto.server import main
@@ -192,6 +199,18 @@ def release_primary_interfaces_after_termination():
     Instance.terminate = terminate
 
 
+def look_up_tags_by_resource():
+    def get_tags(self):
+        if not self.id:
+            return []
+        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(self.id), "")
+        # .get: the backend's map is a defaultdict, and reading must not add an entry.
+        tags = self.ec2_backend.tags.get(self.id, {})
+        return [{"resource_id": self.id, "key": k, "value": v, "resource_type": kind} for k, v in tags.items()]
+
+    TaggedEC2Resource.get_tags = get_tags
+
+
 def keep_the_account_in_events_sent_to_sqs():
     original = Rule._send_to_sqs_queue
 
@@ -225,6 +244,7 @@ if __name__ == "__main__":
     give_every_cluster_its_own_issuer()
     keep_the_account_in_events_sent_to_sqs()
     page_launch_templates()
+    look_up_tags_by_resource()
     honour_create_fleet_client_tokens()
     release_primary_interfaces_after_termination()
     eks_access.install()
