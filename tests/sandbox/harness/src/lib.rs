@@ -6,4 +6,5 @@ pub mod instance_node;
 pub mod kube_fault_proxy;
 pub mod registrar;
 pub mod seed;
+pub mod sqs_server;
 pub mod user_data;

@@ -1,5 +1,6 @@
 //! The sandbox harness: not part of the product. `seed` creates the demo environment in moto; `registrar` turns
-//! running moto instances into Kubernetes Nodes, as kubelets joining a real cluster would.
+//! running moto instances into Kubernetes Nodes, as kubelets joining a real cluster would; `sqs-server` serves a
+//! queue faster than moto's for benchmarks.
 #![forbid(unsafe_code)]
 
 use nodesmith_sandbox::registrar;
@@ -21,7 +22,6 @@ struct Cli {
 enum Command {
     /// Create (idempotently) the demo VPC, subnets, security group and EKS cluster in moto.
     Seed,
-    /// Keep one Node per running instance tagged for the cluster, until stopped.
     /// Write the instance-type catalog of the region (DescribeInstanceTypes + offerings) as nodesmith embeds it.
     CatalogSnapshot {
         #[arg(long)]
@@ -32,10 +32,17 @@ enum Command {
         #[arg(long)]
         instance_id: String,
     },
+    /// Keep one Node per running instance tagged for the cluster, until stopped.
     Registrar {
         /// How often moto is polled for instances.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
+    },
+    /// Serve SQS (the JSON protocol, in memory) on a loopback port until stopped, for benchmarks that moto's
+    /// queue would bound.
+    SqsServer {
+        #[arg(long)]
+        port: u16,
     },
 }
 
@@ -85,6 +92,14 @@ async fn main() -> anyhow::Result<()> {
                 .build();
             let answer = events.put_events().entries(entry).send().await?;
             eprintln!("put a spot interruption warning for {instance_id} ({} failed)", answer.failed_entry_count());
+        }
+        Command::SqsServer { port } => {
+            let region = sdk.region().map_or("us-east-1", |r| r.as_ref()).to_string();
+            let server = nodesmith_sandbox::sqs_server::start(&format!("127.0.0.1:{port}"), &region).await?;
+            eprintln!("serving SQS at {}", server.endpoint);
+            tokio::signal::ctrl_c().await?;
+            let counts = server.counts();
+            eprintln!("sent {}, received {}, deleted {}", counts.sent, counts.received, counts.deleted);
         }
         Command::Registrar { interval } => {
             let kube = kube::Client::try_default().await?;
