@@ -18,7 +18,8 @@ fn unexpected_answer(code: &str, on: &str, response: &HttpResponse) -> String {
     )
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Clone: one batched call's failure is every waiting lookup's.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CloudError {
     #[error("{action} was denied ({code}): grant {action} to the caller's IAM role{on}")]
     AccessDenied { action: &'static str, code: String, on: String },

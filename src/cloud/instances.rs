@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName};
 
+use super::describe_batch::DescribeMany;
 use super::error::CloudError;
 use crate::catalog::CapacityType;
 use crate::names::{CLUSTER_TAG_PREFIX, NODECLAIM_TAG, NODEPOOL_TAG, OWNER_TAG, cluster_tag_key};
@@ -147,15 +148,13 @@ pub async fn find_for_nodeclaim(
     Ok(found.into_iter().next())
 }
 
-/// One instance by id; `None` when EC2 no longer knows it.
-pub async fn describe_instance(
-    ec2: &aws_sdk_ec2::Client,
-    instance_id: &str,
-) -> Result<Option<InstanceSummary>, CloudError> {
-    match describe(ec2, Vec::new(), vec![instance_id.to_string()]).await {
-        Ok(found) => Ok(found.into_iter().next()),
-        Err(error) if error.is_not_found() => Ok(None),
-        Err(error) => Err(error),
+/// One-instance lookups, asked in batches (`describe_batch`) by the `instance-id` filter: an instance EC2 no longer
+/// knows is absent from the answer.
+pub struct Ec2Lookups(pub aws_sdk_ec2::Client);
+
+impl DescribeMany for Ec2Lookups {
+    async fn describe_many(&self, ids: Vec<String>) -> Result<Vec<InstanceSummary>, CloudError> {
+        describe(&self.0, vec![Filter::builder().name("instance-id").set_values(Some(ids)).build()], Vec::new()).await
     }
 }
 

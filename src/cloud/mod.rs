@@ -2,6 +2,7 @@
 //! The controller reaches them only through `provider::CloudProvider`.
 
 pub mod cluster;
+pub mod describe_batch;
 pub mod error;
 #[cfg(test)]
 pub mod fake;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::cluster::{self, ClusterFacts};
+use super::describe_batch::DescribeBatcher;
 use super::error::CloudError;
 use super::fleet::{self, FleetError, FleetRequest, LaunchedInstance};
 use super::instances::{self, InstanceSummary};
@@ -84,7 +85,12 @@ pub struct AwsCloud {
     /// The region the controller works in (IAM's client has one too, but IAM itself is global).
     region: String,
     caches: LaunchCaches,
+    /// One-instance lookups (termination's, every pass) asked together.
+    lookups: DescribeBatcher<instances::Ec2Lookups>,
 }
+
+/// How long a lookup waits for others to join its DescribeInstances call.
+const LOOKUP_WINDOW: Duration = Duration::from_millis(25);
 
 impl AwsCloud {
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
@@ -101,6 +107,7 @@ impl AwsCloud {
             sqs: aws_sdk_sqs::Client::new(sdk),
             region,
             caches: LaunchCaches::default(),
+            lookups: DescribeBatcher::new(instances::Ec2Lookups(aws_sdk_ec2::Client::new(sdk)), LOOKUP_WINDOW),
         }
     }
 }
@@ -178,7 +185,7 @@ impl CloudProvider for AwsCloud {
     }
 
     async fn describe_instance(&self, instance_id: &str) -> Result<Option<InstanceSummary>, CloudError> {
-        instances::describe_instance(&self.ec2, instance_id).await
+        self.lookups.describe(instance_id).await
     }
 
     async fn find_instance_for_nodeclaim(
