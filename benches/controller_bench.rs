@@ -456,6 +456,58 @@ impl BenchInstance {
     }
 }
 
+/// The bench's NodeClaim for `instance`, with its status, and the instance's Node; any step already done is fine.
+async fn bench_objects(
+    claims: Api<NodeClaim>,
+    nodes: Api<Node>,
+    bench: String,
+    i: usize,
+    instance: &BenchInstance,
+) -> Result<()> {
+    let name = format!("{bench}-{i}");
+    let claim: NodeClaim = serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+        "metadata": {"name": name, "labels": {"karpenter.sh/nodepool": bench, "karpenter.sh/capacity-type": "spot",
+            "node.kubernetes.io/instance-type": "t3.micro", "topology.kubernetes.io/zone": instance.zone}},
+        "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": bench},
+                 "requirements": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]}]},
+    }))?;
+    match claims.create(&PostParams::default(), &claim).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => return Err(error.into()),
+    }
+    let status = serde_json::json!({"status": {
+        "providerID": format!("aws:///{}/{}", instance.zone, instance.id),
+        "conditions": [{"type": "Launched", "status": "True", "reason": "Launched", "message": "",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    }});
+    claims.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await?;
+    // The Node as the registrar would make it, made here at once: the registrar makes one at a time.
+    match nodes.create(&PostParams::default(), &instance.node(&bench)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => return Err(error.into()),
+    }
+    Ok(())
+}
+
+/// Runs `step` again, up to three times in all, while it fails.
+async fn retried<F, Fut>(step: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match step().await {
+            Err(error) if attempt < 3 => eprintln!("retrying a bench object: {error:#}"),
+            done => return done,
+        }
+    }
+}
+
 async fn interruptions(kube: &kube::Client, count: usize) -> Result<()> {
     // New subnets of the cluster's zones: /22s hold a thousand t3.micro instances, /20s ten thousand.
     let prefix = if count > 2_500 { 20 } else { 22 };
@@ -521,30 +573,9 @@ async fn interruptions(kube: &kube::Client, count: usize) -> Result<()> {
     futures::stream::iter(instances.iter().enumerate())
         .map(|(i, instance)| {
             let (claims, nodes, bench) = (claims.clone(), nodes.clone(), bench.clone());
-            async move {
-                let name = format!("{bench}-{i}");
-                let claim: NodeClaim = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
-                    "metadata": {"name": name, "labels": {"karpenter.sh/nodepool": bench, "karpenter.sh/capacity-type": "spot",
-                        "node.kubernetes.io/instance-type": "t3.micro", "topology.kubernetes.io/zone": instance.zone}},
-                    "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": bench},
-                             "requirements": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]}]},
-                }))?;
-                claims.create(&PostParams::default(), &claim).await?;
-                let status = serde_json::json!({"status": {
-                    "providerID": format!("aws:///{}/{}", instance.zone, instance.id),
-                    "conditions": [{"type": "Launched", "status": "True", "reason": "Launched", "message": "",
-                                    "lastTransitionTime": "2026-01-01T00:00:00Z"}],
-                }});
-                claims.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await?;
-                // The Node as the registrar would make it, made here at once: the registrar makes one at a time.
-                match nodes.create(&PostParams::default(), &instance.node(&bench)).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.code == 409 => {}
-                    Err(error) => return Err(error.into()),
-                }
-                anyhow::Ok(())
-            }
+            // Each step may be repeated: a connection the API server closed under the load fails a request now and
+            // then ("connection closed before message completed").
+            retried(move || bench_objects(claims.clone(), nodes.clone(), bench.clone(), i, instance))
         })
         .buffer_unordered(32)
         .collect::<Vec<_>>()

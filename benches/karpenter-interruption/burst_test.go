@@ -161,6 +161,8 @@ func TestInterruptionBurst(t *testing.T) {
 	restConfig := rest.CopyConfig(env.Config)
 	restConfig.QPS, restConfig.Burst = 200, 300
 	manager, err := controllerruntime.NewManager(restConfig, controllerruntime.Options{
+		// Reconciles see the operator's options, as in the operator.
+		BaseContext:            func() context.Context { return ctx },
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})
