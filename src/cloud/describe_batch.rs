@@ -94,7 +94,7 @@ impl<D: DescribeMany> DescribeBatcher<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::CapacityType;
+    use crate::cloud::fake::running_instance;
 
     /// Knows every instance but those whose id ends in `gone`; records each call's ids.
     #[derive(Default)]
@@ -113,26 +113,7 @@ mod tests {
                     message: "slow down".into(),
                 });
             }
-            Ok(ids.into_iter().filter(|id| !id.ends_with("gone")).map(|id| summary(&id)).collect())
-        }
-    }
-
-    fn summary(id: &str) -> InstanceSummary {
-        InstanceSummary {
-            instance_id: id.into(),
-            instance_type: "m5.large".into(),
-            zone: "us-east-1a".into(),
-            state: "running".into(),
-            capacity_type: CapacityType::OnDemand,
-            image_id: None,
-            subnet_id: None,
-            security_group_ids: Vec::new(),
-            private_dns_name: None,
-            nodeclaim: None,
-            nodepool: None,
-            launch_time: None,
-            owning_clusters: Vec::new(),
-            owner: None,
+            Ok(ids.into_iter().filter(|id| !id.ends_with("gone")).map(|id| running_instance(&id)).collect())
         }
     }
 

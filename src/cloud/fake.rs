@@ -56,6 +56,26 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub const FAKE_CLUSTER: &str = "demo";
 
 /// What the fake's DescribeCluster answers for `name`.
+/// A running m5.large in us-east-1a with no tags.
+pub fn running_instance(id: &str) -> InstanceSummary {
+    InstanceSummary {
+        instance_id: id.into(),
+        instance_type: "m5.large".into(),
+        zone: "us-east-1a".into(),
+        state: "running".into(),
+        capacity_type: CapacityType::OnDemand,
+        image_id: None,
+        subnet_id: None,
+        security_group_ids: vec![],
+        private_dns_name: None,
+        nodeclaim: None,
+        nodepool: None,
+        launch_time: None,
+        owning_clusters: vec![],
+        owner: None,
+    }
+}
+
 pub fn cluster_facts(name: &str, endpoint: Option<&str>) -> ClusterFacts {
     ClusterFacts {
         name: name.into(),
@@ -77,25 +97,15 @@ impl FakeCloud {
     /// An instance as if launched `age` ago for `nodeclaim` (None: untagged) of pool `default` of cluster
     /// [`FAKE_CLUSTER`].
     pub fn add_instance(&self, id: &str, nodeclaim: Option<&str>, age: Duration) {
-        lock(&self.instances).insert(
-            id.to_string(),
-            InstanceSummary {
-                instance_id: id.into(),
-                instance_type: "m5.large".into(),
-                zone: "us-east-1a".into(),
-                state: "running".into(),
-                capacity_type: CapacityType::OnDemand,
-                image_id: None,
-                subnet_id: None,
-                security_group_ids: vec![],
-                private_dns_name: None,
-                nodeclaim: nodeclaim.map(str::to_string),
-                nodepool: Some("default".into()),
-                launch_time: Some(SystemTime::now() - age),
-                owning_clusters: vec![FAKE_CLUSTER.into()],
-                owner: Some(FAKE_CLUSTER.into()),
-            },
-        );
+        let instance = InstanceSummary {
+            nodeclaim: nodeclaim.map(str::to_string),
+            nodepool: Some("default".into()),
+            launch_time: Some(SystemTime::now() - age),
+            owning_clusters: vec![FAKE_CLUSTER.into()],
+            owner: Some(FAKE_CLUSTER.into()),
+            ..running_instance(id)
+        };
+        lock(&self.instances).insert(id.to_string(), instance);
     }
 
     /// CreateFleet finds no capacity for this offering from now on.
