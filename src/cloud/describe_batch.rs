@@ -51,7 +51,7 @@ impl<D: DescribeMany> DescribeBatcher<D> {
             let pending = match open.as_mut() {
                 Some(pending) => pending,
                 None => {
-                    self.spawn_call(Some(self.window));
+                    self.ask_open_batch_after(self.window);
                     open.insert(Pending { ids: Vec::new(), answer: watch::channel(None).0 })
                 }
             };
@@ -59,9 +59,12 @@ impl<D: DescribeMany> DescribeBatcher<D> {
                 pending.ids.push(instance_id.to_string());
             }
             let receiver = pending.answer.subscribe();
-            if pending.ids.len() >= MAX_IDS {
-                // Full: asked now. (Its timer, when it fires, asks whatever batch is open then, a little early.)
-                self.spawn_call(None);
+            if pending.ids.len() >= MAX_IDS
+                && let Some(full) = open.take()
+            {
+                // Asked now, and closed to further ids. (Its timer, when it fires, asks whatever batch is open
+                // then, a little early.)
+                tokio::spawn(ask(self.describe.clone(), full));
             }
             receiver
         };
@@ -76,19 +79,24 @@ impl<D: DescribeMany> DescribeBatcher<D> {
         }
     }
 
-    /// Asks for the open batch, after `delay` if given.
-    fn spawn_call(&self, delay: Option<Duration>) {
+    /// Asks for the batch open `delay` from now, if any.
+    fn ask_open_batch_after(&self, delay: Duration) {
         let (open, describe) = (self.open.clone(), self.describe.clone());
         tokio::spawn(async move {
-            if let Some(delay) = delay {
-                tokio::time::sleep(delay).await;
+            tokio::time::sleep(delay).await;
+            let pending = open.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(pending) = pending {
+                ask(describe, pending).await;
             }
-            let Some(pending) = open.lock().unwrap_or_else(PoisonError::into_inner).take() else { return };
-            let found = describe.describe_many(pending.ids).await;
-            let found = found.map(|instances| instances.into_iter().map(|i| (i.instance_id.clone(), i)).collect());
-            pending.answer.send_replace(Some(Arc::new(found)));
         });
     }
+}
+
+/// Makes a batch's call and gives its answer to every lookup waiting on it.
+async fn ask<D: DescribeMany>(describe: Arc<D>, pending: Pending) {
+    let found = describe.describe_many(pending.ids).await;
+    let found = found.map(|instances| instances.into_iter().map(|i| (i.instance_id.clone(), i)).collect());
+    pending.answer.send_replace(Some(Arc::new(found)));
 }
 
 #[cfg(test)]
@@ -145,6 +153,14 @@ mod tests {
         let calls = recording.calls.lock().expect("calls").clone();
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].len(), MAX_IDS);
+
+        // One id more than a batch holds: the first MAX_IDS are asked at once, the last waits for its own batch.
+        let ids: Vec<String> = (0..=MAX_IDS).map(|i| format!("i-again-{i}")).collect();
+        let lookups = futures::future::join_all(ids.iter().map(|id| batcher.describe(id)));
+        assert!(tokio::time::timeout(Duration::from_millis(200), lookups).await.is_err(), "the last one waits");
+        let calls = recording.calls.lock().expect("calls").clone();
+        assert_eq!(calls.len(), 2, "the full batch asked, the one left over not yet");
+        assert_eq!(calls[1].len(), MAX_IDS);
     }
 
     #[tokio::test]

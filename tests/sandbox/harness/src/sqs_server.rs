@@ -340,8 +340,12 @@ impl Server {
         // there are none to give.
         let visibility = input.get("VisibilityTimeout").and_then(Value::as_u64).map(Duration::from_secs);
         let deadline = Instant::now() + Duration::from_secs(wait);
+        let arrived = self.with_queue(&name, |queue| queue.arrived.clone())?;
         loop {
-            let (taken, arrived, next_return) = {
+            // Made before the queue is read: a message sent after that read wakes it (`notify_waiters` reaches
+            // every `Notified` that exists, polled or not).
+            let notified = arrived.notified();
+            let (taken, next_return) = {
                 let mut queues = self.lock();
                 let Queues { by_name, counts, .. } = &mut *queues;
                 let queue = by_name.get_mut(&name).ok_or_else(Failure::no_queue)?;
@@ -349,8 +353,7 @@ impl Server {
                 queue.return_expired(now);
                 let taken = queue.take(max, now + visibility.unwrap_or(queue.visibility));
                 counts.received += taken.len() as u64;
-                let next_return = queue.in_flight.values().map(|(_, at)| *at).min();
-                (taken, queue.arrived.clone(), next_return)
+                (taken, queue.in_flight.values().map(|(_, at)| *at).min())
             };
             if !taken.is_empty() || Instant::now() >= deadline {
                 let asked = asked_attributes(input);
@@ -358,7 +361,6 @@ impl Server {
                 return Ok(json!({"Messages": messages}));
             }
             // Wake for a new message, a message whose visibility ran out, or the end of the wait.
-            let notified = arrived.notified();
             let until = next_return.map_or(deadline, |at| at.min(deadline));
             tokio::select! {
                 _ = notified => {}
