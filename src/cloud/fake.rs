@@ -55,7 +55,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The cluster `add_instance`'s instances are tagged for.
 pub const FAKE_CLUSTER: &str = "demo";
 
-/// What the fake's DescribeCluster answers for `name`.
 /// A running m5.large in us-east-1a with no tags.
 pub fn running_instance(id: &str) -> InstanceSummary {
     InstanceSummary {
@@ -76,6 +75,7 @@ pub fn running_instance(id: &str) -> InstanceSummary {
     }
 }
 
+/// What the fake's DescribeCluster answers for `name`.
 pub fn cluster_facts(name: &str, endpoint: Option<&str>) -> ClusterFacts {
     ClusterFacts {
         name: name.into(),

@@ -176,24 +176,16 @@ pub async fn collect(ctx: &Context) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::CapacityType;
 
     fn instance(id: &str, claim: Option<&str>, age_secs: u64, now: SystemTime) -> InstanceSummary {
         InstanceSummary {
-            instance_id: id.into(),
-            instance_type: "m5.large".into(),
             zone: "z".into(),
-            state: "running".into(),
-            capacity_type: CapacityType::OnDemand,
-            image_id: None,
-            subnet_id: None,
-            security_group_ids: vec![],
-            private_dns_name: None,
             nodeclaim: claim.map(str::to_string),
             nodepool: Some("default".into()),
             launch_time: Some(now - Duration::from_secs(age_secs)),
             owning_clusters: vec!["demo".into()],
             owner: Some("demo".into()),
+            ..crate::cloud::fake::running_instance(id)
         }
     }
 

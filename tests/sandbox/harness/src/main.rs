@@ -1,6 +1,5 @@
 //! The sandbox harness: not part of the product. `seed` creates the demo environment in moto; `registrar` turns
-//! running moto instances into Kubernetes Nodes, as kubelets joining a real cluster would; `sqs-server` serves a
-//! queue faster than moto's for benchmarks.
+//! running moto instances into Kubernetes Nodes, as kubelets joining a real cluster would.
 #![forbid(unsafe_code)]
 
 use nodesmith_sandbox::registrar;
@@ -37,12 +36,6 @@ enum Command {
         /// How often moto is polled for instances.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
-    },
-    /// Serve SQS (the JSON protocol, in memory) on a loopback port until stopped, for benchmarks that moto's
-    /// queue would bound.
-    SqsServer {
-        #[arg(long)]
-        port: u16,
     },
 }
 
@@ -92,14 +85,6 @@ async fn main() -> anyhow::Result<()> {
                 .build();
             let answer = events.put_events().entries(entry).send().await?;
             eprintln!("put a spot interruption warning for {instance_id} ({} failed)", answer.failed_entry_count());
-        }
-        Command::SqsServer { port } => {
-            let region = sdk.region().map_or("us-east-1", |r| r.as_ref()).to_string();
-            let server = nodesmith_sandbox::sqs_server::start(&format!("127.0.0.1:{port}"), &region).await?;
-            eprintln!("serving SQS at {}", server.endpoint);
-            tokio::signal::ctrl_c().await?;
-            let counts = server.counts();
-            eprintln!("sent {}, received {}, deleted {}", counts.sent, counts.received, counts.deleted);
         }
         Command::Registrar { interval } => {
             let kube = kube::Client::try_default().await?;
