@@ -246,3 +246,38 @@ async fn node_pods_capacity_is_the_max_pods_of_the_launch_template_user_data() -
     }
     Ok(())
 }
+
+/// The cloud port sends terminations asked at about the same time to EC2 together (`cloud::batch`): each caller
+/// gets its own answer, an id EC2 does not know among them fails nobody, and every live instance ends.
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn terminations_asked_together_each_end_their_own_instance() -> Result<()> {
+    use nodesmith::cloud::{AwsCloud, CloudProvider};
+
+    let sandbox = Sandbox::connect().await?;
+    let test_id = unique_name("terminate-together");
+    let instances = run_instances(&sandbox, &test_id, InstanceType::T3Micro, 3, None).await?;
+    assert_eq!(instances.len(), 3);
+    let cloud = AwsCloud::new(&sandbox.sdk);
+    let mut asked = instances.clone();
+    asked.push("i-0123456789abcdef0".into());
+    let answers =
+        futures::future::join_all(asked.iter().map(|id| cloud.terminate_instances(std::slice::from_ref(id)))).await;
+    for (id, answer) in asked.iter().zip(answers) {
+        answer.with_context(|| format!("terminating {id}"))?;
+    }
+    let described = aws_sdk_ec2::Client::new(&sandbox.sdk)
+        .describe_instances()
+        .set_instance_ids(Some(instances.clone()))
+        .send()
+        .await?;
+    let states: Vec<String> = described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| Some(i.state()?.name()?.as_str().to_string()))
+        .collect();
+    assert_eq!(states.len(), 3, "{states:?}");
+    assert!(states.iter().all(|s| s == "shutting-down" || s == "terminated"), "{states:?}");
+    Ok(())
+}

@@ -1,10 +1,11 @@
 //! The instances the controller launched: found by their tags (never by a state file), described, terminated.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName};
 
-use super::describe_batch::DescribeMany;
+use super::batch::BatchCall;
 use super::error::CloudError;
 use crate::catalog::CapacityType;
 use crate::names::{CLUSTER_TAG_PREFIX, NODECLAIM_TAG, NODEPOOL_TAG, OWNER_TAG, cluster_tag_key};
@@ -148,13 +149,43 @@ pub async fn find_for_nodeclaim(
     Ok(found.into_iter().next())
 }
 
-/// One-instance lookups, asked in batches (`describe_batch`) by the `instance-id` filter: an instance EC2 no longer
-/// knows is absent from the answer.
+/// One-instance lookups, asked in batches (`batch`) by the `instance-id` filter rather than by ids: an instance EC2
+/// no longer knows is then absent from the answer, where by ids it would fail the whole call.
 pub struct Ec2Lookups(pub aws_sdk_ec2::Client);
 
-impl DescribeMany for Ec2Lookups {
-    async fn describe_many(&self, ids: Vec<String>) -> Result<Vec<InstanceSummary>, CloudError> {
-        describe(&self.0, vec![Filter::builder().name("instance-id").set_values(Some(ids)).build()], Vec::new()).await
+impl BatchCall for Ec2Lookups {
+    type Answer = InstanceSummary;
+    const ACTION: &'static str = "ec2:DescribeInstances";
+    /// EC2 takes up to 200 values in one filter.
+    const MAX_IDS: usize = 200;
+
+    async fn call(&self, ids: Vec<String>) -> Result<HashMap<String, InstanceSummary>, CloudError> {
+        let filters = vec![Filter::builder().name("instance-id").set_values(Some(ids)).build()];
+        let found = describe(&self.0, filters, Vec::new()).await?;
+        Ok(found.into_iter().map(|i| (i.instance_id.clone(), i)).collect())
+    }
+}
+
+/// One-instance terminations, asked in batches (`batch`). Ids EC2 no longer knows count as done (see `terminate`);
+/// when the call fails otherwise (one instance the policy denies, say), each id is tried alone, so that one
+/// instance's error is its own.
+pub struct Ec2Terminations(pub aws_sdk_ec2::Client);
+
+impl BatchCall for Ec2Terminations {
+    type Answer = Result<(), CloudError>;
+    const ACTION: &'static str = "ec2:TerminateInstances";
+    const MAX_IDS: usize = TERMINATE_BATCH;
+
+    async fn call(&self, ids: Vec<String>) -> Result<HashMap<String, Result<(), CloudError>>, CloudError> {
+        match terminate(&self.0, &ids).await {
+            Ok(()) => Ok(ids.into_iter().map(|id| (id, Ok(()))).collect()),
+            Err(error) if ids.len() == 1 => Err(error),
+            Err(_) => {
+                let alone = ids.iter().map(|id| terminate(&self.0, std::slice::from_ref(id)));
+                let outcomes = futures::future::join_all(alone).await;
+                Ok(ids.into_iter().zip(outcomes).collect())
+            }
+        }
     }
 }
 

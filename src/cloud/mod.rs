@@ -1,8 +1,8 @@
 //! The AWS side of nodesmith: every EC2, EKS, IAM, SSM, SQS and Pricing call the controller and the offline commands make.
 //! The controller reaches them only through `provider::CloudProvider`.
 
+pub mod batch;
 pub mod cluster;
-pub mod describe_batch;
 pub mod error;
 #[cfg(test)]
 pub mod fake;

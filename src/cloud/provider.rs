@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use super::batch::Batcher;
 use super::cluster::{self, ClusterFacts};
-use super::describe_batch::DescribeBatcher;
 use super::error::CloudError;
 use super::fleet::{self, FleetError, FleetRequest, LaunchedInstance};
 use super::instances::{self, InstanceSummary};
@@ -86,11 +86,16 @@ pub struct AwsCloud {
     region: String,
     caches: LaunchCaches,
     /// One-instance lookups (termination's, every pass) asked together.
-    lookups: DescribeBatcher<instances::Ec2Lookups>,
+    lookups: Batcher<instances::Ec2Lookups>,
+    /// One-instance terminations (a burst of interruptions, a consolidation) asked together.
+    terminations: Batcher<instances::Ec2Terminations>,
 }
 
 /// How long a lookup waits for others to join its DescribeInstances call.
 const LOOKUP_WINDOW: Duration = Duration::from_millis(25);
+/// How long a termination waits for others to join its TerminateInstances call (Karpenter's batcher waits 100 ms
+/// for the next one, up to 1 s).
+const TERMINATE_WINDOW: Duration = Duration::from_millis(100);
 
 impl AwsCloud {
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
@@ -107,7 +112,8 @@ impl AwsCloud {
             sqs: aws_sdk_sqs::Client::new(sdk),
             region,
             caches: LaunchCaches::default(),
-            lookups: DescribeBatcher::new(instances::Ec2Lookups(aws_sdk_ec2::Client::new(sdk)), LOOKUP_WINDOW),
+            lookups: Batcher::new(instances::Ec2Lookups(aws_sdk_ec2::Client::new(sdk)), LOOKUP_WINDOW),
+            terminations: Batcher::new(instances::Ec2Terminations(aws_sdk_ec2::Client::new(sdk)), TERMINATE_WINDOW),
         }
     }
 }
@@ -185,7 +191,7 @@ impl CloudProvider for AwsCloud {
     }
 
     async fn describe_instance(&self, instance_id: &str) -> Result<Option<InstanceSummary>, CloudError> {
-        self.lookups.describe(instance_id).await
+        self.lookups.ask(instance_id).await
     }
 
     async fn find_instance_for_nodeclaim(
@@ -201,7 +207,11 @@ impl CloudProvider for AwsCloud {
     }
 
     async fn terminate_instances(&self, instance_ids: &[String]) -> Result<(), CloudError> {
-        instances::terminate(&self.ec2, instance_ids).await
+        match instance_ids {
+            [one] => self.terminations.ask(one).await?.unwrap_or(Ok(())),
+            // A caller's own batch (garbage collection's leaked instances) goes as it is.
+            many => instances::terminate_all(&self.ec2, many).await,
+        }
     }
 
     async fn queue_url(&self, queue: &str) -> Result<String, CloudError> {

@@ -5,7 +5,7 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeN
 use super::error::CloudError;
 
 /// Messages per receive (SQS's maximum) and the long-poll wait.
-const MAX_MESSAGES: i32 = 10;
+pub const MAX_MESSAGES: i32 = 10;
 const WAIT_TIME_SECONDS: i32 = 20;
 
 /// One message as the interruption engine needs it.
