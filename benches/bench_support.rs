@@ -20,9 +20,18 @@ where
     Fut: std::future::Future<Output = Result<Option<T>>>,
 {
     let deadline = Instant::now() + timeout;
+    let mut failures = 0;
     loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => failures = 0,
+            // A connection the API server closed under load fails one look now and then ("connection closed
+            // before message completed"): looked again; five failures in a row are the answer.
+            Err(error) if failures < 4 => {
+                failures += 1;
+                eprintln!("waiting for {what}, looking again: {error:#}");
+            }
+            Err(error) => return Err(error),
         }
         if Instant::now() > deadline {
             bail!("timed out after {timeout:?} waiting for {what}");

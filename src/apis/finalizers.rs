@@ -1,9 +1,14 @@
-//! Adding and removing one finalizer without dropping anyone else's. A merge patch replaces the whole list, so
-//! each one carries the resourceVersion the list was read at: if another writer changed the object since, the
-//! API server refuses it (409) instead of losing their finalizer.
+//! Adding and removing one finalizer without dropping anyone else's. Both replace the whole list, so each holds
+//! only if the list is still what was read. Adding (a merge patch) carries the resourceVersion it was read at: if
+//! another writer changed the object since, the API server refuses it (409). Removing (a JSON patch) tests the
+//! list itself: a change elsewhere in the object since (a kubelet's heartbeat on a Node, every few seconds) does
+//! not fail it, where a resourceVersion would fail it for as long as the copy read lags behind the API server
+//! (after a burst, for minutes); a changed list fails it (422, `is_stale_list`).
 
 use std::fmt::Debug;
 
+use json_patch::jsonptr::Pointer;
+use json_patch::{PatchOperation, ReplaceOperation, TestOperation};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -28,14 +33,24 @@ pub fn adding<K: Resource>(object: &K, finalizer: &str) -> Option<Value> {
     Some(json!({"metadata": {"finalizers": finalizers, "resourceVersion": object.resource_version()}}))
 }
 
-/// The merge patch that removes `finalizer` from `object`, or None if it does not have it.
-pub fn removing<K: Resource>(object: &K, finalizer: &str) -> Option<Value> {
+/// The JSON patch that removes `finalizer` from `object`, or None if it does not have it: it holds only while the
+/// object's finalizers are still those of `object`.
+pub fn removing<K: Resource>(object: &K, finalizer: &str) -> Option<Patch<()>> {
     if !has(object, finalizer) {
         return None;
     }
     let finalizers = object.finalizers();
     let kept: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
-    Some(json!({"metadata": {"finalizers": kept, "resourceVersion": object.resource_version()}}))
+    let path = || Pointer::from_static("/metadata/finalizers").to_buf();
+    Some(Patch::Json(json_patch::Patch(vec![
+        PatchOperation::Test(TestOperation { path: path(), value: json!(finalizers) }),
+        PatchOperation::Replace(ReplaceOperation { path: path(), value: json!(kept) }),
+    ])))
+}
+
+/// The API server's answer to a `removing` patch whose list changed since it was read: its test failed.
+pub fn is_stale_list(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 422)
 }
 
 /// Removes `finalizer` from the object called `name`, reading it again after a conflict. Ok when the object, or
@@ -49,10 +64,10 @@ where
     loop {
         let Some(object) = api.get_opt(name).await? else { return Ok(()) };
         let Some(patch) = removing(&object, finalizer) else { return Ok(()) };
-        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api.patch(name, &PatchParams::default(), &patch).await {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 409 && attempt < CONFLICT_RETRIES => attempt += 1,
+            Err(error) if is_stale_list(&error) && attempt < CONFLICT_RETRIES => attempt += 1,
             Err(error) => return Err(error),
         }
     }
@@ -78,10 +93,17 @@ mod tests {
     }
 
     #[test]
-    fn removing_keeps_other_finalizers_and_pins_the_version_read() {
+    fn removing_keeps_other_finalizers_and_holds_only_on_the_list_read() {
         let patch = removing(&node(&["other.io/keep", "karpenter.sh/termination"]), "karpenter.sh/termination");
-        assert_eq!(patch, Some(json!({"metadata": {"finalizers": ["other.io/keep"], "resourceVersion": "42"}})));
-        assert_eq!(removing(&node(&["other.io/keep"]), "karpenter.sh/termination"), None);
+        let Some(Patch::Json(operations)) = patch else { panic!("a JSON patch: {patch:?}") };
+        assert_eq!(
+            serde_json::to_value(operations).expect("serializable"),
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": ["other.io/keep", "karpenter.sh/termination"]},
+                {"op": "replace", "path": "/metadata/finalizers", "value": ["other.io/keep"]},
+            ])
+        );
+        assert!(removing(&node(&["other.io/keep"]), "karpenter.sh/termination").is_none());
     }
 
     #[test]

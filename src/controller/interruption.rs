@@ -35,6 +35,9 @@ const POLLERS: usize = 4;
 /// take 18 s at 4 x 10 per round.
 const IN_FLIGHT: usize = 200;
 
+/// Interruption Events being recorded at once (each is a request, and a connection, to the API server).
+static EVENTS_IN_FLIGHT: Semaphore = Semaphore::const_new(100);
+
 /// What to do on a rebalance recommendation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RebalancePolicy {
@@ -241,27 +244,23 @@ async fn handle(
             Interruption::Ignored { .. } => continue,
         };
         tracing::info!(nodeclaim = %claim.name_any(), instance_id, reason, "interruption");
-        // The Events go beside the deletion, not before it: in a burst each API call is the wait of every message
-        // behind it (three calls one after another made a burst of 1,000 take 23 s).
-        let deleting = async {
-            if !replace || claim.metadata.deletion_timestamp.is_some() {
-                return Ok(());
+        // The Events are recorded on their own time, as client-go's recorder does for Karpenter: in a burst each
+        // API call the handler waits for is the wait of every message behind it.
+        publish(ctx, claim, reason, note);
+        if !replace || claim.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+        match api.delete(&claim.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {
+                // Karpenter's reason label for an interruption is the message's kind.
+                let label = |key: &str| claim.labels().get(key).cloned().unwrap_or_default();
+                let (pool, capacity) = (label(NODEPOOL_LABEL), label(CAPACITY_TYPE_LABEL));
+                ctx.metrics.nodeclaim_disrupted(interruption.kind(), &pool, &capacity);
             }
-            let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
-            match api.delete(&claim.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {
-                    // Karpenter's reason label for an interruption is the message's kind.
-                    let label = |key: &str| claim.labels().get(key).cloned().unwrap_or_default();
-                    let (pool, capacity) = (label(NODEPOOL_LABEL), label(CAPACITY_TYPE_LABEL));
-                    ctx.metrics.nodeclaim_disrupted(interruption.kind(), &pool, &capacity);
-                    Ok(())
-                }
-                Err(error) if super::is_not_found(&error) => Ok(()),
-                Err(error) => Err(Error::from(error)),
-            }
-        };
-        let ((), deleted) = tokio::join!(publish(ctx, claim, reason, note), deleting);
-        deleted?;
+            Err(error) if super::is_not_found(&error) => {}
+            Err(error) => return Err(Error::from(error)),
+        }
     }
     Ok(())
 }
@@ -288,16 +287,21 @@ fn mark_spot_offering_unavailable(ctx: &Context, claim: &NodeClaim) {
     }
 }
 
-/// The same Event on the NodeClaim and on its Node.
-async fn publish(ctx: &Context, claim: &NodeClaim, reason: &str, note: &str) {
+/// The same Event on the NodeClaim and on its Node, recorded by a task of its own.
+fn publish(ctx: &Context, claim: &NodeClaim, reason: &'static str, note: &'static str) {
     let mut references = vec![claim.object_ref(&())];
     if let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.as_deref()).and_then(|n| ctx.state.node(n)) {
         references.push(Node::object_ref(&node, &()));
     }
-    let publishing = references
-        .iter()
-        .map(|reference| events::publish(&ctx.recorder, reference, EventType::Warning, reason, "Interruption", note));
-    futures::future::join_all(publishing).await;
+    let recorder = ctx.recorder.clone();
+    tokio::spawn(async move {
+        // Waits its turn rather than open a connection per Event when a burst of thousands comes.
+        let Ok(_turn) = EVENTS_IN_FLIGHT.acquire().await else { return };
+        let publishing = references
+            .iter()
+            .map(|reference| events::publish(&recorder, reference, EventType::Warning, reason, "Interruption", note));
+        futures::future::join_all(publishing).await;
+    });
 }
 
 #[cfg(test)]

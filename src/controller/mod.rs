@@ -7,6 +7,7 @@ pub mod catalog_refresh;
 pub mod cluster_metrics;
 pub mod cluster_snapshot;
 pub mod conditions;
+pub mod conflict_backoff;
 pub mod disruption;
 pub mod events;
 pub mod garbage_collection;
@@ -186,13 +187,16 @@ pub enum Error {
     Launch(#[from] launch::LaunchError),
     #[error("{0}")]
     Invalid(String),
+    #[error("the finalizers of {0} changed since they were read")]
+    StaleFinalizers(String),
 }
 
 impl Error {
-    /// Another writer changed the object after it was read (409 Conflict): expected now and then, and the retry
-    /// works from the fresh copy.
+    /// Another writer changed the object after it was read (409 Conflict, or its finalizers for a finalizer's
+    /// removal): expected now and then, and the retry works from the fresh copy.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Kube(kube::Error::Api(status)) if status.code == 409)
+            || matches!(self, Self::StaleFinalizers(_))
     }
 }
 

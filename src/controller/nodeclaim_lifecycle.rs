@@ -19,6 +19,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
 use serde_json::json;
 
+use super::conflict_backoff::ConflictBackoff;
 use super::leader::Leadership;
 use super::state::ClusterState;
 use super::{Context, Error, cluster_snapshot, conditions, events, launch, termination};
@@ -39,6 +40,7 @@ const NODE_WAIT_RECHECK: Duration = Duration::from_secs(10);
 pub struct Reconciler {
     pub ctx: Arc<Context>,
     pub leadership: Leadership,
+    pub conflicts: ConflictBackoff,
 }
 
 /// Reconciles every NodeClaim as it changes, and as the Node launched for it appears and changes (registration
@@ -53,11 +55,17 @@ pub async fn run(
     Controller::for_shared_stream(nodeclaims, ctx.state.nodeclaims.clone())
         .watches_shared_stream(nodes, move |node| claim_of(&claims, &node).map(|claim| ObjectRef::from_obj(&*claim)))
         .run(
-            |claim, r: Arc<Reconciler>| {
-                super::measured(r.ctx.metrics.clone(), "nodeclaim.lifecycle", reconcile(claim, r))
+            |claim, r: Arc<Reconciler>| async move {
+                let name = claim.name_any();
+                let reconciled =
+                    super::measured(r.ctx.metrics.clone(), "nodeclaim.lifecycle", reconcile(claim, r.clone())).await;
+                if reconciled.is_ok() {
+                    r.conflicts.forget(&name);
+                }
+                reconciled
             },
             error_policy,
-            Arc::new(Reconciler { ctx, leadership }),
+            Arc::new(Reconciler { ctx, leadership, conflicts: ConflictBackoff::default() }),
         )
         .for_each(|_| async {})
         .await;
@@ -69,19 +77,17 @@ fn claim_of(claims: &Store<NodeClaim>, node: &Node) -> Option<Arc<NodeClaim>> {
     claims.find(|c| c.status.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(provider_id))
 }
 
-/// A lost race (the Node changed while it was being registered, the kubelet updating its status) is retried at
-/// once and quietly; anything else is worth a warning and a pause.
-fn error_policy(claim: Arc<NodeClaim>, error: &Error, _: Arc<Reconciler>) -> Action {
+/// A lost race (the Node changed while it was being registered, the kubelet updating its status) is retried
+/// quietly, when the watch brings the newer copy or after a wait that grows with each conflict in a row; anything
+/// else is worth a warning and a pause.
+fn error_policy(claim: Arc<NodeClaim>, error: &Error, r: Arc<Reconciler>) -> Action {
     if error.is_conflict() {
         tracing::debug!(nodeclaim = %claim.name_any(), "changed by another writer meanwhile, retrying: {error}");
-        return Action::requeue(CONFLICT_RETRY);
+        return Action::requeue(r.conflicts.next(&claim.name_any()));
     }
     tracing::warn!(nodeclaim = %claim.name_any(), "reconcile failed, retrying: {error}");
     Action::requeue(Duration::from_secs(5))
 }
-
-/// Long enough for the watch to bring the fresh copy the retry works from.
-const CONFLICT_RETRY: Duration = Duration::from_millis(250);
 
 fn age(claim: &NodeClaim, now: Timestamp) -> Duration {
     let Some(created) = claim.metadata.creation_timestamp.as_ref() else { return Duration::ZERO };

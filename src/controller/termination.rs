@@ -137,9 +137,9 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
     }
     if let Some(node) = &node {
         let nodes: Api<Node> = Api::all(ctx.kube.clone());
-        // From the copy this pass read: a 409 (changed since) fails the pass, and the next one has the newer copy.
+        // From the finalizers this pass read: a list changed since fails the pass, and the next one has the newer.
         if let Some(patch) = finalizers::removing(node.as_ref(), TERMINATION_FINALIZER) {
-            match nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+            match nodes.patch(&node.name_any(), &PatchParams::default(), &patch).await {
                 // The node's termination ends here, as Karpenter counts it: its finalizer is off. (The Node may
                 // already be deleted, by the cloud's node lifecycle once the instance went.)
                 Ok(_) => {
@@ -153,6 +153,7 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
                     ctx.metrics.node_terminated(nodepool_of(claim), zone, termination, lifetime);
                 }
                 Err(error) if super::is_not_found(&error) => {}
+                Err(error) if finalizers::is_stale_list(&error) => return Err(Error::StaleFinalizers(node.name_any())),
                 Err(error) => return Err(error.into()),
             }
         }
@@ -165,9 +166,10 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
 
     let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
     if let Some(patch) = finalizers::removing(claim, TERMINATION_FINALIZER) {
-        match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        match api.patch(&name, &PatchParams::default(), &patch).await {
             Ok(_) => {}
             Err(error) if super::is_not_found(&error) => {}
+            Err(error) if finalizers::is_stale_list(&error) => return Err(Error::StaleFinalizers(name)),
             Err(error) => return Err(error.into()),
         }
     }
