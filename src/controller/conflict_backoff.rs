@@ -12,6 +12,9 @@ use std::time::Duration;
 
 const FIRST: Duration = Duration::from_millis(250);
 const LONGEST: Duration = Duration::from_secs(30);
+/// Counts kept at most: an object deleted by someone else right after a conflict is never forgotten by a success,
+/// so past this many the counts start again rather than grow for the life of the process.
+const KEPT: usize = 10_000;
 
 #[derive(Default)]
 pub struct ConflictBackoff {
@@ -23,6 +26,9 @@ impl ConflictBackoff {
     /// The wait after one more conflict on `name`: 250 ms, then twice the last, up to 30 s, plus up to a quarter.
     pub fn next(&self, name: &str) -> Duration {
         let mut in_a_row = self.in_a_row.lock().unwrap_or_else(PoisonError::into_inner);
+        if in_a_row.len() >= KEPT && !in_a_row.contains_key(name) {
+            in_a_row.clear();
+        }
         let count = in_a_row.entry(name.to_string()).or_default();
         *count = count.saturating_add(1);
         let wait = FIRST.saturating_mul(1 << (*count - 1).min(16)).min(LONGEST);

@@ -7,12 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Semaphore;
-
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
+use tokio::sync::Semaphore;
 
 use super::leader::Leadership;
 use super::{Context, Error, events};
@@ -90,6 +89,10 @@ async fn poll(
                 continue;
             }
         };
+        if received.parsed.is_empty() && received.done.is_empty() {
+            // The long poll ended with nothing.
+            continue;
+        }
         let (ctx, url) = (ctx.clone(), url.to_string());
         tokio::spawn(async move {
             let cloud = ctx.cloud(CONTROLLER);
@@ -132,6 +135,7 @@ impl Received {
     }
 }
 
+/// One receive from the queue, its messages sorted into those to act on and those done with.
 async fn receive(
     cloud: &dyn CloudProvider,
     metrics: &crate::telemetry::Metrics,
