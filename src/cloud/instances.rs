@@ -167,8 +167,8 @@ impl BatchCall for Ec2Lookups {
 }
 
 /// One-instance terminations, asked in batches (`batch`). Ids EC2 no longer knows count as done (see `terminate`);
-/// when the call fails otherwise (one instance the policy denies, say), each id is tried alone, so that one
-/// instance's error is its own.
+/// when the policy denies the call (one instance tagged otherwise, say), each id is tried alone, so that one
+/// instance's denial is its own.
 pub struct Ec2Terminations(pub aws_sdk_ec2::Client);
 
 impl BatchCall for Ec2Terminations {
@@ -179,7 +179,8 @@ impl BatchCall for Ec2Terminations {
     async fn call(&self, ids: Vec<String>) -> Result<HashMap<String, Result<(), CloudError>>, CloudError> {
         match terminate(&self.0, &ids).await {
             Ok(()) => Ok(ids.into_iter().map(|id| (id, Ok(()))).collect()),
-            Err(error) if ids.len() == 1 => Err(error),
+            // Throttling or an outage is every id's answer: asking each alone would only add calls.
+            Err(error) if ids.len() == 1 || !matches!(error, CloudError::AccessDenied { .. }) => Err(error),
             Err(_) => {
                 let alone = ids.iter().map(|id| terminate(&self.0, std::slice::from_ref(id)));
                 let outcomes = futures::future::join_all(alone).await;
