@@ -426,6 +426,14 @@ async fn drain_story(sandbox: &Sandbox, namespace: &str, test: &str) -> Result<(
     let provider_id = claim.status.as_ref().and_then(|s| s.provider_id.clone()).context("no providerID")?;
     Api::<NodeClaim>::all(sandbox.kube.clone()).delete(&claim.name_any(), &DeleteParams::default()).await?;
 
+    // Tainted first, so that nothing is scheduled onto it while it drains (the Node stays until the last pod left).
+    wait_until(&format!("{busiest} to carry the disrupted taint"), RUN_WAIT, || async {
+        let node = Api::<Node>::all(sandbox.kube.clone()).get_opt(&busiest).await?.context("the node went first")?;
+        let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+        Ok(taints.iter().any(|t| t.key == "karpenter.sh/disrupted" && t.effect == "NoSchedule").then_some(()))
+    })
+    .await?;
+
     // While it drains, the budget holds: never more than one of the 4 pods unavailable.
     let fewest_ready = std::sync::atomic::AtomicUsize::new(4);
     let fewest_ready = &fewest_ready;

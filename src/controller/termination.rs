@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::apis::pod::Pod;
+use json_patch::jsonptr::Pointer;
+use json_patch::{AddOperation, PatchOperation, TestOperation};
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams};
@@ -180,19 +182,31 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
 }
 
 async fn taint_disrupted(ctx: &Context, node: &Node) -> Result<(), Error> {
-    let mut taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    if taints.iter().any(|t| t.key == DISRUPTED_TAINT_KEY) {
-        return Ok(());
-    }
-    taints.push(Taint { key: DISRUPTED_TAINT_KEY.into(), effect: "NoSchedule".into(), value: None, time_added: None });
+    let Some(patch) = tainting_disrupted(node) else { return Ok(()) };
     let nodes: Api<Node> = Api::all(ctx.kube.clone());
-    let patch = json!({"metadata": {"resourceVersion": node.resource_version()}, "spec": {"taints": taints}});
-    match nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+    match nodes.patch(&node.name_any(), &PatchParams::default(), &patch).await {
         Ok(_) => Ok(()),
-        // Changed meanwhile: the next pass taints the fresh copy.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        // The taints changed meanwhile: the next pass taints the fresh copy.
+        Err(error) if finalizers::is_stale_list(&error) => Ok(()),
         Err(error) => Err(error.into()),
     }
+}
+
+/// The JSON patch that adds the disrupted taint to `node`, None if it has it. Like a finalizer's removal, it holds
+/// only while the taints are those read (`null` when there were none), so another writer's taint is never dropped
+/// and a heartbeat elsewhere in the Node does not fail it.
+fn tainting_disrupted(node: &Node) -> Option<Patch<()>> {
+    let read = node.spec.as_ref().and_then(|s| s.taints.clone());
+    let mut taints = read.clone().unwrap_or_default();
+    if taints.iter().any(|t| t.key == DISRUPTED_TAINT_KEY) {
+        return None;
+    }
+    taints.push(Taint { key: DISRUPTED_TAINT_KEY.into(), effect: "NoSchedule".into(), value: None, time_added: None });
+    let path = || Pointer::from_static("/spec/taints").to_buf();
+    Some(Patch::Json(json_patch::Patch(vec![
+        PatchOperation::Test(TestOperation { path: path(), value: json!(read) }),
+        PatchOperation::Add(AddOperation { path: path(), value: json!(taints) }),
+    ])))
 }
 
 /// The pods to evict in this pass: the large ones (at least half the largest pod's CPU or memory) first, the rest on
@@ -341,6 +355,53 @@ mod instance_tests {
         assert_eq!(terminated, None);
         assert!(cloud.calls().is_empty(), "no lookup by tag, no terminate: {:?}", cloud.calls());
         assert_eq!(cloud.state_of("i-4").as_deref(), Some("running"));
+    }
+}
+
+#[cfg(test)]
+mod taint_tests {
+    use k8s_openapi::api::core::v1::NodeSpec;
+
+    use super::*;
+
+    fn node(taints: Option<Vec<Taint>>) -> Node {
+        Node { spec: Some(NodeSpec { taints, ..Default::default() }), ..Default::default() }
+    }
+
+    fn operations(patch: Option<Patch<()>>) -> serde_json::Value {
+        let Some(Patch::Json(operations)) = patch else { panic!("a JSON patch: {patch:?}") };
+        serde_json::to_value(operations).expect("serializable")
+    }
+
+    #[test]
+    fn the_disrupted_taint_is_added_only_to_the_taints_read() {
+        let other =
+            Taint { key: "team".into(), effect: "NoSchedule".into(), value: Some("a".into()), time_added: None };
+        let disrupted = json!({"key": DISRUPTED_TAINT_KEY, "effect": "NoSchedule"});
+        assert_eq!(
+            operations(tainting_disrupted(&node(Some(vec![other])))),
+            json!([
+                {"op": "test", "path": "/spec/taints", "value": [{"key": "team", "effect": "NoSchedule", "value": "a"}]},
+                {"op": "add", "path": "/spec/taints", "value": [
+                    {"key": "team", "effect": "NoSchedule", "value": "a"}, disrupted.clone(),
+                ]},
+            ])
+        );
+        // No taints read: the test is that there are still none.
+        assert_eq!(
+            operations(tainting_disrupted(&node(None))),
+            json!([
+                {"op": "test", "path": "/spec/taints", "value": null},
+                {"op": "add", "path": "/spec/taints", "value": [disrupted]},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_node_already_tainted_needs_no_patch() {
+        let disrupted =
+            Taint { key: DISRUPTED_TAINT_KEY.into(), effect: "NoSchedule".into(), value: None, time_added: None };
+        assert!(tainting_disrupted(&node(Some(vec![disrupted]))).is_none());
     }
 }
 
