@@ -48,7 +48,8 @@ pub fn removing<K: Resource>(object: &K, finalizer: &str) -> Option<Patch<()>> {
     ])))
 }
 
-/// The API server's answer to a `removing` patch whose list changed since it was read: its test failed.
+/// The API server's answer to a JSON patch whose `test` failed: the list it tests (the finalizers of `removing`,
+/// or a Node's taints in termination) changed since it was read.
 pub fn is_stale_list(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 422)
 }
