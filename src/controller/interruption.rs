@@ -335,6 +335,7 @@ mod receive_tests {
         ]);
         let metrics = Metrics::default();
         let received = receive(&cloud, &metrics, "https://sqs.example/q", ORIGIN).await.expect("a receive");
+        assert_eq!(received.parsed.len() + received.done.len(), 3, "every message received is to act on or done");
         let seen: Vec<&str> = received.interruptions().iter().map(|i| i.kind()).collect();
         assert_eq!(seen, ["spot_interrupted", "rebalance_recommendation"]);
         // The spot interruption is handled; the rebalance recommendation's handling fails.
