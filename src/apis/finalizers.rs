@@ -1,15 +1,13 @@
 //! Adding and removing one finalizer without dropping anyone else's. Both replace the whole list, so each holds
 //! only if the list is still what was read. Adding (a merge patch) carries the resourceVersion it was read at: if
-//! another writer changed the object since, the API server refuses it (409). Removing (a JSON patch) tests the
-//! list itself: a change elsewhere in the object since (a kubelet's heartbeat on a Node, every few seconds) does
-//! not fail it, where a resourceVersion would fail it for as long as the copy read lags behind the API server
-//! (after a burst, for minutes); a changed list fails it (422, `is_stale_list`).
+//! another writer changed the object since, the API server refuses it (409). Removing tests the list itself
+//! (`guarded_patch`): a changed list fails it (422, `guarded_patch::is_stale_list`).
 
 use std::fmt::Debug;
 
-use json_patch::jsonptr::Pointer;
-use json_patch::{PatchOperation, ReplaceOperation, TestOperation};
 use kube::api::{Api, Patch, PatchParams};
+
+use super::guarded_patch::{is_stale_list, rewriting_list};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -40,18 +38,8 @@ pub fn removing<K: Resource>(object: &K, finalizer: &str) -> Option<Patch<()>> {
         return None;
     }
     let finalizers = object.finalizers();
-    let kept: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
-    let path = || Pointer::from_static("/metadata/finalizers").to_buf();
-    Some(Patch::Json(json_patch::Patch(vec![
-        PatchOperation::Test(TestOperation { path: path(), value: json!(finalizers) }),
-        PatchOperation::Replace(ReplaceOperation { path: path(), value: json!(kept) }),
-    ])))
-}
-
-/// The API server's answer to a JSON patch whose `test` failed: the list it tests (the finalizers of `removing`,
-/// or a Node's taints in termination) changed since it was read.
-pub fn is_stale_list(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.code == 422)
+    let kept: Vec<String> = finalizers.iter().filter(|f| *f != finalizer).cloned().collect();
+    Some(rewriting_list("/metadata/finalizers", Some(finalizers), &kept))
 }
 
 /// Removes `finalizer` from the object called `name`, reading it again after a conflict. Ok when the object, or

@@ -6,6 +6,7 @@ pub mod crds;
 pub mod drift_hash;
 pub mod ec2nodeclass;
 pub mod finalizers;
+pub mod guarded_patch;
 pub mod nodeclaim;
 pub mod nodepool;
 pub mod planned_nodeclaim;

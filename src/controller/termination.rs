@@ -7,19 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::apis::pod::Pod;
-use json_patch::jsonptr::Pointer;
-use json_patch::{AddOperation, PatchOperation, TestOperation};
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use serde_json::json;
 
 use super::{Context, Error, events, pods};
-use crate::apis::finalizers;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::scheduling_input::pod_requests;
+use crate::apis::{finalizers, guarded_patch};
 use crate::catalog::resources::ResourceName;
 use crate::cloud::CloudProvider;
 use crate::cloud::error::CloudError;
@@ -155,7 +152,9 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
                     ctx.metrics.node_terminated(nodepool_of(claim), zone, termination, lifetime);
                 }
                 Err(error) if super::is_not_found(&error) => {}
-                Err(error) if finalizers::is_stale_list(&error) => return Err(Error::StaleFinalizers(node.name_any())),
+                Err(error) if guarded_patch::is_stale_list(&error) => {
+                    return Err(Error::StaleFinalizers(node.name_any()));
+                }
                 Err(error) => return Err(error.into()),
             }
         }
@@ -171,7 +170,7 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
         match api.patch(&name, &PatchParams::default(), &patch).await {
             Ok(_) => {}
             Err(error) if super::is_not_found(&error) => {}
-            Err(error) if finalizers::is_stale_list(&error) => return Err(Error::StaleFinalizers(name)),
+            Err(error) if guarded_patch::is_stale_list(&error) => return Err(Error::StaleFinalizers(name)),
             Err(error) => return Err(error.into()),
         }
     }
@@ -187,26 +186,21 @@ async fn taint_disrupted(ctx: &Context, node: &Node) -> Result<(), Error> {
     match nodes.patch(&node.name_any(), &PatchParams::default(), &patch).await {
         Ok(_) => Ok(()),
         // The taints changed meanwhile: the next pass taints the fresh copy.
-        Err(error) if finalizers::is_stale_list(&error) => Ok(()),
+        Err(error) if guarded_patch::is_stale_list(&error) => Ok(()),
         Err(error) => Err(error.into()),
     }
 }
 
-/// The JSON patch that adds the disrupted taint to `node`, None if it has it. Like a finalizer's removal, it holds
-/// only while the taints are those read (`null` when there were none), so another writer's taint is never dropped
-/// and a heartbeat elsewhere in the Node does not fail it.
+/// The JSON patch that adds the disrupted taint to `node`, None if it has it; it holds only while the taints are
+/// those read (`guarded_patch`).
 fn tainting_disrupted(node: &Node) -> Option<Patch<()>> {
-    let read = node.spec.as_ref().and_then(|s| s.taints.clone());
-    let mut taints = read.clone().unwrap_or_default();
-    if taints.iter().any(|t| t.key == DISRUPTED_TAINT_KEY) {
+    let read = node.spec.as_ref().and_then(|s| s.taints.as_deref());
+    if read.unwrap_or_default().iter().any(|t| t.key == DISRUPTED_TAINT_KEY) {
         return None;
     }
+    let mut taints = read.unwrap_or_default().to_vec();
     taints.push(Taint { key: DISRUPTED_TAINT_KEY.into(), effect: "NoSchedule".into(), value: None, time_added: None });
-    let path = || Pointer::from_static("/spec/taints").to_buf();
-    Some(Patch::Json(json_patch::Patch(vec![
-        PatchOperation::Test(TestOperation { path: path(), value: json!(read) }),
-        PatchOperation::Add(AddOperation { path: path(), value: json!(taints) }),
-    ])))
+    Some(guarded_patch::rewriting_list("/spec/taints", read, &taints))
 }
 
 /// The pods to evict in this pass: the large ones (at least half the largest pod's CPU or memory) first, the rest on
@@ -361,6 +355,7 @@ mod instance_tests {
 #[cfg(test)]
 mod taint_tests {
     use k8s_openapi::api::core::v1::NodeSpec;
+    use serde_json::json;
 
     use super::*;
 
@@ -382,7 +377,7 @@ mod taint_tests {
             operations(tainting_disrupted(&node(Some(vec![other])))),
             json!([
                 {"op": "test", "path": "/spec/taints", "value": [{"key": "team", "effect": "NoSchedule", "value": "a"}]},
-                {"op": "add", "path": "/spec/taints", "value": [
+                {"op": "replace", "path": "/spec/taints", "value": [
                     {"key": "team", "effect": "NoSchedule", "value": "a"}, disrupted.clone(),
                 ]},
             ])
