@@ -5,11 +5,10 @@
 //!   launched its node (timed by a recording proxy in front of moto). Prints p50, p99 and max.
 //! - `memory [NODES] [PODS]`: NODES KWOK nodes and PODS pods bound to them, then the controller's resident memory
 //!   once its caches have synced (VmRSS, split into anonymous and file-backed pages, and VmHWM from /proc).
-//! - `interruptions [N]`: N instances with N registered NodeClaims, then a burst of N spot interruption messages
-//!   in the queue: the time until every NodeClaim is marked for deletion, and per message the time from its
-//!   sending to its NodeClaim's deletion (p50, p99). The queue is the sandbox's SQS server
-//!   (`nodesmith_sandbox::sqs_server`), not moto's, so that the queue is not what is measured;
-//!   `benches/controller-bench.sh interruptions N` runs Karpenter's interruption controller on the same burst.
+//! - `interruptions [N]` and `interruption-handler [N]`: a burst of N spot interruption messages for N NodeClaims,
+//!   handled by the whole controller or by its interruption handler alone (`interruption_burst.rs`): the time until
+//!   every NodeClaim is marked for deletion, and per message from its sending to its NodeClaim's deletion (p50,
+//!   p99). `benches/controller-bench.sh` runs Karpenter's interruption controller on the same burst after either.
 //!
 //! The connection comes from the environment (`source <sandbox state>/env`); the controller binary from
 //! `NODESMITH_BIN` (default target/release/nodesmith).
@@ -24,13 +23,15 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use nodesmith::apis::nodeclaim::NodeClaim;
 use nodesmith_sandbox::fault_proxy::{self, FaultPlan};
 
 #[path = "bench_support.rs"]
 mod bench_support;
+#[path = "interruption_burst.rs"]
+mod interruption_burst;
 use bench_support::{
     free_port, http_ready, install_crds, namespace, percentile, prepare_cluster, rss_kib, sandbox_region, wait_until,
 };
@@ -68,14 +69,25 @@ async fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("interruptions") => {
             let count = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
-            interruptions(&kube, count).await
+            interruption_burst::whole_controller(&kube, count).await
+        }
+        Some("interruption-handler") => {
+            let count = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+            interruption_burst::handler_alone(&kube, count).await
         }
         // The burst's queue for Karpenter's half (controller-bench.sh), from the same build as nodesmith's half.
         Some("sqs-server") => {
             let port: u16 = args.get(1).context("sqs-server PORT")?.parse().context("sqs-server PORT")?;
             let server = nodesmith_sandbox::sqs_server::start(&format!("127.0.0.1:{port}"), &sandbox_region()).await?;
             eprintln!("serving SQS at {}", server.endpoint);
-            tokio::signal::ctrl_c().await?;
+            // Stopped by the script (SIGTERM) or by hand (SIGINT); the counts say whether any message came back.
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            let counts = server.counts();
+            println!("the queue: {} sent, {} received, {} deleted", counts.sent, counts.received, counts.deleted);
             Ok(())
         }
         Some("memory") => {
@@ -419,271 +431,5 @@ async fn memory(kube: &kube::Client, node_count: usize, pod_count: usize) -> Res
         }
     })
     .await?;
-    Ok(())
-}
-
-/// One instance of the interruption bench, as moto launched it.
-struct BenchInstance {
-    id: String,
-    zone: String,
-    dns_name: String,
-    ip: String,
-}
-
-impl BenchInstance {
-    /// The Node a t3.micro's kubelet registers for a nodesmith launch (the pool's label, the unregistered taint).
-    fn node(&self, pool: &str) -> Node {
-        use nodesmith_sandbox::instance_node::{InstanceFacts, node_for};
-        node_for(&InstanceFacts {
-            instance_id: self.id.clone(),
-            zone: self.zone.clone(),
-            private_dns_name: self.dns_name.clone(),
-            private_ip: self.ip.clone(),
-            instance_type: "t3.micro".into(),
-            arch: "amd64".into(),
-            vcpus: 2,
-            memory_mib: 1024,
-            spot: true,
-            max_pods: 4,
-            kubelet: Default::default(),
-            requested_labels: BTreeMap::from([("karpenter.sh/nodepool".to_string(), pool.to_string())]),
-            requested_taints: vec![k8s_openapi::api::core::v1::Taint {
-                key: "karpenter.sh/unregistered".into(),
-                effect: "NoExecute".into(),
-                ..Default::default()
-            }],
-        })
-    }
-}
-
-/// The bench's NodeClaim for `instance`, with its status, and the instance's Node; any step already done is fine.
-async fn bench_objects(
-    claims: Api<NodeClaim>,
-    nodes: Api<Node>,
-    bench: String,
-    i: usize,
-    instance: &BenchInstance,
-) -> Result<()> {
-    let name = format!("{bench}-{i}");
-    let claim: NodeClaim = serde_json::from_value(serde_json::json!({
-        "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
-        "metadata": {"name": name, "labels": {"karpenter.sh/nodepool": bench, "karpenter.sh/capacity-type": "spot",
-            "node.kubernetes.io/instance-type": "t3.micro", "topology.kubernetes.io/zone": instance.zone}},
-        "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": bench},
-                 "requirements": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]}]},
-    }))?;
-    match claims.create(&PostParams::default(), &claim).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => return Err(error.into()),
-    }
-    let status = serde_json::json!({"status": {
-        "providerID": format!("aws:///{}/{}", instance.zone, instance.id),
-        "conditions": [{"type": "Launched", "status": "True", "reason": "Launched", "message": "",
-                        "lastTransitionTime": "2026-01-01T00:00:00Z"}],
-    }});
-    claims.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await?;
-    // The Node as the registrar would make it, made here at once: the registrar makes one at a time.
-    match nodes.create(&PostParams::default(), &instance.node(&bench)).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => return Err(error.into()),
-    }
-    Ok(())
-}
-
-/// Runs `step` again, up to three times in all, while it fails.
-async fn retried<F, Fut>(step: F) -> Result<()>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match step().await {
-            Err(error) if attempt < 3 => eprintln!("retrying a bench object: {error:#}"),
-            done => return done,
-        }
-    }
-}
-
-async fn interruptions(kube: &kube::Client, count: usize) -> Result<()> {
-    // New subnets of the cluster's zones: /22s hold a thousand t3.micro instances, /20s ten thousand.
-    let prefix = if count > 2_500 { 20 } else { 22 };
-    let (cluster, sdk) = prepare_cluster(kube, Some(prefix)).await?;
-    let bench = format!("bench-int-{}", std::process::id());
-    namespace(kube, &bench).await?;
-
-    // N instances of the cluster, each with a NodeClaim that names it and the Node its kubelet would register.
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let subnets = ec2
-        .describe_subnets()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:karpenter.sh/discovery").values(&cluster).build())
-        .send()
-        .await?;
-    let mut free: Vec<(String, i32)> = subnets
-        .subnets()
-        .iter()
-        .filter_map(|s| Some((s.subnet_id()?.to_string(), s.available_ip_address_count()?)))
-        .collect();
-    let mut instances = Vec::new();
-    let launching = Instant::now();
-    while instances.len() < count {
-        free.sort_by_key(|(_, n)| -n);
-        let (subnet, left) = free.first_mut().context("no discovery-tagged subnet")?;
-        *left -= 100;
-        let subnet = subnet.clone();
-        let batch = (count - instances.len()).min(100) as i32;
-        let ran = ec2
-            .run_instances()
-            .image_id("ami-03c3da4cfa8e8943a")
-            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-            .min_count(batch)
-            .max_count(batch)
-            .subnet_id(&subnet)
-            .tag_specifications(
-                aws_sdk_ec2::types::TagSpecification::builder()
-                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                    .tags(
-                        aws_sdk_ec2::types::Tag::builder()
-                            .key(format!("kubernetes.io/cluster/{cluster}"))
-                            .value("owned")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("RunInstances: {}", aws_smithy_types::error::display::DisplayErrorContext(&e))
-            })?;
-        for i in ran.instances() {
-            instances.push(BenchInstance {
-                id: i.instance_id().unwrap_or_default().to_string(),
-                zone: i.placement().and_then(|p| p.availability_zone()).unwrap_or_default().to_string(),
-                dns_name: i.private_dns_name().unwrap_or_default().to_string(),
-                ip: i.private_ip_address().unwrap_or_default().to_string(),
-            });
-        }
-    }
-    eprintln!("{count} instances running in moto after {:.1} s", launching.elapsed().as_secs_f64());
-    let claims: Api<NodeClaim> = Api::all(kube.clone());
-    let nodes: Api<Node> = Api::all(kube.clone());
-    futures::stream::iter(instances.iter().enumerate())
-        .map(|(i, instance)| {
-            let (claims, nodes, bench) = (claims.clone(), nodes.clone(), bench.clone());
-            // Each step may be repeated: a connection the API server closed under the load fails a request now and
-            // then ("connection closed before message completed").
-            retried(move || bench_objects(claims.clone(), nodes.clone(), bench.clone(), i, instance))
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
-    let label = format!("karpenter.sh/nodepool={bench}");
-
-    // The queue on the sandbox's SQS server, not moto's: moto took 38.8 s just to accept 1,000 messages.
-    let queue = nodesmith::cloud::resource_names::ClusterNames::for_cluster(&cluster, &sandbox_region()).queue;
-    let sqs_server = nodesmith_sandbox::sqs_server::start("127.0.0.1:0", &sandbox_region()).await?;
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&sdk).endpoint_url(&sqs_server.endpoint).build(),
-    );
-    let url = sqs.create_queue().queue_name(&queue).send().await?.queue_url.context("no queue URL")?;
-    let controller = {
-        let binary = std::env::var("NODESMITH_BIN").unwrap_or_else(|_| "target/release/nodesmith".into());
-        let child = Command::new(binary)
-            .args(["controller", "--cluster-name", &cluster, "--namespace", &bench, "--identity", "bench"])
-            .args(["--interruption-queue", &queue])
-            .env("AWS_ENDPOINT_URL_SQS", &sqs_server.endpoint)
-            .args(["--metrics-port", &free_port()?.to_string(), "--health-port", &free_port()?.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create("target/controller-bench.log")?)
-            .spawn()?;
-        Controller(child, 0)
-    };
-    wait_until("every NodeClaim registered", Duration::from_secs(600), || async {
-        let listed = claims.list(&ListParams::default().labels(&label)).await?;
-        let registered =
-            listed.items.iter().filter(|c| c.status.as_ref().is_some_and(|s| s.node_name.is_some())).count();
-        Ok((registered == count).then_some(()))
-    })
-    .await?;
-
-    // Deletion marks, as a watch sees them.
-    let marked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let watch_marked = marked.clone();
-    let watch = tokio::spawn(
-        watcher(claims.clone(), watcher::Config::default().labels(&label)).applied_objects().for_each(move |claim| {
-            let marked = watch_marked.clone();
-            async move {
-                if let Ok(claim) = claim
-                    && claim.metadata.deletion_timestamp.is_some()
-                    && let Ok(mut marked) = marked.lock()
-                {
-                    marked.entry(claim.name_any()).or_insert_with(Instant::now);
-                }
-            }
-        }),
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let mut sent: HashMap<String, Instant> = HashMap::new();
-    let burst = Instant::now();
-    for (chunk_index, chunk) in instances.chunks(10).enumerate() {
-        let mut request = sqs.send_message_batch().queue_url(&url);
-        for (i, BenchInstance { id, .. }) in chunk.iter().enumerate() {
-            let body = serde_json::json!({
-                "version": "0", "id": format!("bench-{chunk_index}-{i}"), "source": "aws.ec2",
-                "detail-type": "EC2 Spot Instance Interruption Warning", "account": "123456789012",
-                "region": "us-east-1", "resources": [format!("arn:aws:ec2:us-east-1:123456789012:instance/{id}")],
-                "detail": {"instance-id": id, "instance-action": "terminate"},
-            });
-            request = request.entries(
-                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(body.to_string())
-                    .build()?,
-            );
-        }
-        request.send().await?;
-        let now = Instant::now();
-        for (i, _) in chunk.iter().enumerate() {
-            sent.insert(format!("{bench}-{}", chunk_index * 10 + i), now);
-        }
-    }
-    let sent_in = burst.elapsed();
-    wait_until("every NodeClaim marked for deletion", Duration::from_secs(600), || async {
-        Ok((marked.lock().map(|m| m.len()).unwrap_or(0) >= count).then_some(()))
-    })
-    .await?;
-    let all_marked = burst.elapsed();
-    watch.abort();
-    let marked = marked.lock().map(|m| m.clone()).unwrap_or_default();
-    let mut latencies: Vec<f64> = marked
-        .iter()
-        .filter_map(|(claim, at)| Some(at.checked_duration_since(*sent.get(claim)?)?.as_secs_f64()))
-        .collect();
-    latencies.sort_by(f64::total_cmp);
-    let counts = sqs_server.counts();
-    println!(
-        "nodesmith: {count} spot interruption messages sent in {:.1} s; every NodeClaim marked for deletion {:.1} s after the first; per message p50 {:.2} s, p99 {:.2} s; {:.0} messages/s (the queue: {} received, {} deleted)",
-        sent_in.as_secs_f64(),
-        all_marked.as_secs_f64(),
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 99.0),
-        count as f64 / all_marked.as_secs_f64(),
-        counts.received,
-        counts.deleted,
-    );
-
-    // Termination goes through moto (TerminateInstances), which is slower than the queue.
-    wait_until("the NodeClaims to be terminated", Duration::from_secs(900 + count as u64 / 10), || async {
-        Ok(claims.list(&ListParams::default().labels(&label)).await?.items.is_empty().then_some(()))
-    })
-    .await?;
-    drop(controller);
-    Api::<Namespace>::all(kube.clone()).delete(&bench, &DeleteParams::default()).await?;
     Ok(())
 }

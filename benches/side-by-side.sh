@@ -69,7 +69,11 @@ sandbox() {
   SANDBOX_PORT_OFFSET=${SANDBOX_PORT_OFFSET_SIDE_BY_SIDE:-300} SANDBOX_STATE=$ROOT/target/sandbox-side-by-side \
     scripts/sandbox "$@"
 }
-if [ "$MODE" = own ]; then trap 'sandbox down >/dev/null' EXIT; fi
+if [ "$MODE" = own ]; then
+  trap 'sandbox down >/dev/null' EXIT
+  # Each half's sandbox goes with it: nothing waits for its nodes' terminations (the driver's clean-up).
+  export SIDE_BY_SIDE_CLEAN_UP=skip
+fi
 
 for spec in "${SCENARIOS[@]}"; do
   name=${spec/:/-}

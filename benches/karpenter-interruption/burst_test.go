@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	controllerruntime "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	karpv1 "sigs.k8s.io/karpenter/pkg/apis/v1"
 	"sigs.k8s.io/karpenter/pkg/events"
@@ -87,6 +88,9 @@ func TestInterruptionBurst(t *testing.T) {
 	if os.Getenv("AWS_ENDPOINT_URL_SQS") == "" {
 		t.Fatalf("AWS_ENDPOINT_URL_SQS must name the SQS server the burst goes through")
 	}
+	// The controller's own log, on stderr (controller-bench.sh keeps it in target/controller-bench-karpenter.log):
+	// a message whose handling failed is logged there before it comes back after its visibility timeout.
+	controllerruntime.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	queueName := "karpenter-interruption-bench"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
