@@ -82,6 +82,30 @@ impl CloudError {
         }
     }
 
+    /// A failure that says nothing about what was asked: AWS did not answer, throttled the call, or failed on its
+    /// own side (after the SDK's own retries). Asking again later is the answer; anything else is AWS's answer about
+    /// the request itself.
+    pub fn is_transient(&self) -> bool {
+        const TRANSIENT_CODES: &[&str] = &[
+            "Throttling",
+            "ThrottlingException",
+            "RequestLimitExceeded",
+            "RequestThrottled",
+            "TooManyRequestsException",
+            "ServiceUnavailable",
+            "ServiceUnavailableException",
+            "InternalError",
+            "InternalFailure",
+            "InternalServerError",
+            "ServiceFailure",
+        ];
+        match self {
+            Self::AccessDenied { .. } => false,
+            // No code: no AWS answer at all (a timeout, a dropped connection).
+            Self::Call { code, .. } => code.is_empty() || TRANSIENT_CODES.contains(&code.as_str()),
+        }
+    }
+
     /// The thing asked about does not exist (`InvalidInstanceID.NotFound`, `NoSuchEntity`, ...).
     pub fn is_not_found(&self) -> bool {
         let code = self.code();
@@ -138,5 +162,27 @@ mod tests {
         let other = CloudError::call("ec2:DescribeInstances", "InvalidInstanceID.NotFound mentioned in prose");
         assert!(!other.is_not_found());
         assert_eq!(other.action(), "ec2:DescribeInstances");
+    }
+
+    #[test]
+    fn only_throttling_outages_and_silence_are_transient() {
+        let with_code = |code: &str| CloudError::Call {
+            action: "iam:ListInstanceProfilesForRole",
+            code: code.into(),
+            message: format!("{code}: ..."),
+        };
+        for code in ["Throttling", "RequestLimitExceeded", "ServiceUnavailable", "InternalFailure"] {
+            assert!(with_code(code).is_transient(), "{code}");
+        }
+        assert!(CloudError::call("iam:ListInstanceProfilesForRole", "no answer from AWS in time").is_transient());
+        for code in ["NoSuchEntity", "ValidationError", "InvalidParameterValue"] {
+            assert!(!with_code(code).is_transient(), "{code}");
+        }
+        let denied = CloudError::AccessDenied {
+            action: "iam:ListInstanceProfilesForRole",
+            code: "AccessDenied".into(),
+            on: String::new(),
+        };
+        assert!(!denied.is_transient());
     }
 }

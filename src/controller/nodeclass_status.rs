@@ -165,11 +165,16 @@ async fn reconcile(class: Arc<EC2NodeClass>, r: Arc<Reconciler>) -> Result<Actio
 
     let profile = match (&spec.instance_profile, &spec.role) {
         (Some(profile), _) => Ok(profile.clone()),
-        (None, Some(role)) => ctx
-            .cloud(CONTROLLER)
-            .ensure_instance_profile(&ctx.settings.cluster_name, &name, role)
-            .await
-            .map_err(|e| e.to_string()),
+        (None, Some(role)) => {
+            match ctx.cloud(CONTROLLER).ensure_instance_profile(&ctx.settings.cluster_name, &name, role).await {
+                Ok(profile) => Ok(profile),
+                // A throttled or unanswered call says nothing about the class (as for the subnets above): the status
+                // stays as it was, so launches go on, and the refresh is tried again.
+                Err(error) if error.is_transient() => return Err(error.into()),
+                // An answer about the request (no such role, a denied call) is the operator's to fix: said here.
+                Err(error) => Err(error.to_string()),
+            }
+        }
         (None, None) => Err("neither role nor instanceProfile is set".to_string()),
     };
 
@@ -278,4 +283,85 @@ async fn reconcile(class: Arc<EC2NodeClass>, r: Arc<Reconciler>) -> Result<Actio
     let api: Api<EC2NodeClass> = Api::all(ctx.kube.clone());
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
     Ok(Action::requeue(if ready { REFRESH } else { NOT_READY_RETRY }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::cloud::fake::FakeCloud;
+    use crate::cloud::nodeclass::{SecurityGroupInfo, SubnetInfo};
+    use crate::controller::testing;
+
+    fn class() -> EC2NodeClass {
+        testing::object(json!({
+            "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": {"name": "default"},
+            "spec": {"role": "NodeRole", "amiSelectorTerms": [{"id": "ami-1"}],
+                     "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": "demo"}}],
+                     "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": "demo"}}]},
+        }))
+    }
+
+    /// A cloud where the class's subnet, security group and image exist, and a reconciler over it that keeps what it
+    /// resolves in its caches (observing) instead of writing it.
+    fn reconciler(cloud: &Arc<FakeCloud>) -> Arc<Reconciler> {
+        cloud.subnets.lock().expect("subnets").push(SubnetInfo {
+            id: "subnet-1".into(),
+            zone: "us-east-1a".into(),
+            zone_id: "use1-az1".into(),
+            available_ips: 250,
+        });
+        cloud
+            .security_groups
+            .lock()
+            .expect("groups")
+            .push(SecurityGroupInfo { id: "sg-1".into(), name: "nodes".into() });
+        cloud.images.lock().expect("images").push(ImageInfo {
+            id: "ami-1".into(),
+            name: "al2023".into(),
+            arch: "amd64".into(),
+            creation_date: "2026-11-01T00:00:00Z".into(),
+            variant: None,
+        });
+        let ctx = testing::observing_context(cloud.clone(), testing::state(vec![], vec![class()]));
+        Arc::new(Reconciler { ctx, leadership: Leadership::without_lease() })
+    }
+
+    /// The status the reconciler resolved for the class, if any: (condition type, status, message) for each.
+    fn conditions_of(r: &Reconciler) -> Option<Vec<(String, String, String)>> {
+        let status = r.ctx.state.nodeclass("default")?.status.clone()?;
+        Some(status.conditions.iter().map(|c| (c.type_.clone(), c.status.clone(), c.message.clone())).collect())
+    }
+
+    #[tokio::test]
+    async fn a_throttled_instance_profile_call_leaves_the_status_as_it_was() {
+        let cloud = Arc::new(FakeCloud::default());
+        let r = reconciler(&cloud);
+        cloud.fail_next("EnsureInstanceProfile", "Throttling");
+        let outcome = reconcile(Arc::new(class()), r.clone()).await;
+        assert!(matches!(&outcome, Err(Error::Cloud(error)) if error.code() == "Throttling"), "{outcome:?}");
+        assert_eq!(conditions_of(&r), None, "nothing resolved is kept from a refresh that was not answered");
+
+        // The next refresh is answered: Ready.
+        reconcile(Arc::new(class()), r.clone()).await.expect("resolved");
+        let conditions = conditions_of(&r).expect("a status");
+        assert!(conditions.contains(&("Ready".into(), "True".into(), String::new())), "{conditions:?}");
+    }
+
+    #[tokio::test]
+    async fn a_role_iam_does_not_know_is_said_in_the_status() {
+        let cloud = Arc::new(FakeCloud::default());
+        let r = reconciler(&cloud);
+        cloud.fail_next("EnsureInstanceProfile", "NoSuchEntity");
+        reconcile(Arc::new(class()), r.clone()).await.expect("an answer, said in the status");
+        let conditions = conditions_of(&r).expect("a status");
+        let profile = conditions.iter().find(|(kind, _, _)| kind == "InstanceProfileReady").expect("the condition");
+        assert_eq!(profile.1, "False");
+        assert!(profile.2.contains("NoSuchEntity"), "{profile:?}");
+        assert!(
+            conditions.contains(&("Ready".into(), "False".into(), "not ready: InstanceProfileReady".into())),
+            "{conditions:?}"
+        );
+    }
 }

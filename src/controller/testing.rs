@@ -70,6 +70,16 @@ pub fn settings() -> Settings {
 
 /// A context over `cloud` and `state`, with the embedded instance catalog.
 pub fn context(cloud: Arc<FakeCloud>, state: ClusterState) -> Arc<Context> {
+    context_with(settings(), cloud, state)
+}
+
+/// The same for a controller that observes (`--observe`): what it would write to an EC2NodeClass's status is kept in
+/// `state` (`ClusterState::nodeclass` reads it), where a test can look at it.
+pub fn observing_context(cloud: Arc<FakeCloud>, state: ClusterState) -> Arc<Context> {
+    context_with(Settings { observe: true, ..settings() }, cloud, state)
+}
+
+fn context_with(settings: Settings, cloud: Arc<FakeCloud>, state: ClusterState) -> Arc<Context> {
     let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
     let kube = kube::Client::try_from(config).expect("a client that points nowhere");
     let cluster = crate::cloud::fake::cluster_facts(FAKE_CLUSTER, None);
@@ -78,5 +88,5 @@ pub fn context(cloud: Arc<FakeCloud>, state: ClusterState) -> Arc<Context> {
         prices: crate::catalog::pricing::PriceTable::embedded(),
     };
     let metrics = Arc::new(crate::telemetry::Metrics::default());
-    Context::new(settings(), cluster, kube.clone(), kube, cloud, metrics, state, catalog)
+    Context::new(settings, cluster, kube.clone(), kube, cloud, metrics, state, catalog)
 }
