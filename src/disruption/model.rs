@@ -239,6 +239,14 @@ impl Method {
         }
     }
 
+    /// Whether its commands wait the validation delay (15 s) and are checked again before they run.
+    /// Consolidation's do (emptiness included): a choice to remove a node rests on the cluster holding still. A
+    /// drifted node goes whatever comes next, so a drift command is checked again at once and runs; Karpenter's drift
+    /// has no validation delay either, and with one a rollout took 15 s a node.
+    pub fn waits_before_it_runs(self) -> bool {
+        !matches!(self, Self::Drift)
+    }
+
     /// Karpenter's `consolidation_type` metric label.
     pub fn consolidation_type(self) -> &'static str {
         match self {

@@ -880,3 +880,11 @@ fn one_node_is_told_what_a_pass_would_do_with_it_or_what_holds_it() {
     cluster.nodes[1].deleting = true;
     assert_eq!(held_by(&cluster, "big"), "it is being deleted already");
 }
+
+#[test]
+fn only_consolidation_waits_before_its_commands_run() {
+    assert!(!Method::Drift.waits_before_it_runs());
+    for method in [Method::Emptiness, Method::SingleNodeConsolidation, Method::MultiNodeConsolidation] {
+        assert!(method.waits_before_it_runs(), "{method:?}");
+    }
+}

@@ -215,6 +215,7 @@ async fn pass(
     // Pods the command would move, comparable with Karpenter's `pod-count`.
     let pods: usize =
         snapshot.nodes.iter().filter(|n| command.candidates.contains(&n.claim)).map(|n| n.pods.len()).sum();
+    let delay = if command.method.waits_before_it_runs() { VALIDATION_DELAY } else { Duration::ZERO };
     tracing::info!(
         method = ?command.method,
         decision = command.decision(),
@@ -224,9 +225,9 @@ async fn pass(
         joined = command.joined,
         savings_per_hour = command.candidates_price - command.replacements_price,
         "disruption found a command; checking it again in {} s",
-        VALIDATION_DELAY.as_secs()
+        delay.as_secs()
     );
-    tokio::time::sleep(VALIDATION_DELAY).await;
+    tokio::time::sleep(delay).await;
     if !leadership.is_leader() {
         return Ok(Acted::Nothing);
     }
