@@ -480,7 +480,7 @@ pub async fn handler_alone(kube: &kube::Client, count: usize) -> Result<()> {
     drained.abort();
 
     // The NodeClaims are gone (no finalizer); their Nodes are the bench's to remove. Ten thousand of them in one
-    // request may outlast the connection: the request is repeated until none are left.
+    // request may outlast the connection: it is sent again, up to three times in all.
     let nodes: Api<Node> = Api::all(kube.clone());
     let ours = ListParams::default().labels(&format!("karpenter.sh/nodepool={bench}"));
     retried(|| async {
