@@ -6,11 +6,11 @@
 use std::fmt::Debug;
 
 use kube::api::{Api, Patch, PatchParams};
-
-use super::guarded_patch::{is_stale_list, rewriting_list};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+
+use super::guarded_patch::{is_stale_list, rewriting_list};
 
 /// How many times a removal re-reads the object after losing a race before it gives up.
 const CONFLICT_RETRIES: usize = 5;
