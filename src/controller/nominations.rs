@@ -122,7 +122,11 @@ impl Nominations {
                 }
             };
             let requests = ctx.state.pod(pod).and_then(|p| pod_requests(p.spec.as_ref()?).ok());
-            requests.is_none_or(|requests| requests.fits_in(&available))
+            let fits = requests.is_none_or(|requests| requests.fits_in(&available));
+            if !fits {
+                tracing::debug!(pod, target = %target, node = %node.name_any(), ?available, "nomination dropped: the pods bound there leave it no room");
+            }
+            fits
         });
     }
 }

@@ -25,9 +25,13 @@ use crate::names::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, REPLACES_ANNOTATION};
 const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(LAUNCH_TIMEOUT.as_secs() + 5 * 60);
 /// How long a command stays in progress after its candidates' deletion, at most, for the cache to see it.
 const DELETION_SEEN_WITHIN: Duration = Duration::from_secs(10);
+/// How long `start` waits, at most, for the cache to show what it did before the next pass may look.
+const START_SEEN_WITHIN: Duration = Duration::from_secs(2);
 
 /// Starts `command`: without replacements its candidates are deleted now; with some, the replacements are created
-/// and the candidates are deleted in the background once they are Initialized.
+/// and the candidates are deleted in the background once they are Initialized. Returns once the cache shows the
+/// replacements (or the deletions), so that the next pass may follow at once without counting a budget or room
+/// from before the command.
 pub async fn start(
     ctx: &Arc<Context>,
     gathered: &Gathered,
@@ -57,19 +61,39 @@ pub async fn start(
         replacements.push(created.name_any());
     }
     if replacements.is_empty() {
-        return delete_candidates(ctx, command, &candidates).await;
+        delete_candidates(ctx, command, &candidates).await?;
+        until_cache_shows(ctx, &[], &command.candidates, START_SEEN_WITHIN).await;
+        return Ok(());
     }
     for candidate in &candidates {
         let note = format!("launching {} to replace it: {}", replacements.join(", "), what(command));
         events::on_nodeclaim(&ctx.recorder, candidate, EventType::Normal, "DisruptionLaunching", &note).await;
     }
     in_progress.add(&command.candidates);
-    let (ctx, command, in_progress) = (ctx.clone(), command.clone(), in_progress.clone());
+    let created = replacements.clone();
+    let (background, command, in_progress) = (ctx.clone(), command.clone(), in_progress.clone());
     tokio::spawn(async move {
-        finish(&ctx, &command, &candidates, &replacements).await;
+        finish(&background, &command, &candidates, &replacements).await;
         in_progress.remove(&command.candidates);
     });
+    until_cache_shows(ctx, &created, &[], START_SEEN_WITHIN).await;
     Ok(())
+}
+
+/// Whether the NodeClaims of the cache show what a command did: every one `created` there, every one `deleted`
+/// being deleted or gone.
+fn cache_shows(claims: &[Arc<NodeClaim>], created: &[String], deleted: &[String]) -> bool {
+    let find = |name: &String| claims.iter().find(|c| c.metadata.name.as_ref() == Some(name));
+    created.iter().all(|name| find(name).is_some())
+        && deleted.iter().all(|name| find(name).is_none_or(|c| c.metadata.deletion_timestamp.is_some()))
+}
+
+/// Waits until the cache shows what a command did (`cache_shows`), for `within` at most.
+async fn until_cache_shows(ctx: &Context, created: &[String], deleted: &[String], within: Duration) {
+    let started = Instant::now();
+    while !cache_shows(&ctx.state.nodeclaims.state(), created, deleted) && started.elapsed() < within {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The background half: waits for the replacements, then deletes the candidates (or leaves them, and says why).
@@ -92,17 +116,7 @@ async fn finish(ctx: &Context, command: &Command, candidates: &[NodeClaim], repl
         return;
     }
     // In progress until the cache has seen the deletions, so no pass takes a deleted candidate for a live one.
-    let started = Instant::now();
-    while started.elapsed() < DELETION_SEEN_WITHIN {
-        let claims = ctx.state.nodeclaims.state();
-        let seen = command.candidates.iter().all(|name| {
-            claims.iter().find(|c| &c.name_any() == name).is_none_or(|c| c.metadata.deletion_timestamp.is_some())
-        });
-        if seen {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_cache_shows(ctx, &[], &command.candidates, DELETION_SEEN_WITHIN).await;
 }
 
 fn what(command: &Command) -> String {
@@ -175,5 +189,38 @@ async fn wait_initialized(ctx: &Context, names: &[String]) -> Result<(), String>
             return Err(format!("was not initialized within {} minutes", REPLACEMENT_TIMEOUT.as_secs() / 60));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::testing::object;
+
+    fn claim(name: &str, deleting: bool) -> Arc<NodeClaim> {
+        let mut metadata = json!({"name": name});
+        if deleting {
+            metadata["deletionTimestamp"] = json!("2026-12-07T00:00:00Z");
+        }
+        Arc::new(object(json!({
+            "metadata": metadata,
+            "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}},
+        })))
+    }
+
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn the_cache_shows_a_command_once_its_replacements_are_there_and_its_candidates_going() {
+        let claims = [claim("old", false), claim("going", true), claim("new", false)];
+        assert!(cache_shows(&claims, &names(&["new"]), &names(&["going", "gone"])));
+        // A replacement created but not in the cache yet, a candidate deleted but not seen so.
+        assert!(!cache_shows(&claims, &names(&["new", "newer"]), &[]));
+        assert!(!cache_shows(&claims, &[], &names(&["old"])));
+        assert!(cache_shows(&[], &[], &[]));
     }
 }

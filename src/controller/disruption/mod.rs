@@ -34,10 +34,10 @@ use in_progress::InProgress;
 
 const POD_EVENTS_EVERY: Duration = Duration::from_secs(2);
 const PASS_EVERY: Duration = Duration::from_secs(10);
-/// After a command was started the next pass comes sooner, as Karpenter requeues at once: the replacements'
-/// creation only has to reach the watch cache first (and the command after is validated again anyway). So it
-/// does after a command that failed its validation: the cluster changed, and what it changed to is worth a look.
-const PASS_AFTER_A_COMMAND: Duration = Duration::from_secs(2);
+/// After a command that failed its validation the next pass comes sooner: the cluster changed, and what it changed
+/// to is worth a look. After a command was started it comes at once, as Karpenter requeues at once (`execute::start`
+/// returns once the watch cache shows what it did).
+const PASS_AFTER_A_REFUSAL: Duration = Duration::from_secs(2);
 /// Karpenter waits this long and decides again before it acts, so a passing lull does not disrupt.
 const VALIDATION_DELAY: Duration = Duration::from_secs(15);
 
@@ -73,7 +73,8 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership) {
             let result = if passed.is_ok() { ReconcileResult::Success } else { ReconcileResult::Error };
             ctx.metrics.reconciled("disruption", result, started.elapsed().as_secs_f64());
             match passed {
-                Ok(Acted::Disrupted | Acted::Refused) => next_pass = PASS_AFTER_A_COMMAND,
+                Ok(Acted::Disrupted) => next_pass = Duration::ZERO,
+                Ok(Acted::Refused) => next_pass = PASS_AFTER_A_REFUSAL,
                 Ok(Acted::Nothing) => {}
                 Err(error) => tracing::warn!("disruption pass failed, retrying: {error}"),
             }
