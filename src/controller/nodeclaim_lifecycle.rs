@@ -16,12 +16,12 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
 use super::conflict_backoff::ConflictBackoff;
 use super::leader::Leadership;
-use super::state::ClusterState;
+use super::state::{ClusterState, Subscription};
 use super::{Context, Error, cluster_snapshot, conditions, events, launch, termination};
 use crate::apis::finalizers;
 use crate::apis::nodeclaim::NodeClaim;
@@ -48,8 +48,8 @@ pub struct Reconciler {
 pub async fn run(
     ctx: Arc<Context>,
     leadership: Leadership,
-    nodeclaims: ReflectHandle<NodeClaim>,
-    nodes: ReflectHandle<Node>,
+    nodeclaims: Subscription<NodeClaim>,
+    nodes: Subscription<Node>,
 ) {
     let claims = ctx.state.nodeclaims.clone();
     Controller::for_shared_stream(nodeclaims, ctx.state.nodeclaims.clone())

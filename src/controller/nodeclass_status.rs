@@ -10,12 +10,12 @@ use k8s_openapi::api::core::v1::NodeSelectorRequirement;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ReflectHandle;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::leader::Leadership;
 use super::nodeclass_validation as validation;
+use super::state::Subscription;
 use super::{Context, Error, conditions, events};
 use crate::apis::ec2nodeclass::EC2NodeClass;
 
@@ -35,7 +35,7 @@ pub struct Reconciler {
     pub leadership: Leadership,
 }
 
-pub async fn run(ctx: Arc<Context>, leadership: Leadership, nodeclasses: ReflectHandle<EC2NodeClass>) {
+pub async fn run(ctx: Arc<Context>, leadership: Leadership, nodeclasses: Subscription<EC2NodeClass>) {
     Controller::for_shared_stream(nodeclasses, ctx.state.nodeclasses.clone())
         .run(
             |class, r: Arc<Reconciler>| super::measured(r.ctx.metrics.clone(), CONTROLLER, reconcile(class, r)),

@@ -1,18 +1,25 @@
 //! The cluster as the controller sees it: one watch per kind, feeding both the caches every component reads and
 //! the controllers' triggers (shared streams), so no kind is watched twice. Every replica keeps them warm, so a
 //! new leader starts with a full picture.
+//!
+//! The triggers carry the objects themselves, as the watch applied them to the cache, not references looked up
+//! in the cache when read (kube's `ReflectHandle`): a reference to an object deleted before its subscriber read
+//! it left that stream pending with no wake-up, and inside a `Controller` (which selects its triggers with
+//! `SelectAll`) it was never polled again, so its buffer filled and the whole watch stopped. At drift:600 that
+//! froze the Node cache within four minutes and every registration after it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::apis::pod::Pod;
-use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
-use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
@@ -23,6 +30,10 @@ use crate::apis::nodepool::NodePool;
 
 /// Changes a subscriber may fall behind by before the watch waits for it.
 const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// A change stream of a shared watch: every object the watch brings, once applied to the cache (all of them
+/// after each list). Must be read (see `Subscriptions`).
+pub type Subscription<K> = mpsc::Receiver<Arc<K>>;
 
 #[derive(Clone)]
 pub struct ClusterState {
@@ -49,17 +60,17 @@ pub struct Subscriptions {
     /// Wake the provisioner's batcher.
     pub provisioner: Triggers,
     /// Drive the NodeClaim controller: its NodeClaims, and Nodes appearing and changing (registration).
-    pub nodeclaims: ReflectHandle<NodeClaim>,
-    pub nodes: ReflectHandle<Node>,
+    pub nodeclaims: Subscription<NodeClaim>,
+    pub nodes: Subscription<Node>,
     /// Drives the EC2NodeClass controller.
-    pub nodeclasses: ReflectHandle<EC2NodeClass>,
+    pub nodeclasses: Subscription<EC2NodeClass>,
 }
 
 /// What may make a pod need a new place: pods changing, nodes being tainted or going away, NodeClaims changing.
 pub struct Triggers {
-    pub pods: ReflectHandle<Pod>,
-    pub nodes: ReflectHandle<Node>,
-    pub nodeclaims: ReflectHandle<NodeClaim>,
+    pub pods: Subscription<Pod>,
+    pub nodes: Subscription<Node>,
+    pub nodeclaims: Subscription<NodeClaim>,
 }
 
 /// Told of each change a watch brings, before the cache takes it: the cached copy it replaces (None for an object
@@ -94,16 +105,22 @@ fn watch<K, const N: usize>(
     api: Api<K>,
     slim: fn(&mut K),
     changes: Arc<dyn Changes<K>>,
-) -> (Store<K>, [ReflectHandle<K>; N])
+) -> (Store<K>, [Subscription<K>; N])
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
-    let handles = std::array::from_fn(|_| writer.subscribe().expect("a shared store's writer is subscribable"));
+    let (store, writer) = reflector::store();
+    let mut subscribers = Vec::with_capacity(N);
+    let subscriptions = std::array::from_fn(|_| {
+        let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
+        subscribers.push(sender);
+        receiver
+    });
     let cache = store.clone();
+    let told = store.clone();
     let watch = watcher(api, watcher::Config::default()).default_backoff().modify(slim).map(move |event| {
         if let Ok(event) = &event {
-            tell(&cache, changes.as_ref(), event);
+            tell(&told, changes.as_ref(), event);
         }
         event
     });
@@ -111,14 +128,34 @@ where
     let stream = reflector::reflector(writer, watch);
     tokio::spawn(async move {
         let mut health = WatchHealth::<K>::default();
-        stream
-            .for_each(|event| {
-                health.observe(event);
-                std::future::ready(())
-            })
-            .await;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Ok(event) = &event {
+                tell_subscribers(&cache, event, &mut subscribers).await;
+            }
+            health.observe(event);
+        }
     });
-    (store, handles)
+    (store, subscriptions)
+}
+
+/// Hands the objects an event brought, as the cache holds them now, to every subscriber, waiting for those whose
+/// buffer is full. A subscriber that went away is skipped.
+async fn tell_subscribers<K>(cache: &Store<K>, event: &watcher::Event<K>, subscribers: &mut [mpsc::Sender<Arc<K>>])
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let objects = match event {
+        watcher::Event::Apply(object) => cache.get(&reflector::ObjectRef::from_obj(object)).into_iter().collect(),
+        // A (re)list is complete: everything there is may have changed.
+        watcher::Event::InitDone => cache.state(),
+        watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::Delete(_) => Vec::new(),
+    };
+    for object in objects {
+        for subscriber in subscribers.iter_mut() {
+            let _gone = subscriber.send(object.clone()).await;
+        }
+    }
 }
 
 /// Says once, plainly, that a kind is not served (its CRD is missing), rather than at every retry; says when it
@@ -381,9 +418,40 @@ impl ClusterState {
 
 #[cfg(test)]
 mod tests {
+    use kube::ResourceExt;
     use kube::core::Status;
 
     use super::*;
+
+    fn named_node(name: &str) -> Node {
+        let mut node = Node::default();
+        node.metadata.name = Some(name.into());
+        node
+    }
+
+    /// The trigger streams must not depend on the object still being in the cache when read: with kube's
+    /// `ReflectHandle` the change of `gone` left its subscriber pending for good, and the watch behind it stopped.
+    #[tokio::test]
+    async fn a_subscriber_gets_every_change_even_of_an_object_deleted_before_it_read_it() {
+        let (cache, mut writer) = reflector::store();
+        let (sender, receiver) = mpsc::channel(16);
+        let mut subscribers = vec![sender];
+        let events = [
+            watcher::Event::Init,
+            watcher::Event::InitApply(named_node("listed")),
+            watcher::Event::InitDone,
+            watcher::Event::Apply(named_node("gone")),
+            watcher::Event::Delete(named_node("gone")),
+            watcher::Event::Apply(named_node("new")),
+        ];
+        for event in &events {
+            writer.apply_watcher_event(event);
+            tell_subscribers(&cache, event, &mut subscribers).await;
+        }
+        drop(subscribers);
+        let told: Vec<String> = receiver.map(|node| node.name_any()).collect().await;
+        assert_eq!(told, ["listed", "gone", "new"]);
+    }
 
     fn not_found() -> watcher::Error {
         let status = Status::failure("404 page not found", "NotFound").with_code(404);
