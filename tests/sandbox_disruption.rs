@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use nodesmith::apis::ec2nodeclass::EC2NodeClass;
 use nodesmith::apis::nodeclaim::NodeClaim;
 use nodesmith::apis::nodepool::NodePool;
@@ -196,6 +197,68 @@ impl Sampler {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.ok();
         (self.fewest_ready.load(Ordering::Relaxed), self.most_deleting.load(Ordering::Relaxed))
+    }
+}
+
+fn is_tainted_disrupted(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == "karpenter.sh/disrupted"))
+}
+
+/// Each change of a node's `karpenter.sh/disrupted` taint, from a watch, with whether its NodeClaim was being
+/// deleted (or gone) when the change was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TaintChange {
+    tainted: bool,
+    claim_deleting: bool,
+}
+
+struct TaintLog {
+    changes: Arc<std::sync::Mutex<Vec<TaintChange>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TaintLog {
+    fn watch(sandbox: &Sandbox, claim: &NodeClaim) -> Result<Self> {
+        use futures::StreamExt;
+        let node = claim.status.as_ref().and_then(|s| s.node_name.clone()).context("a registered NodeClaim")?;
+        let (nodes, claims): (Api<Node>, Api<NodeClaim>) =
+            (Api::all(sandbox.kube.clone()), Api::all(sandbox.kube.clone()));
+        let (changes, claim) = (Arc::new(std::sync::Mutex::new(Vec::new())), claim.name_any());
+        let log = changes.clone();
+        let config = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={node}"));
+        let task = tokio::spawn(async move {
+            let mut watch = Box::pin(kube::runtime::watcher::watcher(nodes, config).applied_objects());
+            let mut last = None;
+            while let Some(Ok(node)) = watch.next().await {
+                let tainted = is_tainted_disrupted(&node);
+                if last == Some(tainted) {
+                    continue;
+                }
+                last = Some(tainted);
+                let claim_deleting = match claims.get_opt(&claim).await {
+                    Ok(Some(c)) => c.metadata.deletion_timestamp.is_some(),
+                    Ok(None) => true,
+                    Err(_) => continue,
+                };
+                if let Ok(mut log) = log.lock() {
+                    log.push(TaintChange { tainted, claim_deleting });
+                }
+            }
+        });
+        Ok(Self { changes, task })
+    }
+
+    fn changes(&self) -> Vec<TaintChange> {
+        self.changes.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for TaintLog {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -393,6 +456,7 @@ async fn a_node_whose_pods_fit_a_cheaper_type_is_replaced_once_the_new_one_is_in
         let claims = running_on(sandbox, namespace, test, 1).await?;
         let big = claims.first().context("a NodeClaim")?.clone();
         let big_type = big.labels().get("node.kubernetes.io/instance-type").cloned().unwrap_or_default();
+        let taints = TaintLog::watch(sandbox, &big)?;
         // The workload shrinks; its one pod now fits a far cheaper c5.
         shrink_to_half_a_cpu(sandbox, namespace).await?;
         let api: Api<NodeClaim> = Api::all(sandbox.kube.clone());
@@ -423,12 +487,70 @@ async fn a_node_whose_pods_fit_a_cheaper_type_is_replaced_once_the_new_one_is_in
             initialized_at <= deleted_at,
             "replacement initialized at {initialized_at}, old deleted at {deleted_at}"
         );
+        // Tainted when the command began, while its NodeClaim was still there: nothing was scheduled onto it while
+        // the replacement came up.
+        let first = taints.changes().into_iter().find(|c| c.tainted);
+        ensure!(
+            first == Some(TaintChange { tainted: true, claim_deleting: false }),
+            "the old node tainted before its NodeClaim's deletion: {:?}",
+            taints.changes()
+        );
         wait_until("the pod running on the replacement", RUN_WAIT, || async {
             let pods = running_pods(sandbox, namespace).await?;
             let node = replacement.status.as_ref().and_then(|s| s.node_name.clone());
             Ok((pods.len() == 1 && pods[0].spec.as_ref().and_then(|s| s.node_name.clone()) == node).then_some(()))
         })
         .await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: make sandbox-up"]
+async fn a_node_whose_replacement_goes_away_serves_again() -> Result<()> {
+    let disruption = serde_json::json!({"consolidateAfter": "10s"});
+    let test = pool("dis-lift", c5_nodes(), disruption).await?;
+    test.start_controller()?;
+    test.run(async |t| {
+        use futures::StreamExt;
+        let (sandbox, namespace, test) = (&t.sandbox, &t.namespace, &t.name);
+        web(sandbox, namespace, test, 1, "6", serde_json::json!({})).await?;
+        let big = running_on(sandbox, namespace, test, 1).await?.first().context("a NodeClaim")?.clone();
+        let taints = TaintLog::watch(sandbox, &big)?;
+        // The first replacement is deleted as soon as it appears (from a watch: it would be up within seconds),
+        // as a launch that failed would delete it.
+        let api: Api<NodeClaim> = Api::all(sandbox.kube.clone());
+        let config = kube::runtime::watcher::Config::default().labels(&format!("karpenter.sh/nodepool={test}"));
+        let mut claims = Box::pin(kube::runtime::watcher::watcher(api.clone(), config).applied_objects());
+        shrink_to_half_a_cpu(sandbox, namespace).await?;
+        let first_replacement = async {
+            while let Some(claim) = claims.next().await {
+                let claim = claim?;
+                if claim.annotations().contains_key("nodesmith.dev/replaces") {
+                    api.delete(&claim.name_any(), &kube::api::DeleteParams::default()).await?;
+                    return anyhow::Ok(claim.name_any());
+                }
+            }
+            anyhow::bail!("the NodeClaim watch ended")
+        };
+        let deleted =
+            tokio::time::timeout(SETTLE, first_replacement).await.context("timed out waiting for a replacement")??;
+        // The command failed: the old node's taint is lifted, its NodeClaim still there (a later pass may try again).
+        wait_until(&format!("the taint lifted from {} after {deleted} went", big.name_any()), RUN_WAIT, || async {
+            let changes = taints.changes();
+            let lifted = changes.windows(2).any(|pair| {
+                pair[0] == TaintChange { tainted: true, claim_deleting: false }
+                    && pair[1] == TaintChange { tainted: false, claim_deleting: false }
+            });
+            Ok(lifted.then_some(()))
+        })
+        .await?;
+        let events = events_with_reason(sandbox, "DisruptionBlocked").await?;
+        ensure!(
+            events.iter().any(|e| e.contains(&deleted)),
+            "a DisruptionBlocked Event names the replacement that went: {events:?}"
+        );
         Ok(())
     })
     .await

@@ -61,12 +61,7 @@ pub fn leaving_nodes(ctx: &Context) -> HashSet<String> {
 
 /// Tainted `karpenter.sh/disrupted`, or being deleted.
 fn is_disrupted(node: &Node) -> bool {
-    node.metadata.deletion_timestamp.is_some()
-        || node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_ref())
-            .is_some_and(|t| t.iter().any(|t| t.key == crate::names::DISRUPTED_TAINT_KEY))
+    node.metadata.deletion_timestamp.is_some() || super::disrupted_taint::is_tainted(node)
 }
 
 /// What these pods hold: finished pods and pods being deleted (their replacements are counted instead) hold nothing.

@@ -222,22 +222,32 @@ async fn launch_as(
         .iter()
         .flat_map(|((image, _), overrides)| overrides.iter().map(move |o| (o.instance_type.clone(), image.clone())))
         .collect();
-    let mut configs = Vec::new();
+    let mut specs = Vec::new();
     for ((image_id, max_pods), overrides) in groups {
         let bootstrap = bootstrap_settings(ctx, claim, class, max_pods);
-        let spec = LaunchTemplateSpec {
-            cluster: ctx.settings.cluster_name.clone(),
-            image_id,
-            user_data: user_data::render(&bootstrap)?,
-            security_group_ids: status.security_groups.iter().map(|g| g.id.clone()).collect(),
-            instance_profile: instance_profile.clone(),
-            metadata: metadata_options(class),
-            block_devices: block_devices(class),
-            associate_public_ip: class.spec.associate_public_ip_address,
-            detailed_monitoring: class.spec.detailed_monitoring.unwrap_or(false),
-            tags: template_tags(ctx, claim, class),
-        };
-        let template = ctx.cloud(CONTROLLER).ensure_launch_template(&spec).await?;
+        specs.push((
+            LaunchTemplateSpec {
+                cluster: ctx.settings.cluster_name.clone(),
+                image_id,
+                user_data: user_data::render(&bootstrap)?,
+                security_group_ids: status.security_groups.iter().map(|g| g.id.clone()).collect(),
+                instance_profile: instance_profile.clone(),
+                metadata: metadata_options(class),
+                block_devices: block_devices(class),
+                associate_public_ip: class.spec.associate_public_ip_address,
+                detailed_monitoring: class.spec.detailed_monitoring.unwrap_or(false),
+                tags: template_tags(ctx, claim, class),
+            },
+            overrides,
+        ));
+    }
+    // Asked together: the first launch of a class needs a template per (AMI, max pods), and one after another
+    // they would stand in a row before CreateFleet.
+    let cloud = ctx.cloud(CONTROLLER);
+    let templates =
+        futures::future::try_join_all(specs.iter().map(|(spec, _)| cloud.ensure_launch_template(spec))).await?;
+    let mut configs = Vec::new();
+    for (template, (_, overrides)) in templates.into_iter().zip(specs) {
         if let Ok(mut used) = caches.templates_used.lock() {
             used.insert(template.clone(), Instant::now());
         }
@@ -247,7 +257,7 @@ async fn launch_as(
     let attempt = claim.launch_failures();
     let client_token = client_token(claim.metadata.uid.as_deref().unwrap_or(&name), attempt, capacity_type);
     let request = FleetRequest { configs, capacity_type, tags, client_token };
-    tracing::debug!(nodeclaim = %name, capacity_type = capacity_type.as_str(), "creating a fleet");
+    tracing::debug!(nodeclaim = %name, capacity_type = capacity_type.as_str(), templates = request.configs.len(), "creating a fleet");
     match ctx.cloud(CONTROLLER).create_fleet(&request).await {
         Ok(launched) => {
             if let Some(subnet) = subnet_by_zone.get(&launched.zone)

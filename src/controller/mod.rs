@@ -8,6 +8,7 @@ pub mod cluster_metrics;
 pub mod cluster_snapshot;
 pub mod conditions;
 pub mod conflict_backoff;
+pub mod disrupted_taint;
 pub mod disruption;
 pub mod events;
 pub mod garbage_collection;

@@ -231,8 +231,10 @@ async fn provision<'c>(
         Some(ready) if ready.is_for(&input) => ready,
         _ => PreparedCatalog::new(&catalog.instance_types, &catalog.prices, &planning.unavailable),
     };
+    let solving = Instant::now();
     let plan = scheduling::solve_on(&input, &ready);
     *prepared = Some(ready);
+    tracing::debug!(new_nodes = plan.new_nodes.len(), solve_us = solving.elapsed().as_micros(), "planned");
     ctx.metrics.scheduling_round_ended();
     report_pending(ctx, catalog, &planning);
     let refused = planning.refused.iter().map(|(pod, _)| pods::key(pod));

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::apis::pod::Pod;
-use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, EvictParams, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::{Context, Error, events, pods};
+use super::{Context, Error, disrupted_taint, events, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::scheduling_input::pod_requests;
 use crate::apis::{finalizers, guarded_patch};
@@ -21,9 +21,7 @@ use crate::catalog::resources::ResourceName;
 use crate::cloud::CloudProvider;
 use crate::cloud::error::CloudError;
 use crate::cloud::instances::{self, InstanceSummary};
-use crate::names::{
-    CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODEPOOL_LABEL, TERMINATION_FINALIZER, ZONE_ID_LABEL, ZONE_LABEL,
-};
+use crate::names::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL, TERMINATION_FINALIZER, ZONE_ID_LABEL, ZONE_LABEL};
 
 /// Terminates what is left of the NodeClaim `name`'s instance; returns the instance terminated, None when there
 /// is nothing left to terminate. `provider_id` is what the NodeClaim recorded, `instance` its instance as EC2
@@ -101,7 +99,7 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
     let instance_gone = instance_id.is_some() && !instance.as_ref().is_some_and(|i| i.is_alive());
 
     if let Some(node) = &node {
-        taint_disrupted(ctx, node).await?;
+        disrupted_taint::taint(ctx, node).await?;
         let remaining = drain(ctx, claim, node, instance_gone).await?;
         if remaining > 0 && !instance_gone {
             return Ok(Action::requeue(POLL));
@@ -178,29 +176,6 @@ pub async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, Error>
     ctx.metrics.nodeclaim_terminated(nodepool_of(claim), label(CAPACITY_TYPE_LABEL), label(ZONE_LABEL), termination);
     tracing::info!(nodeclaim = %name, "terminated");
     Ok(Action::await_change())
-}
-
-async fn taint_disrupted(ctx: &Context, node: &Node) -> Result<(), Error> {
-    let Some(patch) = tainting_disrupted(node) else { return Ok(()) };
-    let nodes: Api<Node> = Api::all(ctx.kube.clone());
-    match nodes.patch(&node.name_any(), &PatchParams::default(), &patch).await {
-        Ok(_) => Ok(()),
-        // The taints changed meanwhile: the next pass taints the fresh copy.
-        Err(error) if guarded_patch::is_stale_list(&error) => Ok(()),
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// The JSON patch that adds the disrupted taint to `node`, None if it has it; it holds only while the taints are
-/// those read (`guarded_patch`).
-fn tainting_disrupted(node: &Node) -> Option<Patch<()>> {
-    let read = node.spec.as_ref().and_then(|s| s.taints.as_deref());
-    if read.unwrap_or_default().iter().any(|t| t.key == DISRUPTED_TAINT_KEY) {
-        return None;
-    }
-    let mut taints = read.unwrap_or_default().to_vec();
-    taints.push(Taint { key: DISRUPTED_TAINT_KEY.into(), effect: "NoSchedule".into(), value: None, time_added: None });
-    Some(guarded_patch::rewriting_list("/spec/taints", read, &taints))
 }
 
 /// The pods to evict in this pass: the large ones (at least half the largest pod's CPU or memory) first, the rest on
@@ -349,54 +324,6 @@ mod instance_tests {
         assert_eq!(terminated, None);
         assert!(cloud.calls().is_empty(), "no lookup by tag, no terminate: {:?}", cloud.calls());
         assert_eq!(cloud.state_of("i-4").as_deref(), Some("running"));
-    }
-}
-
-#[cfg(test)]
-mod taint_tests {
-    use k8s_openapi::api::core::v1::NodeSpec;
-    use serde_json::json;
-
-    use super::*;
-
-    fn node(taints: Option<Vec<Taint>>) -> Node {
-        Node { spec: Some(NodeSpec { taints, ..Default::default() }), ..Default::default() }
-    }
-
-    fn operations(patch: Option<Patch<()>>) -> serde_json::Value {
-        let Some(Patch::Json(operations)) = patch else { panic!("a JSON patch: {patch:?}") };
-        serde_json::to_value(operations).expect("serializable")
-    }
-
-    #[test]
-    fn the_disrupted_taint_is_added_only_to_the_taints_read() {
-        let other =
-            Taint { key: "team".into(), effect: "NoSchedule".into(), value: Some("a".into()), time_added: None };
-        let disrupted = json!({"key": DISRUPTED_TAINT_KEY, "effect": "NoSchedule"});
-        assert_eq!(
-            operations(tainting_disrupted(&node(Some(vec![other])))),
-            json!([
-                {"op": "test", "path": "/spec/taints", "value": [{"key": "team", "effect": "NoSchedule", "value": "a"}]},
-                {"op": "replace", "path": "/spec/taints", "value": [
-                    {"key": "team", "effect": "NoSchedule", "value": "a"}, disrupted.clone(),
-                ]},
-            ])
-        );
-        // No taints read: the test is that there are still none.
-        assert_eq!(
-            operations(tainting_disrupted(&node(None))),
-            json!([
-                {"op": "test", "path": "/spec/taints", "value": null},
-                {"op": "add", "path": "/spec/taints", "value": [disrupted]},
-            ])
-        );
-    }
-
-    #[test]
-    fn a_node_already_tainted_needs_no_patch() {
-        let disrupted =
-            Taint { key: DISRUPTED_TAINT_KEY.into(), effect: "NoSchedule".into(), value: None, time_added: None };
-        assert!(tainting_disrupted(&node(Some(vec![disrupted]))).is_none());
     }
 }
 

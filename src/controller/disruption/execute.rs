@@ -14,7 +14,7 @@ use kube::runtime::events::EventType;
 
 use super::super::events;
 use super::super::nodeclaim_lifecycle::LAUNCH_TIMEOUT;
-use super::super::{Context, Error, conditions, is_not_found};
+use super::super::{Context, Error, conditions, disrupted_taint, is_not_found};
 use super::in_progress::InProgress;
 use super::snapshot::Gathered;
 use crate::apis::nodeclaim::NodeClaim;
@@ -65,11 +65,15 @@ pub async fn start(
         until_cache_shows(ctx, &[], &command.candidates, START_SEEN_WITHIN).await;
         return Ok(());
     }
+    // In progress before the taints go on, so that no pass lifts them as left over.
+    in_progress.add(&command.candidates);
+    // Tainted now, not at deletion: until then, pods evicted from other nodes must not land on these. After the
+    // replacements, so that the provisioner, seeing these nodes' pods in need of a place, finds their room.
+    set_taints(ctx, &candidates, true).await;
     for candidate in &candidates {
         let note = format!("launching {} to replace it: {}", replacements.join(", "), what(command));
         events::on_nodeclaim(&ctx.recorder, candidate, EventType::Normal, "DisruptionLaunching", &note).await;
     }
-    in_progress.add(&command.candidates);
     let created = replacements.clone();
     let (background, command, in_progress) = (ctx.clone(), command.clone(), in_progress.clone());
     tokio::spawn(async move {
@@ -100,6 +104,7 @@ async fn until_cache_shows(ctx: &Context, created: &[String], deleted: &[String]
 async fn finish(ctx: &Context, command: &Command, candidates: &[NodeClaim], replacements: &[String]) {
     if let Err(why) = wait_initialized(ctx, replacements).await {
         tracing::warn!(candidates = ?command.candidates, "replacement failed, leaving the candidates alone: {why}");
+        set_taints(ctx, candidates, false).await;
         for candidate in candidates {
             let note = format!("not disrupted: its replacement {why}");
             events::on_nodeclaim(&ctx.recorder, candidate, EventType::Warning, "DisruptionBlocked", &note).await;
@@ -117,6 +122,22 @@ async fn finish(ctx: &Context, command: &Command, candidates: &[NodeClaim], repl
     }
     // In progress until the cache has seen the deletions, so no pass takes a deleted candidate for a live one.
     until_cache_shows(ctx, &[], &command.candidates, DELETION_SEEN_WITHIN).await;
+}
+
+/// Taints the candidates' nodes (`tainted`) or lifts the taint, as the cache has the nodes. A write that fails is
+/// logged and left: termination taints at deletion anyway, and a taint left on a node that no command holds is
+/// lifted by a later pass (`lift_stale_taints`).
+async fn set_taints(ctx: &Context, candidates: &[NodeClaim], tainted: bool) {
+    let nodes =
+        candidates.iter().filter_map(|c| c.status.as_ref()?.node_name.as_deref()).filter_map(|n| ctx.state.node(n));
+    for node in nodes {
+        let written =
+            if tainted { disrupted_taint::taint(ctx, &node).await } else { disrupted_taint::lift(ctx, &node).await };
+        match written {
+            Ok(outcome) => tracing::debug!(node = %node.name_any(), tainted, ?outcome, "disrupted taint"),
+            Err(error) => tracing::warn!(node = %node.name_any(), "could not change the disrupted taint: {error}"),
+        }
+    }
 }
 
 fn what(command: &Command) -> String {
@@ -168,17 +189,25 @@ async fn delete_candidates(ctx: &Context, command: &Command, candidates: &[NodeC
 /// Waits until every replacement is Initialized; fails when one is deleted (its launch failed) or time runs out.
 async fn wait_initialized(ctx: &Context, names: &[String]) -> Result<(), String> {
     let started = Instant::now();
+    let mut seen = std::collections::HashSet::new();
     loop {
         let claims = ctx.state.nodeclaims.state();
         let mut ready = 0;
         for name in names {
-            match claims.iter().find(|c| &c.name_any() == name) {
+            let claim = claims.iter().find(|c| &c.name_any() == name);
+            if claim.is_some() {
+                seen.insert(name);
+            }
+            match claim {
                 Some(c) if c.metadata.deletion_timestamp.is_some() => return Err(format!("{name} is being deleted")),
                 Some(c) if c.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, "Initialized")) => {
                     ready += 1;
                 }
-                // Not in the cache yet right after creation: wait; gone later: its launch failed.
-                None if started.elapsed() > Duration::from_secs(30) => return Err(format!("{name} is gone")),
+                // Not in the cache yet right after creation: wait; gone once seen, or long after: it went (its
+                // launch failed, someone deleted it).
+                None if seen.contains(name) || started.elapsed() > Duration::from_secs(30) => {
+                    return Err(format!("{name} is gone"));
+                }
                 _ => {}
             }
         }

@@ -26,6 +26,10 @@ impl InProgress {
         }
     }
 
+    pub fn contains(&self, candidate: &str) -> bool {
+        self.candidates.lock().is_ok_and(|set| set.contains(candidate))
+    }
+
     /// The command of `candidates` has ended: they are no longer in progress, and `ended` wakes.
     pub fn remove(&self, candidates: &[String]) {
         if let Ok(mut set) = self.candidates.lock() {

@@ -16,18 +16,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use super::leader::Leadership;
-use super::{Context, Error, events, is_not_found};
+use super::{Context, Error, disrupted_taint, events, is_not_found};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::disruption::expiration::is_expired;
 use crate::disruption::{decide, is_consolidatable, still_valid};
-use crate::names::{CAPACITY_TYPE_LABEL, DISRUPTED_TAINT_KEY, NODEPOOL_LABEL};
+use crate::names::{CAPACITY_TYPE_LABEL, NODEPOOL_LABEL};
 use crate::telemetry::ReconcileResult;
 use drift::DriftReference;
 use in_progress::InProgress;
@@ -138,7 +136,7 @@ async fn pass(
     let observe = ctx.settings.observe;
     if !observe {
         expire(ctx).await?;
-        lift_stale_taints(ctx, stale).await?;
+        lift_stale_taints(ctx, stale, in_progress).await?;
         super::nodepool_status::update(ctx).await?;
     }
     let gathered = gather_seeing(ctx, in_progress);
@@ -303,37 +301,29 @@ async fn expire(ctx: &Context) -> Result<(), Error> {
     Ok(())
 }
 
-/// A node tainted `karpenter.sh/disrupted` whose NodeClaim is not being deleted was left so by a disruption
-/// that did not go through (a controller killed between taint and delete): the taint goes, the node serves again.
-/// Only once seen so on two passes in a row, so a deletion the NodeClaim cache has not seen yet is not mistaken
-/// for one. `stale` holds the nodes seen so on the last pass.
-async fn lift_stale_taints(ctx: &Context, stale: &mut HashSet<String>) -> Result<(), Error> {
-    let nodes: Api<Node> = Api::all(ctx.kube.clone());
+/// A node tainted `karpenter.sh/disrupted` whose NodeClaim is neither being deleted nor a candidate of a command
+/// in progress was left so by a disruption that did not go through (a controller killed between taint and
+/// delete): the taint goes, the node serves again. Only once seen so on two passes in a row, so a deletion the
+/// NodeClaim cache has not seen yet is not mistaken for one. `stale` holds the nodes seen so on the last pass.
+async fn lift_stale_taints(ctx: &Context, stale: &mut HashSet<String>, in_progress: &InProgress) -> Result<(), Error> {
     let seen_before = std::mem::take(stale);
     for claim in ctx.state.nodeclaims.state() {
-        if claim.metadata.deletion_timestamp.is_some() {
+        if claim.metadata.deletion_timestamp.is_some() || in_progress.contains(&claim.name_any()) {
             continue;
         }
         let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.as_deref()).and_then(|n| ctx.state.node(n))
         else {
             continue;
         };
-        let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-        if node.metadata.deletion_timestamp.is_some() || !taints.iter().any(|t| t.key == DISRUPTED_TAINT_KEY) {
+        if node.metadata.deletion_timestamp.is_some() || !disrupted_taint::is_tainted(&node) {
             continue;
         }
         if !seen_before.contains(&node.name_any()) {
             stale.insert(node.name_any());
             continue;
         }
-        let kept: Vec<_> = taints.into_iter().filter(|t| t.key != DISRUPTED_TAINT_KEY).collect();
-        let patch = json!({"metadata": {"resourceVersion": node.resource_version()}, "spec": {"taints": kept}});
-        match nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
-            Ok(_) => {
-                tracing::info!(node = %node.name_any(), "lifted a disrupted taint left by an unfinished disruption")
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {}
-            Err(error) => return Err(error.into()),
+        if disrupted_taint::lift(ctx, &node).await? == disrupted_taint::Outcome::Written {
+            tracing::info!(node = %node.name_any(), "lifted a disrupted taint left by an unfinished disruption");
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 
 use super::super::nominations::Nominations;
 use super::super::volume_topology::pod_request_with_volumes;
-use super::super::{Context, cluster_snapshot, conditions, pods};
+use super::super::{Context, cluster_snapshot, conditions, disrupted_taint, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::{ConsolidationPolicy, DisruptionReason, NodePool};
 use crate::apis::scheduling_input::label_selector;
@@ -19,8 +19,8 @@ use crate::catalog::{CapacityType, Catalog, OfferingKey};
 use crate::disruption::budgets::{Budget, Nodes};
 use crate::disruption::{ManagedNode, MovablePod, Policy, PoolPolicy, Reason, Snapshot};
 use crate::names::{
-    CAPACITY_TYPE_LABEL, CAPACITY_TYPE_SPOT, DISRUPTED_TAINT_KEY, DO_NOT_DISRUPT_ANNOTATION, INSTANCE_TYPE_LABEL,
-    NODEPOOL_LABEL, POD_DELETION_COST_ANNOTATION, REPLACES_ANNOTATION, ZONE_LABEL,
+    CAPACITY_TYPE_LABEL, CAPACITY_TYPE_SPOT, DO_NOT_DISRUPT_ANNOTATION, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL,
+    POD_DELETION_COST_ANNOTATION, REPLACES_ANNOTATION, ZONE_LABEL,
 };
 use crate::scheduling::{DaemonSetPod, ExistingNode, NodePoolSpec, PodRequest};
 
@@ -159,8 +159,7 @@ fn node_ready(node: &Node) -> bool {
 }
 
 fn being_drained(node: &Node) -> bool {
-    node.metadata.deletion_timestamp.is_some()
-        || node.spec.iter().flat_map(|s| s.taints.iter().flatten()).any(|t| t.key == DISRUPTED_TAINT_KEY)
+    node.metadata.deletion_timestamp.is_some() || disrupted_taint::is_tainted(node)
 }
 
 fn timestamp(time: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Option<jiff::Timestamp> {
