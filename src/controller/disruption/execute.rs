@@ -1,9 +1,11 @@
-//! Carrying a disruption command out: launch the replacements, and once they are Initialized delete the
-//! candidates (termination taints, drains within PodDisruptionBudgets, and terminates). The wait runs in the
+//! Carrying a disruption command out: launch the replacements and taint the candidates `karpenter.sh/disrupted`
+//! (nothing new lands on them, pods moved off other nodes included), and once the replacements are Initialized
+//! delete the candidates (termination drains within PodDisruptionBudgets, and terminates). The wait runs in the
 //! background, as Karpenter's orchestration queue: the next pass need not wait for a launch, and sees the
-//! candidates as going (`InProgress`). If a replacement does not come up, the candidates are left as they are. A
-//! controller killed at any step converges: a replacement without its candidates' deletion is a node like any
-//! other (consolidated if it stays empty), and a deleted candidate's termination resumes from its finalizer.
+//! candidates as going (`InProgress`). If a replacement does not come up, the candidates' taint is lifted and they
+//! serve on. A controller killed at any step converges: a replacement without its candidates' deletion is a node
+//! like any other (consolidated if it stays empty), a taint no command holds any more is lifted by a later pass,
+//! and a deleted candidate's termination resumes from its finalizer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
