@@ -60,10 +60,13 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
     let mut pool_notes = PodNotes::default();
     let mut subnets_read: Option<Instant> = None;
     let mut batch: Option<Batch> = None;
-    // One pass per version of the catalog: the prepared catalog borrows the version it was prepared from.
+    // One pass per version of the catalog: the prepared catalog borrows the version it was prepared from. Prepared
+    // as soon as the version is new, not when a batch closes: a thousand instance types take tens of milliseconds
+    // to prepare, which would stand before that batch's launches.
     loop {
         let catalog = ctx.catalog();
-        let mut prepared: Option<PreparedCatalog<'_>> = None;
+        let unavailable = ctx.caches().unavailable.snapshot();
+        let mut prepared = Some(PreparedCatalog::new(&catalog.instance_types, &catalog.prices, &unavailable));
         loop {
             let (idle, max) = (ctx.settings.batch_idle, ctx.settings.batch_max);
             let due = batch.as_ref().map(|batch| batch.due(idle, max));
@@ -79,6 +82,9 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
             });
             if !hold.is_zero() {
                 tokio::time::sleep(hold).await;
+            }
+            if !Arc::ptr_eq(&catalog, &ctx.catalog()) {
+                break; // refreshed: prepare the new one while the batch (kept) gathers
             }
             last_pass = Some(Instant::now());
             // Taken before the pods are read: a pod change after this point is seen by the next pass.
