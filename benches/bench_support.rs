@@ -109,12 +109,18 @@ pub fn rss_kib(pid: u32) -> Result<BTreeMap<String, u64>> {
 
 /// GET /readyz on the health port: true on 200.
 pub async fn http_ready(port: u16) -> Result<bool> {
+    let response = http_get(port, "/readyz").await?;
+    Ok(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
+}
+
+/// GET `path` on a local port: the whole response, headers included.
+pub async fn http_get(port: u16, path: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    Ok(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
+    Ok(response)
 }
 
 /// The region the bench's sandbox plays (IAM names carry it).

@@ -33,12 +33,14 @@ mod bench_support;
 #[path = "interruption_burst.rs"]
 mod interruption_burst;
 use bench_support::{
-    free_port, http_ready, install_crds, namespace, percentile, prepare_cluster, rss_kib, sandbox_region, wait_until,
+    free_port, http_get, http_ready, install_crds, namespace, percentile, prepare_cluster, rss_kib, sandbox_region,
+    wait_until,
 };
 
 const BENCH_LABEL: &str = "nodesmith.dev/bench";
 
-struct Controller(Child, u16);
+/// The controller process, its health port and its metrics port.
+struct Controller(Child, u16, u16);
 
 impl Drop for Controller {
     fn drop(&mut self) {
@@ -49,17 +51,17 @@ impl Drop for Controller {
 
 fn start_controller(cluster: &str, namespace: &str, aws_endpoint: Option<&str>) -> Result<Controller> {
     let binary = std::env::var("NODESMITH_BIN").unwrap_or_else(|_| "target/release/nodesmith".into());
-    let health = free_port()?;
+    let (health, metrics) = (free_port()?, free_port()?);
     let mut command = Command::new(binary);
     command
         .args(["controller", "--cluster-name", cluster, "--namespace", namespace, "--identity", "bench"])
-        .args(["--metrics-port", &free_port()?.to_string(), "--health-port", &health.to_string()])
+        .args(["--metrics-port", &metrics.to_string(), "--health-port", &health.to_string()])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create("target/controller-bench.log")?);
     if let Some(endpoint) = aws_endpoint {
         command.env("AWS_ENDPOINT_URL", endpoint);
     }
-    Ok(Controller(command.spawn()?, health))
+    Ok(Controller(command.spawn()?, health, metrics))
 }
 
 #[tokio::main]
@@ -145,15 +147,27 @@ async fn latency(kube: &kube::Client, rounds: usize, pods_per_round: i32) -> Res
 
     let moto = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL: source the sandbox env")?;
     let (proxy, log) = fault_proxy::start(&moto, FaultPlan::default()).await?;
-    let _controller = start_controller(&cluster, &bench, Some(&proxy))?;
-    // Measured on a controller that is up: leading, its EC2NodeClass resolved (Ready). Otherwise the first round
-    // times the start-up instead.
+    let controller = start_controller(&cluster, &bench, Some(&proxy))?;
+    // Measured on a controller that is up: leading, its EC2NodeClass resolved (Ready), its first read of the spot
+    // prices done (moto takes seconds over it, and answers a launch's calls late meanwhile). Otherwise the first
+    // round times the start-up instead.
     let classes = dynamic("EC2NodeClass", "ec2nodeclasses", "karpenter.k8s.aws");
     wait_until("the EC2NodeClass Ready", Duration::from_secs(120), || async {
         let class = classes.get(&bench).await?;
         let conditions = class.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
         let ready = conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
         Ok(ready.then_some(()))
+    })
+    .await?;
+    wait_until("the first spot price read", Duration::from_secs(120), || async {
+        let metrics = http_get(controller.2, "/metrics").await.unwrap_or_default();
+        Ok(metrics
+            .lines()
+            .any(|l| {
+                l.starts_with("karpenter_cloudprovider_duration_seconds_count")
+                    && l.contains(r#"method="GetSpotPrices""#)
+            })
+            .then_some(()))
     })
     .await?;
 

@@ -374,7 +374,7 @@ pub async fn whole_controller(kube: &kube::Client, count: usize) -> Result<()> {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create("target/controller-bench.log")?)
             .spawn()?;
-        Controller(child, 0)
+        Controller(child, 0, 0)
     };
     wait_until("every NodeClaim registered", Duration::from_secs(600), || async {
         let listed = claims.list(&ListParams::default().labels(&label)).await?;
