@@ -1,10 +1,10 @@
 //! What the cloud remembers between launches, owned by the cloud type (`CloudProvider::caches`): offerings that
 //! just failed for lack of capacity (or were just interrupted), launches not yet visible in their subnet's free
-//! addresses, the subnets' free addresses as last read, the launch templates launches used recently, and the
-//! NodeClaims made here that no launch has been tried for.
+//! addresses, the subnets' free addresses as last read, the launch templates launches used recently (and those
+//! known to exist or being made), and the NodeClaims made here that no launch has been tried for.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::catalog::OfferingKey;
@@ -22,6 +22,8 @@ pub struct LaunchCaches {
     pub templates_used: Mutex<HashMap<String, Instant>>,
     /// Launch templates known to exist, so that a launch need not ask EC2 again.
     pub templates_known: KnownTemplates,
+    /// Launch templates being made now, so that launches needing the same one make it once.
+    pub templates_in_making: TemplatesInMaking,
     /// Free addresses per subnet as last read, so that a launch need not wait for DescribeSubnets.
     pub subnet_addresses: SubnetAddresses,
     /// NodeClaims this process made that no launch has been tried for yet.
@@ -74,6 +76,21 @@ pub const TEMPLATE_KNOWN_FOR: Duration = Duration::from_secs(300);
 
 /// Launch templates known to exist.
 pub type KnownTemplates = RecentNames<{ TEMPLATE_KNOWN_FOR.as_secs() }>;
+
+/// One CreateLaunchTemplate per name at a time: the launches of one batch often need the same new template, and
+/// all but the first would only be told that it exists (each a round trip before its CreateFleet).
+#[derive(Debug, Default)]
+pub struct TemplatesInMaking(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl TemplatesInMaking {
+    /// The lock of the template `name`: whoever holds it makes the template, the others wait and find it known.
+    pub fn lock_of(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A lock nobody holds or waits for any more is only the map's.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(name.to_string()).or_default().clone()
+    }
+}
 
 /// How long a NodeClaim made here counts as untried: far longer than a batch takes to reach its launch, and short
 /// enough that NodeClaims deleted before any launch do not pile up.
@@ -226,6 +243,19 @@ mod tests {
         known.forget(["nodesmith/demo/b"]);
         assert!(!known.contains_at("nodesmith/demo/b", start + Duration::from_secs(1)));
         assert!(!known.contains_at("nodesmith/demo/a", start + TEMPLATE_KNOWN_FOR + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn launches_needing_one_template_share_its_lock_while_any_holds_it() {
+        let making = TemplatesInMaking::default();
+        let first = making.lock_of("nodesmith/demo/a");
+        assert!(Arc::ptr_eq(&first, &making.lock_of("nodesmith/demo/a")));
+        assert!(!Arc::ptr_eq(&first, &making.lock_of("nodesmith/demo/b")));
+        drop(first);
+        // Locks nobody holds any more leave the map; the one asked for now is held by the map and its caller.
+        let again = making.lock_of("nodesmith/demo/a");
+        assert_eq!(Arc::strong_count(&again), 2);
+        assert_eq!(making.0.lock().map(|l| l.len()).unwrap_or_default(), 1, "only a's lock is kept");
     }
 
     fn subnet(id: &str, available_ips: i64) -> SubnetInfo {

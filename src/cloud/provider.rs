@@ -165,6 +165,12 @@ impl CloudProvider for AwsCloud {
         if self.caches.templates_known.contains(&name) {
             return Ok(name);
         }
+        let lock = self.caches.templates_in_making.lock_of(&name);
+        let _making = lock.lock().await;
+        // Made by the launch that held the lock before.
+        if self.caches.templates_known.contains(&name) {
+            return Ok(name);
+        }
         let name = launch_template::ensure(&self.ec2, spec).await?;
         self.caches.templates_known.remember(&name);
         Ok(name)

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 
 use super::nominations::Nominations;
 use super::volume_topology::pod_request_with_volumes;
-use super::{Context, pods};
+use super::{Context, disrupted_taint, pods};
 use crate::apis::ec2nodeclass::EC2NodeClass;
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::NodePool;
@@ -23,7 +23,7 @@ use crate::apis::scheduling_input::{
 use crate::catalog::instance_type::InstanceTypeInfo;
 use crate::catalog::resources::{ResourceName, Resources, parse_quantity};
 use crate::catalog::{Catalog, OfferingKey};
-use crate::names::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
+use crate::names::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, REPLACES_ANNOTATION, ZONE_LABEL};
 use crate::scheduling::{
     self, ExistingNode, NodePoolRefusal, Operator, PlacedPod, PodRequest, Requirement, SchedulingInput,
     UnschedulablePod,
@@ -44,24 +44,42 @@ pub fn pending_pods(ctx: &Context, nominations: &Nominations) -> Vec<Arc<Pod>> {
         .collect()
 }
 
-/// Nodes being taken away: tainted `karpenter.sh/disrupted`, or whose NodeClaim is being deleted.
+/// Nodes being taken away: whose NodeClaim is being deleted, or tainted `karpenter.sh/disrupted` (by termination, by
+/// hand, by a controller killed midway) unless a disruption's replacement for them is coming up. A
+/// disruption taints its candidates when it starts so that no pod lands there, but their pods move only once the
+/// replacements are up and the candidates deleted; until then the replacements hold the room planned for those
+/// pods, and the provisioner must not plan it again.
 pub fn leaving_nodes(ctx: &Context) -> HashSet<String> {
-    let mut leaving: HashSet<String> = ctx
-        .state
-        .nodeclaims
-        .state()
+    let claims = ctx.state.nodeclaims.state();
+    let node_of = |claim: &NodeClaim| claim.status.as_ref()?.node_name.clone();
+    let mut leaving: HashSet<String> =
+        claims.iter().filter(|c| c.metadata.deletion_timestamp.is_some()).filter_map(|c| node_of(c)).collect();
+    let replaced: HashSet<&str> = claims
         .iter()
-        .filter(|c| c.metadata.deletion_timestamp.is_some())
-        .filter_map(|c| c.status.as_ref()?.node_name.clone())
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .filter_map(|c| c.annotations().get(REPLACES_ANNOTATION))
+        .flat_map(|candidates| candidates.split(','))
         .collect();
+    let awaiting_replacement: HashSet<String> =
+        claims.iter().filter(|c| replaced.contains(c.name_any().as_str())).filter_map(|c| node_of(c)).collect();
     // Not cordoned nodes: a person cordoning a node has not asked for its pods to move.
-    leaving.extend(ctx.state.nodes.state().iter().filter(|n| is_disrupted(n)).map(|n| n.name_any()));
+    leaving.extend(
+        ctx.state
+            .nodes
+            .state()
+            .iter()
+            .filter(|n| {
+                n.metadata.deletion_timestamp.is_some()
+                    || (disrupted_taint::is_tainted(n) && !awaiting_replacement.contains(&n.name_any()))
+            })
+            .map(|n| n.name_any()),
+    );
     leaving
 }
 
-/// Tainted `karpenter.sh/disrupted`, or being deleted.
+/// Tainted `karpenter.sh/disrupted`, or being deleted: no room for new pods.
 fn is_disrupted(node: &Node) -> bool {
-    node.metadata.deletion_timestamp.is_some() || super::disrupted_taint::is_tainted(node)
+    node.metadata.deletion_timestamp.is_some() || disrupted_taint::is_tainted(node)
 }
 
 /// What these pods hold: finished pods and pods being deleted (their replacements are counted instead) hold nothing.
@@ -471,6 +489,33 @@ mod tests {
         pending.sort();
         assert_eq!(pending, ["shop/on-leaving-node", "shop/unschedulable"]);
         assert_eq!(leaving_nodes(&ctx), HashSet::from(["leaving".to_string()]), "a cordon is not a request to move");
+    }
+
+    #[tokio::test]
+    async fn a_disruption_candidate_leaves_only_once_its_replacement_is_gone_or_it_is_deleted() {
+        let disrupted = json!([{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]);
+        let mut replacement = claim("new", json!({}));
+        replacement.annotations_mut().insert(REPLACES_ANNOTATION.into(), "old,other".into());
+        let objects = |replacement: Option<NodeClaim>| Objects {
+            pods: vec![pod("moving-later", Some("n-old"), "1")],
+            nodes: vec![node("n-old", disrupted.clone(), false), node("n-stray", disrupted.clone(), false)],
+            nodeclaims: [claim("old", json!({"nodeName": "n-old"})), claim("stray", json!({"nodeName": "n-stray"}))]
+                .into_iter()
+                .chain(replacement)
+                .collect(),
+            ..Objects::default()
+        };
+        // Its replacement is coming up: its pods stay where they are until it is deleted; a tainted node no
+        // replacement names is leaving.
+        let ctx = context(objects(Some(replacement.clone())));
+        assert_eq!(leaving_nodes(&ctx), HashSet::from(["n-stray".to_string()]));
+        assert!(pending_pods(&ctx, &Nominations::default()).is_empty());
+        // The replacement went (its launch failed, the command ended): the taint alone says it is leaving.
+        replacement.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        let ctx = context(objects(Some(replacement)));
+        assert_eq!(leaving_nodes(&ctx), HashSet::from(["n-old".to_string(), "n-stray".to_string()]));
+        assert_eq!(pending_pods(&ctx, &Nominations::default()).len(), 1);
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 
 use super::super::nominations::Nominations;
 use super::super::volume_topology::pod_request_with_volumes;
-use super::super::{Context, cluster_snapshot, conditions, disrupted_taint, pods};
+use super::super::{Context, cluster_snapshot, conditions, pods};
 use crate::apis::nodeclaim::NodeClaim;
 use crate::apis::nodepool::{ConsolidationPolicy, DisruptionReason, NodePool};
 use crate::apis::scheduling_input::label_selector;
@@ -158,10 +158,6 @@ fn node_ready(node: &Node) -> bool {
     node.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-fn being_drained(node: &Node) -> bool {
-    node.metadata.deletion_timestamp.is_some() || disrupted_taint::is_tainted(node)
-}
-
 fn timestamp(time: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Option<jiff::Timestamp> {
     time.map(|t| t.0)
 }
@@ -273,7 +269,8 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
             initialized_at: initialized_at.filter(|_| conditions::is_true(&status.conditions, "Initialized")),
             last_pod_event: events.last_event.max(began_terminating),
             last_pod_departure: events.last_departure.max(began_terminating),
-            deleting: claim.metadata.deletion_timestamp.is_some() || being_drained(&node),
+            // A candidate of a command in progress is tainted but not leaving yet: `InProgress` marks it.
+            deleting: claim.metadata.deletion_timestamp.is_some() || leaving.contains(&node_name),
             ready: node_ready(&node),
             nominated: just_planned_onto,
             do_not_disrupt: annotated(DO_NOT_DISRUPT_ANNOTATION),
