@@ -245,14 +245,12 @@ pub fn daemonset_pods(ctx: &Context) -> Vec<scheduling::DaemonSetPod> {
 }
 
 /// A Node as room for pods: its allocatable minus what the pods bound to it request, and those pods for topology.
-/// Going away or cordoned: no room, but its capacity still counts against its NodePool's limits. Going away, its
-/// pods no longer count where they are: they are being planned elsewhere.
+/// Going away or cordoned: no room, but its capacity still counts against its NodePool's limits. Whether its pods
+/// still count where they are is the caller's to say: a node in `leaving_nodes` has them planned elsewhere.
 pub fn node_room(node: &Node, bound: &[Arc<Pod>]) -> Option<ExistingNode> {
     let mut room = existing_node(node).ok()?;
     room.available = if usable(node) { room.available - requests_of(bound) } else { Resources::ZERO };
-    if !is_disrupted(node) {
-        room.pods = placed_pods(bound);
-    }
+    room.pods = placed_pods(bound);
     Some(room)
 }
 
@@ -510,12 +508,18 @@ mod tests {
         let ctx = context(objects(Some(replacement.clone())));
         assert_eq!(leaving_nodes(&ctx), HashSet::from(["n-stray".to_string()]));
         assert!(pending_pods(&ctx, &Nominations::default()).is_empty());
+        let existing = existing_capacity(&ctx, &|_: &str| Vec::new());
+        let old = existing.iter().find(|e| e.name == "n-old").expect("n-old");
+        assert_eq!(old.pods.len(), 1, "its pod still counts there");
+        assert!(old.available.is_zero(), "tainted: no room for new pods");
         // The replacement went (its launch failed, the command ended): the taint alone says it is leaving.
         replacement.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
         let ctx = context(objects(Some(replacement)));
         assert_eq!(leaving_nodes(&ctx), HashSet::from(["n-old".to_string(), "n-stray".to_string()]));
         assert_eq!(pending_pods(&ctx, &Nominations::default()).len(), 1);
+        let existing = existing_capacity(&ctx, &|_: &str| Vec::new());
+        assert_eq!(existing.iter().find(|e| e.name == "n-old").map(|e| e.pods.len()), Some(0));
     }
 
     #[tokio::test]
@@ -605,9 +609,6 @@ mod tests {
         assert_eq!(room.pods[1].anti_affinity.len(), 1, "its anti-affinity keeps db pods off this node");
         assert!(room.pods[0].anti_affinity.is_empty());
 
-        let disrupted = json!([{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]);
-        let leaving = node_room(&node("n2", disrupted, false), &bound).expect("room");
-        assert!(leaving.pods.is_empty(), "its pods are being planned elsewhere");
         let cordoned = node_room(&node("n3", json!([]), true), &bound).expect("room");
         assert_eq!(cordoned.pods.len(), 2, "a cordon moves no pod: they still count there");
     }
