@@ -61,12 +61,12 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
     let mut subnets_read: Option<Instant> = None;
     let mut batch: Option<Batch> = None;
     // One pass per version of the catalog: the prepared catalog borrows the version it was prepared from. Prepared
-    // as soon as the version is new, not when a batch closes: a thousand instance types take tens of milliseconds
-    // to prepare, which would stand before that batch's launches.
+    // while a batch gathers (when it opens, or at once for a new version while one is open), not when it closes: a
+    // thousand instance types take tens of milliseconds to prepare, which would stand before its launches. Not
+    // before any batch: a controller with nothing to provision does not hold one.
     loop {
         let catalog = ctx.catalog();
-        let unavailable = ctx.caches().unavailable.snapshot();
-        let mut prepared = Some(PreparedCatalog::new(&catalog.instance_types, &catalog.prices, &unavailable));
+        let mut prepared = batch.is_some().then(|| prepare(&ctx, &catalog));
         loop {
             let (idle, max) = (ctx.settings.batch_idle, ctx.settings.batch_max);
             let due = batch.as_ref().map(|batch| batch.due(idle, max));
@@ -119,7 +119,12 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
                     gathered.update(pending, changed_at);
                     gathered
                 }
-                None => batch.insert(Batch::open(pending, changed_at)),
+                None => {
+                    if prepared.is_none() {
+                        prepared = Some(prepare(&ctx, &catalog));
+                    }
+                    batch.insert(Batch::open(pending, changed_at))
+                }
             };
             if now < gathered.due(idle, max) {
                 continue;
@@ -151,6 +156,10 @@ pub async fn run(ctx: Arc<Context>, leadership: Leadership, triggers: Triggers) 
             }
         }
     }
+}
+
+fn prepare<'c>(ctx: &Context, catalog: &'c Catalog) -> PreparedCatalog<'c> {
+    PreparedCatalog::new(&catalog.instance_types, &catalog.prices, &ctx.caches().unavailable.snapshot())
 }
 
 /// While a batch gathers, its launches' subnets are read (DescribeSubnets), so that when it closes nothing but
