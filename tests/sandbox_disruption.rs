@@ -753,12 +753,7 @@ async fn a_controller_killed_mid_disruption_converges_after_restart() -> Result<
                 .await?
                 .items
                 .iter()
-                .filter(|n| {
-                    n.spec
-                        .as_ref()
-                        .and_then(|s| s.taints.as_ref())
-                        .is_some_and(|t| t.iter().any(|t| t.key == "karpenter.sh/disrupted"))
-                })
+                .filter(|n| is_tainted_disrupted(n))
                 .count();
             let instances = live_instances(sandbox, test).await?.len();
             Ok((claims.len() == 2 && running == 2 && tainted == 0 && instances == 2).then_some(()))

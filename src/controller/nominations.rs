@@ -11,8 +11,8 @@ use kube::ResourceExt;
 
 use super::{Context, cluster_snapshot, conditions};
 use crate::apis::nodeclaim::NodeClaim;
-use crate::apis::scheduling_input::pod_requests;
-use crate::catalog::resources::Resources;
+use crate::apis::scheduling_input::pod_request;
+use crate::scheduling::ExistingNode;
 
 /// How long a pod stays nominated after its node is ready, for the scheduler to bind it.
 const NOMINATION_GRACE: Duration = Duration::from_secs(30);
@@ -90,9 +90,10 @@ impl Nominations {
         self.forget_those_that_no_longer_fit(ctx, &claims);
     }
 
-    /// Once its target has a Node, a pod stays nominated only while the room the bound pods leave there still holds
-    /// it: kube-scheduler places pods where it likes, and one crowded out of its target is planned again now rather
-    /// than left Pending for the rest of the grace period.
+    /// Once its target has a Node, a pod stays nominated only while that Node can still take it: the room the bound
+    /// pods leave holds it, and none of them keeps it out (a host port, a hostname anti-affinity either way, a
+    /// hostname spread at its skew). kube-scheduler places pods where it likes, and one shut out of its target is
+    /// planned again now rather than left Pending for the rest of the grace period.
     fn forget_those_that_no_longer_fit(&mut self, ctx: &Context, claims: &HashMap<String, Arc<NodeClaim>>) {
         if self.by_pod.is_empty() {
             return;
@@ -107,26 +108,30 @@ impl Nominations {
             return;
         }
         let pods_by_node = ctx.state.pods_by_node();
-        let mut room: HashMap<String, Resources> = HashMap::new();
-        self.by_pod.retain(|pod, (target, _)| {
+        let mut rooms: HashMap<String, Option<ExistingNode>> = HashMap::new();
+        self.by_pod.retain(|key, (target, _)| {
             let Some(node) = node_of(target) else { return true };
-            let name = node.name_any();
-            let available = match room.get(&name) {
-                Some(available) => *available,
-                None => {
-                    let bound = pods_by_node.get(&name).map(Vec::as_slice).unwrap_or_default();
-                    // A Node that does not say what it can hold yet is waited for.
-                    let Some(node_room) = cluster_snapshot::node_room(&node, bound) else { return true };
-                    room.insert(name, node_room.available);
-                    node_room.available
-                }
-            };
-            let requests = ctx.state.pod(pod).and_then(|p| pod_requests(p.spec.as_ref()?).ok());
-            let fits = requests.is_none_or(|requests| requests.fits_in(&available));
-            if !fits {
-                tracing::debug!(pod, target = %target, node = %node.name_any(), ?available, "nomination dropped: the pods bound there leave it no room");
+            let Some(pod) = ctx.state.pod(key) else { return true };
+            if pod.node_name().is_some() {
+                return true; // bound already: it waits for nothing from its target
             }
-            fits
+            let name = node.name_any();
+            let room = rooms.entry(name.clone()).or_insert_with(|| {
+                let bound = pods_by_node.get(&name).map(Vec::as_slice).unwrap_or_default();
+                cluster_snapshot::node_room(&node, bound)
+            });
+            // A Node that does not say what it can hold yet is waited for.
+            let Some(room) = room else { return true };
+            let Some(spec) = pod.spec.as_ref() else { return true };
+            let labels = pod.labels().to_map();
+            let Ok(request) = pod_request(key, &labels, spec) else { return true };
+            let fits = request.requests.fits_in(&room.available);
+            let may_join = request.may_join(&room.pods);
+            if !fits || !may_join {
+                let why = if fits { "a pod bound there keeps it out" } else { "the pods bound there leave it no room" };
+                tracing::debug!(pod = key.as_str(), target = %target, node = %name, available = ?room.available, "nomination dropped: {why}");
+            }
+            fits && may_join
         });
     }
 }
@@ -183,6 +188,24 @@ mod tests {
         nominations.prune(&ctx);
         assert_eq!(nominations.target_of("shop/big"), None);
         assert_eq!(nominations.target_of("shop/fits"), Some("n1"));
+    }
+
+    #[tokio::test]
+    async fn a_pod_shut_out_of_its_target_by_a_pod_bound_there_is_planned_again_at_once() {
+        // kube-scheduler put `apart` on n1, and `apart` keeps pods named `web` off its node: `web` can never join
+        // it, though the room is there. `other` may.
+        let mut apart = pod("apart", Some("n1"), "500m");
+        let mut spec = apart.spec.take().unwrap_or_default();
+        spec.affinity = Some(object(json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"name": "web"}}}]}})));
+        apart.spec = Some(spec);
+        let ctx = context(vec![apart, pod("web", None, "500m"), pod("other", None, "500m")]);
+        let mut nominations = Nominations::default();
+        nominations.nominate("shop/web", "claim-1");
+        nominations.nominate("shop/other", "n1");
+        nominations.prune(&ctx);
+        assert_eq!(nominations.target_of("shop/web"), None, "shut out: planned again before the grace ends");
+        assert_eq!(nominations.target_of("shop/other"), Some("n1"));
     }
 
     #[tokio::test]

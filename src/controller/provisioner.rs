@@ -256,6 +256,7 @@ async fn provision<'c>(
     decided(ctx, plan.unschedulable.iter().map(|u| u.pod.clone()).chain(refused), false);
 
     for (target, planned) in &plan.existing_placements {
+        tracing::debug!(target = %target, pods = ?planned, "planned onto room already there");
         for pod in planned {
             nominations.nominate(pod, target);
         }
@@ -291,6 +292,7 @@ async fn provision<'c>(
                     pods = node.pods.len(),
                     "created NodeClaim"
                 );
+                tracing::debug!(nodeclaim = %name, pods = ?node.pods, "planned onto the new NodeClaim");
                 for pod in &node.pods {
                     nominations.nominate(pod, &name);
                 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::requirements::Requirement;
-use super::topology::{PodAffinityTerm, PreferredPodTerm, TopologySpread};
+use super::topology::{PodAffinityTerm, PreferredPodTerm, TopologyKey, TopologySpread, selects};
 use crate::catalog::allocatable::NodeOverhead;
 use crate::catalog::instance_type::EphemeralStorage;
 use crate::catalog::max_pods::MaxPodsSettings;
@@ -155,6 +155,28 @@ impl PodRequest {
     pub fn namespace(&self) -> &str {
         self.id.split_once('/').map_or("default", |(namespace, _)| namespace)
     }
+
+    /// Whether the pods on a node (`placed`) would let this one join them, as far as that node alone decides: no
+    /// host port taken twice, no required anti-affinity on hostname either way, and no hard hostname spread at its
+    /// skew there already (a new node is always possible, so the least crowded hostname holds none, as the solver
+    /// counts it). Room, and constraints over zones, are for the caller or the solver to weigh.
+    pub fn may_join(&self, placed: &[PlacedPod]) -> bool {
+        let namespace = self.namespace();
+        let on_hostname = |term: &&PodAffinityTerm| term.key == TopologyKey::Hostname;
+        let neighbours = || placed.iter().filter(|p| p.namespace == namespace);
+        let ports_free = placed.iter().all(|p| !ports_conflict(&self.host_ports, &p.host_ports));
+        let keeps_none_away = self
+            .anti_affinity
+            .iter()
+            .filter(on_hostname)
+            .all(|term| !neighbours().any(|p| selects(&term.selector, &p.labels)));
+        let kept_away_by_none = neighbours()
+            .all(|p| !p.anti_affinity.iter().filter(on_hostname).any(|term| selects(&term.selector, &self.labels)));
+        let spreads_hold = self.spreads.iter().filter(|s| s.hard && s.key == TopologyKey::Hostname).all(|spread| {
+            neighbours().filter(|p| selects(&spread.selector, &p.labels)).count() < spread.max_skew.max(1) as usize
+        });
+        ports_free && keeps_none_away && kept_away_by_none && spreads_hold
+    }
 }
 
 /// A NodePool, reduced to what scheduling needs.
@@ -284,6 +306,53 @@ mod tests {
         assert!(!port(53, "UDP", "10.0.0.5").conflicts(&port(53, "UDP", "10.0.0.6")), "two addresses");
         assert!(ports_conflict(&[port(1, "TCP", "0.0.0.0"), web.clone()], &[port(8080, "TCP", "0.0.0.0")]));
         assert!(!ports_conflict(&[web], &[]));
+    }
+
+    #[test]
+    fn a_pod_may_join_a_node_unless_a_port_an_anti_affinity_or_a_hostname_spread_keeps_it_out() {
+        let labels = |app: &str| BTreeMap::from([("app".to_string(), app.to_string())]);
+        let away_from =
+            |app: &str, key: TopologyKey| PodAffinityTerm { key, selector: vec![Requirement::equals("app", app)] };
+        let placed = |namespace: &str, app: &str, anti_affinity: Vec<PodAffinityTerm>| PlacedPod {
+            namespace: namespace.into(),
+            labels: labels(app),
+            anti_affinity,
+            host_ports: vec![],
+        };
+        let mut web = PodRequest::new("shop/web-1", Resources::default());
+        web.labels = labels("web");
+        let apart = placed("shop", "apart", vec![away_from("web", TopologyKey::Hostname)]);
+        assert!(web.may_join(&[placed("shop", "cache", vec![])]));
+        assert!(!web.may_join(std::slice::from_ref(&apart)), "a pod there keeps web pods off its node");
+        assert!(web.may_join(&[PlacedPod { namespace: "other".into(), ..apart }]), "its terms select in its namespace");
+        assert!(
+            web.may_join(&[placed("shop", "apart", vec![away_from("web", TopologyKey::Zone)])]),
+            "a zone term is not this node's alone to judge"
+        );
+        let mut shy = web.clone();
+        shy.anti_affinity = vec![away_from("cache", TopologyKey::Hostname)];
+        assert!(!shy.may_join(&[placed("shop", "cache", vec![])]), "it keeps away from cache pods");
+        assert!(shy.may_join(&[placed("shop", "db", vec![])]));
+        let port = HostPort { port: 8443, protocol: "TCP".into(), ip: "0.0.0.0".into() };
+        let mut ported = web.clone();
+        ported.host_ports = vec![port.clone()];
+        let taken = PlacedPod { host_ports: vec![port], ..placed("elsewhere", "proxy", vec![]) };
+        assert!(!ported.may_join(std::slice::from_ref(&taken)), "ports are the node's, whatever the namespace");
+        assert!(web.may_join(&[taken]));
+        let one_per_node = |hard: bool| TopologySpread {
+            key: TopologyKey::Hostname,
+            max_skew: 1,
+            min_domains: None,
+            hard,
+            selector: vec![Requirement::equals("app", "web")],
+            counted_nodes: Default::default(),
+        };
+        let mut spread = web.clone();
+        spread.spreads = vec![one_per_node(true)];
+        assert!(!spread.may_join(&[placed("shop", "web", vec![])]), "one web pod per node, and this one has one");
+        assert!(spread.may_join(&[placed("shop", "cache", vec![])]));
+        spread.spreads = vec![one_per_node(false)];
+        assert!(spread.may_join(&[placed("shop", "web", vec![])]), "ScheduleAnyway");
     }
 
     #[test]

@@ -340,3 +340,31 @@ fn two_pods_taking_one_host_port_never_share_a_node() {
     assert_eq!(plan.new_nodes.len(), 2, "{plan:?}");
     assert!(plan.new_nodes.iter().all(|n| n.pods.len() == 1));
 }
+
+#[test]
+fn a_zone_spread_fills_room_already_there_before_it_launches_in_that_zone() {
+    // The sandbox's story (tests/sandbox_scheduling.rs) before its third wave: 1a holds two web pods, 1b one (on a
+    // node with 430m left) beside a node whose `apart` pods keep web pods off it, 1c two on a node with room for one
+    // more.
+    let mut fixture = Fixture::new(types_of(&["m5"]));
+    let mut apart = placed("apart");
+    apart.anti_affinity = vec![term(TopologyKey::Hostname, "web")];
+    fixture.existing = vec![
+        node("a", ZONES[0], 430, vec![placed("web"), placed("web"), placed("near")]),
+        node("b-apart", ZONES[1], 920, vec![apart.clone(), apart, placed("zonal"), placed("ports")]),
+        node("b", ZONES[1], 430, vec![placed("alone"), placed("ports"), placed("web")]),
+        node("c", ZONES[2], 930, vec![placed("web"), placed("web")]),
+    ];
+    let mut pods = web_pods(6, 1);
+    for p in &mut pods {
+        p.spreads[0].min_domains = Some(3);
+    }
+    let plan = fixture.solve(&pods, &[three_zone_pool()]);
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    let on_c = plan.existing_placements.get("c").map_or(0, Vec::len);
+    let new = new_per_zone(&plan);
+    // 1a and 1c hold two web pods, 1b one: the first new pod must go to 1b, where no node takes it, so it opens one
+    // there; the next may go to any zone, and c's room takes it rather than a node of its own in 1c.
+    assert_eq!((on_c, new), (1, [2, 3, 0]), "c's room before a node in 1c: {plan:?}");
+    assert_eq!(plan.new_nodes.len(), 2, "{plan:?}");
+}

@@ -309,7 +309,12 @@ fn solve_in(
         };
         let grow_efficiently = !matches!(pass, Pass::Bins(_));
         for attempt in attempts(pod) {
-            if existing.place(pod, pod_index, shape, &attempt, catalog, &mut topology) {
+            let zones = if topology.constrains(shape, TopologyKey::Zone) {
+                zones_to_weigh(pod, &attempt, &pools, catalog, &mut compat_cache, &mut existing)
+            } else {
+                catalog.all_zones()
+            };
+            if existing.place(pod, pod_index, shape, &attempt, zones, &mut topology) {
                 placed = true;
                 break;
             }
@@ -417,6 +422,8 @@ struct ExistingState<'a> {
     /// Only the nodes that took pods in this solve (a few of thousands): their hostname topology, their pods.
     hosts: HashMap<usize, HostState>,
     pods: BTreeMap<usize, Vec<usize>>,
+    /// `zones_usable_with`'s answers.
+    zones_usable: HashMap<Vec<Requirement>, u64>,
 }
 
 /// Nodes per entry of `ExistingState::block_room`.
@@ -434,17 +441,36 @@ impl<'a> ExistingState<'a> {
             domains,
             hosts: HashMap::new(),
             pods: BTreeMap::new(),
+            zones_usable: HashMap::new(),
             nodes,
         }
     }
 
+    /// The zones of the nodes a pod with `requirements` may use (taints aside: kube-scheduler's spreads count
+    /// tainted nodes' zones unless told otherwise), once per set of requirements in a solve.
+    fn zones_usable_with(&mut self, requirements: &[Requirement]) -> u64 {
+        if let Some(&zones) = self.zones_usable.get(requirements) {
+            return zones;
+        }
+        let zones = self
+            .nodes
+            .iter()
+            .zip(self.domains)
+            .filter(|(node, _)| requirements.iter().all(|r| r.matches(node.labels.get(&r.key).map(String::as_str))))
+            .filter_map(|(_, (zone, _))| *zone)
+            .fold(0u64, |zones, z| zones | (1 << z));
+        self.zones_usable.insert(requirements.to_vec(), zones);
+        zones
+    }
+
+    /// Places the pod on the first node that takes it; `zones` are those its zone constraints weigh.
     fn place(
         &mut self,
         pod: &PodRequest,
         pod_index: usize,
         shape: &PodTopology,
         attempt: &Attempt,
-        catalog: &Catalog,
+        zones: u64,
         topology: &mut Topology,
     ) -> bool {
         let blocks = (0..self.block_room.len()).filter(|&b| pod.requests.fits_in(&self.block_room[b]));
@@ -467,9 +493,7 @@ impl<'a> ExistingState<'a> {
             // The node's domains are fixed: it must be among those the pod's constraints allow.
             let (zone, capacity_type) = self.domains[n];
             let zone_ok = !topology.constrains(shape, TopologyKey::Zone)
-                || zone.is_some_and(|z| {
-                    topology.allowed_zones(shape, catalog.all_zones(), attempt.honour) & (1 << z) != 0
-                });
+                || zone.is_some_and(|z| topology.allowed_zones(shape, zones, attempt.honour) & (1 << z) != 0);
             let ct_ok = !topology.constrains(shape, TopologyKey::CapacityType)
                 || capacity_type.is_some_and(|c| {
                     topology.allowed_capacity_types(shape, SPOT | ON_DEMAND, attempt.honour) & (1 << c) != 0
@@ -488,6 +512,27 @@ impl<'a> ExistingState<'a> {
         }
         false
     }
+}
+
+/// The zones a pod's zone constraints weigh as it tries an existing node: those where a pool could launch a node
+/// for it (which a new node weighs too) and those of the nodes it may use (kube-scheduler's domains). Every zone
+/// the catalog knows would hold the least crowded at none and keep the pod off every zone that has one already,
+/// launching nodes beside room kube-scheduler then fills.
+fn zones_to_weigh(
+    pod: &PodRequest,
+    attempt: &Attempt,
+    pools: &[Pool],
+    catalog: &Catalog,
+    compat_cache: &mut HashMap<(usize, Vec<Requirement>), Option<Compat>>,
+    existing: &mut ExistingState<'_>,
+) -> u64 {
+    let launchable = pools
+        .iter()
+        .enumerate()
+        .filter(|(_, pool)| tolerates_all(&pod.tolerations, &pool.spec.taints))
+        .filter_map(|(p, pool)| cached_compat(compat_cache, p, &attempt.requirements, pool, catalog).map(|c| c.zones))
+        .fold(0, |zones, more| zones | more);
+    launchable | existing.zones_usable_with(&attempt.requirements)
 }
 
 /// The zones and capacity types the pod's topology lets it use, out of `zones` × `cts`; pinned to one of each

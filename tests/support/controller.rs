@@ -64,6 +64,13 @@ impl ControllerProcess {
     pub fn log_lines_with(&self, text: &str) -> usize {
         std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains(text)).count()
     }
+
+    /// The last `count` lines of its log, for a failed test's output (CI keeps nothing else of a run).
+    pub fn log_tail(&self, count: usize) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(count)..].join("\n")
+    }
 }
 
 impl Drop for ControllerProcess {
@@ -141,11 +148,13 @@ pub fn start_controller_with(
     let log_path = std::path::PathBuf::from(format!("{}/target/controller-{identity}.log", env!("CARGO_MANIFEST_DIR")));
     let log = std::fs::File::create(&log_path)?;
     let (metrics_port, health_port) = (free_port()?, free_port()?);
+    // NODESMITH_TEST_LOG_LEVEL=nodesmith=debug keeps the plans' debug lines when a test is being looked into.
+    let log_level = std::env::var("NODESMITH_TEST_LOG_LEVEL").unwrap_or_else(|_| "nodesmith=info".into());
     let child = super::nodesmith_binary()
         .args(["controller", "--cluster-name", cluster, "--namespace", namespace, "--identity", identity])
         .args(["--metrics-port", &metrics_port.to_string(), "--health-port", &health_port.to_string()])
         .args(extra_args)
-        .args(["--batch-idle-duration", "500ms", "--batch-max-duration", "3s", "--log-level", "nodesmith=info"])
+        .args(["--batch-idle-duration", "500ms", "--batch-max-duration", "3s", "--log-level", &log_level])
         .envs(env)
         .stdout(Stdio::null())
         .stderr(log)
@@ -504,6 +513,13 @@ impl ControllerTest {
     /// The story's error comes first.
     pub async fn run(self, story: impl AsyncFnOnce(&Self) -> Result<()>) -> Result<()> {
         let result = story(&self).await;
+        if result.is_err()
+            && let Ok(controllers) = self.controllers.lock()
+        {
+            for controller in controllers.iter() {
+                eprintln!("--- the last lines of {}:\n{}", controller.log.display(), controller.log_tail(60));
+            }
+        }
         let more = self.more_pools.lock().map(|p| p.clone()).unwrap_or_default();
         let mut cleaned = clean_up(&self.sandbox, &self.namespace, &self.name).await;
         for (pool, namespace) in more {
