@@ -156,10 +156,9 @@ impl PodRequest {
         self.id.split_once('/').map_or("default", |(namespace, _)| namespace)
     }
 
-    /// Whether the pods on a node (`placed`) would let this one join them, as far as that node alone decides: no
-    /// host port taken twice, no required anti-affinity on hostname either way, and no hard hostname spread at its
-    /// skew there already (a new node is always possible, so the least crowded hostname holds none, as the solver
-    /// counts it). Room, and constraints over zones, are for the caller or the solver to weigh.
+    /// Whether the pods on a node (`placed`) would let this one join them, whatever else runs: no host port taken
+    /// twice, and no required anti-affinity on hostname either way. Room, and spreads (which depend on every node),
+    /// are for the caller or the solver to weigh.
     pub fn may_join(&self, placed: &[PlacedPod]) -> bool {
         let namespace = self.namespace();
         let on_hostname = |term: &&PodAffinityTerm| term.key == TopologyKey::Hostname;
@@ -172,10 +171,7 @@ impl PodRequest {
             .all(|term| !neighbours().any(|p| selects(&term.selector, &p.labels)));
         let kept_away_by_none = neighbours()
             .all(|p| !p.anti_affinity.iter().filter(on_hostname).any(|term| selects(&term.selector, &self.labels)));
-        let spreads_hold = self.spreads.iter().filter(|s| s.hard && s.key == TopologyKey::Hostname).all(|spread| {
-            neighbours().filter(|p| selects(&spread.selector, &p.labels)).count() < spread.max_skew.max(1) as usize
-        });
-        ports_free && keeps_none_away && kept_away_by_none && spreads_hold
+        ports_free && keeps_none_away && kept_away_by_none
     }
 }
 
@@ -309,7 +305,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_may_join_a_node_unless_a_port_an_anti_affinity_or_a_hostname_spread_keeps_it_out() {
+    fn a_pod_may_join_a_node_unless_a_port_or_a_hostname_anti_affinity_either_way_keeps_it_out() {
         let labels = |app: &str| BTreeMap::from([("app".to_string(), app.to_string())]);
         let away_from =
             |app: &str, key: TopologyKey| PodAffinityTerm { key, selector: vec![Requirement::equals("app", app)] };
@@ -339,20 +335,17 @@ mod tests {
         let taken = PlacedPod { host_ports: vec![port], ..placed("elsewhere", "proxy", vec![]) };
         assert!(!ported.may_join(std::slice::from_ref(&taken)), "ports are the node's, whatever the namespace");
         assert!(web.may_join(&[taken]));
-        let one_per_node = |hard: bool| TopologySpread {
+        // A spread depends on every node: a second pod of a one-per-node spread may join once every node has one.
+        let mut spread = web.clone();
+        spread.spreads = vec![TopologySpread {
             key: TopologyKey::Hostname,
             max_skew: 1,
             min_domains: None,
-            hard,
+            hard: true,
             selector: vec![Requirement::equals("app", "web")],
             counted_nodes: Default::default(),
-        };
-        let mut spread = web.clone();
-        spread.spreads = vec![one_per_node(true)];
-        assert!(!spread.may_join(&[placed("shop", "web", vec![])]), "one web pod per node, and this one has one");
-        assert!(spread.may_join(&[placed("shop", "cache", vec![])]));
-        spread.spreads = vec![one_per_node(false)];
-        assert!(spread.may_join(&[placed("shop", "web", vec![])]), "ScheduleAnyway");
+        }];
+        assert!(spread.may_join(&[placed("shop", "web", vec![])]));
     }
 
     #[test]
