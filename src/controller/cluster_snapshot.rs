@@ -245,12 +245,22 @@ pub fn daemonset_pods(ctx: &Context) -> Vec<scheduling::DaemonSetPod> {
 }
 
 /// A Node as room for pods: its allocatable minus what the pods bound to it request, and those pods for topology.
-/// Going away or cordoned: no room, but its capacity still counts against its NodePool's limits. Whether its pods
-/// still count where they are is the caller's to say: a node in `leaving_nodes` has them planned elsewhere.
+/// Going away or cordoned: no room, but its capacity still counts against its NodePool's limits. Its pods count
+/// where they are, as kube-scheduler sees them; a plan uses `planning_room`.
 pub fn node_room(node: &Node, bound: &[Arc<Pod>]) -> Option<ExistingNode> {
     let mut room = existing_node(node).ok()?;
     room.available = if usable(node) { room.available - requests_of(bound) } else { Resources::ZERO };
     room.pods = placed_pods(bound);
+    Some(room)
+}
+
+/// A Node as room for a plan: `node_room`, where the pods of a node in `leaving` (`leaving_nodes`) no longer count:
+/// they are being planned elsewhere.
+pub fn planning_room(node: &Node, bound: &[Arc<Pod>], leaving: &HashSet<String>) -> Option<ExistingNode> {
+    let mut room = node_room(node, bound)?;
+    if leaving.contains(&room.name) {
+        room.pods.clear();
+    }
     Some(room)
 }
 
@@ -288,10 +298,7 @@ pub fn existing_capacity(ctx: &Context, nominated_to: &dyn Fn(&str) -> Vec<Arc<P
     let mut existing: Vec<ExistingNode> = Vec::new();
     for node in ctx.state.nodes.state() {
         let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
-        let Some(mut capacity) = node_room(&node, bound) else { continue };
-        if leaving.contains(&capacity.name) {
-            capacity.pods.clear();
-        }
+        let Some(mut capacity) = planning_room(&node, bound, &leaving) else { continue };
         if usable(&node) {
             // Pods planned onto a NodeClaim wait for its Node once it registers.
             let mut nominated = nominated_to(&capacity.name);

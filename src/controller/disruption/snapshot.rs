@@ -209,10 +209,7 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
         };
         let node_name = node.name_any();
         let bound = pods_by_node.get(&node_name).map(Vec::as_slice).unwrap_or_default();
-        let Some(mut room) = cluster_snapshot::node_room(&node, bound) else { continue };
-        if leaving.contains(&node_name) {
-            room.pods.clear(); // planned elsewhere (`pending`)
-        }
+        let Some(mut room) = cluster_snapshot::planning_room(&node, bound, &leaving) else { continue };
         let nominated = nominated_to(&[&node_name, &claim_name]);
         let just_planned_onto = !nominated.is_empty();
         cluster_snapshot::hold_room_for(&mut room, &nominated, &leaving);
@@ -289,10 +286,7 @@ pub fn gather(ctx: &Context, drifted: &dyn Fn(&NodeClaim, &Node) -> Option<Strin
     let mut other_room = Vec::new();
     for node in others.iter().filter(|n| !claimed_nodes.contains(&n.name_any())) {
         let bound = pods_by_node.get(&node.name_any()).map(Vec::as_slice).unwrap_or_default();
-        let Some(mut room) = cluster_snapshot::node_room(node, bound) else { continue };
-        if leaving.contains(&room.name) {
-            room.pods.clear(); // planned elsewhere (`pending`)
-        }
+        let Some(mut room) = cluster_snapshot::planning_room(node, bound, &leaving) else { continue };
         let nominated = nominated_to(&[&room.name]);
         cluster_snapshot::hold_room_for(&mut room, &nominated, &leaving);
         other_room.push(room);
