@@ -1,9 +1,8 @@
 //! Where would the candidates' pods go? The pure scheduler is asked, with the candidates taken out of the cluster:
 //! the pending pods first, then the candidates' pods, against the free room of every other node (for consolidation,
-//! not of nodes that lost pods within `consolidateAfter`; for drift, not of other drifted nodes while there is
-//! other room) and new nodes of the ready NodePools. Then what a replacement may be: only types cheaper, by the
-//! churn guard, than what it replaces, and spot → spot only when allowed and diverse enough not to fight
-//! price-capacity-optimized.
+//! not of nodes that lost pods within `consolidateAfter`) and new nodes of the ready NodePools. Then what a
+//! replacement may be: only types cheaper, by the churn guard, than what it replaces, and spot → spot only when
+//! allowed and diverse enough not to fight price-capacity-optimized.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
