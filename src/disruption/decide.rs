@@ -203,7 +203,7 @@ fn drift(
 /// A drifted node with pods: replaced by whatever new nodes its pods need, or why it cannot be.
 pub(super) fn replace_drifted(simulator: &Simulator<'_>, node: &ManagedNode) -> Result<Command, String> {
     // New nodes only pending pods need are the provisioner's to launch, not this command's.
-    let replacements = simulator.simulate_drift(&[node]).map_err(|why| format!("drifted, but {why}"))?.new_nodes;
+    let replacements = simulator.simulate(&[node]).map_err(|why| format!("drifted, but {why}"))?.new_nodes;
     let replacements_price = replacements.iter().map(|r| r.price_per_hour).sum();
     Ok(Command {
         method: Method::Drift,
@@ -520,7 +520,7 @@ pub fn still_valid(snapshot: &Snapshot<'_>, command: &Command) -> Result<Command
             if let Some(node) = candidates.iter().find(|n| n.drifted.is_none()) {
                 return Err(format!("{} is no longer drifted", node.claim));
             }
-            let needed = Simulator::new(snapshot).simulate_drift(&candidates)?.new_nodes;
+            let needed = Simulator::new(snapshot).simulate(&candidates)?.new_nodes;
             if needed.len() > command.replacements.len() {
                 return Err(format!("its pods now need {} new nodes", needed.len()));
             }

@@ -43,8 +43,6 @@ pub struct Simulator<'s> {
     /// Entries of `existing` that lost pods within `consolidateAfter` (`Snapshot::settling`): no room for
     /// consolidation.
     settling: Vec<usize>,
-    /// Entries of `existing` that are drifted themselves: no room for drift's moves while other room will do.
-    drifted: Vec<usize>,
     /// The pending pods that have a place somewhere now (those that fit nowhere are left out of every simulation).
     pending: Vec<PodRequest>,
     /// How many of them need a new node even with every node still there.
@@ -59,13 +57,9 @@ impl<'s> Simulator<'s> {
         let mut uninitialized_entries: Vec<usize> = (snapshot.other_room.len()..existing.len()).collect();
         let mut index = HashMap::new();
         let mut settling = Vec::new();
-        let mut drifted = Vec::new();
         for node in snapshot.nodes {
             if snapshot.settling(node) {
                 settling.push(existing.len());
-            }
-            if node.drifted.is_some() {
-                drifted.push(existing.len());
             }
             let mut room = node.room.clone();
             if node.deleting {
@@ -96,7 +90,6 @@ impl<'s> Simulator<'s> {
             uninitialized,
             uninitialized_entries,
             settling,
-            drifted,
             pending,
             pending_needing_new_nodes,
         }
@@ -132,22 +125,15 @@ impl<'s> Simulator<'s> {
         })
     }
 
-    /// Where a drifted candidate's pods would go once it is gone, after the pending pods have taken their room; or
-    /// why some pod has nowhere to go, or would go only to capacity not initialized yet. Other drifted nodes are no
-    /// place for them while other room will do, since each pod moved there would be evicted again when that node's
-    /// turn comes; only when the pods have nowhere else to go (a NodePool at its limits) do they go there.
-    pub fn simulate_drift(&self, candidates: &[&ManagedNode]) -> Result<Simulated, String> {
-        match self.plan(candidates, false, &self.drifted) {
-            Err(Refusal::Nowhere(_)) => self.plan(candidates, false, &[]),
-            up_to_date => up_to_date,
-        }
-        .map_err(Refusal::into_reason)
+    /// Where the candidates' pods would go once the candidates are gone, after the pending pods have taken their
+    /// room; or why some candidate's pod has nowhere to go, or would go only to capacity not initialized yet.
+    pub fn simulate(&self, candidates: &[&ManagedNode]) -> Result<Simulated, String> {
+        self.plan(candidates, false)
     }
 
-    /// As `simulate_drift` with every node counted as room, for consolidation: except nodes that lost pods within
-    /// `consolidateAfter`, no place to move pods to.
+    /// As `simulate`, for consolidation: nodes that lost pods within `consolidateAfter` are no place to move pods to.
     pub fn simulate_consolidation(&self, candidates: &[&ManagedNode]) -> Result<Simulated, String> {
-        self.plan(candidates, true, &[]).map_err(Refusal::into_reason)
+        self.plan(candidates, true)
     }
 
     /// What consolidation left out of the room it counted, for a refusal a person reads; empty when nothing.
@@ -158,14 +144,7 @@ impl<'s> Simulator<'s> {
         format!(" ({} nodes that lost pods within consolidateAfter are not counted as room)", self.settling.len())
     }
 
-    /// The simulation behind the two above: `no_room` are entries whose room the candidates' pods may not take
-    /// (their capacity still counts against their NodePool's limits).
-    fn plan(
-        &self,
-        candidates: &[&ManagedNode],
-        without_settling: bool,
-        no_room: &[usize],
-    ) -> Result<Simulated, Refusal> {
+    fn plan(&self, candidates: &[&ManagedNode], without_settling: bool) -> Result<Simulated, String> {
         let moving: Vec<&PodRequest> = candidates.iter().flat_map(|c| c.pods.iter().map(|p| &p.request)).collect();
         if moving.is_empty() {
             return Ok(Simulated::default());
@@ -181,14 +160,11 @@ impl<'s> Simulator<'s> {
         if settling_out {
             taken_out.extend(&self.settling);
         }
-        let plan = self.solve_without(&pods, &taken_out, no_room);
+        let plan = self.solve_without(&pods, &taken_out, &[]);
         // A pending pod that finds no place now is the provisioner's to report, not a reason to keep a node.
         if let Some(stuck) = stuck_moving(&plan, &moving) {
             let note = if without_settling { self.settling_note() } else { String::new() };
-            return Err(Refusal::Nowhere(format!(
-                "pod {} would have nowhere to go: {}{note}",
-                stuck.pod, stuck.reason
-            )));
+            return Err(format!("pod {} would have nowhere to go: {}{note}", stuck.pod, stuck.reason));
         }
         let settling_names: HashSet<String> = if without_settling && !settling_out {
             let existing = self.existing.borrow();
@@ -208,21 +184,18 @@ impl<'s> Simulator<'s> {
             // may have filled the capacity still launching first), and then the move need not wait for it. Only
             // with nothing pending, for whom that capacity may have been launched.
             Some(refusal) if self.pending.is_empty() => {
-                let without_launching: Vec<usize> = self.uninitialized_entries.iter().chain(no_room).copied().collect();
-                let elsewhere = self.solve_without(&pods, &taken_out, &without_launching);
+                let elsewhere = self.solve_without(&pods, &taken_out, &self.uninitialized_entries);
                 if !no_worse(&elsewhere, &plan, &moving) {
-                    return Err(Refusal::Waits(refusal));
+                    return Err(refusal);
                 }
                 elsewhere
             }
-            Some(refusal) => return Err(Refusal::Waits(refusal)),
+            Some(refusal) => return Err(refusal),
         };
         for (node, placed) in &plan.existing_placements {
             let Some(pod) = placed.iter().find(|p| moving.contains(p.as_str())) else { continue };
             if settling_names.contains(node) {
-                return Err(Refusal::Waits(format!(
-                    "pod {pod} would go to {node}, which lost pods within consolidateAfter"
-                )));
+                return Err(format!("pod {pod} would go to {node}, which lost pods within consolidateAfter"));
             }
         }
         let (new_nodes, pending_only): (Vec<NewNode>, Vec<NewNode>) =
@@ -254,22 +227,6 @@ impl<'s> Simulator<'s> {
             existing[i].capacity = capacity;
         }
         plan
-    }
-}
-
-/// Why a simulation found no move.
-enum Refusal {
-    /// Some candidate's pod has no place at all.
-    Nowhere(String),
-    /// The pods have places, but one of them is not to be used yet (capacity still starting, a node settling).
-    Waits(String),
-}
-
-impl Refusal {
-    fn into_reason(self) -> String {
-        match self {
-            Self::Nowhere(reason) | Self::Waits(reason) => reason,
-        }
     }
 }
 

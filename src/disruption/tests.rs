@@ -646,46 +646,6 @@ fn drifted_nodes_are_replaced_even_when_the_replacement_costs_more() {
     assert_eq!(command.replacements.len(), 1);
 }
 
-/// Two drifted nodes, `old-a` with a 1-CPU pod and `old-b` with room for it, in a pool that consolidates never.
-fn two_drifted_nodes() -> Cluster {
-    let mut cluster = Cluster::new();
-    cluster.pools[0].consolidate_after = None;
-    cluster.node("old-a", "default", "m5.large", CapacityType::OnDemand, vec![pod("a/p", 1000, 1024)]).drifted =
-        Some("AMIDrift".into());
-    cluster.node("old-b", "default", "m5.xlarge", CapacityType::OnDemand, vec![pod("a/q", 500, 1024)]).drifted =
-        Some("AMIDrift".into());
-    cluster
-}
-
-#[test]
-fn a_drifted_nodes_pods_are_not_moved_onto_another_drifted_node() {
-    // old-b has room for old-a's pod, but it goes too: the pod would be evicted twice.
-    let mut cluster = two_drifted_nodes();
-    let command = cluster.decide().command.expect("a command");
-    assert_eq!((command.method, command.candidates.clone()), (Method::Drift, vec!["old-a".to_string()]));
-    assert_eq!(command.replacements.len(), 1, "{command:?}");
-    assert_eq!(command.replacements[0].pods, vec!["a/p"]);
-    // The same move is still valid when checked again.
-    assert!(still_valid(&cluster.snapshot(), &command).is_ok());
-
-    // Room on a node that is not drifted is taken instead of a new node.
-    cluster.node("new", "default", "m5.xlarge", CapacityType::OnDemand, vec![]);
-    let command = cluster.decide().command.expect("a command");
-    assert_eq!((command.candidates, command.replacements.len()), (vec!["old-a".to_string()], 0));
-}
-
-#[test]
-fn a_drifted_node_whose_pods_fit_only_on_another_drifted_node_still_goes() {
-    // The pool's limits leave no room for a new node (6 CPUs in use, 5 allowed): old-b's room is the only place.
-    let mut cluster = two_drifted_nodes();
-    let unlimited = ResourceName::ALL.into_iter().fold(Resources::ZERO, |r, name| r.with(name, i64::MAX / 2));
-    cluster.specs[0].limits = Some(unlimited.with(ResourceName::Cpu, 5000));
-    let command = cluster.decide().command.expect("a command");
-    assert_eq!((command.method, command.candidates.clone()), (Method::Drift, vec!["old-a".to_string()]));
-    assert!(command.replacements.is_empty(), "{command:?}");
-    assert!(still_valid(&cluster.snapshot(), &command).is_ok());
-}
-
 #[test]
 fn a_recent_consolidation_replacement_is_held() {
     let mut cluster = Cluster::new();
